@@ -1,0 +1,17 @@
+"""daxfs: a user-space DAX file system on a memory pool.
+
+The public API (see API.md): ``mkfs``, ``open_volume``, ``Volume``, ``File``,
+the value types ``Stat``/``StatFS``/``Extent`` and the errors.
+"""
+
+from daxfs._types import Extent, Stat, StatFS
+from daxfs.access.file import File
+from daxfs.errors import BusyError, CorruptVolumeError, InvalidPathError, PoisonError
+from daxfs.volume import Volume, mkfs, open_volume
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "mkfs", "open_volume", "Volume", "File", "Stat", "StatFS", "Extent",
+    "BusyError", "CorruptVolumeError", "PoisonError", "InvalidPathError", "__version__",
+]

@@ -1,0 +1,69 @@
+"""The small value types the public API returns: Stat, StatFS, Extent.
+
+They are immutable named tuples so they compare, print and unpack like the
+``os`` results they mirror.
+"""
+
+from __future__ import annotations
+
+import stat as _stat
+from typing import NamedTuple
+
+__all__ = ["Stat", "StatFS", "Extent"]
+
+
+class Stat(NamedTuple):
+    """What ``vol.stat`` returns; field names follow ``os.stat_result``."""
+
+    st_ino: int
+    st_mode: int
+    st_nlink: int
+    st_uid: int
+    st_gid: int
+    st_size: int
+    st_blocks: int          # 512-byte units actually allocated to the file
+    st_atime_ns: int
+    st_mtime_ns: int
+    st_ctime_ns: int
+    st_blksize: int = 4096
+
+    @property
+    def st_atime(self) -> float:
+        return self.st_atime_ns / 1e9
+
+    @property
+    def st_mtime(self) -> float:
+        return self.st_mtime_ns / 1e9
+
+    @property
+    def st_ctime(self) -> float:
+        return self.st_ctime_ns / 1e9
+
+    def is_dir(self) -> bool:
+        return _stat.S_ISDIR(self.st_mode)
+
+    def is_file(self) -> bool:
+        return _stat.S_ISREG(self.st_mode)
+
+
+class StatFS(NamedTuple):
+    """What ``vol.statfs`` returns.  Byte counts; ``free + used + busy + bad == size``."""
+
+    size: int               # bytes of data area (what files can use)
+    block_size: int
+    free: int
+    used: int
+    busy: int               # detached from files but still referenced (pins, mappings)
+    bad: int                # quarantined after memory_failure
+    files: int              # inodes in use, directories included
+    metadata_size: int = 0  # bytes reserved for superblocks, log and checkpoints
+    sync_mode: str = "msync"  # how persist reaches the medium: "map_sync" or "msync"
+
+
+class Extent(NamedTuple):
+    """One run of a file's blocks, as ``File.extents`` lists them."""
+
+    file_offset: int
+    length: int
+    pool_offset: int
+    flags: frozenset[str] = frozenset()   # "unwritten", "shared", "poisoned"

@@ -1,0 +1,167 @@
+"""ExtentMap: one file's block map.
+
+A run is ``(fblk, nblk, pblk, flags)``: file blocks ``fblk..fblk+nblk`` live
+in data blocks ``pblk..pblk+nblk``.  Invariants: runs are sorted by ``fblk``,
+never overlap, have ``nblk > 0``, and two runs adjacent both in the file and
+in the pool with equal flags are merged (so a sequentially written file is a
+single run).  Two parallel lists and ``bisect`` beat a tree here: most files
+have a handful of runs and appends touch only the tail.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Iterator
+
+UNWRITTEN = 1   # blocks allocated but never written: they read as zeros
+
+Run = tuple[int, int, int, int]
+
+
+class ExtentMap:
+    """The sorted, merged runs of one file."""
+
+    __slots__ = ("_starts", "_runs")
+
+    def __init__(self, runs: list[Run] | None = None) -> None:
+        self._runs: list[Run] = []
+        self._starts: list[int] = []
+        if runs:
+            for run in runs:
+                self.insert(*run)
+
+    @classmethod
+    def from_flat(cls, flat: list[int]) -> "ExtentMap":
+        """Build from ``[fblk, nblk, pblk, flags, ...]`` already sorted and merged (a checkpoint)."""
+        emap = cls.__new__(cls)
+        runs = [(flat[i], flat[i + 1], flat[i + 2], flat[i + 3]) for i in range(0, len(flat), 4)]
+        emap._runs = runs
+        emap._starts = [r[0] for r in runs]
+        return emap
+
+    def to_flat(self) -> list[int]:
+        return [x for run in self._runs for x in run]
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def __iter__(self) -> Iterator[Run]:
+        return iter(self._runs)
+
+    def __bool__(self) -> bool:
+        return bool(self._runs)
+
+    @property
+    def blocks(self) -> int:
+        """Blocks mapped (written or not)."""
+        return sum(r[1] for r in self._runs)
+
+    @property
+    def end(self) -> int:
+        """One past the last mapped file block (0 when empty)."""
+        if not self._runs:
+            return 0
+        last = self._runs[-1]
+        return last[0] + last[1]
+
+    def lookup(self, fblk: int) -> Run | None:
+        """The run covering ``fblk``, or None for a hole."""
+        i = bisect_right(self._starts, fblk) - 1
+        if i >= 0:
+            run = self._runs[i]
+            if fblk < run[0] + run[1]:
+                return run
+        return None
+
+    def pblk_of(self, fblk: int) -> int | None:
+        run = self.lookup(fblk)
+        return None if run is None else run[2] + fblk - run[0]
+
+    def slice(self, fblk: int, nblk: int) -> list[Run]:
+        """The runs inside ``[fblk, fblk+nblk)``, clipped to it (holes omitted)."""
+        end = fblk + nblk
+        i = max(0, bisect_right(self._starts, fblk) - 1)
+        out: list[Run] = []
+        runs = self._runs
+        while i < len(runs):
+            f, n, p, fl = runs[i]
+            if f >= end:
+                break
+            lo = f if f > fblk else fblk
+            hi = f + n if f + n < end else end
+            if lo < hi:
+                out.append((lo, hi - lo, p + lo - f, fl))
+            i += 1
+        return out
+
+    def pieces(self, fblk: int, nblk: int) -> list[Run]:
+        """Cover ``[fblk, fblk+nblk)`` exactly: mapped runs, and holes as ``(f, n, -1, 0)``."""
+        out: list[Run] = []
+        pos = fblk
+        for run in self.slice(fblk, nblk):
+            if run[0] > pos:
+                out.append((pos, run[0] - pos, -1, 0))
+            out.append(run)
+            pos = run[0] + run[1]
+        if pos < fblk + nblk:
+            out.append((pos, fblk + nblk - pos, -1, 0))
+        return out
+
+    def remove(self, fblk: int, nblk: int) -> list[Run]:
+        """Unmap ``[fblk, fblk+nblk)``; return the removed runs, clipped."""
+        end = fblk + nblk
+        runs = self._runs
+        i = max(0, bisect_right(self._starts, fblk) - 1)
+        j = i
+        keep: list[Run] = []
+        removed: list[Run] = []
+        while j < len(runs):
+            f, n, p, fl = runs[j]
+            if f >= end:
+                break
+            if f + n <= fblk:
+                keep.append(runs[j])
+                j += 1
+                continue
+            if f < fblk:
+                keep.append((f, fblk - f, p, fl))
+            lo = max(f, fblk)
+            hi = min(f + n, end)
+            removed.append((lo, hi - lo, p + lo - f, fl))
+            if f + n > end:
+                keep.append((end, f + n - end, p + end - f, fl))
+            j += 1
+        if removed:
+            runs[i:j] = keep
+            self._starts[i:j] = [r[0] for r in keep]
+        return removed
+
+    def insert(self, fblk: int, nblk: int, pblk: int, flags: int) -> None:
+        """Map a range that is currently a hole, merging with neighbours."""
+        runs = self._runs
+        starts = self._starts
+        i = bisect_right(starts, fblk)
+        # merge with the left neighbour
+        if i > 0:
+            f, n, p, fl = runs[i - 1]
+            if f + n == fblk and p + n == pblk and fl == flags:
+                fblk, nblk, pblk = f, n + nblk, p
+                i -= 1
+                del runs[i]
+                del starts[i]
+        # merge with the right neighbour
+        if i < len(runs):
+            f, n, p, fl = runs[i]
+            if fblk + nblk == f and pblk + nblk == p and fl == flags:
+                nblk += n
+                del runs[i]
+                del starts[i]
+        runs.insert(i, (fblk, nblk, pblk, flags))
+        starts.insert(i, fblk)
+
+    def last_written_end(self) -> int:
+        """One past the last file block holding written (not unwritten) data."""
+        for f, n, _p, fl in reversed(self._runs):
+            if not fl & UNWRITTEN:
+                return f + n
+        return 0

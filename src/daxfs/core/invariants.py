@@ -1,0 +1,124 @@
+"""fsck for the core: recompute what the state should be and list every difference.
+
+Independent of how ``apply`` maintains things: it rebuilds block ownership,
+link counts and the tree from scratch and compares.
+"""
+
+from __future__ import annotations
+
+import stat as st
+from collections.abc import Collection
+
+from daxfs.core.extents import UNWRITTEN
+from daxfs.core.state import ROOT_INO, Core
+
+
+def check(core: Core, referenced: Collection[int] = ()) -> list[str]:
+    """Problems in ``core``; ``referenced`` are inodes held open (orphans allowed among them)."""
+    problems: list[str] = []
+    bs = core.block_size
+    inodes = core.inodes
+    owned: list[tuple[int, int, int, int]] = []     # (pblk, n, ino, fblk)
+    runs = 0
+    for ino, node in inodes.items():
+        if node.ino != ino:
+            problems.append(f"inode {ino} is stored as {node.ino}")
+        if node.extents is None:
+            if not st.S_ISDIR(node.mode):
+                problems.append(f"inode {ino} has no block map but is not a directory")
+            continue
+        if not st.S_ISREG(node.mode):
+            problems.append(f"inode {ino} has a block map but is not a regular file")
+        runs += len(node.extents)
+        prev_end = -1
+        size_blocks = -(-node.size // bs)
+        for fblk, n, pblk, flags in node.extents:
+            if n <= 0 or fblk < 0:
+                problems.append(f"inode {ino}: bad run at file block {fblk} (+{n})")
+            if fblk < prev_end:
+                problems.append(f"inode {ino}: runs overlap at file block {fblk}")
+            prev_end = fblk + n
+            if pblk < 0 or pblk + n > core.data_blocks:
+                problems.append(f"inode {ino}: run at file block {fblk} points outside the data area")
+            if not flags & UNWRITTEN and fblk + n > size_blocks:
+                problems.append(f"inode {ino}: written blocks past its size {node.size} (file block {fblk}+{n})")
+            owned.append((pblk, n, ino, fblk))
+    if runs != core.runs:
+        problems.append(f"run count is {core.runs}, files hold {runs}")
+
+    # Every block is free or owned once; free + owned = the whole data area.
+    owned.sort()
+    pos = 0
+    prev: tuple[int, int, int, int] | None = None
+    for pblk, n, ino, fblk in owned:
+        if prev is not None and pblk < prev[0] + prev[1]:
+            problems.append(f"data block {pblk} owned twice: inode {prev[2]} and inode {ino}")
+        if prev is None or pblk + n > prev[0] + prev[1]:
+            prev = (pblk, n, ino, fblk)
+        pos = max(pos, pblk + n)
+    owned_blocks = sum(n for _p, n, _i, _f in owned)
+    for start, n in core.space.runs():
+        for pblk, m, ino, _f in _overlapping(owned, start, n):
+            problems.append(f"free blocks {start}..{start + n} overlap inode {ino}'s blocks {pblk}..{pblk + m}")
+    if core.space.free + owned_blocks != core.data_blocks:
+        problems.append(f"free ({core.space.free}) + used ({owned_blocks}) blocks != "
+                        f"data area ({core.data_blocks})")
+
+    # The tree: reachable from the root, one parent per directory, link counts.
+    root = inodes.get(ROOT_INO)
+    if root is None or root.entries is None:
+        return problems + ["root directory missing"]
+    links = {ino: 0 for ino in inodes}
+    seen = {ROOT_INO}
+    stack = [root]
+    chars = 0
+    while stack:
+        d = stack.pop()
+        links[d.ino] += 1              # "."
+        for name, child in d.entries.items():  # type: ignore[union-attr]
+            chars += len(name)
+            if not name or "/" in name or "\0" in name or name in (".", ".."):
+                problems.append(f"directory {d.ino} has an invalid name {name!r}")
+            cnode = inodes.get(child)
+            if cnode is None:
+                problems.append(f"directory {d.ino} entry {name!r} points to missing inode {child}")
+                continue
+            links[child] += 1
+            if cnode.entries is not None:
+                links[d.ino] += 1      # the child's ".."
+                if child in seen:
+                    problems.append(f"directory {child} is reachable twice")
+                    continue
+                if cnode.parent != d.ino:
+                    problems.append(f"directory {child} records parent {cnode.parent}, is in {d.ino}")
+                seen.add(child)
+                stack.append(cnode)
+            else:
+                seen.add(child)
+    links[ROOT_INO] += 1               # the root's ".." is itself
+    if chars != core.name_chars:
+        problems.append(f"name length total is {core.name_chars}, entries hold {chars}")
+    for ino, node in inodes.items():
+        if ino not in seen:
+            if node.entries is not None:
+                problems.append(f"directory {ino} is not connected to the tree")
+            elif ino not in referenced:
+                problems.append(f"orphan inode {ino} has no names and nobody holds it")
+        if node.nlink != links[ino]:
+            problems.append(f"inode {ino} link count is {node.nlink}, should be {links[ino]}")
+        if ino >= core.next_ino:
+            problems.append(f"inode {ino} is not below the next inode number {core.next_ino}")
+    return problems
+
+
+def _overlapping(owned: list[tuple[int, int, int, int]], start: int, n: int
+                 ) -> list[tuple[int, int, int, int]]:
+    from bisect import bisect_left
+    i = max(0, bisect_left(owned, (start, 0, 0, 0)) - 1)
+    out = []
+    while i < len(owned) and owned[i][0] < start + n:
+        p, m, _ino, _f = owned[i]
+        if p + m > start:
+            out.append(owned[i])
+        i += 1
+    return out

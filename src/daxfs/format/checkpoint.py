@@ -1,0 +1,58 @@
+"""Checkpoints as bytes: the whole core state, msgpack-encoded, checksummed.
+
+Header: magic, crc32 of the body, generation, the last log sequence the state
+includes, the virtual log position where the next record goes, body length.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from typing import NamedTuple
+
+import msgpack
+
+from daxfs.errors import CorruptVolumeError
+
+MAGIC = b"DAXFSCKP"
+HEADER = struct.Struct("<8sIQqQQ4x")
+
+
+class Checkpoint(NamedTuple):
+    generation: int
+    last_seq: int        # -1 when no record has been applied yet
+    log_pos: int         # virtual log position of record last_seq + 1
+    state: object
+
+
+def encode_checkpoint(state: object, generation: int, last_seq: int, log_pos: int) -> bytes:
+    body = msgpack.packb(state, use_bin_type=True, unicode_errors="surrogateescape")
+    return HEADER.pack(MAGIC, zlib.crc32(body), generation, last_seq, log_pos, len(body)) + body
+
+
+def decode_checkpoint(buf: memoryview | bytes, where: int) -> Checkpoint:
+    """The checkpoint stored in ``buf``; CorruptVolumeError unless it is intact."""
+    if len(buf) < HEADER.size:
+        raise CorruptVolumeError("checkpoint slot truncated", where=where)
+    magic, crc, gen, last_seq, log_pos, body_len = HEADER.unpack_from(buf, 0)
+    if magic != MAGIC:
+        raise CorruptVolumeError("checkpoint missing (bad magic)", where=where)
+    if HEADER.size + body_len > len(buf):
+        raise CorruptVolumeError("checkpoint length runs past its slot", where=where)
+    body = buf[HEADER.size:HEADER.size + body_len]
+    if zlib.crc32(body) != crc:
+        raise CorruptVolumeError("checkpoint checksum mismatch", where=where)
+    try:
+        state = msgpack.unpackb(body, raw=False, unicode_errors="surrogateescape",
+                                strict_map_key=False)
+    except Exception as exc:
+        raise CorruptVolumeError(f"checkpoint body does not decode ({exc})", where=where) from None
+    return Checkpoint(gen, last_seq, log_pos, state)
+
+
+def peek_checkpoint(buf: memoryview | bytes) -> tuple[int, int, int] | None:
+    """``(generation, last_seq, log_pos)`` from a slot's header, unverified; None without magic."""
+    if len(buf) < HEADER.size:
+        return None
+    magic, _crc, gen, last_seq, log_pos, _len = HEADER.unpack_from(buf, 0)
+    return (gen, last_seq, log_pos) if magic == MAGIC else None

@@ -1,0 +1,129 @@
+"""FilePool: a pool over a file or device, mapped MAP_SHARED.
+
+It first asks for MAP_SHARED_VALIDATE|MAP_SYNC (a synchronous DAX mapping,
+where a store plus a cache flush is durable); kernels and files that cannot
+give that refuse it, and the pool falls back to MAP_SHARED with msync as the
+persist primitive.  ``sync_mode`` records which one it got.  Persist always
+uses msync: it is correct for both (on DAX it flushes CPU caches), and
+Python has no cache-flush instruction of its own.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import mmap
+import os
+import stat
+
+from daxfs.media.pool import Buffer, Pool
+
+_MAP_SHARED_VALIDATE = 0x03
+_MAP_SYNC = 0x80000
+_PAGE = mmap.PAGESIZE
+
+
+def _device_size(fd: int) -> int:
+    """Bytes in the file or device behind ``fd``."""
+    st = os.fstat(fd)
+    if stat.S_ISREG(st.st_mode):
+        return st.st_size
+    return os.lseek(fd, 0, os.SEEK_END)
+
+
+class FilePool(Pool):
+    """A memory-mapped file or device (``/dev/shm/x``, ``/dev/dax0.0``, a plain file)."""
+
+    def __init__(self, path: str, *, readonly: bool = False, create_size: int | None = None,
+                 exclusive_create: bool = False) -> None:
+        self.name = path
+        self.readonly = readonly
+        self._locked = False
+        flags = os.O_RDONLY if readonly else os.O_RDWR
+        if create_size is not None:
+            flags |= os.O_CREAT | (os.O_EXCL if exclusive_create else 0)
+        fd = os.open(path, flags | os.O_CLOEXEC, 0o600)
+        try:
+            if create_size is not None and stat.S_ISREG(os.fstat(fd).st_mode):
+                if os.fstat(fd).st_size > create_size:
+                    os.ftruncate(fd, create_size)
+                # Reserve the memory now: a pool that runs out of tmpfs pages
+                # later would SIGBUS on a store instead of giving ENOSPC.
+                os.posix_fallocate(fd, 0, create_size)
+            size = _device_size(fd)
+            if size <= 0:
+                raise OSError(errno.EINVAL, "pool is empty", path)
+            self._mmap, self.sync_mode = self._map(fd, size, readonly)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self.size = size
+        self._view = memoryview(self._mmap)
+        # One ctypes export gives the base address for memset; it is dropped
+        # before unmapping (an export would make mmap.close raise BufferError).
+        self._anchor = None if readonly else ctypes.c_char.from_buffer(self._mmap)
+        self._base = 0 if self._anchor is None else ctypes.addressof(self._anchor)
+
+    @staticmethod
+    def _map(fd: int, size: int, readonly: bool) -> tuple[mmap.mmap, str]:
+        prot = mmap.PROT_READ if readonly else mmap.PROT_READ | mmap.PROT_WRITE
+        if not readonly:
+            try:
+                return mmap.mmap(fd, size, flags=_MAP_SHARED_VALIDATE | _MAP_SYNC, prot=prot), "map_sync"
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOTSUP):
+                    raise
+        return mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=prot), "msync"
+
+    @property
+    def fileno(self) -> int:
+        return self._fd
+
+    def try_lock(self) -> bool:
+        # flock locks belong to the open file description, so a second open
+        # of the same pool in this very process conflicts too.
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        self._locked = True
+        return True
+
+    def read(self, offset: int, length: int) -> bytes:
+        return self._mmap[offset:offset + length]
+
+    def view(self, offset: int, length: int) -> memoryview:
+        return self._view[offset:offset + length]
+
+    def write(self, offset: int, data: Buffer) -> None:
+        if self.readonly:
+            raise PermissionError(errno.EROFS, "pool is read-only", self.name)
+        n = len(data) if not isinstance(data, memoryview) else data.nbytes
+        self._view[offset:offset + n] = data if not isinstance(data, memoryview) or data.format == "B" \
+            else data.cast("B")
+
+    def zero(self, offset: int, length: int) -> None:
+        if self.readonly:
+            raise PermissionError(errno.EROFS, "pool is read-only", self.name)
+        self.check_range(offset, length)
+        ctypes.memset(self._base + offset, 0, length)
+
+    def persist(self, offset: int, length: int) -> None:
+        if self.readonly or length <= 0:
+            return
+        start = offset - offset % _PAGE
+        end = min(self.size, offset + length)
+        self._mmap.flush(start, end - start)
+
+    def close(self) -> None:
+        if self._fd < 0:
+            return
+        self._anchor = None
+        self._view.release()
+        self._mmap.close()
+        if self._locked:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = -1

@@ -1,0 +1,164 @@
+"""Pools in private memory: MemoryPool (a bytearray) and RecordingPool.
+
+RecordingPool logs every store and persist.  From that log it builds the
+images a power failure could leave (``crash_images``): at each persist
+point, stores already covered by an earlier persist are kept; the stores
+still in flight may each be lost, kept, or torn (an 8-byte-granular
+prefix), which is what real memory guarantees about unflushed cache lines.
+"""
+
+from __future__ import annotations
+
+import errno
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from daxfs.media.pool import Buffer, Pool
+
+_PAGE = 4096
+_TEAR_GRAIN = 8     # stores tear at 8-byte (word) granularity
+
+
+class MemoryPool(Pool):
+    """A pool in a private bytearray; persist is a no-op."""
+
+    def __init__(self, size_or_image: int | bytes | bytearray, *, readonly: bool = False,
+                 name: str = "<memory>") -> None:
+        if isinstance(size_or_image, int):
+            self._buf = bytearray(size_or_image)
+        else:
+            self._buf = bytearray(size_or_image)
+        self.size = len(self._buf)
+        self.readonly = readonly
+        self.sync_mode = "msync"
+        self.name = name
+        self._view = memoryview(self._buf)
+
+    def image(self) -> bytes:
+        """A copy of the whole pool."""
+        return bytes(self._buf)
+
+    def read(self, offset: int, length: int) -> bytes:
+        return bytes(self._view[offset:offset + length])
+
+    def view(self, offset: int, length: int) -> memoryview:
+        view = self._view[offset:offset + length]
+        return view.toreadonly() if self.readonly else view
+
+    def write(self, offset: int, data: Buffer) -> None:
+        if self.readonly:
+            raise PermissionError(errno.EROFS, "pool is read-only", self.name)
+        raw = memoryview(data).cast("B") if not isinstance(data, (bytes, bytearray)) else data
+        self.check_range(offset, len(raw))
+        self._view[offset:offset + len(raw)] = raw
+
+    def zero(self, offset: int, length: int) -> None:
+        if self.readonly:
+            raise PermissionError(errno.EROFS, "pool is read-only", self.name)
+        self.check_range(offset, length)
+        self._view[offset:offset + length] = bytes(length)
+
+    def persist(self, offset: int, length: int) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class CrashImage:
+    """One pool image a crash could leave, and how it was made."""
+
+    image: bytes
+    persist_index: int      # crashed before this persist completed (len(persists) = after the last)
+    event_index: int        # events[:event_index] had been issued
+    variant: str            # "all-lost", "all-kept", "random", "torn"
+
+
+class RecordingPool(MemoryPool):
+    """A MemoryPool that logs stores and persists, to enumerate crash images."""
+
+    def __init__(self, size_or_image: int | bytes | bytearray, *, name: str = "<recording>") -> None:
+        super().__init__(size_or_image, name=name)
+        self.initial = bytes(self._buf)
+        #: ("store", offset, bytes) or ("persist", offset, length), in issue order
+        self.events: list[tuple[str, int, bytes | int]] = []
+        self.recording = True
+
+    def write(self, offset: int, data: Buffer) -> None:
+        super().write(offset, data)
+        if self.recording:
+            raw = bytes(data)
+            self.events.append(("store", offset, raw))
+
+    def zero(self, offset: int, length: int) -> None:
+        super().zero(offset, length)
+        if self.recording:
+            self.events.append(("store", offset, bytes(length)))
+
+    def persist(self, offset: int, length: int) -> None:
+        if self.recording and length > 0:
+            start = offset - offset % _PAGE
+            end = -(-(offset + length) // _PAGE) * _PAGE
+            self.events.append(("persist", start, end - start))
+
+    def mark(self) -> int:
+        """The current event index (tests note it around each operation)."""
+        return len(self.events)
+
+    def persist_points(self) -> list[int]:
+        """Event indexes of every persist."""
+        return [i for i, ev in enumerate(self.events) if ev[0] == "persist"]
+
+    def crash_images(self, event_index: int, *, seed: int = 0, random_variants: int = 1
+                     ) -> Iterator[CrashImage]:
+        """Images a crash could leave when ``events[:event_index]`` had been issued.
+
+        Stores covered by a persist issued before ``event_index`` are durable;
+        the others are in flight.  Yields: all in-flight stores lost, all kept,
+        ``random_variants`` random subsets, and one with every in-flight store torn.
+        """
+        events = self.events[:event_index]
+        durable = [False] * len(events)
+        # Walk backwards so each store knows whether a later persist covers it.
+        covered: list[tuple[int, int]] = []
+        for i in range(len(events) - 1, -1, -1):
+            kind, off, payload = events[i]
+            if kind == "persist":
+                covered.append((off, off + int(payload)))  # type: ignore[arg-type]
+            else:
+                end = off + len(payload)  # type: ignore[arg-type]
+                durable[i] = any(a <= off and end <= b for a, b in covered)
+        in_flight = [i for i, ev in enumerate(events) if ev[0] == "store" and not durable[i]]
+        persist_index = sum(1 for ev in events if ev[0] == "persist")
+        rng = random.Random(seed * 1_000_003 + event_index)
+
+        def build(choose: dict[int, int | None]) -> bytes:
+            # choose[i]: None = lost, -1 = kept whole, k = first k bytes kept
+            buf = bytearray(self.initial)
+            for i, (kind, off, payload) in enumerate(events):
+                if kind != "store":
+                    continue
+                data: bytes = payload  # type: ignore[assignment]
+                if not durable[i]:
+                    keep = choose.get(i)
+                    if keep is None:
+                        continue
+                    if keep >= 0:
+                        data = data[:keep]
+                buf[off:off + len(data)] = data
+            return bytes(buf)
+
+        yield CrashImage(build({}), persist_index, event_index, "all-lost")
+        if not in_flight:
+            return
+        yield CrashImage(build({i: -1 for i in in_flight}), persist_index, event_index, "all-kept")
+        for _ in range(random_variants):
+            yield CrashImage(build({i: -1 for i in in_flight if rng.random() < 0.5}),
+                             persist_index, event_index, "random")
+        torn: dict[int, int | None] = {}
+        for i in in_flight:
+            size = len(self.events[i][2])  # type: ignore[arg-type]
+            torn[i] = rng.randrange(0, max(1, size // _TEAR_GRAIN)) * _TEAR_GRAIN
+        yield CrashImage(build(torn), persist_index, event_index, "torn")

@@ -1,0 +1,1048 @@
+"""Volume: one mounted pool.  Every change is validate -> record -> persist -> apply.
+
+One lock orders every operation.  A metadata change is validated against the
+core state (raising the error Linux would give, with nothing changed), its
+data stores are made and persisted, its record is appended to the log and
+persisted, and only then applied to the core: so it is durable when the call
+returns, and a crash at any point leaves it all-or-nothing.
+
+Data rules that make that true:
+- Blocks a file gains are fully written or zeroed, and persisted, before the
+  record that gives them to the file; fallocate'd blocks are marked unwritten
+  and read as zeros instead.
+- Bytes past EOF inside the last block may hold stale data; whenever the size
+  grows over them they are zeroed first (before the record).
+- Punch and zero of a partial block copy it to a fresh block (COW) so the
+  record swaps it in atomically; if no block is free they zero in place.
+- Overwrites of blocks a file already owns go in place and are not atomic
+  per byte, as on any DAX file system.
+Timestamps from data writes that need no record (in-place overwrites) are
+kept in memory and logged at fsync/close/checkpoint, like ``lazytime``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat as st
+import threading
+import time
+import uuid as uuidlib
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from daxfs._types import Extent, Stat, StatFS
+from daxfs.core import UNWRITTEN, Core, Inode, ROOT_INO, check
+from daxfs.core.namespace import fspath, split_path
+from daxfs.core.records import Create, Link, Reclaim, Record, Rename, SetAttr, SetExtents, Unlink
+from daxfs.errors import BusyError, CorruptVolumeError, fs_error
+from daxfs.format.checkpoint import decode_checkpoint, encode_checkpoint, peek_checkpoint
+from daxfs.format.layout import HEADER_SIZE, OWNER_OFFSET, SUPERBLOCK_OFFSETS, Layout
+from daxfs.format.superblock import (SUPERBLOCK_BYTES, Superblock, decode_owner, decode_superblock,
+                                     encode_owner, has_magic)
+from daxfs.media import FilePool, Pool
+from daxfs.volume.log import LogRing
+
+if TYPE_CHECKING:
+    from daxfs.access.file import File
+
+POLICIES = ("defer", "wait", "break", "refuse")
+DURABILITIES = ("sync", "lazy")
+MAX_FILE_SIZE = 1 << 62
+
+# Upper bound of how much a record can grow the checkpoint (see Core.checkpoint_bound).
+_GROW_INODE = 256
+_GROW_RUN = 80
+
+
+def _now() -> int:
+    return time.time_ns()
+
+
+def _process_umask() -> int:
+    """The process umask without changing it (os.umask would race other threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def check_policy(policy: str | None) -> None:
+    if policy is not None and policy not in POLICIES:
+        raise ValueError(f"unknown pin policy {policy!r}; expected one of {', '.join(POLICIES)}")
+
+
+class Volume:
+    """A mounted daxfs volume (see ``daxfs.open_volume``)."""
+
+    def __init__(self, pool: Pool, superblock: Superblock, core: Core, ring: LogRing, *,
+                 generation: int, checkpoint_pos: int, readonly: bool, policy: str,
+                 durability: str, lease_break_s: float) -> None:
+        self._pool = pool
+        self._sb = superblock
+        self._layout = superblock.layout
+        self._core = core
+        self._ring = ring
+        self._generation = generation
+        self._checkpoint_pos = checkpoint_pos
+        self.readonly = readonly
+        self.policy = policy
+        self.durability = durability
+        self.lease_break_s = lease_break_s
+        self.path = pool.name
+        self._lock = threading.RLock()
+        self._bs = self._layout.block_size
+        self._data_offset = self._layout.data_offset
+        self._open_files: dict[int, int] = {}           # ino -> open File count
+        self._handles: set[File] = set()
+        self._pending_mtime: dict[int, int] = {}        # ino -> mtime from in-place writes
+        self._dirty: dict[int, list[tuple[int, int]]] = {}  # lazy durability: unpersisted data
+        self._umask = _process_umask()
+        self._uid = os.getuid()
+        self._gid = os.getgid()
+        self._closed = False
+
+    # ------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def format(cls, pool: Pool, *, block_size: int = 4096) -> None:
+        """Write an empty volume onto ``pool`` (superblocks last, so a crash leaves no half-volume)."""
+        layout = Layout.compute(pool.size, block_size)
+        for off in SUPERBLOCK_OFFSETS:
+            pool.zero(off, SUPERBLOCK_BYTES)
+        pool.persist(0, HEADER_SIZE)
+        pool.zero(HEADER_SIZE, layout.checkpoint_offsets[1] + layout.checkpoint_size - HEADER_SIZE)
+        pool.persist(HEADER_SIZE, layout.checkpoint_offsets[1] + layout.checkpoint_size - HEADER_SIZE)
+        core = Core.new(block_size, layout.data_blocks, time_ns=_now(), uid=os.getuid(), gid=os.getgid(),
+                        align_blocks=layout.align_blocks)
+        generation = 1
+        data = encode_checkpoint(core.to_checkpoint(), generation, -1, 0)
+        slot = layout.checkpoint_offsets[generation % 2]
+        pool.write(slot, data)
+        pool.persist(slot, len(data))
+        sb = Superblock(uuidlib.uuid4(), layout, generation)
+        raw = sb.encode()
+        for off in SUPERBLOCK_OFFSETS:
+            pool.write(off, raw)
+            pool.persist(off, len(raw))
+
+    @classmethod
+    def mount(cls, pool: Pool, *, readonly: bool = False, policy: str = "defer",
+              durability: str = "sync", lease_break_s: float = 45.0) -> "Volume":
+        """Mount the volume on ``pool``: newest valid checkpoint, then replay the log after it."""
+        sb = cls._read_superblock(pool)
+        layout = sb.layout
+        if layout.pool_size > pool.size:
+            raise CorruptVolumeError(f"pool is {pool.size} bytes but the volume was made for "
+                                     f"{layout.pool_size} (truncated?)")
+        slots = layout.checkpoint_offsets
+        want = sb.generation
+        size = layout.checkpoint_size
+        try:
+            ckpt = decode_checkpoint(pool.view(slots[want % 2], size), slots[want % 2])
+            if ckpt.generation != want:
+                raise CorruptVolumeError(f"checkpoint slot holds generation {ckpt.generation}, "
+                                         f"superblock wants {want}", where=slots[want % 2])
+            # The other slot only tells how far back the log is still needed.
+            other = peek_checkpoint(pool.view(slots[(want + 1) % 2], size))
+            older_pos = other[2] if other is not None and other[0] == want - 1 else None
+        except CorruptVolumeError as damaged:
+            # Fall back to the other slot: the checkpoint before (or a newer one whose
+            # superblock flip did not land).  The log still holds every record after it.
+            off = slots[(want + 1) % 2]
+            try:
+                ckpt = decode_checkpoint(pool.view(off, size), off)
+            except CorruptVolumeError:
+                raise damaged from None
+            if ckpt.generation not in (want - 1, want + 1):
+                raise damaged from None
+            older_pos = None
+        core = Core.from_checkpoint(ckpt.state, layout.block_size, layout.data_blocks,
+                                    align_blocks=layout.align_blocks)
+        volume_id = int.from_bytes(sb.uuid.bytes[:8], "little")
+        head, next_seq = LogRing.replay(pool, layout.log_offset, layout.log_size, volume_id,
+                                        start=ckpt.log_pos, first_seq=ckpt.last_seq + 1, apply=core.apply)
+        tail = ckpt.log_pos if older_pos is None or older_pos > ckpt.log_pos else older_pos
+        if head - tail > layout.log_size:
+            tail = ckpt.log_pos
+        ring = LogRing(pool, layout.log_offset, layout.log_size, volume_id,
+                       head=head, tail=tail, next_seq=next_seq)
+        vol = cls(pool, sb, core, ring, generation=max(want, ckpt.generation), checkpoint_pos=ckpt.log_pos,
+                  readonly=readonly, policy=policy, durability=durability, lease_break_s=lease_break_s)
+        if not readonly:
+            pool.write(OWNER_OFFSET, encode_owner(os.getpid(), _now()))
+            pool.persist(OWNER_OFFSET, 64)
+            with vol._lock:
+                for ino in core.orphans():      # left by a crash: nobody can hold them now
+                    vol._commit(Reclaim(ino))
+        return vol
+
+    @staticmethod
+    def _read_superblock(pool: Pool) -> Superblock:
+        if pool.size < HEADER_SIZE:
+            raise CorruptVolumeError(f"not a daxfs volume: {pool.size} bytes is too small to hold one")
+        found: list[Superblock] = []
+        errors: list[CorruptVolumeError] = []
+        magic_seen = False
+        for off in SUPERBLOCK_OFFSETS:
+            raw = pool.read(off, SUPERBLOCK_BYTES)
+            magic_seen = magic_seen or has_magic(raw)
+            try:
+                found.append(decode_superblock(raw, off))
+            except CorruptVolumeError as exc:
+                errors.append(exc)
+        if found:
+            return max(found, key=lambda sb: sb.generation)
+        if not magic_seen:
+            raise CorruptVolumeError("not a daxfs volume (no superblock found)")
+        versions = [e for e in errors if "version" in e.what]
+        raise versions[0] if versions else CorruptVolumeError(
+            "both superblocks are damaged: " + "; ".join(e.what for e in errors))
+
+    def close(self, *, force: bool = False, timeout: float | None = None) -> None:
+        """Flush what is pending, checkpoint, and unmount.  Open files are closed with it."""
+        with self._lock:
+            if self._closed:
+                return
+            for handle in list(self._handles):
+                handle._detach()
+            if not self.readonly:
+                self._flush_pending(None)
+                for ino, count in list(self._open_files.items()):
+                    node = self._core.inodes.get(ino)
+                    if node is not None and node.nlink == 0:
+                        self._commit(Reclaim(ino))
+                self._open_files.clear()
+                self._checkpoint()
+                self._pool.write(OWNER_OFFSET, bytes(64))
+                self._pool.persist(OWNER_OFFSET, 64)
+            self._closed = True
+            self._pool.close()
+
+    def __enter__(self) -> "Volume":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("ro" if self.readonly else "rw")
+        return f"<daxfs.Volume {self.path!r} {state}>"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def block_size(self) -> int:
+        return self._bs
+
+    # ------------------------------------------------------------ commit & checkpoint
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError("I/O operation on closed volume")
+
+    def _check_writable(self, path: str | None = None) -> None:
+        if self._closed:
+            raise ValueError("I/O operation on closed volume")
+        if self.readonly:
+            raise fs_error(errno.EROFS, path)
+
+    def _commit(self, record: Record, grow: int = 0) -> None:
+        """Log ``record`` durably, then apply it.  ``grow``: how much it may add to a checkpoint."""
+        core = self._core
+        if grow and core.checkpoint_bound + grow > self._layout.checkpoint_size - 64:
+            raise fs_error(errno.ENOSPC, message="no space left for metadata (too many files or extents "
+                           "for this pool's checkpoint area)")
+        ring = self._ring
+        data = ring.encode(record)
+        cost = ring.cost(len(data))
+        if cost > ring.size // 4:
+            raise fs_error(errno.ENOSPC, message="change too large for the metadata log (free space is "
+                           "too fragmented for one write this big)")
+        if ring.head - self._checkpoint_pos + cost > ring.size // 2 or not ring.fits(len(data)):
+            self._checkpoint()
+            if not ring.fits(len(data)):
+                self._checkpoint()
+            data = ring.encode(record)
+        ring.append(record, data)
+        core.apply(record)
+
+    def _checkpoint(self) -> None:
+        """Write the whole state to the older slot, flip the superblocks, free the log before it."""
+        core = self._core
+        for ino, mtime in self._pending_mtime.items():
+            if ino in core.inodes:
+                core.apply(SetAttr(ino, None, None, None, None, mtime, mtime))
+        self._pending_mtime.clear()
+        ring = self._ring
+        generation = self._generation + 1
+        data = encode_checkpoint(core.to_checkpoint(), generation, ring.next_seq - 1, ring.head)
+        layout = self._layout
+        if len(data) > layout.checkpoint_size:
+            raise fs_error(errno.ENOSPC, message="metadata no longer fits the checkpoint area")
+        slot = layout.checkpoint_offsets[generation % 2]
+        pool = self._pool
+        pool.write(slot, data)
+        pool.persist(slot, len(data))
+        sb = Superblock(self._sb.uuid, layout, generation, self._sb.version, self._sb.flags)
+        raw = sb.encode()
+        for off in SUPERBLOCK_OFFSETS:
+            pool.write(off, raw)
+            pool.persist(off, len(raw))
+        self._sb = sb
+        self._generation = generation
+        ring.tail = self._checkpoint_pos
+        self._checkpoint_pos = ring.head
+
+    def checkpoint(self) -> None:
+        """Write a checkpoint now (mount then replays nothing)."""
+        with self._lock:
+            self._check_writable()
+            self._checkpoint()
+
+    # ------------------------------------------------------------ queries
+
+    def statfs(self) -> StatFS:
+        with self._lock:
+            self._check_open()
+            core = self._core
+            bs = self._bs
+            size = core.data_blocks * bs
+            free = core.space.free * bs
+            return StatFS(size=size, block_size=bs, free=free, used=size - free, busy=0, bad=0,
+                          files=len(core.inodes), metadata_size=self._layout.data_offset,
+                          sync_mode=self._pool.sync_mode)
+
+    def info(self) -> dict[str, Any]:
+        """Identity and geometry of the volume (``daxfs info``)."""
+        with self._lock:
+            self._check_open()
+            lay = self._layout
+            return {
+                "path": self.path, "uuid": str(self._sb.uuid), "version": self._sb.version,
+                "block_size": lay.block_size, "size": lay.pool_size, "data_offset": lay.data_offset,
+                "data_size": lay.data_size, "log_size": lay.log_size,
+                "checkpoint_size": lay.checkpoint_size, "generation": self._generation,
+                "log_used": self._ring.head - self._ring.tail, "sync_mode": self._pool.sync_mode,
+                "readonly": self.readonly, "policy": self.policy, "durability": self.durability,
+            }
+
+    def fsck(self) -> list[str]:
+        """Problems in the volume's metadata; [] means clean."""
+        with self._lock:
+            self._check_open()
+            return check(self._core, self._open_files.keys())
+
+    def _lookup(self, path: object) -> tuple[str, Inode]:
+        """The inode a path names (ENOENT, ENOTDIR as Linux gives them)."""
+        p = fspath(path)
+        _parent, _name, ino, trailing = self._core.resolve(p)
+        if ino is None:
+            raise fs_error(errno.ENOENT, p)
+        node = self._core.inodes[ino]
+        if trailing and node.entries is None:
+            raise fs_error(errno.ENOTDIR, p)
+        return p, node
+
+    def _stat(self, node: Inode) -> Stat:
+        if node.entries is not None:
+            size = 40 + 20 * len(node.entries)     # what tmpfs reports, so tools see the same
+            blocks = 0
+        else:
+            size = node.size
+            blocks = node.extents.blocks * (self._bs // 512)  # type: ignore[union-attr]
+        mtime = self._pending_mtime.get(node.ino)
+        return Stat(node.ino, node.mode, node.nlink, node.uid, node.gid, size, blocks,
+                    node.atime_ns, node.mtime_ns if mtime is None else mtime,
+                    node.ctime_ns if mtime is None else max(mtime, node.ctime_ns), self._bs)
+
+    def stat(self, path: object) -> Stat:
+        with self._lock:
+            self._check_open()
+            return self._stat(self._lookup(path)[1])
+
+    def exists(self, path: object) -> bool:
+        try:
+            self.stat(path)
+        except (OSError, ValueError):
+            if self._closed:
+                raise
+            return False
+        return True
+
+    def listdir(self, path: object = "/") -> list[str]:
+        with self._lock:
+            self._check_open()
+            p, node = self._lookup(path)
+            if node.entries is None:
+                raise fs_error(errno.ENOTDIR, p)
+            return list(node.entries)
+
+    # ------------------------------------------------------------ namespace
+
+    def _new_name(self, path: str) -> tuple[int, str]:
+        """``(parent, name)`` for a name about to be created; EEXIST if taken."""
+        parent, name, ino, _trailing = self._core.resolve(path)
+        if name is None or ino is not None:
+            raise fs_error(errno.EEXIST, path)
+        return parent, name
+
+    def mkdir(self, path: object, mode: int = 0o755, *, parents: bool = False, exist_ok: bool = False) -> None:
+        p = fspath(path)
+        with self._lock:
+            self._check_writable(p)
+            core = self._core
+            if parents:
+                components, _ = split_path(p)
+                prefix = ""
+                for comp in components[:-1]:
+                    prefix += "/" + comp
+                    _par, _nm, ino, _t = core.resolve(prefix)
+                    if ino is None:
+                        self._mkdir_one(prefix, 0o777)
+                    elif core.inodes[ino].entries is None:
+                        raise fs_error(errno.ENOTDIR, p)
+            try:
+                self._mkdir_one(p, mode)
+            except FileExistsError:
+                _par, _nm, ino, _t = core.resolve(p)
+                if not (exist_ok and ino is not None and core.inodes[ino].entries is not None):
+                    raise
+
+    def _mkdir_one(self, path: str, mode: int) -> None:
+        parent, name = self._new_name(path)
+        core = self._core
+        self._commit(Create(core.next_ino, parent, name, st.S_IFDIR | (mode & 0o7777 & ~self._umask),
+                            self._uid, self._gid, _now()), _GROW_INODE + 4 * len(name))
+
+    def rmdir(self, path: object) -> None:
+        p = fspath(path)
+        with self._lock:
+            self._check_writable(p)
+            core = self._core
+            parent, name, ino, _trailing = core.resolve(p)
+            if name is None:
+                last = split_path(p)[0][-1:] or ["/"]
+                raise fs_error({".": errno.EINVAL, "..": errno.ENOTEMPTY}.get(last[0], errno.EBUSY), p)
+            if ino is None:
+                raise fs_error(errno.ENOENT, p)
+            node = core.inodes[ino]
+            if node.entries is None:
+                raise fs_error(errno.ENOTDIR, p)
+            if node.entries:
+                raise fs_error(errno.ENOTEMPTY, p)
+            self._commit(Unlink(parent, name, _now(), True))
+
+    def unlink(self, path: object, *, policy: str | None = None) -> None:
+        check_policy(policy)
+        p = fspath(path)
+        with self._lock:
+            self._check_writable(p)
+            core = self._core
+            parent, name, ino, trailing = core.resolve(p)
+            if name is None:
+                raise fs_error(errno.EISDIR, p)
+            if ino is None:
+                raise fs_error(errno.ENOENT, p)
+            node = core.inodes[ino]
+            if node.entries is not None:
+                raise fs_error(errno.EISDIR, p)
+            if trailing:
+                raise fs_error(errno.ENOTDIR, p)
+            reclaim = node.nlink == 1 and ino not in self._open_files
+            self._forget_if(reclaim, ino)
+            self._commit(Unlink(parent, name, _now(), reclaim))
+
+    def _forget_if(self, reclaim: bool, ino: int) -> None:
+        if reclaim:
+            self._pending_mtime.pop(ino, None)
+            self._dirty.pop(ino, None)
+
+    def rename(self, src: object, dst: object, *, replace: bool = True) -> None:
+        s = fspath(src)
+        d = fspath(dst)
+        with self._lock:
+            self._check_writable(s)
+            core = self._core
+            sparent, sname, sino, strailing = core.resolve(s)
+            if sname is None:
+                raise fs_error(errno.EBUSY, s)
+            if sino is None:
+                raise fs_error(errno.ENOENT, s)
+            dparent, dname, dino, dtrailing = core.resolve(d)
+            if dname is None:
+                raise fs_error(errno.EBUSY, d)
+            snode = core.inodes[sino]
+            if (strailing or dtrailing) and snode.entries is None:
+                raise fs_error(errno.ENOTDIR, s)
+            if dino is not None and not replace:
+                raise fs_error(errno.EEXIST, d)
+            if dino == sino:
+                return      # two names of one inode (or the same name): POSIX says do nothing
+            if snode.entries is not None:
+                up = dparent
+                while True:
+                    if up == sino:
+                        raise fs_error(errno.EINVAL, s, "cannot move a directory into itself")
+                    if up == ROOT_INO:
+                        break
+                    up = core.inodes[up].parent
+            reclaim = False
+            if dino is not None:
+                dnode = core.inodes[dino]
+                if snode.entries is not None:
+                    if dnode.entries is None:
+                        raise fs_error(errno.ENOTDIR, d)
+                    if dnode.entries:
+                        raise fs_error(errno.ENOTEMPTY, d)
+                elif dnode.entries is not None:
+                    raise fs_error(errno.EISDIR, d)
+                else:
+                    reclaim = dnode.nlink == 1 and dino not in self._open_files
+                    self._forget_if(reclaim, dino)
+            self._commit(Rename(sparent, sname, dparent, dname, _now(), reclaim),
+                         4 * max(0, len(dname) - len(sname)))
+
+    def link(self, src: object, dst: object) -> None:
+        s = fspath(src)
+        d = fspath(dst)
+        with self._lock:
+            self._check_writable(s)
+            core = self._core
+            _sp, sname, sino, strailing = core.resolve(s)
+            if sname is None:
+                raise fs_error(errno.EPERM, s)
+            if sino is None:
+                raise fs_error(errno.ENOENT, s)
+            snode = core.inodes[sino]
+            if snode.entries is not None:
+                raise fs_error(errno.EPERM, s)
+            if strailing:
+                raise fs_error(errno.ENOTDIR, s)
+            dparent, dname = self._new_name(d)
+            if split_path(d)[1]:
+                raise fs_error(errno.ENOENT, d)
+            self._commit(Link(sino, dparent, dname, _now()), _GROW_INODE + 4 * len(dname))
+
+    def chmod(self, path: object, mode: int) -> None:
+        with self._lock:
+            self._check_writable(fspath(path))
+            _p, node = self._lookup(path)
+            self._commit(SetAttr(node.ino, mode & 0o7777, None, None, None, None, _now()))
+
+    def utime(self, path: object, ns: tuple[int, int] | None = None) -> None:
+        with self._lock:
+            self._check_writable(fspath(path))
+            _p, node = self._lookup(path)
+            now = _now()
+            atime, mtime = (now, now) if ns is None else (int(ns[0]), int(ns[1]))
+            self._pending_mtime.pop(node.ino, None)
+            self._commit(SetAttr(node.ino, None, None, None, atime, mtime, now))
+
+    # ------------------------------------------------------------ files
+
+    def open(self, path: object, mode: str = "rb") -> "File":
+        from daxfs.access.file import File, parse_mode
+
+        p = fspath(path)
+        readable, writable, create, exclusive, truncate, append = parse_mode(mode)
+        with self._lock:
+            if writable or create:
+                self._check_writable(p)
+            else:
+                self._check_open()
+            core = self._core
+            parent, name, ino, trailing = core.resolve(p)
+            if ino is None:
+                if not create:
+                    raise fs_error(errno.ENOENT, p)
+                if trailing:
+                    raise fs_error(errno.EISDIR, p)
+                ino = core.next_ino
+                self._commit(Create(ino, parent, name, st.S_IFREG | (0o666 & ~self._umask),  # type: ignore[arg-type]
+                                    self._uid, self._gid, _now()), _GROW_INODE + 4 * len(name))  # type: ignore[arg-type]
+            else:
+                if exclusive:
+                    raise fs_error(errno.EEXIST, p)
+                node = core.inodes[ino]
+                if node.entries is not None:
+                    raise fs_error(errno.EISDIR, p)
+                if trailing:
+                    raise fs_error(errno.ENOTDIR, p)
+                if truncate and (node.size or node.extents):
+                    self._truncate(node, 0)
+            self._open_files[ino] = self._open_files.get(ino, 0) + 1
+            handle = File(self, ino, p, mode, readable=readable, writable=writable, append=append)
+            self._handles.add(handle)
+            return handle
+
+    def _release_file(self, handle: "File") -> None:
+        """A File closes: flush its inode's pending state; reclaim an orphan nobody holds."""
+        with self._lock:
+            self._handles.discard(handle)
+            if self._closed:
+                return
+            ino = handle._ino
+            count = self._open_files.get(ino, 0) - 1
+            if count > 0:
+                self._open_files[ino] = count
+                if handle._writable:
+                    self._flush_pending(ino)
+                return
+            self._open_files.pop(ino, None)
+            node = self._core.inodes.get(ino)
+            if node is None or self.readonly:
+                return
+            if node.nlink == 0:
+                self._forget_if(True, ino)
+                self._commit(Reclaim(ino))
+            elif handle._writable:
+                self._flush_pending(ino)
+
+    def _flush_pending(self, ino: int | None) -> None:
+        """Persist lazily written data and log deferred timestamps (one inode, or all)."""
+        inos = list(self._dirty) if ino is None else [ino]
+        for i in inos:
+            for off, n in self._dirty.pop(i, ()):
+                self._pool.persist(off, n)
+        inos = list(self._pending_mtime) if ino is None else [ino]
+        for i in inos:
+            mtime = self._pending_mtime.pop(i, None)
+            if mtime is not None and i in self._core.inodes:
+                self._commit(SetAttr(i, None, None, None, None, mtime, mtime))
+
+    # ---- data path (called by File with the lock not yet held)
+
+    def _node(self, ino: int) -> Inode:
+        node = self._core.inodes.get(ino)
+        if node is None:
+            raise ValueError("I/O operation on a file whose inode is gone")
+        return node
+
+    def _pread_into(self, ino: int, dest: memoryview | None, n: int, offset: int) -> bytes | int:
+        """Read up to ``n`` bytes at ``offset``: into ``dest`` (returns a count) or as bytes."""
+        if offset < 0:
+            raise fs_error(errno.EINVAL, message="negative offset")
+        with self._lock:
+            self._check_open()
+            node = self._node(ino)
+            size = node.size
+            if offset >= size or n <= 0:
+                return b"" if dest is None else 0
+            if n > size - offset:
+                n = size - offset
+            bs = self._bs
+            fblk = offset // bs
+            emap = node.extents
+            run = emap.lookup(fblk)  # type: ignore[union-attr]
+            if run is not None and not run[3] & UNWRITTEN and (offset + n - 1) // bs < run[0] + run[1]:
+                # Fast path: one written run covers the whole read.
+                src = self._data_offset + (run[2] + fblk - run[0]) * bs + offset % bs
+                if dest is None:
+                    return self._pool.read(src, n)
+                dest[:n] = self._pool.view(src, n)
+                return n
+            out = memoryview(bytearray(n)) if dest is None else dest[:n]
+            last = (offset + n - 1) // bs
+            for f, k, p, fl in emap.pieces(fblk, last - fblk + 1):  # type: ignore[union-attr]
+                lo = max(f * bs, offset)
+                hi = min((f + k) * bs, offset + n)
+                if p < 0 or fl & UNWRITTEN:
+                    out[lo - offset:hi - offset] = bytes(hi - lo)
+                else:
+                    out[lo - offset:hi - offset] = self._pool.view(self._data_offset + p * bs + lo - f * bs, hi - lo)
+            return bytes(out) if dest is None else n
+
+    def _zero_tail_for_growth(self, node: Inode, new_end: int, stores: list[tuple[int, int]]) -> None:
+        """Zero the stale bytes past EOF in the last block before the size grows over them."""
+        size = node.size
+        bs = self._bs
+        if new_end <= size or size % bs == 0:
+            return
+        run = node.extents.lookup(size // bs)  # type: ignore[union-attr]
+        if run is None or run[3] & UNWRITTEN:
+            return
+        blk = size // bs
+        start = self._data_offset + (run[2] + blk - run[0]) * bs + size % bs
+        length = min(new_end, (blk + 1) * bs) - size
+        self._pool.zero(start, length)
+        stores.append((start, length))
+
+    def _persist(self, ranges: Iterable[tuple[int, int]]) -> None:
+        for off, n in ranges:
+            self._pool.persist(off, n)
+
+    def _assign(self, holes: list[tuple[int, int]], plan: list[tuple[int, int]], flags: int
+                ) -> list[tuple[int, int, int, int]]:
+        """Lay planned data runs over file holes in order: ``(fblk, n, pblk, flags)`` pieces."""
+        out: list[tuple[int, int, int, int]] = []
+        pi = 0
+        pstart, pleft = plan[0] if plan else (0, 0)
+        for f, k in holes:
+            while k:
+                if pleft == 0:
+                    pi += 1
+                    pstart, pleft = plan[pi]
+                take = min(k, pleft)
+                out.append((f, take, pstart, flags))
+                f += take
+                k -= take
+                pstart += take
+                pleft -= take
+        return out
+
+    def _pwrite(self, ino: int, data: memoryview, offset: int | None) -> int:
+        """Write ``data`` at ``offset`` (None: at EOF, for O_APPEND)."""
+        n = data.nbytes
+        with self._lock:
+            self._check_writable()
+            node = self._node(ino)
+            if offset is None:
+                offset = node.size
+            if offset < 0:
+                raise fs_error(errno.EINVAL, message="negative offset")
+            if n == 0:
+                return 0
+            end = offset + n
+            if end > MAX_FILE_SIZE:
+                raise fs_error(errno.EFBIG, message="file too large")
+            bs = self._bs
+            core = self._core
+            emap = node.extents
+            f0 = offset // bs
+            f1 = (end - 1) // bs + 1
+            pieces = emap.pieces(f0, f1 - f0)  # type: ignore[union-attr]
+            holes = [(f, k) for f, k, p, _fl in pieces if p < 0]
+            fresh: list[tuple[int, int, int, int]] = []
+            if holes:
+                plan = core.plan_blocks(sum(k for _f, k in holes), core.goal_after(node, holes[0][0]))
+                fresh = self._assign(holes, plan, 0)
+            converted = [(f, k, p, 0) for f, k, p, fl in pieces if p >= 0 and fl & UNWRITTEN]
+            mapping = fresh + converted
+            grow = _GROW_RUN * (len(mapping) + 1) if mapping else 0
+            if grow and core.checkpoint_bound + grow > self._layout.checkpoint_size - 64:
+                raise fs_error(errno.ENOSPC, message="no space left for metadata")
+            pool = self._pool
+            data_offset = self._data_offset
+            to_persist: list[tuple[int, int]] = []
+            self._zero_tail_for_growth(node, end, to_persist)
+            new_blocks = {f for f, _k, _p, _fl in mapping}
+            for f, k, p, fl in sorted(mapping + [x for x in pieces if x[2] >= 0 and not x[3] & UNWRITTEN]):
+                base = data_offset + p * bs
+                lo = max(f * bs, offset)
+                hi = min((f + k) * bs, end)
+                if f in new_blocks:
+                    # gained or unwritten blocks: every byte is written or zeroed, then persisted
+                    if lo > f * bs:
+                        pool.zero(base, lo - f * bs)
+                    if hi < (f + k) * bs:
+                        pool.zero(base + hi - f * bs, (f + k) * bs - hi)
+                    to_persist.append((base, k * bs))
+                    pool.write(base + lo - f * bs, data[lo - offset:hi - offset])
+                else:
+                    pool.write(base + lo - f * bs, data[lo - offset:hi - offset])
+                    if self.durability == "sync":
+                        to_persist.append((base + lo - f * bs, hi - lo))
+                    else:
+                        self._dirty.setdefault(ino, []).append((base + lo - f * bs, hi - lo))
+            self._persist(to_persist)
+            now = _now()
+            if mapping or end > node.size:
+                flat = [x for piece in mapping for x in piece]
+                self._pending_mtime.pop(ino, None)
+                self._commit(SetExtents(ino, [], flat, end if end > node.size else None, now))
+            else:
+                self._pending_mtime[ino] = now
+            return n
+
+    def _truncate(self, node: Inode, size: int) -> None:
+        bs = self._bs
+        old = node.size
+        now = _now()
+        if size > old:
+            stores: list[tuple[int, int]] = []
+            self._zero_tail_for_growth(node, size, stores)
+            self._persist(stores)
+            self._commit(SetExtents(node.ino, [], [], size, now))
+            return
+        keep = -(-size // bs)
+        unmap = [keep, -1] if node.extents.end > keep else []  # type: ignore[union-attr]
+        if unmap or size != old:
+            self._pending_mtime.pop(node.ino, None)
+            self._commit(SetExtents(node.ino, unmap, [], size, now))
+
+    def _ftruncate(self, ino: int, size: int) -> None:
+        if size < 0:
+            raise fs_error(errno.EINVAL, message="negative size")
+        if size > MAX_FILE_SIZE:
+            raise fs_error(errno.EFBIG, message="file too large")
+        with self._lock:
+            self._check_writable()
+            self._truncate(self._node(ino), size)
+
+    def _range_blocks(self, offset: int, length: int) -> None:
+        if offset < 0 or length <= 0:
+            raise fs_error(errno.EINVAL, message="offset must be >= 0 and length > 0")
+        if offset + length > MAX_FILE_SIZE:
+            raise fs_error(errno.EFBIG, message="file too large")
+
+    def _fallocate(self, ino: int, offset: int, length: int, keep_size: bool) -> None:
+        self._range_blocks(offset, length)
+        with self._lock:
+            self._check_writable()
+            node = self._node(ino)
+            bs = self._bs
+            core = self._core
+            end = offset + length
+            f0 = offset // bs
+            f1 = -(-end // bs)
+            holes = [(f, k) for f, k, p, _fl in node.extents.pieces(f0, f1 - f0) if p < 0]  # type: ignore[union-attr]
+            mapping: list[tuple[int, int, int, int]] = []
+            if holes:
+                plan = core.plan_blocks(sum(k for _f, k in holes), core.goal_after(node, holes[0][0]))
+                mapping = self._assign(holes, plan, UNWRITTEN)
+            new_size = end if not keep_size and end > node.size else None
+            if not mapping and new_size is None:
+                return
+            stores: list[tuple[int, int]] = []
+            if new_size is not None:
+                self._zero_tail_for_growth(node, new_size, stores)
+                self._persist(stores)
+            self._commit(SetExtents(ino, [], [x for m in mapping for x in m], new_size, _now()),
+                         _GROW_RUN * (len(mapping) + 1))
+
+    def _cow_zeroed(self, node: Inode, blk: int, lo: int, hi: int, plan: list[tuple[int, int]] | None,
+                    stores: list[tuple[int, int]]) -> tuple[int, int, int, int] | None:
+        """Zero bytes ``[lo, hi)`` of written file block ``blk``: into a copy when ``plan``
+        gives a free block (returned as a mapping piece), else in place."""
+        bs = self._bs
+        run = node.extents.lookup(blk)  # type: ignore[union-attr]
+        if run is None or run[3] & UNWRITTEN:
+            return None
+        old = self._data_offset + (run[2] + blk - run[0]) * bs
+        if plan:
+            pblk = plan.pop(0)[0]
+            new = self._data_offset + pblk * bs
+            block = bytearray(self._pool.view(old, bs))
+            block[lo:hi] = bytes(hi - lo)
+            self._pool.write(new, block)
+            stores.append((new, bs))
+            return (blk, 1, pblk, 0)
+        self._pool.zero(old + lo, hi - lo)
+        stores.append((old + lo, hi - lo))
+        return None
+
+    def _partial_edges(self, offset: int, end: int) -> list[tuple[int, int, int]]:
+        """Blocks that ``[offset, end)`` covers only partly: ``(blk, lo, hi)`` byte ranges within."""
+        bs = self._bs
+        first, last = offset // bs, (end - 1) // bs
+        edges = []
+        if offset % bs or (first == last and end % bs):
+            edges.append((first, offset % bs, end - first * bs if first == last else bs))
+        if last != first and end % bs:
+            edges.append((last, 0, end % bs))
+        return edges
+
+    def _edge_plan(self, node: Inode, edges: list[tuple[int, int, int]], extra: int
+                   ) -> tuple[list[tuple[int, int]], list[tuple[int, int]] | None]:
+        """Plan ``extra`` blocks plus one block per written edge (its COW copy).
+
+        When there is no room for the copies, plan only ``extra`` (edges zero in place).
+        """
+        cow = [e for e in edges if (r := node.extents.lookup(e[0])) is not None  # type: ignore[union-attr]
+               and not r[3] & UNWRITTEN]
+        core = self._core
+        try:
+            plan = core.plan_blocks(extra + len(cow))
+            if not cow:
+                return plan, None
+            # split off single blocks for the copies from the end of the plan
+            singles: list[tuple[int, int]] = []
+            need = len(cow)
+            while need:
+                start, k = plan[-1]
+                take = min(k, need)
+                singles.extend((start + k - 1 - i, 1) for i in range(take))
+                plan[-1] = (start, k - take)
+                if plan[-1][1] == 0:
+                    plan.pop()
+                need -= take
+            return plan, singles
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC or not cow:
+                raise
+            return core.plan_blocks(extra), None
+
+    def _punch(self, ino: int, offset: int, length: int) -> None:
+        self._range_blocks(offset, length)
+        with self._lock:
+            self._check_writable()
+            node = self._node(ino)
+            bs = self._bs
+            end = offset + length
+            w0, w1 = -(-offset // bs), end // bs      # whole blocks
+            edges = self._partial_edges(offset, end)
+            edges = [e for e in edges if not (w0 <= e[0] < w1)]
+            unmap = [w0, w1 - w0] if w1 > w0 and node.extents.slice(w0, w1 - w0) else []  # type: ignore[union-attr]
+            _plan, singles = self._edge_plan(node, edges, 0)
+            stores: list[tuple[int, int]] = []
+            mapping = [m for blk, lo, hi in edges
+                       if (m := self._cow_zeroed(node, blk, lo, hi, singles, stores)) is not None]
+            self._persist(stores)
+            if unmap or mapping:
+                self._commit(SetExtents(ino, unmap, [x for m in mapping for x in m], None, _now()),
+                             _GROW_RUN * (len(mapping) + 2))
+            elif stores:
+                self._pending_mtime[ino] = _now()
+
+    def _zero_range(self, ino: int, offset: int, length: int, keep_size: bool) -> None:
+        self._range_blocks(offset, length)
+        with self._lock:
+            self._check_writable()
+            node = self._node(ino)
+            bs = self._bs
+            end = offset + length
+            emap = node.extents
+            w0, w1 = -(-offset // bs), end // bs
+            whole = emap.pieces(w0, w1 - w0) if w1 > w0 else []  # type: ignore[union-attr]
+            edges = [e for e in self._partial_edges(offset, end) if not (w0 <= e[0] < w1)]
+            edge_holes = [(blk, 1) for blk, _lo, _hi in edges if emap.lookup(blk) is None]  # type: ignore[union-attr]
+            holes = sorted([(f, k) for f, k, p, _fl in whole if p < 0] + edge_holes)
+            plan, singles = self._edge_plan(node, edges, sum(k for _f, k in holes))
+            mapping = self._assign(holes, plan, UNWRITTEN) if holes else []
+            # written whole blocks become unwritten: same blocks, read as zeros from now on
+            mapping += [(f, k, p, UNWRITTEN) for f, k, p, fl in whole if p >= 0 and not fl & UNWRITTEN]
+            stores: list[tuple[int, int]] = []
+            mapping += [m for blk, lo, hi in edges
+                        if (m := self._cow_zeroed(node, blk, lo, hi, singles, stores)) is not None]
+            new_size = end if not keep_size and end > node.size else None
+            if new_size is not None:
+                self._zero_tail_for_growth(node, new_size, stores)
+            self._persist(stores)
+            if mapping or new_size is not None:
+                self._commit(SetExtents(ino, [], [x for m in sorted(mapping) for x in m], new_size, _now()),
+                             _GROW_RUN * (len(mapping) + 1))
+            elif stores:
+                self._pending_mtime[ino] = _now()
+
+    def _fsync(self, ino: int) -> None:
+        with self._lock:
+            self._check_open()
+            if not self.readonly:
+                self._flush_pending(ino)
+
+    def _extents(self, ino: int) -> list[Extent]:
+        with self._lock:
+            self._check_open()
+            node = self._node(ino)
+            bs = self._bs
+            out = []
+            for f, k, p, fl in node.extents:  # type: ignore[union-attr]
+                flags = frozenset({"unwritten"}) if fl & UNWRITTEN else frozenset()
+                out.append(Extent(f * bs, k * bs, self._data_offset + p * bs, flags))
+            return out
+
+    def _fstat(self, ino: int) -> Stat:
+        with self._lock:
+            self._check_open()
+            return self._stat(self._node(ino))
+
+    def _seek_data(self, ino: int, offset: int, hole: bool) -> int:
+        """SEEK_DATA / SEEK_HOLE: unwritten blocks count as holes, like tmpfs."""
+        with self._lock:
+            node = self._node(ino)
+            size = node.size
+            if offset < 0 or offset >= size:
+                raise fs_error(errno.ENXIO, message="offset is past the end of the file")
+            bs = self._bs
+            f0 = offset // bs
+            nblk = -(-size // bs) - f0
+            for f, k, p, fl in node.extents.pieces(f0, nblk):  # type: ignore[union-attr]
+                is_data = p >= 0 and not fl & UNWRITTEN
+                if is_data != hole:
+                    return min(size, max(offset, f * bs))
+            if hole:
+                return size
+            raise fs_error(errno.ENXIO, message="no data past the offset")
+
+
+def _open_pool(path: str, readonly: bool) -> FilePool:
+    pool = FilePool(path, readonly=readonly)
+    if not readonly and not pool.try_lock():
+        pid = decode_owner(pool.read(OWNER_OFFSET, 64)) if pool.size >= HEADER_SIZE else None
+        pool.close()
+        who = f"process {pid}" if pid else "another process"
+        raise BusyError(f"pool is open read-write by {who}", holders=[pid] if pid else [], filename=path)
+    return pool
+
+
+def open_volume(path: object, *, readonly: bool = False, policy: str = "defer", durability: str = "sync",
+                lease_break_s: float = 45.0) -> Volume:
+    """Mount the volume in the pool at ``path``.
+
+    One process may open a pool read-write at a time (BusyError names the
+    holder); read-only opens work beside it and see the volume as of their mount.
+    """
+    check_policy(policy)
+    if policy is None:
+        raise ValueError("policy must be one of " + ", ".join(POLICIES))
+    if durability not in DURABILITIES:
+        raise ValueError(f"unknown durability {durability!r}; expected 'sync' or 'lazy'")
+    if not lease_break_s >= 0:
+        raise ValueError("lease_break_s must be >= 0")
+    p = fspath(path)
+    pool = _open_pool(p, readonly)
+    try:
+        return Volume.mount(pool, readonly=readonly, policy=policy, durability=durability,
+                            lease_break_s=lease_break_s)
+    except BaseException:
+        pool.close()
+        raise
+
+
+def mkfs(path: object, size: int | None = None, *, block_size: int = 4096, force: bool = False) -> Volume:
+    """Format a pool and return it opened read-write.
+
+    A new path becomes a preallocated file of ``size`` bytes.  An existing
+    file or device is formatted in place (``size`` None: all of it); an
+    existing daxfs volume, or a non-empty regular file, needs ``force=True``.
+    """
+    p = fspath(path)
+    if size is not None and (not isinstance(size, int) or size <= 0):
+        raise fs_error(errno.EINVAL, p, "size must be a positive number of bytes")
+    try:
+        existing = os.stat(p)
+    except FileNotFoundError:
+        existing = None
+    if existing is None and size is None:
+        raise fs_error(errno.EINVAL, p, "size is needed to create a new pool")
+    regular = existing is None or st.S_ISREG(existing.st_mode)
+    if existing is not None and not force:
+        with open(p, "rb") as fh:
+            head = fh.read(8)
+        if head[:8] == b"DAXFS\x00SB":
+            raise fs_error(errno.EEXIST, p, "already a daxfs volume (force=True formats it again)")
+        if regular and existing.st_size > 0:
+            raise fs_error(errno.EEXIST, p, "file exists and is not empty (force=True formats it)")
+    if existing is not None and st.S_ISDIR(existing.st_mode):
+        raise fs_error(errno.EISDIR, p)
+    target = size if size is not None else existing.st_size  # type: ignore[union-attr]
+    if regular:
+        Layout.compute(target, block_size)      # EINVAL before anything is created
+    pool = FilePool(p, create_size=target if regular else None)
+    try:
+        if not pool.try_lock():
+            raise BusyError("pool is open read-write by another process", filename=p)
+        Volume.format(pool, block_size=block_size)
+        return Volume.mount(pool)
+    except BaseException:
+        pool.close()
+        if existing is None:
+            os.unlink(p)
+        raise
