@@ -85,6 +85,9 @@ class RecordingPool(MemoryPool):
         #: ("store", offset, bytes) or ("persist", offset, length), in issue order
         self.events: list[tuple[str, int, bytes | int]] = []
         self.recording = True
+        self._covered_at: list[int] = []
+        self._base: bytearray | None = None
+        self._base_index = 0
 
     def write(self, offset: int, data: Buffer) -> None:
         super().write(offset, data)
@@ -111,6 +114,50 @@ class RecordingPool(MemoryPool):
         """Event indexes of every persist."""
         return [i for i, ev in enumerate(self.events) if ev[0] == "persist"]
 
+    def _coverage(self) -> list[int]:
+        """For each event: the index of the first persist that covers it (stores), or a huge number."""
+        if len(self._covered_at) == len(self.events):
+            return self._covered_at
+        never = 1 << 62
+        covered = [never] * len(self.events)
+        pending: dict[int, list[int]] = {}     # page -> stores not yet covered
+        for i, (kind, off, payload) in enumerate(self.events):
+            if kind == "store":
+                end = off + len(payload)  # type: ignore[arg-type]
+                for page in range(off // _PAGE, max(off // _PAGE + 1, -(-end // _PAGE))):
+                    pending.setdefault(page, []).append(i)
+                continue
+            start, stop = off, off + int(payload)  # type: ignore[arg-type]
+            for page in range(start // _PAGE, stop // _PAGE):
+                waiting = pending.get(page)
+                if not waiting:
+                    continue
+                left = []
+                for j in waiting:
+                    if covered[j] != never:
+                        continue
+                    joff = self.events[j][1]
+                    jend = joff + len(self.events[j][2])  # type: ignore[arg-type]
+                    if start <= joff and jend <= stop:
+                        covered[j] = i
+                    else:
+                        left.append(j)
+                pending[page] = left
+        self._covered_at = covered
+        return covered
+
+    def _durable_prefix(self, upto: int) -> bytearray:
+        """The image with every store before event ``upto`` applied (all of them durable)."""
+        if self._base is None or self._base_index > upto:
+            self._base = bytearray(self.initial)
+            self._base_index = 0
+        base = self._base
+        for kind, off, payload in self.events[self._base_index:upto]:
+            if kind == "store":
+                base[off:off + len(payload)] = payload  # type: ignore[arg-type]
+        self._base_index = upto
+        return base
+
     def crash_images(self, event_index: int, *, seed: int = 0, random_variants: int = 1
                      ) -> Iterator[CrashImage]:
         """Images a crash could leave when ``events[:event_index]`` had been issued.
@@ -119,29 +166,24 @@ class RecordingPool(MemoryPool):
         the others are in flight.  Yields: all in-flight stores lost, all kept,
         ``random_variants`` random subsets, and one with every in-flight store torn.
         """
-        events = self.events[:event_index]
-        durable = [False] * len(events)
-        # Walk backwards so each store knows whether a later persist covers it.
-        covered: list[tuple[int, int]] = []
-        for i in range(len(events) - 1, -1, -1):
-            kind, off, payload = events[i]
-            if kind == "persist":
-                covered.append((off, off + int(payload)))  # type: ignore[arg-type]
-            else:
-                end = off + len(payload)  # type: ignore[arg-type]
-                durable[i] = any(a <= off and end <= b for a, b in covered)
-        in_flight = [i for i, ev in enumerate(events) if ev[0] == "store" and not durable[i]]
-        persist_index = sum(1 for ev in events if ev[0] == "persist")
+        covered = self._coverage()
+        events = self.events
+        in_flight = [i for i in range(event_index) if events[i][0] == "store" and covered[i] >= event_index]
+        first = in_flight[0] if in_flight else event_index
+        base = self._durable_prefix(first)
+        persist_index = sum(1 for ev in events[:event_index] if ev[0] == "persist")
         rng = random.Random(seed * 1_000_003 + event_index)
+        flight = set(in_flight)
 
         def build(choose: dict[int, int | None]) -> bytes:
             # choose[i]: None = lost, -1 = kept whole, k = first k bytes kept
-            buf = bytearray(self.initial)
-            for i, (kind, off, payload) in enumerate(events):
+            buf = bytearray(base)
+            for i in range(first, event_index):
+                kind, off, payload = events[i]
                 if kind != "store":
                     continue
                 data: bytes = payload  # type: ignore[assignment]
-                if not durable[i]:
+                if i in flight:
                     keep = choose.get(i)
                     if keep is None:
                         continue
@@ -159,6 +201,6 @@ class RecordingPool(MemoryPool):
                              persist_index, event_index, "random")
         torn: dict[int, int | None] = {}
         for i in in_flight:
-            size = len(self.events[i][2])  # type: ignore[arg-type]
+            size = len(events[i][2])  # type: ignore[arg-type]
             torn[i] = rng.randrange(0, max(1, size // _TEAR_GRAIN)) * _TEAR_GRAIN
         yield CrashImage(build(torn), persist_index, event_index, "torn")

@@ -1,0 +1,11 @@
+"""Test machinery shipped with daxfs, so every front end runs the same checks.
+
+- ``snapshot``: the observable state of a volume (tree, modes, sizes, bytes).
+- ``Workload``: seeded random operation sequences over a small name space.
+- ``VolumeSuite`` (in ``daxfs.testing.suite``): the volume tests, written once;
+  a front end subclasses it and provides the ``volume`` factory fixture.
+"""
+
+from daxfs.testing.workload import Op, Workload, snapshot
+
+__all__ = ["Op", "Workload", "snapshot"]

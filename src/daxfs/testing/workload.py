@@ -1,0 +1,147 @@
+"""Seeded workloads and volume snapshots for crash and differential testing.
+
+``Workload(seed).ops(n)`` yields operations drawn from a small name space so
+they collide (overwrite, rename over, unlink what another op made).  Each op
+applies to anything with the Volume API; expected failures (ENOENT, EEXIST,
+ENOSPC, ...) are part of the workload and are returned, not raised.
+"""
+
+from __future__ import annotations
+
+import random
+import stat as st
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+NAMES = ("a", "b", "c", "d/x", "d/y", "e/f/g")
+DIRS = ("d", "e", "e/f")
+
+
+def snapshot(vol: Any) -> dict[str, tuple]:
+    """Every path in the volume: ``("dir", perm)`` or ``("file", perm, nlink, bytes)``."""
+    out: dict[str, tuple] = {}
+    stack = ["/"]
+    while stack:
+        d = stack.pop()
+        for name in vol.listdir(d):
+            path = d.rstrip("/") + "/" + name
+            s = vol.stat(path)
+            if st.S_ISDIR(s.st_mode):
+                out[path] = ("dir", st.S_IMODE(s.st_mode))
+                stack.append(path)
+            else:
+                with vol.open(path, "rb") as f:
+                    out[path] = ("file", st.S_IMODE(s.st_mode), s.st_nlink, f.read())
+    return out
+
+
+@dataclass
+class Op:
+    """One operation: ``kind`` and its arguments; ``in_place`` when it may rewrite
+    bytes a file already owns (not atomic per byte on a crash)."""
+
+    kind: str
+    args: tuple
+    in_place: bool = False
+    result: Any = field(default=None, compare=False)
+
+    def __str__(self) -> str:
+        return f"{self.kind}{self.args}"
+
+    def apply(self, vol: Any) -> Any:
+        """Run the op; return None or the errno it failed with."""
+        try:
+            self.result = _run(vol, self.kind, self.args)
+            return None
+        except OSError as exc:
+            if exc.errno is None:
+                raise
+            return exc.errno
+
+
+def _run(vol: Any, kind: str, args: tuple) -> Any:
+    if kind == "mkdir":
+        return vol.mkdir(args[0])
+    if kind == "rmdir":
+        return vol.rmdir(args[0])
+    if kind == "unlink":
+        return vol.unlink(args[0])
+    if kind == "rename":
+        return vol.rename(args[0], args[1])
+    if kind == "link":
+        return vol.link(args[0], args[1])
+    if kind == "chmod":
+        return vol.chmod(args[0], args[1])
+    if kind == "checkpoint":
+        return vol.checkpoint()
+    path = args[0]
+    if kind == "create":
+        vol.open(path, "wb").close()
+        return None
+    with vol.open(path, "r+b") as f:
+        if kind == "pwrite":
+            return f.pwrite(args[1], args[2])
+        if kind == "append":
+            f.seek(0, 2)
+            return f.write(args[1])
+        if kind == "truncate":
+            return f.truncate(args[1])
+        if kind == "punch":
+            return f.punch_hole(args[1], args[2])
+        if kind == "zero":
+            return f.zero_range(args[1], args[2], keep_size=args[3])
+        if kind == "fallocate":
+            return f.fallocate(args[1], args[2], keep_size=args[3])
+    raise ValueError(f"unknown op {kind}")
+
+
+class Workload:
+    """A seeded generator of operations."""
+
+    def __init__(self, seed: int, *, block_size: int = 4096, max_file: int = 6 * 4096,
+                 checkpoints: bool = True) -> None:
+        self.rng = random.Random(seed)
+        self.bs = block_size
+        self.max_file = max_file
+        self.checkpoints = checkpoints
+
+    def _data(self) -> bytes:
+        rng = self.rng
+        n = rng.choice([1, 100, self.bs - 1, self.bs, self.bs + 7, 2 * self.bs, rng.randrange(1, 3 * self.bs)])
+        return bytes([rng.randrange(1, 256)]) * n
+
+    def _offset(self) -> int:
+        rng = self.rng
+        return rng.choice([0, self.bs, rng.randrange(0, self.max_file), rng.randrange(0, 4) * self.bs + 1])
+
+    def ops(self, n: int) -> Iterator[Op]:
+        rng = self.rng
+        for _ in range(n):
+            kind = rng.choices(
+                ["create", "pwrite", "append", "truncate", "punch", "zero", "fallocate", "mkdir",
+                 "rmdir", "unlink", "rename", "link", "chmod", "checkpoint"],
+                weights=[6, 8, 4, 4, 3, 3, 2, 2, 1, 3, 3, 1, 1, 1 if self.checkpoints else 0])[0]
+            path = rng.choice(NAMES)
+            if kind == "create":
+                yield Op(kind, (path,))
+            elif kind == "pwrite":
+                yield Op(kind, (path, self._data(), self._offset()), in_place=True)
+            elif kind == "append":
+                yield Op(kind, (path, self._data()), in_place=True)
+            elif kind == "truncate":
+                yield Op(kind, (path, rng.randrange(0, self.max_file)))
+            elif kind in ("punch",):
+                yield Op(kind, (path, self._offset(), rng.randrange(1, 3 * self.bs)))
+            elif kind in ("zero", "fallocate"):
+                yield Op(kind, (path, self._offset(), rng.randrange(1, 3 * self.bs), rng.random() < 0.5))
+            elif kind in ("mkdir", "rmdir"):
+                yield Op(kind, (rng.choice(DIRS),))
+            elif kind == "unlink":
+                yield Op(kind, (path,))
+            elif kind in ("rename", "link"):
+                yield Op(kind, (path, rng.choice(NAMES)))
+            elif kind == "chmod":
+                yield Op(kind, (path, rng.choice([0o600, 0o644, 0o755])))
+            else:
+                yield Op(kind, ())
