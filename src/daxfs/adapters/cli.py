@@ -1,0 +1,493 @@
+"""The ``daxfs`` command line: format, inspect and copy files in and out of a pool.
+
+Every command maps onto the public volume API; this module only parses
+arguments, moves bytes between the pool and local files, and turns errors
+into one line on stderr.
+
+Pool and path arguments are written ``POOL:PATH`` (``/dev/shm/p.pool:/a/b``;
+a bare ``POOL`` means the root directory).  The spec is read as:
+
+1. the whole spec, if it names an existing file (so a pool's own name may hold ``:``);
+2. else split at the last ``:`` whose left part names an existing file, trying
+   the last ``:`` first (so ``p.pool:/a:b`` is ``/a:b`` in ``p.pool``);
+3. else split at the last ``:`` if the part after it is empty or starts with
+   ``/`` (a pool that does not exist; opening it reports that);
+4. else the whole spec is the pool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import posixpath
+import re
+import stat as stat_mode
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import IO, TYPE_CHECKING, NoReturn
+
+from tqdm import tqdm
+
+import daxfs
+
+if TYPE_CHECKING:
+    from daxfs._types import Stat
+
+__all__ = ["main", "parse_size", "split_pool_path", "format_size"]
+
+# Large enough that per-call overhead vanishes against the copy, small enough
+# that the progress bar moves and memory stays flat.
+COPY_CHUNK = 4 * 1024 * 1024
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141   # what a shell reports for a writer killed by SIGPIPE
+
+_SIZE_UNITS: dict[str, int] = {"": 1, "b": 1}
+for _power, _letter in enumerate("kmgtpe", start=1):
+    # coreutils convention: K and KiB are powers of 1024, KB is a power of 1000.
+    _SIZE_UNITS[_letter] = 1024 ** _power
+    _SIZE_UNITS[_letter + "ib"] = 1024 ** _power
+    _SIZE_UNITS[_letter + "b"] = 1000 ** _power
+
+_SIZE_PATTERN = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
+
+
+def parse_size(text: str) -> int:
+    """Bytes named by ``text``: ``4096``, ``64M``, ``1G``, ``1GiB``, ``1.5G``, ``10MB`` (powers of 1000)."""
+    match = _SIZE_PATTERN.fullmatch(text)
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _SIZE_UNITS:
+        raise argparse.ArgumentTypeError(
+            f"invalid size {text!r}: use bytes or a suffix, e.g. 64M, 1G, 1GiB, 10MB")
+    number = match.group(1)
+    multiplier = _SIZE_UNITS[unit]
+    if "." in number:
+        whole, fraction = number.split(".")
+        # Exact integer arithmetic: float rounding must not change a pool size.
+        scale = 10 ** len(fraction)
+        return (int(whole) * scale + int(fraction)) * multiplier // scale
+    return int(number) * multiplier
+
+
+def format_size(n_bytes: int) -> str:
+    """``n_bytes`` for people: ``0 B``, ``4 KiB``, ``1.5 GiB``."""
+    if n_bytes < 1024:
+        return f"{n_bytes} B"
+    value = float(n_bytes)
+    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        value /= 1024
+        if value < 1024 or unit == "EiB":
+            break
+    text = f"{value:.1f}"
+    return f"{text.removesuffix('.0')} {unit}"
+
+
+def split_pool_path(spec: str) -> tuple[str, str]:
+    """``(pool, path_in_volume)`` for a ``POOL[:PATH]`` spec; the module docstring gives the rule."""
+    if _names_file(spec):
+        return spec, "/"
+    colon = spec.rfind(":")
+    while colon > 0:
+        if _names_file(spec[:colon]):
+            return spec[:colon], spec[colon + 1:] or "/"
+        colon = spec.rfind(":", 0, colon)
+    pool, colon_found, inner = spec.rpartition(":")
+    if colon_found and pool and (inner == "" or inner.startswith("/")):
+        return pool, inner or "/"
+    return spec, "/"
+
+
+def _names_file(path: str) -> bool:
+    # Anything but a directory can be a pool: a regular file or a device such as /dev/dax0.0.
+    return os.path.exists(path) and not os.path.isdir(path)
+
+
+def describe_error(error: OSError) -> str:
+    """One line for an OSError: ``name: reason``, the way coreutils prints them."""
+    reason = error.strerror if error.strerror else (str(error) or type(error).__name__)
+    if error.filename is not None and error.filename2 is not None:
+        text = f"{error.filename} -> {error.filename2}: {reason}"
+    elif error.filename is not None:
+        text = f"{error.filename}: {reason}"
+    else:
+        text = reason
+    return " ".join(str(text).split())
+
+
+def open_pool(pool: str, *, readonly: bool = False) -> daxfs.Volume:
+    """Mount ``pool``; an error that does not say which file failed is tagged with the pool's name."""
+    try:
+        return daxfs.open_volume(pool, readonly=readonly)
+    except OSError as error:
+        if error.filename is None:
+            error.filename = pool
+        raise
+
+
+def _progress(total: int | None, description: str) -> tqdm:
+    # A bar on a pipe or in a log file is noise, so it only appears on a terminal.
+    return tqdm(total=total, desc=description, unit="B", unit_scale=True, unit_divisor=1024,
+                file=sys.stderr, leave=False, disable=not sys.stderr.isatty())
+
+
+def _write_all(sink: IO[bytes], data: memoryview) -> None:
+    # RawIOBase.write may store fewer bytes than asked; the rest must follow.
+    while data:
+        written = sink.write(data)
+        if not written:
+            raise OSError(errno.EIO, "write stored no bytes")
+        data = data[written:]
+
+
+def _copy_stream(source: IO[bytes], sink: IO[bytes], total: int | None, description: str) -> int:
+    """Copy ``source`` to EOF into ``sink`` in COPY_CHUNK pieces; returns bytes copied."""
+    buffer = bytearray(COPY_CHUNK)
+    view = memoryview(buffer)
+    copied = 0
+    with _progress(total, description) as bar:
+        while True:
+            count = source.readinto(view)
+            if not count:
+                break
+            _write_all(sink, view[:count])
+            copied += count
+            bar.update(count)
+    return copied
+
+
+def _is_dir(vol: daxfs.Volume, path: str) -> bool:
+    return vol.exists(path) and vol.stat(path).is_dir()
+
+
+def _target_in_dir(vol: daxfs.Volume, path: str, name: str) -> str:
+    """``path``, or ``path/name`` when ``path`` is a directory, as ``cp`` and ``mv`` treat a target."""
+    if path.endswith("/") or _is_dir(vol, path):
+        return posixpath.join(path, name)
+    return path
+
+
+def _format_time(ns: int) -> str:
+    seconds, fraction = divmod(ns, 1_000_000_000)
+    local = time.localtime(seconds)
+    return f"{time.strftime('%Y-%m-%d %H:%M:%S', local)}.{fraction:09d} {time.strftime('%z', local)}"
+
+
+def _file_type(mode: int) -> str:
+    if stat_mode.S_ISDIR(mode):
+        return "directory"
+    if stat_mode.S_ISREG(mode):
+        return "regular file"
+    if stat_mode.S_ISLNK(mode):
+        return "symbolic link"
+    return "other"
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_mkfs(args: argparse.Namespace) -> int:
+    with daxfs.mkfs(args.pool, args.size, block_size=args.block_size, force=args.force) as vol:
+        info = vol.info()
+    print(f"formatted {args.pool}: {format_size(info['size'])} pool, "
+          f"{format_size(info['data_size'])} for data, block size {info['block_size']}, "
+          f"uuid {info['uuid']}")
+    return EXIT_OK
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    with open_pool(args.pool, readonly=True) as vol:
+        info = vol.info()
+    width = max(map(len, info), default=0)
+    for key, value in info.items():
+        shown = f"{value} ({format_size(value)})" if _is_byte_count(key, value) else value
+        print(f"{key + ':':<{width + 1}} {shown}")
+    return EXIT_OK
+
+
+def _is_byte_count(key: str, value: object) -> bool:
+    # block_size is a unit, not an amount; a human form of it would only add noise.
+    return isinstance(value, int) and not isinstance(value, bool) and key != "block_size" and (
+        key == "size" or key.endswith("_size") or key.endswith("_offset"))
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    pool, path = split_pool_path(args.target)
+    with open_pool(pool, readonly=True) as vol:
+        if _is_dir(vol, path):
+            names = sorted(vol.listdir(path))
+            entries = [(name, vol.stat(posixpath.join(path, name)) if args.long else None) for name in names]
+        else:
+            # ls of a file lists just that file, as coreutils does; stat raises ENOENT if it is missing.
+            entries = [(path, vol.stat(path))]
+    if not args.long:
+        for name, _ in entries:
+            print(name)
+        return EXIT_OK
+    rows = [(stat_mode.filemode(st.st_mode), str(st.st_nlink), str(st.st_size),
+             time.strftime("%Y-%m-%d %H:%M", time.localtime(st.st_mtime_ns // 1_000_000_000)), name)
+            for name, st in entries if st is not None]
+    link_width = max((len(row[1]) for row in rows), default=1)
+    size_width = max((len(row[2]) for row in rows), default=1)
+    for mode, links, size, mtime, name in rows:
+        print(f"{mode} {links:>{link_width}} {size:>{size_width}} {mtime} {name}")
+    return EXIT_OK
+
+
+def cmd_mkdir(args: argparse.Namespace) -> int:
+    pool, path = split_pool_path(args.target)
+    with open_pool(pool) as vol:
+        vol.mkdir(path, parents=args.parents, exist_ok=args.parents)
+    return EXIT_OK
+
+
+def cmd_put(args: argparse.Namespace) -> int:
+    pool, path = split_pool_path(args.target)
+    # Open the local file first: a typo there must not create an empty file in the pool.
+    with open(args.local, "rb") as source:
+        total = os.fstat(source.fileno()).st_size
+        with open_pool(pool) as vol:
+            path = _target_in_dir(vol, path, os.path.basename(os.path.normpath(args.local)))
+            with vol.open(path, "wb") as sink:
+                _copy_stream(source, sink, total, f"put {path}")
+    return EXIT_OK
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    pool, path = split_pool_path(args.source)
+    with open_pool(pool, readonly=True) as vol, vol.open(path, "rb") as source:
+        total = source.stat().st_size
+        local = args.local
+        if os.path.isdir(local):
+            local = os.path.join(local, posixpath.basename(path.rstrip("/")))
+        # Opened only once the source is known good, so a bad source leaves no empty local file.
+        with open(local, "wb") as sink:
+            _copy_stream(source, sink, total, f"get {path}")
+    return EXIT_OK
+
+
+def cmd_cat(args: argparse.Namespace) -> int:
+    pool, path = split_pool_path(args.source)
+    with open_pool(pool, readonly=True) as vol, vol.open(path, "rb") as source:
+        stdout = sys.stdout.buffer
+        buffer = bytearray(COPY_CHUNK)
+        view = memoryview(buffer)
+        while count := source.readinto(view):
+            stdout.write(view[:count])
+        stdout.flush()
+    return EXIT_OK
+
+
+def _remove_tree(vol: daxfs.Volume, path: str) -> None:
+    for name in vol.listdir(path):
+        child = posixpath.join(path, name)
+        if vol.stat(child).is_dir():
+            _remove_tree(vol, child)
+        else:
+            vol.unlink(child)
+    vol.rmdir(path)
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    pool, path = split_pool_path(args.target)
+    with open_pool(pool) as vol:
+        if args.recursive and vol.stat(path).is_dir():
+            if not [part for part in path.split("/") if part not in ("", ".")]:
+                raise OSError(errno.EPERM, "refusing to remove the root directory", args.target)
+            _remove_tree(vol, path)
+        else:
+            vol.unlink(path)
+    return EXIT_OK
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def cmd_mv(args: argparse.Namespace) -> int:
+    pool, source = split_pool_path(args.source)
+    destination = args.destination
+    if destination.startswith(pool + ":"):
+        destination = destination[len(pool) + 1:] or "/"
+    else:
+        other_pool, other_path = split_pool_path(destination)
+        if other_pool != destination and os.path.exists(other_pool):
+            if not _same_file(pool, other_pool):
+                raise OSError(errno.EXDEV, "cannot move between pools", args.source, destination)
+            destination = other_path
+    with open_pool(pool) as vol:
+        destination = _target_in_dir(vol, destination, posixpath.basename(source.rstrip("/")))
+        vol.rename(source, destination)
+    return EXIT_OK
+
+
+def cmd_stat(args: argparse.Namespace) -> int:
+    pool, path = split_pool_path(args.target)
+    with open_pool(pool, readonly=True) as vol:
+        st = vol.stat(path)
+        extents = []
+        if st.is_file():
+            with vol.open(path, "rb") as f:
+                extents = f.extents()
+    _print_stat(path, st)
+    if st.is_file():
+        print(f"Extents: {len(extents)}")
+        for extent in extents:
+            flags = ",".join(sorted(extent.flags)) or "-"
+            print(f"  file {extent.file_offset:>14} +{extent.length:<14} pool {extent.pool_offset:#014x}  {flags}")
+    return EXIT_OK
+
+
+def _print_stat(path: str, st: Stat) -> None:
+    print(f"  File: {path}")
+    print(f"  Type: {_file_type(st.st_mode)}")
+    print(f"  Size: {st.st_size:<14} Blocks: {st.st_blocks:<10} IO Block: {st.st_blksize}")
+    print(f" Inode: {st.st_ino:<14} Links: {st.st_nlink}")
+    print(f"Access: ({stat_mode.S_IMODE(st.st_mode):04o}/{stat_mode.filemode(st.st_mode)})  "
+          f"Uid: {st.st_uid}  Gid: {st.st_gid}")
+    print(f"Access: {_format_time(st.st_atime_ns)}")
+    print(f"Modify: {_format_time(st.st_mtime_ns)}")
+    print(f"Change: {_format_time(st.st_ctime_ns)}")
+
+
+def cmd_df(args: argparse.Namespace) -> int:
+    with open_pool(args.pool, readonly=True) as vol:
+        fs = vol.statfs()
+    use = f"{100 * fs.used // fs.size}%" if fs.size else "-"
+    header = ("Pool", "Size", "Used", "Free", "Busy", "Bad", "Files", "Use%")
+    row = (args.pool, format_size(fs.size), format_size(fs.used), format_size(fs.free),
+           format_size(fs.busy), format_size(fs.bad), str(fs.files), use)
+    widths = [max(len(h), len(v)) for h, v in zip(header, row)]
+    print("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths))))
+    print("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths))))
+    return EXIT_OK
+
+
+def cmd_fsck(args: argparse.Namespace) -> int:
+    with open_pool(args.pool, readonly=True) as vol:
+        problems = vol.fsck()
+    for problem in problems:
+        print(problem)
+    if problems:
+        return EXIT_ERROR
+    print("clean")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from daxfs.adapters.demo import run_demo
+    return run_demo(sys.stdout)
+
+
+# ---------------------------------------------------------------- parsing
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one ``daxfs: ...`` line, like every other daxfs error."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("daxfs").strip()
+        where = f"{command}: " if command else ""
+        hint = f"daxfs {command} --help" if command else "daxfs --help"
+        self.exit(EXIT_USAGE, f"daxfs: {where}{message}; try '{hint}'\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="daxfs", description="A user-space DAX file system on a memory pool.",
+                     epilog="POOL:PATH names a path inside a pool, e.g. /dev/shm/p.pool:/a/b; "
+                            "a bare POOL means its root directory.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, handler: Callable[[argparse.Namespace], int], summary: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=summary, description=summary)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    sub = command("mkfs", cmd_mkfs, "format a pool (a new file, or an existing file or device)")
+    sub.add_argument("pool", metavar="POOL")
+    sub.add_argument("--size", type=parse_size, required=True,
+                     help="pool size: bytes, or with a suffix (64M, 1G, 1GiB; KB/MB/GB are powers of 1000)")
+    sub.add_argument("--block-size", type=parse_size, default=4096, metavar="N")
+    sub.add_argument("--force", action="store_true", help="format over an existing volume")
+
+    sub = command("info", cmd_info, "show a pool's superblock: version, layout, generation")
+    sub.add_argument("pool", metavar="POOL")
+
+    sub = command("ls", cmd_ls, "list a directory")
+    sub.add_argument("target", metavar="POOL[:PATH]")
+    sub.add_argument("-l", dest="long", action="store_true", help="long listing: mode, links, size, mtime")
+
+    sub = command("mkdir", cmd_mkdir, "make a directory")
+    sub.add_argument("target", metavar="POOL:PATH")
+    sub.add_argument("-p", "--parents", action="store_true", help="make parents as needed; no error if it exists")
+
+    sub = command("put", cmd_put, "copy a local file into a pool")
+    sub.add_argument("local", metavar="LOCAL")
+    sub.add_argument("target", metavar="POOL:PATH")
+
+    sub = command("get", cmd_get, "copy a file out of a pool")
+    sub.add_argument("source", metavar="POOL:PATH")
+    sub.add_argument("local", metavar="LOCAL")
+
+    sub = command("cat", cmd_cat, "write a file's bytes to stdout")
+    sub.add_argument("source", metavar="POOL:PATH")
+
+    sub = command("rm", cmd_rm, "remove a file (or, with -r, a directory tree)")
+    sub.add_argument("target", metavar="POOL:PATH")
+    sub.add_argument("-r", "--recursive", action="store_true")
+
+    sub = command("mv", cmd_mv, "rename within a pool; DST may omit the POOL: prefix")
+    sub.add_argument("source", metavar="POOL:SRC")
+    sub.add_argument("destination", metavar="DST")
+
+    sub = command("stat", cmd_stat, "show a file's metadata and extents")
+    sub.add_argument("target", metavar="POOL:PATH")
+
+    sub = command("df", cmd_df, "show space: size, used, free, busy, bad, files")
+    sub.add_argument("pool", metavar="POOL")
+
+    sub = command("fsck", cmd_fsck, "check a pool's invariants; exit 1 if there are problems")
+    sub.add_argument("pool", metavar="POOL")
+
+    command("demo", cmd_demo, "a timed tour on a scratch pool")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one daxfs command; returns the exit status instead of exiting."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        handler: Callable[[argparse.Namespace], int] = args.handler
+        return handler(args)
+    except SystemExit as exit_request:
+        # argparse exits for --help and usage errors; callers of main() want a status.
+        code = exit_request.code
+        return code if isinstance(code, int) else (EXIT_OK if code is None else EXIT_ERROR)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`daxfs cat ... | head`); send what Python would still flush
+        # at exit to /dev/null so no second error is printed.
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except OSError as error:
+        print(f"daxfs: {describe_error(error)}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        # stdout is not a real descriptor (captured in tests): nothing will be flushed to a pipe.
+        pass

@@ -1,0 +1,452 @@
+"""The ``daxfs`` command line: every command against a real pool, and its error contract.
+
+Most tests call ``main([...])`` in-process; a few run ``python -m daxfs`` in a
+subprocess to check the entry point, the exit status and that no traceback
+escapes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import daxfs
+from daxfs.adapters import cli
+from daxfs.adapters.cli import format_size, main, parse_size, split_pool_path
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    """A fresh directory in memory (/dev/shm) where there is one, removed afterwards."""
+    root = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    directory = Path(tempfile.mkdtemp(prefix="daxfs-cli-test-", dir=root))
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def pool(scratch: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    path = str(scratch / "test.pool")
+    assert main(["mkfs", path, "--size", "64M"]) == 0
+    capsys.readouterr()
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    status = main(list(argv))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def assert_one_error_line(err: str) -> None:
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("daxfs: "), err
+    assert "Traceback" not in err
+
+
+# ------------------------------------------------------------ parsing helpers
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("4096", 4096),
+    ("64M", 64 * MiB),
+    ("64m", 64 * MiB),
+    ("1G", 1024 * MiB),
+    ("1GiB", 1024 * MiB),
+    ("1.5G", 1536 * MiB),
+    ("512K", 512 * 1024),
+    ("10MB", 10_000_000),
+    ("100B", 100),
+])
+def test_parse_size_accepts_bytes_and_suffixes(text: str, expected: int) -> None:
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "12Q", "-5", "M", "1..5G", "1 G B"])
+def test_parse_size_rejects_nonsense(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_size(text)
+
+
+def test_format_size_picks_a_readable_unit() -> None:
+    assert format_size(0) == "0 B"
+    assert format_size(1023) == "1023 B"
+    assert format_size(4096) == "4 KiB"
+    assert format_size(1536 * MiB) == "1.5 GiB"
+
+
+def test_split_pool_path_prefers_existing_pools(scratch: Path) -> None:
+    existing = scratch / "p.pool"
+    existing.write_bytes(b"")
+    colon_pool = scratch / "x:y.pool"
+    colon_pool.write_bytes(b"")
+    assert split_pool_path(f"{existing}:/a/b") == (str(existing), "/a/b")
+    assert split_pool_path(str(existing)) == (str(existing), "/")
+    assert split_pool_path(f"{existing}:") == (str(existing), "/")
+    # An existing pool allows a relative path and a ':' inside the path.
+    assert split_pool_path(f"{existing}:a/b") == (str(existing), "a/b")
+    assert split_pool_path(f"{existing}:/a:b") == (str(existing), "/a:b")
+    # A pool whose own name holds ':' is still a pool.
+    assert split_pool_path(str(colon_pool)) == (str(colon_pool), "/")
+    assert split_pool_path(f"{colon_pool}:/d") == (str(colon_pool), "/d")
+    # A directory is never the pool.
+    assert split_pool_path(f"{scratch}:/d") == (str(scratch), "/d")
+
+
+def test_split_pool_path_for_pools_that_do_not_exist(scratch: Path) -> None:
+    # Split only before an absolute path (or nothing); otherwise the whole spec is the pool.
+    assert split_pool_path(f"{scratch}/new.pool:/x") == (f"{scratch}/new.pool", "/x")
+    assert split_pool_path(f"{scratch}/new.pool:") == (f"{scratch}/new.pool", "/")
+    assert split_pool_path(f"{scratch}/a:b") == (f"{scratch}/a:b", "/")
+    assert split_pool_path(f"{scratch}/plain.pool") == (f"{scratch}/plain.pool", "/")
+
+
+# ------------------------------------------------------------ commands
+
+
+def test_mkfs_then_info_describes_the_pool(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = str(scratch / "info.pool")
+    status, out, err = run(capsys, "mkfs", path, "--size", "32M", "--block-size", "4096")
+    assert status == 0 and err == ""
+    assert out.startswith(f"formatted {path}")
+    assert os.path.getsize(path) == 32 * MiB
+
+    status, out, err = run(capsys, "info", path)
+    assert status == 0 and err == ""
+    fields = dict(line.split(":", 1) for line in out.splitlines())
+    assert fields["block_size"].strip() == "4096"
+    assert fields["size"].strip().startswith(str(32 * MiB))
+    assert fields["readonly"].strip() == "True"
+    assert fields["sync_mode"].strip() in {"map_sync", "msync"}
+
+
+def test_mkfs_refuses_to_format_over_a_volume_without_force(pool: str, capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = run(capsys, "mkfs", pool, "--size", "64M")
+    assert status == 1
+    assert_one_error_line(err)
+    status, _, err = run(capsys, "mkfs", pool, "--size", "64M", "--force")
+    assert status == 0 and err == ""
+
+
+def test_put_get_round_trip(pool: str, scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Not a multiple of the copy chunk, so the last short chunk is exercised.
+    payload = os.urandom(2 * cli.COPY_CHUNK + 12345)
+    local = scratch / "payload.bin"
+    local.write_bytes(payload)
+
+    assert run(capsys, "mkdir", f"{pool}:/a/b", "-p") == (0, "", "")
+    status, out, err = run(capsys, "put", str(local), f"{pool}:/a/b/data.bin")
+    # No progress bar off a terminal.
+    assert (status, out, err) == (0, "", "")
+
+    copy = scratch / "copy.bin"
+    assert run(capsys, "get", f"{pool}:/a/b/data.bin", str(copy)) == (0, "", "")
+    assert copy.read_bytes() == payload
+
+    with daxfs.open_volume(pool, readonly=True) as vol:
+        assert vol.stat("/a/b/data.bin").st_size == len(payload)
+
+
+def test_cat_writes_raw_bytes(scratch: Path, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    pool = str(scratch / "cat.pool")
+    payload = os.urandom(cli.COPY_CHUNK + 999) + b"\n\x00\xff"
+    with daxfs.mkfs(pool, 32 * MiB) as vol, vol.open("/blob", "wb") as f:
+        f.write(payload)
+    assert main(["cat", f"{pool}:/blob"]) == 0
+    captured = capsysbinary.readouterr()
+    assert captured.out == payload and captured.err == b""
+
+
+def test_put_and_get_into_a_directory_keep_the_file_name(pool: str, scratch: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    local = scratch / "notes.txt"
+    local.write_bytes(b"some notes\n")
+    assert run(capsys, "mkdir", f"{pool}:/docs")[0] == 0
+    assert run(capsys, "put", str(local), f"{pool}:/docs")[0] == 0
+    assert run(capsys, "put", str(local), f"{pool}:/")[0] == 0
+    out_dir = scratch / "out"
+    out_dir.mkdir()
+    assert run(capsys, "get", f"{pool}:/docs/notes.txt", str(out_dir))[0] == 0
+    assert (out_dir / "notes.txt").read_bytes() == b"some notes\n"
+    with daxfs.open_volume(pool, readonly=True) as vol:
+        assert sorted(vol.listdir("/")) == ["docs", "notes.txt"]
+        assert vol.listdir("/docs") == ["notes.txt"]
+
+
+def test_ls_lists_names_and_long_format(pool: str, scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with daxfs.open_volume(pool) as vol:
+        vol.mkdir("/d")
+        with vol.open("/d/zeta", "wb") as f:
+            f.write(b"z" * 1000)
+        with vol.open("/d/alpha", "wb") as f:
+            f.write(b"a")
+        vol.mkdir("/d/sub")
+
+    status, out, err = run(capsys, "ls", f"{pool}:/d")
+    assert (status, err) == (0, "")
+    assert out.splitlines() == ["alpha", "sub", "zeta"]
+
+    status, out, _ = run(capsys, "ls", pool)
+    assert status == 0 and out.splitlines() == ["d"]
+
+    status, out, _ = run(capsys, "ls", f"{pool}:/d", "-l")
+    assert status == 0
+    lines = out.splitlines()
+    assert [line.split()[-1] for line in lines] == ["alpha", "sub", "zeta"]
+    assert lines[0].startswith("-") and lines[1].startswith("d") and lines[2].startswith("-")
+    assert lines[2].split()[2] == "1000"
+
+    # ls of a file names just that file.
+    status, out, _ = run(capsys, "ls", f"{pool}:/d/zeta", "-l")
+    assert status == 0 and out.split()[-1] == "/d/zeta" and out.split()[2] == "1000"
+
+
+def test_stat_prints_metadata_and_extents(pool: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with daxfs.open_volume(pool) as vol, vol.open("/f", "wb") as f:
+        f.write(b"x" * 10000)
+    status, out, err = run(capsys, "stat", f"{pool}:/f")
+    assert (status, err) == (0, "")
+    assert "Type: regular file" in out
+    assert "Size: 10000 " in out
+    assert "Extents: " in out
+    extent_count = int(out.split("Extents: ")[1].split()[0])
+    assert extent_count >= 1
+
+    status, out, _ = run(capsys, "stat", pool)
+    assert status == 0 and "Type: directory" in out and "Extents" not in out
+
+
+def test_mv_accepts_destination_with_or_without_pool_prefix(pool: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with daxfs.open_volume(pool) as vol:
+        with vol.open("/one", "wb") as f:
+            f.write(b"1")
+        vol.mkdir("/dir")
+    assert run(capsys, "mv", f"{pool}:/one", "/two") == (0, "", "")
+    assert run(capsys, "mv", f"{pool}:/two", f"{pool}:/three") == (0, "", "")
+    # Into an existing directory, as mv does.
+    assert run(capsys, "mv", f"{pool}:/three", "/dir") == (0, "", "")
+    with daxfs.open_volume(pool, readonly=True) as vol:
+        assert sorted(vol.listdir("/")) == ["dir"]
+        assert vol.listdir("/dir") == ["three"]
+        with vol.open("/dir/three") as f:
+            assert f.read() == b"1"
+
+
+def test_mv_between_pools_is_refused(pool: str, scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    other = str(scratch / "other.pool")
+    assert run(capsys, "mkfs", other, "--size", "16M")[0] == 0
+    assert run(capsys, "mkdir", f"{pool}:/d")[0] == 0
+    status, _, err = run(capsys, "mv", f"{pool}:/d", f"{other}:/d")
+    assert status == 1
+    assert_one_error_line(err)
+    assert "between pools" in err
+    with daxfs.open_volume(pool, readonly=True) as vol:
+        assert vol.exists("/d")
+
+
+def test_rm_file_directory_and_tree(pool: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with daxfs.open_volume(pool) as vol:
+        vol.mkdir("/t/u/v", parents=True)
+        for name in ("/t/a", "/t/u/b", "/t/u/v/c", "/lone"):
+            with vol.open(name, "wb") as f:
+                f.write(b"data")
+    assert run(capsys, "rm", f"{pool}:/lone") == (0, "", "")
+
+    status, _, err = run(capsys, "rm", f"{pool}:/t")
+    assert status == 1
+    assert_one_error_line(err)
+
+    assert run(capsys, "rm", f"{pool}:/t", "-r") == (0, "", "")
+    status, _, err = run(capsys, "rm", pool, "-r")
+    assert status == 1 and "root" in err
+    with daxfs.open_volume(pool, readonly=True) as vol:
+        assert vol.listdir("/") == []
+        assert vol.fsck() == []
+
+
+def test_df_reports_space_and_files(pool: str, scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    local = scratch / "one-mib"
+    local.write_bytes(b"\x01" * MiB)
+    assert run(capsys, "put", str(local), f"{pool}:/m")[0] == 0
+    status, out, err = run(capsys, "df", pool)
+    assert (status, err) == (0, "")
+    header, values = out.splitlines()
+    assert header.split() == ["Pool", "Size", "Used", "Free", "Busy", "Bad", "Files", "Use%"]
+    with daxfs.open_volume(pool, readonly=True) as vol:
+        fs = vol.statfs()
+    assert fs.used >= MiB
+    assert values.split()[0] == pool
+    assert values.split()[-2] == str(fs.files)
+    assert format_size(fs.used) in values and format_size(fs.free) in values
+
+
+def test_fsck_prints_clean_or_the_problems(pool: str, capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    assert run(capsys, "fsck", pool) == (0, "clean\n", "")
+    with daxfs.open_volume(pool, readonly=True) as vol:
+        volume_type = type(vol)
+    monkeypatch.setattr(volume_type, "fsck", lambda self: ["inode 7: size past its extents", "block 3 leaked"])
+    status, out, err = run(capsys, "fsck", pool)
+    assert status == 1 and err == ""
+    assert out.splitlines() == ["inode 7: size past its extents", "block 3 leaked"]
+
+
+def test_read_commands_open_the_pool_read_only(pool: str, scratch: Path, capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    with daxfs.open_volume(pool) as vol, vol.open("/f", "wb") as f:
+        f.write(b"f")
+    real_open = daxfs.open_volume
+    modes: list[bool] = []
+
+    def recording_open(path: str, **kwargs: Any) -> Any:
+        modes.append(kwargs.get("readonly", False))
+        return real_open(path, **kwargs)
+
+    monkeypatch.setattr(daxfs, "open_volume", recording_open)
+    commands = [["info", pool], ["ls", pool], ["get", f"{pool}:/f", str(scratch / "f")],
+                ["cat", f"{pool}:/f"], ["stat", f"{pool}:/f"], ["df", pool], ["fsck", pool]]
+    for argv in commands:
+        assert run(capsys, *argv)[0] == 0, argv
+    assert modes == [True] * len(commands)
+
+
+def test_demo_passes_and_cleans_up(capsys: pytest.CaptureFixture[str]) -> None:
+    root = Path("/dev/shm") if os.path.isdir("/dev/shm") else Path(tempfile.gettempdir())
+    before = set(root.glob("daxfs-demo-*"))
+    status, out, err = run(capsys, "demo")
+    assert (status, err) == (0, "")
+    assert "all checks passed" in out
+    assert out.count("MB/s") == 2
+    assert "fsck after remount" in out
+    assert set(root.glob("daxfs-demo-*")) == before
+
+
+# ------------------------------------------------------------ errors
+
+
+def test_missing_pool_is_one_line(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = str(scratch / "nope.pool")
+    for argv in (["info", missing], ["ls", f"{missing}:/x"], ["df", missing], ["fsck", missing]):
+        status, out, err = run(capsys, *argv)
+        assert status == 1 and out == "", argv
+        assert_one_error_line(err)
+        assert "nope.pool" in err
+
+
+def test_missing_path_is_one_line(pool: str, scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["cat", f"{pool}:/ghost"], ["stat", f"{pool}:/ghost"], ["ls", f"{pool}:/ghost"],
+                 ["rm", f"{pool}:/ghost"], ["mv", f"{pool}:/ghost", "/x"],
+                 ["mkdir", f"{pool}:/no/parent"]):
+        status, _, err = run(capsys, *argv)
+        assert status == 1, argv
+        assert_one_error_line(err)
+    status, _, err = run(capsys, "get", f"{pool}:/ghost", str(scratch / "local"))
+    assert status == 1
+    assert_one_error_line(err)
+    assert not (scratch / "local").exists()
+
+
+def test_missing_local_file_creates_nothing_in_the_pool(pool: str, scratch: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = run(capsys, "put", str(scratch / "absent"), f"{pool}:/x")
+    assert status == 1
+    assert_one_error_line(err)
+    assert "absent" in err
+    with daxfs.open_volume(pool, readonly=True) as vol:
+        assert vol.listdir("/") == []
+
+
+def test_existing_directory_needs_parents_flag(pool: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "mkdir", f"{pool}:/d")[0] == 0
+    status, _, err = run(capsys, "mkdir", f"{pool}:/d")
+    assert status == 1
+    assert_one_error_line(err)
+    assert run(capsys, "mkdir", f"{pool}:/d", "-p") == (0, "", "")
+
+
+@pytest.mark.parametrize("content", [b"", b"not a pool", os.urandom(MiB), b"\x00" * (4 * MiB)],
+                         ids=["empty", "text", "random", "zeros"])
+def test_foreign_file_as_pool_is_one_line(scratch: Path, capsys: pytest.CaptureFixture[str],
+                                          content: bytes) -> None:
+    foreign = scratch / "foreign.bin"
+    foreign.write_bytes(content)
+    for argv in (["info", str(foreign)], ["ls", str(foreign)], ["fsck", str(foreign)]):
+        status, out, err = run(capsys, *argv)
+        assert status == 1 and out == "", argv
+        assert_one_error_line(err)
+    assert foreign.read_bytes() == content
+
+
+@pytest.mark.parametrize("argv", [
+    ["mkfs", "somewhere.pool", "--size", "12Q"],
+    ["mkfs", "somewhere.pool"],
+    ["frobnicate"],
+    [],
+    ["ls"],
+])
+def test_usage_errors_exit_2_with_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = run(capsys, *argv)
+    assert status == 2 and out == ""
+    assert_one_error_line(err)
+    assert not os.path.exists("somewhere.pool")
+
+
+def test_keyboard_interrupt_exits_130_quietly(pool: str, capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(daxfs, "open_volume", interrupted)
+    assert run(capsys, "info", pool) == (130, "", "")
+
+
+def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, "--help")
+    assert status == 0
+    for command in ("mkfs", "info", "ls", "mkdir", "put", "get", "cat", "rm", "mv", "stat", "df", "fsck", "demo"):
+        assert command in out
+
+
+# ------------------------------------------------------------ as a program
+
+
+def _python_m_daxfs(*argv: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    # Point the child at the same daxfs this test imported (installed or src/).
+    package_parent = str(Path(cli.__file__).resolve().parents[2])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")])))
+    return subprocess.run([sys.executable, "-m", "daxfs", *argv], input=stdin, capture_output=True,
+                          env=env, timeout=120)
+
+
+def test_python_m_daxfs_round_trip(scratch: Path) -> None:
+    pool = str(scratch / "sub.pool")
+    result = _python_m_daxfs("mkfs", pool, "--size", "16M")
+    assert result.returncode == 0, result.stderr
+    local = scratch / "hello"
+    local.write_bytes(b"hello from a subprocess\n")
+    assert _python_m_daxfs("put", str(local), f"{pool}:/hello").returncode == 0
+    result = _python_m_daxfs("cat", f"{pool}:/hello")
+    assert result.returncode == 0 and result.stdout == b"hello from a subprocess\n" and result.stderr == b""
+    result = _python_m_daxfs("fsck", pool)
+    assert (result.returncode, result.stdout) == (0, b"clean\n")
+
+
+def test_python_m_daxfs_errors_without_traceback(scratch: Path) -> None:
+    result = _python_m_daxfs("cat", f"{scratch}/missing.pool:/x")
+    assert result.returncode == 1 and result.stdout == b""
+    assert_one_error_line(result.stderr.decode())
+    result = _python_m_daxfs("mkfs", str(scratch / "p"), "--size", "lots")
+    assert result.returncode == 2
+    assert_one_error_line(result.stderr.decode())
