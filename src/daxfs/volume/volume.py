@@ -973,6 +973,12 @@ class Volume:
 
 
 def _open_pool(path: str, readonly: bool) -> FilePool:
+    info = os.stat(path)
+    if st.S_ISDIR(info.st_mode):
+        raise fs_error(errno.EISDIR, path)
+    if st.S_ISREG(info.st_mode) and info.st_size < HEADER_SIZE:
+        raise CorruptVolumeError(f"not a daxfs volume: {info.st_size} bytes is too small to hold one",
+                                 path=path)
     pool = FilePool(path, readonly=readonly)
     if not readonly and not pool.try_lock():
         pid = decode_owner(pool.read(OWNER_OFFSET, 64)) if pool.size >= HEADER_SIZE else None

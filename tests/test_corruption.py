@@ -1,0 +1,218 @@
+"""Bad pools: every malformed input gives CorruptVolumeError (or a clean fallback), never
+another exception type, never a hang, and never a silent loss of what was durable.
+
+Covers: a foreign file, an empty or tiny file, a pool of another version, a truncated pool,
+random bytes over one or both superblocks, a torn log tail, damage in the middle of the log,
+a checkpoint with a bad checksum (falls back to the other slot plus the log), and a fuzz of
+random byte damage anywhere in the metadata area.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import struct
+import uuid
+import zlib
+from collections.abc import Iterator
+
+import pytest
+
+import daxfs
+from daxfs.format.superblock import SUPERBLOCK_BYTES
+from daxfs.media import MemoryPool
+from daxfs.testing import snapshot
+from daxfs.volume import Volume
+
+POOL = 4 << 20
+
+
+@pytest.fixture
+def pool_path() -> Iterator[str]:
+    path = f"/dev/shm/daxfs-test-{uuid.uuid4().hex}.pool"
+    yield path
+    if os.path.exists(path):
+        os.unlink(path)
+
+
+def _memory_volume() -> tuple[MemoryPool, Volume]:
+    pool = MemoryPool(POOL)
+    Volume.format(pool)
+    return pool, Volume.mount(pool)
+
+
+def _populate(vol: Volume, tag: str, n: int = 5) -> None:
+    vol.mkdir(f"/{tag}", exist_ok=True)
+    for i in range(n):
+        with vol.open(f"/{tag}/f{i}", "wb") as f:
+            f.write(f"{tag}-{i}".encode() * (100 * (i + 1)))
+
+
+def _mount_image(image: bytes) -> Volume:
+    return Volume.mount(MemoryPool(image))
+
+
+def test_foreign_file(pool_path: str) -> None:
+    with open(pool_path, "wb") as fh:
+        fh.write(random.Random(1).randbytes(POOL))
+    with pytest.raises(daxfs.CorruptVolumeError, match="not a daxfs volume"):
+        daxfs.open_volume(pool_path)
+
+
+@pytest.mark.parametrize("size", [0, 1, 100, 4096])
+def test_empty_or_tiny_file(pool_path: str, size: int) -> None:
+    with open(pool_path, "wb") as fh:
+        fh.write(b"x" * size)
+    with pytest.raises(daxfs.CorruptVolumeError) as info:
+        daxfs.open_volume(pool_path)
+    assert info.value.errno is not None
+
+
+def _rewrite_superblocks(raw: bytearray, **fields: int) -> None:
+    """Change superblock fields in both copies and re-checksum them (a well-formed foreign pool)."""
+    layout = struct.Struct("<8sII16sIIQQQQQQQQQ")
+    names = ["magic", "version", "flags", "uuid", "block_size", "pad", "pool_size", "log_offset",
+             "log_size", "ckpt_a", "ckpt_b", "ckpt_size", "data_offset", "data_blocks", "generation"]
+    for off in (0, 4096):
+        values = dict(zip(names, layout.unpack_from(raw, off)))
+        values.update(fields)
+        body = layout.pack(*(values[n] for n in names))
+        raw[off:off + len(body)] = body
+        raw[off + len(body):off + len(body) + 4] = zlib.crc32(body).to_bytes(4, "little")
+
+
+def test_other_version(pool_path: str) -> None:
+    daxfs.mkfs(pool_path, POOL).close()
+    with open(pool_path, "r+b") as fh:
+        raw = bytearray(fh.read())
+        _rewrite_superblocks(raw, version=99)
+        fh.seek(0)
+        fh.write(raw)
+    with pytest.raises(daxfs.CorruptVolumeError, match="version 99"):
+        daxfs.open_volume(pool_path)
+
+
+def test_truncated_pool(pool_path: str) -> None:
+    vol = daxfs.mkfs(pool_path, POOL)
+    _populate(vol, "t")
+    vol.close()
+    os.truncate(pool_path, POOL // 2)
+    with pytest.raises(daxfs.CorruptVolumeError, match="truncated"):
+        daxfs.open_volume(pool_path)
+
+
+def test_random_bytes_over_one_superblock_fall_back_to_the_other() -> None:
+    pool, vol = _memory_volume()
+    _populate(vol, "a")
+    expected = snapshot(vol)
+    image = bytearray(pool.image())
+    for off in (0, 4096):
+        damaged = bytearray(image)
+        damaged[off:off + SUPERBLOCK_BYTES] = random.Random(off).randbytes(SUPERBLOCK_BYTES)
+        after = _mount_image(bytes(damaged))
+        assert snapshot(after) == expected
+        assert after.fsck() == []
+        after.close()
+    vol.close()
+
+
+def test_random_bytes_over_both_superblocks() -> None:
+    pool, vol = _memory_volume()
+    image = bytearray(pool.image())
+    image[0:8192] = random.Random(7).randbytes(8192)
+    with pytest.raises(daxfs.CorruptVolumeError):
+        _mount_image(bytes(image))
+    image[0:8192] = bytes(8192)
+    with pytest.raises(daxfs.CorruptVolumeError, match="not a daxfs volume"):
+        _mount_image(bytes(image))
+    vol.close()
+
+
+def test_torn_log_tail_loses_only_the_torn_record() -> None:
+    pool, vol = _memory_volume()
+    _populate(vol, "a")
+    expected = snapshot(vol)
+    ring = vol._ring
+    start = ring.head
+    vol.mkdir("/last")                       # one record, the last in the log
+    end = ring.head
+    assert end > start
+    for cut in range(8, end - start, 8):
+        image = bytearray(pool.image())
+        phys = ring.offset + start % ring.size
+        image[phys + cut:phys + (end - start)] = bytes(end - start - cut)   # only a prefix landed
+        after = _mount_image(bytes(image))
+        assert snapshot(after) == expected   # every earlier operation, not the torn one
+        assert after.fsck() == []
+        after.close()
+    vol.close()
+
+
+def test_damage_inside_the_log_is_reported() -> None:
+    pool, vol = _memory_volume()
+    ring = vol._ring
+    start = ring.head
+    vol.mkdir("/first")
+    middle = ring.head
+    _populate(vol, "later")
+    image = bytearray(pool.image())
+    phys = ring.offset + (start + middle) // 2 % ring.size
+    image[phys] ^= 0xFF                      # a bit flip in a record that has successors
+    with pytest.raises(daxfs.CorruptVolumeError, match="later record"):
+        _mount_image(bytes(image))
+    vol.close()
+
+
+def test_bad_checkpoint_falls_back_to_the_older_one_and_loses_nothing() -> None:
+    pool, vol = _memory_volume()
+    _populate(vol, "one")
+    vol.checkpoint()
+    _populate(vol, "two")
+    vol.checkpoint()
+    _populate(vol, "three")                  # only in the log
+    expected = snapshot(vol)
+    layout = vol._layout
+    newest = layout.checkpoint_offsets[vol._generation % 2]
+    image = bytearray(pool.image())
+    image[newest + 100] ^= 0x55              # checksum no longer matches
+    after = _mount_image(bytes(image))
+    assert snapshot(after) == expected
+    assert after.fsck() == []
+    after.close()
+    older = layout.checkpoint_offsets[(vol._generation + 1) % 2]
+    image[older + 100] ^= 0x55
+    with pytest.raises(daxfs.CorruptVolumeError, match="checkpoint"):
+        _mount_image(bytes(image))
+    vol.close()
+
+
+def test_fuzzed_metadata_gives_corrupt_volume_error_or_a_clean_mount() -> None:
+    pool, vol = _memory_volume()
+    _populate(vol, "a", 3)
+    vol.checkpoint()
+    _populate(vol, "b", 3)
+    base = pool.image()
+    lay = vol._layout
+    live_log = (lay.log_offset, lay.log_offset + vol._ring.head % lay.log_size)
+    regions = [(0, 256), (4096, 4096 + 256), live_log,
+               (lay.checkpoint_offsets[0], lay.checkpoint_offsets[0] + 2048),
+               (lay.checkpoint_offsets[1], lay.checkpoint_offsets[1] + 2048), (0, lay.data_offset)]
+    vol.close()
+    rng = random.Random(2024)
+    outcomes = {"mounted": 0, "corrupt": 0}
+    for _ in range(300):
+        image = bytearray(base)
+        for lo, hi in rng.sample(regions, rng.choice([1, 2, 3])):
+            where = rng.randrange(lo, hi)
+            for k in range(rng.choice([1, 4, 64])):
+                image[where + k] = rng.randrange(256)
+        try:
+            after = _mount_image(bytes(image))
+        except daxfs.CorruptVolumeError:
+            outcomes["corrupt"] += 1
+            continue
+        assert isinstance(after.fsck(), list)
+        snapshot(after)
+        after.close()
+        outcomes["mounted"] += 1
+    assert outcomes["corrupt"] > 0 and outcomes["mounted"] > 0
