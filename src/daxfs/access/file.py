@@ -35,6 +35,9 @@ _MODES = {
 
 def parse_mode(mode: str) -> tuple[bool, bool, bool, bool, bool, bool]:
     """``(readable, writable, create, exclusive, truncate, append)`` for a binary open mode."""
+    known = _MODES.get(mode)
+    if known is not None:
+        return known
     if not isinstance(mode, str):
         raise TypeError(f"mode must be str, not {type(mode).__name__}")
     if "b" not in mode:

@@ -34,6 +34,10 @@ class ExtentMap:
     def from_flat(cls, flat: list[int]) -> "ExtentMap":
         """Build from ``[fblk, nblk, pblk, flags, ...]`` already sorted and merged (a checkpoint)."""
         emap = cls.__new__(cls)
+        if len(flat) == 4:      # most files: one run
+            emap._runs = [(flat[0], flat[1], flat[2], flat[3])]
+            emap._starts = [flat[0]]
+            return emap
         runs = [(flat[i], flat[i + 1], flat[i + 2], flat[i + 3]) for i in range(0, len(flat), 4)]
         emap._runs = runs
         emap._starts = [r[0] for r in runs]
@@ -72,6 +76,15 @@ class ExtentMap:
             if fblk < run[0] + run[1]:
                 return run
         return None
+
+    def is_hole(self, fblk: int, nblk: int) -> bool:
+        """Whether nothing is mapped in ``[fblk, fblk+nblk)``."""
+        i = bisect_right(self._starts, fblk)
+        if i > 0:
+            prev = self._runs[i - 1]
+            if prev[0] + prev[1] > fblk:
+                return False
+        return i == len(self._starts) or self._starts[i] >= fblk + nblk
 
     def pblk_of(self, fblk: int) -> int | None:
         run = self.lookup(fblk)

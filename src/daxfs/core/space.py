@@ -7,28 +7,36 @@ so the volume can fail with ENOSPC before anything is written.
 
 Policy: a request continues a file's previous run when the blocks after it are
 free (appends stay contiguous); requests of ``align_threshold`` blocks or more
-start on a huge-page boundary when space allows; smaller requests take the
-best fit, so small files do not eat into large aligned runs.  When no single
-extent is big enough the request is split over the largest extents first.
+start on a huge-page boundary when space allows; smaller requests take a run
+from the smallest size class that fits, so small files do not eat into large
+aligned runs.  When no single run is big enough the request is split over the
+largest runs first.
+
+Structure: a sorted list of run starts (bisect; taking from the front of a
+run, the common case, rewrites one slot in place), a dict start -> length,
+and size classes (sets of starts by ``length.bit_length()``) for the fits.
 """
 
 from __future__ import annotations
 
 import errno
 
-from sortedcontainers import SortedDict, SortedList
+from bisect import bisect_left, bisect_right, insort
 
 from daxfs.errors import CorruptVolumeError, fs_error
 
 
 class FreeSpace:
-    """Free block runs, indexed by start and by length."""
+    """Free block runs, indexed by start and by size class."""
 
-    __slots__ = ("_by_start", "_by_size", "total", "free", "align", "align_threshold")
+    __slots__ = ("_starts", "_length", "_classes", "total", "free", "align", "align_threshold")
+
+    _SCAN = 64      # runs looked at in a size class that may not fit, before moving up
 
     def __init__(self, total: int, *, align: int = 1, align_threshold: int | None = None) -> None:
-        self._by_start: SortedDict = SortedDict()
-        self._by_size: SortedList = SortedList()
+        self._starts: list[int] = []
+        self._length: dict[int, int] = {}
+        self._classes: list[set[int]] = [set() for _ in range(65)]
         self.total = total
         self.free = 0
         self.align = max(1, align)
@@ -38,75 +46,115 @@ class FreeSpace:
     def from_used(cls, total: int, used: list[tuple[int, int]], **kw: int) -> "FreeSpace":
         """Free space is the complement of the used runs (which must not overlap)."""
         space = cls(total, **kw)
+        starts = space._starts
+        length = space._length
+        classes = space._classes
         pos = 0
+        free = 0
         for start, n in sorted(used):
             if start < pos:
                 raise CorruptVolumeError(f"data block {start} is owned twice")
             if start > pos:
-                space._add(pos, start - pos)
+                starts.append(pos)
+                length[pos] = start - pos
+                classes[(start - pos).bit_length()].add(pos)
+                free += start - pos
             pos = start + n
         if pos > total:
             raise CorruptVolumeError(f"extent ends at block {pos}, past the data area ({total} blocks)")
         if pos < total:
-            space._add(pos, total - pos)
+            starts.append(pos)
+            length[pos] = total - pos
+            classes[(total - pos).bit_length()].add(pos)
+            free += total - pos
+        space.free = free
         return space
 
     def runs(self) -> list[tuple[int, int]]:
-        return list(self._by_start.items())
+        return [(s, self._length[s]) for s in self._starts]
 
     def _add(self, start: int, n: int) -> None:
-        self._by_start[start] = n
-        self._by_size.add((n, start))
+        insort(self._starts, start)
+        self._length[start] = n
+        self._classes[n.bit_length()].add(start)
         self.free += n
 
-    def _remove(self, start: int, n: int) -> None:
-        del self._by_start[start]
-        self._by_size.remove((n, start))
+    def _remove(self, start: int) -> int:
+        del self._starts[bisect_left(self._starts, start)]
+        n = self._length.pop(start)
+        self._classes[n.bit_length()].discard(start)
         self.free -= n
+        return n
+
+    def _set_length(self, start: int, old: int, new: int) -> None:
+        self._length[start] = new
+        if old.bit_length() != new.bit_length():
+            self._classes[old.bit_length()].discard(start)
+            self._classes[new.bit_length()].add(start)
+        self.free += new - old
+
+    def _move_start(self, index: int, old: int, new: int, old_len: int, new_len: int) -> None:
+        """The run at ``old`` now starts at ``new`` (same place in the order)."""
+        self._starts[index] = new
+        del self._length[old]
+        self._length[new] = new_len
+        self._classes[old_len.bit_length()].discard(old)
+        self._classes[new_len.bit_length()].add(new)
+        self.free += new_len - old_len
+
+    def _containing(self, start: int) -> tuple[int, int, int] | None:
+        """``(index, run start, run length)`` of the free run holding ``start``."""
+        i = bisect_right(self._starts, start) - 1
+        if i < 0:
+            return None
+        s = self._starts[i]
+        n = self._length[s]
+        return (i, s, n) if start < s + n else None
 
     def is_free(self, start: int, n: int) -> bool:
-        i = self._by_start.bisect_right(start) - 1
-        if i < 0:
-            return False
-        s, length = self._by_start.peekitem(i)
-        return s <= start and start + n <= s + length
+        found = self._containing(start)
+        return found is not None and start + n <= found[1] + found[2]
 
     def take(self, start: int, n: int) -> None:
         """Mark ``[start, start+n)`` used; it must be free."""
-        i = self._by_start.bisect_right(start) - 1
-        if i >= 0:
-            s, length = self._by_start.peekitem(i)
-            if s <= start and start + n <= s + length:
-                self._remove(s, length)
-                if start > s:
-                    self._add(s, start - s)
-                if start + n < s + length:
-                    self._add(start + n, s + length - start - n)
-                return
-        raise CorruptVolumeError(f"blocks {start}..{start + n} taken but not free")
+        found = self._containing(start)
+        if found is None or start + n > found[1] + found[2] or n <= 0:
+            raise CorruptVolumeError(f"blocks {start}..{start + n} taken but not free")
+        i, s, length = found
+        end = s + length
+        if start == s:
+            if n == length:
+                self._remove(s)
+            else:
+                self._move_start(i, s, s + n, length, length - n)
+            return
+        self._set_length(s, length, start - s)
+        if start + n < end:
+            self._add(start + n, end - start - n)
 
     def release(self, start: int, n: int) -> None:
         """Mark ``[start, start+n)`` free, merging with free neighbours."""
-        if start < 0 or start + n > self.total:
+        if start < 0 or n <= 0 or start + n > self.total:
             raise CorruptVolumeError(f"blocks {start}..{start + n} released outside the data area")
-        by_start = self._by_start
-        i = by_start.bisect_right(start)
-        if i > 0:
-            s, length = by_start.peekitem(i - 1)
-            if s + length > start:
-                raise CorruptVolumeError(f"blocks {start}..{start + n} released twice")
-            if s + length == start:
-                self._remove(s, length)
-                start, n = s, length + n
-                i -= 1
-        if i < len(by_start):
-            s, length = by_start.peekitem(i)
-            if s < start + n:
-                raise CorruptVolumeError(f"blocks {start}..{start + n} released twice")
-            if s == start + n:
-                self._remove(s, length)
-                n += length
-        self._add(start, n)
+        starts = self._starts
+        length = self._length
+        i = bisect_right(starts, start)
+        left = starts[i - 1] if i > 0 else None
+        right = starts[i] if i < len(starts) else None
+        if left is not None and left + length[left] > start or right is not None and right < start + n:
+            raise CorruptVolumeError(f"blocks {start}..{start + n} released twice")
+        merge_left = left is not None and left + length[left] == start
+        merge_right = right is not None and right == start + n
+        if merge_left and merge_right:
+            right_len = self._remove(right)  # type: ignore[arg-type]
+            self._set_length(left, length[left], length[left] + n + right_len)  # type: ignore[index, arg-type]
+        elif merge_left:
+            self._set_length(left, length[left], length[left] + n)  # type: ignore[index, arg-type]
+        elif merge_right:
+            old = length[right]  # type: ignore[index]
+            self._move_start(i, right, start, old, old + n)  # type: ignore[arg-type]
+        else:
+            self._add(start, n)
 
     def plan(self, n: int, goal: int | None = None) -> list[tuple[int, int]]:
         """Choose ``n`` free blocks as runs ``(start, count)``, taking nothing.
@@ -118,47 +166,52 @@ class FreeSpace:
         if n > self.free:
             raise fs_error(errno.ENOSPC, message=f"no space left on device: need {n} blocks, {self.free} free")
         out: list[tuple[int, int]] = []
-        used_start: int | None = None
+        skip = -1
+        length = self._length
         if goal is not None:
-            i = self._by_start.bisect_right(goal) - 1
-            if i >= 0:
-                s, length = self._by_start.peekitem(i)
-                if s <= goal < s + length:
-                    got = min(n, s + length - goal)
-                    out.append((goal, got))
-                    n -= got
-                    used_start = s
-                    if n == 0:
-                        return out
-        by_size = self._by_size
+            # The block before the goal is the file's own, so a free goal starts a run.
+            got = length.get(goal)
+            if got:
+                got = min(n, got)
+                out.append((goal, got))
+                n -= got
+                skip = goal
+                if n == 0:
+                    return out
+        classes = self._classes
         if n >= self.align_threshold and self.align > 1:
             a = self.align
-            first = by_size.bisect_left((n, -1))
-            # Any run of n + a - 1 blocks holds an aligned start; shorter ones
-            # only by luck, so look at a few of those and then jump.
-            sure = by_size.bisect_left((n + a - 1, -1))
-            candidates = list(range(first, min(sure, first + 16))) + ([sure] if sure < len(by_size) else [])
-            for k in candidates:
-                length, s = by_size[k]
-                if s == used_start:
+            for k in range((n + a - 1).bit_length() - 1, 65):
+                if not classes[k]:
                     continue
-                aligned = -(-s // a) * a
-                if aligned + n <= s + length:
-                    out.append((aligned, n))
-                    return out
-        for k in range(by_size.bisect_left((n, -1)), len(by_size)):
-            length, s = by_size[k]
-            if s != used_start:
-                out.append((s, n))
-                return out
-        # No single run holds the rest: spread it over the largest runs.
-        for k in range(len(by_size) - 1, -1, -1):
-            length, s = by_size[k]
-            if s == used_start:
+                for scanned, s in enumerate(classes[k]):
+                    if s == skip:
+                        continue
+                    aligned = -(-s // a) * a
+                    if aligned + n <= s + length[s]:
+                        out.append((aligned, n))
+                        return out
+                    if scanned >= self._SCAN:
+                        break
+        for k in range(n.bit_length(), 65):
+            if not classes[k]:
                 continue
-            got = min(n, length)
-            out.append((s, got))
-            n -= got
-            if n == 0:
-                return out
+            for scanned, s in enumerate(classes[k]):
+                if s == skip:
+                    continue
+                if length[s] >= n:
+                    out.append((s, n))
+                    return out
+                if scanned >= self._SCAN:
+                    break
+        # No single run holds the rest: spread it over the largest runs.
+        for k in range(64, 0, -1):
+            for s in classes[k]:
+                if s == skip:
+                    continue
+                got = min(n, length[s])
+                out.append((s, got))
+                n -= got
+                if n == 0:
+                    return out
         raise fs_error(errno.ENOSPC, message="no space left on device")

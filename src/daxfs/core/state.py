@@ -329,8 +329,9 @@ class Core:
                 space.release(p, n)
         for i in range(0, len(map), 4):
             fblk, nblk, pblk, flags = map[i], map[i + 1], map[i + 2], map[i + 3]
-            for _f, n, p, _fl in emap.remove(fblk, nblk):
-                space.release(p, n)
+            if not emap.is_hole(fblk, nblk):
+                for _f, n, p, _fl in emap.remove(fblk, nblk):
+                    space.release(p, n)
             space.take(pblk, nblk)
             emap.insert(fblk, nblk, pblk, flags)
         self.runs += len(emap) - before

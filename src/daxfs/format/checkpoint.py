@@ -1,7 +1,8 @@
 """Checkpoints as bytes: the whole core state, msgpack-encoded, checksummed.
 
-Header: magic, crc32 of the body, generation, the last log sequence the state
-includes, the virtual log position where the next record goes, body length.
+Header: magic, crc32, generation, the last log sequence the state includes,
+the virtual log position where the next record goes, body length.  The crc
+covers the header fields after it and the body.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ class Checkpoint(NamedTuple):
 
 def encode_checkpoint(state: object, generation: int, last_seq: int, log_pos: int) -> bytes:
     body = msgpack.packb(state, use_bin_type=True, unicode_errors="surrogateescape")
-    return HEADER.pack(MAGIC, zlib.crc32(body), generation, last_seq, log_pos, len(body)) + body
+    fields = HEADER.pack(MAGIC, 0, generation, last_seq, log_pos, len(body))[12:]
+    crc = zlib.crc32(body, zlib.crc32(fields))
+    return HEADER.pack(MAGIC, crc, generation, last_seq, log_pos, len(body)) + body
 
 
 def decode_checkpoint(buf: memoryview | bytes, where: int) -> Checkpoint:
@@ -40,7 +43,7 @@ def decode_checkpoint(buf: memoryview | bytes, where: int) -> Checkpoint:
     if HEADER.size + body_len > len(buf):
         raise CorruptVolumeError("checkpoint length runs past its slot", where=where)
     body = buf[HEADER.size:HEADER.size + body_len]
-    if zlib.crc32(body) != crc:
+    if zlib.crc32(body, zlib.crc32(buf[12:HEADER.size])) != crc:
         raise CorruptVolumeError("checkpoint checksum mismatch", where=where)
     try:
         state = msgpack.unpackb(body, raw=False, unicode_errors="surrogateescape",

@@ -35,16 +35,24 @@ ALIGN = 8
 PAD_CODE = 0
 
 
+_TAIL = struct.Struct("<QQHHI")          # the header after magic and crc
+_PADS = [b"\0" * k for k in range(ALIGN)]
+
+
+def new_packer() -> msgpack.Packer:
+    """A reusable body encoder (not thread-safe: one per log writer)."""
+    return msgpack.Packer(use_bin_type=True, unicode_errors="surrogateescape", autoreset=True)
+
+
 def _frame(volume_id: int, seq: int, code: int, body: bytes) -> bytes:
-    tail = HEADER.pack(MAGIC, 0, volume_id, seq, code, 0, len(body))[8:]
+    tail = _TAIL.pack(volume_id, seq, code, 0, len(body))
     crc = zlib.crc32(body, zlib.crc32(tail))
-    pad = -(HEADER.size + len(body)) % ALIGN
-    return MAGIC + crc.to_bytes(4, "little") + tail + body + b"\0" * pad
+    return b"".join((MAGIC, crc.to_bytes(4, "little"), tail, body, _PADS[-len(body) % ALIGN]))
 
 
-def encode_record(record: Record, volume_id: int, seq: int) -> bytes:
-    body = msgpack.packb(tuple(record), use_bin_type=True, unicode_errors="surrogateescape")
-    return _frame(volume_id, seq, type(record).CODE, body)  # type: ignore[attr-defined]
+def encode_record(record: Record, volume_id: int, seq: int, packer: msgpack.Packer | None = None) -> bytes:
+    body = (packer or new_packer()).pack(record)
+    return _frame(volume_id, seq, record.CODE, body)  # type: ignore[union-attr]
 
 
 def encode_pad(volume_id: int, seq: int) -> bytes:

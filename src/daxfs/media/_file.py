@@ -19,6 +19,7 @@ import stat
 
 from daxfs.media.pool import Buffer, Pool
 
+_MADV_POPULATE_WRITE = 23   # Linux 5.14+: fault pages in, writable, in one call
 _MAP_SHARED_VALIDATE = 0x03
 _MAP_SYNC = 0x80000
 _PAGE = mmap.PAGESIZE
@@ -59,6 +60,7 @@ class FilePool(Pool):
             os.close(fd)
             raise
         self._fd = fd
+        self._populate = True
         self.size = size
         self._view = memoryview(self._mmap)
         # One ctypes export gives the base address for memset; it is dropped
@@ -100,9 +102,19 @@ class FilePool(Pool):
     def write(self, offset: int, data: Buffer) -> None:
         if self.readonly:
             raise PermissionError(errno.EROFS, "pool is read-only", self.name)
-        n = len(data) if not isinstance(data, memoryview) else data.nbytes
-        self._view[offset:offset + n] = data if not isinstance(data, memoryview) or data.format == "B" \
-            else data.cast("B")
+        if isinstance(data, memoryview) and data.format != "B":
+            data = data.cast("B")
+        self._view[offset:offset + len(data)] = data
+
+    def prefault(self, offset: int, length: int) -> None:
+        # One populate call maps hundreds of pages for the price of a few
+        # page faults; kernels without it just fault on first touch.
+        if self._populate and not self.readonly:
+            start = offset - offset % _PAGE
+            try:
+                self._mmap.madvise(_MADV_POPULATE_WRITE, start, min(self.size, offset + length) - start)
+            except OSError:
+                self._populate = False
 
     def zero(self, offset: int, length: int) -> None:
         if self.readonly:

@@ -52,6 +52,10 @@ class Pool(abc.ABC):
     def close(self) -> None:
         """Release the memory; further use is an error."""
 
+    def prefault(self, offset: int, length: int) -> None:
+        """Hint: the range is about to be written; map it in now if the medium can."""
+        return None
+
     def try_lock(self) -> bool:
         """Take the exclusive writer lock on the medium; False if someone else has it.
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from daxfs.core.records import Record
 from daxfs.errors import CorruptVolumeError
-from daxfs.format.log import HEADER, decode_record, encode_pad, encode_record, later_record
+from daxfs.format.log import HEADER, decode_record, encode_pad, encode_record, later_record, new_packer
 from daxfs.media.pool import Pool
 
 
@@ -27,9 +27,10 @@ class LogRing:
         self.head = head            # virtual position of the next record
         self.tail = tail            # oldest position still needed (older checkpoint)
         self.next_seq = next_seq
+        self._packer = new_packer()
 
     def encode(self, record: Record) -> bytes:
-        return encode_record(record, self.volume_id, self.next_seq)
+        return encode_record(record, self.volume_id, self.next_seq, self._packer)
 
     def cost(self, n: int) -> int:
         """Ring bytes an append of ``n`` bytes consumes (a skipped lap end included)."""
@@ -50,7 +51,7 @@ class LogRing:
                 pool.write(self.offset + phys, pad)
                 pool.persist(self.offset + phys, len(pad))
                 self.next_seq += 1
-                data = encode_record(record, self.volume_id, self.next_seq)
+                data = encode_record(record, self.volume_id, self.next_seq, self._packer)
             self.head += rem
             phys = 0
         pool.write(self.offset + phys, data)
@@ -59,11 +60,24 @@ class LogRing:
         self.next_seq += 1
 
     @staticmethod
+    def peek(pool: Pool, offset: int, size: int, volume_id: int, head: int, seq: int) -> bool:
+        """Whether the valid record ``seq`` (or a PAD) starts at virtual position ``head``."""
+        phys = head % size
+        if size - phys < HEADER.size:
+            phys = 0
+        view = pool.view(offset, size)
+        try:
+            return decode_record(view, phys, volume_id, seq) is not None
+        finally:
+            view.release()
+
+    @staticmethod
     def replay(pool: Pool, offset: int, size: int, volume_id: int, *, start: int, first_seq: int,
-               apply: Callable[[Record], None]) -> tuple[int, int]:
+               apply: Callable[[Record], None], check_damage: bool = True) -> tuple[int, int]:
         """Apply every record from ``start``; return ``(head, next_seq)`` after the last.
 
-        Stops at the torn tail; CorruptVolumeError if a valid record lies beyond it.
+        Stops at the torn tail; with ``check_damage``, CorruptVolumeError if a valid
+        record lies beyond it (a follower skips that: the writer may be appending).
         """
         view = pool.view(offset, size)
         pos = start
@@ -92,7 +106,7 @@ class LogRing:
                                                  where=offset + phys) from None
                 pos += length
                 seq += 1
-            later = later_record(view, volume_id, seq - 1)
+            later = later_record(view, volume_id, seq - 1) if check_damage else None
         finally:
             view.release()
         if later is not None:

@@ -23,13 +23,14 @@ kept in memory and logged at fsync/close/checkpoint, like ``lazytime``.
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import stat as st
 import threading
 import time
 import uuid as uuidlib
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from daxfs._types import Extent, Stat, StatFS
 from daxfs.core import UNWRITTEN, Core, Inode, ROOT_INO, check
@@ -37,7 +38,7 @@ from daxfs.core.namespace import fspath, split_path
 from daxfs.core.records import Create, Link, Reclaim, Record, Rename, SetAttr, SetExtents, Unlink
 from daxfs.errors import BusyError, CorruptVolumeError, fs_error
 from daxfs.format.checkpoint import decode_checkpoint, encode_checkpoint, peek_checkpoint
-from daxfs.format.layout import HEADER_SIZE, OWNER_OFFSET, SUPERBLOCK_OFFSETS, Layout
+from daxfs.format.layout import HEADER_SIZE, HUGE_PAGE, OWNER_OFFSET, SUPERBLOCK_OFFSETS, Layout
 from daxfs.format.superblock import (SUPERBLOCK_BYTES, Superblock, decode_owner, decode_superblock,
                                      encode_owner, has_magic)
 from daxfs.media import FilePool, Pool
@@ -101,10 +102,14 @@ class Volume:
         self._handles: set[File] = set()
         self._pending_mtime: dict[int, int] = {}        # ino -> mtime from in-place writes
         self._dirty: dict[int, list[tuple[int, int]]] = {}  # lazy durability: unpersisted data
+        self._faulted: set[int] = set()                  # data chunks prefaulted this mount
+        self._chunk_shift = max(0, (HUGE_PAGE // self._bs).bit_length() - 1)
         self._umask = _process_umask()
         self._uid = os.getuid()
         self._gid = os.getgid()
         self._closed = False
+        # A read-only mount of a shared pool follows the writer's log (see _refresh).
+        self._follow = readonly and isinstance(pool, FilePool)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -134,52 +139,52 @@ class Volume:
     def mount(cls, pool: Pool, *, readonly: bool = False, policy: str = "defer",
               durability: str = "sync", lease_break_s: float = 45.0) -> "Volume":
         """Mount the volume on ``pool``: newest valid checkpoint, then replay the log after it."""
-        sb = cls._read_superblock(pool)
-        layout = sb.layout
-        if layout.pool_size > pool.size:
-            raise CorruptVolumeError(f"pool is {pool.size} bytes but the volume was made for "
-                                     f"{layout.pool_size} (truncated?)")
-        slots = layout.checkpoint_offsets
-        want = sb.generation
-        size = layout.checkpoint_size
-        try:
-            ckpt = decode_checkpoint(pool.view(slots[want % 2], size), slots[want % 2])
-            if ckpt.generation != want:
-                raise CorruptVolumeError(f"checkpoint slot holds generation {ckpt.generation}, "
-                                         f"superblock wants {want}", where=slots[want % 2])
-            # The other slot only tells how far back the log is still needed.
-            other = peek_checkpoint(pool.view(slots[(want + 1) % 2], size))
-            older_pos = other[2] if other is not None and other[0] == want - 1 else None
-        except CorruptVolumeError as damaged:
-            # Fall back to the other slot: the checkpoint before (or a newer one whose
-            # superblock flip did not land).  The log still holds every record after it.
-            off = slots[(want + 1) % 2]
-            try:
-                ckpt = decode_checkpoint(pool.view(off, size), off)
-            except CorruptVolumeError:
-                raise damaged from None
-            if ckpt.generation not in (want - 1, want + 1):
-                raise damaged from None
-            older_pos = None
-        core = Core.from_checkpoint(ckpt.state, layout.block_size, layout.data_blocks,
-                                    align_blocks=layout.align_blocks)
-        volume_id = int.from_bytes(sb.uuid.bytes[:8], "little")
-        head, next_seq = LogRing.replay(pool, layout.log_offset, layout.log_size, volume_id,
-                                        start=ckpt.log_pos, first_seq=ckpt.last_seq + 1, apply=core.apply)
-        tail = ckpt.log_pos if older_pos is None or older_pos > ckpt.log_pos else older_pos
-        if head - tail > layout.log_size:
-            tail = ckpt.log_pos
-        ring = LogRing(pool, layout.log_offset, layout.log_size, volume_id,
-                       head=head, tail=tail, next_seq=next_seq)
-        vol = cls(pool, sb, core, ring, generation=max(want, ckpt.generation), checkpoint_pos=ckpt.log_pos,
-                  readonly=readonly, policy=policy, durability=durability, lease_break_s=lease_break_s)
+        loaded = _load(pool, check_damage=True)
+        vol = cls(pool, loaded.superblock, loaded.core, loaded.ring, generation=loaded.generation,
+                  checkpoint_pos=loaded.checkpoint_pos, readonly=readonly, policy=policy,
+                  durability=durability, lease_break_s=lease_break_s)
         if not readonly:
             pool.write(OWNER_OFFSET, encode_owner(os.getpid(), _now()))
             pool.persist(OWNER_OFFSET, 64)
             with vol._lock:
-                for ino in core.orphans():      # left by a crash: nobody can hold them now
+                for ino in loaded.core.orphans():      # left by a crash: nobody can hold them now
                     vol._commit(Reclaim(ino))
         return vol
+
+    def _refresh(self) -> None:
+        """Read-only beside a writer: catch up with the records it appended since.
+
+        Replays new records from our head; when the writer has checkpointed
+        twice since (so the ring may have lapped us), reloads from its newest
+        checkpoint.  A handle whose inode the writer removed meanwhile goes
+        stale (ESTALE on use), as on NFS: without an arbiter the writer cannot
+        know it is held.
+        """
+        ring = self._ring
+        try:
+            generation = self._read_superblock(self._pool).generation
+        except CorruptVolumeError:
+            return      # a superblock being rewritten right now: use what we have
+        if generation <= self._generation + 1:
+            head, seq = LogRing.replay(self._pool, ring.offset, ring.size, ring.volume_id, start=ring.head,
+                                       first_seq=ring.next_seq, apply=self._core.apply, check_damage=False)
+            ring.head, ring.next_seq = head, seq
+            self._generation = max(self._generation, generation)
+            return
+        for attempt in range(3):
+            try:
+                loaded = _load(self._pool, check_damage=False)
+                break
+            except CorruptVolumeError:
+                if attempt == 2:     # the writer rewrote the slot under us thrice: give up for now
+                    return
+        self._sb, self._core, self._ring = loaded.superblock, loaded.core, loaded.ring
+        self._generation, self._checkpoint_pos = loaded.generation, loaded.checkpoint_pos
+
+    def _log_moved(self) -> bool:
+        """Whether a record has landed at our head since we last caught up (read-only)."""
+        ring = self._ring
+        return LogRing.peek(self._pool, ring.offset, ring.size, ring.volume_id, ring.head, ring.next_seq)
 
     @staticmethod
     def _read_superblock(pool: Pool) -> Superblock:
@@ -246,6 +251,8 @@ class Volume:
     def _check_open(self) -> None:
         if self._closed:
             raise ValueError("I/O operation on closed volume")
+        if self._follow:
+            self._refresh()
 
     def _check_writable(self, path: str | None = None) -> None:
         if self._closed:
@@ -261,13 +268,15 @@ class Volume:
                            "for this pool's checkpoint area)")
         ring = self._ring
         data = ring.encode(record)
-        cost = ring.cost(len(data))
-        if cost > ring.size // 4:
+        n = len(data)
+        if n > ring.size // 4:
             raise fs_error(errno.ENOSPC, message="change too large for the metadata log (free space is "
                            "too fragmented for one write this big)")
-        if ring.head - self._checkpoint_pos + cost > ring.size // 2 or not ring.fits(len(data)):
+        # n + its worst-case lap skip stays under half the ring since the last checkpoint,
+        # which with the records before that one keeps the ring from overrunning its tail.
+        if ring.head - self._checkpoint_pos + 2 * n > ring.size // 2 or not ring.fits(n):
             self._checkpoint()
-            if not ring.fits(len(data)):
+            if not ring.fits(n):
                 self._checkpoint()
             data = ring.encode(record)
         ring.append(record, data)
@@ -548,9 +557,8 @@ class Volume:
     # ------------------------------------------------------------ files
 
     def open(self, path: object, mode: str = "rb") -> "File":
-        from daxfs.access.file import File, parse_mode
-
-        p = fspath(path)
+        File, parse_mode = _file_api()
+        p = path if type(path) is str else fspath(path)
         readable, writable, create, exclusive, truncate, append = parse_mode(mode)
         with self._lock:
             if writable or create:
@@ -579,6 +587,8 @@ class Volume:
                     self._truncate(node, 0)
             self._open_files[ino] = self._open_files.get(ino, 0) + 1
             handle = File(self, ino, p, mode, readable=readable, writable=writable, append=append)
+            if append:
+                handle._pos = core.inodes[ino].size     # as open(): an append handle starts at EOF
             self._handles.add(handle)
             return handle
 
@@ -590,9 +600,10 @@ class Volume:
                 return
             ino = handle._ino
             count = self._open_files.get(ino, 0) - 1
+            pending = ino in self._pending_mtime or ino in self._dirty
             if count > 0:
                 self._open_files[ino] = count
-                if handle._writable:
+                if pending and handle._writable:
                     self._flush_pending(ino)
                 return
             self._open_files.pop(ino, None)
@@ -602,7 +613,7 @@ class Volume:
             if node.nlink == 0:
                 self._forget_if(True, ino)
                 self._commit(Reclaim(ino))
-            elif handle._writable:
+            elif pending:
                 self._flush_pending(ino)
 
     def _flush_pending(self, ino: int | None) -> None:
@@ -622,7 +633,8 @@ class Volume:
     def _node(self, ino: int) -> Inode:
         node = self._core.inodes.get(ino)
         if node is None:
-            raise ValueError("I/O operation on a file whose inode is gone")
+            # only a read-only follower can lose an inode under an open handle
+            raise fs_error(errno.ESTALE, message="file was removed by the pool's writer")
         return node
 
     def _pread_into(self, ino: int, dest: memoryview | None, n: int, offset: int) -> bytes | int:
@@ -630,34 +642,43 @@ class Volume:
         if offset < 0:
             raise fs_error(errno.EINVAL, message="negative offset")
         with self._lock:
-            self._check_open()
-            node = self._node(ino)
-            size = node.size
-            if offset >= size or n <= 0:
-                return b"" if dest is None else 0
-            if n > size - offset:
-                n = size - offset
-            bs = self._bs
-            fblk = offset // bs
-            emap = node.extents
-            run = emap.lookup(fblk)  # type: ignore[union-attr]
-            if run is not None and not run[3] & UNWRITTEN and (offset + n - 1) // bs < run[0] + run[1]:
-                # Fast path: one written run covers the whole read.
-                src = self._data_offset + (run[2] + fblk - run[0]) * bs + offset % bs
-                if dest is None:
-                    return self._pool.read(src, n)
-                dest[:n] = self._pool.view(src, n)
-                return n
-            out = memoryview(bytearray(n)) if dest is None else dest[:n]
-            last = (offset + n - 1) // bs
-            for f, k, p, fl in emap.pieces(fblk, last - fblk + 1):  # type: ignore[union-attr]
-                lo = max(f * bs, offset)
-                hi = min((f + k) * bs, offset + n)
-                if p < 0 or fl & UNWRITTEN:
-                    out[lo - offset:hi - offset] = bytes(hi - lo)
-                else:
-                    out[lo - offset:hi - offset] = self._pool.view(self._data_offset + p * bs + lo - f * bs, hi - lo)
-            return bytes(out) if dest is None else n
+            while True:
+                self._check_open()
+                got = self._read_locked(ino, dest, n, offset)
+                # A follower copied bytes the writer may have freed and reused
+                # meanwhile: only a record appended during the copy can say so.
+                if not self._follow or not self._log_moved():
+                    return got
+
+    def _read_locked(self, ino: int, dest: memoryview | None, n: int, offset: int) -> bytes | int:
+        """The read itself, under the lock."""
+        node = self._node(ino)
+        size = node.size
+        if offset >= size or n <= 0:
+            return b"" if dest is None else 0
+        if n > size - offset:
+            n = size - offset
+        bs = self._bs
+        fblk = offset // bs
+        emap = node.extents
+        run = emap.lookup(fblk)  # type: ignore[union-attr]
+        if run is not None and not run[3] & UNWRITTEN and (offset + n - 1) // bs < run[0] + run[1]:
+            # Fast path: one written run covers the whole read.
+            src = self._data_offset + (run[2] + fblk - run[0]) * bs + offset % bs
+            if dest is None:
+                return self._pool.read(src, n)
+            dest[:n] = self._pool.view(src, n)
+            return n
+        out = memoryview(bytearray(n)) if dest is None else dest[:n]
+        last = (offset + n - 1) // bs
+        for f, k, p, fl in emap.pieces(fblk, last - fblk + 1):  # type: ignore[union-attr]
+            lo = max(f * bs, offset)
+            hi = min((f + k) * bs, offset + n)
+            if p < 0 or fl & UNWRITTEN:
+                out[lo - offset:hi - offset] = bytes(hi - lo)
+            else:
+                out[lo - offset:hi - offset] = self._pool.view(self._data_offset + p * bs + lo - f * bs, hi - lo)
+        return bytes(out) if dest is None else n
 
     def _zero_tail_for_growth(self, node: Inode, new_end: int, stores: list[tuple[int, int]]) -> None:
         """Zero the stale bytes past EOF in the last block before the size grows over them."""
@@ -701,7 +722,8 @@ class Volume:
         """Write ``data`` at ``offset`` (None: at EOF, for O_APPEND)."""
         n = data.nbytes
         with self._lock:
-            self._check_writable()
+            if self._closed or self.readonly:
+                self._check_writable()
             node = self._node(ino)
             if offset is None:
                 offset = node.size
@@ -713,53 +735,110 @@ class Volume:
             if end > MAX_FILE_SIZE:
                 raise fs_error(errno.EFBIG, message="file too large")
             bs = self._bs
-            core = self._core
-            emap = node.extents
             f0 = offset // bs
             f1 = (end - 1) // bs + 1
-            pieces = emap.pieces(f0, f1 - f0)  # type: ignore[union-attr]
+            emap = node.extents
+            run = emap.lookup(f0)  # type: ignore[union-attr]
+            if run is not None and not run[3] & UNWRITTEN and run[0] + run[1] >= f1:
+                pieces = [(f0, f1 - f0, run[2] + f0 - run[0], 0)]     # all in place: the common rewrite
+            elif run is None and emap.is_hole(f0, f1 - f0):  # type: ignore[union-attr]
+                if self._append_into_hole(node, data, offset, end, f0, f1 - f0):
+                    return n
+                pieces = [(f0, f1 - f0, -1, 0)]
+            else:
+                pieces = emap.pieces(f0, f1 - f0)  # type: ignore[union-attr]
+            core = self._core
             holes = [(f, k) for f, k, p, _fl in pieces if p < 0]
             fresh: list[tuple[int, int, int, int]] = []
             if holes:
                 plan = core.plan_blocks(sum(k for _f, k in holes), core.goal_after(node, holes[0][0]))
                 fresh = self._assign(holes, plan, 0)
+                self._prefault(plan)
             converted = [(f, k, p, 0) for f, k, p, fl in pieces if p >= 0 and fl & UNWRITTEN]
             mapping = fresh + converted
-            grow = _GROW_RUN * (len(mapping) + 1) if mapping else 0
-            if grow and core.checkpoint_bound + grow > self._layout.checkpoint_size - 64:
+            if mapping and core.checkpoint_bound + _GROW_RUN * (len(mapping) + 1) > \
+                    self._layout.checkpoint_size - 64:
                 raise fs_error(errno.ENOSPC, message="no space left for metadata")
-            pool = self._pool
-            data_offset = self._data_offset
-            to_persist: list[tuple[int, int]] = []
-            self._zero_tail_for_growth(node, end, to_persist)
-            new_blocks = {f for f, _k, _p, _fl in mapping}
-            for f, k, p, fl in sorted(mapping + [x for x in pieces if x[2] >= 0 and not x[3] & UNWRITTEN]):
-                base = data_offset + p * bs
-                lo = max(f * bs, offset)
-                hi = min((f + k) * bs, end)
-                if f in new_blocks:
-                    # gained or unwritten blocks: every byte is written or zeroed, then persisted
-                    if lo > f * bs:
-                        pool.zero(base, lo - f * bs)
-                    if hi < (f + k) * bs:
-                        pool.zero(base + hi - f * bs, (f + k) * bs - hi)
-                    to_persist.append((base, k * bs))
-                    pool.write(base + lo - f * bs, data[lo - offset:hi - offset])
+            # Nothing has changed so far; from here on the write cannot fail.
+            stores: list[tuple[int, int]] = []
+            grows = end > node.size
+            if grows:
+                self._zero_tail_for_growth(node, end, stores)
+            for f, k, p, _fl in mapping:
+                self._store_new_blocks(f, k, p, data, offset, end, stores)
+            in_place = [x for x in pieces if x[2] >= 0 and not x[3] & UNWRITTEN]
+            for f, k, p, _fl in in_place:
+                lo = f * bs if f * bs > offset else offset
+                hi = (f + k) * bs if (f + k) * bs < end else end
+                dst = self._data_offset + p * bs + lo - f * bs
+                self._pool.write(dst, data[lo - offset:hi - offset])
+                if self.durability == "sync":
+                    stores.append((dst, hi - lo))
                 else:
-                    pool.write(base + lo - f * bs, data[lo - offset:hi - offset])
-                    if self.durability == "sync":
-                        to_persist.append((base + lo - f * bs, hi - lo))
-                    else:
-                        self._dirty.setdefault(ino, []).append((base + lo - f * bs, hi - lo))
-            self._persist(to_persist)
+                    self._dirty.setdefault(ino, []).append((dst, hi - lo))
+            self._persist(stores)
             now = _now()
-            if mapping or end > node.size:
-                flat = [x for piece in mapping for x in piece]
+            if mapping or grows:
                 self._pending_mtime.pop(ino, None)
-                self._commit(SetExtents(ino, [], flat, end if end > node.size else None, now))
+                flat = [x for piece in mapping for x in piece]
+                self._commit(SetExtents(ino, [], flat, end if grows else None, now))
             else:
                 self._pending_mtime[ino] = now
             return n
+
+    def _append_into_hole(self, node: Inode, data: memoryview, offset: int, end: int, f0: int,
+                          nblk: int) -> bool:
+        """The common case of a write into a hole that one free run can fill (appends, new files).
+
+        Does the whole write and returns True; False (nothing done) when the
+        blocks would be split over several runs.
+        """
+        core = self._core
+        plan = core.plan_blocks(nblk, core.goal_after(node, f0))
+        if len(plan) != 1:
+            return False
+        if core.checkpoint_bound + 2 * _GROW_RUN > self._layout.checkpoint_size - 64:
+            raise fs_error(errno.ENOSPC, message="no space left for metadata")
+        self._prefault(plan)
+        stores: list[tuple[int, int]] = []
+        grows = end > node.size
+        if grows and node.size % self._bs:
+            self._zero_tail_for_growth(node, end, stores)
+        pblk = plan[0][0]
+        self._store_new_blocks(f0, nblk, pblk, data, offset, end, stores)
+        self._persist(stores)
+        self._pending_mtime.pop(node.ino, None)
+        self._commit(SetExtents(node.ino, [], [f0, nblk, pblk, 0], end if grows else None, _now()))
+        return True
+
+    def _prefault(self, plan: list[tuple[int, int]]) -> None:
+        """Map in the huge-page chunks new blocks fall in, once per mount (cheaper than a
+        page fault per block on first touch)."""
+        shift = self._chunk_shift
+        faulted = self._faulted
+        for pblk, k in plan:
+            for chunk in range(pblk >> shift, ((pblk + k - 1) >> shift) + 1):
+                if chunk not in faulted:
+                    faulted.add(chunk)
+                    self._pool.prefault(self._data_offset + (chunk << shift) * self._bs,
+                                        (1 << shift) * self._bs)
+
+    def _store_new_blocks(self, f: int, k: int, p: int, data: memoryview, offset: int, end: int,
+                          stores: list[tuple[int, int]]) -> None:
+        """Fill blocks a file is about to gain: its data where the write covers them, zeros elsewhere."""
+        bs = self._bs
+        pool = self._pool
+        base = self._data_offset + p * bs
+        first, last = f * bs, (f + k) * bs
+        lo = first if first > offset else offset
+        hi = last if last < end else end
+        if lo > first:
+            pool.zero(base, lo - first)
+        if hi > lo:
+            pool.write(base + lo - first, data[lo - offset:hi - offset])
+        if hi < last:
+            pool.zero(base + max(hi, lo) - first, last - max(hi, lo))
+        stores.append((base, k * bs))
 
     def _truncate(self, node: Inode, size: int) -> None:
         bs = self._bs
@@ -919,11 +998,12 @@ class Volume:
             # written whole blocks become unwritten: same blocks, read as zeros from now on
             mapping += [(f, k, p, UNWRITTEN) for f, k, p, fl in whole if p >= 0 and not fl & UNWRITTEN]
             stores: list[tuple[int, int]] = []
-            mapping += [m for blk, lo, hi in edges
-                        if (m := self._cow_zeroed(node, blk, lo, hi, singles, stores)) is not None]
             new_size = end if not keep_size and end > node.size else None
             if new_size is not None:
+                # before the edge copies below, so they copy zeros, not the stale tail
                 self._zero_tail_for_growth(node, new_size, stores)
+            mapping += [m for blk, lo, hi in edges
+                        if (m := self._cow_zeroed(node, blk, lo, hi, singles, stores)) is not None]
             self._persist(stores)
             if mapping or new_size is not None:
                 self._commit(SetExtents(ino, [], [x for m in sorted(mapping) for x in m], new_size, _now()),
@@ -970,6 +1050,81 @@ class Volume:
             if hole:
                 return size
             raise fs_error(errno.ENXIO, message="no data past the offset")
+
+
+class _Loaded(NamedTuple):
+    superblock: Superblock
+    core: Core
+    ring: LogRing
+    generation: int
+    checkpoint_pos: int
+
+
+def _load(pool: Pool, *, check_damage: bool) -> _Loaded:
+    """Rebuild a volume's state from its pool: newest valid checkpoint, then the log after it."""
+    sb = Volume._read_superblock(pool)
+    layout = sb.layout
+    if layout.pool_size > pool.size:
+        raise CorruptVolumeError(f"pool is {pool.size} bytes but the volume was made for "
+                                 f"{layout.pool_size} (truncated?)")
+    slots = layout.checkpoint_offsets
+    want = sb.generation
+    size = layout.checkpoint_size
+    try:
+        ckpt = decode_checkpoint(pool.view(slots[want % 2], size), slots[want % 2])
+        if ckpt.generation != want:
+            raise CorruptVolumeError(f"checkpoint slot holds generation {ckpt.generation}, "
+                                     f"superblock wants {want}", where=slots[want % 2])
+        # The other slot only tells how far back the log is still needed.
+        other = peek_checkpoint(pool.view(slots[(want + 1) % 2], size))
+        older_pos = other[2] if other is not None and other[0] == want - 1 else None
+    except CorruptVolumeError as damaged:
+        # Fall back to the other slot: the checkpoint before (or a newer one whose
+        # superblock flip did not land).  The log still holds every record after it.
+        off = slots[(want + 1) % 2]
+        try:
+            ckpt = decode_checkpoint(pool.view(off, size), off)
+        except CorruptVolumeError:
+            raise damaged from None
+        if ckpt.generation not in (want - 1, want + 1):
+            raise damaged from None
+        older_pos = None
+    # Building ~10 objects per inode makes the cyclic GC rescan the growing heap
+    # over and over; none of them form cycles, so it can wait until the end.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        core = Core.from_checkpoint(ckpt.state, layout.block_size, layout.data_blocks,
+                                    align_blocks=layout.align_blocks)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    volume_id = int.from_bytes(sb.uuid.bytes[:8], "little")
+    head, next_seq = LogRing.replay(pool, layout.log_offset, layout.log_size, volume_id,
+                                    start=ckpt.log_pos, first_seq=ckpt.last_seq + 1, apply=core.apply,
+                                    check_damage=check_damage)
+    tail = ckpt.log_pos if older_pos is None or older_pos > ckpt.log_pos else older_pos
+    if head - tail > layout.log_size:
+        tail = ckpt.log_pos
+    ring = LogRing(pool, layout.log_offset, layout.log_size, volume_id,
+                   head=head, tail=tail, next_seq=next_seq)
+    return _Loaded(sb, core, ring, max(want, ckpt.generation), ckpt.log_pos)
+
+
+_FILE_API: tuple[Any, Any] | None = None
+
+
+def _file_api() -> tuple[Any, Any]:
+    """The access layer's File class and mode parser.
+
+    Imported on first use: access sits above volume, so volume may not import
+    it at load time; caching keeps the import off the open() hot path.
+    """
+    global _FILE_API
+    if _FILE_API is None:
+        from daxfs.access.file import File, parse_mode
+        _FILE_API = (File, parse_mode)
+    return _FILE_API
 
 
 def _open_pool(path: str, readonly: bool) -> FilePool:
