@@ -37,7 +37,13 @@ class FilePool(Pool):
     """A memory-mapped file or device (``/dev/shm/x``, ``/dev/dax0.0``, a plain file)."""
 
     def __init__(self, path: str, *, readonly: bool = False, create_size: int | None = None,
-                 exclusive_create: bool = False) -> None:
+                 exclusive_create: bool = False, lock: bool = False) -> None:
+        """Open and map ``path``; ``create_size`` creates or resizes a regular file to it.
+
+        With ``lock`` the exclusive writer lock is taken first, before the file
+        is resized, so a pool someone else holds is never changed under them;
+        BlockingIOError when it is held.
+        """
         self.name = path
         self.readonly = readonly
         self._locked = False
@@ -46,6 +52,11 @@ class FilePool(Pool):
             flags |= os.O_CREAT | (os.O_EXCL if exclusive_create else 0)
         fd = os.open(path, flags | os.O_CLOEXEC, 0o600)
         try:
+            if lock:
+                # flock locks belong to the open file description, so a second
+                # open of the same pool in this very process conflicts too.
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._locked = True
             if create_size is not None and stat.S_ISREG(os.fstat(fd).st_mode):
                 if os.fstat(fd).st_size > create_size:
                     os.ftruncate(fd, create_size)
@@ -82,16 +93,6 @@ class FilePool(Pool):
     @property
     def fileno(self) -> int:
         return self._fd
-
-    def try_lock(self) -> bool:
-        # flock locks belong to the open file description, so a second open
-        # of the same pool in this very process conflicts too.
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        self._locked = True
-        return True
 
     def read(self, offset: int, length: int) -> bytes:
         return self._mmap[offset:offset + length]

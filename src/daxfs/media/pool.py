@@ -56,13 +56,6 @@ class Pool(abc.ABC):
         """Hint: the range is about to be written; map it in now if the medium can."""
         return None
 
-    def try_lock(self) -> bool:
-        """Take the exclusive writer lock on the medium; False if someone else has it.
-
-        Media with no sharing (private memory) always succeed.
-        """
-        return True
-
     def check_range(self, offset: int, length: int) -> None:
         if offset < 0 or length < 0 or offset + length > self.size:
             raise ValueError(f"pool range {offset:#x}+{length:#x} outside pool of {self.size:#x} bytes")

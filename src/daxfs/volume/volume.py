@@ -346,7 +346,9 @@ class Volume:
         """Problems in the volume's metadata; [] means clean."""
         with self._lock:
             self._check_open()
-            return check(self._core, self._open_files.keys())
+            # A read-only mount cannot see who holds an orphan: the writer may.
+            held = self._core.orphans() if self.readonly else self._open_files.keys()
+            return check(self._core, held)
 
     def _lookup(self, path: object) -> tuple[str, Inode]:
         """The inode a path names (ENOENT, ENOTDIR as Linux gives them)."""
@@ -1134,13 +1136,21 @@ def _open_pool(path: str, readonly: bool) -> FilePool:
     if st.S_ISREG(info.st_mode) and info.st_size < HEADER_SIZE:
         raise CorruptVolumeError(f"not a daxfs volume: {info.st_size} bytes is too small to hold one",
                                  path=path)
-    pool = FilePool(path, readonly=readonly)
-    if not readonly and not pool.try_lock():
-        pid = decode_owner(pool.read(OWNER_OFFSET, 64)) if pool.size >= HEADER_SIZE else None
-        pool.close()
-        who = f"process {pid}" if pid else "another process"
-        raise BusyError(f"pool is open read-write by {who}", holders=[pid] if pid else [], filename=path)
-    return pool
+    try:
+        return FilePool(path, readonly=readonly, lock=not readonly)
+    except BlockingIOError:
+        raise _held_elsewhere(path) from None
+
+
+def _held_elsewhere(path: str) -> BusyError:
+    """The BusyError for a pool another opener holds, naming its pid when the owner page has it."""
+    try:
+        with FilePool(path, readonly=True) as peek:
+            pid = decode_owner(peek.read(OWNER_OFFSET, 64)) if peek.size >= HEADER_SIZE else None
+    except OSError:
+        pid = None
+    who = f"process {pid}" if pid else "another process"
+    return BusyError(f"pool is open read-write by {who}", holders=[pid] if pid else [], filename=path)
 
 
 def open_volume(path: object, *, readonly: bool = False, policy: str = "defer", durability: str = "sync",
@@ -1148,7 +1158,9 @@ def open_volume(path: object, *, readonly: bool = False, policy: str = "defer", 
     """Mount the volume in the pool at ``path``.
 
     One process may open a pool read-write at a time (BusyError names the
-    holder); read-only opens work beside it and see the volume as of their mount.
+    holder).  Read-only opens work beside it and follow it: each call first
+    catches up with the records the writer has logged, so they see its changes
+    as another process on the same mount would.
     """
     check_policy(policy)
     if policy is None:
@@ -1196,10 +1208,11 @@ def mkfs(path: object, size: int | None = None, *, block_size: int = 4096, force
     target = size if size is not None else existing.st_size  # type: ignore[union-attr]
     if regular:
         Layout.compute(target, block_size)      # EINVAL before anything is created
-    pool = FilePool(p, create_size=target if regular else None)
     try:
-        if not pool.try_lock():
-            raise BusyError("pool is open read-write by another process", filename=p)
+        pool = FilePool(p, create_size=target if regular else None, lock=True)
+    except BlockingIOError:
+        raise _held_elsewhere(p) from None
+    try:
         Volume.format(pool, block_size=block_size)
         return Volume.mount(pool)
     except BaseException:

@@ -1,0 +1,706 @@
+"""The core and the format codecs, tested without a real pool.
+
+What these tests prove:
+
+- ``ExtentMap`` behaves exactly like a dict ``file block -> (pool block, flags)``
+  under any sequence of inserts into holes and removals, and its runs are
+  always sorted, non-overlapping and maximally merged; ``lookup``, ``slice``,
+  ``pieces``, ``blocks``, ``end``, ``last_written_end`` and the flat form agree
+  with that model.
+- ``FreeSpace`` behaves like a set of free blocks under take/release; ``plan``
+  never hands out a used block or the same block twice, returns exactly the
+  blocks asked for or raises ENOSPC, and changes nothing either way; it keeps
+  appends contiguous, aligns large requests to huge pages, best-fits small
+  ones, and double take/release is reported as corruption.
+- ``Core.apply``, driven by real volume operations, keeps fsck clean, and the
+  state rebuilt from its checkpoint or by replaying the log at mount is the
+  same state.  Malformed records are refused as corruption.
+- The codecs round-trip every record type, superblocks and checkpoints, and a
+  single flipped byte is detected (``None`` for a record, CorruptVolumeError
+  otherwise), never another exception.
+"""
+
+from __future__ import annotations
+
+import errno
+import stat as st
+import uuid
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as hs
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from daxfs.core import UNWRITTEN, Core, ExtentMap, FreeSpace, check
+from daxfs.core.records import (RECORD_TYPES, Create, Link, Reclaim, Rename, SetAttr, SetExtents,
+                                Unlink)
+from daxfs.core.state import ROOT_INO
+from daxfs.errors import CorruptVolumeError
+from daxfs.format.checkpoint import HEADER as CKPT_HEADER
+from daxfs.format.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
+from daxfs.format.layout import Layout
+from daxfs.format.log import HEADER as RECORD_HEADER
+from daxfs.format.log import decode_record, encode_pad, encode_record
+from daxfs.format.superblock import SUPERBLOCK_BYTES, Superblock, decode_superblock
+from daxfs.media import MemoryPool
+from daxfs.testing import Workload
+from daxfs.volume import Volume
+
+FILE_BLOCKS = 48        # file blocks the ExtentMap machine plays in
+POOL_BLOCKS = 96        # data blocks the FreeSpace machine plays in
+
+machine_settings = settings(max_examples=60, stateful_step_count=40, deadline=None,
+                            suppress_health_check=[HealthCheck.too_slow])
+
+
+# ---------------------------------------------------------------------------- ExtentMap
+
+
+def merged_runs(model: dict[int, tuple[int, int]]) -> list[tuple[int, int, int, int]]:
+    """The canonical runs of a block dict: sorted, and merged wherever file and pool
+    blocks both continue with equal flags."""
+    runs: list[list[int]] = []
+    for fblk in sorted(model):
+        pblk, flags = model[fblk]
+        if runs:
+            f, n, p, fl = runs[-1]
+            if f + n == fblk and p + n == pblk and fl == flags:
+                runs[-1][1] += 1
+                continue
+        runs.append([fblk, 1, pblk, flags])
+    return [tuple(r) for r in runs]  # type: ignore[misc]
+
+
+class ExtentMapMachine(RuleBasedStateMachine):
+    """ExtentMap against a dict model, step by step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emap = ExtentMap()
+        self.model: dict[int, tuple[int, int]] = {}
+
+    def holes(self) -> list[tuple[int, int]]:
+        out = []
+        f = 0
+        while f < FILE_BLOCKS:
+            if f in self.model:
+                f += 1
+                continue
+            start = f
+            while f < FILE_BLOCKS and f not in self.model:
+                f += 1
+            out.append((start, f - start))
+        return out
+
+    @precondition(lambda self: len(self.model) < FILE_BLOCKS)
+    @rule(data=hs.data(), flags=hs.sampled_from([0, UNWRITTEN]), follow=hs.booleans())
+    def insert_into_hole(self, data: hs.DataObject, flags: int, follow: bool) -> None:
+        start, length = data.draw(hs.sampled_from(self.holes()))
+        fblk = data.draw(hs.integers(start, start + length - 1))
+        nblk = data.draw(hs.integers(1, start + length - fblk))
+        left = self.model.get(fblk - 1)
+        right = self.model.get(fblk + nblk)
+        if follow and left is not None:
+            pblk = left[0] + 1           # continues the left neighbour in the pool
+        elif follow and right is not None:
+            pblk = right[0] - nblk       # runs straight into the right neighbour
+        else:
+            pblk = data.draw(hs.integers(0, 400))
+        assume(pblk >= 0)
+        self.emap.insert(fblk, nblk, pblk, flags)
+        for i in range(nblk):
+            self.model[fblk + i] = (pblk + i, flags)
+
+    @rule(fblk=hs.integers(0, FILE_BLOCKS + 4), nblk=hs.integers(1, 20))
+    def remove(self, fblk: int, nblk: int) -> None:
+        removed = self.emap.remove(fblk, nblk)
+        expect = {f: self.model.pop(f) for f in range(fblk, fblk + nblk) if f in self.model}
+        got: dict[int, tuple[int, int]] = {}
+        for f, n, p, fl in removed:
+            assert n > 0 and fblk <= f and f + n <= fblk + nblk
+            for i in range(n):
+                assert f + i not in got
+                got[f + i] = (p + i, fl)
+        assert got == expect
+
+    @rule(fblk=hs.integers(0, FILE_BLOCKS + 4), nblk=hs.integers(1, 30))
+    def slice_and_pieces(self, fblk: int, nblk: int) -> None:
+        sl = self.emap.slice(fblk, nblk)
+        expect = merged_runs({f: v for f, v in self.model.items() if fblk <= f < fblk + nblk})
+        assert sl == expect
+        pieces = self.emap.pieces(fblk, nblk)
+        pos = fblk
+        for f, n, p, fl in pieces:
+            assert f == pos and n > 0
+            for i in range(n):
+                assert self.model.get(f + i) == (None if p < 0 else (p + i, fl))
+            if p < 0:
+                assert fl == 0
+            pos += n
+        assert pos == fblk + nblk
+
+    @invariant()
+    def matches_model(self) -> None:
+        runs = list(self.emap)
+        assert runs == merged_runs(self.model)
+        assert len(self.emap) == len(runs)
+        assert bool(self.emap) == bool(self.model)
+        assert self.emap.blocks == len(self.model)
+        assert self.emap.end == (max(self.model) + 1 if self.model else 0)
+        written = [f for f, (_p, fl) in self.model.items() if not fl & UNWRITTEN]
+        assert self.emap.last_written_end() == (max(written) + 1 if written else 0)
+        for f in range(FILE_BLOCKS + 2):
+            entry = self.model.get(f)
+            run = self.emap.lookup(f)
+            if entry is None:
+                assert run is None and self.emap.pblk_of(f) is None
+            else:
+                assert run is not None and run[0] <= f < run[0] + run[1] and run[3] == entry[1]
+                assert self.emap.pblk_of(f) == entry[0]
+        again = ExtentMap.from_flat(self.emap.to_flat())
+        assert list(again) == runs
+        assert list(ExtentMap(runs)) == runs
+
+
+TestExtentMapModel = ExtentMapMachine.TestCase
+TestExtentMapModel.settings = machine_settings
+
+
+def test_extent_map_merges_appends_into_one_run() -> None:
+    emap = ExtentMap()
+    for i in range(10):
+        emap.insert(i * 3, 3, 100 + i * 3, 0)
+    assert list(emap) == [(0, 30, 100, 0)]
+    emap.remove(10, 5)
+    assert list(emap) == [(0, 10, 100, 0), (15, 15, 115, 0)]
+    emap.insert(10, 5, 110, 0)          # filling the hole with the same blocks merges all three
+    assert list(emap) == [(0, 30, 100, 0)]
+
+
+def test_extent_map_does_not_merge_across_flags_or_pool_gaps() -> None:
+    emap = ExtentMap()
+    emap.insert(0, 4, 10, 0)
+    emap.insert(4, 4, 14, UNWRITTEN)    # adjacent in both, but different flags
+    emap.insert(8, 4, 30, UNWRITTEN)    # adjacent in the file only
+    assert list(emap) == [(0, 4, 10, 0), (4, 4, 14, UNWRITTEN), (8, 4, 30, UNWRITTEN)]
+    assert emap.pieces(2, 12) == [(2, 2, 12, 0), (4, 4, 14, UNWRITTEN), (8, 4, 30, UNWRITTEN),
+                                  (12, 2, -1, 0)]
+    assert emap.last_written_end() == 4
+
+
+# ---------------------------------------------------------------------------- FreeSpace
+
+
+def free_runs(free: set[int]) -> list[tuple[int, int]]:
+    runs: list[list[int]] = []
+    for b in sorted(free):
+        if runs and runs[-1][0] + runs[-1][1] == b:
+            runs[-1][1] += 1
+        else:
+            runs.append([b, 1])
+    return [(s, n) for s, n in runs]
+
+
+def plan_blocks_checked(space: FreeSpace, free: set[int], n: int, goal: int | None
+                        ) -> list[tuple[int, int]] | None:
+    """``space.plan`` with its contract checked; None when it raised ENOSPC."""
+    before = (space.runs(), space.free)
+    try:
+        plan = space.plan(n, goal)
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
+        assert (space.runs(), space.free) == before
+        return None
+    assert (space.runs(), space.free) == before, "plan changed the free space"
+    blocks: list[int] = []
+    for s, k in plan:
+        assert k > 0
+        blocks.extend(range(s, s + k))
+    assert len(blocks) == max(n, 0)
+    assert len(set(blocks)) == len(blocks), f"plan {plan} hands out a block twice"
+    assert set(blocks) <= free, f"plan {plan} hands out used blocks"
+    return plan
+
+
+class FreeSpaceMachine(RuleBasedStateMachine):
+    """FreeSpace against a set of free blocks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.space = FreeSpace(POOL_BLOCKS, align=8, align_threshold=4)
+        self.space.release(0, POOL_BLOCKS)
+        self.free = set(range(POOL_BLOCKS))
+
+    def used(self) -> list[int]:
+        return sorted(set(range(POOL_BLOCKS)) - self.free)
+
+    @precondition(lambda self: self.free)
+    @rule(data=hs.data())
+    def take(self, data: hs.DataObject) -> None:
+        start, length = data.draw(hs.sampled_from(free_runs(self.free)))
+        s = data.draw(hs.integers(start, start + length - 1))
+        n = data.draw(hs.integers(1, start + length - s))
+        self.space.take(s, n)
+        self.free -= set(range(s, s + n))
+
+    @precondition(lambda self: len(self.free) < POOL_BLOCKS)
+    @rule(data=hs.data())
+    def release(self, data: hs.DataObject) -> None:
+        used_runs = free_runs(set(self.used()))
+        start, length = data.draw(hs.sampled_from(used_runs))
+        s = data.draw(hs.integers(start, start + length - 1))
+        n = data.draw(hs.integers(1, start + length - s))
+        self.space.release(s, n)
+        self.free |= set(range(s, s + n))
+
+    @rule(n=hs.integers(0, POOL_BLOCKS + 4), data=hs.data())
+    def plan_then_take(self, n: int, data: hs.DataObject) -> None:
+        # goals as the volume makes them: one past a block some file owns
+        used = self.used()
+        goal = data.draw(hs.one_of(hs.none(), hs.sampled_from(used).map(lambda b: b + 1))) \
+            if used else None
+        plan = plan_blocks_checked(self.space, self.free, n, goal)
+        if plan is None:
+            assert n > len(self.free), f"ENOSPC for {n} blocks with {len(self.free)} free"
+            return
+        if goal is not None and goal in self.free and n:
+            assert plan[0][0] == goal, "an append did not continue its run"
+        if data.draw(hs.booleans()):
+            for s, k in plan:
+                self.space.take(s, k)
+                self.free -= set(range(s, s + k))
+
+    @rule(n=hs.integers(1, 40))
+    def large_request_is_aligned(self, n: int) -> None:
+        a = self.space.align
+        if n < self.space.align_threshold or not any(k >= n + a - 1 for _s, k in free_runs(self.free)):
+            return
+        plan = plan_blocks_checked(self.space, self.free, n, None)
+        assert plan is not None and len(plan) == 1 and plan[0][0] % a == 0, \
+            f"{n} blocks planned as {plan} though an aligned run is free"
+
+    @rule(n=hs.integers(1, 3))
+    def small_request_takes_best_fit(self, n: int) -> None:
+        # best fit up to a power-of-two size class: the run chosen is in the smallest
+        # class holding a run that fits, so small requests leave big runs alone
+        fitting = [(k, s) for s, k in free_runs(self.free) if k >= n]
+        if not fitting:
+            return
+        plan = plan_blocks_checked(self.space, self.free, n, None)
+        assert plan is not None and len(plan) == 1
+        chosen = dict((s, k) for k, s in fitting)[plan[0][0]]
+        best = min(k for k, _s in fitting)
+        assert chosen.bit_length() == best.bit_length(), \
+            f"{n} blocks taken from a run of {chosen} though one of {best} fits"
+
+    @rule(s=hs.integers(0, POOL_BLOCKS - 1), n=hs.integers(1, 8))
+    def double_take_or_release_is_corruption(self, s: int, n: int) -> None:
+        n = min(n, POOL_BLOCKS - s)
+        blocks = set(range(s, s + n))
+        before = self.space.runs()
+        if not blocks <= self.free:         # some block is used: taking it again is corruption
+            with pytest.raises(CorruptVolumeError):
+                self.space.take(s, n)
+        if blocks & self.free:              # some block is free: releasing it again is corruption
+            with pytest.raises(CorruptVolumeError):
+                self.space.release(s, n)
+        assert self.space.runs() == before
+
+    @invariant()
+    def matches_model(self) -> None:
+        assert self.space.runs() == free_runs(self.free)
+        assert self.space.free == len(self.free)
+        for s, n in [(0, 1), (5, 3), (POOL_BLOCKS - 2, 2)]:
+            assert self.space.is_free(s, n) == (set(range(s, s + n)) <= self.free)
+
+
+TestFreeSpaceModel = FreeSpaceMachine.TestCase
+TestFreeSpaceModel.settings = machine_settings
+
+
+def test_freespace_from_used_is_the_complement() -> None:
+    space = FreeSpace.from_used(20, [(12, 3), (0, 2), (5, 1)])
+    assert space.runs() == [(2, 3), (6, 6), (15, 5)]
+    assert space.free == 14
+    with pytest.raises(CorruptVolumeError):
+        FreeSpace.from_used(20, [(0, 5), (4, 2)])       # block 4 owned twice
+    with pytest.raises(CorruptVolumeError):
+        FreeSpace.from_used(20, [(18, 5)])              # past the data area
+
+
+def test_freespace_release_outside_area_is_corruption() -> None:
+    space = FreeSpace(10)
+    with pytest.raises(CorruptVolumeError):
+        space.release(8, 5)
+    with pytest.raises(CorruptVolumeError):
+        space.release(-1, 2)
+    assert space.runs() == [] and space.free == 0
+
+
+def test_plan_continues_the_goal_run() -> None:
+    space = FreeSpace(1000, align=512, align_threshold=256)
+    space.release(0, 1000)
+    space.take(0, 100)
+    space.take(300, 10)
+    # a file ending at block 99 appends: it gets 100.. even though a better fit exists
+    assert space.plan(50, goal=100) == [(100, 50)]
+    # the goal run is too short: it is used up first, the rest comes from elsewhere
+    plan = space.plan(250, goal=100)
+    assert plan[0] == (100, 200) and sum(k for _s, k in plan) == 250
+    assert all(not (100 <= s < 300) for s, _k in plan[1:])
+
+
+def test_plan_aligns_large_requests_and_best_fits_small_ones() -> None:
+    a = 512
+    space = FreeSpace(4 * a, align=a, align_threshold=a // 2)
+    space.release(0, 4 * a)
+    space.take(0, 3)                    # free: 3 .. 2048
+    plan = space.plan(300)
+    assert plan == [(a, 300)], "a large request did not start on a huge-page boundary"
+    space.take(a, 300)
+    # free: [3, 512) [812, 2048); a small request goes to the smaller run's start
+    assert space.plan(7) == [(3, 7)]
+    space.take(3, 7)
+    # a 3-block hole between two used ranges is the best fit for 3 blocks
+    space.release(5, 3)
+    assert space.plan(3) == [(5, 3)]
+    # the big aligned run past 1024 is left alone by small requests
+    for s, _k in space.plan(2) + space.plan(100):
+        assert s < 2 * a
+
+
+def test_plan_splits_over_the_largest_runs_when_nothing_fits() -> None:
+    space = FreeSpace(100)
+    space.release(0, 100)
+    for s in (10, 30, 60):
+        space.take(s, 5)
+    # free runs: 0..10 (10), 15..30 (15), 35..60 (25), 65..100 (35)
+    plan = space.plan(55)
+    assert plan == [(65, 35), (35, 20)]
+    with pytest.raises(OSError) as info:
+        space.plan(86)
+    assert info.value.errno == errno.ENOSPC
+
+
+def test_plan_with_a_goal_inside_a_free_run_finds_all_free_blocks() -> None:
+    """ENOSPC only when fewer than n blocks are free, whatever the goal: a goal in
+    the middle of a free run must not hide the run's head from the plan."""
+    space = FreeSpace(10)
+    space.release(0, 10)
+    plan = plan_blocks_checked(space, set(range(10)), 10, goal=5)
+    assert plan is not None, "ENOSPC with 10 of 10 blocks free"
+
+
+def test_take_of_used_and_double_release_are_corruption() -> None:
+    space = FreeSpace(64)
+    space.release(0, 64)
+    space.take(10, 10)
+    with pytest.raises(CorruptVolumeError):
+        space.take(15, 2)
+    with pytest.raises(CorruptVolumeError):
+        space.take(5, 10)                # straddles free and used
+    with pytest.raises(CorruptVolumeError):
+        space.release(0, 4)              # never taken
+    with pytest.raises(CorruptVolumeError):
+        space.release(18, 4)             # half used, half free
+    assert space.runs() == [(0, 10), (20, 44)] and space.free == 54
+
+
+# ---------------------------------------------------------------------------- Core
+
+
+def core_summary(core: Core) -> dict[str, object]:
+    """Everything that defines a core's state, derived parts included."""
+    return {
+        "checkpoint": core.to_checkpoint(),
+        "free": core.space.runs(),
+        "free_blocks": core.space.free,
+        "nlink": {ino: node.nlink for ino, node in core.inodes.items()},
+        "parent": {ino: node.parent for ino, node in core.inodes.items() if node.is_dir},
+        "runs": core.runs,
+        "name_chars": core.name_chars,
+    }
+
+
+def rebuilt_from_checkpoint(core: Core) -> Core:
+    return Core.from_checkpoint(core.to_checkpoint(), core.block_size, core.data_blocks,
+                                align_blocks=core.space.align)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_apply_keeps_invariants_and_checkpoint_and_replay_agree(seed: int) -> None:
+    pool = MemoryPool(8 << 20)
+    Volume.format(pool)
+    vol = Volume.mount(pool)
+    core = vol._core
+    for i, op in enumerate(Workload(seed, checkpoints=(seed % 2 == 0)).ops(200)):
+        op.apply(vol)
+        assert check(core) == [], f"fsck after {op}"
+        if i % 30 == 29:
+            assert core_summary(rebuilt_from_checkpoint(core)) == core_summary(core)
+    live = core_summary(core)
+    assert core_summary(rebuilt_from_checkpoint(core)) == live
+    # the pool as it is now: newest checkpoint plus the log after it
+    replayed = Volume.mount(MemoryPool(pool.image()), readonly=True)
+    assert core_summary(replayed._core) == live
+    assert replayed.fsck() == []
+    replayed.close()
+    vol.close()                                   # a final checkpoint: mount replays nothing
+    after_close = Volume.mount(MemoryPool(pool.image()), readonly=True)
+    assert core_summary(after_close._core) == core_summary(core) == live
+    after_close.close()
+
+
+BS = 4096
+
+
+def fresh_core(blocks: int = 64) -> Core:
+    return Core.new(BS, blocks, time_ns=1, uid=0, gid=0)
+
+
+def test_records_apply_with_link_counts_and_free_space() -> None:
+    core = fresh_core()
+    core.apply(Create(2, ROOT_INO, "d", st.S_IFDIR | 0o755, 0, 0, 10))
+    core.apply(Create(3, 2, "f", st.S_IFREG | 0o644, 0, 0, 11))
+    assert core.inodes[ROOT_INO].nlink == 3 and core.inodes[2].nlink == 2 and core.inodes[3].nlink == 1
+    core.apply(SetExtents(3, [], [0, 4, 8, 0, 4, 2, 12, UNWRITTEN], 4 * BS + 1, 12))
+    assert core.space.free == 58 and list(core.inodes[3].extents) == [(0, 4, 8, 0), (4, 2, 12, UNWRITTEN)]
+    assert core.inodes[3].size == 4 * BS + 1 and core.inodes[3].mtime_ns == 12
+    core.apply(Link(3, ROOT_INO, "g", 13))
+    assert core.inodes[3].nlink == 2
+    core.apply(Create(4, ROOT_INO, "e", st.S_IFDIR | 0o700, 0, 0, 14))
+    core.apply(Rename(ROOT_INO, "e", 2, "e2", 15, False))      # a directory changes parent
+    assert core.inodes[ROOT_INO].nlink == 3 and core.inodes[2].nlink == 3 and core.inodes[4].parent == 2
+    core.apply(SetAttr(3, 0o600, None, None, 1, 2, 16))
+    assert core.inodes[3].mode == st.S_IFREG | 0o600 and core.inodes[3].atime_ns == 1
+    assert check(core) == []
+    core.apply(Unlink(2, "f", 17, False))                       # still named "g"
+    core.apply(Unlink(ROOT_INO, "g", 18, False))                # now an orphan somebody holds
+    assert core.orphans() == [3] and core.space.free == 58
+    assert check(core, referenced=[3]) == []
+    assert any("orphan" in p for p in check(core))
+    core.apply(Reclaim(3))
+    assert 3 not in core.inodes and core.space.free == 64
+    core.apply(Unlink(2, "e2", 19, True))                     # rmdir of the empty directory
+    assert core.inodes[2].nlink == 2 and 4 not in core.inodes
+    assert check(core) == []
+    assert core_summary(rebuilt_from_checkpoint(core)) == core_summary(core)
+
+
+def test_rename_over_a_file_reclaims_it() -> None:
+    core = fresh_core()
+    core.apply(Create(2, ROOT_INO, "a", st.S_IFREG | 0o644, 0, 0, 1))
+    core.apply(Create(3, ROOT_INO, "b", st.S_IFREG | 0o644, 0, 0, 1))
+    core.apply(SetExtents(3, [], [0, 5, 0, 0], 5 * BS, 2))
+    core.apply(Rename(ROOT_INO, "a", ROOT_INO, "b", 3, True))
+    assert core.inodes[ROOT_INO].entries == {"b": 2} and 3 not in core.inodes
+    assert core.space.free == 64 and check(core) == []
+
+
+def test_setextents_unmap_to_end_and_replace() -> None:
+    core = fresh_core()
+    core.apply(Create(2, ROOT_INO, "a", st.S_IFREG | 0o644, 0, 0, 1))
+    core.apply(SetExtents(2, [], [0, 8, 0, 0], 8 * BS, 2))
+    core.apply(SetExtents(2, [3, -1], [1, 1, 20, 0], 3 * BS, 3))   # truncate + swap block 1
+    assert list(core.inodes[2].extents) == [(0, 1, 0, 0), (1, 1, 20, 0), (2, 1, 2, 0)]
+    assert core.space.free == 64 - 3 and core.space.is_free(1, 1) and not core.space.is_free(20, 1)
+    assert check(core) == []
+
+
+@pytest.mark.parametrize("record", [
+    Create(2, ROOT_INO, "x", st.S_IFREG | 0o644, 0, 0, 1),        # name exists
+    Create(3, ROOT_INO, "y", st.S_IFREG | 0o644, 0, 0, 1),        # inode exists
+    Link(ROOT_INO, ROOT_INO, "z", 1),                             # hard link to a directory
+    Reclaim(3),                                                   # still has a name
+    SetExtents(5, [], [0, 1, 0, 0], BS, 1),                       # block 0 belongs to inode 3
+    SetExtents(4, [], [0, 1, 9, 0], BS, 1),                       # block map on a directory
+    Unlink(ROOT_INO, "d", 1, True),                               # directory not empty
+], ids=["create-over-name", "create-over-inode", "link-dir", "reclaim-linked", "take-used-block",
+        "extents-on-dir", "rmdir-nonempty"])
+def test_invalid_records_are_refused_as_corruption(record: object) -> None:
+    core = fresh_core()
+    core.apply(Create(3, ROOT_INO, "x", st.S_IFREG | 0o644, 0, 0, 1))
+    core.apply(SetExtents(3, [], [0, 1, 0, 0], BS, 1))
+    core.apply(Create(4, ROOT_INO, "d", st.S_IFDIR | 0o755, 0, 0, 1))
+    core.apply(Create(5, 4, "inner", st.S_IFREG | 0o644, 0, 0, 1))
+    with pytest.raises(CorruptVolumeError):
+        core.apply(record)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("state", [
+    [2, [[1, st.S_IFDIR | 0o755, 0, 0, 0, 0, 0, 0, None, ["a", 2]],
+         [2, st.S_IFDIR | 0o755, 0, 0, 0, 0, 0, 0, None, ["b", 3]],
+         [3, st.S_IFDIR | 0o755, 0, 0, 0, 0, 0, 0, None, ["c", 2]]]],      # a directory with two parents
+    [3, [[1, st.S_IFDIR | 0o755, 0, 0, 0, 0, 0, 0, None, ["a", 2, "b", 3]],
+         [2, st.S_IFREG | 0o644, 0, 0, 0, 0, 0, 0, [0, 4, 0, 0], None],
+         [3, st.S_IFREG | 0o644, 0, 0, 0, 0, 0, 0, [0, 4, 2, 0], None]]],  # blocks owned twice
+    [2, [[1, st.S_IFDIR | 0o755, 0, 0, 0, 0, 0, 0, None, ["a", 9]]]],     # entry to a missing inode
+    [2, [[2, st.S_IFDIR | 0o755, 0, 0, 0, 0, 0, 0, None, []]]],           # no root
+    "not a state",
+    [2, [[1, 2, 3]]],
+], ids=["two-parents", "owned-twice", "dangling-entry", "no-root", "garbage", "short-row"])
+def test_from_checkpoint_refuses_inconsistent_states(state: object) -> None:
+    with pytest.raises(CorruptVolumeError):
+        Core.from_checkpoint(state, BS, 64)
+
+
+# ---------------------------------------------------------------------------- codecs
+
+names = hs.one_of(hs.text(min_size=1, max_size=40), hs.sampled_from(["caf\udce9", "a b", "\u00e9t\u00e9"]))
+ints = hs.integers(0, 2**63 - 1)
+small = hs.integers(0, 2**32)
+opt = lambda s: hs.one_of(hs.none(), s)  # noqa: E731
+flat_runs = hs.lists(small, max_size=16).map(lambda xs: xs[:len(xs) // 4 * 4])
+
+records = hs.one_of(
+    hs.builds(Create, small, small, names, small, small, small, ints),
+    hs.builds(Link, small, small, names, ints),
+    hs.builds(Unlink, small, names, ints, hs.booleans()),
+    hs.builds(Rename, small, names, small, names, ints, hs.booleans()),
+    hs.builds(SetAttr, small, opt(small), opt(small), opt(small), opt(ints), opt(ints), opt(ints)),
+    hs.builds(SetExtents, small, hs.lists(hs.integers(-1, 2**32), max_size=8), flat_runs, opt(ints),
+              opt(ints)),
+    hs.builds(Reclaim, small),
+)
+
+
+def test_every_record_type_is_covered() -> None:
+    assert set(RECORD_TYPES.values()) == {Create, Link, Unlink, Rename, SetAttr, SetExtents, Reclaim}
+
+
+@settings(max_examples=200, deadline=None)
+@given(record=records, vid=hs.integers(0, 2**64 - 1), seq=hs.integers(0, 2**64 - 1),
+       lead=hs.integers(0, 3).map(lambda k: k * 8))
+def test_record_round_trip(record: object, vid: int, seq: int, lead: int) -> None:
+    raw = encode_record(record, vid, seq)  # type: ignore[arg-type]
+    assert len(raw) % 8 == 0
+    buf = b"\xaa" * lead + raw + b"\x55" * 16
+    got = decode_record(buf, lead, vid, seq)
+    assert got == (record, len(raw))
+    assert type(got[0]) is type(record)  # type: ignore[index]
+    # the wrong sequence or volume id is not this record
+    assert decode_record(buf, lead, vid, (seq + 1) % 2**64) is None
+    assert decode_record(buf, lead, (vid + 1) % 2**64, seq) is None
+    # a record cut short is not a record
+    assert decode_record(raw[:-8 if len(raw) > RECORD_HEADER.size else -1], 0, vid, seq) is None
+
+
+def test_pad_record_decodes_as_none() -> None:
+    raw = encode_pad(7, 3)
+    assert decode_record(raw, 0, 7, 3) == (None, len(raw))
+
+
+def flipped(raw: bytes, i: int, bit: int = 0x01) -> bytes:
+    b = bytearray(raw)
+    b[i] ^= bit
+    return bytes(b)
+
+
+@settings(max_examples=40, deadline=None)
+@given(record=records, bit=hs.sampled_from([0x01, 0x80, 0xff]))
+def test_record_with_any_flipped_byte_is_not_decoded(record: object, bit: int) -> None:
+    raw = encode_record(record, 42, 9)  # type: ignore[arg-type]
+    body_len = RECORD_HEADER.unpack_from(raw, 0)[-1]
+    framed = RECORD_HEADER.size + body_len
+    for i in range(len(raw)):
+        got = decode_record(flipped(raw, i, bit), 0, 42, 9)
+        if i < framed:
+            assert got is None, f"byte {i} flipped and the record still decodes"
+        else:   # alignment padding past the body carries nothing
+            assert got == (record, len(raw))
+
+
+@settings(max_examples=300, deadline=None)
+@given(junk=hs.binary(max_size=200), seq=hs.integers(0, 3))
+def test_decode_record_of_garbage_never_raises_another_error(junk: bytes, seq: int) -> None:
+    for buf in (junk, b"DXLR" + junk):
+        try:
+            got = decode_record(buf, 0, 0, seq)
+        except CorruptVolumeError:
+            continue
+        assert got is None or isinstance(got, tuple)
+
+
+def sample_superblock(generation: int = 5) -> Superblock:
+    return Superblock(uuid.UUID(int=0x1234_5678_9ABC_DEF0_1122_3344_5566_7788),
+                      Layout.compute(64 << 20, 4096), generation)
+
+
+def test_superblock_round_trip() -> None:
+    for pool_size, bs in [(1 << 20, 4096), (64 << 20, 4096), (256 << 20, 65536)]:
+        sb = Superblock(uuid.uuid4(), Layout.compute(pool_size, bs), 77)
+        raw = sb.encode()
+        assert len(raw) == SUPERBLOCK_BYTES
+        assert decode_superblock(raw + bytes(4096 - len(raw)), 0) == sb
+
+
+def test_superblock_with_any_flipped_byte_is_corrupt() -> None:
+    raw = sample_superblock().encode()
+    for i in range(len(raw)):
+        for bit in (0x01, 0x80):
+            with pytest.raises(CorruptVolumeError):
+                decode_superblock(flipped(raw, i, bit), 4096)
+
+
+@settings(max_examples=200, deadline=None)
+@given(junk=hs.binary(max_size=SUPERBLOCK_BYTES + 8))
+def test_decode_superblock_of_garbage_raises_only_corruption(junk: bytes) -> None:
+    for raw in (junk, b"DAXFS\x00SB" + junk):
+        with pytest.raises(CorruptVolumeError):
+            decode_superblock(raw, 0)
+
+
+def sample_core_state() -> object:
+    pool = MemoryPool(4 << 20)
+    Volume.format(pool)
+    vol = Volume.mount(pool)
+    for op in Workload(3, checkpoints=False).ops(40):
+        op.apply(vol)
+    vol.mkdir("caf\udce9")
+    state = vol._core.to_checkpoint()
+    vol.close()
+    return state
+
+
+def test_checkpoint_round_trip() -> None:
+    state = sample_core_state()
+    raw = encode_checkpoint(state, 9, 123, 4567)
+    got = decode_checkpoint(raw + bytes(100), 0)
+    assert got == Checkpoint(9, 123, 4567, state)
+    core = Core.from_checkpoint(got.state, BS, 4 << 20 // BS)
+    assert core.to_checkpoint() == state
+
+
+def test_checkpoint_with_any_flipped_byte_is_corrupt() -> None:
+    """Every byte of a checkpoint is protected: a flip is CorruptVolumeError, or (for
+    the reserved header padding only) decodes to exactly the same checkpoint.  A flip
+    in ``generation``, ``last_seq`` or ``log_pos`` that went unnoticed would make mount
+    replay the wrong part of the log (see
+    test_volume.py::test_flipped_checkpoint_last_seq_is_not_silent).
+    """
+    state = [2, [[1, st.S_IFDIR | 0o755, 0, 0, 0, 1, 1, 1, None, []]]]
+    raw = encode_checkpoint(state, 3, 10, 2048)
+    original = decode_checkpoint(raw, 0)
+    undetected = []
+    for i in range(len(raw)):
+        try:
+            got = decode_checkpoint(flipped(raw, i), 0)
+        except CorruptVolumeError:
+            continue
+        if got != original:
+            undetected.append(i)
+    assert undetected == [], f"flips at header bytes {undetected} decode to a different checkpoint"
+
+
+@settings(max_examples=200, deadline=None)
+@given(junk=hs.binary(max_size=120))
+def test_decode_checkpoint_of_garbage_raises_only_corruption(junk: bytes) -> None:
+    for raw in (junk, b"DAXFSCKP" + junk):
+        with pytest.raises(CorruptVolumeError):
+            decode_checkpoint(raw, 0)
+    # a valid frame around a body that is not msgpack
+    import zlib
+    body = b"\xc1" + junk
+    framed = CKPT_HEADER.pack(b"DAXFSCKP", zlib.crc32(body), 1, 0, 0, len(body)) + body
+    with pytest.raises(CorruptVolumeError):
+        decode_checkpoint(framed, 0)
