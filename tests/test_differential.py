@@ -991,6 +991,7 @@ DaxfsAgainstTmpfs.TestCase.settings = settings(
     max_examples=200,
     stateful_step_count=50,
     deadline=None,
+    report_multiple_bugs=False,     # shrink one failure, not each distinct one (keeps a failing run short)
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestDaxfsAgainstTmpfs = DaxfsAgainstTmpfs.TestCase

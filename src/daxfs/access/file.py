@@ -56,6 +56,11 @@ def _bytes_view(data: Any) -> memoryview:
     return view
 
 
+def _check_range(offset: int, length: int) -> None:
+    if offset < 0 or length <= 0:
+        raise fs_error(errno.EINVAL, message="offset must be >= 0 and length > 0")
+
+
 class File(io.RawIOBase):
     """An open daxfs file (see ``Volume.open``)."""
 
@@ -167,7 +172,7 @@ class File(io.RawIOBase):
     def write(self, data: Any) -> int:
         self._check_write()
         view = _bytes_view(data)
-        if self._append:
+        if self._append and view.nbytes:
             with self._vol._lock:
                 n = self._vol._pwrite(self._ino, view, None)
                 self._pos = self._vol._node(self._ino).size
@@ -214,6 +219,7 @@ class File(io.RawIOBase):
         return new_size
 
     def fallocate(self, offset: int, length: int, *, keep_size: bool = False) -> None:
+        _check_range(offset, length)        # Linux checks the range before the handle's mode
         self._check_write()
         self._vol._fallocate(self._ino, offset, length, keep_size)
 
@@ -224,10 +230,12 @@ class File(io.RawIOBase):
         check_policy(policy)
         if timeout is not None and timeout < 0:
             raise ValueError("timeout must be >= 0")
+        _check_range(offset, length)
         self._check_write()
         self._vol._punch(self._ino, offset, length)
 
     def zero_range(self, offset: int, length: int, *, keep_size: bool = False) -> None:
+        _check_range(offset, length)
         self._check_write()
         self._vol._zero_range(self._ino, offset, length, keep_size)
 

@@ -36,15 +36,12 @@ def split_path(path: str) -> tuple[list[str], bool]:
         raise fs_error(errno.ENOENT, path)
     if len(path) >= PATH_MAX // 4 and len(path.encode("utf-8", "surrogateescape")) >= PATH_MAX:
         raise fs_error(errno.ENAMETOOLONG, path)
-    components = [c for c in path.split("/") if c]
-    for name in components:
-        # 63 characters cannot exceed 255 bytes: skip the encode on the hot path
-        if len(name) > NAME_MAX // 4 and len(name.encode("utf-8", "surrogateescape")) > NAME_MAX:
-            raise fs_error(errno.ENAMETOOLONG, path)
-    return components, path.endswith("/")
+    # Name lengths are checked by the walk, when it reaches each name (as Linux does).
+    return [c for c in path.split("/") if c], path.endswith("/")
 
 
 def check_name(name: str, path: str) -> None:
-    """Reject a name no directory entry may have."""
+    """ENAMETOOLONG for a name over 255 bytes of UTF-8."""
+    # 63 characters cannot exceed 255 bytes: skip the encode on the hot path
     if len(name) > NAME_MAX // 4 and len(name.encode("utf-8", "surrogateescape")) > NAME_MAX:
         raise fs_error(errno.ENAMETOOLONG, path)

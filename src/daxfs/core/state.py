@@ -15,7 +15,7 @@ import errno
 import stat as st
 
 from daxfs.core.extents import UNWRITTEN, ExtentMap
-from daxfs.core.namespace import split_path
+from daxfs.core.namespace import check_name, split_path
 from daxfs.core.records import (Create, Link, Reclaim, Record, Rename, SetAttr, SetExtents,
                                 Unlink)
 from daxfs.core.space import FreeSpace
@@ -187,6 +187,8 @@ class Core:
                     return parent.ino, None, parent.ino, True
                 cur = parent
                 continue
+            if len(name) > 63:
+                check_name(name, path)
             child = entries.get(name)
             if i == last:
                 return cur.ino, name, child, trailing

@@ -60,16 +60,24 @@ def _now() -> int:
     return time.time_ns()
 
 
+_umask_seen = os.umask(0o022)
+os.umask(_umask_seen)
+
+
 def _process_umask() -> int:
-    """The process umask without changing it (os.umask would race other threads)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o022
+    """The process umask now, for a create (os.mkdir applies it; so do we).
+
+    os.umask can only be read by setting it.  Setting it to the value last
+    seen leaves it unchanged whenever nobody has changed it since, so a
+    thread creating files at that moment is unaffected; only right after a
+    change is there a window of one syscall where it sees the older mask.
+    """
+    global _umask_seen
+    current = os.umask(_umask_seen)
+    if current != _umask_seen:
+        os.umask(current)
+        _umask_seen = current
+    return current
 
 
 def check_policy(policy: str | None) -> None:
@@ -104,7 +112,6 @@ class Volume:
         self._dirty: dict[int, list[tuple[int, int]]] = {}  # lazy durability: unpersisted data
         self._faulted: set[int] = set()                  # data chunks prefaulted this mount
         self._chunk_shift = max(0, (HUGE_PAGE // self._bs).bit_length() - 1)
-        self._umask = _process_umask()
         self._uid = os.getuid()
         self._gid = os.getgid()
         self._closed = False
@@ -429,7 +436,7 @@ class Volume:
     def _mkdir_one(self, path: str, mode: int) -> None:
         parent, name = self._new_name(path)
         core = self._core
-        self._commit(Create(core.next_ino, parent, name, st.S_IFDIR | (mode & 0o7777 & ~self._umask),
+        self._commit(Create(core.next_ino, parent, name, st.S_IFDIR | (mode & 0o7777 & ~_process_umask()),
                             self._uid, self._gid, _now()), _GROW_INODE + 4 * len(name))
 
     def rmdir(self, path: object) -> None:
@@ -481,12 +488,13 @@ class Volume:
         with self._lock:
             self._check_writable(s)
             core = self._core
+            # Linux walks both parents before looking at either name.
             sparent, sname, sino, strailing = core.resolve(s)
+            dparent, dname, dino, dtrailing = core.resolve(d)
             if sname is None:
                 raise fs_error(errno.EBUSY, s)
             if sino is None:
                 raise fs_error(errno.ENOENT, s)
-            dparent, dname, dino, dtrailing = core.resolve(d)
             if dname is None:
                 raise fs_error(errno.EBUSY, d)
             snode = core.inodes[sino]
@@ -496,14 +504,10 @@ class Volume:
                 raise fs_error(errno.EEXIST, d)
             if dino == sino:
                 return      # two names of one inode (or the same name): POSIX says do nothing
-            if snode.entries is not None:
-                up = dparent
-                while True:
-                    if up == sino:
-                        raise fs_error(errno.EINVAL, s, "cannot move a directory into itself")
-                    if up == ROOT_INO:
-                        break
-                    up = core.inodes[up].parent
+            if snode.entries is not None and self._is_ancestor(sino, dparent):
+                raise fs_error(errno.EINVAL, s, "cannot move a directory into itself")
+            if dino is not None and self._is_ancestor(dino, sparent):
+                raise fs_error(errno.ENOTEMPTY, d)      # the target contains the source
             reclaim = False
             if dino is not None:
                 dnode = core.inodes[dino]
@@ -520,25 +524,35 @@ class Volume:
             self._commit(Rename(sparent, sname, dparent, dname, _now(), reclaim),
                          4 * max(0, len(dname) - len(sname)))
 
+    def _is_ancestor(self, ancestor: int, ino: int) -> bool:
+        """Whether directory ``ancestor`` is ``ino`` or lies above it."""
+        inodes = self._core.inodes
+        while True:
+            if ino == ancestor:
+                return True
+            if ino == ROOT_INO:
+                return False
+            ino = inodes[ino].parent
+
     def link(self, src: object, dst: object) -> None:
         s = fspath(src)
         d = fspath(dst)
         with self._lock:
             self._check_writable(s)
             core = self._core
-            _sp, sname, sino, strailing = core.resolve(s)
-            if sname is None:
-                raise fs_error(errno.EPERM, s)
+            _sp, _sname, sino, strailing = core.resolve(s)
             if sino is None:
                 raise fs_error(errno.ENOENT, s)
             snode = core.inodes[sino]
-            if snode.entries is not None:
-                raise fs_error(errno.EPERM, s)
-            if strailing:
+            if strailing and snode.entries is None:
                 raise fs_error(errno.ENOTDIR, s)
+            # then the new name, as Linux: its parent, whether it exists ...
             dparent, dname = self._new_name(d)
             if split_path(d)[1]:
                 raise fs_error(errno.ENOENT, d)
+            # ... and only then whether the source may have another name at all
+            if snode.entries is not None:
+                raise fs_error(errno.EPERM, s)
             self._commit(Link(sino, dparent, dname, _now()), _GROW_INODE + 4 * len(dname))
 
     def chmod(self, path: object, mode: int) -> None:
@@ -569,13 +583,13 @@ class Volume:
                 self._check_open()
             core = self._core
             parent, name, ino, trailing = core.resolve(p)
+            if create and trailing:
+                raise fs_error(errno.EISDIR, p)     # O_CREAT never makes a directory
             if ino is None:
                 if not create:
                     raise fs_error(errno.ENOENT, p)
-                if trailing:
-                    raise fs_error(errno.EISDIR, p)
                 ino = core.next_ino
-                self._commit(Create(ino, parent, name, st.S_IFREG | (0o666 & ~self._umask),  # type: ignore[arg-type]
+                self._commit(Create(ino, parent, name, st.S_IFREG | (0o666 & ~_process_umask()),  # type: ignore[arg-type]
                                     self._uid, self._gid, _now()), _GROW_INODE + 4 * len(name))  # type: ignore[arg-type]
             else:
                 if exclusive:
