@@ -6,12 +6,13 @@ the value types ``Stat``/``StatFS``/``Extent`` and the errors.
 
 from daxfs._types import Extent, Stat, StatFS
 from daxfs.access.file import File
+from daxfs.access.mapping import Mapping
 from daxfs.errors import BusyError, CorruptVolumeError, InvalidPathError, PoisonError
 from daxfs.volume import Volume, mkfs, open_volume
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "mkfs", "open_volume", "Volume", "File", "Stat", "StatFS", "Extent",
+    "mkfs", "open_volume", "Volume", "File", "Mapping", "Stat", "StatFS", "Extent",
     "BusyError", "CorruptVolumeError", "PoisonError", "InvalidPathError", "__version__",
 ]

@@ -12,9 +12,11 @@ from __future__ import annotations
 import errno
 import io
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from daxfs._types import Extent, Stat
+from daxfs.access.mapping import Mapping
 from daxfs.errors import fs_error
 
 if TYPE_CHECKING:
@@ -238,6 +240,21 @@ class File(io.RawIOBase):
         _check_range(offset, length)
         self._check_write()
         self._vol._zero_range(self._ino, offset, length, keep_size)
+
+    def map(self, offset: int = 0, length: int | None = None, *, write: bool = False, lease: bool = False,
+            on_break: Callable[[Mapping], Any] | None = None) -> Mapping:
+        """A zero-copy view of ``[offset, offset+length)`` (None: to EOF); see ``daxfs.Mapping``.
+
+        ``write=True`` populates the range first (allocated, zeroed, private to
+        this file, size grown to cover it, durable) so stores through the view
+        never need the file system again.
+        """
+        self._check_open()
+        if not self._readable or (write and not self._writable):
+            raise PermissionError(errno.EACCES, "mapping needs the file open for reading"
+                                  + (" and writing" if write else ""), self._path)
+        return self._vol._map(self._ino, self._path, offset, length, write=write, lease=lease,
+                              on_break=on_break, holder=self._vol)
 
     def fsync(self) -> None:
         self._check_open()

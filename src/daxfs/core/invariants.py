@@ -60,9 +60,20 @@ def check(core: Core, referenced: Collection[int] = ()) -> list[str]:
     for start, n in core.space.runs():
         for pblk, m, ino, _f in _overlapping(owned, start, n):
             problems.append(f"free blocks {start}..{start + n} overlap inode {ino}'s blocks {pblk}..{pblk + m}")
-    if core.space.free + owned_blocks != core.data_blocks:
-        problems.append(f"free ({core.space.free}) + used ({owned_blocks}) blocks != "
-                        f"data area ({core.data_blocks})")
+    busy = core.busy
+    for start, n in busy.runs():
+        for pblk, m, ino, _f in _overlapping(owned, start, n):
+            problems.append(f"busy blocks {start}..{start + n} overlap inode {ino}'s blocks {pblk}..{pblk + m}")
+        if core.space.is_free(start, 1) or core.space.is_free(start + n - 1, 1):
+            problems.append(f"busy blocks {start}..{start + n} are also free")
+        held = sum(e - s for s, e, _c in busy.holds.overlapping(start, n))
+        if held != n:
+            problems.append(f"busy blocks {start}..{start + n} are not all held")
+    if sum(n for _s, n in busy.runs()) != busy.blocks:
+        problems.append(f"busy count is {busy.blocks}, the busy list holds {sum(n for _s, n in busy.runs())}")
+    if core.space.free + owned_blocks + busy.blocks != core.data_blocks:
+        problems.append(f"free ({core.space.free}) + used ({owned_blocks}) + busy ({busy.blocks}) blocks "
+                        f"!= data area ({core.data_blocks})")
 
     # The tree: reachable from the root, one parent per directory, link counts.
     root = inodes.get(ROOT_INO)

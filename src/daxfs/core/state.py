@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import stat as st
 
+from daxfs.core.busy import BusyList
 from daxfs.core.extents import UNWRITTEN, ExtentMap
 from daxfs.core.namespace import check_name, split_path
 from daxfs.core.records import (Create, Link, Reclaim, Record, Rename, SetAttr, SetExtents,
@@ -71,6 +72,7 @@ class Core:
         self.inodes: dict[int, Inode] = {}
         self.next_ino = ROOT_INO + 1
         self.space = FreeSpace(data_blocks, align=align_blocks)
+        self.busy = BusyList()  # in memory only: holds by mappings and pins
         self.runs = 0           # extent runs over all files
         self.name_chars = 0     # characters over all directory entries
         self._apply = {
@@ -219,6 +221,25 @@ class Core:
         """Files with no names left (kept alive by open handles, or left by a crash)."""
         return [ino for ino, node in self.inodes.items() if node.nlink == 0]
 
+    # ------------------------------------------------------------------ holds
+
+    def hold(self, pblk: int, n: int) -> None:
+        """A mapping or pin now points at data blocks ``[pblk, pblk+n)``."""
+        self.busy.hold(pblk, n)
+
+    def unhold(self, pblk: int, n: int) -> None:
+        """It let go: busy blocks nobody holds any more become free."""
+        for start, k in self.busy.unhold(pblk, n):
+            self.space.release(start, k)
+
+    def _release(self, pblk: int, n: int) -> None:
+        """A file gave up these blocks: free, or busy while something holds them."""
+        if not self.busy.holds:
+            self.space.release(pblk, n)
+            return
+        for start, k in self.busy.park(pblk, n):
+            self.space.release(start, k)
+
     # ------------------------------------------------------------------ apply
 
     def apply(self, record: Record) -> None:
@@ -328,12 +349,12 @@ class Core:
             if nblk < 0:
                 nblk = max(0, emap.end - fblk)
             for _f, n, p, _fl in emap.remove(fblk, nblk):
-                space.release(p, n)
+                self._release(p, n)
         for i in range(0, len(map), 4):
             fblk, nblk, pblk, flags = map[i], map[i + 1], map[i + 2], map[i + 3]
             if not emap.is_hole(fblk, nblk):
                 for _f, n, p, _fl in emap.remove(fblk, nblk):
-                    space.release(p, n)
+                    self._release(p, n)
             space.take(pblk, nblk)
             emap.insert(fblk, nblk, pblk, flags)
         self.runs += len(emap) - before
@@ -345,7 +366,7 @@ class Core:
     def _free_inode(self, node: Inode) -> None:
         if node.extents is not None:
             for _f, n, p, _fl in node.extents:
-                self.space.release(p, n)
+                self._release(p, n)
             self.runs -= len(node.extents)
         del self.inodes[node.ino]
 

@@ -8,7 +8,8 @@ so tests can build the images a crash could leave.
 """
 
 from daxfs.media._file import FilePool
+from daxfs.media._view import PoolView
 from daxfs.media._memory import MemoryPool, RecordingPool, CrashImage
 from daxfs.media.pool import Pool
 
-__all__ = ["Pool", "FilePool", "MemoryPool", "RecordingPool", "CrashImage"]
+__all__ = ["Pool", "FilePool", "MemoryPool", "RecordingPool", "CrashImage", "PoolView"]

@@ -17,6 +17,7 @@ import mmap
 import os
 import stat
 
+from daxfs.media._view import PoolView
 from daxfs.media.pool import Buffer, Pool
 
 _MADV_POPULATE_WRITE = 23   # Linux 5.14+: fault pages in, writable, in one call
@@ -44,8 +45,6 @@ class FilePool(Pool):
         is resized, so a pool someone else holds is never changed under them;
         BlockingIOError when it is held.
         """
-        self.name = path
-        self.readonly = readonly
         self._locked = False
         flags = os.O_RDONLY if readonly else os.O_RDWR
         if create_size is not None:
@@ -63,13 +62,19 @@ class FilePool(Pool):
                 # Reserve the memory now: a pool that runs out of tmpfs pages
                 # later would SIGBUS on a store instead of giving ENOSPC.
                 os.posix_fallocate(fd, 0, create_size)
-            size = _device_size(fd)
-            if size <= 0:
-                raise OSError(errno.EINVAL, "pool is empty", path)
-            self._mmap, self.sync_mode = self._map(fd, size, readonly)
+            self._attach(fd, path, readonly)
         except BaseException:
             os.close(fd)
             raise
+
+    def _attach(self, fd: int, name: str, readonly: bool) -> None:
+        """Map the open ``fd`` (the pool takes it over)."""
+        self.name = name
+        self.readonly = readonly
+        size = _device_size(fd)
+        if size <= 0:
+            raise OSError(errno.EINVAL, "pool is empty", name)
+        self._mmap, self.sync_mode = self._map(fd, size, readonly)
         self._fd = fd
         self._populate = True
         self.size = size
@@ -129,6 +134,10 @@ class FilePool(Pool):
         start = offset - offset % _PAGE
         end = min(self.size, offset + length)
         self._mmap.flush(start, end - start)
+
+    def map_view(self, length: int, *, writable: bool) -> "PoolView":
+        """A fresh contiguous view of ``length`` bytes to lay pool ranges into (see PoolView)."""
+        return PoolView(self._fd, length, writable=writable and not self.readonly)
 
     def close(self) -> None:
         if self._fd < 0:

@@ -1,4 +1,4 @@
-"""Pools in private memory: MemoryPool (a bytearray) and RecordingPool.
+"""Pools in private memory: MemoryPool (a memfd) and RecordingPool.
 
 RecordingPool logs every store and persist.  From that log it builds the
 images a power failure could leave (``crash_images``): at each persist
@@ -9,61 +9,55 @@ prefix), which is what real memory guarantees about unflushed cache lines.
 
 from __future__ import annotations
 
-import errno
+import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from daxfs.media.pool import Buffer, Pool
+from daxfs.media._file import FilePool
+from daxfs.media.pool import Buffer
 
 _PAGE = 4096
 _TEAR_GRAIN = 8     # stores tear at 8-byte (word) granularity
 
 
-class MemoryPool(Pool):
-    """A pool in a private bytearray; persist is a no-op."""
+class MemoryPool(FilePool):
+    """A pool in private memory (a memfd, so views can map it like a file); persist is a no-op."""
 
     def __init__(self, size_or_image: int | bytes | bytearray, *, readonly: bool = False,
                  name: str = "<memory>") -> None:
-        if isinstance(size_or_image, int):
-            self._buf = bytearray(size_or_image)
-        else:
-            self._buf = bytearray(size_or_image)
-        self.size = len(self._buf)
-        self.readonly = readonly
-        self.sync_mode = "msync"
-        self.name = name
-        self._view = memoryview(self._buf)
+        size = size_or_image if isinstance(size_or_image, int) else len(size_or_image)
+        fd = os.memfd_create("daxfs-pool", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, size)
+            if not isinstance(size_or_image, int):
+                os.pwrite(fd, size_or_image, 0)
+            self._locked = False
+            self._attach(fd, name, readonly)
+        except BaseException:
+            os.close(fd)
+            raise
 
     def image(self) -> bytes:
         """A copy of the whole pool."""
-        return bytes(self._buf)
-
-    def read(self, offset: int, length: int) -> bytes:
-        return bytes(self._view[offset:offset + length])
-
-    def view(self, offset: int, length: int) -> memoryview:
-        view = self._view[offset:offset + length]
-        return view.toreadonly() if self.readonly else view
-
-    def write(self, offset: int, data: Buffer) -> None:
-        if self.readonly:
-            raise PermissionError(errno.EROFS, "pool is read-only", self.name)
-        raw = memoryview(data).cast("B") if not isinstance(data, (bytes, bytearray)) else data
-        self.check_range(offset, len(raw))
-        self._view[offset:offset + len(raw)] = raw
-
-    def zero(self, offset: int, length: int) -> None:
-        if self.readonly:
-            raise PermissionError(errno.EROFS, "pool is read-only", self.name)
-        self.check_range(offset, length)
-        self._view[offset:offset + length] = bytes(length)
+        return self._mmap[:]
 
     def persist(self, offset: int, length: int) -> None:
         return None
 
     def close(self) -> None:
+        # Memory outlives the volume that used it, as a real pool does: the
+        # image stays readable (and mountable again) until the object goes.
         return None
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd", -1)
+        if fd >= 0:
+            self._anchor = None
+            self._view.release()
+            self._mmap.close()
+            os.close(fd)
+            self._fd = -1
 
 
 @dataclass(frozen=True)
@@ -81,13 +75,13 @@ class RecordingPool(MemoryPool):
 
     def __init__(self, size_or_image: int | bytes | bytearray, *, name: str = "<recording>") -> None:
         super().__init__(size_or_image, name=name)
-        self.initial = bytes(self._buf)
+        self.initial = self.image()
         #: ("store", offset, bytes) or ("persist", offset, length), in issue order
         self.events: list[tuple[str, int, bytes | int]] = []
         self.recording = True
         self._covered_at: list[int] = []
-        self._base: bytearray | None = None
-        self._base_index = 0
+        self._prefix: bytearray | None = None
+        self._prefix_index = 0
 
     def write(self, offset: int, data: Buffer) -> None:
         super().write(offset, data)
@@ -105,6 +99,13 @@ class RecordingPool(MemoryPool):
             start = offset - offset % _PAGE
             end = -(-(offset + length) // _PAGE) * _PAGE
             self.events.append(("persist", start, end - start))
+
+    def persist_mapped(self, offset: int, length: int) -> None:
+        # Stores through a mapping bypass write(): at their persist, record the
+        # bytes then in the range as one store, durable with the persist.
+        if self.recording and length > 0:
+            self.events.append(("store", offset, self.read(offset, length)))
+        self.persist(offset, length)
 
     def mark(self) -> int:
         """The current event index (tests note it around each operation)."""
@@ -148,14 +149,14 @@ class RecordingPool(MemoryPool):
 
     def _durable_prefix(self, upto: int) -> bytearray:
         """The image with every store before event ``upto`` applied (all of them durable)."""
-        if self._base is None or self._base_index > upto:
-            self._base = bytearray(self.initial)
-            self._base_index = 0
-        base = self._base
-        for kind, off, payload in self.events[self._base_index:upto]:
+        if self._prefix is None or self._prefix_index > upto:
+            self._prefix = bytearray(self.initial)
+            self._prefix_index = 0
+        base = self._prefix
+        for kind, off, payload in self.events[self._prefix_index:upto]:
             if kind == "store":
                 base[off:off + len(payload)] = payload  # type: ignore[arg-type]
-        self._base_index = upto
+        self._prefix_index = upto
         return base
 
     def crash_images(self, event_index: int, *, seed: int = 0, random_variants: int = 1

@@ -52,6 +52,11 @@ class Pool(abc.ABC):
     def close(self) -> None:
         """Release the memory; further use is an error."""
 
+    def persist_mapped(self, offset: int, length: int) -> None:
+        """Make stores made through a mapping of the range durable (the mapping msyncs them;
+        this is the pool's own persist of the same range, for pools that track stores)."""
+        self.persist(offset, length)
+
     def prefault(self, offset: int, length: int) -> None:
         """Hint: the range is about to be written; map it in now if the medium can."""
         return None

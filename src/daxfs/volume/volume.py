@@ -46,6 +46,7 @@ from daxfs.volume.log import LogRing
 
 if TYPE_CHECKING:
     from daxfs.access.file import File
+    from daxfs.access.mapping import Mapping
 
 POLICIES = ("defer", "wait", "break", "refuse")
 DURABILITIES = ("sync", "lazy")
@@ -106,7 +107,8 @@ class Volume:
         self._lock = threading.RLock()
         self._bs = self._layout.block_size
         self._data_offset = self._layout.data_offset
-        self._open_files: dict[int, int] = {}           # ino -> open File count
+        self._refs: dict[int, int] = {}                 # ino -> open files + mappings holding it
+        self._mappings: dict[int, set[Mapping]] = {}    # ino -> live mappings (its sealed ranges)
         self._handles: set[File] = set()
         self._pending_mtime: dict[int, int] = {}        # ino -> mtime from in-place writes
         self._dirty: dict[int, list[tuple[int, int]]] = {}  # lazy durability: unpersisted data
@@ -216,19 +218,30 @@ class Volume:
             "both superblocks are damaged: " + "; ".join(e.what for e in errors))
 
     def close(self, *, force: bool = False, timeout: float | None = None) -> None:
-        """Flush what is pending, checkpoint, and unmount.  Open files are closed with it."""
+        """Flush what is pending, checkpoint, and unmount.  Open files are closed with it.
+
+        BusyError while mappings live (their memory is the pool's); with
+        ``force`` they are revoked first (migrated to private memory).
+        """
         with self._lock:
             if self._closed:
                 return
+            live = [m for maps in self._mappings.values() for m in maps]
+            if live and not force:
+                raise BusyError(f"{len(live)} mapping(s) still live: " +
+                                ", ".join(f"{m.path} [{m.offset}, +{m.length})" for m in live[:5]),
+                                holders=sorted({str(m.holder) for m in live}), filename=self.path)
+            for mapping in live:
+                self._revoke_mapping(mapping, "migrate")
             for handle in list(self._handles):
                 handle._detach()
             if not self.readonly:
                 self._flush_pending(None)
-                for ino, count in list(self._open_files.items()):
+                for ino, count in list(self._refs.items()):
                     node = self._core.inodes.get(ino)
                     if node is not None and node.nlink == 0:
                         self._commit(Reclaim(ino))
-                self._open_files.clear()
+                self._refs.clear()
                 self._checkpoint()
                 self._pool.write(OWNER_OFFSET, bytes(64))
                 self._pool.persist(OWNER_OFFSET, 64)
@@ -331,7 +344,8 @@ class Volume:
             bs = self._bs
             size = core.data_blocks * bs
             free = core.space.free * bs
-            return StatFS(size=size, block_size=bs, free=free, used=size - free, busy=0, bad=0,
+            busy = core.busy.blocks * bs
+            return StatFS(size=size, block_size=bs, free=free, used=size - free - busy, busy=busy, bad=0,
                           files=len(core.inodes), metadata_size=self._layout.data_offset,
                           sync_mode=self._pool.sync_mode)
 
@@ -354,7 +368,7 @@ class Volume:
         with self._lock:
             self._check_open()
             # A read-only mount cannot see who holds an orphan: the writer may.
-            held = self._core.orphans() if self.readonly else self._open_files.keys()
+            held = self._core.orphans() if self.readonly else self._refs.keys()
             return check(self._core, held)
 
     def _lookup(self, path: object) -> tuple[str, Inode]:
@@ -473,7 +487,7 @@ class Volume:
                 raise fs_error(errno.EISDIR, p)
             if trailing:
                 raise fs_error(errno.ENOTDIR, p)
-            reclaim = node.nlink == 1 and ino not in self._open_files
+            reclaim = node.nlink == 1 and ino not in self._refs
             self._forget_if(reclaim, ino)
             self._commit(Unlink(parent, name, _now(), reclaim))
 
@@ -519,7 +533,7 @@ class Volume:
                 elif dnode.entries is not None:
                     raise fs_error(errno.EISDIR, d)
                 else:
-                    reclaim = dnode.nlink == 1 and dino not in self._open_files
+                    reclaim = dnode.nlink == 1 and dino not in self._refs
                     self._forget_if(reclaim, dino)
             self._commit(Rename(sparent, sname, dparent, dname, _now(), reclaim),
                          4 * max(0, len(dname) - len(sname)))
@@ -601,7 +615,7 @@ class Volume:
                     raise fs_error(errno.ENOTDIR, p)
                 if truncate and (node.size or node.extents):
                     self._truncate(node, 0)
-            self._open_files[ino] = self._open_files.get(ino, 0) + 1
+            self._refs[ino] = self._refs.get(ino, 0) + 1
             handle = File(self, ino, p, mode, readable=readable, writable=writable, append=append)
             if append:
                 handle._pos = core.inodes[ino].size     # as open(): an append handle starts at EOF
@@ -615,22 +629,205 @@ class Volume:
             if self._closed:
                 return
             ino = handle._ino
-            count = self._open_files.get(ino, 0) - 1
-            pending = ino in self._pending_mtime or ino in self._dirty
-            if count > 0:
-                self._open_files[ino] = count
-                if pending and handle._writable:
-                    self._flush_pending(ino)
-                return
-            self._open_files.pop(ino, None)
-            node = self._core.inodes.get(ino)
-            if node is None or self.readonly:
-                return
-            if node.nlink == 0:
-                self._forget_if(True, ino)
-                self._commit(Reclaim(ino))
-            elif pending:
+            if (ino in self._pending_mtime or ino in self._dirty) and not self.readonly:
                 self._flush_pending(ino)
+            self._drop_ref(ino)
+
+    def _drop_ref(self, ino: int) -> None:
+        """One holder of the inode lets go; the last one frees an orphan."""
+        count = self._refs.get(ino, 0) - 1
+        if count > 0:
+            self._refs[ino] = count
+            return
+        self._refs.pop(ino, None)
+        node = self._core.inodes.get(ino)
+        if node is not None and node.nlink == 0 and not self.readonly:
+            self._forget_if(True, ino)
+            self._commit(Reclaim(ino))
+
+    # ---- mappings
+
+    def _map(self, ino: int, path: str, offset: int, length: int | None, *, write: bool, lease: bool,
+             on_break: Any, holder: object) -> "Mapping":
+        from daxfs.access.mapping import Mapping
+
+        if offset < 0 or (length is not None and length < 0):
+            raise ValueError("mmap offset and length must be non-negative")
+        with self._lock:
+            if write:
+                self._check_writable(path)
+            else:
+                self._check_open()
+            node = self._node(ino)
+            size = node.size
+            if length is None:
+                if offset >= size and not write:
+                    raise ValueError("cannot mmap an empty file" if size == 0 else "mmap offset is past the end of the file")
+                length = size - offset
+            if length == 0:
+                raise ValueError("cannot mmap an empty range")
+            end = offset + length
+            if end > MAX_FILE_SIZE:
+                raise fs_error(errno.EINVAL, path, "mapping range overflows the largest file size")
+            if not write and end > size:
+                raise ValueError("mmap length is greater than file size")
+            if write:
+                self._populate(node, offset, end)
+            bs = self._bs
+            f0 = offset // bs
+            f1 = -(-end // bs)
+            view = self._pool.map_view((f1 - f0) * bs, writable=write)
+            mapping = Mapping(self, ino, path, view, offset=offset, length=length, first_block=f0,
+                              writable=write, lease=lease, on_break=on_break, holder=holder)
+            try:
+                for f, k, p, fl in node.extents.pieces(f0, f1 - f0):  # type: ignore[union-attr]
+                    if p < 0 or fl & UNWRITTEN:
+                        view.map_zero((f - f0) * bs, k * bs)
+                        mapping.zero_blocks.append((f, k))
+                    else:
+                        self._attach_blocks(mapping, f, k, p)
+            except BaseException:
+                view.release()
+                raise
+            core = self._core
+            if not self._follow:
+                for p, k in mapping.held:
+                    core.hold(p, k)
+            self._refs[ino] = self._refs.get(ino, 0) + 1
+            self._mappings.setdefault(ino, set()).add(mapping)
+            mapping.since = time.time()
+            return mapping
+
+    def _attach_blocks(self, mapping: "Mapping", f: int, k: int, p: int) -> None:
+        """Lay data blocks ``p..p+k`` over file blocks ``f..f+k`` of the mapping's view."""
+        bs = self._bs
+        pool_offset = self._data_offset + p * bs
+        mapping.view.map_pool((f - mapping.first_block) * bs, k * bs, pool_offset)
+        mapping.held.append((p, k))
+        mapping.pieces.append((f, k, pool_offset))
+
+    def _populate(self, node: Inode, offset: int, end: int) -> None:
+        """Make ``[offset, end)`` of a file written blocks of its own, zeroed where new, and
+        durable (a write mapping's MAP_SYNC|MAP_POPULATE); the size grows to ``end``."""
+        bs = self._bs
+        core = self._core
+        f0 = offset // bs
+        f1 = -(-end // bs)
+        pieces = node.extents.pieces(f0, f1 - f0)  # type: ignore[union-attr]
+        holes = [(f, k) for f, k, p, _fl in pieces if p < 0]
+        fresh: list[tuple[int, int, int, int]] = []
+        if holes:
+            plan = core.plan_blocks(sum(k for _f, k in holes), core.goal_after(node, holes[0][0]))
+            fresh = self._assign(holes, plan, 0)
+            self._prefault(plan)
+        converted = [(f, k, p, 0) for f, k, p, fl in pieces if p >= 0 and fl & UNWRITTEN]
+        mapping = fresh + converted
+        grows = end > node.size
+        if not mapping and not grows:
+            return
+        if mapping and core.checkpoint_bound + _GROW_RUN * (len(mapping) + 1) > self._layout.checkpoint_size - 64:
+            raise fs_error(errno.ENOSPC, message="no space left for metadata")
+        stores: list[tuple[int, int]] = []
+        if grows:
+            self._zero_tail_for_growth(node, end, stores)
+        for _f, k, p, _fl in mapping:
+            base = self._data_offset + p * bs
+            self._pool.zero(base, k * bs)
+            stores.append((base, k * bs))
+        self._persist(stores)
+        self._commit(SetExtents(node.ino, [], [x for m in mapping for x in m], end if grows else None, _now()))
+        self._show_filled(node.ino, mapping)
+
+    def _show_filled(self, ino: int, filled: list[tuple[int, int, int, int]]) -> None:
+        """Blocks just written into holes or unwritten ranges: mappings that showed zeros
+        there now show the blocks, so reads, writes and mappings stay coherent."""
+        maps = self._mappings.get(ino)
+        if not maps or not filled:
+            return
+        core = self._core
+        for mapping in maps:
+            if not mapping.zero_blocks:
+                continue
+            first, end = mapping.block_range()
+            still_zero: list[tuple[int, int]] = []
+            for zf, zk in mapping.zero_blocks:
+                pos = zf
+                for f, k, p, fl in sorted(filled):
+                    lo, hi = max(f, zf, first), min(f + k, zf + zk, end)
+                    if lo >= hi or fl & UNWRITTEN:
+                        continue
+                    if lo > pos:
+                        still_zero.append((pos, lo - pos))
+                    self._attach_blocks(mapping, lo, hi - lo, p + lo - f)
+                    if not self._follow:
+                        core.hold(p + lo - f, hi - lo)
+                    pos = hi
+                if pos < zf + zk:
+                    still_zero.append((pos, zf + zk - pos))
+            mapping.zero_blocks = still_zero
+
+    def _sealed(self, ino: int, fblk: int, nblk: int) -> bool:
+        """Whether a live mapping covers any of file blocks ``[fblk, fblk+nblk)``."""
+        for mapping in self._mappings.get(ino, ()):
+            first, end = mapping.block_range()
+            if first < fblk + nblk and fblk < end:
+                return True
+        return False
+
+    def _persist_mapping(self, mapping: "Mapping", start: int, length: int) -> None:
+        """Persist view bytes ``[start, start+length)``: the pool ranges under them."""
+        bs = self._bs
+        end = start + length
+        with self._lock:
+            for f, k, pool_offset in mapping.pieces:
+                lo = (f - mapping.first_block) * bs
+                a, b = max(lo, start), min(lo + k * bs, end)
+                if a < b:
+                    self._pool.persist_mapped(pool_offset + a - lo, b - a)
+
+    def _revoke_mapping(self, mapping: "Mapping", mode: str) -> None:
+        with self._lock:
+            if mapping.revoked:
+                return
+            if mode == "migrate":
+                mapping.view.migrate()
+            else:
+                mapping.view.invalidate()
+            mapping.revoked = True
+            self._let_go(mapping)
+
+    def _release_mapping(self, mapping: "Mapping", *, unmapped: bool) -> None:
+        """The mapping closed; ``unmapped``: its memory is gone too, so are its holds."""
+        with self._lock:
+            if mapping.revoked:
+                return
+            if unmapped:
+                self._let_go(mapping)
+            else:
+                self._forget_mapping(mapping)
+
+    def _release_mapping_blocks(self, mapping: "Mapping") -> None:
+        """The last export of a closed mapping is gone: its memory is unmapped."""
+        with self._lock:
+            if not self._closed and not self._follow:
+                for p, k in mapping.held:
+                    self._core.unhold(p, k)
+            mapping.held = []
+
+    def _let_go(self, mapping: "Mapping") -> None:
+        self._forget_mapping(mapping)
+        self._release_mapping_blocks(mapping)
+
+    def _forget_mapping(self, mapping: "Mapping") -> None:
+        """The mapping no longer seals its file or holds its inode."""
+        maps = self._mappings.get(mapping.ino)
+        if maps is None or mapping not in maps:
+            return
+        maps.discard(mapping)
+        if not maps:
+            del self._mappings[mapping.ino]
+        if not self._closed:
+            self._drop_ref(mapping.ino)
 
     def _flush_pending(self, ino: int | None) -> None:
         """Persist lazily written data and log deferred timestamps (one inode, or all)."""
@@ -798,6 +995,7 @@ class Volume:
                 self._pending_mtime.pop(ino, None)
                 flat = [x for piece in mapping for x in piece]
                 self._commit(SetExtents(ino, [], flat, end if grows else None, now))
+                self._show_filled(ino, mapping)
             else:
                 self._pending_mtime[ino] = now
             return n
@@ -825,6 +1023,8 @@ class Volume:
         self._persist(stores)
         self._pending_mtime.pop(node.ino, None)
         self._commit(SetExtents(node.ino, [], [f0, nblk, pblk, 0], end if grows else None, _now()))
+        if node.ino in self._mappings:
+            self._show_filled(node.ino, [(f0, nblk, pblk, 0)])
         return True
 
     def _prefault(self, plan: list[tuple[int, int]]) -> None:
@@ -985,7 +1185,9 @@ class Volume:
             edges = self._partial_edges(offset, end)
             edges = [e for e in edges if not (w0 <= e[0] < w1)]
             unmap = [w0, w1 - w0] if w1 > w0 and node.extents.slice(w0, w1 - w0) else []  # type: ignore[union-attr]
-            _plan, singles = self._edge_plan(node, edges, 0)
+            # Under a mapping, blocks must not move: partial blocks are zeroed in place.
+            sealed = self._sealed(ino, offset // bs, -(-end // bs) - offset // bs)
+            _plan, singles = self._edge_plan(node, [] if sealed else edges, 0)
             stores: list[tuple[int, int]] = []
             mapping = [m for blk, lo, hi in edges
                        if (m := self._cow_zeroed(node, blk, lo, hi, singles, stores)) is not None]
@@ -1009,11 +1211,19 @@ class Volume:
             edges = [e for e in self._partial_edges(offset, end) if not (w0 <= e[0] < w1)]
             edge_holes = [(blk, 1) for blk, _lo, _hi in edges if emap.lookup(blk) is None]  # type: ignore[union-attr]
             holes = sorted([(f, k) for f, k, p, _fl in whole if p < 0] + edge_holes)
-            plan, singles = self._edge_plan(node, edges, sum(k for _f, k in holes))
+            sealed = self._sealed(ino, offset // bs, -(-end // bs) - offset // bs)
+            plan, singles = self._edge_plan(node, [] if sealed else edges, sum(k for _f, k in holes))
             mapping = self._assign(holes, plan, UNWRITTEN) if holes else []
-            # written whole blocks become unwritten: same blocks, read as zeros from now on
-            mapping += [(f, k, p, UNWRITTEN) for f, k, p, fl in whole if p >= 0 and not fl & UNWRITTEN]
+            written = [(f, k, p) for f, k, p, fl in whole if p >= 0 and not fl & UNWRITTEN]
             stores: list[tuple[int, int]] = []
+            if sealed:
+                # a mapping shows these very blocks: zero them where they are
+                for _f, k, p in written:
+                    self._pool.zero(self._data_offset + p * bs, k * bs)
+                    stores.append((self._data_offset + p * bs, k * bs))
+            else:
+                # same blocks, marked unwritten: they read as zeros from now on
+                mapping += [(f, k, p, UNWRITTEN) for f, k, p in written]
             new_size = end if not keep_size and end > node.size else None
             if new_size is not None:
                 # before the edge copies below, so they copy zeros, not the stale tail
@@ -1024,6 +1234,7 @@ class Volume:
             if mapping or new_size is not None:
                 self._commit(SetExtents(ino, [], [x for m in sorted(mapping) for x in m], new_size, _now()),
                              _GROW_RUN * (len(mapping) + 1))
+                self._show_filled(ino, mapping)
             elif stores:
                 self._pending_mtime[ino] = _now()
 

@@ -1,0 +1,125 @@
+"""PoolView: one contiguous virtual range laid out of pool ranges and zero pages.
+
+A file made of scattered extents becomes one view: an anonymous Python
+``mmap`` reserves the range (so Python tracks the buffers exported from it
+and refuses to unmap it while any live), aligned to 2 MiB inside a slightly
+larger reservation so huge-page-aligned extents can be backed by huge pages,
+then each piece is laid over its part with ``MAP_FIXED``.  Holes map a
+private read-only zero page: never pool memory that belongs to someone else.
+
+``migrate`` swaps the whole range for private anonymous memory holding the
+same bytes (same addresses: every array into it stays valid and stops being
+the file); ``invalidate`` swaps it for inaccessible memory.  Unmapping is the
+Python mmap's: when it is closed, or when the last export of it is gone.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_c_mmap = _libc.mmap
+_c_mmap.restype = ctypes.c_void_p
+_c_mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+_c_msync = _libc.msync
+_c_msync.restype = ctypes.c_int
+_c_msync.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+
+_MAP_FAILED = ctypes.c_void_p(-1).value
+_MAP_SHARED = 0x01
+_MAP_PRIVATE = 0x02
+_MAP_FIXED = 0x10
+_MAP_ANONYMOUS = 0x20
+_MAP_POPULATE = 0x8000
+_MS_SYNC = 4
+_PROT_NONE = 0
+_PROT_READ = 1
+_PROT_WRITE = 2
+PAGE = mmap.PAGESIZE
+HUGE = 2 * 1024 * 1024
+
+
+def _round_up(n: int, to: int) -> int:
+    return -(-n // to) * to
+
+
+class PoolView:
+    """A reserved virtual range into which pool ranges are mapped."""
+
+    def __init__(self, fd: int, length: int, *, writable: bool) -> None:
+        self.length = length
+        self.writable = writable
+        self._fd = fd
+        self._span = _round_up(max(length, 1), PAGE)
+        align = HUGE if self._span >= HUGE else PAGE
+        self._mm = mmap.mmap(-1, self._span + align - PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
+                             prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        anchor = ctypes.c_char.from_buffer(self._mm)
+        start = ctypes.addressof(anchor)
+        del anchor      # an export would keep the mmap from ever closing
+        self._skew = -start % align
+        #: address of the view's first byte (2 MiB-aligned for views of 2 MiB or more)
+        self.address = start + self._skew
+
+    def _fixed(self, offset: int, length: int, prot: int, flags: int, fd: int, pool_offset: int) -> None:
+        if offset < 0 or offset % PAGE or offset + length > self._span:
+            raise ValueError(f"view range {offset:#x}+{length:#x} is not page-aligned inside the view")
+        got = _c_mmap(self.address + offset, length, prot, flags | _MAP_FIXED, fd, pool_offset)
+        if got == _MAP_FAILED or got is None:
+            err = ctypes.get_errno()
+            raise OSError(err, f"mmap into view failed: {os.strerror(err)}")
+
+    def map_pool(self, offset: int, length: int, pool_offset: int, *, populate: bool = False) -> None:
+        """Show pool bytes ``[pool_offset, +length)`` at view ``offset`` (shared, same memory)."""
+        prot = _PROT_READ | _PROT_WRITE if self.writable else _PROT_READ
+        self._fixed(offset, _round_up(length, PAGE), prot,
+                    _MAP_SHARED | (_MAP_POPULATE if populate else 0), self._fd, pool_offset)
+
+    def map_zero(self, offset: int, length: int) -> None:
+        """Show zeros at view ``offset`` (a hole: private, read-only, no pool memory)."""
+        self._fixed(offset, _round_up(length, PAGE), _PROT_READ, _MAP_PRIVATE | _MAP_ANONYMOUS, -1, 0)
+
+    def buffer(self, start: int, length: int) -> memoryview:
+        """A memoryview of view bytes ``[start, start+length)``; read-only unless writable."""
+        view = memoryview(self._mm)[self._skew + start:self._skew + start + length]
+        return view if self.writable else view.toreadonly()
+
+    def migrate(self) -> None:
+        """Replace the pool memory with private memory holding the same bytes, same addresses."""
+        whole = memoryview(self._mm)[self._skew:self._skew + self._span]
+        try:
+            copy = bytes(whole)
+            self._fixed(0, self._span, _PROT_READ | _PROT_WRITE, _MAP_PRIVATE | _MAP_ANONYMOUS, -1, 0)
+            whole[:] = copy
+        finally:
+            whole.release()
+
+    def invalidate(self) -> None:
+        """Make the range inaccessible: a touch is a segmentation fault (documented)."""
+        self._fixed(0, self._span, _PROT_NONE, _MAP_PRIVATE | _MAP_ANONYMOUS, -1, 0)
+
+    def persist(self, offset: int, length: int) -> None:
+        """msync the view's pool pages in ``[offset, offset+length)``."""
+        start = offset - offset % PAGE
+        end = min(self._span, _round_up(offset + length, PAGE))
+        if end > start and _c_msync(self.address + start, end - start, _MS_SYNC) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"msync failed: {os.strerror(err)}")
+
+    def release(self) -> bool:
+        """Unmap now; False (nothing done) while buffers exported from the view still live."""
+        try:
+            self._mm.close()
+        except BufferError:
+            return False
+        return True
+
+    @property
+    def reservation(self) -> mmap.mmap:
+        """The Python mmap behind the view: alive, and mapped, while any export of it lives."""
+        return self._mm
+
+
+__all__ = ["PoolView", "PAGE", "HUGE"]
