@@ -4,15 +4,17 @@ The public API (see API.md): ``mkfs``, ``open_volume``, ``Volume``, ``File``,
 the value types ``Stat``/``StatFS``/``Extent`` and the errors.
 """
 
-from daxfs._types import Extent, Stat, StatFS
+from daxfs._types import Extent, PinInfo, Stat, StatFS
 from daxfs.access.file import File
+from daxfs.access.holder import Holder
 from daxfs.access.mapping import Mapping
+from daxfs.access.pin import Pin
 from daxfs.errors import BusyError, CorruptVolumeError, InvalidPathError, PoisonError
 from daxfs.volume import Volume, mkfs, open_volume
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "mkfs", "open_volume", "Volume", "File", "Mapping", "Stat", "StatFS", "Extent",
+    "mkfs", "open_volume", "Volume", "File", "Mapping", "Pin", "Holder", "PinInfo", "Stat", "StatFS", "Extent",
     "BusyError", "CorruptVolumeError", "PoisonError", "InvalidPathError", "__version__",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import stat as _stat
 from typing import NamedTuple
 
-__all__ = ["Stat", "StatFS", "Extent"]
+__all__ = ["Stat", "StatFS", "Extent", "PinInfo"]
 
 
 class Stat(NamedTuple):
@@ -67,3 +67,15 @@ class Extent(NamedTuple):
     length: int
     pool_offset: int
     flags: frozenset[str] = frozenset()   # "unwritten", "shared", "poisoned"
+
+
+class PinInfo(NamedTuple):
+    """One reference to a file range, as ``vol.pins()`` lists it."""
+
+    holder: str             # the holder's name
+    ino: int
+    path: str | None        # a current name of the file; None once it has none (an orphan)
+    offset: int             # file range, bytes
+    length: int
+    kind: str               # "pin", "mapping" or "lease"
+    since: float            # time.time() when it was taken

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from daxfs._types import Extent, Stat
 from daxfs.access.mapping import Mapping
+from daxfs.access.pin import Pin
 from daxfs.errors import fs_error
 
 if TYPE_CHECKING:
@@ -77,6 +78,7 @@ class File(io.RawIOBase):
         self._writable = writable
         self._append = append
         self._pos = 0
+        self._holder: object = volume     # who owns what is mapped or pinned through it
 
     # ---- identity
 
@@ -217,7 +219,7 @@ class File(io.RawIOBase):
         if not self._writable:
             raise fs_error(errno.EINVAL, self._path, "file not open for writing")
         new_size = self._pos if size is None else size
-        self._vol._ftruncate(self._ino, new_size)
+        self._vol._ftruncate(self._ino, new_size, policy, timeout)
         return new_size
 
     def fallocate(self, offset: int, length: int, *, keep_size: bool = False) -> None:
@@ -234,7 +236,7 @@ class File(io.RawIOBase):
             raise ValueError("timeout must be >= 0")
         _check_range(offset, length)
         self._check_write()
-        self._vol._punch(self._ino, offset, length)
+        self._vol._punch(self._ino, offset, length, policy, timeout)
 
     def zero_range(self, offset: int, length: int, *, keep_size: bool = False) -> None:
         _check_range(offset, length)
@@ -254,7 +256,20 @@ class File(io.RawIOBase):
             raise PermissionError(errno.EACCES, "mapping needs the file open for reading"
                                   + (" and writing" if write else ""), self._path)
         return self._vol._map(self._ino, self._path, offset, length, write=write, lease=lease,
-                              on_break=on_break, holder=self._vol)
+                              on_break=on_break, holder=self._holder)
+
+    def pin(self, offset: int, length: int, *, write: bool = False) -> Pin:
+        """A DMA-safe reference to ``[offset, offset+length)``; see ``daxfs.Pin``.
+
+        ``write=True`` populates the range first, like a write mapping.  The
+        range must lie inside the file.
+        """
+        self._check_open()
+        if not self._readable and not write:
+            raise PermissionError(errno.EACCES, "a read pin needs the file open for reading", self._path)
+        if write and not self._writable:
+            raise PermissionError(errno.EACCES, "a write pin needs the file open for writing", self._path)
+        return self._vol._pin(self._ino, self._path, offset, length, write=write, holder=self._holder)
 
     def fsync(self) -> None:
         self._check_open()

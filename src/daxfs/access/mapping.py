@@ -37,6 +37,8 @@ REVOKE_MODES = ("migrate", "invalidate")
 class Mapping:
     """A view of ``length`` bytes of a file from ``offset`` (see ``File.map``)."""
 
+    kind = "mapping"
+
     def __init__(self, volume: "Volume", ino: int, path: str, view: PoolView, *, offset: int, length: int,
                  first_block: int, writable: bool, lease: bool,
                  on_break: Callable[["Mapping"], Any] | None, holder: object) -> None:
@@ -61,6 +63,7 @@ class Mapping:
         self._buffer: memoryview | None = view.buffer(self._skip, length)
         self.revoked = False
         self.closed = False
+        self.breaking = False       # a lease told to let go
         self.since = 0.0
 
     def __repr__(self) -> str:
@@ -118,14 +121,14 @@ class Mapping:
         self.closed = True
         self._buffer = None
         if self._view.release():
-            self._vol._release_mapping(self, unmapped=True)
+            self._vol._release_ref(self, unmapped=True)
             return
         # Exports live: unmap, and let go of the blocks, when the last one goes.
         # Drop our own reference to the memory, or it would outlive them.
         reservation = self._view.reservation
         self._view = None  # type: ignore[assignment]
-        self._vol._release_mapping(self, unmapped=False)
-        weakref.finalize(reservation, self._vol._release_mapping_blocks, self)
+        self._vol._release_ref(self, unmapped=False)
+        weakref.finalize(reservation, self._vol._release_ref_blocks, self)
 
     def __enter__(self) -> "Mapping":
         return self

@@ -342,21 +342,29 @@ class Core:
         emap = node.extents
         if emap is None:
             raise CorruptVolumeError(f"block map change on directory {ino}")
-        space = self.space
         before = len(emap)
+        released: list[tuple[int, int]] = []
         for i in range(0, len(unmap), 2):
             fblk, nblk = unmap[i], unmap[i + 1]
             if nblk < 0:
                 nblk = max(0, emap.end - fblk)
-            for _f, n, p, _fl in emap.remove(fblk, nblk):
-                self._release(p, n)
+            released.extend((p, n) for _f, n, p, _fl in emap.remove(fblk, nblk))
+        taken: list[tuple[int, int]] = []
         for i in range(0, len(map), 4):
             fblk, nblk, pblk, flags = map[i], map[i + 1], map[i + 2], map[i + 3]
             if not emap.is_hole(fblk, nblk):
-                for _f, n, p, _fl in emap.remove(fblk, nblk):
-                    self._release(p, n)
-            space.take(pblk, nblk)
+                released.extend((p, n) for _f, n, p, _fl in emap.remove(fblk, nblk))
+            taken.append((pblk, nblk))
             emap.insert(fblk, nblk, pblk, flags)
+        if released:
+            # A block given back and taken again in one record (unwritten <-> written)
+            # never left the file: it must not pass through free or busy.
+            for p, n in _subtract(released, taken):
+                self._release(p, n)
+            taken = _subtract(taken, released)
+        space = self.space
+        for p, n in taken:
+            space.take(p, n)
         self.runs += len(emap) - before
         if size is not None:
             node.size = size
@@ -375,6 +383,25 @@ class Core:
         if node.nlink != 0:
             raise CorruptVolumeError(f"reclaim of inode {ino} that still has {node.nlink} names")
         self._free_inode(node)
+
+
+def _subtract(runs: list[tuple[int, int]], minus: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of block ``runs`` outside every run of ``minus``."""
+    out = runs
+    for m_start, m_len in minus:
+        m_end = m_start + m_len
+        kept: list[tuple[int, int]] = []
+        for start, n in out:
+            end = start + n
+            if end <= m_start or start >= m_end:
+                kept.append((start, n))
+                continue
+            if start < m_start:
+                kept.append((start, m_start - start))
+            if end > m_end:
+                kept.append((m_end, end - m_end))
+        out = kept
+    return out
 
 
 __all__ = ["Core", "Inode", "ROOT_INO", "UNWRITTEN"]

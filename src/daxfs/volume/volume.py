@@ -32,7 +32,7 @@ import uuid as uuidlib
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from daxfs._types import Extent, Stat, StatFS
+from daxfs._types import Extent, PinInfo, Stat, StatFS
 from daxfs.core import UNWRITTEN, Core, Inode, ROOT_INO, check
 from daxfs.core.namespace import fspath, split_path
 from daxfs.core.records import Create, Link, Reclaim, Record, Rename, SetAttr, SetExtents, Unlink
@@ -46,7 +46,9 @@ from daxfs.volume.log import LogRing
 
 if TYPE_CHECKING:
     from daxfs.access.file import File
+    from daxfs.access.holder import Holder
     from daxfs.access.mapping import Mapping
+    from daxfs.access.pin import Pin
 
 POLICIES = ("defer", "wait", "break", "refuse")
 DURABILITIES = ("sync", "lazy")
@@ -108,7 +110,9 @@ class Volume:
         self._bs = self._layout.block_size
         self._data_offset = self._layout.data_offset
         self._refs: dict[int, int] = {}                 # ino -> open files + mappings holding it
-        self._mappings: dict[int, set[Mapping]] = {}    # ino -> live mappings (its sealed ranges)
+        self._seals: dict[int, set[Mapping | Pin]] = {}  # ino -> live mappings and pins over it
+        self._changed = threading.Condition(self._lock)  # a reference let go (for waiters)
+        self._waiting: list[tuple[int, int, int]] = []    # (ino, first, end block) a 'wait' holds
         self._handles: set[File] = set()
         self._pending_mtime: dict[int, int] = {}        # ino -> mtime from in-place writes
         self._dirty: dict[int, list[tuple[int, int]]] = {}  # lazy durability: unpersisted data
@@ -220,19 +224,29 @@ class Volume:
     def close(self, *, force: bool = False, timeout: float | None = None) -> None:
         """Flush what is pending, checkpoint, and unmount.  Open files are closed with it.
 
-        BusyError while mappings live (their memory is the pool's); with
-        ``force`` they are revoked first (migrated to private memory).
+        While mappings or pins live (their memory is the pool's) this raises
+        BusyError naming them.  With ``force``: leases are broken (their
+        holders get ``on_break`` and up to ``lease_break_s``, or ``timeout`` if
+        shorter), every mapping is revoked (migrated to private memory), and
+        pins — never revoked — are waited for up to ``timeout`` seconds, then
+        BusyError if any remain (the volume stays open).
         """
+        if timeout is not None and timeout < 0:
+            raise ValueError("timeout must be >= 0")
         with self._lock:
             if self._closed:
                 return
-            live = [m for maps in self._mappings.values() for m in maps]
+            live = self._live_refs()
             if live and not force:
-                raise BusyError(f"{len(live)} mapping(s) still live: " +
-                                ", ".join(f"{m.path} [{m.offset}, +{m.length})" for m in live[:5]),
-                                holders=sorted({str(m.holder) for m in live}), filename=self.path)
-            for mapping in live:
-                self._revoke_mapping(mapping, "migrate")
+                raise self._busy_error("volume has live references", live)
+            if live:
+                deadline = None if timeout is None else time.monotonic() + timeout
+                self._break_leases([r for r in live if r.lease], deadline)
+                for ref in self._live_refs():
+                    if ref.kind != "pin":
+                        self._revoke_mapping(ref, "migrate")  # type: ignore[arg-type]
+                if not self._wait_until(lambda: not self._live_refs(), deadline):
+                    raise self._busy_error("pins still held after the close timeout", self._live_refs())
             for handle in list(self._handles):
                 handle._detach()
             if not self.readonly:
@@ -487,6 +501,8 @@ class Volume:
                 raise fs_error(errno.EISDIR, p)
             if trailing:
                 raise fs_error(errno.ENOTDIR, p)
+            if node.nlink == 1 and self._settle(ino, 0, None, policy, "unlink"):
+                return self.unlink(path, policy=policy)     # waited: look again
             reclaim = node.nlink == 1 and ino not in self._refs
             self._forget_if(reclaim, ino)
             self._commit(Unlink(parent, name, _now(), reclaim))
@@ -533,6 +549,8 @@ class Volume:
                 elif dnode.entries is not None:
                     raise fs_error(errno.EISDIR, d)
                 else:
+                    if dnode.nlink == 1 and self._settle(dino, 0, None, None, "rename over"):
+                        return self.rename(src, dst, replace=replace)     # waited: look again
                     reclaim = dnode.nlink == 1 and dino not in self._refs
                     self._forget_if(reclaim, dino)
             self._commit(Rename(sparent, sname, dparent, dname, _now(), reclaim),
@@ -586,7 +604,7 @@ class Volume:
 
     # ------------------------------------------------------------ files
 
-    def open(self, path: object, mode: str = "rb") -> "File":
+    def open(self, path: object, mode: str = "rb", *, holder: "Holder | None" = None) -> "File":
         File, parse_mode = _file_api()
         p = path if type(path) is str else fspath(path)
         readable, writable, create, exclusive, truncate, append = parse_mode(mode)
@@ -614,11 +632,16 @@ class Volume:
                 if trailing:
                     raise fs_error(errno.ENOTDIR, p)
                 if truncate and (node.size or node.extents):
+                    if self._settle(ino, 0, None, None, "open with truncation"):
+                        return self.open(path, mode, holder=holder)     # waited: look again
                     self._truncate(node, 0)
             self._refs[ino] = self._refs.get(ino, 0) + 1
             handle = File(self, ino, p, mode, readable=readable, writable=writable, append=append)
             if append:
                 handle._pos = core.inodes[ino].size     # as open(): an append handle starts at EOF
+            handle._holder = holder if holder is not None else self
+            if holder is not None:
+                holder.owned.add(handle)
             self._handles.add(handle)
             return handle
 
@@ -626,6 +649,9 @@ class Volume:
         """A File closes: flush its inode's pending state; reclaim an orphan nobody holds."""
         with self._lock:
             self._handles.discard(handle)
+            owner = getattr(handle, "_holder", None)
+            if owner is not None and owner is not self:
+                owner.owned.discard(handle)
             if self._closed:
                 return
             ino = handle._ino
@@ -671,6 +697,8 @@ class Volume:
                 raise fs_error(errno.EINVAL, path, "mapping range overflows the largest file size")
             if not write and end > size:
                 raise ValueError("mmap length is greater than file size")
+            bs = self._bs
+            self._check_not_waiting(ino, offset // bs, -(-end // bs), path)
             if write:
                 self._populate(node, offset, end)
             bs = self._bs
@@ -689,20 +717,27 @@ class Volume:
             except BaseException:
                 view.release()
                 raise
-            core = self._core
-            if not self._follow:
-                for p, k in mapping.held:
-                    core.hold(p, k)
-            self._refs[ino] = self._refs.get(ino, 0) + 1
-            self._mappings.setdefault(ino, set()).add(mapping)
-            mapping.since = time.time()
+            self._register(mapping)
             return mapping
 
-    def _attach_blocks(self, mapping: "Mapping", f: int, k: int, p: int) -> None:
+    def _register(self, ref: "Mapping | Pin") -> None:
+        """A new live reference: it holds its blocks and its inode, and seals its range."""
+        if not self._follow:
+            for p, k in ref.held:
+                self._core.hold(p, k)
+        self._refs[ref.ino] = self._refs.get(ref.ino, 0) + 1
+        self._seals.setdefault(ref.ino, set()).add(ref)
+        ref.since = time.time()
+        holder = ref.holder
+        if holder is not self:
+            holder.owned.add(ref)  # type: ignore[attr-defined]
+
+    def _attach_blocks(self, mapping: "Mapping | Pin", f: int, k: int, p: int) -> None:
         """Lay data blocks ``p..p+k`` over file blocks ``f..f+k`` of the mapping's view."""
         bs = self._bs
         pool_offset = self._data_offset + p * bs
-        mapping.view.map_pool((f - mapping.first_block) * bs, k * bs, pool_offset)
+        if mapping._view is not None:      # a pin makes its CPU view only when asked
+            mapping._view.map_pool((f - mapping.first_block) * bs, k * bs, pool_offset)
         mapping.held.append((p, k))
         mapping.pieces.append((f, k, pool_offset))
 
@@ -741,7 +776,7 @@ class Volume:
     def _show_filled(self, ino: int, filled: list[tuple[int, int, int, int]]) -> None:
         """Blocks just written into holes or unwritten ranges: mappings that showed zeros
         there now show the blocks, so reads, writes and mappings stay coherent."""
-        maps = self._mappings.get(ino)
+        maps = self._seals.get(ino)
         if not maps or not filled:
             return
         core = self._core
@@ -768,7 +803,7 @@ class Volume:
 
     def _sealed(self, ino: int, fblk: int, nblk: int) -> bool:
         """Whether a live mapping covers any of file blocks ``[fblk, fblk+nblk)``."""
-        for mapping in self._mappings.get(ino, ()):
+        for mapping in self._seals.get(ino, ()):
             first, end = mapping.block_range()
             if first < fblk + nblk and fblk < end:
                 return True
@@ -796,38 +831,254 @@ class Volume:
             mapping.revoked = True
             self._let_go(mapping)
 
-    def _release_mapping(self, mapping: "Mapping", *, unmapped: bool) -> None:
-        """The mapping closed; ``unmapped``: its memory is gone too, so are its holds."""
+    def _release_ref(self, ref: "Mapping | Pin", *, unmapped: bool) -> None:
+        """A mapping closed or a pin was released; ``unmapped``: its memory is gone
+        too, so its blocks are let go now (else when its last export goes)."""
         with self._lock:
-            if mapping.revoked:
+            if ref.revoked:
                 return
             if unmapped:
-                self._let_go(mapping)
+                self._let_go(ref)
             else:
-                self._forget_mapping(mapping)
+                self._forget_ref(ref)
 
-    def _release_mapping_blocks(self, mapping: "Mapping") -> None:
-        """The last export of a closed mapping is gone: its memory is unmapped."""
+    def _release_ref_blocks(self, ref: "Mapping | Pin") -> None:
+        """The reference's memory is unmapped: its data blocks are no longer held."""
         with self._lock:
             if not self._closed and not self._follow:
-                for p, k in mapping.held:
+                for p, k in ref.held:
                     self._core.unhold(p, k)
-            mapping.held = []
+            ref.held = []
+            self._changed.notify_all()
 
-    def _let_go(self, mapping: "Mapping") -> None:
-        self._forget_mapping(mapping)
-        self._release_mapping_blocks(mapping)
+    def _let_go(self, ref: "Mapping | Pin") -> None:
+        self._forget_ref(ref)
+        self._release_ref_blocks(ref)
 
-    def _forget_mapping(self, mapping: "Mapping") -> None:
-        """The mapping no longer seals its file or holds its inode."""
-        maps = self._mappings.get(mapping.ino)
-        if maps is None or mapping not in maps:
+    def _forget_ref(self, ref: "Mapping | Pin") -> None:
+        """The reference no longer seals its range or holds its inode."""
+        refs = self._seals.get(ref.ino)
+        if refs is None or ref not in refs:
             return
-        maps.discard(mapping)
-        if not maps:
-            del self._mappings[mapping.ino]
+        refs.discard(ref)
+        if not refs:
+            del self._seals[ref.ino]
+        if ref.holder is not self:
+            ref.holder.owned.discard(ref)  # type: ignore[attr-defined]
         if not self._closed:
-            self._drop_ref(mapping.ino)
+            self._drop_ref(ref.ino)
+        self._changed.notify_all()
+
+    # ---- pins
+
+    def _pin(self, ino: int, path: str, offset: int, length: int, *, write: bool, holder: object) -> "Pin":
+        from daxfs.access.pin import Pin
+
+        if not isinstance(offset, int) or not isinstance(length, int):
+            raise TypeError("pin offset and length must be integers")
+        if offset < 0 or length <= 0:
+            raise ValueError("pin needs offset >= 0 and length > 0")
+        with self._lock:
+            if write:
+                self._check_writable(path)
+            else:
+                self._check_open()
+            node = self._node(ino)
+            end = offset + length
+            if end > node.size:
+                raise ValueError(f"pin [{offset}, {end}) reaches past the end of the file ({node.size} bytes)")
+            bs = self._bs
+            f0, f1 = offset // bs, -(-end // bs)
+            self._check_not_waiting(ino, f0, f1, path)
+            if write:
+                self._populate(node, offset, end)
+            pin = Pin(self, ino, path, offset=offset, length=length, first_block=f0, writable=write,
+                      holder=holder)
+            for f, k, p, fl in node.extents.pieces(f0, f1 - f0):  # type: ignore[union-attr]
+                if p < 0 or fl & UNWRITTEN:
+                    pin.zero_blocks.append((f, k))
+                else:
+                    self._attach_blocks(pin, f, k, p)
+            self._register(pin)
+            return pin
+
+    def _pin_buffer(self, pin: "Pin") -> memoryview:
+        """The pin's CPU view, made on first use."""
+        with self._lock:
+            if pin._view is None:
+                bs = self._bs
+                first, end = pin.block_range()
+                view = self._pool.map_view((end - first) * bs, writable=pin.writable)
+                try:
+                    for f, k in pin.zero_blocks:
+                        view.map_zero((f - first) * bs, k * bs)
+                    for f, k, pool_offset in pin.pieces:
+                        view.map_pool((f - first) * bs, k * bs, pool_offset)
+                except BaseException:
+                    view.release()
+                    raise
+                pin._view = view
+            return pin._view.buffer(pin.offset - pin.first_block * self._bs, pin.length)
+
+    def _pin_segments(self, pin: "Pin") -> list[tuple[int, int, int | None]]:
+        with self._lock:
+            bs = self._bs
+            runs = [(f, k, o) for f, k, o in pin.pieces] + [(f, k, None) for f, k in pin.zero_blocks]
+            out: list[tuple[int, int, int | None]] = []
+            start, end = pin.offset, pin.offset + pin.length
+            for f, k, pool_offset in sorted(runs, key=lambda r: r[0]):
+                lo, hi = max(f * bs, start), min((f + k) * bs, end)
+                if lo < hi:
+                    out.append((lo, hi - lo, None if pool_offset is None else pool_offset + lo - f * bs))
+            return out
+
+    # ---- holders, listing
+
+    def holder(self, name: str) -> "Holder":
+        """A named owner: what is opened, mapped or pinned through it, its close() releases."""
+        from daxfs.access.holder import Holder
+
+        self._check_open()
+        return Holder(self, str(name))
+
+    def _close_holder(self, holder: "Holder") -> None:
+        with self._lock:
+            for thing in list(holder.owned):
+                if getattr(thing, "kind", None) == "pin":
+                    if not thing.released:
+                        thing.release()
+                else:
+                    thing.close()
+            holder.owned.clear()
+
+    def _live_refs(self) -> list["Mapping | Pin"]:
+        return [r for refs in self._seals.values() for r in refs]
+
+    def _holder_name(self, holder: object) -> str:
+        return f"pid {os.getpid()}" if holder is self else str(holder)
+
+    def pins(self) -> list[PinInfo]:
+        """Every live pin, mapping and lease: who holds which file range since when."""
+        with self._lock:
+            self._check_open()
+            paths: dict[int, str | None] = {}
+            out = []
+            for ref in self._live_refs():
+                if ref.ino not in paths:
+                    paths[ref.ino] = self._path_of(ref.ino, ref.path)
+                kind = "lease" if ref.lease else ref.kind
+                out.append(PinInfo(self._holder_name(ref.holder), ref.ino, paths[ref.ino], ref.offset,
+                                   ref.length, kind, ref.since))
+            out.sort(key=lambda info: (info.since, info.ino, info.offset))
+            return out
+
+    def _path_of(self, ino: int, hint: str) -> str | None:
+        """A current name of inode ``ino`` (``hint`` first), None for an orphan."""
+        core = self._core
+        node = core.inodes.get(ino)
+        if node is None or node.nlink == 0:
+            return None
+        try:
+            if core.resolve(hint)[2] == ino:
+                return "/" + "/".join(split_path(hint)[0]) if hint not in ("", "/") else "/"
+        except (OSError, ValueError):
+            pass
+        stack = [("", core.inodes[ROOT_INO])]
+        while stack:
+            prefix, d = stack.pop()
+            for name, child in d.entries.items():  # type: ignore[union-attr]
+                if child == ino:
+                    return prefix + "/" + name
+                cnode = core.inodes[child]
+                if cnode.entries is not None:
+                    stack.append((prefix + "/" + name, cnode))
+        return None
+
+    def _busy_error(self, what: str, refs: list["Mapping | Pin"]) -> BusyError:
+        kinds = ", ".join(f"{'lease' if r.lease else r.kind} on {r.path} [{r.offset}, +{r.length}) "
+                          f"by {self._holder_name(r.holder)}" for r in refs[:5])
+        more = f" and {len(refs) - 5} more" if len(refs) > 5 else ""
+        return BusyError(f"{what}: {kinds}{more}", holders=sorted({self._holder_name(r.holder) for r in refs}),
+                         filename=self.path)
+
+    # ---- policies
+
+    def _references(self, ino: int, first: int, end: int | None) -> list["Mapping | Pin"]:
+        """Live references to file blocks ``[first, end)`` (``end`` None: to the end)."""
+        out = []
+        for ref in self._seals.get(ino, ()):
+            rfirst, rend = ref.block_range()
+            if rend > first and (end is None or rfirst < end):
+                out.append(ref)
+        return out
+
+    def _check_not_waiting(self, ino: int, first: int, end: int, path: str) -> None:
+        """New references to a range a 'wait' change is waiting on are refused (no starving it)."""
+        for wino, wfirst, wend in self._waiting:
+            if wino == ino and wfirst < end and (wend < 0 or first < wend):
+                raise BusyError("a change waiting on this range refuses new pins and mappings", filename=path)
+
+    def _wait_until(self, done: Any, deadline: float | None) -> bool:
+        """Wait (lock released) until ``done()``; False at the deadline."""
+        while not done():
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            self._changed.wait(remaining)
+        return True
+
+    def _break_leases(self, leases: list["Mapping | Pin"], deadline: float | None = None) -> None:
+        """Tell each lease to let go, give it ``lease_break_s``, then revoke (migrate) it."""
+        if not leases:
+            return
+        for lease in leases:
+            if not getattr(lease, "breaking", False):
+                lease.breaking = True  # type: ignore[union-attr]
+                if lease.on_break is not None:  # type: ignore[union-attr]
+                    try:
+                        lease.on_break(lease)  # type: ignore[union-attr]
+                    except Exception:   # a holder's callback failing must not stop the change
+                        pass
+        limit = time.monotonic() + self.lease_break_s
+        if deadline is not None:
+            limit = min(limit, deadline)
+        self._wait_until(lambda: all(l.closed or l.revoked for l in leases), limit)  # type: ignore[union-attr]
+        for lease in leases:
+            if not lease.closed and not lease.revoked:  # type: ignore[union-attr]
+                self._revoke_mapping(lease, "migrate")  # type: ignore[arg-type]
+
+    def _settle(self, ino: int, first: int, end: int | None, policy: str | None, what: str,
+                timeout: float | None = None) -> bool:
+        """Apply the pin policy to a change of file blocks ``[first, end)``.
+
+        Returns True when it waited (the lock was released meanwhile, so the
+        caller must look at the state again); raises BusyError for 'refuse'
+        or a 'wait' that timed out.  'defer' and what 'break' leaves behind go
+        ahead: blocks still referenced will be parked on the busy list.
+        """
+        refs = self._references(ino, first, end)
+        if not refs:
+            return False
+        policy = policy or self.policy
+        if policy == "defer":
+            return False
+        if policy == "refuse":
+            raise self._busy_error(f"{what} refused", refs)
+        if policy == "break":
+            leases = [r for r in refs if r.lease]
+            self._break_leases(leases)
+            return bool(leases)
+        token = (ino, first, -1 if end is None else end)
+        self._waiting.append(token)
+        try:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            if not self._wait_until(lambda: self._closed or not self._references(ino, first, end), deadline):
+                raise self._busy_error(f"{what} still held after waiting {timeout} s", self._references(ino, first, end))
+        finally:
+            self._waiting.remove(token)
+            self._changed.notify_all()
+        self._check_open()
+        return True
 
     def _flush_pending(self, ino: int | None) -> None:
         """Persist lazily written data and log deferred timestamps (one inode, or all)."""
@@ -1023,7 +1274,7 @@ class Volume:
         self._persist(stores)
         self._pending_mtime.pop(node.ino, None)
         self._commit(SetExtents(node.ino, [], [f0, nblk, pblk, 0], end if grows else None, _now()))
-        if node.ino in self._mappings:
+        if node.ino in self._seals:
             self._show_filled(node.ino, [(f0, nblk, pblk, 0)])
         return True
 
@@ -1072,13 +1323,15 @@ class Volume:
             self._pending_mtime.pop(node.ino, None)
             self._commit(SetExtents(node.ino, unmap, [], size, now))
 
-    def _ftruncate(self, ino: int, size: int) -> None:
+    def _ftruncate(self, ino: int, size: int, policy: str | None = None, timeout: float | None = None) -> None:
         if size < 0:
             raise fs_error(errno.EINVAL, message="negative size")
         if size > MAX_FILE_SIZE:
             raise fs_error(errno.EFBIG, message="file too large")
         with self._lock:
             self._check_writable()
+            if size < self._node(ino).size:
+                self._settle(ino, -(-size // self._bs), None, policy, "truncate", timeout)
             self._truncate(self._node(ino), size)
 
     def _range_blocks(self, offset: int, length: int) -> None:
@@ -1174,13 +1427,15 @@ class Volume:
                 raise
             return core.plan_blocks(extra), None
 
-    def _punch(self, ino: int, offset: int, length: int) -> None:
+    def _punch(self, ino: int, offset: int, length: int, policy: str | None = None,
+               timeout: float | None = None) -> None:
         self._range_blocks(offset, length)
         with self._lock:
             self._check_writable()
-            node = self._node(ino)
             bs = self._bs
             end = offset + length
+            self._settle(ino, offset // bs, -(-end // bs), policy, "punch_hole", timeout)
+            node = self._node(ino)
             w0, w1 = -(-offset // bs), end // bs      # whole blocks
             edges = self._partial_edges(offset, end)
             edges = [e for e in edges if not (w0 <= e[0] < w1)]
@@ -1202,9 +1457,11 @@ class Volume:
         self._range_blocks(offset, length)
         with self._lock:
             self._check_writable()
-            node = self._node(ino)
             bs = self._bs
             end = offset + length
+            # whatever the policy leaves referenced is zeroed in place (below)
+            self._settle(ino, offset // bs, -(-end // bs), None, "zero_range")
+            node = self._node(ino)
             emap = node.extents
             w0, w1 = -(-offset // bs), end // bs
             whole = emap.pieces(w0, w1 - w0) if w1 > w0 else []  # type: ignore[union-attr]
