@@ -450,3 +450,34 @@ def test_python_m_daxfs_errors_without_traceback(scratch: Path) -> None:
     result = _python_m_daxfs("mkfs", str(scratch / "p"), "--size", "lots")
     assert result.returncode == 2
     assert_one_error_line(result.stderr.decode())
+
+
+def test_pins_lists_what_the_writer_holds_and_df_shows_busy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`daxfs pins` and `daxfs df` run in another process than the writer: they read what
+    it publishes in the pool."""
+    pool = str(tmp_path / "held.pool")
+    vol = daxfs.mkfs(pool, 16 << 20)
+    try:
+        f = vol.open("data", "w+b")
+        f.write(b"x" * 100_000)
+        pin = f.pin(0, 8192)
+        worker = vol.holder("worker-1")
+        lease = worker.open("data", "rb").map(lease=True)
+        f.truncate(4096)                           # the pinned and mapped tail goes busy
+        vol._publish()                             # what the timer would do within 0.2 s
+        assert main(["pins", pool]) == 0
+        out = capsys.readouterr().out
+        assert "2 reference(s)" in out and "worker-1" in out and "lease" in out and "pin" in out
+        with daxfs.open_volume(pool, readonly=True) as reader:
+            busy = reader.statfs().busy
+        assert busy == vol.statfs().busy > 0       # another opener sees the writer's busy space
+        assert main(["df", pool]) == 0
+        assert format_size(busy) in capsys.readouterr().out
+        worker.close()
+        pin.release()
+        assert lease.closed
+        f.close()
+    finally:
+        vol.close()
+    assert main(["pins", pool]) == 0
+    assert "nothing is pinned" in capsys.readouterr().out

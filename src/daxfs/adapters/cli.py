@@ -370,6 +370,28 @@ def cmd_df(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_pins(args: argparse.Namespace) -> int:
+    """List what the pool's read-write opener holds: pins, mappings, leases, and busy space."""
+    with open_pool(args.pool, readonly=True) as vol:
+        status = vol.published()
+    if status is None:
+        print("no process holds the pool read-write: nothing is pinned or busy")
+        return EXIT_OK
+    refs = status["refs"]
+    print(f"held by pid {status['pid']}: {status['total']} reference(s), busy {format_size(status['busy'])}")
+    if refs:
+        header = ("HOLDER", "KIND", "INO", "OFFSET", "LENGTH", "SINCE", "PATH")
+        rows = [(r.holder, r.kind, str(r.ino), str(r.offset), format_size(r.length),
+                 time.strftime("%H:%M:%S", time.localtime(r.since)), r.path if r.path is not None else "(unlinked)")
+                for r in refs]
+        widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+        for row in [header, *rows]:
+            print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+    if status["total"] > len(refs):
+        print(f"... and {status['total'] - len(refs)} more")
+    return EXIT_OK
+
+
 def cmd_fsck(args: argparse.Namespace) -> int:
     with open_pool(args.pool, readonly=True) as vol:
         problems = vol.fsck()
@@ -451,6 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("target", metavar="POOL:PATH")
 
     sub = command("df", cmd_df, "show space: size, used, free, busy, bad, files")
+    sub.add_argument("pool", metavar="POOL")
+
+    sub = command("pins", cmd_pins, "list the pins, mappings and leases the pool's writer holds, and busy space")
     sub.add_argument("pool", metavar="POOL")
 
     sub = command("fsck", cmd_fsck, "check a pool's invariants; exit 1 if there are problems")

@@ -4,6 +4,7 @@
 0        superblock A (4 KiB)
 4 KiB    superblock B (4 KiB)
 8 KiB    owner page: pid of the read-write opener, for "busy" messages
+16 KiB   status page (48 KiB): the opener's pins and busy bytes, for other processes
 64 KiB   log            (size/256, 256 KiB .. 64 MiB)
 ...      checkpoint A   (size/64, 256 KiB .. 512 MiB)
 ...      checkpoint B
@@ -23,6 +24,8 @@ from daxfs.errors import fs_error
 SUPERBLOCK_OFFSETS = (0, 4096)
 SUPERBLOCK_SIZE = 4096
 OWNER_OFFSET = 8192
+STATUS_OFFSET = 16 * 1024
+STATUS_SIZE = 48 * 1024
 HEADER_SIZE = 64 * 1024
 HUGE_PAGE = 2 * 1024 * 1024
 MIN_BLOCK_SIZE = 4096

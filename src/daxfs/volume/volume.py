@@ -38,7 +38,9 @@ from daxfs.core.namespace import fspath, split_path
 from daxfs.core.records import Create, Link, Reclaim, Record, Rename, SetAttr, SetExtents, Unlink
 from daxfs.errors import BusyError, CorruptVolumeError, fs_error
 from daxfs.format.checkpoint import decode_checkpoint, encode_checkpoint, peek_checkpoint
-from daxfs.format.layout import HEADER_SIZE, HUGE_PAGE, OWNER_OFFSET, SUPERBLOCK_OFFSETS, Layout
+from daxfs.format.layout import (HEADER_SIZE, HUGE_PAGE, OWNER_OFFSET, STATUS_OFFSET, STATUS_SIZE,
+                                 SUPERBLOCK_OFFSETS, Layout)
+from daxfs.format.status import decode_status, encode_status
 from daxfs.format.superblock import (SUPERBLOCK_BYTES, Superblock, decode_owner, decode_superblock,
                                      encode_owner, has_magic)
 from daxfs.media import FilePool, Pool
@@ -113,6 +115,8 @@ class Volume:
         self._seals: dict[int, set[Mapping | Pin]] = {}  # ino -> live mappings and pins over it
         self._changed = threading.Condition(self._lock)  # a reference let go (for waiters)
         self._waiting: list[tuple[int, int, int]] = []    # (ino, first, end block) a 'wait' holds
+        self._published = 0.0                             # when the status page was last written
+        self._publish_timer: threading.Timer | None = None
         self._handles: set[File] = set()
         self._pending_mtime: dict[int, int] = {}        # ino -> mtime from in-place writes
         self._dirty: dict[int, list[tuple[int, int]]] = {}  # lazy durability: unpersisted data
@@ -257,6 +261,9 @@ class Volume:
                         self._commit(Reclaim(ino))
                 self._refs.clear()
                 self._checkpoint()
+                if self._publish_timer is not None:
+                    self._publish_timer.cancel()
+                self._publish(clear=True)
                 self._pool.write(OWNER_OFFSET, bytes(64))
                 self._pool.persist(OWNER_OFFSET, 64)
             self._closed = True
@@ -359,6 +366,12 @@ class Volume:
             size = core.data_blocks * bs
             free = core.space.free * bs
             busy = core.busy.blocks * bs
+            if self._follow:
+                # blocks busy in the writer are free in the log we follow
+                status = decode_status(self._pool.read(STATUS_OFFSET, STATUS_SIZE))
+                if status is not None and _alive(status.get("pid")):
+                    busy = min(free, int(status.get("busy", 0)))
+                    free -= busy
             return StatFS(size=size, block_size=bs, free=free, used=size - free - busy, busy=busy, bad=0,
                           files=len(core.inodes), metadata_size=self._layout.data_offset,
                           sync_mode=self._pool.sync_mode)
@@ -731,13 +744,16 @@ class Volume:
         holder = ref.holder
         if holder is not self:
             holder.owned.add(ref)  # type: ignore[attr-defined]
+        self._status_changed()
 
     def _attach_blocks(self, mapping: "Mapping | Pin", f: int, k: int, p: int) -> None:
         """Lay data blocks ``p..p+k`` over file blocks ``f..f+k`` of the mapping's view."""
         bs = self._bs
         pool_offset = self._data_offset + p * bs
         if mapping._view is not None:      # a pin makes its CPU view only when asked
-            mapping._view.map_pool((f - mapping.first_block) * bs, k * bs, pool_offset)
+            # a write view is faulted in now (MAP_POPULATE): its stores then never fault
+            mapping._view.map_pool((f - mapping.first_block) * bs, k * bs, pool_offset,
+                                   populate=mapping.writable)
         mapping.held.append((p, k))
         mapping.pieces.append((f, k, pool_offset))
 
@@ -850,6 +866,7 @@ class Volume:
                     self._core.unhold(p, k)
             ref.held = []
             self._changed.notify_all()
+            self._status_changed()
 
     def _let_go(self, ref: "Mapping | Pin") -> None:
         self._forget_ref(ref)
@@ -961,16 +978,19 @@ class Volume:
         """Every live pin, mapping and lease: who holds which file range since when."""
         with self._lock:
             self._check_open()
-            paths: dict[int, str | None] = {}
-            out = []
-            for ref in self._live_refs():
-                if ref.ino not in paths:
-                    paths[ref.ino] = self._path_of(ref.ino, ref.path)
-                kind = "lease" if ref.lease else ref.kind
-                out.append(PinInfo(self._holder_name(ref.holder), ref.ino, paths[ref.ino], ref.offset,
-                                   ref.length, kind, ref.since))
-            out.sort(key=lambda info: (info.since, info.ino, info.offset))
-            return out
+            return self._pin_infos()
+
+    def _pin_infos(self) -> list[PinInfo]:
+        paths: dict[int, str | None] = {}
+        out = []
+        for ref in self._live_refs():
+            if ref.ino not in paths:
+                paths[ref.ino] = self._path_of(ref.ino, ref.path)
+            kind = "lease" if ref.lease else ref.kind
+            out.append(PinInfo(self._holder_name(ref.holder), ref.ino, paths[ref.ino], ref.offset,
+                               ref.length, kind, ref.since))
+        out.sort(key=lambda info: (info.since, info.ino, info.offset))
+        return out
 
     def _path_of(self, ino: int, hint: str) -> str | None:
         """A current name of inode ``ino`` (``hint`` first), None for an orphan."""
@@ -1000,6 +1020,53 @@ class Volume:
         more = f" and {len(refs) - 5} more" if len(refs) > 5 else ""
         return BusyError(f"{what}: {kinds}{more}", holders=sorted({self._holder_name(r.holder) for r in refs}),
                          filename=self.path)
+
+    # ---- the status page, for other processes (daxfs pins, daxfs df)
+
+    _PUBLISH_EVERY = 0.2
+
+    def _status_changed(self) -> None:
+        """Publish soon: at once if the last publish is old, else once the interval passes."""
+        if self.readonly or self._closed:
+            return
+        now = time.monotonic()
+        if now - self._published >= self._PUBLISH_EVERY:
+            self._publish()
+        elif self._publish_timer is None:
+            timer = threading.Timer(self._PUBLISH_EVERY - (now - self._published), self._publish_later)
+            timer.daemon = True
+            self._publish_timer = timer
+            timer.start()
+
+    def _publish_later(self) -> None:
+        with self._lock:
+            self._publish_timer = None
+            if not self._closed:
+                self._publish()
+
+    def _publish(self, *, clear: bool = False) -> None:
+        self._published = time.monotonic()
+        if clear:
+            self._pool.write(STATUS_OFFSET, bytes(64))
+            return
+        refs = [list(info) for info in self._pin_infos()]
+        status = {"pid": os.getpid(), "time": time.time(), "busy": self._core.busy.blocks * self._bs,
+                  "total": len(refs), "refs": refs}
+        self._pool.write(STATUS_OFFSET, encode_status(status, STATUS_SIZE))
+
+    def published(self) -> dict[str, Any] | None:
+        """What the pool's read-write opener last published (pid, time, busy bytes, refs as
+        PinInfo, total), or None when no live process has published anything."""
+        with self._lock:
+            self._check_open()
+            status = decode_status(self._pool.read(STATUS_OFFSET, STATUS_SIZE))
+        if status is None or not _alive(status.get("pid", 0)):
+            return None
+        try:
+            status["refs"] = [PinInfo(*ref) for ref in status.get("refs", ())]
+        except TypeError:
+            return None
+        return status
 
     # ---- policies
 
@@ -1609,6 +1676,19 @@ def _file_api() -> tuple[Any, Any]:
         from daxfs.access.file import File, parse_mode
         _FILE_API = (File, parse_mode)
     return _FILE_API
+
+
+def _alive(pid: object) -> bool:
+    """Whether process ``pid`` exists (a published status outlives a crashed writer)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _open_pool(path: str, readonly: bool) -> FilePool:
