@@ -12,10 +12,13 @@ Prints one table, measured in one run, with a row per operation:
   the pinned 1 GiB truncate beside the pinned 64 MiB one: the cost must follow the number of
   extents, not the bytes (at most 1.5×);
 * ``vol.pins()`` with 10,000 live pins (ms per call), beside building a list of 10,000 small
-  tuples in Python (a reference only).  Reported, no target.
+  tuples in Python (a reference only).  Reported, no target;
+* pin + release again, while those 10,000 pins (on other files) are live: the first row's
+  measurement repeated, to show what live pins add.  Reported, no target.
 
 Rounds of the two sides of a row are interleaved (who goes first alternates) so that noise
-hits both; every row reports the median of its rounds after one warm-up round.  The pool and
+hits both; every row reports the median of its rounds after one warm-up round (the truncate
+rows have three times as many rounds: one truncate a round is a short, noisy sample).  The pool and
 the /dev/shm reference file live in a temporary directory under /dev/shm that is removed at
 the end, even on error.
 
@@ -86,6 +89,7 @@ class BenchConfig:
     """How much work each row does; ``--quick`` picks the smaller one."""
 
     rounds: int                       # measured rounds per row (plus one warm-up round)
+    truncate_rounds: int              # the same for the truncate rows (one truncate a round)
     pin_file_bytes: int               # the populated file pinned at random offsets
     pins_per_round: int               # pin+release pairs per round
     truncate_sizes: tuple[int, ...]   # file sizes of the truncate rows, smallest first
@@ -103,12 +107,12 @@ class BenchConfig:
 
 
 FULL_CONFIG = BenchConfig(
-    rounds=7, pin_file_bytes=64 * MiB, pins_per_round=20_000,
+    rounds=7, truncate_rounds=21, pin_file_bytes=64 * MiB, pins_per_round=20_000,
     truncate_sizes=(64 * MiB, 256 * MiB, 1 * GiB),
     live_pins=10_000, live_pin_files=100, listings_per_round=10,
 )
 QUICK_CONFIG = BenchConfig(
-    rounds=3, pin_file_bytes=16 * MiB, pins_per_round=2_000,
+    rounds=3, truncate_rounds=3, pin_file_bytes=16 * MiB, pins_per_round=2_000,
     truncate_sizes=(16 * MiB, 64 * MiB, 128 * MiB),
     live_pins=10_000, live_pin_files=100, listings_per_round=2,
 )
@@ -156,6 +160,7 @@ class PinsBench:
         self.notes: list[str] = []
         self.volume: Any = None
         self.chunk = os.urandom(FILL_CHUNK_BYTES)
+        self.pin_release_contenders: dict[str, Callable[[int], float]] = {}
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -171,8 +176,10 @@ class PinsBench:
         for offset in range(0, size, len(chunk)):
             pwrite(chunk[:min(len(chunk), size - offset)], offset)
 
-    def _samples(self, contenders: dict[str, Callable[[int], float]]) -> dict[str, float]:
-        samples = _table.interleaved_rounds(self.config.rounds, contenders, warmup_rounds=1)
+    def _samples(self, contenders: dict[str, Callable[[int], float]],
+                 rounds: int | None = None) -> dict[str, float]:
+        rounds = self.config.rounds if rounds is None else rounds
+        samples = _table.interleaved_rounds(rounds, contenders, warmup_rounds=1)
         return {name: _table.median(values) for name, values in samples.items()}
 
     # -- pin + release -----------------------------------------------------------------
@@ -220,8 +227,9 @@ class PinsBench:
                 pread(fd, PIN_BYTES, offset)
             return (time.perf_counter_ns() - started_ns) / len(offsets)
 
+        self.pin_release_contenders = {"daxfs": daxfs_pin, "os": os_pread}
         _table.log(f"pin + release: {config.rounds}+1 rounds × {config.pins_per_round} pairs")
-        medians = self._samples({"daxfs": daxfs_pin, "os": os_pread})
+        medians = self._samples(self.pin_release_contenders)
         if self.volume.pins():
             raise AssertionError("pins are still listed after releasing them all")
         label = f"pin + release 4 KiB (random, {_size_text(size)} file)"
@@ -269,10 +277,10 @@ class PinsBench:
         for size in config.truncate_sizes:
             contenders[f"pinned {size}"] = contender(size, True)
             contenders[f"plain {size}"] = contender(size, False)
-        _table.log(f"truncate: {config.rounds}+1 rounds × {len(contenders)} files "
+        _table.log(f"truncate: {config.truncate_rounds}+1 rounds × {len(contenders)} files "
                    f"({', '.join(_size_text(s) for s in config.truncate_sizes)}; "
                    "pinned and plain)")
-        medians = self._samples(contenders)
+        medians = self._samples(contenders, config.truncate_rounds)
         if volume.statfs().busy != 0:
             raise AssertionError("busy blocks remain after every pin was released")
 
@@ -304,8 +312,9 @@ class PinsBench:
 
     # -- vol.pins() --------------------------------------------------------------------
 
-    def listing_row(self) -> Row:
-        """vol.pins() with N live pins vs building a list of N small tuples."""
+    def live_pins_rows(self) -> list[Row]:
+        """With N pins live: vol.pins() vs building a list of N small tuples, and pin + release
+        again (beside os.pread again, as in the first row)."""
         config = self.config
         volume = self.volume
         per_file = -(-config.live_pins // config.live_pin_files)
@@ -314,7 +323,6 @@ class PinsBench:
                    f"{config.live_pin_files} files")
         files = []
         pins: list[Any] = []
-        self.cleanup.callback(_release_all, pins)        # before the files close (LIFO)
         for index in range(config.live_pin_files):
             path = f"/live/f{index:03d}.bin"
             if index == 0:
@@ -323,6 +331,7 @@ class PinsBench:
             self.cleanup.callback(_close_quietly, file, path)
             self._fill(file, file_bytes)
             files.append(file)
+        self.cleanup.callback(_release_all, pins)        # runs before the files close (LIFO)
         for index in range(config.live_pins):
             pins.append(files[index % len(files)].pin((index // len(files)) * PIN_BYTES,
                                                       PIN_BYTES))
@@ -353,12 +362,22 @@ class PinsBench:
             return (time.perf_counter_ns() - started_ns) / calls
 
         _table.log(f"vol.pins(): {config.rounds}+1 rounds × {calls} calls")
-        medians = self._samples({"daxfs": daxfs_list, "python": tuple_list})
+        listing_medians = self._samples({"daxfs": daxfs_list, "python": tuple_list})
+        _table.log(f"pin + release with {count:,} other pins live: {config.rounds}+1 rounds × "
+                   f"{config.pins_per_round} pairs")
+        pin_medians = self._samples(self.pin_release_contenders)
+        if len(volume.pins()) != count:
+            raise AssertionError("pin + release changed the number of live pins")
         _release_all(pins)
         if volume.pins():
             raise AssertionError("pins are still listed after releasing them all")
-        return _table.absolute_row(f"vol.pins(), {count:,} live pins", "ms",
-                                   medians["daxfs"] / 1e6, medians["python"] / 1e6, NO_TARGET)
+        return [
+            _table.absolute_row(f"vol.pins(), {count:,} live pins", "ms",
+                                listing_medians["daxfs"] / 1e6, listing_medians["python"] / 1e6,
+                                NO_TARGET),
+            _table.absolute_row(f"pin + release 4 KiB, {count:,} other pins live", "µs",
+                                pin_medians["daxfs"] / 1e3, pin_medians["os"] / 1e3, NO_TARGET),
+        ]
 
     # -- the whole run -----------------------------------------------------------------
 
@@ -366,7 +385,7 @@ class PinsBench:
         self.open_volume()
         rows = [self.pin_release_row()]
         rows += self.truncate_rows()
-        rows.append(self.listing_row())
+        rows += self.live_pins_rows()
         return rows
 
 
@@ -387,8 +406,9 @@ def _notes(config: BenchConfig, bench_notes: Sequence[str], total_s: float) -> l
     sizes = ", ".join(_size_text(s) for s in config.truncate_sizes)
     return [
         _table.environment_line() + f"; whole run {total_s:.0f} s",
-        f"every row: median of {config.rounds} rounds after 1 warm-up round, the two sides' "
-        "rounds interleaved (who goes first alternates); ratio = daxfs / baseline.",
+        f"every row: median of {config.rounds} rounds ({config.truncate_rounds} for the "
+        "truncate rows) after 1 warm-up round, the sides' rounds interleaved (who goes first "
+        "rotates); ratio = daxfs / baseline.",
         f"pin + release: mean of {config.pins_per_round:,} `f.pin(off, 4096).release()` per "
         f"round at random 4 KiB-aligned offsets of a populated {_size_text(config.pin_file_bytes)} "
         "file (read pin, no CPU view made). Baseline (a reference only, the target is "
@@ -403,6 +423,10 @@ def _notes(config: BenchConfig, bench_notes: Sequence[str], total_s: float) -> l
         f"{config.live_pin_files} files; ms per call (mean of {config.listings_per_round} per "
         "round). Baseline (a reference only): a list comprehension building "
         f"{config.live_pins:,} 7-tuples (the fields of a PinInfo). Reported, no target.",
+        f"pin + release with {config.live_pins:,} other pins live: the first row again (same "
+        "file, offsets and baseline) while those pins are live (on other files). Reported, "
+        "no target: it shows what the live pins add (the volume republishes its status page, "
+        "listing every live reference, at most every 0.2 s after a change).",
         *bench_notes,
     ]
 

@@ -116,19 +116,22 @@ class Mapping:
         self._vol._revoke_mapping(self, mode)
 
     def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self._buffer = None
-        if self._view.release():
-            self._vol._release_ref(self, unmapped=True)
-            return
-        # Exports live: unmap, and let go of the blocks, when the last one goes.
-        # Drop our own reference to the memory, or it would outlive them.
-        reservation = self._view.reservation
-        self._view = None  # type: ignore[assignment]
-        self._vol._release_ref(self, unmapped=False)
-        weakref.finalize(reservation, self._vol._release_ref_blocks, self)
+        # Under the volume's lock: a write filling a hole may be laying blocks into
+        # this view right now, and must not map into addresses already given back.
+        with self._vol._lock:
+            if self.closed:
+                return
+            self.closed = True
+            self._buffer = None
+            if self._view.release():
+                self._vol._release_ref(self, unmapped=True)
+                return
+            # Exports live: unmap, and let go of the blocks, when the last one goes.
+            # Drop our own reference to the memory, or it would outlive them.
+            reservation = self._view.reservation
+            self._view = None  # type: ignore[assignment]
+            self._vol._release_ref(self, unmapped=False)
+            weakref.finalize(reservation, self._vol._release_ref_blocks, self)
 
     def __enter__(self) -> "Mapping":
         return self

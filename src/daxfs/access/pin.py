@@ -78,16 +78,17 @@ class Pin:
 
     def release(self) -> None:
         """Let go.  Releasing twice is a ValueError."""
-        self._check()
-        self.released = True
-        self._buffer = None
-        view, self._view = self._view, None
-        if view is None or view.release():
-            self._vol._release_ref(self, unmapped=True)
-            return
-        # The CPU view still has exports: the blocks stay held until the last goes.
-        self._vol._release_ref(self, unmapped=False)
-        weakref.finalize(view.reservation, self._vol._release_ref_blocks, self)
+        with self._vol._lock:       # see Mapping.close: no hole fill may race the unmap
+            self._check()
+            self.released = True
+            self._buffer = None
+            view, self._view = self._view, None
+            if view is None or view.release():
+                self._vol._release_ref(self, unmapped=True)
+                return
+            # The CPU view still has exports: the blocks stay held until the last goes.
+            self._vol._release_ref(self, unmapped=False)
+            weakref.finalize(view.reservation, self._vol._release_ref_blocks, self)
 
     def __enter__(self) -> "Pin":
         return self

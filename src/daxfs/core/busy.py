@@ -65,6 +65,19 @@ class RunCounts:
     def add(self, start: int, n: int, delta: int) -> list[tuple[int, int]]:
         """Add ``delta`` over ``[start, start+n)``; return the runs whose count fell to zero."""
         end = start + n
+        starts = self._starts
+        runs = self._runs
+        # Fast paths: a range no run touches yet, or exactly one run with count 1 going.
+        i = bisect_right(starts, start)
+        if delta > 0 and (i == 0 or runs[starts[i - 1]][0] <= start) and \
+                (i == len(starts) or starts[i] >= end):
+            starts.insert(i, start)
+            runs[start] = (end, delta)
+            return []
+        if delta == -1 and i > 0 and starts[i - 1] == start and runs[start] == (end, 1):
+            del starts[i - 1]
+            del runs[start]
+            return [(start, n)]
         self._split(start)
         self._split(end)
         zeroed: list[tuple[int, int]] = []

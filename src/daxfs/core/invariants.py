@@ -69,6 +69,16 @@ def check(core: Core, referenced: Collection[int] = ()) -> list[str]:
         held = sum(e - s for s, e, _c in busy.holds.overlapping(start, n))
         if held != n:
             problems.append(f"busy blocks {start}..{start + n} are not all held")
+    for start, end, _count in busy.holds.runs():
+        free_run = core.space._containing(start)  # noqa: SLF001
+        pos = start
+        while pos < end:
+            found = core.space._containing(pos)
+            if found is not None:
+                problems.append(f"held blocks {start}..{end} include free block {pos}")
+                break
+            pos += 1
+        del free_run
     if sum(n for _s, n in busy.runs()) != busy.blocks:
         problems.append(f"busy count is {busy.blocks}, the busy list holds {sum(n for _s, n in busy.runs())}")
     if core.space.free + owned_blocks + busy.blocks != core.data_blocks:

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from daxfs.access.pin import Pin
 
 POLICIES = ("defer", "wait", "break", "refuse")
+_PUBLISHED_REFS = 300           # references listed in the status page (the total is always there)
 DURABILITIES = ("sync", "lazy")
 MAX_FILE_SIZE = 1 << 62
 
@@ -115,6 +116,7 @@ class Volume:
         self._seals: dict[int, set[Mapping | Pin]] = {}  # ino -> live mappings and pins over it
         self._changed = threading.Condition(self._lock)  # a reference let go (for waiters)
         self._waiting: list[tuple[int, int, int]] = []    # (ino, first, end block) a 'wait' holds
+        self._own_name = f"pid {os.getpid()}"             # this process, as a holder
         self._published = 0.0                             # when the status page was last written
         self._publish_timer: threading.Timer | None = None
         self._handles: set[File] = set()
@@ -688,8 +690,7 @@ class Volume:
 
     def _map(self, ino: int, path: str, offset: int, length: int | None, *, write: bool, lease: bool,
              on_break: Any, holder: object) -> "Mapping":
-        from daxfs.access.mapping import Mapping
-
+        Mapping = _access_class("Mapping")
         if offset < 0 or (length is not None and length < 0):
             raise ValueError("mmap offset and length must be non-negative")
         with self._lock:
@@ -700,8 +701,9 @@ class Volume:
             node = self._node(ino)
             size = node.size
             if length is None:
-                if offset >= size and not write:
-                    raise ValueError("cannot mmap an empty file" if size == 0 else "mmap offset is past the end of the file")
+                if offset >= size:
+                    raise ValueError("cannot mmap an empty file" if size == 0 else
+                                     "mmap offset is at or past the end of the file (give a length)")
                 length = size - offset
             if length == 0:
                 raise ValueError("cannot mmap an empty range")
@@ -861,18 +863,23 @@ class Volume:
     def _release_ref_blocks(self, ref: "Mapping | Pin") -> None:
         """The reference's memory is unmapped: its data blocks are no longer held."""
         with self._lock:
-            if not self._closed and not self._follow:
-                for p, k in ref.held:
-                    self._core.unhold(p, k)
-            ref.held = []
+            self._unhold(ref)
             self._changed.notify_all()
             self._status_changed()
 
-    def _let_go(self, ref: "Mapping | Pin") -> None:
-        self._forget_ref(ref)
-        self._release_ref_blocks(ref)
+    def _unhold(self, ref: "Mapping | Pin") -> None:
+        if not self._closed and not self._follow:
+            for p, k in ref.held:
+                self._core.unhold(p, k)
+        ref.held = []
 
-    def _forget_ref(self, ref: "Mapping | Pin") -> None:
+    def _let_go(self, ref: "Mapping | Pin") -> None:
+        self._forget_ref(ref, announce=False)
+        self._unhold(ref)
+        self._changed.notify_all()
+        self._status_changed()
+
+    def _forget_ref(self, ref: "Mapping | Pin", *, announce: bool = True) -> None:
         """The reference no longer seals its range or holds its inode."""
         refs = self._seals.get(ref.ino)
         if refs is None or ref not in refs:
@@ -884,13 +891,14 @@ class Volume:
             ref.holder.owned.discard(ref)  # type: ignore[attr-defined]
         if not self._closed:
             self._drop_ref(ref.ino)
-        self._changed.notify_all()
+        if announce:
+            self._changed.notify_all()
+            self._status_changed()
 
     # ---- pins
 
     def _pin(self, ino: int, path: str, offset: int, length: int, *, write: bool, holder: object) -> "Pin":
-        from daxfs.access.pin import Pin
-
+        Pin = _access_class("Pin")
         if not isinstance(offset, int) or not isinstance(length, int):
             raise TypeError("pin offset and length must be integers")
         if offset < 0 or length <= 0:
@@ -972,7 +980,7 @@ class Volume:
         return [r for refs in self._seals.values() for r in refs]
 
     def _holder_name(self, holder: object) -> str:
-        return f"pid {os.getpid()}" if holder is self else str(holder)
+        return self._own_name if holder is self else str(holder)
 
     def pins(self) -> list[PinInfo]:
         """Every live pin, mapping and lease: who holds which file range since when."""
@@ -980,10 +988,10 @@ class Volume:
             self._check_open()
             return self._pin_infos()
 
-    def _pin_infos(self) -> list[PinInfo]:
+    def _pin_infos(self, refs: "list[Mapping | Pin] | None" = None) -> list[PinInfo]:
         paths: dict[int, str | None] = {}
         out = []
-        for ref in self._live_refs():
+        for ref in self._live_refs() if refs is None else refs:
             if ref.ino not in paths:
                 paths[ref.ino] = self._path_of(ref.ino, ref.path)
             kind = "lease" if ref.lease else ref.kind
@@ -1049,9 +1057,11 @@ class Volume:
         if clear:
             self._pool.write(STATUS_OFFSET, bytes(64))
             return
-        refs = [list(info) for info in self._pin_infos()]
+        live = self._live_refs()
+        # The page holds a few hundred; listing more would only stall the writer.
+        refs = [list(info) for info in self._pin_infos(live[:_PUBLISHED_REFS])]
         status = {"pid": os.getpid(), "time": time.time(), "busy": self._core.busy.blocks * self._bs,
-                  "total": len(refs), "refs": refs}
+                  "total": len(live), "refs": refs}
         self._pool.write(STATUS_OFFSET, encode_status(status, STATUS_SIZE))
 
     def published(self) -> dict[str, Any] | None:
@@ -1663,6 +1673,18 @@ def _load(pool: Pool, *, check_damage: bool) -> _Loaded:
 
 
 _FILE_API: tuple[Any, Any] | None = None
+_ACCESS_CLASSES: dict[str, Any] = {}
+
+
+def _access_class(name: str) -> Any:
+    """Mapping or Pin, imported on first use (access sits above volume) and cached."""
+    cls = _ACCESS_CLASSES.get(name)
+    if cls is None:
+        from daxfs.access.mapping import Mapping
+        from daxfs.access.pin import Pin
+        _ACCESS_CLASSES.update(Mapping=Mapping, Pin=Pin)
+        cls = _ACCESS_CLASSES[name]
+    return cls
 
 
 def _file_api() -> tuple[Any, Any]:
