@@ -451,3 +451,32 @@ def test_flipped_checkpoint_last_seq_is_not_silent() -> None:
             f"mount succeeded but lost the log after the checkpoint: {damaged.listdir()}"
     finally:
         damaged.close()
+
+
+def test_readonly_mappings_and_pins_exclude_a_writer(shm_path: str) -> None:
+    """A read-only opener's mappings and pins point at blocks only a writer could free: they
+    are refused while a writer is open, and while they live no writer can open."""
+    with daxfs.mkfs(shm_path, SUITE_POOL) as vol:
+        write_file(vol, "x", b"x" * 20000)
+        with daxfs.open_volume(shm_path, readonly=True) as ro:
+            f = ro.open("x", "rb")
+            with pytest.raises(daxfs.BusyError):
+                f.map()
+            with pytest.raises(daxfs.BusyError):
+                f.pin(0, 4096)
+            f.close()
+        write_file(vol, "x", b"y" * 20000)           # the writer's last change before it goes
+    with daxfs.open_volume(shm_path, readonly=True) as ro:
+        f = ro.open("x", "rb")
+        m = f.map()
+        p = f.pin(0, 4096)
+        assert bytes(m.buffer[:3]) == b"yyy" and bytes(p.buffer[:3]) == b"yyy"
+        with pytest.raises(daxfs.BusyError):
+            daxfs.open_volume(shm_path)               # a writer would not know about them
+        m.close()
+        with pytest.raises(daxfs.BusyError):
+            daxfs.open_volume(shm_path)               # the pin still holds the pool
+        p.release()
+        with daxfs.open_volume(shm_path) as writer:   # nothing held: a writer may open again
+            write_file(writer, "z", b"z")
+        f.close()

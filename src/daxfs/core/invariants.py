@@ -64,21 +64,15 @@ def check(core: Core, referenced: Collection[int] = ()) -> list[str]:
     for start, n in busy.runs():
         for pblk, m, ino, _f in _overlapping(owned, start, n):
             problems.append(f"busy blocks {start}..{start + n} overlap inode {ino}'s blocks {pblk}..{pblk + m}")
-        if core.space.is_free(start, 1) or core.space.is_free(start + n - 1, 1):
+        if core.space.overlaps(start, n):
             problems.append(f"busy blocks {start}..{start + n} are also free")
         held = sum(e - s for s, e, _c in busy.holds.overlapping(start, n))
         if held != n:
             problems.append(f"busy blocks {start}..{start + n} are not all held")
     for start, end, _count in busy.holds.runs():
-        free_run = core.space._containing(start)  # noqa: SLF001
-        pos = start
-        while pos < end:
-            found = core.space._containing(pos)
-            if found is not None:
-                problems.append(f"held blocks {start}..{end} include free block {pos}")
-                break
-            pos += 1
-        del free_run
+        if core.space.overlaps(start, end - start):
+            problems.append(f"held blocks {start}..{end} include free blocks: a pin or mapping "
+                            f"points at memory that may be handed to another file")
     if sum(n for _s, n in busy.runs()) != busy.blocks:
         problems.append(f"busy count is {busy.blocks}, the busy list holds {sum(n for _s, n in busy.runs())}")
     if core.space.free + owned_blocks + busy.blocks != core.data_blocks:

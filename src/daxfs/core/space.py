@@ -111,6 +111,11 @@ class FreeSpace:
         n = self._length[s]
         return (i, s, n) if start < s + n else None
 
+    def overlaps(self, start: int, n: int) -> bool:
+        """Whether any block of ``[start, start+n)`` is free."""
+        i = bisect_right(self._starts, start + n - 1) - 1
+        return i >= 0 and self._starts[i] + self._length[self._starts[i]] > start
+
     def is_free(self, start: int, n: int) -> bool:
         found = self._containing(start)
         return found is not None and start + n <= found[1] + found[2]

@@ -135,6 +135,19 @@ class FilePool(Pool):
         end = min(self.size, offset + length)
         self._mmap.flush(start, end - start)
 
+    def share_lock(self) -> bool:
+        """Take a shared lock on the pool (readers holding its memory); False while a
+        writer holds the exclusive one.  Taking it again converts, never stacks."""
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def share_unlock(self) -> None:
+        if self._fd >= 0 and not self._locked:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
     def map_view(self, length: int, *, writable: bool) -> "PoolView":
         """A fresh contiguous view of ``length`` bytes to lay pool ranges into (see PoolView)."""
         return PoolView(self._fd, length, writable=writable and not self.readonly)

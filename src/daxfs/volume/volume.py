@@ -117,6 +117,8 @@ class Volume:
         self._changed = threading.Condition(self._lock)  # a reference let go (for waiters)
         self._waiting: list[tuple[int, int, int]] = []    # (ino, first, end block) a 'wait' holds
         self._own_name = f"pid {os.getpid()}"             # this process, as a holder
+        self._closing = False                             # a forced close is under way
+        self._reader_refs = 0                             # a follower's references (shared lock)
         self._published = 0.0                             # when the status page was last written
         self._publish_timer: threading.Timer | None = None
         self._handles: set[File] = set()
@@ -247,12 +249,16 @@ class Volume:
                 raise self._busy_error("volume has live references", live)
             if live:
                 deadline = None if timeout is None else time.monotonic() + timeout
-                self._break_leases([r for r in live if r.lease], deadline)
-                for ref in self._live_refs():
-                    if ref.kind != "pin":
-                        self._revoke_mapping(ref, "migrate")  # type: ignore[arg-type]
-                if not self._wait_until(lambda: not self._live_refs(), deadline):
-                    raise self._busy_error("pins still held after the close timeout", self._live_refs())
+                self._closing = True        # no new references while the lock is let go below
+                try:
+                    self._break_leases([r for r in live if r.lease], deadline)
+                    for ref in self._live_refs():
+                        if ref.kind != "pin":
+                            self._revoke_mapping(ref, "migrate")  # type: ignore[arg-type]
+                    if not self._wait_until(lambda: not self._live_refs(), deadline):
+                        raise self._busy_error("pins still held after the close timeout", self._live_refs())
+                finally:
+                    self._closing = False
             for handle in list(self._handles):
                 handle._detach()
             if not self.readonly:
@@ -714,6 +720,7 @@ class Volume:
                 raise ValueError("mmap length is greater than file size")
             bs = self._bs
             self._check_not_waiting(ino, offset // bs, -(-end // bs), path)
+            self._admit_reference(path)
             if write:
                 self._populate(node, offset, end)
             bs = self._bs
@@ -735,9 +742,24 @@ class Volume:
             self._register(mapping)
             return mapping
 
+    def _admit_reference(self, path: str) -> None:
+        """May a new mapping or pin be made now?  Not while a forced close is under way; and
+        a read-only opener first takes the pool's shared lock: with no writer able to open
+        meanwhile, nobody can free the blocks its references point at."""
+        if self._closing:
+            raise BusyError("volume is closing: no new mappings or pins", filename=path)
+        if self._follow and self._reader_refs == 0:
+            if not self._pool.share_lock():  # type: ignore[attr-defined]
+                raise BusyError("the pool's writer could reuse blocks a read-only opener maps or pins: "
+                                "map or pin through the writer, or when no process writes",
+                                filename=path)
+            self._refresh()            # the writer may have logged changes before leaving
+
     def _register(self, ref: "Mapping | Pin") -> None:
         """A new live reference: it holds its blocks and its inode, and seals its range."""
-        if not self._follow:
+        if self._follow:
+            self._reader_refs += 1
+        else:
             for p, k in ref.held:
                 self._core.hold(p, k)
         self._refs[ref.ino] = self._refs.get(ref.ino, 0) + 1
@@ -868,10 +890,16 @@ class Volume:
             self._status_changed()
 
     def _unhold(self, ref: "Mapping | Pin") -> None:
-        if not self._closed and not self._follow:
+        if ref.held is None:
+            return
+        if self._follow:
+            self._reader_refs -= 1
+            if self._reader_refs == 0 and not self._closed:
+                self._pool.share_unlock()  # type: ignore[attr-defined]
+        elif not self._closed:
             for p, k in ref.held:
                 self._core.unhold(p, k)
-        ref.held = []
+        ref.held = None  # type: ignore[assignment]
 
     def _let_go(self, ref: "Mapping | Pin") -> None:
         self._forget_ref(ref, announce=False)
@@ -915,6 +943,7 @@ class Volume:
             bs = self._bs
             f0, f1 = offset // bs, -(-end // bs)
             self._check_not_waiting(ino, f0, f1, path)
+            self._admit_reference(path)
             if write:
                 self._populate(node, offset, end)
             pin = Pin(self, ino, path, offset=offset, length=length, first_block=f0, writable=write,
