@@ -533,15 +533,27 @@ def test_invalid_records_are_refused_as_corruption(record: object) -> None:
          [3, st.S_IFDIR | 0o755, 0, 0, 0, 0, 0, 0, None, ["c", 2]]]],      # a directory with two parents
     [3, [[1, st.S_IFDIR | 0o755, 0, 0, 0, 0, 0, 0, None, ["a", 2, "b", 3]],
          [2, st.S_IFREG | 0o644, 0, 0, 0, 0, 0, 0, [0, 4, 0, 0], None],
-         [3, st.S_IFREG | 0o644, 0, 0, 0, 0, 0, 0, [0, 4, 2, 0], None]]],  # blocks owned twice
+         [3, st.S_IFREG | 0o644, 0, 0, 0, 0, 0, 0, [0, 4, 62, 0], None]]],  # blocks past the data area
     [2, [[1, st.S_IFDIR | 0o755, 0, 0, 0, 0, 0, 0, None, ["a", 9]]]],     # entry to a missing inode
     [2, [[2, st.S_IFDIR | 0o755, 0, 0, 0, 0, 0, 0, None, []]]],           # no root
     "not a state",
     [2, [[1, 2, 3]]],
-], ids=["two-parents", "owned-twice", "dangling-entry", "no-root", "garbage", "short-row"])
+], ids=["two-parents", "past-the-end", "dangling-entry", "no-root", "garbage", "short-row"])
 def test_from_checkpoint_refuses_inconsistent_states(state: object) -> None:
     with pytest.raises(CorruptVolumeError):
         Core.from_checkpoint(state, BS, 64)
+
+
+def test_from_checkpoint_counts_blocks_shared_by_two_files() -> None:
+    """Reflinked files own the same blocks: the reverse map holds both, free space counts them once."""
+    state = [4, [[1, st.S_IFDIR | 0o755, 0, 0, 0, 0, 0, 0, None, ["a", 2, "b", 3]],
+                 [2, st.S_IFREG | 0o644, 0, 0, 4 * BS, 0, 0, 0, [0, 4, 0, 0], None],
+                 [3, st.S_IFREG | 0o644, 0, 0, 4 * BS, 0, 0, 0, [0, 4, 2, 0], None]]]
+    core = Core.from_checkpoint(state, BS, 64)
+    assert core.rmap.shared_blocks == 2                  # blocks 2 and 3
+    assert core.space.free == 64 - 6
+    assert sorted(o[0] for o in core.rmap.owners(2, 1)) == [2, 3]
+    assert check(core) == []
 
 
 # ---------------------------------------------------------------------------- codecs

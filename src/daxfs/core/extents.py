@@ -14,6 +14,7 @@ from bisect import bisect_right
 from collections.abc import Iterator
 
 UNWRITTEN = 1   # blocks allocated but never written: they read as zeros
+SHARE = 2       # in a record's map only: the blocks are owned already; add an owner (reflink)
 
 Run = tuple[int, int, int, int]
 

@@ -10,7 +10,9 @@ import stat as st
 from collections.abc import Collection
 
 from daxfs.core.extents import UNWRITTEN
+from daxfs.core.rmap import OwnerMap
 from daxfs.core.state import ROOT_INO, Core
+from daxfs.errors import CorruptVolumeError
 
 
 def check(core: Core, referenced: Collection[int] = ()) -> list[str]:
@@ -46,17 +48,19 @@ def check(core: Core, referenced: Collection[int] = ()) -> list[str]:
     if runs != core.runs:
         problems.append(f"run count is {core.runs}, files hold {runs}")
 
-    # Every block is free or owned once; free + owned = the whole data area.
+    # The reverse map (every block's owners, so its refcount) is what the extent maps say;
+    # a block is free or owned, and free + owned + busy = the whole data area.
     owned.sort()
-    pos = 0
-    prev: tuple[int, int, int, int] | None = None
-    for pblk, n, ino, fblk in owned:
-        if prev is not None and pblk < prev[0] + prev[1]:
-            problems.append(f"data block {pblk} owned twice: inode {prev[2]} and inode {ino}")
-        if prev is None or pblk + n > prev[0] + prev[1]:
-            prev = (pblk, n, ino, fblk)
-        pos = max(pos, pblk + n)
-    owned_blocks = sum(n for _p, n, _i, _f in owned)
+    try:
+        rebuilt = OwnerMap.build([(p, n, ino, f) for p, n, ino, f in owned])
+    except CorruptVolumeError as exc:
+        problems.append(f"extent maps do not form a reverse map: {exc.what}")
+        rebuilt = None
+    if rebuilt is not None and rebuilt.runs() != core.rmap.runs():
+        problems.append("reverse map differs from the extent maps (refcounts are wrong)")
+    if rebuilt is not None and rebuilt.shared_blocks != core.rmap.shared_blocks:
+        problems.append(f"shared block count is {core.rmap.shared_blocks}, extents share {rebuilt.shared_blocks}")
+    owned_blocks = sum(n for _s, n in core.rmap.covered())
     for start, n in core.space.runs():
         for pblk, m, ino, _f in _overlapping(owned, start, n):
             problems.append(f"free blocks {start}..{start + n} overlap inode {ino}'s blocks {pblk}..{pblk + m}")

@@ -15,7 +15,8 @@ import errno
 import stat as st
 
 from daxfs.core.busy import BusyList
-from daxfs.core.extents import UNWRITTEN, ExtentMap
+from daxfs.core.extents import SHARE, UNWRITTEN, ExtentMap
+from daxfs.core.rmap import OwnerMap
 from daxfs.core.namespace import check_name, split_path
 from daxfs.core.records import (Create, Link, Reclaim, Record, Rename, SetAttr, SetExtents,
                                 Unlink)
@@ -73,6 +74,7 @@ class Core:
         self.next_ino = ROOT_INO + 1
         self.space = FreeSpace(data_blocks, align=align_blocks)
         self.busy = BusyList()  # in memory only: holds by mappings and pins
+        self.rmap = OwnerMap()  # derived: data block -> owners (the reflink refcounts)
         self.runs = 0           # extent runs over all files
         self.name_chars = 0     # characters over all directory entries
         self._apply = {
@@ -118,7 +120,7 @@ class Core:
             next_ino, rows = obj  # type: ignore[misc]
             core.next_ino = int(next_ino)
             inodes = core.inodes
-            used: list[tuple[int, int]] = []
+            owned: list[tuple[int, int, int, int]] = []
             dirs: list[tuple[Inode, list[object]]] = []
             runs = 0
             for ino, mode, uid, gid, size, atime, mtime, ctime, ext, entries in rows:
@@ -133,7 +135,7 @@ class Core:
                     emap = ExtentMap.from_flat(ext)
                     node.extents = emap
                     runs += len(emap)
-                    used.extend((r[2], r[1]) for r in emap)
+                    owned.extend((r[2], r[1], ino, r[0]) for r in emap)
             chars = 0
             for node, flat in dirs:
                 entries_dict = node.entries
@@ -155,7 +157,8 @@ class Core:
             root.nlink += 1
             core.runs = runs
             core.name_chars = chars
-            core.space = FreeSpace.from_used(data_blocks, used, align=align_blocks)
+            core.rmap = OwnerMap.build(owned)
+            core.space = FreeSpace.from_used(data_blocks, core.rmap.covered(), align=align_blocks)
         except CorruptVolumeError:
             raise
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
@@ -342,26 +345,46 @@ class Core:
         emap = node.extents
         if emap is None:
             raise CorruptVolumeError(f"block map change on directory {ino}")
+        rmap = self.rmap
         before = len(emap)
-        released: list[tuple[int, int]] = []
+        if not unmap and len(map) == 4 and not map[3] & SHARE and emap.is_hole(map[0], map[1]):
+            # The common write: fresh blocks into a hole (appends, new files).
+            fblk, nblk, pblk, flags = map
+            self.space.take(pblk, nblk)
+            rmap.add(pblk, nblk, ino, fblk)
+            emap.insert(fblk, nblk, pblk, flags)
+            self.runs += len(emap) - before
+            if size is not None:
+                node.size = size
+            if time_ns is not None:
+                node.mtime_ns = node.ctime_ns = time_ns
+            return
+        unowned: list[tuple[int, int]] = []     # blocks this record leaves with no owner
         for i in range(0, len(unmap), 2):
             fblk, nblk = unmap[i], unmap[i + 1]
             if nblk < 0:
                 nblk = max(0, emap.end - fblk)
-            released.extend((p, n) for _f, n, p, _fl in emap.remove(fblk, nblk))
-        taken: list[tuple[int, int]] = []
+            for f, n, p, _fl in emap.remove(fblk, nblk):
+                unowned.extend(rmap.remove(p, n, ino, f))
+        taken: list[tuple[int, int]] = []       # blocks this record takes from free space
         for i in range(0, len(map), 4):
             fblk, nblk, pblk, flags = map[i], map[i + 1], map[i + 2], map[i + 3]
             if not emap.is_hole(fblk, nblk):
-                released.extend((p, n) for _f, n, p, _fl in emap.remove(fblk, nblk))
-            taken.append((pblk, nblk))
-            emap.insert(fblk, nblk, pblk, flags)
-        if released:
+                for f, n, p, _fl in emap.remove(fblk, nblk):
+                    unowned.extend(rmap.remove(p, n, ino, f))
+            if flags & SHARE:
+                if not rmap.is_owned(pblk, nblk):
+                    raise CorruptVolumeError(f"inode {ino} shares data blocks {pblk}..{pblk + nblk} nobody owns")
+            else:
+                taken.append((pblk, nblk))
+            rmap.add(pblk, nblk, ino, fblk)
+            emap.insert(fblk, nblk, pblk, flags & UNWRITTEN)
+        if unowned:
             # A block given back and taken again in one record (unwritten <-> written)
             # never left the file: it must not pass through free or busy.
-            for p, n in _subtract(released, taken):
+            for p, n in _subtract(unowned, taken):
                 self._release(p, n)
-            taken = _subtract(taken, released)
+            taken = _subtract(taken, unowned)
         space = self.space
         for p, n in taken:
             space.take(p, n)
@@ -373,8 +396,9 @@ class Core:
 
     def _free_inode(self, node: Inode) -> None:
         if node.extents is not None:
-            for _f, n, p, _fl in node.extents:
-                self._release(p, n)
+            for f, n, p, _fl in node.extents:
+                for start, k in self.rmap.remove(p, n, node.ino, f):
+                    self._release(start, k)
             self.runs -= len(node.extents)
         del self.inodes[node.ino]
 

@@ -26,6 +26,28 @@ _MAP_SYNC = 0x80000
 _PAGE = mmap.PAGESIZE
 
 
+_MEMORY_FS = {0x01021994, 0x958458F6}     # tmpfs (and memfd), hugetlbfs: memory, no backing store
+
+
+def _on_memory_fs(fd: int) -> bool:
+    """Whether ``fd`` lives on a file system that is memory itself (tmpfs, hugetlbfs).
+
+    There a store through a shared mapping is already in the only copy there
+    is: it survives the process, nothing survives the machine, and msync has
+    nothing to write back — so persist can skip the syscall.
+    """
+    buf = ctypes.create_string_buffer(128)      # struct statfs; f_type is its first word
+    if _fstatfs(fd, buf) != 0:
+        return False
+    return ctypes.c_long.from_buffer(buf).value in _MEMORY_FS
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_fstatfs = _libc.fstatfs
+_fstatfs.argtypes = [ctypes.c_int, ctypes.c_char_p]
+_fstatfs.restype = ctypes.c_int
+
+
 def _device_size(fd: int) -> int:
     """Bytes in the file or device behind ``fd``."""
     st = os.fstat(fd)
@@ -75,6 +97,9 @@ class FilePool(Pool):
         if size <= 0:
             raise OSError(errno.EINVAL, "pool is empty", name)
         self._mmap, self.sync_mode = self._map(fd, size, readonly)
+        self._memory_only = self.sync_mode == "msync" and _on_memory_fs(fd)
+        if self._memory_only:
+            self.sync_mode = "memory"
         self._fd = fd
         self._populate = True
         self.size = size
@@ -129,7 +154,7 @@ class FilePool(Pool):
         ctypes.memset(self._base + offset, 0, length)
 
     def persist(self, offset: int, length: int) -> None:
-        if self.readonly or length <= 0:
+        if self.readonly or length <= 0 or self._memory_only:
             return
         start = offset - offset % _PAGE
         end = min(self.size, offset + length)

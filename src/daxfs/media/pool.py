@@ -22,8 +22,9 @@ class Pool(abc.ABC):
 
     size: int
     readonly: bool
-    #: how ``persist`` reaches the medium: "map_sync" (synchronous DAX mapping)
-    #: or "msync" (page-cache backed; msync is the persist primitive).
+    #: how ``persist`` reaches the medium: "map_sync" (synchronous DAX mapping),
+    #: "msync" (page-cache backed; msync is the persist primitive), or "memory"
+    #: (tmpfs/hugetlbfs: the mapping is the only copy, nothing to write back).
     sync_mode: str
     #: a name for messages: the path, or a description of the memory
     name: str
