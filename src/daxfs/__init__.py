@@ -4,7 +4,7 @@ The public API (see API.md): ``mkfs``, ``open_volume``, ``Volume``, ``File``,
 the value types ``Stat``/``StatFS``/``Extent`` and the errors.
 """
 
-from daxfs._types import Extent, PinInfo, Stat, StatFS
+from daxfs._types import Extent, Owner, PinInfo, Stat, StatFS
 from daxfs.access.file import File
 from daxfs.access.holder import Holder
 from daxfs.access.mapping import Mapping
@@ -15,6 +15,6 @@ from daxfs.volume import Volume, mkfs, open_volume
 __version__ = "0.1.0"
 
 __all__ = [
-    "mkfs", "open_volume", "Volume", "File", "Mapping", "Pin", "Holder", "PinInfo", "Stat", "StatFS", "Extent",
+    "mkfs", "open_volume", "Volume", "File", "Mapping", "Pin", "Holder", "PinInfo", "Owner", "Stat", "StatFS", "Extent",
     "BusyError", "CorruptVolumeError", "PoisonError", "InvalidPathError", "__version__",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import stat as _stat
 from typing import NamedTuple
 
-__all__ = ["Stat", "StatFS", "Extent", "PinInfo"]
+__all__ = ["Stat", "StatFS", "Extent", "PinInfo", "Owner"]
 
 
 class Stat(NamedTuple):
@@ -57,7 +57,8 @@ class StatFS(NamedTuple):
     bad: int                # quarantined after memory_failure
     files: int              # inodes in use, directories included
     metadata_size: int = 0  # bytes reserved for superblocks, log and checkpoints
-    sync_mode: str = "msync"  # how persist reaches the medium: "map_sync" or "msync"
+    sync_mode: str = "msync"  # how persist reaches the medium: "map_sync", "msync" or "memory"
+    shared: int = 0         # bytes in blocks owned by two files or more (counted once in used)
 
 
 class Extent(NamedTuple):
@@ -79,3 +80,13 @@ class PinInfo(NamedTuple):
     length: int
     kind: str               # "pin", "mapping" or "lease"
     since: float            # time.time() when it was taken
+
+
+class Owner(NamedTuple):
+    """One owner of pool bytes, as ``vol.owners()`` lists it (the reverse map)."""
+
+    ino: int
+    path: str | None        # a current name; None for an orphan
+    file_offset: int
+    length: int
+    pool_offset: int = 0    # where these bytes are in the pool

@@ -56,7 +56,7 @@ def check(core: Core, referenced: Collection[int] = ()) -> list[str]:
     except CorruptVolumeError as exc:
         problems.append(f"extent maps do not form a reverse map: {exc.what}")
         rebuilt = None
-    if rebuilt is not None and rebuilt.runs() != core.rmap.runs():
+    if rebuilt is not None and _canonical(rebuilt) != _canonical(core.rmap):
         problems.append("reverse map differs from the extent maps (refcounts are wrong)")
     if rebuilt is not None and rebuilt.shared_blocks != core.rmap.shared_blocks:
         problems.append(f"shared block count is {core.rmap.shared_blocks}, extents share {rebuilt.shared_blocks}")
@@ -128,6 +128,18 @@ def check(core: Core, referenced: Collection[int] = ()) -> list[str]:
         if ino >= core.next_ino:
             problems.append(f"inode {ino} is not below the next inode number {core.next_ino}")
     return problems
+
+
+def _canonical(rmap: OwnerMap) -> list[tuple[int, int, tuple]]:
+    """Runs with sorted owners, equal neighbours merged: two maps of the same ownership agree."""
+    out: list[tuple[int, int, tuple]] = []
+    for start, end, owners in rmap.runs():
+        key = tuple(sorted(owners))
+        if out and out[-1][1] == start and out[-1][2] == key:
+            out[-1] = (out[-1][0], end, key)
+        else:
+            out.append((start, end, key))
+    return out
 
 
 def _overlapping(owned: list[tuple[int, int, int, int]], start: int, n: int

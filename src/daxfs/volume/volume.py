@@ -45,6 +45,7 @@ from daxfs.format.superblock import (SUPERBLOCK_BYTES, Superblock, decode_owner,
                                      encode_owner, has_magic)
 from daxfs.media import FilePool, Pool
 from daxfs.volume.log import LogRing
+from daxfs.volume.reflink import ReflinkOps
 
 if TYPE_CHECKING:
     from daxfs.access.file import File
@@ -91,7 +92,7 @@ def check_policy(policy: str | None) -> None:
         raise ValueError(f"unknown pin policy {policy!r}; expected one of {', '.join(POLICIES)}")
 
 
-class Volume:
+class Volume(ReflinkOps):
     """A mounted daxfs volume (see ``daxfs.open_volume``)."""
 
     def __init__(self, pool: Pool, superblock: Superblock, core: Core, ring: LogRing, *,
@@ -382,7 +383,7 @@ class Volume:
                     free -= busy
             return StatFS(size=size, block_size=bs, free=free, used=size - free - busy, busy=busy, bad=0,
                           files=len(core.inodes), metadata_size=self._layout.data_offset,
-                          sync_mode=self._pool.sync_mode)
+                          sync_mode=self._pool.sync_mode, shared=core.rmap.shared_blocks * bs)
 
     def info(self) -> dict[str, Any]:
         """Identity and geometry of the volume (``daxfs info``)."""
@@ -788,6 +789,7 @@ class Volume:
         core = self._core
         f0 = offset // bs
         f1 = -(-end // bs)
+        self._unshare(node, f0, f1, grows_to=end)
         pieces = node.extents.pieces(f0, f1 - f0)  # type: ignore[union-attr]
         holes = [(f, k) for f, k, p, _fl in pieces if p < 0]
         fresh: list[tuple[int, int, int, int]] = []
@@ -1307,6 +1309,7 @@ class Volume:
             bs = self._bs
             f0 = offset // bs
             f1 = (end - 1) // bs + 1
+            self._unshare(node, f0, f1, grows_to=end)
             emap = node.extents
             run = emap.lookup(f0)  # type: ignore[union-attr]
             if run is not None and not run[3] & UNWRITTEN and run[0] + run[1] >= f1:
@@ -1418,6 +1421,7 @@ class Volume:
         old = node.size
         now = _now()
         if size > old:
+            self._unshare(node, 0, 0, grows_to=size)
             stores: list[tuple[int, int]] = []
             self._zero_tail_for_growth(node, size, stores)
             self._persist(stores)
@@ -1456,6 +1460,7 @@ class Volume:
             end = offset + length
             f0 = offset // bs
             f1 = -(-end // bs)
+            self._unshare(node, f0, f1, grows_to=None if keep_size else end)
             holes = [(f, k) for f, k, p, _fl in node.extents.pieces(f0, f1 - f0) if p < 0]  # type: ignore[union-attr]
             mapping: list[tuple[int, int, int, int]] = []
             if holes:
@@ -1542,6 +1547,10 @@ class Volume:
             end = offset + length
             self._settle(ino, offset // bs, -(-end // bs), policy, "punch_hole", timeout)
             node = self._node(ino)
+            if offset % bs:
+                self._unshare(node, offset // bs, offset // bs + 1)
+            if end % bs:
+                self._unshare(node, end // bs, end // bs + 1)
             w0, w1 = -(-offset // bs), end // bs      # whole blocks
             edges = self._partial_edges(offset, end)
             edges = [e for e in edges if not (w0 <= e[0] < w1)]
@@ -1568,6 +1577,7 @@ class Volume:
             # whatever the policy leaves referenced is zeroed in place (below)
             self._settle(ino, offset // bs, -(-end // bs), None, "zero_range")
             node = self._node(ino)
+            self._unshare(node, offset // bs, -(-end // bs), grows_to=None if keep_size else end)
             emap = node.extents
             w0, w1 = -(-offset // bs), end // bs
             whole = emap.pieces(w0, w1 - w0) if w1 > w0 else []  # type: ignore[union-attr]
@@ -1613,9 +1623,18 @@ class Volume:
             node = self._node(ino)
             bs = self._bs
             out = []
+            rmap = self._core.rmap
             for f, k, p, fl in node.extents:  # type: ignore[union-attr]
-                flags = frozenset({"unwritten"}) if fl & UNWRITTEN else frozenset()
-                out.append(Extent(f * bs, k * bs, self._data_offset + p * bs, flags))
+                base = {"unwritten"} if fl & UNWRITTEN else set()
+                pos = p
+                for sp, sk in rmap.shared_parts(p, k) + [(p + k, 0)]:
+                    if sp > pos:
+                        out.append(Extent((f + pos - p) * bs, (sp - pos) * bs, self._data_offset + pos * bs,
+                                          frozenset(base)))
+                    if sk:
+                        out.append(Extent((f + sp - p) * bs, sk * bs, self._data_offset + sp * bs,
+                                          frozenset(base | {"shared"})))
+                    pos = sp + sk
             return out
 
     def _fstat(self, ino: int) -> Stat:

@@ -1,0 +1,304 @@
+"""Sharing blocks: clone, dedupe, copy_file_range, copy-on-write, and the reverse map.
+
+A mixin of ``Volume`` (it uses the volume's lock, commit and policies).
+
+- ``clone_range`` maps the source's data blocks into the destination with the
+  record's SHARE flag: no data moves, O(extents).  Linux's FICLONERANGE rules:
+  block-aligned offsets and length (the length may end unaligned at the
+  source's EOF), no overlap within one file.
+- A shared block is never written in place.  Every write path first gives the
+  writing file private copies of the shared blocks it will touch
+  (``_unshare``): a record of its own that changes no byte the file shows, so
+  the write stays all-or-nothing.  The other owners never see the write.
+- A source range under a live *write* mapping or write pin cannot be shared:
+  stores through it would land in every clone.  That is refused (BusyError),
+  or waited for under the ``wait`` policy.
+- ``owners`` answers from the core's reverse map in O(log n + owners).
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+from typing import TYPE_CHECKING, Any
+
+from daxfs._types import Owner
+from daxfs.core import UNWRITTEN
+from daxfs.core.extents import SHARE
+from daxfs.core.namespace import fspath
+from daxfs.core.records import SetExtents
+from daxfs.errors import fs_error
+
+if TYPE_CHECKING:
+    from daxfs.core.state import Inode
+
+_COPY_CHUNK = 4 * 1024 * 1024
+_GROW_RUN = 80
+
+
+class ReflinkOps:
+    """clone_range, clone_file, dedupe_range, copy_file_range, owners (mixed into Volume)."""
+
+    # ---- arguments
+
+    def _file_arg(self: Any, arg: object, *, write: bool) -> "Inode":
+        """The inode a path or File names, checked as Linux checks the fds of a clone."""
+        from daxfs.access.file import File
+
+        if isinstance(arg, File):
+            if arg._vol is not self:
+                raise fs_error(errno.EXDEV, arg.name, "files are on different volumes")
+            if arg.closed:
+                raise ValueError("I/O operation on closed file")
+            if (write and not arg._writable) or (not write and not arg._readable):
+                raise fs_error(errno.EBADF, arg.name, "file not open for " + ("writing" if write else "reading"))
+            return self._node(arg._ino)
+        path, node = self._lookup(fspath(arg))
+        if node.entries is not None:
+            raise fs_error(errno.EISDIR, path)
+        return node
+
+    def _check_share_source(self: Any, node: "Inode", first: int, end: int) -> None:
+        """No live write mapping or write pin may cover a range about to be shared."""
+        writers = [r for r in self._references(node.ino, first, end) if r.writable]
+        if writers:
+            if self.policy == "wait":
+                self._wait_until(lambda: not [r for r in self._references(node.ino, first, end) if r.writable],
+                                 None)
+                return
+            raise self._busy_error("cannot share blocks a write mapping or write pin can still change", writers)
+
+    # ---- copy on write
+
+    def _unshare(self: Any, node: "Inode", first: int, end: int, grows_to: int | None = None) -> None:
+        """Give the file private copies of the shared written blocks in ``[first, end)`` (and of
+        its last block if the size is about to grow over it), before anything writes them."""
+        rmap = self._core.rmap
+        if not rmap.shared_blocks:
+            return
+        bs = self._bs
+        ranges = [(first, end)] if end > first else []
+        if grows_to is not None and node.size % bs and grows_to > node.size:
+            ranges.append((node.size // bs, node.size // bs + 1))
+        victims: list[tuple[int, int, int]] = []       # (fblk, n, old pblk)
+        for lo, hi in ranges:
+            for f, k, p, fl in node.extents.slice(lo, hi - lo):  # type: ignore[union-attr]
+                for sp, sk in rmap.shared_parts(p, k):
+                    if not any(v[0] == f + sp - p for v in victims):
+                        victims.append((f + sp - p, sk, sp))
+        if not victims:
+            return
+        self._settle(node.ino, min(v[0] for v in victims), max(v[0] + v[1] for v in victims), None,
+                     "copy on write")
+        core = self._core
+        plan = core.plan_blocks(sum(k for _f, k, _p in victims))
+        pool = self._pool
+        stores: list[tuple[int, int]] = []
+        mapping: list[int] = []
+        targets = self._assign([(f, k) for f, k, _p in victims], plan, 0)
+        sources = {f: p for f, _k, p in victims}
+        for f, k, newp, _fl in targets:
+            # which victim does this piece come from (pieces may split a victim)
+            vf = max(v for v in sources if v <= f)
+            oldp = sources[vf] + (f - vf)
+            src = self._data_offset + oldp * bs
+            dst = self._data_offset + newp * bs
+            pool.write(dst, pool.view(src, k * bs))
+            stores.append((dst, k * bs))
+            run = node.extents.lookup(f)  # type: ignore[union-attr]
+            mapping += [f, k, newp, run[3] & UNWRITTEN if run else 0]
+        self._prefault(plan)
+        self._persist(stores)
+        self._commit(SetExtents(node.ino, [], mapping, None, None), _GROW_RUN * (len(targets) + 1))
+
+    # ---- the operations
+
+    def clone_range(self: Any, src: object, src_offset: int, dst: object, dst_offset: int, length: int) -> int:
+        """Share ``src``'s blocks at ``[src_offset, +length)`` into ``dst`` at ``dst_offset``
+        (FICLONERANGE).  ``length`` 0 means to the source's EOF.  Returns bytes cloned."""
+        with self._lock:
+            self._check_writable()
+            snode = self._file_arg(src, write=False)
+            dnode = self._file_arg(dst, write=True)
+            return self._clone(snode, src_offset, dnode, dst_offset, length)
+
+    def _clone(self: Any, snode: "Inode", so: int, dnode: "Inode", do: int, length: int) -> int:
+        bs = self._bs
+        if so < 0 or do < 0 or length < 0:
+            raise fs_error(errno.EINVAL, message="negative offset or length")
+        if length == 0:
+            length = snode.size - so
+            if length <= 0:
+                return 0
+        if so + length > snode.size:
+            raise fs_error(errno.EINVAL, message="clone range runs past the source's end of file")
+        at_eof = so + length == snode.size
+        if so % bs or do % bs or (length % bs and not at_eof):
+            raise fs_error(errno.EINVAL, message=f"clone offsets and length must be multiples of {bs} "
+                           "(the length may end at the source's EOF)")
+        if length % bs and do + length < dnode.size:
+            raise fs_error(errno.EINVAL, message="an unaligned clone must end at or past the destination's EOF")
+        nblk = -(-length // bs)
+        sf0, df0 = so // bs, do // bs
+        if snode is dnode and sf0 < df0 + nblk and df0 < sf0 + nblk:
+            raise fs_error(errno.EINVAL, message="source and destination ranges overlap")
+        self._check_share_source(snode, sf0, sf0 + nblk)
+        if self._settle(dnode.ino, df0, df0 + nblk, None, "clone into"):
+            return self._clone(snode, so, dnode, do, length)        # waited: look again
+        new_size = do + length if do + length > dnode.size else None
+        self._unshare(dnode, 0, 0, grows_to=new_size)
+        stores: list[tuple[int, int]] = []
+        if new_size is not None:
+            self._zero_tail_for_growth(dnode, new_size, stores)
+            self._persist(stores)
+        mapping: list[int] = []
+        runs = snode.extents.slice(sf0, nblk)  # type: ignore[union-attr]
+        for f, k, p, fl in runs:
+            mapping += [df0 + f - sf0, k, p, (fl & UNWRITTEN) | SHARE]
+        self._commit(SetExtents(dnode.ino, [df0, nblk], mapping, new_size, time.time_ns()),
+                     _GROW_RUN * (len(runs) + 2))
+        return length
+
+    def clone_file(self: Any, src: object, dst: object) -> None:
+        """Make ``dst`` a copy of ``src`` that shares all its blocks (``cp --reflink``)."""
+        with self._lock:
+            self._check_writable()
+            snode = self._file_arg(src, write=False)
+            with self.open(dst, "wb") as out:
+                dnode = self._node(out.ino)
+                if snode is dnode:
+                    return
+                if snode.size:
+                    self._clone(snode, 0, dnode, 0, snode.size)
+
+    def dedupe_range(self: Any, src: object, src_offset: int, dst: object, dst_offset: int, length: int) -> int:
+        """Share blocks of ``dst`` whose bytes equal ``src``'s (FIDEDUPERANGE); never changes
+        what either file reads.  Returns the bytes now shared."""
+        with self._lock:
+            self._check_writable()
+            snode = self._file_arg(src, write=False)
+            dnode = self._file_arg(dst, write=True)
+            bs = self._bs
+            if src_offset < 0 or dst_offset < 0 or length < 0:
+                raise fs_error(errno.EINVAL, message="negative offset or length")
+            if src_offset % bs or dst_offset % bs:
+                raise fs_error(errno.EINVAL, message=f"dedupe offsets must be multiples of {bs}")
+            if src_offset + length > snode.size or dst_offset + length > dnode.size:
+                raise fs_error(errno.EINVAL, message="dedupe range runs past end of file")
+            if length == 0:
+                return 0
+            nblk = -(-length // bs)
+            sf0, df0 = src_offset // bs, dst_offset // bs
+            if snode is dnode and sf0 < df0 + nblk and df0 < sf0 + nblk:
+                raise fs_error(errno.EINVAL, message="source and destination ranges overlap")
+            self._check_share_source(snode, sf0, sf0 + nblk)
+            self._check_share_source(dnode, df0, df0 + nblk)
+            self._settle(dnode.ino, df0, df0 + nblk, None, "dedupe into")
+            pool = self._pool
+            pieces: list[tuple[int, int, int]] = []     # (dst fblk, n, src pblk)
+            shared = 0
+            for i in range(nblk):
+                sp = _written_pblk(snode, sf0 + i)
+                dp = _written_pblk(dnode, df0 + i)
+                if sp is None or dp is None or sp == dp:
+                    continue
+                n = min(bs, length - i * bs)
+                a = pool.view(self._data_offset + sp * bs, n)
+                b = pool.view(self._data_offset + dp * bs, n)
+                if a != b:
+                    continue
+                if n < bs and dst_offset + length < dnode.size:
+                    continue        # a partial last block: its tail differs in what dst shows
+                if pieces and pieces[-1][0] + pieces[-1][1] == df0 + i and pieces[-1][2] + pieces[-1][1] == sp:
+                    f, k, p = pieces[-1]
+                    pieces[-1] = (f, k + 1, p)
+                else:
+                    pieces.append((df0 + i, 1, sp))
+                shared += n
+            if pieces:
+                mapping = [x for f, k, p in pieces for x in (f, k, p, SHARE)]
+                self._commit(SetExtents(dnode.ino, [], mapping, None, None), _GROW_RUN * (len(pieces) + 1))
+            return shared
+
+    def copy_file_range(self: Any, src: object, src_offset: int, dst: object, dst_offset: int,
+                        length: int) -> int:
+        """Copy bytes, sharing whole blocks where both offsets line up; returns bytes copied."""
+        with self._lock:
+            self._check_writable()
+            snode = self._file_arg(src, write=False)
+            dnode = self._file_arg(dst, write=True)
+            if src_offset < 0 or dst_offset < 0 or length < 0:
+                raise fs_error(errno.EINVAL, message="negative offset or length")
+            n = max(0, min(length, snode.size - src_offset))
+            if n == 0:
+                return 0
+            if snode is dnode and src_offset < dst_offset + n and dst_offset < src_offset + n:
+                raise fs_error(errno.EINVAL, message="source and destination ranges overlap")
+            bs = self._bs
+            head = (-src_offset) % bs
+            done = 0
+            if src_offset % bs == dst_offset % bs and n > head:
+                middle = (n - head) // bs * bs
+                if src_offset + head + middle == snode.size:
+                    middle = n - head          # the source's unaligned EOF may be shared too
+                if middle and self._clone_fits(snode, src_offset + head, dnode, dst_offset + head, middle):
+                    self._copy_bytes(snode, src_offset, dnode, dst_offset, head)
+                    self._clone(snode, src_offset + head, dnode, dst_offset + head, middle)
+                    done = head + middle
+            if done == 0:
+                self._copy_bytes(snode, src_offset, dnode, dst_offset, n)
+                return n
+            self._copy_bytes(snode, src_offset + done, dnode, dst_offset + done, n - done)
+            return n
+
+    def _clone_fits(self: Any, snode: "Inode", so: int, dnode: "Inode", do: int, length: int) -> bool:
+        """Whether clone's rules allow sharing this range (else it is copied)."""
+        bs = self._bs
+        if length % bs and do + length < dnode.size:
+            return False
+        nblk = -(-length // bs)
+        if snode is dnode and so // bs < do // bs + nblk and do // bs < so // bs + nblk:
+            return False
+        return not [r for r in self._references(snode.ino, so // bs, so // bs + nblk) if r.writable]
+
+    def _copy_bytes(self: Any, snode: "Inode", so: int, dnode: "Inode", do: int, n: int) -> None:
+        pos = 0
+        while pos < n:
+            chunk = min(_COPY_CHUNK, n - pos)
+            data = self._read_locked(snode.ino, None, chunk, so + pos)
+            self._pwrite(dnode.ino, memoryview(data), do + pos)
+            pos += chunk
+
+    # ---- the reverse map
+
+    def owners(self: Any, pool_offset: int, length: int = 1) -> list[Owner]:
+        """Every (file, offset) whose data lives in pool bytes ``[pool_offset, +length)``."""
+        if pool_offset < 0 or length <= 0:
+            raise ValueError("owners() needs pool_offset >= 0 and length > 0")
+        with self._lock:
+            self._check_open()
+            bs = self._bs
+            start = max(pool_offset, self._data_offset)
+            end = min(pool_offset + length, self._data_offset + self._core.data_blocks * bs)
+            if start >= end:
+                return []
+            first = (start - self._data_offset) // bs
+            last = -(-(end - self._data_offset) // bs)
+            out = []
+            paths: dict[int, str | None] = {}
+            for ino, fblk, pblk, n in self._core.rmap.owners(first, last - first):
+                lo = max(start, self._data_offset + pblk * bs)
+                hi = min(end, self._data_offset + (pblk + n) * bs)
+                if ino not in paths:
+                    paths[ino] = self._path_of(ino, "")
+                file_offset = fblk * bs + lo - (self._data_offset + pblk * bs)
+                out.append(Owner(ino, paths[ino], file_offset, hi - lo, lo))
+            out.sort(key=lambda o: (o.pool_offset, o.ino, o.file_offset))
+            return out
+
+
+def _written_pblk(node: "Inode", fblk: int) -> int | None:
+    run = node.extents.lookup(fblk)  # type: ignore[union-attr]
+    if run is None or run[3] & UNWRITTEN:
+        return None
+    return run[2] + fblk - run[0]
