@@ -12,7 +12,7 @@ holding a 1 GiB mapping costs one run, not 262,144 block counters.
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right, insort
+from bisect import bisect_left, bisect_right
 
 from daxfs.errors import CorruptVolumeError
 

@@ -786,24 +786,13 @@ class Volume(ReflinkOps):
         """Make ``[offset, end)`` of a file written blocks of its own, zeroed where new, and
         durable (a write mapping's MAP_SYNC|MAP_POPULATE); the size grows to ``end``."""
         bs = self._bs
-        core = self._core
         f0 = offset // bs
         f1 = -(-end // bs)
         self._unshare(node, f0, f1, grows_to=end)
-        pieces = node.extents.pieces(f0, f1 - f0)  # type: ignore[union-attr]
-        holes = [(f, k) for f, k, p, _fl in pieces if p < 0]
-        fresh: list[tuple[int, int, int, int]] = []
-        if holes:
-            plan = core.plan_blocks(sum(k for _f, k in holes), core.goal_after(node, holes[0][0]))
-            fresh = self._assign(holes, plan, 0)
-            self._prefault(plan)
-        converted = [(f, k, p, 0) for f, k, p, fl in pieces if p >= 0 and fl & UNWRITTEN]
-        mapping = fresh + converted
+        mapping = self._fill_plan(node, node.extents.pieces(f0, f1 - f0))  # type: ignore[union-attr]
         grows = end > node.size
         if not mapping and not grows:
             return
-        if mapping and core.checkpoint_bound + _GROW_RUN * (len(mapping) + 1) > self._layout.checkpoint_size - 64:
-            raise fs_error(errno.ENOSPC, message="no space left for metadata")
         stores: list[tuple[int, int]] = []
         if grows:
             self._zero_tail_for_growth(node, end, stores)
@@ -1320,18 +1309,7 @@ class Volume(ReflinkOps):
                 pieces = [(f0, f1 - f0, -1, 0)]
             else:
                 pieces = emap.pieces(f0, f1 - f0)  # type: ignore[union-attr]
-            core = self._core
-            holes = [(f, k) for f, k, p, _fl in pieces if p < 0]
-            fresh: list[tuple[int, int, int, int]] = []
-            if holes:
-                plan = core.plan_blocks(sum(k for _f, k in holes), core.goal_after(node, holes[0][0]))
-                fresh = self._assign(holes, plan, 0)
-                self._prefault(plan)
-            converted = [(f, k, p, 0) for f, k, p, fl in pieces if p >= 0 and fl & UNWRITTEN]
-            mapping = fresh + converted
-            if mapping and core.checkpoint_bound + _GROW_RUN * (len(mapping) + 1) > \
-                    self._layout.checkpoint_size - 64:
-                raise fs_error(errno.ENOSPC, message="no space left for metadata")
+            mapping = self._fill_plan(node, pieces)
             # Nothing has changed so far; from here on the write cannot fail.
             stores: list[tuple[int, int]] = []
             grows = end > node.size
@@ -1398,6 +1376,21 @@ class Volume(ReflinkOps):
                     faulted.add(chunk)
                     self._pool.prefault(self._data_offset + (chunk << shift) * self._bs,
                                         (1 << shift) * self._bs)
+
+    def _fill_plan(self, node: Inode, pieces: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+        """Blocks to write ``pieces`` into: fresh ones for holes, the same ones for unwritten
+        runs (now written).  ENOSPC, for data or metadata, before anything changes."""
+        core = self._core
+        holes = [(f, k) for f, k, p, _fl in pieces if p < 0]
+        fresh: list[tuple[int, int, int, int]] = []
+        if holes:
+            plan = core.plan_blocks(sum(k for _f, k in holes), core.goal_after(node, holes[0][0]))
+            fresh = self._assign(holes, plan, 0)
+            self._prefault(plan)
+        mapping = fresh + [(f, k, p, 0) for f, k, p, fl in pieces if p >= 0 and fl & UNWRITTEN]
+        if mapping and core.checkpoint_bound + _GROW_RUN * (len(mapping) + 1) > self._layout.checkpoint_size - 64:
+            raise fs_error(errno.ENOSPC, message="no space left for metadata")
+        return mapping
 
     def _store_new_blocks(self, f: int, k: int, p: int, data: memoryview, offset: int, end: int,
                           stores: list[tuple[int, int]]) -> None:
