@@ -283,7 +283,7 @@ def test_df_reports_space_and_files(pool: str, scratch: Path, capsys: pytest.Cap
     status, out, err = run(capsys, "df", pool)
     assert (status, err) == (0, "")
     header, values = out.splitlines()
-    assert header.split() == ["Pool", "Size", "Used", "Free", "Busy", "Bad", "Files", "Use%"]
+    assert header.split() == ["Pool", "Size", "Used", "Shared", "Free", "Busy", "Bad", "Files", "Use%"]
     with daxfs.open_volume(pool, readonly=True) as vol:
         fs = vol.statfs()
     assert fs.used >= MiB
@@ -481,3 +481,364 @@ def test_pins_lists_what_the_writer_holds_and_df_shows_busy(tmp_path: Path, caps
         vol.close()
     assert main(["pins", pool]) == 0
     assert "nothing is pinned" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------ cp, owners, shared space
+
+
+def _write(pool: str, path: str, payload: bytes) -> None:
+    with daxfs.open_volume(pool) as vol, vol.open(path, "wb") as f:
+        f.write(payload)
+
+
+def _read(pool: str, path: str) -> bytes:
+    with daxfs.open_volume(pool, readonly=True) as vol, vol.open(path, "rb") as f:
+        return f.read()
+
+
+def _extents(pool: str, path: str) -> list[daxfs.Extent]:
+    with daxfs.open_volume(pool, readonly=True) as vol, vol.open(path, "rb") as f:
+        return f.extents()
+
+
+def test_parse_offset_accepts_sizes_and_hex() -> None:
+    assert cli.parse_offset("0") == 0
+    assert cli.parse_offset("4096") == 4096
+    assert cli.parse_offset("4K") == 4096
+    assert cli.parse_offset("0x1000") == 4096
+    assert cli.parse_offset("0X7fff000") == 0x7FFF000
+    assert cli.parse_offset("2M") == 2 * MiB
+    for text in ("", "0x", "0xzz", "-1", "4Q", "x10"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            cli.parse_offset(text)
+
+
+def test_cp_inside_a_pool_shares_the_blocks_by_default(pool: str, capsys: pytest.CaptureFixture[str]) -> None:
+    payload = os.urandom(3 * MiB + 123)
+    _write(pool, "/a", payload)
+    assert run(capsys, "cp", f"{pool}:/a", f"{pool}:/b") == (0, "", "")
+    assert _read(pool, "/b") == payload
+    a, b = _extents(pool, "/a"), _extents(pool, "/b")
+    assert [(e.file_offset, e.length, e.pool_offset) for e in a] == \
+        [(e.file_offset, e.length, e.pool_offset) for e in b]
+    assert all("shared" in e.flags for e in a + b)
+    with daxfs.open_volume(pool) as vol:
+        assert vol.statfs().shared == -(-len(payload) // 4096) * 4096
+        assert vol.stat("/a").st_ino != vol.stat("/b").st_ino
+        with vol.open("/b", "r+b") as f:      # the copy is independent: a write unshares
+            f.pwrite(b"changed", 0)
+        assert vol.fsck() == []
+    assert _read(pool, "/a") == payload
+    assert _read(pool, "/b") == b"changed" + payload[7:]
+
+
+def test_cp_reflink_always_and_never_inside_a_pool(pool: str, capsys: pytest.CaptureFixture[str]) -> None:
+    payload = os.urandom(cli.COPY_CHUNK + 4097)
+    _write(pool, "/a", payload)
+    assert run(capsys, "cp", f"{pool}:/a", f"{pool}:/always", "--reflink", "always") == (0, "", "")
+    assert all("shared" in e.flags for e in _extents(pool, "/always"))
+    assert run(capsys, "cp", "--reflink=never", f"{pool}:/a", f"{pool}:/never") == (0, "", "")
+    assert _read(pool, "/never") == payload
+    never = _extents(pool, "/never")
+    assert never and not any("shared" in e.flags for e in never)
+    pool_offsets = {e.pool_offset for e in _extents(pool, "/a")}
+    assert not pool_offsets & {e.pool_offset for e in never}
+    with daxfs.open_volume(pool, readonly=True) as vol:
+        # /a and /always share; /never has its own blocks.
+        assert vol.statfs().shared == -(-len(payload) // 4096) * 4096
+        assert vol.fsck() == []
+
+
+def test_cp_overwrites_an_existing_file_and_keeps_the_name_in_a_directory(
+        pool: str, scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _write(pool, "/a", b"new contents")
+    _write(pool, "/old", b"old contents that are longer")
+    with daxfs.open_volume(pool) as vol:
+        vol.mkdir("/d")
+    assert run(capsys, "cp", f"{pool}:/a", f"{pool}:/old")[0] == 0
+    assert _read(pool, "/old") == b"new contents"
+    assert run(capsys, "cp", f"{pool}:/a", f"{pool}:/d")[0] == 0
+    assert run(capsys, "cp", f"{pool}:/d/a", f"{pool}:/d/")[0] == 1      # onto itself
+    capsys.readouterr()
+    assert run(capsys, "cp", f"{pool}:/old", f"{pool}:/d/")[0] == 0        # trailing /: a directory
+    assert run(capsys, "cp", f"{pool}:/d/old", f"{pool}:")[0] == 0         # the root: onto /old
+    local = scratch / "notes.txt"
+    local.write_bytes(b"local notes")
+    assert run(capsys, "cp", str(local), f"{pool}:/d") == (0, "", "")
+    out_dir = scratch / "out"
+    out_dir.mkdir()
+    assert run(capsys, "cp", f"{pool}:/d/a", str(out_dir)) == (0, "", "")
+    assert (out_dir / "a").read_bytes() == b"new contents"
+    with daxfs.open_volume(pool, readonly=True) as vol:
+        assert sorted(vol.listdir("/d")) == ["a", "notes.txt", "old"]
+        assert sorted(vol.listdir("/")) == ["a", "d", "old"]
+        with vol.open("/d/notes.txt") as f:
+            assert f.read() == b"local notes"
+        with vol.open("/d/a") as f:
+            assert f.read() == b"new contents"
+
+
+def test_cp_into_and_out_of_a_pool_works_like_put_and_get(pool: str, scratch: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    payload = os.urandom(2 * cli.COPY_CHUNK + 99)
+    local = scratch / "in.bin"
+    local.write_bytes(payload)
+    assert run(capsys, "cp", str(local), f"{pool}:/in.bin") == (0, "", "")
+    assert run(capsys, "cp", f"{pool}:/in.bin", str(scratch / "out.bin"), "--reflink", "never") == (0, "", "")
+    assert (scratch / "out.bin").read_bytes() == payload
+    assert _read(pool, "/in.bin") == payload
+
+
+def test_cp_between_pools_copies_bytes_and_refuses_reflink_always(
+        pool: str, scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    other = str(scratch / "other.pool")
+    assert run(capsys, "mkfs", other, "--size", "16M")[0] == 0
+    payload = os.urandom(MiB + 5)
+    _write(pool, "/a", payload)
+    status, out, err = run(capsys, "cp", f"{pool}:/a", f"{other}:/a", "--reflink", "always")
+    assert status == 1 and out == ""
+    assert_one_error_line(err)
+    assert "reflink" in err
+    with daxfs.open_volume(other, readonly=True) as vol:
+        assert vol.listdir("/") == []
+    assert run(capsys, "cp", f"{pool}:/a", f"{other}:/") == (0, "", "")
+    assert _read(other, "/a") == payload
+    with daxfs.open_volume(other, readonly=True) as vol:
+        assert vol.fsck() == [] and vol.statfs().shared == 0
+
+
+def test_cp_reflink_always_with_a_local_side_is_an_error(pool: str, scratch: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    local = scratch / "local.bin"
+    local.write_bytes(b"abc")
+    _write(pool, "/a", b"abc")
+    for argv in (["cp", str(local), f"{pool}:/x", "--reflink", "always"],
+                 ["cp", f"{pool}:/a", str(scratch / "y"), "--reflink", "always"]):
+        status, out, err = run(capsys, *argv)
+        assert status == 1 and out == "", argv
+        assert_one_error_line(err)
+        assert "reflink" in err
+    assert not (scratch / "y").exists()
+    with daxfs.open_volume(pool, readonly=True) as vol:
+        assert vol.listdir("/") == ["a"]
+
+
+def test_cp_reflink_auto_falls_back_to_a_byte_copy_only_when_cloning_is_impossible(
+        pool: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    payload = os.urandom(100_000)
+    _write(pool, "/a", payload)
+    with daxfs.open_volume(pool, readonly=True) as vol:
+        volume_type = type(vol)
+    real_clone = volume_type.clone_file
+    calls: list[str] = []
+
+    def cannot_clone(self: Any, src: object, dst: object) -> None:
+        calls.append(str(dst))
+        with self.open(dst, "wb"):          # as a clone that fails midway may leave it
+            pass
+        raise OSError(errno.EOPNOTSUPP, "cannot share these blocks")
+
+    monkeypatch.setattr(volume_type, "clone_file", cannot_clone)
+    assert run(capsys, "cp", f"{pool}:/a", f"{pool}:/auto") == (0, "", "")
+    assert calls == ["/auto"]
+    assert _read(pool, "/auto") == payload
+    assert not any("shared" in e.flags for e in _extents(pool, "/auto"))
+
+    status, out, err = run(capsys, "cp", f"{pool}:/a", f"{pool}:/always", "--reflink", "always")
+    assert status == 1 and out == ""
+    assert_one_error_line(err)
+    assert "cannot share" in err
+    with daxfs.open_volume(pool, readonly=True) as vol:
+        assert not vol.exists("/always")                    # no empty file left behind
+
+    def out_of_space(self: Any, src: object, dst: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(volume_type, "clone_file", out_of_space)
+    status, _, err = run(capsys, "cp", f"{pool}:/a", f"{pool}:/nospace")
+    assert status == 1                                      # the copy's own error: no fallback
+    assert_one_error_line(err)
+    monkeypatch.setattr(volume_type, "clone_file", real_clone)
+    assert run(capsys, "cp", f"{pool}:/a", f"{pool}:/real", "--reflink", "never") == (0, "", "")
+
+
+def test_cp_errors_are_one_line(pool: str, scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    payload = b"precious data" * 100
+    _write(pool, "/a", payload)
+    with daxfs.open_volume(pool) as vol:
+        vol.mkdir("/d")
+        vol.link("/a", "/hard")
+    for argv in (["cp", f"{pool}:/a", f"{pool}:/a"],              # the same file ...
+                 ["cp", f"{pool}:/a", f"{pool}:/hard"],           # ... under another name
+                 ["cp", f"{pool}:/a", f"{pool}:/hard", "--reflink", "never"],
+                 ["cp", f"{pool}:/ghost", f"{pool}:/b"],          # a missing source
+                 ["cp", f"{pool}:/d", f"{pool}:/e"],              # a directory
+                 ["cp", f"{pool}:/a", f"{pool}:/no/such/dir/b"],  # a missing parent
+                 ["cp", f"{pool}:/ghost", str(scratch / "local")],
+                 ["cp", str(scratch / "absent"), f"{pool}:/c"],
+                 ["cp", str(scratch / "l1"), str(scratch / "l2")],  # no pool on either side
+                 ["cp", f"{scratch}/missing.pool:/a", f"{pool}:/m"]):
+        status, out, err = run(capsys, *argv)
+        assert status == 1 and out == "", argv
+        assert_one_error_line(err)
+    assert "same file" in run(capsys, "cp", f"{pool}:/a", f"{pool}:/hard")[2]
+    assert not (scratch / "local").exists()
+    with daxfs.open_volume(pool, readonly=True) as vol:
+        assert sorted(vol.listdir("/")) == ["a", "d", "hard"]
+        assert vol.listdir("/d") == []
+        with vol.open("/a") as f:
+            assert f.read() == payload
+        assert vol.fsck() == []
+    status, out, err = run(capsys, "cp", f"{pool}:/a", f"{pool}:/b", "--reflink", "sometimes")
+    assert status == 2 and out == ""
+    assert_one_error_line(err)
+
+
+def test_owners_lists_every_file_sharing_a_block(pool: str, capsys: pytest.CaptureFixture[str]) -> None:
+    _write(pool, "/a", os.urandom(10_000))
+    with daxfs.open_volume(pool) as vol:
+        vol.mkdir("/d")
+        vol.clone_file("/a", "/d/b")
+        vol.open("/d/c", "xb").close()
+        vol.clone_range("/a", 4096, "/d/c", 8192, 4096)
+        with vol.open("/a") as f:
+            a = {e.pool_offset for e in f.extents()}
+        ino = {path: vol.stat(path).st_ino for path in ("/a", "/d/b", "/d/c")}
+    start = min(a)              # one run of three blocks (listed per block: sharers differ)
+    assert a == {start, start + 4096, start + 8192}
+    block2 = start + 4096
+    for offset in (hex(block2), str(block2), f"{block2 // 1024}K"):
+        status, out, err = run(capsys, "owners", pool, offset, "4K")
+        assert (status, err) == (0, ""), offset
+        lines = out.splitlines()
+        assert len(lines) == 3
+        rows = sorted(line.split() for line in lines)
+        assert rows == sorted([
+            [str(ino["/a"]), "4096", "4096", hex(block2), "/a"],
+            [str(ino["/d/b"]), "4096", "4096", hex(block2), "/d/b"],
+            [str(ino["/d/c"]), "8192", "4096", hex(block2), "/d/c"],
+        ])
+    # LENGTH defaults to one byte; a range can span blocks (one line per owner's piece).
+    status, out, _ = run(capsys, "owners", pool, hex(start))
+    assert status == 0
+    assert sorted(line.split()[-1] for line in out.splitlines()) == ["/a", "/d/b"]
+    assert all(line.split()[2] == "1" for line in out.splitlines())
+    # Three blocks: /a and /d/b own all of them (one line each), /d/c the middle one.
+    status, out, _ = run(capsys, "owners", pool, hex(start), "0x3000")
+    assert status == 0
+    pieces = sorted((line.split()[-1], int(line.split()[2])) for line in out.splitlines())
+    assert ("/d/c", 4096) in pieces
+    assert sum(n for path, n in pieces if path == "/a") == 3 * 4096
+    assert sum(n for path, n in pieces if path == "/d/b") == 3 * 4096
+
+
+def test_owners_of_free_space_and_of_an_unlinked_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pool = str(tmp_path / "own.pool")
+    vol = daxfs.mkfs(pool, 16 * MiB)
+    try:
+        f = vol.open("/f", "w+b")
+        f.write(b"x" * 8192)
+        vol.clone_file("/f", "/g")
+        (extent,) = f.extents()
+        vol.unlink("/f")                    # still open: its blocks are owned by an orphan
+        status, out, err = run(capsys, "owners", pool, hex(extent.pool_offset), "4K")
+        assert (status, err) == (0, "")
+        paths = sorted(line.split(None, 4)[-1] for line in out.splitlines())
+        assert paths == ["(unlinked)", "/g"]
+        f.close()
+        vol.unlink("/g")
+    finally:
+        vol.close()
+    assert run(capsys, "owners", pool, hex(extent.pool_offset), "8K") == (0, "no owner\n", "")
+    assert run(capsys, "owners", pool, "1G") == (0, "no owner\n", "")      # past the pool
+
+
+@pytest.mark.parametrize("argv", [
+    ["owners"],
+    ["owners", "somewhere.pool"],
+    ["owners", "somewhere.pool", "lots"],
+    ["owners", "somewhere.pool", "0x"],
+    ["owners", "somewhere.pool", "0", "0"],
+    ["owners", "somewhere.pool", "-4096"],
+    ["cp", "a"],
+])
+def test_owners_and_cp_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = run(capsys, *argv)
+    assert status == 2 and out == ""
+    assert_one_error_line(err)
+
+
+def test_owners_on_a_missing_pool_is_one_line(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = run(capsys, "owners", str(scratch / "nope.pool"), "0")
+    assert status == 1 and out == ""
+    assert_one_error_line(err)
+    assert "nope.pool" in err
+
+
+def test_df_shows_shared_bytes(pool: str, capsys: pytest.CaptureFixture[str]) -> None:
+    _write(pool, "/a", os.urandom(MiB))
+    status, out, _ = run(capsys, "df", pool)
+    header, values = out.splitlines()
+    column = header.split().index("Shared")
+    assert header.split()[column - 1] == "Used"
+    assert values.split(" " * 2)[0] == pool
+    assert run(capsys, "cp", f"{pool}:/a", f"{pool}:/b")[0] == 0
+    assert run(capsys, "cp", f"{pool}:/a", f"{pool}:/c")[0] == 0
+    status, out, err = run(capsys, "df", pool)
+    assert (status, err) == (0, "")
+    header, values = out.splitlines()
+    with daxfs.open_volume(pool, readonly=True) as vol:
+        fs = vol.statfs()
+    assert fs.shared == MiB and fs.used < 2 * MiB            # shared bytes count once in Used
+    cells = [cell for cell in values.split("  ") if cell.strip()]
+    assert [cell.strip() for cell in cells][column] == format_size(fs.shared) == "1 MiB"
+
+
+def test_owners_opens_the_pool_read_only_and_help_lists_the_new_commands(
+        pool: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    real_open = daxfs.open_volume
+    modes: list[bool] = []
+
+    def recording_open(path: str, **kwargs: Any) -> Any:
+        modes.append(kwargs.get("readonly", False))
+        return real_open(path, **kwargs)
+
+    monkeypatch.setattr(daxfs, "open_volume", recording_open)
+    assert run(capsys, "owners", pool, "0")[0] == 0
+    assert modes == [True]
+    status, out, _ = run(capsys, "--help")
+    assert status == 0 and "cp" in out.split() and "owners" in out.split()
+    status, out, _ = run(capsys, "cp", "--help")
+    assert status == 0 and "--reflink" in out and "always" in out
+
+
+def test_cp_never_writes_over_the_pool_file_itself(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A pool named like the file it would receive, in the directory DST names.
+    pool = str(scratch / "a")
+    assert run(capsys, "mkfs", pool, "--size", "16M")[0] == 0
+    _write(pool, "/a", b"data")
+    size = os.path.getsize(pool)
+    for argv in (["cp", f"{pool}:/a", pool],              # DST without ':' is local: the pool file
+                 ["cp", f"{pool}:/a", str(scratch)],      # into its directory, keeping the name 'a'
+                 ["cp", pool, f"{pool}:/image"]):         # the pool file into itself
+        status, out, err = run(capsys, *argv)
+        assert status == 1 and out == "", argv
+        assert_one_error_line(err)
+        assert os.path.getsize(pool) == size
+    assert run(capsys, "fsck", pool) == (0, "clean\n", "")
+    with daxfs.open_volume(pool, readonly=True) as vol:
+        assert vol.listdir("/") == ["a"]
+    assert _read(pool, "/a") == b"data"
+
+
+def test_get_refuses_to_overwrite_the_pool_itself(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pool = str(tmp_path / "self.pool")
+    with daxfs.mkfs(pool, 16 << 20) as vol:
+        with vol.open("a", "wb") as f:
+            f.write(b"payload")
+    assert main(["get", f"{pool}:/a", pool]) == 1
+    assert capsys.readouterr().err.startswith("daxfs:")
+    with daxfs.open_volume(pool) as vol:              # the pool survived
+        assert vol.fsck() == [] and vol.open("a").read() == b"payload"

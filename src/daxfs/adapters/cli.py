@@ -35,7 +35,7 @@ import daxfs
 if TYPE_CHECKING:
     from daxfs._types import Stat
 
-__all__ = ["main", "parse_size", "split_pool_path", "format_size"]
+__all__ = ["main", "parse_size", "parse_offset", "split_pool_path", "format_size"]
 
 # Large enough that per-call overhead vanishes against the copy, small enough
 # that the progress bar moves and memory stays flat.
@@ -72,6 +72,25 @@ def parse_size(text: str) -> int:
         scale = 10 ** len(fraction)
         return (int(whole) * scale + int(fraction)) * multiplier // scale
     return int(number) * multiplier
+
+
+def parse_offset(text: str) -> int:
+    """A byte offset or length: what ``parse_size`` reads, or hexadecimal (``0x1000``)."""
+    stripped = text.strip()
+    try:
+        if stripped[:2].lower() == "0x":
+            return int(stripped[2:], 16)
+        return parse_size(stripped)
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(
+            f"invalid offset {text!r}: use bytes, a suffix (4K, 1M) or hexadecimal (0x1000)") from None
+
+
+def _parse_length(text: str) -> int:
+    length = parse_offset(text)
+    if length <= 0:
+        raise argparse.ArgumentTypeError(f"invalid length {text!r}: must be more than 0 bytes")
+    return length
 
 
 def format_size(n_bytes: int) -> str:
@@ -264,6 +283,8 @@ def cmd_get(args: argparse.Namespace) -> int:
         local = args.local
         if os.path.isdir(local):
             local = os.path.join(local, posixpath.basename(path.rstrip("/")))
+        if os.path.exists(local) and _same_file(local, pool):
+            raise OSError(errno.EINVAL, "refusing to overwrite the pool with a file from it", local)
         # Opened only once the source is known good, so a bad source leaves no empty local file.
         with open(local, "wb") as sink:
             _copy_stream(source, sink, total, f"get {path}")
@@ -320,7 +341,7 @@ def cmd_mv(args: argparse.Namespace) -> int:
         other_pool, other_path = split_pool_path(destination)
         if other_pool != destination and os.path.exists(other_pool):
             if not _same_file(pool, other_pool):
-                raise OSError(errno.EXDEV, "cannot move between pools", args.source, destination)
+                raise OSError(errno.EXDEV, f"cannot move between pools (to {destination})", args.source)
             destination = other_path
     with open_pool(pool) as vol:
         destination = _target_in_dir(vol, destination, posixpath.basename(source.rstrip("/")))
@@ -361,9 +382,10 @@ def cmd_df(args: argparse.Namespace) -> int:
     with open_pool(args.pool, readonly=True) as vol:
         fs = vol.statfs()
     use = f"{100 * fs.used // fs.size}%" if fs.size else "-"
-    header = ("Pool", "Size", "Used", "Free", "Busy", "Bad", "Files", "Use%")
-    row = (args.pool, format_size(fs.size), format_size(fs.used), format_size(fs.free),
-           format_size(fs.busy), format_size(fs.bad), str(fs.files), use)
+    # Shared bytes are part of Used (counted once however many files share them).
+    header = ("Pool", "Size", "Used", "Shared", "Free", "Busy", "Bad", "Files", "Use%")
+    row = (args.pool, format_size(fs.size), format_size(fs.used), format_size(fs.shared),
+           format_size(fs.free), format_size(fs.busy), format_size(fs.bad), str(fs.files), use)
     widths = [max(len(h), len(v)) for h, v in zip(header, row)]
     print("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths))))
     print("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths))))
@@ -400,6 +422,102 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     if problems:
         return EXIT_ERROR
     print("clean")
+    return EXIT_OK
+
+
+# errnos with which a clone cannot be made although a byte copy could: --reflink=auto falls
+# back on them (as cp does when FICLONE fails), any other error is the copy's own.
+_CLONE_IMPOSSIBLE = frozenset({errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV,
+                               errno.EBUSY, errno.ENOSYS, errno.ENOTTY, errno.ETXTBSY})
+
+
+def _pool_spec(spec: str) -> tuple[str, str] | None:
+    """``(pool, path)`` when ``spec`` is ``POOL:PATH``; None for a local path (no pool part)."""
+    pool, path = split_pool_path(spec)
+    return None if pool == spec else (pool, path)
+
+
+def _source_file(vol: daxfs.Volume, path: str) -> Stat:
+    st = vol.stat(path)
+    if st.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a directory (cp copies files)", path)
+    return st
+
+
+def cmd_cp(args: argparse.Namespace) -> int:
+    """Copy a file inside a pool (a reflink by default), between pools, or in or out of one."""
+    source, destination = _pool_spec(args.source), _pool_spec(args.destination)
+    if source is None and destination is None:
+        raise OSError(errno.EINVAL, "neither SRC nor DST is POOL:PATH: daxfs cp copies inside, "
+                      "between, into or out of pools")
+    if source is not None and destination is not None:
+        if source[0] == destination[0] or _same_file(source[0], destination[0]):
+            return _copy_in_pool(source[0], source[1], destination[1], args.reflink)
+        if args.reflink == "always":
+            raise OSError(errno.EXDEV, "cannot reflink between pools", args.source, None,
+                          args.destination)
+        return _copy_between_pools(source, destination)
+    if args.reflink == "always":
+        raise OSError(errno.EXDEV, "cannot reflink to or from a local file: --reflink=always "
+                      "needs SRC and DST in one pool", args.source, None, args.destination)
+    if source is None:
+        assert destination is not None
+        if _same_file(args.source, destination[0]):
+            raise OSError(errno.EINVAL, "cannot copy a pool into itself", args.source)
+        return cmd_put(argparse.Namespace(local=args.source, target=args.destination))
+    local = args.destination
+    if os.path.isdir(local):
+        local = os.path.join(local, posixpath.basename(source[1].rstrip("/")))
+    if _same_file(local, source[0]):
+        # Opening it for writing would truncate the pool under its own mapping.
+        raise OSError(errno.EINVAL, "is the pool itself; write POOL:PATH to copy inside it", local)
+    return cmd_get(argparse.Namespace(source=args.source, local=args.destination))
+
+
+def _copy_in_pool(pool: str, source: str, destination: str, reflink: str) -> int:
+    with open_pool(pool) as vol:
+        st = _source_file(vol, source)
+        destination = _target_in_dir(vol, destination, posixpath.basename(source.rstrip("/")))
+        existed = vol.exists(destination)
+        if existed and vol.stat(destination).st_ino == st.st_ino:
+            raise OSError(errno.EINVAL, f"{source} and {destination} are the same file")
+        if reflink != "never":
+            try:
+                vol.clone_file(source, destination)
+                return EXIT_OK
+            except OSError as error:
+                if reflink == "always" or error.errno not in _CLONE_IMPOSSIBLE:
+                    if reflink == "always" and not existed and vol.exists(destination):
+                        vol.unlink(destination)      # leave no empty file behind a failed clone
+                    raise
+        with vol.open(source, "rb") as reader, vol.open(destination, "wb") as writer:
+            _copy_stream(reader, writer, st.st_size, f"cp {destination}")
+    return EXIT_OK
+
+
+def _copy_between_pools(source: tuple[str, str], destination: tuple[str, str]) -> int:
+    # The source is opened first: a bad source must not create anything in the destination pool.
+    with open_pool(source[0], readonly=True) as src_vol:
+        st = _source_file(src_vol, source[1])
+        with src_vol.open(source[1], "rb") as reader, open_pool(destination[0]) as dst_vol:
+            path = _target_in_dir(dst_vol, destination[1], posixpath.basename(source[1].rstrip("/")))
+            with dst_vol.open(path, "wb") as writer:
+                _copy_stream(reader, writer, st.st_size, f"cp {path}")
+    return EXIT_OK
+
+
+def cmd_owners(args: argparse.Namespace) -> int:
+    """Who owns pool bytes [OFFSET, +LENGTH): one line per owner, from the reverse map."""
+    with open_pool(args.pool, readonly=True) as vol:
+        owners = vol.owners(args.offset, args.length)
+    if not owners:
+        print("no owner")
+        return EXIT_OK
+    rows = [(str(o.ino), str(o.file_offset), str(o.length), f"{o.pool_offset:#x}",
+             o.path if o.path is not None else "(unlinked)") for o in owners]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join([*(v.rjust(w) for v, w in zip(row, widths)), row[4]]))
     return EXIT_OK
 
 
@@ -472,7 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("stat", cmd_stat, "show a file's metadata and extents")
     sub.add_argument("target", metavar="POOL:PATH")
 
-    sub = command("df", cmd_df, "show space: size, used, free, busy, bad, files")
+    sub = command("df", cmd_df, "show space: size, used, shared, free, busy, bad, files")
     sub.add_argument("pool", metavar="POOL")
 
     sub = command("pins", cmd_pins, "list the pins, mappings and leases the pool's writer holds, and busy space")
@@ -480,6 +598,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("fsck", cmd_fsck, "check a pool's invariants; exit 1 if there are problems")
     sub.add_argument("pool", metavar="POOL")
+
+    sub = command("cp", cmd_cp, "copy a file inside a pool (sharing its blocks), between pools, "
+                                "or in or out of a pool")
+    sub.add_argument("source", metavar="SRC", help="POOL:PATH, or a local file")
+    sub.add_argument("destination", metavar="DST",
+                     help="POOL:PATH, or a local path; an existing directory keeps SRC's name")
+    sub.add_argument("--reflink", choices=("auto", "always", "never"), default="auto",
+                     help="inside one pool: auto (default) shares the blocks and copies bytes only "
+                          "if that is impossible, always fails instead, never copies bytes "
+                          "(always is an error when SRC and DST are not in one pool)")
+
+    sub = command("owners", cmd_owners, "list the files whose data lives in pool bytes "
+                                        "[OFFSET, +LENGTH): ino, file offset, length, pool offset, path")
+    sub.add_argument("pool", metavar="POOL")
+    sub.add_argument("offset", metavar="OFFSET", type=parse_offset,
+                     help="pool byte offset: bytes, a suffix (4K, 1M) or hexadecimal (0x1000)")
+    sub.add_argument("length", metavar="LENGTH", type=_parse_length, nargs="?", default=1,
+                     help="bytes from OFFSET (default 1), written like OFFSET")
 
     command("demo", cmd_demo, "a timed tour on a scratch pool")
     return parser

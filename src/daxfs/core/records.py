@@ -97,6 +97,30 @@ class Reclaim(NamedTuple):
     ino: int
 
 
-Record = Create | Link | Unlink | Rename | SetAttr | SetExtents | Reclaim
+class Batch(NamedTuple):
+    """Several records applied in order as one: ``items`` are ``[CODE, *fields]`` lists.
 
-RECORD_TYPES: dict[int, type] = {cls.CODE: cls for cls in (Create, Link, Unlink, Rename, SetAttr, SetExtents, Reclaim)}
+    For operations that are more than one change but must be all-or-nothing
+    (``clone_file`` to a new name: create it and share the blocks)."""
+
+    CODE = 8
+    items: list[list[object]]
+
+    @classmethod
+    def of(cls, *records: "Record") -> "Batch":
+        return cls([[type(r).CODE, *r] for r in records])  # type: ignore[attr-defined]
+
+    def records(self) -> list["Record"]:
+        out = []
+        for item in self.items:
+            cls = RECORD_TYPES[item[0]]  # type: ignore[index]
+            if cls is Batch:
+                raise ValueError("a batch may not nest")
+            out.append(cls(*item[1:]))
+        return out
+
+
+Record = Create | Link | Unlink | Rename | SetAttr | SetExtents | Reclaim | Batch
+
+RECORD_TYPES: dict[int, type] = {cls.CODE: cls for cls in (Create, Link, Unlink, Rename, SetAttr, SetExtents,
+                                                            Reclaim, Batch)}

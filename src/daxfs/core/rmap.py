@@ -102,6 +102,8 @@ class OwnerMap:
         pos = start
         starts = self._starts
         i = self._first_at(start)
+        if i < len(starts) and starts[i] <= start and self._runs[starts[i]][0] >= start + n:
+            return True
         while pos < start + n:
             if i >= len(starts) or starts[i] > pos:
                 return False
@@ -154,6 +156,11 @@ class OwnerMap:
             starts.insert(i, start)             # the usual case: blocks nobody owned
             runs[start] = (end, (owner,))
             self._merge_around(i)
+            return
+        if i > 0 and starts[i - 1] == start and runs[start][0] == end and owner not in runs[start][1]:
+            owners = runs[start][1]             # a clone of exactly one run: one more owner
+            runs[start] = (end, owners + (owner,))
+            self._count_shared(n, len(owners), len(owners) + 1)
             return
         self._split(start)
         self._split(end)

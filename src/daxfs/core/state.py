@@ -18,7 +18,7 @@ from daxfs.core.busy import BusyList
 from daxfs.core.extents import SHARE, UNWRITTEN, ExtentMap
 from daxfs.core.rmap import OwnerMap
 from daxfs.core.namespace import check_name, split_path
-from daxfs.core.records import (Create, Link, Reclaim, Record, Rename, SetAttr, SetExtents,
+from daxfs.core.records import (Batch, Create, Link, Reclaim, Record, Rename, SetAttr, SetExtents,
                                 Unlink)
 from daxfs.core.space import FreeSpace
 from daxfs.errors import CorruptVolumeError, fs_error
@@ -80,6 +80,7 @@ class Core:
         self._apply = {
             Create: self._create, Link: self._link, Unlink: self._unlink, Rename: self._rename,
             SetAttr: self._setattr, SetExtents: self._setextents, Reclaim: self._reclaim,
+            Batch: self._batch,
         }
 
     # ------------------------------------------------------------------ build
@@ -202,9 +203,21 @@ class Core:
             cur = inodes[child]
         return ROOT_INO, None, ROOT_INO, True
 
-    def plan_blocks(self, n: int, goal: int | None = None) -> list[tuple[int, int]]:
-        """Free blocks for a request of ``n`` (see ``FreeSpace.plan``); takes nothing."""
-        return self.space.plan(n, goal)
+    def plan_blocks(self, n: int, goal: int | None = None,
+                    exclude: list[tuple[int, int]] | None = None) -> list[tuple[int, int]]:
+        """Free blocks for a request of ``n`` (see ``FreeSpace.plan``); takes nothing.
+
+        ``exclude``: runs already promised to the same operation (planned, not yet applied).
+        """
+        if not exclude:
+            return self.space.plan(n, goal)
+        for start, k in exclude:
+            self.space.take(start, k)
+        try:
+            return self.space.plan(n, goal)
+        finally:
+            for start, k in exclude:
+                self.space.release(start, k)
 
     def goal_after(self, node: Inode, fblk: int) -> int | None:
         """The data block that would continue the file's run just before ``fblk``."""
@@ -401,6 +414,10 @@ class Core:
                     self._release(start, k)
             self.runs -= len(node.extents)
         del self.inodes[node.ino]
+
+    def _batch(self, items: list[list[object]]) -> None:
+        for record in Batch(items).records():
+            self.apply(record)
 
     def _reclaim(self, ino: int) -> None:
         node = self.inodes[ino]

@@ -19,6 +19,8 @@ A mixin of ``Volume`` (it uses the volume's lock, commit and policies).
 from __future__ import annotations
 
 import errno
+import os
+import stat
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -26,13 +28,18 @@ from daxfs._types import Owner
 from daxfs.core import UNWRITTEN
 from daxfs.core.extents import SHARE
 from daxfs.core.namespace import fspath
-from daxfs.core.records import SetExtents
+from daxfs.core.records import Batch, Create, SetExtents
 from daxfs.errors import fs_error
 
 if TYPE_CHECKING:
     from daxfs.core.state import Inode
 
 _COPY_CHUNK = 4 * 1024 * 1024
+
+
+def _umask() -> int:
+    from daxfs.volume.volume import _process_umask
+    return _process_umask()
 _GROW_RUN = 80
 
 
@@ -52,6 +59,8 @@ class ReflinkOps:
                 raise ValueError("I/O operation on closed file")
             if (write and not arg._writable) or (not write and not arg._readable):
                 raise fs_error(errno.EBADF, arg.name, "file not open for " + ("writing" if write else "reading"))
+            if write and arg._append:
+                raise fs_error(errno.EBADF, arg.name, "an O_APPEND file cannot be a clone or copy target")
             return self._node(arg._ino)
         path, node = self._lookup(fspath(arg))
         if node.entries is not None:
@@ -70,12 +79,18 @@ class ReflinkOps:
 
     # ---- copy on write
 
-    def _unshare(self: Any, node: "Inode", first: int, end: int, grows_to: int | None = None) -> None:
+    def _unshare(self: Any, node: "Inode", first: int, end: int, grows_to: int | None = None, *,
+                 commit: bool = True) -> list[tuple[int, int, int, int]]:
         """Give the file private copies of the shared written blocks in ``[first, end)`` (and of
-        its last block if the size is about to grow over it), before anything writes them."""
+        its last block if the size is about to grow over it), before anything writes them.
+
+        With ``commit`` the swap is a record of its own (it changes no byte the file shows);
+        without, the copies are made and persisted and their map entries returned for the
+        caller's own record, so a write into them lands all-or-nothing with the swap.
+        """
         rmap = self._core.rmap
         if not rmap.shared_blocks:
-            return
+            return []
         bs = self._bs
         ranges = [(first, end)] if end > first else []
         if grows_to is not None and node.size % bs and grows_to > node.size:
@@ -87,14 +102,14 @@ class ReflinkOps:
                     if not any(v[0] == f + sp - p for v in victims):
                         victims.append((f + sp - p, sk, sp))
         if not victims:
-            return
+            return []
         self._settle(node.ino, min(v[0] for v in victims), max(v[0] + v[1] for v in victims), None,
                      "copy on write")
         core = self._core
         plan = core.plan_blocks(sum(k for _f, k, _p in victims))
         pool = self._pool
         stores: list[tuple[int, int]] = []
-        mapping: list[int] = []
+        mapping: list[tuple[int, int, int, int]] = []
         targets = self._assign([(f, k) for f, k, _p in victims], plan, 0)
         sources = {f: p for f, _k, p in victims}
         for f, k, newp, _fl in targets:
@@ -106,10 +121,13 @@ class ReflinkOps:
             pool.write(dst, pool.view(src, k * bs))
             stores.append((dst, k * bs))
             run = node.extents.lookup(f)  # type: ignore[union-attr]
-            mapping += [f, k, newp, run[3] & UNWRITTEN if run else 0]
+            mapping.append((f, k, newp, run[3] & UNWRITTEN if run else 0))
         self._prefault(plan)
         self._persist(stores)
-        self._commit(SetExtents(node.ino, [], mapping, None, None), _GROW_RUN * (len(targets) + 1))
+        if commit:
+            self._commit(SetExtents(node.ino, [], [x for m in mapping for x in m], None, None),
+                         _GROW_RUN * (len(targets) + 1))
+        return mapping
 
     # ---- the operations
 
@@ -127,8 +145,10 @@ class ReflinkOps:
         if so < 0 or do < 0 or length < 0:
             raise fs_error(errno.EINVAL, message="negative offset or length")
         if length == 0:
+            if so > snode.size:
+                raise fs_error(errno.EINVAL, message="clone starts past the source's end of file")
             length = snode.size - so
-            if length <= 0:
+            if length == 0:
                 return 0
         if so + length > snode.size:
             raise fs_error(errno.EINVAL, message="clone range runs past the source's end of file")
@@ -151,25 +171,57 @@ class ReflinkOps:
         if new_size is not None:
             self._zero_tail_for_growth(dnode, new_size, stores)
             self._persist(stores)
-        mapping: list[int] = []
-        runs = snode.extents.slice(sf0, nblk)  # type: ignore[union-attr]
-        for f, k, p, fl in runs:
-            mapping += [df0 + f - sf0, k, p, (fl & UNWRITTEN) | SHARE]
-        self._commit(SetExtents(dnode.ino, [df0, nblk], mapping, new_size, time.time_ns()),
-                     _GROW_RUN * (len(runs) + 2))
+        record = self._clone_record(snode, sf0, dnode.ino, df0, nblk, new_size)
+        self._commit(record, _GROW_RUN * (len(record.map) // 4 + 2))
         return length
+
+    def _clone_record(self: Any, snode: "Inode", sf0: int, dino: int, df0: int, nblk: int,
+                      new_size: int | None) -> SetExtents:
+        """The record that makes ``dino``'s blocks ``df0..`` share ``snode``'s ``sf0..``.
+
+        Written blocks are shared; unwritten ones get fresh unwritten blocks of their
+        own, so a block is never both shared and written into in place.
+        """
+        runs = snode.extents.slice(sf0, nblk)  # type: ignore[union-attr]
+        unwritten = [(df0 + f - sf0, k) for f, k, _p, fl in runs if fl & UNWRITTEN]
+        fresh = self._assign(unwritten, self._core.plan_blocks(sum(k for _f, k in unwritten)), UNWRITTEN) \
+            if unwritten else []
+        mapping = [x for f, k, p, fl in runs if not fl & UNWRITTEN for x in (df0 + f - sf0, k, p, SHARE)]
+        mapping += [x for piece in fresh for x in piece]
+        return SetExtents(dino, [df0, nblk], mapping, new_size, time.time_ns())
 
     def clone_file(self: Any, src: object, dst: object) -> None:
         """Make ``dst`` a copy of ``src`` that shares all its blocks (``cp --reflink``)."""
         with self._lock:
             self._check_writable()
             snode = self._file_arg(src, write=False)
-            with self.open(dst, "wb") as out:
-                dnode = self._node(out.ino)
-                if snode is dnode:
-                    return
-                if snode.size:
-                    self._clone(snode, 0, dnode, 0, snode.size)
+            try:
+                if self._file_arg(dst, write=True) is snode:
+                    raise fs_error(errno.EINVAL, message="source and destination are the same file")
+            except FileNotFoundError:
+                pass
+            bs = self._bs
+            nblk = -(-snode.size // bs)
+            self._check_share_source(snode, 0, nblk)    # before dst is touched
+            path = fspath(dst)
+            parent, name, ino, trailing = self._core.resolve(path)
+            if ino is not None:
+                dnode = self._file_arg(dst, write=True)
+                if self._settle(dnode.ino, 0, None, None, "clone over"):
+                    return self.clone_file(src, dst)     # waited: look again
+                # one record: all of dst goes, src's blocks come, the size follows
+                record = self._clone_record(snode, 0, dnode.ino, 0, nblk, snode.size)
+                record = record._replace(unmap=[0, -1])
+                self._commit(record, _GROW_RUN * (len(record.map) // 4 + 2))
+                return
+            if name is None or trailing:
+                raise fs_error(errno.EISDIR, path)
+            # a new name: create it and share the blocks in one record
+            new_ino = self._core.next_ino
+            create = Create(new_ino, parent, name, stat.S_IFREG | (0o666 & ~_umask()), os.getuid(), os.getgid(),
+                            time.time_ns())
+            share = self._clone_record(snode, 0, new_ino, 0, nblk, snode.size)
+            self._commit(Batch.of(create, share), 256 + 4 * len(name) + _GROW_RUN * (len(share.map) // 4 + 2))
 
     def dedupe_range(self: Any, src: object, src_offset: int, dst: object, dst_offset: int, length: int) -> int:
         """Share blocks of ``dst`` whose bytes equal ``src``'s (FIDEDUPERANGE); never changes
@@ -285,12 +337,11 @@ class ReflinkOps:
             first = (start - self._data_offset) // bs
             last = -(-(end - self._data_offset) // bs)
             out = []
-            paths: dict[int, str | None] = {}
-            for ino, fblk, pblk, n in self._core.rmap.owners(first, last - first):
+            found = self._core.rmap.owners(first, last - first)
+            paths = self._paths_of({ino for ino, _f, _p, _n in found})
+            for ino, fblk, pblk, n in found:
                 lo = max(start, self._data_offset + pblk * bs)
                 hi = min(end, self._data_offset + (pblk + n) * bs)
-                if ino not in paths:
-                    paths[ino] = self._path_of(ino, "")
                 file_offset = fblk * bs + lo - (self._data_offset + pblk * bs)
                 out.append(Owner(ino, paths[ino], file_offset, hi - lo, lo))
             out.sort(key=lambda o: (o.pool_offset, o.ino, o.file_offset))

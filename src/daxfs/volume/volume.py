@@ -1020,6 +1020,29 @@ class Volume(ReflinkOps):
         out.sort(key=lambda info: (info.since, info.ino, info.offset))
         return out
 
+    def _paths_of(self, inos: set[int]) -> dict[int, str | None]:
+        """A current name of each inode (None for orphans), in one walk of the tree."""
+        core = self._core
+        out: dict[int, str | None] = {}
+        wanted = set()
+        for ino in inos:
+            node = core.inodes.get(ino)
+            if node is None or node.nlink == 0:
+                out[ino] = None
+            else:
+                wanted.add(ino)
+        stack = [("", core.inodes[ROOT_INO])]
+        while stack and wanted:
+            prefix, d = stack.pop()
+            for name, child in d.entries.items():  # type: ignore[union-attr]
+                if child in wanted:
+                    out[child] = prefix + "/" + name
+                    wanted.discard(child)
+                cnode = core.inodes[child]
+                if cnode.entries is not None:
+                    stack.append((prefix + "/" + name, cnode))
+        return out
+
     def _path_of(self, ino: int, hint: str) -> str | None:
         """A current name of inode ``ino`` (``hint`` first), None for an orphan."""
         core = self._core
@@ -1298,10 +1321,15 @@ class Volume(ReflinkOps):
             bs = self._bs
             f0 = offset // bs
             f1 = (end - 1) // bs + 1
-            self._unshare(node, f0, f1, grows_to=end)
+            self._unshare(node, 0, 0, grows_to=end)     # the old last block, before zeroing its tail
+            # Shared blocks the write covers are copied, and the write goes into the copies,
+            # which the write's own record swaps in: all-or-nothing.
+            cow = self._unshare(node, f0, f1, commit=False)
             emap = node.extents
             run = emap.lookup(f0)  # type: ignore[union-attr]
-            if run is not None and not run[3] & UNWRITTEN and run[0] + run[1] >= f1:
+            if cow:
+                pieces = _substitute(emap.pieces(f0, f1 - f0), cow)  # type: ignore[union-attr]
+            elif run is not None and not run[3] & UNWRITTEN and run[0] + run[1] >= f1:
                 pieces = [(f0, f1 - f0, run[2] + f0 - run[0], 0)]     # all in place: the common rewrite
             elif run is None and emap.is_hole(f0, f1 - f0):  # type: ignore[union-attr]
                 if self._append_into_hole(node, data, offset, end, f0, f1 - f0):
@@ -1309,13 +1337,14 @@ class Volume(ReflinkOps):
                 pieces = [(f0, f1 - f0, -1, 0)]
             else:
                 pieces = emap.pieces(f0, f1 - f0)  # type: ignore[union-attr]
-            mapping = self._fill_plan(node, pieces)
+            fills = self._fill_plan(node, pieces, cow)
+            mapping = fills + cow           # the copies get the data like any written block, below
             # Nothing has changed so far; from here on the write cannot fail.
             stores: list[tuple[int, int]] = []
             grows = end > node.size
             if grows:
                 self._zero_tail_for_growth(node, end, stores)
-            for f, k, p, _fl in mapping:
+            for f, k, p, _fl in fills:
                 self._store_new_blocks(f, k, p, data, offset, end, stores)
             in_place = [x for x in pieces if x[2] >= 0 and not x[3] & UNWRITTEN]
             for f, k, p, _fl in in_place:
@@ -1377,14 +1406,17 @@ class Volume(ReflinkOps):
                     self._pool.prefault(self._data_offset + (chunk << shift) * self._bs,
                                         (1 << shift) * self._bs)
 
-    def _fill_plan(self, node: Inode, pieces: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+    def _fill_plan(self, node: Inode, pieces: list[tuple[int, int, int, int]],
+                   promised: list[tuple[int, int, int, int]] = ()) -> list[tuple[int, int, int, int]]:  # type: ignore[assignment]
         """Blocks to write ``pieces`` into: fresh ones for holes, the same ones for unwritten
-        runs (now written).  ENOSPC, for data or metadata, before anything changes."""
+        runs (now written).  ``promised``: pieces already planned for this write (copies).
+        ENOSPC, for data or metadata, before anything changes."""
         core = self._core
         holes = [(f, k) for f, k, p, _fl in pieces if p < 0]
         fresh: list[tuple[int, int, int, int]] = []
         if holes:
-            plan = core.plan_blocks(sum(k for _f, k in holes), core.goal_after(node, holes[0][0]))
+            plan = core.plan_blocks(sum(k for _f, k in holes), core.goal_after(node, holes[0][0]),
+                                    [(p, k) for _f, k, p, _fl in promised])
             fresh = self._assign(holes, plan, 0)
             self._prefault(plan)
         mapping = fresh + [(f, k, p, 0) for f, k, p, fl in pieces if p >= 0 and fl & UNWRITTEN]
@@ -1739,6 +1771,25 @@ def _file_api() -> tuple[Any, Any]:
         from daxfs.access.file import File, parse_mode
         _FILE_API = (File, parse_mode)
     return _FILE_API
+
+
+def _substitute(pieces: list[tuple[int, int, int, int]], copies: list[tuple[int, int, int, int]]
+                ) -> list[tuple[int, int, int, int]]:
+    """``pieces`` of a file with the blocks in ``copies`` (fblk, n, new pblk, flags) swapped in."""
+    out: list[tuple[int, int, int, int]] = []
+    for f, k, p, fl in pieces:
+        pos = f
+        for cf, ck, cp, _cfl in sorted(copies):
+            lo, hi = max(pos, cf), min(f + k, cf + ck)
+            if lo >= hi:
+                continue
+            if lo > pos:
+                out.append((pos, lo - pos, p + pos - f if p >= 0 else -1, fl))
+            out.append((lo, hi - lo, cp + lo - cf, fl))
+            pos = hi
+        if pos < f + k:
+            out.append((pos, f + k - pos, p + pos - f if p >= 0 else -1, fl))
+    return out
 
 
 def _alive(pid: object) -> bool:
