@@ -4,7 +4,10 @@ A benchmark measures each operation twice, once through daxfs and once through a
 (usually ``os`` on /dev/shm), in interleaved rounds so that machine noise hits both sides
 alike, then reports one :class:`Row` per operation with the ratio and whether it meets its
 :class:`Target`.  :func:`format_table` renders the rows as an aligned text table or as
-Markdown.
+Markdown.  A row whose target is :meth:`Target.none` is reported only: "—" as its target
+and result.  :func:`run_bench` is the ``main()`` every benchmark script shares: it parses
+``--quick``/``--markdown``/``--dir``, runs the bench in a scratch directory that is removed
+at the end, and prints the table and the notes.
 
 Typical use::
 
@@ -18,14 +21,19 @@ Everything here is timed with :func:`time.perf_counter_ns`.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import os
 import platform
+import shutil
 import statistics
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal, Protocol, TypeVar
 
 __all__ = [
     "Row",
@@ -39,11 +47,22 @@ __all__ = [
     "median",
     "absolute_row",
     "throughput_row",
+    "round_up",
+    "size_text",
+    "close_quietly",
+    "close_volume_quietly",
+    "scratch_directory",
+    "parse_arguments",
+    "run_bench",
 ]
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
 
 BASELINE_MISSING = "—"
 
-TargetKind = Literal["max_ratio", "min_ratio", "max_value"]
+TargetKind = Literal["max_ratio", "min_ratio", "max_value", "none"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +72,7 @@ class Target:
     ``max_ratio``: daxfs/baseline must be at most ``limit`` (latency: lower is better).
     ``min_ratio``: daxfs/baseline must be at least ``limit`` (throughput: higher is better).
     ``max_value``: the daxfs value itself must be at most ``limit`` (in the row's unit).
+    ``none``: the row is reported only; its target and result cells read "—".
     """
 
     kind: TargetKind
@@ -70,7 +90,13 @@ class Target:
     def max_value(cls, limit: float) -> Target:
         return cls("max_value", limit)
 
+    @classmethod
+    def none(cls) -> Target:
+        return cls("none", float("nan"))
+
     def describe(self, unit: str) -> str:
+        if self.kind == "none":
+            return BASELINE_MISSING
         if self.kind == "max_ratio":
             return f"≤ {self.limit:g}×"
         if self.kind == "min_ratio":
@@ -78,6 +104,8 @@ class Target:
         return f"≤ {self.limit:g} {unit}"
 
     def is_met(self, daxfs_value: float, ratio: float | None) -> bool:
+        if self.kind == "none":
+            return True                  # nothing to miss; the table shows "—", not PASS
         if self.kind == "max_value":
             return daxfs_value <= self.limit
         if ratio is None:
@@ -180,12 +208,20 @@ def _format_ratio(ratio: float | None) -> str:
 
 
 TABLE_HEADER = ("operation", "unit", "daxfs", "os", "ratio", "target", "result")
+# For benches whose baseline is not always ``os`` (a Python loop, the same call unpinned, ...).
+BASELINE_TABLE_HEADER = ("operation", "unit", "daxfs", "baseline", "ratio", "target", "result")
+
+
+def _result(row: Row) -> str:
+    if row.target.kind == "none":
+        return BASELINE_MISSING
+    return "PASS" if row.passed else "MISS"
 
 
 def _cells(row: Row) -> tuple[str, ...]:
     return (row.label, row.unit, _format_value(row.daxfs_value),
             _format_value(row.baseline_value), _format_ratio(row.ratio),
-            row.target.describe(row.unit), "PASS" if row.passed else "MISS")
+            row.target.describe(row.unit), _result(row))
 
 
 def format_table(rows: Sequence[Row], *, markdown: bool = False,
@@ -220,3 +256,97 @@ def environment_line() -> str:
 def log(message: str) -> None:
     """Progress on stderr, so stdout carries only the table."""
     print(message, file=sys.stderr, flush=True)
+
+
+# -- what every benchmark script shares ------------------------------------------------
+
+
+def round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def size_text(size: int) -> str:
+    """A whole number of GiB, else of MiB: "1 GiB", "128 MiB"."""
+    return f"{size // GiB} GiB" if size % GiB == 0 else f"{size // MiB} MiB"
+
+
+def close_quietly(closeable: Any, what: str) -> None:
+    """Cleanup that must not mask the error that got us here."""
+    try:
+        closeable.close()
+    except Exception as error:  # noqa: BLE001 - cleanup path, report and go on
+        log(f"warning: closing {what} failed: {error!r}")
+
+
+def close_volume_quietly(volume: Any, what: str) -> None:
+    """Like :func:`close_quietly`, forcing a volume shut that something still holds open."""
+    # Imported here, not at the top: the benchmark calling this has already made daxfs
+    # importable (installed, or src/ put on sys.path), and this module does not need it.
+    import daxfs
+
+    try:
+        volume.close()
+    except daxfs.BusyError:
+        with contextlib.suppress(Exception):
+            volume.close(force=True)
+    except Exception as error:  # noqa: BLE001 - cleanup path, report and go on
+        log(f"warning: closing {what} failed: {error!r}")
+
+
+@contextlib.contextmanager
+def scratch_directory(prefix: str, parent: str) -> Iterator[Path]:
+    """A fresh directory under ``parent``, removed at the end even on error."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def parse_arguments(argv: Sequence[str] | None, *, description: str, quick_help: str,
+                    dir_help: str) -> argparse.Namespace:
+    """The flags every benchmark takes: --quick, --markdown and --dir (default /dev/shm)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    parser.add_argument("--dir", default="/dev/shm", help=dir_help)
+    return parser.parse_args(argv)
+
+
+class Bench(Protocol):
+    """What :func:`run_bench` needs of a benchmark: its rows, then its extra notes."""
+
+    notes: list[str]
+
+    def run(self) -> list[Row]: ...
+
+
+ConfigT = TypeVar("ConfigT")
+
+
+def run_bench(argv: Sequence[str] | None, *, description: str, quick_help: str,
+              dir_help: str, scratch_prefix: str, full_config: ConfigT, quick_config: ConfigT,
+              make_bench: Callable[[ConfigT, Path, contextlib.ExitStack], Bench],
+              notes: Callable[[ConfigT, Sequence[str], float], list[str]],
+              header: Sequence[str] = TABLE_HEADER) -> int:
+    """A benchmark script's ``main()``: parse the flags, run the bench, print table and notes.
+
+    ``make_bench(config, scratch_dir, cleanup)`` builds the bench; what it registers on
+    ``cleanup`` (an ExitStack) runs before the scratch directory is removed.
+    ``notes(config, bench_notes, total_s)`` gives the lines printed under the table.
+    """
+    arguments = parse_arguments(argv, description=description, quick_help=quick_help,
+                                dir_help=dir_help)
+    config = quick_config if arguments.quick else full_config
+    started_ns = time.perf_counter_ns()
+    with (scratch_directory(scratch_prefix, arguments.dir) as scratch_dir,
+          contextlib.ExitStack() as cleanup):
+        bench = make_bench(config, scratch_dir, cleanup)
+        rows = bench.run()
+        bench_notes = bench.notes
+    total_s = (time.perf_counter_ns() - started_ns) / 1e9
+    print(format_table(rows, markdown=arguments.markdown, header=header))
+    print()
+    for note in notes(config, bench_notes, total_s):
+        print(f"- {note}" if arguments.markdown else note)
+    return 0

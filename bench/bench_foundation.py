@@ -22,31 +22,24 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import random
-import shutil
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import _table
-from _table import Row, Target
+from _table import GiB, KiB, MiB, Row, Target, size_text
 
 try:
     import daxfs
 except ModuleNotFoundError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
     import daxfs
-
-KiB = 1024
-MiB = 1024 * KiB
-GiB = 1024 * MiB
 
 SMALL_WRITE_BYTES = 4 * KiB
 PREAD_BYTES = 4 * KiB
@@ -80,13 +73,13 @@ class BenchConfig:
     def main_pool_bytes(self) -> int:
         small_files = (self.latency_rounds + 1) * self.ops_per_round * SMALL_WRITE_BYTES
         needed = 2 * self.sequential_bytes + self.pread_file_bytes + small_files + 256 * MiB
-        return _round_up(max(needed, 512 * MiB), 64 * MiB)
+        return _table.round_up(max(needed, 512 * MiB), 64 * MiB)
 
     @property
     def mount_pool_bytes(self) -> int:
         # One block per file plus generous room for inodes, directories and the log.
         needed = self.mount_files * 12 * KiB + 256 * MiB
-        return _round_up(needed, 64 * MiB)
+        return _table.round_up(needed, 64 * MiB)
 
 
 FULL_CONFIG = BenchConfig(
@@ -99,28 +92,6 @@ QUICK_CONFIG = BenchConfig(
     sequential_bytes=128 * MiB, sequential_rounds=3,
     mount_directories=100, mount_files_per_directory=100, mount_rounds=3,
 )
-
-
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
-
-
-def _close_quietly(closeable: Any, what: str) -> None:
-    """Cleanup that must not mask the error that got us here."""
-    try:
-        closeable.close()
-    except Exception as error:  # noqa: BLE001 - cleanup path, report and go on
-        _table.log(f"warning: closing {what} failed: {error!r}")
-
-
-def _close_volume_quietly(volume: Any, what: str) -> None:
-    try:
-        volume.close()
-    except daxfs.BusyError:
-        with contextlib.suppress(Exception):
-            volume.close(force=True)
-    except Exception as error:  # noqa: BLE001 - cleanup path, report and go on
-        _table.log(f"warning: closing {what} failed: {error!r}")
 
 
 class FoundationBench:
@@ -141,7 +112,7 @@ class FoundationBench:
         pool_path = self.scratch_dir / "main.pool"
         _table.log(f"mkfs {pool_path} ({self.config.main_pool_bytes / GiB:.2f} GiB)")
         self.volume = daxfs.mkfs(str(pool_path), self.config.main_pool_bytes)
-        self.cleanup.callback(_close_volume_quietly, self.volume, "the main volume")
+        self.cleanup.callback(_table.close_volume_quietly, self.volume, "the main volume")
 
     # -- small-operation latency rows --------------------------------------------------
 
@@ -248,7 +219,7 @@ class FoundationBench:
             for _ in range(config.latency_rounds + 1)
         ]
         daxfs_file = volume.open(daxfs_path, "rb")
-        self.cleanup.callback(_close_quietly, daxfs_file, daxfs_path)
+        self.cleanup.callback(_table.close_quietly, daxfs_file, daxfs_path)
         os_fd = os.open(os_path, os.O_RDONLY)
         self.cleanup.callback(os.close, os_fd)
         expected = chunk[:PREAD_BYTES]
@@ -317,11 +288,11 @@ class FoundationBench:
             return config.sequential_bytes / elapsed
 
         _table.log(f"sequential pwrite: {config.sequential_rounds}+1 rounds × "
-                   f"{_size_text(config.sequential_bytes)}")
+                   f"{size_text(config.sequential_bytes)}")
         samples = _table.interleaved_rounds(
             config.sequential_rounds, {"daxfs": daxfs_sequential, "os": os_sequential},
             warmup_rounds=1)
-        label = f"seq pwrite {_size_text(config.sequential_bytes)}, 1 MiB chunks"
+        label = f"seq pwrite {size_text(config.sequential_bytes)}, 1 MiB chunks"
         return _table.throughput_row(label, _table.median(samples["daxfs"]),
                                      _table.median(samples["os"]),
                                      Target.min_ratio(THROUGHPUT_MIN_RATIO))
@@ -432,10 +403,6 @@ def _scandir_walk(root: str) -> int:
     return visited
 
 
-def _size_text(size: int) -> str:
-    return f"{size // GiB} GiB" if size % GiB == 0 else f"{size // MiB} MiB"
-
-
 def _notes(config: BenchConfig, bench_notes: Sequence[str], total_s: float) -> list[str]:
     return [
         _table.environment_line() + f"; whole run {total_s:.0f} s",
@@ -453,40 +420,13 @@ def _notes(config: BenchConfig, bench_notes: Sequence[str], total_s: float) -> l
     ]
 
 
-@contextlib.contextmanager
-def _scratch_directory(parent: str) -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="daxfs-bench-", dir=parent))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: fewer ops, 128 MiB sequential write, 10,000 files")
-    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
-    parser.add_argument("--dir", default="/dev/shm",
-                        help="where pools and the os tree go (default: /dev/shm)")
-    return parser.parse_args(argv)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    arguments = parse_arguments(argv)
-    config = QUICK_CONFIG if arguments.quick else FULL_CONFIG
-    started_ns = time.perf_counter_ns()
-    with _scratch_directory(arguments.dir) as scratch_dir, contextlib.ExitStack() as cleanup:
-        bench = FoundationBench(config, scratch_dir, cleanup)
-        rows = bench.run()
-        bench_notes = bench.notes
-    total_s = (time.perf_counter_ns() - started_ns) / 1e9
-    notes = _notes(config, bench_notes, total_s)
-    print(_table.format_table(rows, markdown=arguments.markdown))
-    print()
-    for note in notes:
-        print(f"- {note}" if arguments.markdown else note)
-    return 0
+    return _table.run_bench(
+        argv, description=__doc__.split("\n\n")[0],
+        quick_help="smoke run: fewer ops, 128 MiB sequential write, 10,000 files",
+        dir_help="where pools and the os tree go (default: /dev/shm)",
+        scratch_prefix="daxfs-bench-", full_config=FULL_CONFIG, quick_config=QUICK_CONFIG,
+        make_bench=FoundationBench, notes=_notes)
 
 
 if __name__ == "__main__":

@@ -27,15 +27,12 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import mmap
 import os
-import shutil
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,17 +40,13 @@ from typing import Any
 import numpy as np
 
 import _table
-from _table import Row, Target
+from _table import GiB, KiB, MiB, Row, Target, size_text
 
 try:
     import daxfs
 except ModuleNotFoundError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
     import daxfs
-
-KiB = 1024
-MiB = 1024 * KiB
-GiB = 1024 * MiB
 
 SMALL_FILE_BYTES = 4 * KiB
 FILL_CHUNK_BYTES = 1 * MiB
@@ -78,55 +71,13 @@ class BenchConfig:
         # The big read file and one fresh-write file at a time, plus room for metadata
         # (mkfs keeps about 4% of the pool for it) and the small file.
         needed = 2 * self.big_bytes + self.big_bytes // 4 + 256 * MiB
-        return _round_up(needed, 64 * MiB)
+        return _table.round_up(needed, 64 * MiB)
 
 
 FULL_CONFIG = BenchConfig(big_bytes=1 * GiB, rounds=5, big_maps_per_round=200,
                           small_maps_per_round=2000)
 QUICK_CONFIG = BenchConfig(big_bytes=128 * MiB, rounds=3, big_maps_per_round=50,
                            small_maps_per_round=300)
-
-
-class _NoTarget:
-    """A row that is reported only: its target and result cells read "—"."""
-
-    kind = "none"
-    limit = float("nan")
-
-    def describe(self, unit: str) -> str:
-        return _table.BASELINE_MISSING
-
-    def is_met(self, daxfs_value: float, ratio: float | None) -> bool:
-        return True
-
-
-NO_TARGET: Any = _NoTarget()
-
-
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
-
-
-def _size_text(size: int) -> str:
-    return f"{size // GiB} GiB" if size % GiB == 0 else f"{size // MiB} MiB"
-
-
-def _close_quietly(closeable: Any, what: str) -> None:
-    """Cleanup that must not mask the error that got us here."""
-    try:
-        closeable.close()
-    except Exception as error:  # noqa: BLE001 - cleanup path, report and go on
-        _table.log(f"warning: closing {what} failed: {error!r}")
-
-
-def _close_volume_quietly(volume: Any, what: str) -> None:
-    try:
-        volume.close()
-    except daxfs.BusyError:
-        with contextlib.suppress(Exception):
-            volume.close(force=True)
-    except Exception as error:  # noqa: BLE001 - cleanup path, report and go on
-        _table.log(f"warning: closing {what} failed: {error!r}")
 
 
 def _unlink_quietly(path: str) -> None:
@@ -162,12 +113,12 @@ class MappingBench:
         pool_path = self.scratch_dir / "mapping.pool"
         _table.log(f"mkfs {pool_path} ({self.config.pool_bytes / GiB:.2f} GiB)")
         self.volume = daxfs.mkfs(str(pool_path), self.config.pool_bytes)
-        self.cleanup.callback(_close_volume_quietly, self.volume, "the volume")
+        self.cleanup.callback(_table.close_volume_quietly, self.volume, "the volume")
 
     def make_source(self) -> np.ndarray:
         """The bytes every row writes: a random 1 MiB block repeated (incompressible enough)."""
         size = self.config.big_bytes
-        _table.log(f"source: {_size_text(size)} uint8 array")
+        _table.log(f"source: {size_text(size)} uint8 array")
         block = np.frombuffer(os.urandom(FILL_CHUNK_BYTES), dtype=np.uint8)
         source = np.empty(size, dtype=np.uint8)
         source.reshape(-1, FILL_CHUNK_BYTES)[:] = block
@@ -206,13 +157,13 @@ class MappingBench:
         size = config.big_bytes
         daxfs_path = "/big.bin"
         os_path = str(self.scratch_dir / "big.bin")
-        _table.log(f"map read: filling a {_size_text(size)} file on each side")
+        _table.log(f"map read: filling a {size_text(size)} file on each side")
         self._fill_daxfs(daxfs_path, source)
         self._fill_os(os_path, source)
         expected_byte = int(source[0])
 
         daxfs_file = self.volume.open(daxfs_path, "rb")
-        self.cleanup.callback(_close_quietly, daxfs_file, daxfs_path)
+        self.cleanup.callback(_table.close_quietly, daxfs_file, daxfs_path)
         buffer = bytearray(size)                 # preallocated and touched: readinto target
         view = memoryview(buffer)
         try:
@@ -242,13 +193,13 @@ class MappingBench:
                 return elapsed
 
             _table.log(f"map read: {config.rounds}+1 rounds × {config.big_maps_per_round} "
-                       f"daxfs maps / 1 os read of {_size_text(size)}")
+                       f"daxfs maps / 1 os read of {size_text(size)}")
             daxfs_ns, os_ns = self._samples(daxfs_map, os_read)
         finally:
             view.release()
             del buffer
             _unlink_quietly(os_path)            # 1 GiB of tmpfs: give it back now
-        label = f"map {_size_text(size)} ro, touch 1 B, close (speed-up)"
+        label = f"map {size_text(size)} ro, touch 1 B, close (speed-up)"
         # A speed-up target: here the ratio is os time / daxfs time (higher is better), so
         # "≥ 1000× faster" reads as "≥ 1000×" instead of a ratio that rounds to 0.00×.
         return Row(label, "µs", daxfs_ns / 1e3, os_ns / 1e3, os_ns / daxfs_ns,
@@ -315,12 +266,12 @@ class MappingBench:
                 warmup["os"] = size / elapsed
             return size / elapsed
 
-        _table.log(f"fresh write: {config.rounds}+1 rounds × {_size_text(size)}")
+        _table.log(f"fresh write: {config.rounds}+1 rounds × {size_text(size)}")
         daxfs_rate, os_rate = self._samples(daxfs_fresh, os_fresh)
         self.notes.append(
             f"fresh write, warm-up round (first touch of the pool's pages, not in the median): "
             f"daxfs {warmup['daxfs']:.2f} GB/s, os {warmup['os']:.2f} GB/s.")
-        return _table.throughput_row(f"fresh write {_size_text(size)} via mapping",
+        return _table.throughput_row(f"fresh write {size_text(size)} via mapping",
                                      daxfs_rate, os_rate, Target.min_ratio(FRESH_WRITE_MIN_RATIO))
 
     # -- rewrite through a populated write mapping -------------------------------------
@@ -330,9 +281,9 @@ class MappingBench:
         config = self.config
         size = config.big_bytes
         file = self.volume.open("/big.bin", "r+b")        # written by the map-read row
-        self.cleanup.callback(_close_quietly, file, "/big.bin (rewrite)")
+        self.cleanup.callback(_table.close_quietly, file, "/big.bin (rewrite)")
         mapping = file.map(0, size, write=True)
-        self.cleanup.callback(_close_quietly, mapping, "the rewrite mapping")
+        self.cleanup.callback(_table.close_quietly, mapping, "the rewrite mapping")
         target = mapping.array()
         plain = np.zeros(size, dtype=np.uint8)
         plain.fill(1)                                      # touch every page before timing
@@ -347,7 +298,7 @@ class MappingBench:
                 np.copyto(plain, source)
                 return size / (time.perf_counter_ns() - started_ns)
 
-            _table.log(f"rewrite: {config.rounds}+1 rounds × {_size_text(size)}")
+            _table.log(f"rewrite: {config.rounds}+1 rounds × {size_text(size)}")
             daxfs_rate, os_rate = self._samples(daxfs_copy, numpy_copy)
             if not np.array_equal(target[:FILL_CHUNK_BYTES], source[:FILL_CHUNK_BYTES]):
                 raise AssertionError("rewrite mapping does not hold what was copied")
@@ -355,7 +306,7 @@ class MappingBench:
             del target, plain
         mapping.close()
         file.close()
-        return _table.throughput_row(f"rewrite {_size_text(size)} via mapping (copyto)",
+        return _table.throughput_row(f"rewrite {size_text(size)} via mapping (copyto)",
                                      daxfs_rate, os_rate, Target.min_ratio(REWRITE_MIN_RATIO))
 
     # -- small-file map + close --------------------------------------------------------
@@ -377,7 +328,7 @@ class MappingBench:
         finally:
             os.close(fd)
         daxfs_file = self.volume.open(daxfs_path, "rb")
-        self.cleanup.callback(_close_quietly, daxfs_file, daxfs_path)
+        self.cleanup.callback(_table.close_quietly, daxfs_file, daxfs_path)
         os_fd = os.open(os_path, os.O_RDONLY)
         self.cleanup.callback(os.close, os_fd)
         with daxfs_file.map() as check:
@@ -400,7 +351,7 @@ class MappingBench:
 
         _table.log(f"small map: {config.rounds}+1 rounds × {config.small_maps_per_round} maps")
         daxfs_ns, os_ns = self._samples(daxfs_map, os_map)
-        return _table.latency_row("map + close, 4 KiB file", daxfs_ns, os_ns, NO_TARGET)
+        return _table.latency_row("map + close, 4 KiB file", daxfs_ns, os_ns, Target.none())
 
     # -- the whole run -----------------------------------------------------------------
 
@@ -415,22 +366,8 @@ class MappingBench:
         return rows
 
 
-def format_rows(rows: Sequence[Row], *, markdown: bool) -> str:
-    """The shared table, with "—" as the result of rows that have no target."""
-    lines = _table.format_table(rows, markdown=markdown).split("\n")
-    for index, row in enumerate(rows):
-        if row.target is NO_TARGET:
-            line = lines[index + 2]                      # after the header and the rule
-            cut = line.rstrip(" |")
-            if not cut.endswith("PASS"):
-                raise AssertionError(f"unexpected table line {line!r}")
-            lines[index + 2] = (cut[:-len("PASS")] + _table.BASELINE_MISSING
-                                + line[len(cut):])
-    return "\n".join(lines)
-
-
 def _notes(config: BenchConfig, bench_notes: Sequence[str], total_s: float) -> list[str]:
-    size = _size_text(config.big_bytes)
+    size = size_text(config.big_bytes)
     return [
         _table.environment_line() + f"; whole run {total_s:.0f} s",
         "ratio = daxfs GB/s / os GB/s for GB/s rows (higher is better), daxfs time / os time "
@@ -454,40 +391,13 @@ def _notes(config: BenchConfig, bench_notes: Sequence[str], total_s: float) -> l
     ]
 
 
-@contextlib.contextmanager
-def _scratch_directory(parent: str) -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="daxfs-bench-mapping-", dir=parent))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 128 MiB files, 3 rounds, fewer maps")
-    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
-    parser.add_argument("--dir", default="/dev/shm",
-                        help="where the pool and the os files go (default: /dev/shm)")
-    return parser.parse_args(argv)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    arguments = parse_arguments(argv)
-    config = QUICK_CONFIG if arguments.quick else FULL_CONFIG
-    started_ns = time.perf_counter_ns()
-    with _scratch_directory(arguments.dir) as scratch_dir, contextlib.ExitStack() as cleanup:
-        bench = MappingBench(config, scratch_dir, cleanup)
-        rows = bench.run()
-        bench_notes = bench.notes
-    total_s = (time.perf_counter_ns() - started_ns) / 1e9
-    notes = _notes(config, bench_notes, total_s)
-    print(format_rows(rows, markdown=arguments.markdown))
-    print()
-    for note in notes:
-        print(f"- {note}" if arguments.markdown else note)
-    return 0
+    return _table.run_bench(
+        argv, description=__doc__.split("\n\n")[0],
+        quick_help="smoke run: 128 MiB files, 3 rounds, fewer maps",
+        dir_help="where the pool and the os files go (default: /dev/shm)",
+        scratch_prefix="daxfs-bench-mapping-", full_config=FULL_CONFIG, quick_config=QUICK_CONFIG,
+        make_bench=MappingBench, notes=_notes)
 
 
 if __name__ == "__main__":

@@ -31,32 +31,24 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import math
 import os
 import random
-import shutil
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import _table
-from _table import Row, Target
+from _table import GiB, KiB, MiB, Row, Target, size_text
 
 try:
     import daxfs
 except ModuleNotFoundError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
     import daxfs
-
-KiB = 1024
-MiB = 1024 * KiB
-GiB = 1024 * MiB
 
 PIN_BYTES = 4 * KiB
 FILL_CHUNK_BYTES = 1 * MiB
@@ -65,23 +57,6 @@ OS_CREATE_FLAGS = os.O_CREAT | os.O_EXCL | os.O_RDWR
 PIN_RELEASE_MAX_US = 10.0
 TRUNCATE_MAX_RATIO = 1.5
 SIZE_INDEPENDENCE_MAX_RATIO = 1.5
-
-
-
-@dataclass(frozen=True)
-class _NoTarget(Target):
-    """A row that is reported only: "—" as its target and its result."""
-
-    def describe(self, unit: str) -> str:
-        return _table.BASELINE_MISSING
-
-    def is_met(self, daxfs_value: float, ratio: float | None) -> bool:
-        return True
-
-
-NO_TARGET = _NoTarget("max_value", math.inf)
-
-TABLE_HEADER = ("operation", "unit", "daxfs", "baseline", "ratio", "target", "result")
 
 
 @dataclass(frozen=True)
@@ -103,7 +78,7 @@ class BenchConfig:
         # the pinned file, the live-pin files, and room for metadata (mkfs keeps some 4%).
         live = self.live_pins * PIN_BYTES
         needed = (max(self.truncate_sizes) + self.pin_file_bytes + live) * 5 // 4 + 256 * MiB
-        return _round_up(needed, 64 * MiB)
+        return _table.round_up(needed, 64 * MiB)
 
 
 FULL_CONFIG = BenchConfig(
@@ -116,32 +91,6 @@ QUICK_CONFIG = BenchConfig(
     truncate_sizes=(16 * MiB, 64 * MiB, 128 * MiB),
     live_pins=10_000, live_pin_files=100, listings_per_round=2,
 )
-
-
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
-
-
-def _size_text(size: int) -> str:
-    return f"{size // GiB} GiB" if size % GiB == 0 else f"{size // MiB} MiB"
-
-
-def _close_quietly(closeable: Any, what: str) -> None:
-    """Cleanup that must not mask the error that got us here."""
-    try:
-        closeable.close()
-    except Exception as error:  # noqa: BLE001 - cleanup path, report and go on
-        _table.log(f"warning: closing {what} failed: {error!r}")
-
-
-def _close_volume_quietly(volume: Any, what: str) -> None:
-    try:
-        volume.close()
-    except daxfs.BusyError:
-        with contextlib.suppress(Exception):
-            volume.close(force=True)
-    except Exception as error:  # noqa: BLE001 - cleanup path, report and go on
-        _table.log(f"warning: closing {what} failed: {error!r}")
 
 
 def _release_all(pins: Sequence[Any]) -> None:
@@ -168,7 +117,7 @@ class PinsBench:
         pool_path = self.scratch_dir / "pins.pool"
         _table.log(f"mkfs {pool_path} ({self.config.pool_bytes / GiB:.2f} GiB)")
         self.volume = daxfs.mkfs(str(pool_path), self.config.pool_bytes)
-        self.cleanup.callback(_close_volume_quietly, self.volume, "the volume")
+        self.cleanup.callback(_table.close_volume_quietly, self.volume, "the volume")
 
     def _fill(self, file: Any, size: int) -> None:
         """Write ``size`` bytes of the random chunk, 1 MiB at a time (the file is populated)."""
@@ -190,9 +139,9 @@ class PinsBench:
         size = config.pin_file_bytes
         daxfs_path = "/pinned.bin"
         os_path = str(self.scratch_dir / "pread.bin")
-        _table.log(f"pin + release: filling a {_size_text(size)} file on each side")
+        _table.log(f"pin + release: filling a {size_text(size)} file on each side")
         daxfs_file = self.volume.open(daxfs_path, "x+b")
-        self.cleanup.callback(_close_quietly, daxfs_file, daxfs_path)
+        self.cleanup.callback(_table.close_quietly, daxfs_file, daxfs_path)
         self._fill(daxfs_file, size)
         fd = os.open(os_path, OS_CREATE_FLAGS, 0o644)
         self.cleanup.callback(os.close, fd)
@@ -232,7 +181,7 @@ class PinsBench:
         medians = self._samples(self.pin_release_contenders)
         if self.volume.pins():
             raise AssertionError("pins are still listed after releasing them all")
-        label = f"pin + release 4 KiB (random, {_size_text(size)} file)"
+        label = f"pin + release 4 KiB (random, {size_text(size)} file)"
         return _table.absolute_row(label, "µs", medians["daxfs"] / 1e3, medians["os"] / 1e3,
                                    Target.max_value(PIN_RELEASE_MAX_US))
 
@@ -278,7 +227,7 @@ class PinsBench:
             contenders[f"pinned {size}"] = contender(size, True)
             contenders[f"plain {size}"] = contender(size, False)
         _table.log(f"truncate: {config.truncate_rounds}+1 rounds × {len(contenders)} files "
-                   f"({', '.join(_size_text(s) for s in config.truncate_sizes)}; "
+                   f"({', '.join(size_text(s) for s in config.truncate_sizes)}; "
                    "pinned and plain)")
         medians = self._samples(contenders, config.truncate_rounds)
         if volume.statfs().busy != 0:
@@ -290,12 +239,12 @@ class PinsBench:
             extent_text = "/".join(str(n) for n in extents)
             plural = "" if extents == [1] else "s"
             rows.append(_table.latency_row(
-                f"truncate→0, pinned vs plain {_size_text(size)} ({extent_text} extent{plural})",
+                f"truncate→0, pinned vs plain {size_text(size)} ({extent_text} extent{plural})",
                 medians[f"pinned {size}"], medians[f"plain {size}"],
                 Target.max_ratio(TRUNCATE_MAX_RATIO)))
         smallest, largest = config.truncate_sizes[0], config.truncate_sizes[-1]
         rows.append(_table.latency_row(
-            f"truncate→0 pinned, {_size_text(largest)} vs {_size_text(smallest)}",
+            f"truncate→0 pinned, {size_text(largest)} vs {size_text(smallest)}",
             medians[f"pinned {largest}"], medians[f"pinned {smallest}"],
             Target.max_ratio(SIZE_INDEPENDENCE_MAX_RATIO)))
         return rows
@@ -328,7 +277,7 @@ class PinsBench:
             if index == 0:
                 volume.mkdir("/live")
             file = volume.open(path, "x+b")
-            self.cleanup.callback(_close_quietly, file, path)
+            self.cleanup.callback(_table.close_quietly, file, path)
             self._fill(file, file_bytes)
             files.append(file)
         self.cleanup.callback(_release_all, pins)        # runs before the files close (LIFO)
@@ -374,9 +323,9 @@ class PinsBench:
         return [
             _table.absolute_row(f"vol.pins(), {count:,} live pins", "ms",
                                 listing_medians["daxfs"] / 1e6, listing_medians["python"] / 1e6,
-                                NO_TARGET),
+                                Target.none()),
             _table.absolute_row(f"pin + release 4 KiB, {count:,} other pins live", "µs",
-                                pin_medians["daxfs"] / 1e3, pin_medians["os"] / 1e3, NO_TARGET),
+                                pin_medians["daxfs"] / 1e3, pin_medians["os"] / 1e3, Target.none()),
         ]
 
     # -- the whole run -----------------------------------------------------------------
@@ -389,28 +338,15 @@ class PinsBench:
         return rows
 
 
-def format_rows(rows: Sequence[Row], *, markdown: bool) -> str:
-    """The shared table (baseline column named "baseline"), "—" as the result of no-target rows."""
-    lines = _table.format_table(rows, markdown=markdown, header=TABLE_HEADER).split("\n")
-    for index, row in enumerate(rows):
-        if isinstance(row.target, _NoTarget):
-            line = lines[index + 2]                      # after the header and the rule
-            cut = line.rstrip(" |")
-            if not cut.endswith("PASS"):
-                raise AssertionError(f"unexpected table line {line!r}")
-            lines[index + 2] = cut[:-len("PASS")] + _table.BASELINE_MISSING + line[len(cut):]
-    return "\n".join(lines)
-
-
 def _notes(config: BenchConfig, bench_notes: Sequence[str], total_s: float) -> list[str]:
-    sizes = ", ".join(_size_text(s) for s in config.truncate_sizes)
+    sizes = ", ".join(size_text(s) for s in config.truncate_sizes)
     return [
         _table.environment_line() + f"; whole run {total_s:.0f} s",
         f"every row: median of {config.rounds} rounds ({config.truncate_rounds} for the "
         "truncate rows) after 1 warm-up round, the sides' rounds interleaved (who goes first "
         "rotates); ratio = daxfs / baseline.",
         f"pin + release: mean of {config.pins_per_round:,} `f.pin(off, 4096).release()` per "
-        f"round at random 4 KiB-aligned offsets of a populated {_size_text(config.pin_file_bytes)} "
+        f"round at random 4 KiB-aligned offsets of a populated {size_text(config.pin_file_bytes)} "
         "file (read pin, no CPU view made). Baseline (a reference only, the target is "
         "absolute): os.pread(fd, 4096, off) at the same offsets of a same-sized /dev/shm file.",
         f"truncate: f.truncate(0, policy='defer') alone is timed ({sizes}); the file is created "
@@ -431,40 +367,14 @@ def _notes(config: BenchConfig, bench_notes: Sequence[str], total_s: float) -> l
     ]
 
 
-@contextlib.contextmanager
-def _scratch_directory(parent: str) -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="daxfs-bench-pins-", dir=parent))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: smaller files, 3 rounds, fewer pins")
-    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
-    parser.add_argument("--dir", default="/dev/shm",
-                        help="where the pool and the reference file go (default: /dev/shm)")
-    return parser.parse_args(argv)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    arguments = parse_arguments(argv)
-    config = QUICK_CONFIG if arguments.quick else FULL_CONFIG
-    started_ns = time.perf_counter_ns()
-    with _scratch_directory(arguments.dir) as scratch_dir, contextlib.ExitStack() as cleanup:
-        bench = PinsBench(config, scratch_dir, cleanup)
-        rows = bench.run()
-        bench_notes = bench.notes
-    total_s = (time.perf_counter_ns() - started_ns) / 1e9
-    notes = _notes(config, bench_notes, total_s)
-    print(format_rows(rows, markdown=arguments.markdown))
-    print()
-    for note in notes:
-        print(f"- {note}" if arguments.markdown else note)
-    return 0
+    return _table.run_bench(
+        argv, description=__doc__.split("\n\n")[0],
+        quick_help="smoke run: smaller files, 3 rounds, fewer pins",
+        dir_help="where the pool and the reference file go (default: /dev/shm)",
+        scratch_prefix="daxfs-bench-pins-", full_config=FULL_CONFIG, quick_config=QUICK_CONFIG,
+        make_bench=PinsBench, notes=_notes,
+        header=_table.BASELINE_TABLE_HEADER)
 
 
 if __name__ == "__main__":

@@ -30,22 +30,19 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import math
 import os
 import random
 import shutil
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import _table
-from _table import Row, Target
+from _table import GiB, KiB, MiB, Row, Target, size_text
 
 try:
     import daxfs
@@ -53,32 +50,12 @@ except ModuleNotFoundError:  # running from a checkout without `pip install -e .
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
     import daxfs
 
-KiB = 1024
-MiB = 1024 * KiB
-GiB = 1024 * MiB
-
 BLOCK = 4 * KiB
 WRITE_CHUNK_BYTES = 1 * MiB          # how the sources are written
 COPY_CHUNK_BYTES = 4 * MiB           # how the daxfs byte copy moves data
 SHARERS = 1000                       # files sharing the block owners() is asked about
 
 CLONE_MIN_SPEEDUP = 100.0
-
-
-@dataclass(frozen=True)
-class _NoTarget(Target):
-    """A row that is reported only: "—" as its target and its result."""
-
-    def describe(self, unit: str) -> str:
-        return _table.BASELINE_MISSING
-
-    def is_met(self, daxfs_value: float, ratio: float | None) -> bool:
-        return True
-
-
-NO_TARGET = _NoTarget("max_value", math.inf)
-
-TABLE_HEADER = ("operation", "unit", "daxfs", "baseline", "ratio", "target", "result")
 
 
 @dataclass(frozen=True)
@@ -96,32 +73,13 @@ class BenchConfig:
         # At most three big files live at once (a fragmented pair and a copy of one of them),
         # plus the 1,000 small files and room for metadata (mkfs keeps some 4%).
         needed = 3 * self.big_bytes * 9 // 8 + 256 * MiB
-        return _round_up(needed, 64 * MiB)
+        return _table.round_up(needed, 64 * MiB)
 
 
 FULL_CONFIG = BenchConfig(big_bytes=1 * GiB, rounds=5, fragment_pieces=(1 * MiB, 64 * KiB),
                           cows_per_round=50, owners_calls_per_round=10)
 QUICK_CONFIG = BenchConfig(big_bytes=128 * MiB, rounds=3, fragment_pieces=(1 * MiB, 64 * KiB),
                            cows_per_round=20, owners_calls_per_round=3)
-
-
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
-
-
-def _size_text(size: int) -> str:
-    return f"{size // GiB} GiB" if size % GiB == 0 else f"{size // MiB} MiB"
-
-
-def _close_volume_quietly(volume: Any, what: str) -> None:
-    """Cleanup that must not mask the error that got us here."""
-    try:
-        volume.close()
-    except daxfs.BusyError:
-        with contextlib.suppress(Exception):
-            volume.close(force=True)
-    except Exception as error:  # noqa: BLE001 - cleanup path, report and go on
-        _table.log(f"warning: closing {what} failed: {error!r}")
 
 
 class ReflinkBench:
@@ -143,7 +101,7 @@ class ReflinkBench:
         pool_path = self.scratch_dir / "reflink.pool"
         _table.log(f"mkfs {pool_path} ({self.config.pool_bytes / GiB:.2f} GiB)")
         self.volume = daxfs.mkfs(str(pool_path), self.config.pool_bytes)
-        self.cleanup.callback(_close_volume_quietly, self.volume, "the volume")
+        self.cleanup.callback(_table.close_volume_quietly, self.volume, "the volume")
 
     def _samples(self, contenders: dict[str, Callable[[int], float]]) -> dict[str, float]:
         """Medians of the measured rounds; the warm-up round's values go to ``self.warmup``."""
@@ -246,7 +204,7 @@ class ReflinkBench:
         config = self.config
         size = config.big_bytes
         source = "/source.bin"
-        _table.log(f"clone vs copy: writing a {_size_text(size)} source in 1 MiB pwrites")
+        _table.log(f"clone vs copy: writing a {size_text(size)} source in 1 MiB pwrites")
         self.write_source(source)
         extents = self._extent_count(source)
 
@@ -279,10 +237,11 @@ class ReflinkBench:
             f"mount; later copies reuse the pages the previous copy freed), os copyfile "
             f"{self.warmup['os']:,.0f} ms.")
         clone_row = self._clone_row(
-            f"clone_file {_size_text(size)}, {extents:,} extent{'s' if extents != 1 else ''} "
+            f"clone_file {size_text(size)}, {extents:,} extent{'s' if extents != 1 else ''} "
             "(vs daxfs copy)", medians)
-        copy_row = Row(f"byte copy {_size_text(size)}: daxfs (4 MiB chunks) vs os copyfile", "ms",
-                       medians["copy"], medians["os"], medians["copy"] / medians["os"], NO_TARGET)
+        copy_row = Row(f"byte copy {size_text(size)}: daxfs (4 MiB chunks) vs os copyfile", "ms",
+                       medians["copy"], medians["os"], medians["copy"] / medians["os"],
+                       Target.none())
         return [clone_row, copy_row]
 
     def fragmented_row(self, piece: int) -> Row:
@@ -292,7 +251,7 @@ class ReflinkBench:
         volume = self.volume
         source, other = f"/frag-{piece}.bin", f"/frag-{piece}-partner.bin"
         piece_text = f"{piece // MiB} MiB" if piece % MiB == 0 else f"{piece // KiB} KiB"
-        _table.log(f"fragmented: two {_size_text(size)} files in alternating {piece_text} pwrites")
+        _table.log(f"fragmented: two {size_text(size)} files in alternating {piece_text} pwrites")
         self.write_interleaved(source, other, piece)
         extents = self._extent_count(source)
         contenders = self.clone_contenders(source, f"frag{piece}")
@@ -301,7 +260,7 @@ class ReflinkBench:
         medians = self._samples(contenders)
         volume.unlink(source)
         volume.unlink(other)
-        return self._clone_row(f"clone_file {_size_text(size)}, {extents:,} extents "
+        return self._clone_row(f"clone_file {size_text(size)}, {extents:,} extents "
                                f"({piece_text} interleave)", medians)
 
     # -- copy on write -----------------------------------------------------------------
@@ -312,7 +271,7 @@ class ReflinkBench:
         volume = self.volume
         size = config.big_bytes
         source, private = "/source.bin", "/private.bin"
-        _table.log(f"copy on write: writing a private {_size_text(size)} file")
+        _table.log(f"copy on write: writing a private {size_text(size)} file")
         self.write_source(private)
         volume.mkdir("/cow")
         rng = random.Random(20240601)
@@ -354,8 +313,9 @@ class ReflinkBench:
         private_file.close()
         volume.unlink(private)
         volume.unlink(source)
-        return _table.latency_row(f"first 4 KiB pwrite into a fresh {_size_text(size)} clone "
-                                  "(COW) vs private", medians["cow"], medians["private"], NO_TARGET)
+        return _table.latency_row(f"first 4 KiB pwrite into a fresh {size_text(size)} clone "
+                                  "(COW) vs private", medians["cow"], medians["private"],
+                                  Target.none())
 
     def _check_cow(self, source: str, clone: Any, offset: int, payload: bytes) -> None:
         """The write went to the clone only, and only its one block stopped being shared."""
@@ -419,7 +379,7 @@ class ReflinkBench:
         _table.log(f"owners: {config.rounds}+1 rounds × {calls} calls")
         medians = self._samples({"owners": owners, "loop": python_loop})
         return _table.latency_row(f"owners() of a block shared by {SHARERS:,} files",
-                                  medians["owners"], medians["loop"], NO_TARGET)
+                                  medians["owners"], medians["loop"], Target.none())
 
     # -- the whole run -----------------------------------------------------------------
 
@@ -436,21 +396,8 @@ class ReflinkBench:
         return rows
 
 
-def format_rows(rows: Sequence[Row], *, markdown: bool) -> str:
-    """The shared table (baseline column named "baseline"), "—" as the result of no-target rows."""
-    lines = _table.format_table(rows, markdown=markdown, header=TABLE_HEADER).split("\n")
-    for index, row in enumerate(rows):
-        if isinstance(row.target, _NoTarget):
-            line = lines[index + 2]                      # after the header and the rule
-            cut = line.rstrip(" |")
-            if not cut.endswith("PASS"):
-                raise AssertionError(f"unexpected table line {line!r}")
-            lines[index + 2] = cut[:-len("PASS")] + _table.BASELINE_MISSING + line[len(cut):]
-    return "\n".join(lines)
-
-
 def _notes(config: BenchConfig, bench_notes: Sequence[str], total_s: float) -> list[str]:
-    size = _size_text(config.big_bytes)
+    size = size_text(config.big_bytes)
     return [
         _table.environment_line() + f"; whole run {total_s:.0f} s",
         f"every row: median of {config.rounds} rounds after 1 warm-up round, the sides' rounds "
@@ -475,40 +422,14 @@ def _notes(config: BenchConfig, bench_notes: Sequence[str], total_s: float) -> l
     ]
 
 
-@contextlib.contextmanager
-def _scratch_directory(parent: str) -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="daxfs-bench-reflink-", dir=parent))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 128 MiB files, 3 rounds, fewer clones")
-    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
-    parser.add_argument("--dir", default="/dev/shm",
-                        help="where the pool and the os files go (default: /dev/shm)")
-    return parser.parse_args(argv)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    arguments = parse_arguments(argv)
-    config = QUICK_CONFIG if arguments.quick else FULL_CONFIG
-    started_ns = time.perf_counter_ns()
-    with _scratch_directory(arguments.dir) as scratch_dir, contextlib.ExitStack() as cleanup:
-        bench = ReflinkBench(config, scratch_dir, cleanup)
-        rows = bench.run()
-        bench_notes = bench.notes
-    total_s = (time.perf_counter_ns() - started_ns) / 1e9
-    notes = _notes(config, bench_notes, total_s)
-    print(format_rows(rows, markdown=arguments.markdown))
-    print()
-    for note in notes:
-        print(f"- {note}" if arguments.markdown else note)
-    return 0
+    return _table.run_bench(
+        argv, description=__doc__.split("\n\n")[0],
+        quick_help="smoke run: 128 MiB files, 3 rounds, fewer clones",
+        dir_help="where the pool and the os files go (default: /dev/shm)",
+        scratch_prefix="daxfs-bench-reflink-", full_config=FULL_CONFIG, quick_config=QUICK_CONFIG,
+        make_bench=ReflinkBench, notes=_notes,
+        header=_table.BASELINE_TABLE_HEADER)
 
 
 if __name__ == "__main__":
