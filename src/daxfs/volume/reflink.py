@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from daxfs.core.state import Inode
 
 _COPY_CHUNK = 4 * 1024 * 1024
+_ATOMIC_COPY_LIMIT = 64 * 1024 * 1024     # larger unaligned copies go in chunks
 
 
 def _umask() -> int:
@@ -80,7 +81,7 @@ class ReflinkOps:
     # ---- copy on write
 
     def _unshare(self: Any, node: "Inode", first: int, end: int, grows_to: int | None = None, *,
-                 commit: bool = True) -> list[tuple[int, int, int, int]]:
+                 commit: bool = True, zero_past_eof: bool = False) -> list[tuple[int, int, int, int]]:
         """Give the file private copies of the shared written blocks in ``[first, end)`` (and of
         its last block if the size is about to grow over it), before anything writes them.
 
@@ -120,6 +121,11 @@ class ReflinkOps:
             dst = self._data_offset + newp * bs
             pool.write(dst, pool.view(src, k * bs))
             stores.append((dst, k * bs))
+            eof = node.size
+            if zero_past_eof and f * bs < eof < (f + k) * bs:
+                # the size is about to grow over the stale bytes past EOF: zero them in the copy
+                # (never in the shared original, whose other owners may show them)
+                pool.zero(dst + eof - f * bs, (f + k) * bs - eof)
             run = node.extents.lookup(f)  # type: ignore[union-attr]
             mapping.append((f, k, newp, run[3] & UNWRITTEN if run else 0))
         self._prefault(plan)
@@ -176,7 +182,7 @@ class ReflinkOps:
         return length
 
     def _clone_record(self: Any, snode: "Inode", sf0: int, dino: int, df0: int, nblk: int,
-                      new_size: int | None) -> SetExtents:
+                      new_size: int | None, exclude: list[tuple[int, int]] | None = None) -> SetExtents:
         """The record that makes ``dino``'s blocks ``df0..`` share ``snode``'s ``sf0..``.
 
         Written blocks are shared; unwritten ones get fresh unwritten blocks of their
@@ -184,8 +190,8 @@ class ReflinkOps:
         """
         runs = snode.extents.slice(sf0, nblk)  # type: ignore[union-attr]
         unwritten = [(df0 + f - sf0, k) for f, k, _p, fl in runs if fl & UNWRITTEN]
-        fresh = self._assign(unwritten, self._core.plan_blocks(sum(k for _f, k in unwritten)), UNWRITTEN) \
-            if unwritten else []
+        fresh = self._assign(unwritten, self._core.plan_blocks(sum(k for _f, k in unwritten), None, exclude),
+                             UNWRITTEN) if unwritten else []
         mapping = [x for f, k, p, fl in runs if not fl & UNWRITTEN for x in (df0 + f - sf0, k, p, SHARE)]
         mapping += [x for piece in fresh for x in piece]
         return SetExtents(dino, [df0, nblk], mapping, new_size, time.time_ns())
@@ -274,7 +280,12 @@ class ReflinkOps:
 
     def copy_file_range(self: Any, src: object, src_offset: int, dst: object, dst_offset: int,
                         length: int) -> int:
-        """Copy bytes, sharing whole blocks where both offsets line up; returns bytes copied."""
+        """Copy bytes, sharing whole blocks where both offsets line up; returns bytes copied.
+
+        One record, so all-or-nothing: the shared middle and the copied edges (written into
+        fresh blocks) land together.  Only an unaligned copy of more than 64 MiB goes in
+        chunks, each all-or-nothing, as Linux's copy_file_range may stop short.
+        """
         with self._lock:
             self._check_writable()
             snode = self._file_arg(src, write=False)
@@ -287,21 +298,72 @@ class ReflinkOps:
             if snode is dnode and src_offset < dst_offset + n and dst_offset < src_offset + n:
                 raise fs_error(errno.EINVAL, message="source and destination ranges overlap")
             bs = self._bs
-            head = (-src_offset) % bs
-            done = 0
-            if src_offset % bs == dst_offset % bs and n > head:
-                middle = (n - head) // bs * bs
-                if src_offset + head + middle == snode.size:
-                    middle = n - head          # the source's unaligned EOF may be shared too
-                if middle and self._clone_fits(snode, src_offset + head, dnode, dst_offset + head, middle):
-                    self._copy_bytes(snode, src_offset, dnode, dst_offset, head)
-                    self._clone(snode, src_offset + head, dnode, dst_offset + head, middle)
-                    done = head + middle
-            if done == 0:
+            clone: tuple[int, int] | None = None          # (offset into the range, length) shared
+            if src_offset % bs == dst_offset % bs:
+                head = (-src_offset) % bs
+                aligned = max(0, (n - head) // bs * bs)
+                eof = [n - head] if src_offset + n == snode.size and n - head > aligned else []
+                for middle in eof + [aligned]:
+                    if middle > 0 and self._clone_fits(snode, src_offset + head, dnode, dst_offset + head, middle):
+                        clone = (head, middle)
+                        break
+            copied = [(0, n)] if clone is None else [(0, clone[0]), (clone[0] + clone[1], n)]
+            if clone is None and n > _ATOMIC_COPY_LIMIT:
                 self._copy_bytes(snode, src_offset, dnode, dst_offset, n)
                 return n
-            self._copy_bytes(snode, src_offset + done, dnode, dst_offset + done, n - done)
+            if self._settle(dnode.ino, dst_offset // bs, -(-(dst_offset + n) // bs), None, "copy into"):
+                return self.copy_file_range(src, src_offset, dst, dst_offset, length)   # waited
+            end = dst_offset + n
+            new_size = end if end > dnode.size else None
+            self._unshare(dnode, 0, 0, grows_to=new_size)      # the old last block, before its tail
+            stores: list[tuple[int, int]] = []
+            if new_size is not None:
+                self._zero_tail_for_growth(dnode, new_size, stores)
+            pieces: list[tuple[int, int, int, int]] = []
+            for lo, hi in copied:
+                if hi > lo:
+                    data = self._read_locked(snode.ino, None, hi - lo, src_offset + lo)
+                    pieces += self._write_fresh(dnode, dst_offset + lo, data, pieces, stores)
+            self._persist(stores)
+            mapping = [x for piece in pieces for x in piece]
+            unmap: list[int] = []
+            if clone is not None:
+                share = self._clone_record(snode, (src_offset + clone[0]) // bs, dnode.ino,
+                                           (dst_offset + clone[0]) // bs, -(-clone[1] // bs), None,
+                                           exclude=[(p, k) for _f, k, p, _fl in pieces])
+                unmap, mapping = share.unmap, share.map + mapping
+            self._commit(SetExtents(dnode.ino, unmap, mapping, new_size, time.time_ns()),
+                         _GROW_RUN * (len(mapping) // 4 + 2))
             return n
+
+    def _write_fresh(self: Any, node: "Inode", offset: int, data: bytes,
+                     promised: list[tuple[int, int, int, int]], stores: list[tuple[int, int]]
+                     ) -> list[tuple[int, int, int, int]]:
+        """Write ``data`` at ``offset`` into fresh blocks (the file's bytes around it copied in),
+        returning their map pieces for the caller's record: a write that is all-or-nothing."""
+        bs = self._bs
+        end = offset + len(data)
+        f0, f1 = offset // bs, -(-end // bs)
+        plan = self._core.plan_blocks(f1 - f0, None, [(p, k) for _f, k, p, _fl in promised])
+        targets = self._assign([(f0, f1 - f0)], plan, 0)
+        pool = self._pool
+        size = node.size
+        for f, k, p, _fl in targets:
+            for i in range(k):
+                fb = f + i
+                lo, hi = max(fb * bs, offset), min((fb + 1) * bs, end)
+                old = _written_pblk(node, fb)
+                if old is not None and (lo > fb * bs or hi < (fb + 1) * bs):
+                    block = bytearray(pool.view(self._data_offset + old * bs, bs))
+                    if size < (fb + 1) * bs:        # past the old EOF the bytes are stale
+                        block[max(0, size - fb * bs):] = bytes(bs - max(0, size - fb * bs))
+                else:
+                    block = bytearray(bs)
+                block[lo - fb * bs:hi - fb * bs] = data[lo - offset:hi - offset]
+                pool.write(self._data_offset + (p + i) * bs, block)
+            stores.append((self._data_offset + p * bs, k * bs))
+        self._prefault(plan)
+        return targets
 
     def _clone_fits(self: Any, snode: "Inode", so: int, dnode: "Inode", do: int, length: int) -> bool:
         """Whether clone's rules allow sharing this range (else it is copied)."""

@@ -1321,10 +1321,13 @@ class Volume(ReflinkOps):
             bs = self._bs
             f0 = offset // bs
             f1 = (end - 1) // bs + 1
-            self._unshare(node, 0, 0, grows_to=end)     # the old last block, before zeroing its tail
+            grows = end > node.size
+            tail = node.size // bs if grows and node.size % bs else -1
+            if tail >= 0 and not f0 <= tail < f1:
+                self._unshare(node, 0, 0, grows_to=end)     # the old last block, before zeroing its tail
             # Shared blocks the write covers are copied, and the write goes into the copies,
             # which the write's own record swaps in: all-or-nothing.
-            cow = self._unshare(node, f0, f1, commit=False)
+            cow = self._unshare(node, f0, f1, commit=False, zero_past_eof=grows)
             emap = node.extents
             run = emap.lookup(f0)  # type: ignore[union-attr]
             if cow:
@@ -1341,8 +1344,7 @@ class Volume(ReflinkOps):
             mapping = fills + cow           # the copies get the data like any written block, below
             # Nothing has changed so far; from here on the write cannot fail.
             stores: list[tuple[int, int]] = []
-            grows = end > node.size
-            if grows:
+            if grows and not any(f <= tail < f + k for f, k, _p, _fl in cow):
                 self._zero_tail_for_growth(node, end, stores)
             for f, k, p, _fl in fills:
                 self._store_new_blocks(f, k, p, data, offset, end, stores)
