@@ -32,7 +32,7 @@ from hypothesis import strategies as hs
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from daxfs.core import UNWRITTEN, Core, ExtentMap, FreeSpace, check
-from daxfs.core.records import (RECORD_TYPES, Create, Link, Reclaim, Rename, SetAttr, SetExtents,
+from daxfs.core.records import (Batch, RECORD_TYPES, Create, Link, Reclaim, Rename, SetAttr, SetExtents,
                                 Unlink)
 from daxfs.core.state import ROOT_INO
 from daxfs.errors import CorruptVolumeError
@@ -573,11 +573,13 @@ records = hs.one_of(
     hs.builds(SetExtents, small, hs.lists(hs.integers(-1, 2**32), max_size=8), flat_runs, opt(ints),
               opt(ints)),
     hs.builds(Reclaim, small),
+    hs.builds(lambda a, b: Batch.of(a, b), hs.builds(Reclaim, small),
+              hs.builds(SetAttr, small, opt(small), opt(small), opt(small), opt(ints), opt(ints), opt(ints))),
 )
 
 
 def test_every_record_type_is_covered() -> None:
-    assert set(RECORD_TYPES.values()) == {Create, Link, Unlink, Rename, SetAttr, SetExtents, Reclaim}
+    assert set(RECORD_TYPES.values()) == {Create, Link, Unlink, Rename, SetAttr, SetExtents, Reclaim, Batch}
 
 
 @settings(max_examples=200, deadline=None)
