@@ -17,19 +17,14 @@ import numpy as np
 import pytest
 
 from daxfs.media import MemoryPool, RecordingPool
-from daxfs.testing import Op, Workload, snapshot
+from daxfs.testing import recorded_volume, Op, Workload, snapshot
 from daxfs.volume import Volume
 
 POOL_SIZE = 4 << 20
 
 
 def _fresh_recorded_volume() -> tuple[RecordingPool, Volume]:
-    pool = RecordingPool(POOL_SIZE)
-    pool.recording = False
-    Volume.format(pool)
-    pool.initial = pool.image()
-    pool.recording = True
-    return pool, Volume.mount(pool)
+    return recorded_volume(POOL_SIZE)
 
 
 def _mixed_ok(before: dict, after: dict, got: dict) -> bool:

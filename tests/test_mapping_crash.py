@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 
 from daxfs.media import MemoryPool, RecordingPool
+from daxfs.testing import recorded_volume
 from daxfs.volume import Volume
 
 POOL_SIZE = 4 << 20
@@ -38,12 +39,7 @@ OLD = 0x45        # "E": the new file's own bytes from before the map
 
 
 def _fresh_recorded_volume() -> tuple[RecordingPool, Volume]:
-    pool = RecordingPool(POOL_SIZE)
-    pool.recording = False
-    Volume.format(pool)
-    pool.initial = pool.image()
-    pool.recording = True
-    return pool, Volume.mount(pool)
+    return recorded_volume(POOL_SIZE)
 
 
 def _blocks(extents: list) -> set[int]:

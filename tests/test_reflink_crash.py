@@ -42,7 +42,7 @@ import pytest
 
 import daxfs
 from daxfs.media import MemoryPool, RecordingPool
-from daxfs.testing import snapshot
+from daxfs.testing import recorded_volume, snapshot
 from daxfs.volume import Volume
 
 BS = 4096
@@ -52,12 +52,7 @@ MAX_BLOCKS = 8
 
 
 def _fresh_recorded_volume() -> tuple[RecordingPool, Volume]:
-    pool = RecordingPool(POOL_SIZE)
-    pool.recording = False
-    Volume.format(pool)
-    pool.initial = pool.image()
-    pool.recording = True
-    return pool, Volume.mount(pool)
+    return recorded_volume(POOL_SIZE)
 
 
 def _accounting(vol: Volume) -> tuple[int, int]:

@@ -1,11 +1,12 @@
 """Test machinery shipped with daxfs, so every front end runs the same checks.
 
-- ``snapshot``: the observable state of a volume (tree, modes, sizes, bytes).
+- ``snapshot``/``walk``: the observable state of a volume (tree, modes, sizes, bytes).
+- ``recorded_volume``: a volume on a RecordingPool, for crash tests.
 - ``Workload``: seeded random operation sequences over a small name space.
 - ``VolumeSuite`` (in ``daxfs.testing.suite``): the volume tests, written once;
   a front end subclasses it and provides the ``volume`` factory fixture.
 """
 
-from daxfs.testing.workload import Op, Workload, snapshot
+from daxfs.testing.workload import Op, Workload, recorded_volume, snapshot, walk
 
-__all__ = ["Op", "Workload", "snapshot"]
+__all__ = ["Op", "Workload", "recorded_volume", "snapshot", "walk"]

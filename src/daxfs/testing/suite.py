@@ -46,6 +46,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from daxfs.testing.workload import walk
+
 __all__ = ["VolumeSuite"]
 
 SEEK_DATA = getattr(os, "SEEK_DATA", 3)
@@ -83,18 +85,12 @@ def errno_of(excinfo: pytest.ExceptionInfo) -> int | None:
 def tree_state(vol: Any) -> dict[str, tuple]:
     """Every path with what a user sees of it: type, mode, nlink, size, blocks, mtime, bytes."""
     out: dict[str, tuple] = {}
-    stack = ["/"]
-    while stack:
-        d = stack.pop()
-        for name in vol.listdir(d):
-            path = d.rstrip("/") + "/" + name
-            s = vol.stat(path)
-            if st.S_ISDIR(s.st_mode):
-                out[path] = ("dir", s.st_mode, s.st_nlink, s.st_mtime_ns)
-                stack.append(path)
-            else:
-                out[path] = ("file", s.st_mode, s.st_nlink, s.st_size, s.st_blocks, s.st_mtime_ns,
-                             s.st_ino, read_file(vol, path))
+    for path, s in walk(vol):
+        if st.S_ISDIR(s.st_mode):
+            out[path] = ("dir", s.st_mode, s.st_nlink, s.st_mtime_ns)
+        else:
+            out[path] = ("file", s.st_mode, s.st_nlink, s.st_size, s.st_blocks, s.st_mtime_ns,
+                         s.st_ino, read_file(vol, path))
     return out
 
 

@@ -18,22 +18,42 @@ NAMES = ("a", "b", "c", "d/x", "d/y", "e/f/g")
 DIRS = ("d", "e", "e/f")
 
 
-def snapshot(vol: Any) -> dict[str, tuple]:
-    """Every path in the volume: ``("dir", perm)`` or ``("file", perm, nlink, bytes)``."""
-    out: dict[str, tuple] = {}
+def walk(vol: Any) -> Iterator[tuple[str, Any]]:
+    """Every path below the root with its stat, directories before what they hold."""
     stack = ["/"]
     while stack:
         d = stack.pop()
         for name in vol.listdir(d):
             path = d.rstrip("/") + "/" + name
             s = vol.stat(path)
+            yield path, s
             if st.S_ISDIR(s.st_mode):
-                out[path] = ("dir", st.S_IMODE(s.st_mode))
                 stack.append(path)
-            else:
-                with vol.open(path, "rb") as f:
-                    out[path] = ("file", st.S_IMODE(s.st_mode), s.st_nlink, f.read())
+
+
+def snapshot(vol: Any) -> dict[str, tuple]:
+    """Every path in the volume: ``("dir", perm)`` or ``("file", perm, nlink, bytes)``."""
+    out: dict[str, tuple] = {}
+    for path, s in walk(vol):
+        if st.S_ISDIR(s.st_mode):
+            out[path] = ("dir", st.S_IMODE(s.st_mode))
+        else:
+            with vol.open(path, "rb") as f:
+                out[path] = ("file", st.S_IMODE(s.st_mode), s.st_nlink, f.read())
     return out
+
+
+def recorded_volume(size: int = 4 << 20) -> tuple[Any, Any]:
+    """A freshly formatted volume on a RecordingPool whose recording starts after mkfs."""
+    from daxfs.media import RecordingPool
+    from daxfs.volume import Volume
+
+    pool = RecordingPool(size)
+    pool.recording = False
+    Volume.format(pool)
+    pool.initial = pool.image()
+    pool.recording = True
+    return pool, Volume.mount(pool)
 
 
 @dataclass
