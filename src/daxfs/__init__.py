@@ -2,6 +2,10 @@
 
 The public API (see API.md): ``mkfs``, ``open_volume``, ``Volume``, ``File``,
 the value types ``Stat``/``StatFS``/``Extent`` and the errors.
+
+This is also where the layers are wired: the volume layer makes open files and
+holders through the access layer's classes, bound here, so that no module
+imports a layer above its own.
 """
 
 from daxfs._types import Extent, Owner, PinInfo, Stat, StatFS
@@ -11,6 +15,8 @@ from daxfs.access.mapping import Mapping
 from daxfs.access.pin import Pin
 from daxfs.errors import BusyError, CorruptVolumeError, InvalidPathError, PoisonError
 from daxfs.volume import Volume, mkfs, open_volume
+
+Volume.bind_handles(file=File, holder=Holder)
 
 __version__ = "0.1.0"
 

@@ -2,9 +2,14 @@
 
 A handle holds its inode: while any handle is open, unlinking the last name
 leaves the inode as an orphan whose data the handle can still read and write;
-the last close frees it.  Errors follow ``os`` on Linux: EBADF for reading a
-write-only handle or writing a read-only one, EINVAL for ftruncate of a
+the last close frees it.  Arguments are taken as ``os`` takes them (see
+``daxfs.volume.arguments``); errors follow ``os`` on Linux: EBADF for reading
+a write-only handle or writing a read-only one, EINVAL for ftruncate of a
 read-only handle, ValueError for I/O on a closed one.
+
+The handle is thin: its position and the Python file API live here; the
+volume's ``OpenFile`` (``handle``) says which inode it holds and what it may
+do, and every operation is a call to the volume's data path.
 """
 
 from __future__ import annotations
@@ -19,37 +24,12 @@ from daxfs._types import Extent, Stat
 from daxfs.access.mapping import Mapping
 from daxfs.access.pin import Pin
 from daxfs.errors import fs_error
+from daxfs.volume import OpenFile, arguments, check_policy
 
 if TYPE_CHECKING:
-    from daxfs.volume.volume import Volume
+    from daxfs.volume import Volume
 
-_MODES = {
-    # mode: (readable, writable, create, exclusive, truncate, append)
-    "rb": (True, False, False, False, False, False),
-    "r+b": (True, True, False, False, False, False),
-    "wb": (False, True, True, False, True, False),
-    "w+b": (True, True, True, False, True, False),
-    "xb": (False, True, True, True, False, False),
-    "x+b": (True, True, True, True, False, False),
-    "ab": (False, True, True, False, False, True),
-    "a+b": (True, True, True, False, False, True),
-}
-
-
-def parse_mode(mode: str) -> tuple[bool, bool, bool, bool, bool, bool]:
-    """``(readable, writable, create, exclusive, truncate, append)`` for a binary open mode."""
-    known = _MODES.get(mode)
-    if known is not None:
-        return known
-    if not isinstance(mode, str):
-        raise TypeError(f"mode must be str, not {type(mode).__name__}")
-    if "b" not in mode:
-        raise ValueError(f"invalid mode {mode!r}: daxfs files are binary only (add 'b')")
-    # the same letters in any order mean the same mode, as with open(): "rb+" == "r+b"
-    canonical = "".join(c for c in "rwxa+b" if c in mode)
-    if canonical not in _MODES or len(mode) != len(canonical):
-        raise ValueError(f"invalid mode {mode!r}")
-    return _MODES[canonical]
+_OFF_MAX = (1 << 63) - 1
 
 
 def _bytes_view(data: Any) -> memoryview:
@@ -59,26 +39,33 @@ def _bytes_view(data: Any) -> memoryview:
     return view
 
 
-def _check_range(offset: int, length: int) -> None:
-    if offset < 0 or length <= 0:
-        raise fs_error(errno.EINVAL, message="offset must be >= 0 and length > 0")
+def _position(value: object) -> int:
+    """A read position: an int >= 0 (EINVAL) that fits off_t (OverflowError); past EOF reads nothing."""
+    n = arguments.integer(value)
+    if n < 0:
+        raise fs_error(errno.EINVAL, message="negative offset")
+    if n > _OFF_MAX:
+        raise OverflowError(f"offset {n} is too large to convert to C off_t")
+    return n
 
 
 class File(io.RawIOBase):
     """An open daxfs file (see ``Volume.open``)."""
 
-    def __init__(self, volume: "Volume", ino: int, path: str, mode: str, *, readable: bool,
-                 writable: bool, append: bool) -> None:
+    def __init__(self, volume: "Volume", handle: OpenFile) -> None:
         super().__init__()
         self._vol = volume
-        self._ino = ino
-        self._path = path
-        self._mode = mode
-        self._readable = readable
-        self._writable = writable
-        self._append = append
-        self._pos = 0
-        self._holder: object = volume     # who owns what is mapped or pinned through it
+        self._data = volume.data
+        self.handle = handle
+        self._ino = handle.ino
+        self._path = handle.path
+        self._readable = handle.readable
+        self._writable = handle.writable
+        self._append = handle.append
+        self._pos = handle.start
+        owned = getattr(handle.holder, "owned", None)
+        if owned is not None:
+            owned.add(self)
 
     # ---- identity
 
@@ -88,15 +75,20 @@ class File(io.RawIOBase):
 
     @property
     def mode(self) -> str:
-        return self._mode
+        return self.handle.mode
 
     @property
     def ino(self) -> int:
         return self._ino
 
+    @property
+    def closed(self) -> bool:  # type: ignore[override]
+        # A handle dies with its volume: the volume marks the OpenFile closed when it unmounts.
+        return self.handle.closed or super().closed
+
     def __repr__(self) -> str:
         state = " closed" if self.closed else ""
-        return f"<daxfs.File {self._path!r} mode={self._mode!r}{state}>"
+        return f"<daxfs.File {self._path!r} mode={self.mode!r}{state}>"
 
     def readable(self) -> bool:
         self._check_open()
@@ -134,42 +126,48 @@ class File(io.RawIOBase):
     # ---- positional I/O
 
     def pread(self, n: int, offset: int) -> bytes:
+        n = arguments.count(n)
+        offset = _position(offset)
         self._check_read()
-        return self._vol._pread_into(self._ino, None, n, offset)  # type: ignore[return-value]
+        return self._data.pread(self._ino, None, n, offset)  # type: ignore[return-value]
 
     def preadinto(self, buf: Any, offset: int) -> int:
+        offset = _position(offset)
         self._check_read()
         view = _bytes_view(buf)
         if view.readonly:
             raise TypeError("preadinto needs a writable buffer")
-        return self._vol._pread_into(self._ino, view, view.nbytes, offset)  # type: ignore[return-value]
+        return self._data.pread(self._ino, view, view.nbytes, offset)  # type: ignore[return-value]
 
     def pwrite(self, data: Any, offset: int) -> int:
+        offset = arguments.offset(offset)
         self._check_write()
         # Linux appends on O_APPEND whatever offset pwrite is given; so do we.
-        return self._vol._pwrite(self._ino, _bytes_view(data), None if self._append else offset)
+        return self._data.pwrite(self._ino, _bytes_view(data), None if self._append else offset)
 
     # ---- stream I/O
 
     def read(self, n: int | None = -1) -> bytes:
+        if n is not None:
+            n = arguments.integer(n)
         self._check_read()
         if n is None or n < 0:
             return self.readall()
-        data: bytes = self._vol._pread_into(self._ino, None, n, self._pos)  # type: ignore[assignment]
+        data: bytes = self._data.pread(self._ino, None, n, self._pos)  # type: ignore[assignment]
         self._pos += len(data)
         return data
 
     def readall(self) -> bytes:
         self._check_read()
-        size = self._vol._fstat(self._ino).st_size
-        data: bytes = self._vol._pread_into(self._ino, None, max(0, size - self._pos), self._pos)  # type: ignore[assignment]
+        size = self._data.size(self._ino)
+        data: bytes = self._data.pread(self._ino, None, max(0, size - self._pos), self._pos)  # type: ignore[assignment]
         self._pos += len(data)
         return data
 
     def readinto(self, buf: Any) -> int:
         self._check_read()
         view = _bytes_view(buf)
-        got: int = self._vol._pread_into(self._ino, view, view.nbytes, self._pos)  # type: ignore[assignment]
+        got: int = self._data.pread(self._ino, view, view.nbytes, self._pos)  # type: ignore[assignment]
         self._pos += got
         return got
 
@@ -177,28 +175,30 @@ class File(io.RawIOBase):
         self._check_write()
         view = _bytes_view(data)
         if self._append and view.nbytes:
-            with self._vol._lock:
-                n = self._vol._pwrite(self._ino, view, None)
-                self._pos = self._vol._node(self._ino).size
+            n, self._pos = self._data.append(self._ino, view)
             return n
-        n = self._vol._pwrite(self._ino, view, self._pos)
+        n = self._data.pwrite(self._ino, view, self._pos)
         self._pos += n
         return n
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        offset = arguments.integer(offset)
+        whence = arguments.integer(whence)
         self._check_open()
         if whence == os.SEEK_SET:
             pos = offset
         elif whence == os.SEEK_CUR:
             pos = self._pos + offset
         elif whence == os.SEEK_END:
-            pos = self._vol._fstat(self._ino).st_size + offset
+            pos = self._data.size(self._ino) + offset
         elif whence in (os.SEEK_DATA, os.SEEK_HOLE):
-            pos = self._vol._seek_data(self._ino, offset, whence == os.SEEK_HOLE)
+            pos = self._data.seek_data(self._ino, _position(offset), whence == os.SEEK_HOLE)
         else:
             raise ValueError(f"invalid whence ({whence})")
         if pos < 0:
             raise fs_error(errno.EINVAL, self._path, "negative seek position")
+        if pos > _OFF_MAX:
+            raise OverflowError(f"seek position {pos} is too large to convert to C off_t")
         self._pos = pos
         return pos
 
@@ -210,38 +210,36 @@ class File(io.RawIOBase):
 
     def truncate(self, size: int | None = None, *, policy: str | None = None,
                  timeout: float | None = None) -> int:
-        from daxfs.volume.volume import check_policy
-
+        if size is not None:
+            size = arguments.integer(size)
         self._check_open()
         check_policy(policy)
-        if timeout is not None and timeout < 0:
-            raise ValueError("timeout must be >= 0")
+        timeout = arguments.timeout(timeout)
         if not self._writable:
             raise fs_error(errno.EINVAL, self._path, "file not open for writing")
-        new_size = self._pos if size is None else size
-        self._vol._ftruncate(self._ino, new_size, policy, timeout)
+        new_size = arguments.offset(self._pos if size is None else size, "size")
+        self._vol.ranges.truncate(self._ino, new_size, policy, timeout)
         return new_size
 
     def fallocate(self, offset: int, length: int, *, keep_size: bool = False) -> None:
-        _check_range(offset, length)        # Linux checks the range before the handle's mode
+        offset, length = arguments.byte_range(offset, length)   # Linux checks the range before the mode
         self._check_write()
-        self._vol._fallocate(self._ino, offset, length, keep_size)
+        self._vol.ranges.fallocate(self._ino, offset, length, bool(keep_size))
 
     def punch_hole(self, offset: int, length: int, *, policy: str | None = None,
                    timeout: float | None = None) -> None:
-        from daxfs.volume.volume import check_policy
-
         check_policy(policy)
-        if timeout is not None and timeout < 0:
-            raise ValueError("timeout must be >= 0")
-        _check_range(offset, length)
+        timeout = arguments.timeout(timeout)
+        offset, length = arguments.byte_range(offset, length)
         self._check_write()
-        self._vol._punch(self._ino, offset, length, policy, timeout)
+        self._vol.ranges.punch_hole(self._ino, offset, length, policy, timeout)
 
     def zero_range(self, offset: int, length: int, *, keep_size: bool = False) -> None:
-        _check_range(offset, length)
+        offset, length = arguments.byte_range(offset, length)
         self._check_write()
-        self._vol._zero_range(self._ino, offset, length, keep_size)
+        self._vol.ranges.zero_range(self._ino, offset, length, bool(keep_size))
+
+    # ---- direct access
 
     def map(self, offset: int = 0, length: int | None = None, *, write: bool = False, lease: bool = False,
             on_break: Callable[[Mapping], Any] | None = None) -> Mapping:
@@ -251,12 +249,27 @@ class File(io.RawIOBase):
         this file, size grown to cover it, durable) so stores through the view
         never need the file system again.
         """
+        offset = arguments.integer(offset)
+        if length is not None:
+            length = arguments.integer(length)
         self._check_open()
         if not self._readable or (write and not self._writable):
             raise PermissionError(errno.EACCES, "mapping needs the file open for reading"
                                   + (" and writing" if write else ""), self._path)
-        return self._vol._map(self._ino, self._path, offset, length, write=write, lease=lease,
-                              on_break=on_break, holder=self._holder)
+        if offset < 0 or (length is not None and length < 0):
+            raise ValueError("mmap offset and length must be non-negative")
+        vol = self._vol
+        pool = vol.pool
+        holder = self.handle.holder
+        with vol.lock:
+            ref = self._data.reference(self._ino, self._path, offset, length, kind="mapping", write=bool(write),
+                                       lease=bool(lease), holder=holder,
+                                       make_view=lambda n: pool.map_view(n, writable=bool(write)))  # type: ignore[attr-defined]
+            mapping = Mapping(vol, ref, on_break)
+            owned = getattr(holder, "owned", None)
+            if owned is not None:
+                owned.add(mapping)
+            return mapping
 
     def pin(self, offset: int, length: int, *, write: bool = False) -> Pin:
         """A DMA-safe reference to ``[offset, offset+length)``; see ``daxfs.Pin``.
@@ -264,29 +277,43 @@ class File(io.RawIOBase):
         ``write=True`` populates the range first, like a write mapping.  The
         range must lie inside the file.
         """
+        offset = arguments.integer(offset)
+        length = arguments.integer(length)
+        if offset < 0 or length <= 0:
+            raise ValueError("pin needs offset >= 0 and length > 0")
         self._check_open()
         if not self._readable and not write:
             raise PermissionError(errno.EACCES, "a read pin needs the file open for reading", self._path)
         if write and not self._writable:
             raise PermissionError(errno.EACCES, "a write pin needs the file open for writing", self._path)
-        return self._vol._pin(self._ino, self._path, offset, length, write=write, holder=self._holder)
+        vol = self._vol
+        holder = self.handle.holder
+        with vol.lock:
+            ref = self._data.reference(self._ino, self._path, offset, length, kind="pin", write=bool(write),
+                                       holder=holder)
+            pin = Pin(vol, ref)
+            owned = getattr(holder, "owned", None)
+            if owned is not None:
+                owned.add(pin)
+            return pin
+
+    # ---- metadata and durability
 
     def fsync(self) -> None:
         self._check_open()
-        self._vol._fsync(self._ino)
+        self._data.fsync(self._ino)
 
     def flush(self) -> None:
         # RawIOBase buffers nothing; data is in the pool already.
-        if self.closed:
-            return
+        return None
 
     def stat(self) -> Stat:
         self._check_open()
-        return self._vol._fstat(self._ino)
+        return self._data.stat(self._ino)
 
     def extents(self) -> list[Extent]:
         self._check_open()
-        return self._vol._extents(self._ino)
+        return self._data.extents(self._ino)
 
     # ---- lifetime
 
@@ -294,10 +321,9 @@ class File(io.RawIOBase):
         if self.closed:
             return
         try:
-            self._vol._release_file(self)
+            owned = getattr(self.handle.holder, "owned", None)
+            if owned is not None:
+                owned.discard(self)
+            self._vol.namespace.close_file(self.handle)
         finally:
             super().close()
-
-    def _detach(self) -> None:
-        """The volume is closing: this handle dies with it."""
-        super().close()

@@ -1,10 +1,11 @@
 """Holder: a named owner of open files, mappings and pins.
 
 In one process, a holder stands for a client (a worker, a request, a DMA
-context); in the arbiter each connection will be one.  Everything opened,
-mapped or pinned through it belongs to it, and ``close()`` releases all of
-it at once — the seeds' "seals released automatically when the holder
-exits".  Otherwise it offers the volume's API unchanged.
+context); in the arbiter each connection is one.  Everything opened, mapped
+or pinned through it belongs to it, and ``close()`` releases all of it at
+once — the seeds' "seals released automatically when the holder exits".
+Otherwise it offers the volume's API unchanged.  The volume knows a holder
+only by its ``str()`` (its name) and the ``owned`` set it keeps current.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from daxfs.access.file import File
-    from daxfs.volume.volume import Volume
+    from daxfs.volume import Volume
 
 
 class Holder:
@@ -39,9 +40,17 @@ class Holder:
 
     def close(self) -> None:
         """Release every file, mapping and pin this holder owns."""
-        if not self.closed:
-            self.closed = True
-            self._vol._close_holder(self)
+        if self.closed:
+            return
+        self.closed = True
+        with self._vol.lock:
+            for thing in list(self.owned):
+                if getattr(thing, "kind", None) == "pin":
+                    if not thing.released:
+                        thing.release()
+                else:
+                    thing.close()
+            self.owned.clear()
 
     def __enter__(self) -> "Holder":
         return self

@@ -15,6 +15,9 @@ copies the contents to private memory at the same addresses, so every array
 stays valid and simply stops being the file; ``revoke("invalidate")`` makes
 the range inaccessible — touching it afterwards is a segmentation fault, by
 design, for holders that must not read stale data.
+
+The volume sees a mapping as a ``Reference`` (its range, blocks and state);
+this object is the holder's side: the memory and the Python API.
 """
 
 from __future__ import annotations
@@ -23,13 +26,15 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from daxfs.errors import BusyError
 from daxfs.media import PoolView
+from daxfs.volume import arguments
+from daxfs.volume.references import Reference
 
 if TYPE_CHECKING:
-    from daxfs.volume.volume import Volume
+    import numpy as np
+
+    from daxfs.volume import Volume
 
 REVOKE_MODES = ("migrate", "invalidate")
 
@@ -39,37 +44,65 @@ class Mapping:
 
     kind = "mapping"
 
-    def __init__(self, volume: "Volume", ino: int, path: str, view: PoolView, *, offset: int, length: int,
-                 first_block: int, writable: bool, lease: bool,
-                 on_break: Callable[["Mapping"], Any] | None, holder: object) -> None:
+    def __init__(self, volume: "Volume", ref: Reference, on_break: Callable[["Mapping"], Any] | None) -> None:
         self._vol = volume
-        self.ino = ino
-        self.path = path
-        self._view = view
-        self.offset = offset
-        self.length = length
-        self.writable = writable
-        self.lease = lease
+        self._ref = ref
+        self._view: PoolView | None = ref.view  # type: ignore[assignment]
+        self._skip = ref.offset - ref.first_block * ref.block_size
+        self._buffer: memoryview | None = self._view.buffer(self._skip, ref.length)  # type: ignore[union-attr]
         self.on_break = on_break
-        self.holder = holder
-        self.first_block = first_block          # file block at view offset 0
-        self._skip = offset - first_block * volume.block_size
-        #: data runs ``(pblk, n)`` this mapping holds, and which view blocks show them
-        self.held: list[tuple[int, int]] = []
-        #: file blocks ``(fblk, n)`` shown as zeros (holes, unwritten) that a write may fill
-        self.zero_blocks: list[tuple[int, int]] = []
-        #: view pieces ``(fblk, n, pool_offset)`` for persist
-        self.pieces: list[tuple[int, int, int]] = []
-        self._buffer: memoryview | None = view.buffer(self._skip, length)
-        self.revoked = False
         self.closed = False
-        self.breaking = False       # a lease told to let go
-        self.since = 0.0
+        if on_break is not None:
+            ref.on_break = lambda: on_break(self)
+
+    # ---- what the volume knows of it
+
+    @property
+    def ino(self) -> int:
+        return self._ref.ino
+
+    @property
+    def path(self) -> str:
+        return self._ref.path
+
+    @property
+    def offset(self) -> int:
+        return self._ref.offset
+
+    @property
+    def length(self) -> int:
+        return self._ref.length
+
+    @property
+    def writable(self) -> bool:
+        return self._ref.writable
+
+    @property
+    def lease(self) -> bool:
+        return self._ref.lease
+
+    @property
+    def holder(self) -> object:
+        return self._ref.holder
+
+    @property
+    def since(self) -> float:
+        return self._ref.since
+
+    @property
+    def revoked(self) -> bool:
+        return self._ref.revoked
+
+    @property
+    def reference(self) -> Reference:
+        return self._ref
 
     def __repr__(self) -> str:
         state = "revoked" if self.revoked else ("closed" if self.closed else "live")
         kind = "write" if self.writable else "read"
         return f"<daxfs.Mapping {self.path!r} [{self.offset}, +{self.length}) {kind} {state}>"
+
+    # ---- the memory
 
     @property
     def buffer(self) -> memoryview:
@@ -78,10 +111,13 @@ class Mapping:
             raise ValueError("mapping is closed")
         return self._buffer
 
-    def array(self, dtype: Any = "u1", shape: int | tuple[int, ...] | None = None, offset: int = 0) -> np.ndarray:
+    def array(self, dtype: Any = "u1", shape: int | tuple[int, ...] | None = None, offset: int = 0) -> "np.ndarray":
         """A NumPy array on the mapping from byte ``offset``, zero-copy (writable iff the mapping is)."""
+        import numpy as np      # only when an array is asked for: importing numpy costs ~50 ms
+
         buf = self.buffer
         dt = np.dtype(dtype)
+        offset = arguments.integer(offset)
         if offset < 0 or offset > len(buf):
             raise ValueError(f"offset {offset} outside the mapping of {len(buf)} bytes")
         if shape is None:
@@ -96,6 +132,9 @@ class Mapping:
 
     def persist(self, offset: int = 0, length: int | None = None) -> None:
         """Make stores made through the mapping in ``[offset, offset+length)`` durable."""
+        offset = arguments.integer(offset)
+        if length is not None:
+            length = arguments.integer(length)
         if self.closed:
             raise ValueError("mapping is closed")
         if self.revoked:
@@ -104,7 +143,7 @@ class Mapping:
             length = self.length - offset
         if offset < 0 or length < 0 or offset + length > self.length:
             raise ValueError(f"persist range {offset}+{length} outside the mapping of {self.length} bytes")
-        self._vol._persist_mapping(self, self._skip + offset, length)
+        self._vol.references.persist(self._ref, self._skip + offset, length)
 
     def revoke(self, mode: str = "migrate") -> None:
         """Detach from the file: ``"migrate"`` keeps the bytes in private memory, same
@@ -113,44 +152,36 @@ class Mapping:
             raise ValueError(f"unknown revoke mode {mode!r}; expected 'migrate' or 'invalidate'")
         if self.closed:
             raise ValueError("mapping is closed")
-        self._vol._revoke_mapping(self, mode)
+        self._vol.references.revoke(self._ref, mode)
 
     def close(self) -> None:
         # Under the volume's lock: a write filling a hole may be laying blocks into
         # this view right now, and must not map into addresses already given back.
-        with self._vol._lock:
+        table = self._vol.references
+        with self._vol.lock:
             if self.closed:
                 return
             self.closed = True
             self._buffer = None
-            if self._view.release():
-                self._vol._release_ref(self, unmapped=True)
+            view = self._view
+            self._view = None
+            self._ref.view = None      # or the view would outlive the arrays that keep it mapped
+            owner = self._ref.holder
+            owned = getattr(owner, "owned", None)
+            if owned is not None:
+                owned.discard(self)
+            if view is None or view.release():
+                table.release(self._ref, unmapped=True)
                 return
             # Exports live: unmap, and let go of the blocks, when the last one goes.
-            # Drop our own reference to the memory, or it would outlive them.
-            reservation = self._view.reservation
-            self._view = None  # type: ignore[assignment]
-            self._vol._release_ref(self, unmapped=False)
-            weakref.finalize(reservation, self._vol._release_ref_blocks, self)
+            table.release(self._ref, unmapped=False)
+            weakref.finalize(view.reservation, table.release_blocks, self._ref)
 
     def __enter__(self) -> "Mapping":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # ---- the volume's side
-
-    @property
-    def view(self) -> PoolView:
-        if self._view is None:
-            raise ValueError("mapping is closed")
-        return self._view
-
-    def block_range(self) -> tuple[int, int]:
-        """File blocks ``[first, end)`` the view covers."""
-        bs = self._vol.block_size
-        return self.first_block, -(-(self.offset + self.length) // bs)
 
 
 __all__ = ["Mapping", "REVOKE_MODES"]

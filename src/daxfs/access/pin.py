@@ -18,10 +18,10 @@ from __future__ import annotations
 import weakref
 from typing import TYPE_CHECKING
 
-from daxfs.media import PoolView
+from daxfs.volume.references import Reference
 
 if TYPE_CHECKING:
-    from daxfs.volume.volume import Volume
+    from daxfs.volume import Volume
 
 
 class Pin:
@@ -31,23 +31,43 @@ class Pin:
     lease = False
     revoked = False
 
-    def __init__(self, volume: "Volume", ino: int, path: str, *, offset: int, length: int,
-                 first_block: int, writable: bool, holder: object) -> None:
+    def __init__(self, volume: "Volume", ref: Reference) -> None:
         self._vol = volume
-        self.ino = ino
-        self.path = path
-        self.offset = offset
-        self.length = length
-        self.first_block = first_block
-        self.writable = writable
-        self.holder = holder
-        self.held: list[tuple[int, int]] = []
-        self.pieces: list[tuple[int, int, int]] = []
-        self.zero_blocks: list[tuple[int, int]] = []
-        self._view: PoolView | None = None
+        self._ref = ref
         self._buffer: memoryview | None = None
         self.released = False
-        self.since = 0.0
+
+    @property
+    def ino(self) -> int:
+        return self._ref.ino
+
+    @property
+    def path(self) -> str:
+        return self._ref.path
+
+    @property
+    def offset(self) -> int:
+        return self._ref.offset
+
+    @property
+    def length(self) -> int:
+        return self._ref.length
+
+    @property
+    def writable(self) -> bool:
+        return self._ref.writable
+
+    @property
+    def holder(self) -> object:
+        return self._ref.holder
+
+    @property
+    def since(self) -> float:
+        return self._ref.since
+
+    @property
+    def reference(self) -> Reference:
+        return self._ref
 
     def __repr__(self) -> str:
         state = "released" if self.released else "live"
@@ -62,14 +82,27 @@ class Pin:
         """A CPU view of the pinned memory (writable for a write pin)."""
         self._check()
         if self._buffer is None:
-            self._buffer = self._vol._pin_buffer(self)
+            ref = self._ref
+            vol = self._vol
+            with vol.lock:
+                self._check()
+                if ref.view is None:
+                    first, end = ref.block_range()
+                    view = vol.pool.map_view((end - first) * ref.block_size, writable=ref.writable)  # type: ignore[attr-defined]
+                    try:
+                        vol.references.show(ref, view)
+                    except BaseException:
+                        view.release()
+                        raise
+                skip = ref.offset - ref.first_block * ref.block_size
+                self._buffer = ref.view.buffer(skip, ref.length)  # type: ignore[union-attr]
         return self._buffer
 
     @property
     def segments(self) -> list[tuple[int, int, int | None]]:
         """``(file_offset, length, pool_offset)`` runs covering the range, in file order."""
         self._check()
-        return self._vol._pin_segments(self)
+        return self._vol.references.segments(self._ref)
 
     @property
     def pool_offset(self) -> int | None:
@@ -78,17 +111,22 @@ class Pin:
 
     def release(self) -> None:
         """Let go.  Releasing twice is a ValueError."""
-        with self._vol._lock:       # see Mapping.close: no hole fill may race the unmap
+        table = self._vol.references
+        with self._vol.lock:       # see Mapping.close: no hole fill may race the unmap
             self._check()
             self.released = True
             self._buffer = None
-            view, self._view = self._view, None
-            if view is None or view.release():
-                self._vol._release_ref(self, unmapped=True)
+            ref = self._ref
+            view, ref.view = ref.view, None
+            owned = getattr(ref.holder, "owned", None)
+            if owned is not None:
+                owned.discard(self)
+            if view is None or view.release():  # type: ignore[attr-defined]
+                table.release(ref, unmapped=True)
                 return
             # The CPU view still has exports: the blocks stay held until the last goes.
-            self._vol._release_ref(self, unmapped=False)
-            weakref.finalize(view.reservation, self._vol._release_ref_blocks, self)
+            table.release(ref, unmapped=False)
+            weakref.finalize(view.reservation, table.release_blocks, ref)  # type: ignore[attr-defined]
 
     def __enter__(self) -> "Pin":
         return self
@@ -96,7 +134,3 @@ class Pin:
     def __exit__(self, *exc: object) -> None:
         if not self.released:
             self.release()
-
-    def block_range(self) -> tuple[int, int]:
-        bs = self._vol.block_size
-        return self.first_block, -(-(self.offset + self.length) // bs)

@@ -233,6 +233,45 @@ class Core:
         return 256 + _CKPT_INODE * inodes + _CKPT_RUN * self.runs + \
             _CKPT_ENTRY * inodes + _CKPT_CHAR * self.name_chars
 
+    def paths_of(self, inos: set[int], hints: dict[int, str] | None = None) -> dict[int, str | None]:
+        """A current name of each inode (None for an orphan), in one walk of the tree.
+
+        ``hints``: a path each inode was known by; used when it still names that inode
+        (so a file with several names is listed under the one its user gave).
+        """
+        out: dict[int, str | None] = {}
+        wanted = set()
+        inodes = self.inodes
+        for ino in inos:
+            node = inodes.get(ino)
+            if node is None or node.nlink == 0:
+                out[ino] = None
+                continue
+            hint = hints.get(ino) if hints else None
+            if hint is not None:
+                try:
+                    if self.resolve(hint)[2] == ino:
+                        components = split_path(hint)[0]
+                        if ".." not in components and "." not in components:
+                            out[ino] = "/" + "/".join(components)
+                            continue
+                except (OSError, ValueError):
+                    pass
+            wanted.add(ino)
+        stack = [("", inodes[ROOT_INO])]
+        while stack and wanted:
+            prefix, d = stack.pop()
+            for name, child in d.entries.items():  # type: ignore[union-attr]
+                if child in wanted:
+                    out[child] = prefix + "/" + name
+                    wanted.discard(child)
+                cnode = inodes[child]
+                if cnode.entries is not None:
+                    stack.append((prefix + "/" + name, cnode))
+        for ino in wanted:
+            out[ino] = None
+        return out
+
     def orphans(self) -> list[int]:
         """Files with no names left (kept alive by open handles, or left by a crash)."""
         return [ino for ino, node in self.inodes.items() if node.nlink == 0]

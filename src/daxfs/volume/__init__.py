@@ -1,5 +1,12 @@
-"""volume: one mounted pool, ordering every change as validate -> record -> persist -> apply."""
+"""volume: one mounted pool, ordering every change as validate -> record -> persist -> apply.
 
-from daxfs.volume.volume import Volume, mkfs, open_volume
+``Volume`` (volume.py) is the face; its collaborators each own one job (see
+its docstring).  ``open_volume`` and ``mkfs`` are the entry points.
+"""
 
-__all__ = ["Volume", "mkfs", "open_volume"]
+from daxfs.volume.references import POLICIES, Reference, ReferenceTable, check_policy
+from daxfs.volume.namespace import OpenFile
+from daxfs.volume.volume import DURABILITIES, Volume, mkfs, open_volume
+
+__all__ = ["Volume", "mkfs", "open_volume", "OpenFile", "Reference", "ReferenceTable", "POLICIES",
+           "DURABILITIES", "check_policy"]

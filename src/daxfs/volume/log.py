@@ -73,17 +73,22 @@ class LogRing:
 
     @staticmethod
     def replay(pool: Pool, offset: int, size: int, volume_id: int, *, start: int, first_seq: int,
-               apply: Callable[[Record], None], check_damage: bool = True) -> tuple[int, int]:
+               apply: Callable[[Record], None], check_damage: bool = True,
+               stop_before_seq: int | None = None) -> tuple[int, int]:
         """Apply every record from ``start``; return ``(head, next_seq)`` after the last.
 
         Stops at the torn tail; with ``check_damage``, CorruptVolumeError if a valid
         record lies beyond it (a follower skips that: the writer may be appending).
+        ``stop_before_seq``: stop before that record, as if the log ended there.
         """
         view = pool.view(offset, size)
         pos = start
         seq = first_seq
         try:
             while pos - start < size:
+                if stop_before_seq is not None and seq >= stop_before_seq:
+                    check_damage = False
+                    break
                 phys = pos % size
                 rem = size - phys
                 if rem < HEADER.size:

@@ -1,0 +1,218 @@
+"""Journal: orders every metadata change — validate, record, persist, apply.
+
+The journal owns the volume's lock, its core state and the log ring.  The
+callers validate a change against ``core`` (raising the error Linux would
+give, with nothing changed) and make and persist its data stores; then
+``commit`` appends the record, persists it and only then applies it: so a
+change is durable when the call returns, and a crash at any point leaves it
+all-or-nothing.  Checkpoints bound the log: the whole state goes to the older
+slot, then both superblocks flip to it, then the log before the previous
+checkpoint may be overwritten.
+
+Timestamps that in-place data writes change (mtime, ctime) are kept here as
+``deferred`` and logged at fsync/close/checkpoint, like Linux's ``lazytime``.
+
+A read-only journal on a shared pool *follows* the writer: ``check_open``
+first replays what the writer has logged since (``refresh``).
+
+If ``apply`` ever raises after its record was persisted (a bug: validation
+let through a record the core rejects), the state in memory no longer
+follows the log; the journal reloads what the log holds before that record
+and refuses every later change (EROFS naming the record).
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+from daxfs._types import Stat
+from daxfs.core import Core, Inode
+from daxfs.core.records import Record, SetAttr
+from daxfs.errors import CorruptVolumeError, fs_error
+from daxfs.format.checkpoint import encode_checkpoint
+from daxfs.format.layout import SUPERBLOCK_OFFSETS
+from daxfs.format.superblock import Superblock
+from daxfs.media import FilePool, Pool
+from daxfs.volume.log import LogRing
+from daxfs.volume.mount import Loaded, load, read_superblock
+
+
+class Journal:
+    """The lock, the core state and the log of one mounted volume."""
+
+    def __init__(self, pool: Pool, loaded: Loaded, *, readonly: bool) -> None:
+        self.pool = pool
+        self.lock = threading.RLock()
+        self.readonly = readonly
+        #: a read-only mount of a shared pool follows the writer's log (see refresh)
+        self.follow = readonly and isinstance(pool, FilePool)
+        self.closed = False
+        #: why the volume stopped taking changes (a record the core refused), or None
+        self.failed: str | None = None
+        self.deferred: dict[int, int] = {}        # ino -> mtime from in-place writes (lazytime)
+        self._install(loaded)
+        self.block_size = self.layout.block_size
+
+    def _install(self, loaded: Loaded) -> None:
+        self.superblock: Superblock = loaded.superblock
+        self.layout = loaded.superblock.layout
+        self.core: Core = loaded.core
+        self.ring: LogRing = loaded.ring
+        self.generation = loaded.generation
+        self.checkpoint_pos = loaded.checkpoint_pos
+
+    # ---------------------------------------------------------------- checks
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise ValueError("I/O operation on closed volume")
+        if self.follow:
+            self.refresh()
+
+    def check_writable(self, path: str | None = None) -> None:
+        if self.closed:
+            raise ValueError("I/O operation on closed volume")
+        if self.readonly:
+            if self.failed is not None:
+                raise fs_error(errno.EROFS, path, f"volume is read-only: {self.failed}")
+            raise fs_error(errno.EROFS, path)
+
+    # ---------------------------------------------------------------- commit
+
+    def commit(self, record: Record, grow: int = 0) -> None:
+        """Log ``record`` durably, then apply it.  ``grow``: how much it may add to a checkpoint."""
+        core = self.core
+        if grow and core.checkpoint_bound + grow > self.layout.checkpoint_size - 64:
+            raise fs_error(errno.ENOSPC, message="no space left for metadata (too many files or extents "
+                           "for this pool's checkpoint area)")
+        ring = self.ring
+        data = ring.encode(record)
+        n = len(data)
+        if n > ring.size // 4:
+            raise fs_error(errno.ENOSPC, message="change too large for the metadata log (free space is "
+                           "too fragmented for one write this big)")
+        # n + its worst-case lap skip stays under half the ring since the last checkpoint,
+        # which with the records before that one keeps the ring from overrunning its tail.
+        if ring.head - self.checkpoint_pos + 2 * n > ring.size // 2 or not ring.fits(n):
+            self.checkpoint()
+            if not ring.fits(n):
+                self.checkpoint()
+            data = ring.encode(record)
+        seq = ring.next_seq
+        ring.append(record, data)
+        try:
+            core.apply(record)
+        except Exception as exc:
+            self._fail(seq, record, exc)
+
+    def _fail(self, seq: int, record: Record, exc: Exception) -> None:
+        """``record`` is durable but the core refused it: stop taking changes.
+
+        The state in memory may be half-changed, so it is rebuilt from the pool up to
+        the record before; what the log holds before the bad record stays mountable.
+        """
+        self.failed = f"log record {seq} ({type(record).__name__}) does not apply ({exc!r})"
+        self.readonly = True
+        try:
+            self._install(load(self.pool, check_damage=False, stop_before_seq=seq))
+        except CorruptVolumeError:
+            pass     # the old state stays readable; every change is refused anyway
+        raise CorruptVolumeError(self.failed + "; the volume is read-only now") from exc
+
+    def checkpoint(self) -> None:
+        """Write the whole state to the older slot, flip the superblocks, free the log before it."""
+        core = self.core
+        for ino, mtime in self.deferred.items():
+            if ino in core.inodes:
+                core.apply(SetAttr(ino, None, None, None, None, mtime, mtime))
+        self.deferred.clear()
+        ring = self.ring
+        generation = self.generation + 1
+        data = encode_checkpoint(core.to_checkpoint(), generation, ring.next_seq - 1, ring.head)
+        layout = self.layout
+        if len(data) > layout.checkpoint_size:
+            raise fs_error(errno.ENOSPC, message="metadata no longer fits the checkpoint area")
+        slot = layout.checkpoint_offsets[generation % 2]
+        pool = self.pool
+        pool.write(slot, data)
+        pool.persist(slot, len(data))
+        sb = Superblock(self.superblock.uuid, layout, generation, self.superblock.version,
+                        self.superblock.flags)
+        raw = sb.encode()
+        for off in SUPERBLOCK_OFFSETS:
+            pool.write(off, raw)
+            pool.persist(off, len(raw))
+        self.superblock = sb
+        self.generation = generation
+        ring.tail = self.checkpoint_pos
+        self.checkpoint_pos = ring.head
+
+    # ---------------------------------------------------------------- lazytime
+
+    def defer_mtime(self, ino: int, time_ns: int) -> None:
+        self.deferred[ino] = time_ns
+
+    def flush_deferred(self, ino: int | None) -> None:
+        """Log deferred timestamps (one inode's, or all)."""
+        inos = list(self.deferred) if ino is None else [ino]
+        for i in inos:
+            mtime = self.deferred.pop(i, None)
+            if mtime is not None and i in self.core.inodes:
+                self.commit(SetAttr(i, None, None, None, None, mtime, mtime))
+
+    def stat_of(self, node: Inode) -> Stat:
+        """``node``'s attributes as ``stat`` shows them (deferred timestamps included)."""
+        bs = self.block_size
+        if node.entries is not None:
+            size = 40 + 20 * len(node.entries)     # what tmpfs reports, so tools see the same
+            blocks = 0
+        else:
+            size = node.size
+            blocks = node.extents.blocks * (bs // 512)  # type: ignore[union-attr]
+        mtime = self.deferred.get(node.ino)
+        return Stat(node.ino, node.mode, node.nlink, node.uid, node.gid, size, blocks,
+                    node.atime_ns, node.mtime_ns if mtime is None else mtime,
+                    node.ctime_ns if mtime is None else max(mtime, node.ctime_ns), bs)
+
+    def node(self, ino: int) -> Inode:
+        node = self.core.inodes.get(ino)
+        if node is None:
+            # only a read-only follower can lose an inode under an open handle
+            raise fs_error(errno.ESTALE, message="file was removed by the pool's writer")
+        return node
+
+    # ---------------------------------------------------------------- following a writer
+
+    def refresh(self) -> None:
+        """Read-only beside a writer: catch up with the records it appended since.
+
+        Replays new records from our head; when the writer has checkpointed
+        twice since (so the ring may have lapped us), reloads from its newest
+        checkpoint.  A handle whose inode the writer removed meanwhile goes
+        stale (ESTALE on use), as on NFS: without an arbiter the writer cannot
+        know it is held.
+        """
+        ring = self.ring
+        try:
+            generation = read_superblock(self.pool).generation
+        except CorruptVolumeError:
+            return      # a superblock being rewritten right now: use what we have
+        if generation <= self.generation + 1:
+            head, seq = LogRing.replay(self.pool, ring.offset, ring.size, ring.volume_id, start=ring.head,
+                                       first_seq=ring.next_seq, apply=self.core.apply, check_damage=False)
+            ring.head, ring.next_seq = head, seq
+            self.generation = max(self.generation, generation)
+            return
+        for attempt in range(3):
+            try:
+                loaded = load(self.pool, check_damage=False)
+                break
+            except CorruptVolumeError:
+                if attempt == 2:     # the writer rewrote the slot under us thrice: give up for now
+                    return
+        self._install(loaded)
+
+    def log_moved(self) -> bool:
+        """Whether a record has landed at our head since we last caught up (read-only)."""
+        ring = self.ring
+        return LogRing.peek(self.pool, ring.offset, ring.size, ring.volume_id, ring.head, ring.next_seq)

@@ -1,0 +1,98 @@
+"""StatusPage: what the read-write opener publishes for other processes.
+
+Pins, mappings and the busy list live in the writer's memory; ``daxfs pins``
+and ``daxfs df`` run in other processes.  So the writer publishes a snapshot
+(its pid, the time, busy bytes, as many references as fit) into a reserved
+page of the pool header, at most every ``PUBLISH_EVERY`` seconds: a change
+right after a publish is published by a timer when the interval has passed.
+Informational only: never persisted on purpose, never read by mount.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+from daxfs._types import PinInfo
+from daxfs.format.layout import STATUS_OFFSET, STATUS_SIZE
+from daxfs.format.status import decode_status, encode_status
+from daxfs.volume.journal import Journal
+from daxfs.volume.references import ReferenceTable
+
+PUBLISHED_REFS = 300           # references listed in the page (the total is always there)
+
+
+class StatusPage:
+    """Publishes one volume's references and busy space to its pool's status page."""
+
+    PUBLISH_EVERY = 0.2
+
+    def __init__(self, journal: Journal, references: ReferenceTable) -> None:
+        self._journal = journal
+        self._references = references
+        self._published = 0.0                    # when the page was last written
+        self._timer: threading.Timer | None = None
+
+    def changed(self) -> None:
+        """Publish soon: at once if the last publish is old, else once the interval passes."""
+        journal = self._journal
+        if journal.readonly or journal.closed:
+            return
+        now = time.monotonic()
+        if now - self._published >= self.PUBLISH_EVERY:
+            self.publish()
+        elif self._timer is None:
+            timer = threading.Timer(self.PUBLISH_EVERY - (now - self._published), self._publish_later)
+            timer.daemon = True
+            self._timer = timer
+            timer.start()
+
+    def _publish_later(self) -> None:
+        with self._journal.lock:
+            self._timer = None
+            if not self._journal.closed:
+                self.publish()
+
+    def publish(self) -> None:
+        self._published = time.monotonic()
+        live = self._references.live()
+        # The page holds a few hundred; listing more would only stall the writer.
+        refs = [list(info) for info in self._references.infos(live[:PUBLISHED_REFS])]
+        status = {"pid": os.getpid(), "time": time.time(),
+                  "busy": self._journal.core.busy.blocks * self._journal.block_size,
+                  "total": len(live), "refs": refs}
+        self._journal.pool.write(STATUS_OFFSET, encode_status(status, STATUS_SIZE))
+
+    def clear(self) -> None:
+        """The writer unmounts: nothing is published any more."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._journal.pool.write(STATUS_OFFSET, bytes(64))
+
+
+def read_status(journal: Journal) -> dict[str, Any] | None:
+    """What the pool's read-write opener last published (pid, time, busy bytes, refs as
+    PinInfo, total), or None when no live process has published anything."""
+    status = decode_status(journal.pool.read(STATUS_OFFSET, STATUS_SIZE))
+    if status is None or not alive(status.get("pid", 0)):
+        return None
+    try:
+        status["refs"] = [PinInfo(*ref) for ref in status.get("refs", ())]
+    except TypeError:
+        return None
+    return status
+
+
+def alive(pid: object) -> bool:
+    """Whether process ``pid`` exists (a published status outlives a crashed writer)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
