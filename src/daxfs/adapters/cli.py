@@ -1,18 +1,8 @@
 """The ``daxfs`` command line: format, inspect and copy files in and out of a pool.
 
-Every command maps onto the public volume API; this module only parses
-arguments, moves bytes between the pool and local files, and turns errors
-into one line on stderr.
-
-Pool and path arguments are written ``POOL:PATH`` (``/dev/shm/p.pool:/a/b``;
-a bare ``POOL`` means the root directory).  The spec is read as:
-
-1. the whole spec, if it names an existing file (so a pool's own name may hold ``:``);
-2. else split at the last ``:`` whose left part names an existing file, trying
-   the last ``:`` first (so ``p.pool:/a:b`` is ``/a:b`` in ``p.pool``);
-3. else split at the last ``:`` if the part after it is empty or starts with
-   ``/`` (a pool that does not exist; opening it reports that);
-4. else the whole spec is the pool.
+Every command maps onto the public volume API; this module parses arguments
+and turns errors into one line on stderr.  How ``POOL:PATH`` and sizes are
+read is in ``poolpaths``; the commands that move bytes are in ``transfer``.
 """
 
 from __future__ import annotations
@@ -21,174 +11,27 @@ import argparse
 import errno
 import os
 import posixpath
-import re
 import stat as stat_mode
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import IO, TYPE_CHECKING, NoReturn
-
-from tqdm import tqdm
+from typing import TYPE_CHECKING, NoReturn
 
 import daxfs
+from daxfs.adapters.poolpaths import (describe_error, format_size, is_dir, open_pool, parse_length, parse_offset,
+                                      parse_size, same_file, split_pool_path, target_in_dir)
+from daxfs.adapters.transfer import COPY_CHUNK, cmd_cat, cmd_cp, cmd_get, cmd_put
 
 if TYPE_CHECKING:
     from daxfs._types import Stat
 
-__all__ = ["main", "parse_size", "parse_offset", "split_pool_path", "format_size"]
-
-# Large enough that per-call overhead vanishes against the copy, small enough
-# that the progress bar moves and memory stays flat.
-COPY_CHUNK = 4 * 1024 * 1024
+__all__ = ["main", "parse_size", "parse_offset", "split_pool_path", "format_size", "COPY_CHUNK"]
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141   # what a shell reports for a writer killed by SIGPIPE
-
-_SIZE_UNITS: dict[str, int] = {"": 1, "b": 1}
-for _power, _letter in enumerate("kmgtpe", start=1):
-    # coreutils convention: K and KiB are powers of 1024, KB is a power of 1000.
-    _SIZE_UNITS[_letter] = 1024 ** _power
-    _SIZE_UNITS[_letter + "ib"] = 1024 ** _power
-    _SIZE_UNITS[_letter + "b"] = 1000 ** _power
-
-_SIZE_PATTERN = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
-
-
-def parse_size(text: str) -> int:
-    """Bytes named by ``text``: ``4096``, ``64M``, ``1G``, ``1GiB``, ``1.5G``, ``10MB`` (powers of 1000)."""
-    match = _SIZE_PATTERN.fullmatch(text)
-    unit = match.group(2).lower() if match else ""
-    if match is None or unit not in _SIZE_UNITS:
-        raise argparse.ArgumentTypeError(
-            f"invalid size {text!r}: use bytes or a suffix, e.g. 64M, 1G, 1GiB, 10MB")
-    number = match.group(1)
-    multiplier = _SIZE_UNITS[unit]
-    if "." in number:
-        whole, fraction = number.split(".")
-        # Exact integer arithmetic: float rounding must not change a pool size.
-        scale = 10 ** len(fraction)
-        return (int(whole) * scale + int(fraction)) * multiplier // scale
-    return int(number) * multiplier
-
-
-def parse_offset(text: str) -> int:
-    """A byte offset or length: what ``parse_size`` reads, or hexadecimal (``0x1000``)."""
-    stripped = text.strip()
-    try:
-        if stripped[:2].lower() == "0x":
-            return int(stripped[2:], 16)
-        return parse_size(stripped)
-    except (ValueError, argparse.ArgumentTypeError):
-        raise argparse.ArgumentTypeError(
-            f"invalid offset {text!r}: use bytes, a suffix (4K, 1M) or hexadecimal (0x1000)") from None
-
-
-def _parse_length(text: str) -> int:
-    length = parse_offset(text)
-    if length <= 0:
-        raise argparse.ArgumentTypeError(f"invalid length {text!r}: must be more than 0 bytes")
-    return length
-
-
-def format_size(n_bytes: int) -> str:
-    """``n_bytes`` for people: ``0 B``, ``4 KiB``, ``1.5 GiB``."""
-    if n_bytes < 1024:
-        return f"{n_bytes} B"
-    value = float(n_bytes)
-    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
-        value /= 1024
-        if value < 1024 or unit == "EiB":
-            break
-    text = f"{value:.1f}"
-    return f"{text.removesuffix('.0')} {unit}"
-
-
-def split_pool_path(spec: str) -> tuple[str, str]:
-    """``(pool, path_in_volume)`` for a ``POOL[:PATH]`` spec; the module docstring gives the rule."""
-    if _names_file(spec):
-        return spec, "/"
-    colon = spec.rfind(":")
-    while colon > 0:
-        if _names_file(spec[:colon]):
-            return spec[:colon], spec[colon + 1:] or "/"
-        colon = spec.rfind(":", 0, colon)
-    pool, colon_found, inner = spec.rpartition(":")
-    if colon_found and pool and (inner == "" or inner.startswith("/")):
-        return pool, inner or "/"
-    return spec, "/"
-
-
-def _names_file(path: str) -> bool:
-    # Anything but a directory can be a pool: a regular file or a device such as /dev/dax0.0.
-    return os.path.exists(path) and not os.path.isdir(path)
-
-
-def describe_error(error: OSError) -> str:
-    """One line for an OSError: ``name: reason``, the way coreutils prints them."""
-    reason = error.strerror if error.strerror else (str(error) or type(error).__name__)
-    if error.filename is not None and error.filename2 is not None:
-        text = f"{error.filename} -> {error.filename2}: {reason}"
-    elif error.filename is not None:
-        text = f"{error.filename}: {reason}"
-    else:
-        text = reason
-    return " ".join(str(text).split())
-
-
-def open_pool(pool: str, *, readonly: bool = False) -> daxfs.Volume:
-    """Mount ``pool``; an error that does not say which file failed is tagged with the pool's name."""
-    try:
-        return daxfs.open_volume(pool, readonly=readonly)
-    except OSError as error:
-        if error.filename is None:
-            error.filename = pool
-        raise
-
-
-def _progress(total: int | None, description: str) -> tqdm:
-    # A bar on a pipe or in a log file is noise, so it only appears on a terminal.
-    return tqdm(total=total, desc=description, unit="B", unit_scale=True, unit_divisor=1024,
-                file=sys.stderr, leave=False, disable=not sys.stderr.isatty())
-
-
-def _write_all(sink: IO[bytes], data: memoryview) -> None:
-    # RawIOBase.write may store fewer bytes than asked; the rest must follow.
-    while data:
-        written = sink.write(data)
-        if not written:
-            raise OSError(errno.EIO, "write stored no bytes")
-        data = data[written:]
-
-
-def _copy_stream(source: IO[bytes], sink: IO[bytes], total: int | None, description: str) -> int:
-    """Copy ``source`` to EOF into ``sink`` in COPY_CHUNK pieces; returns bytes copied."""
-    buffer = bytearray(COPY_CHUNK)
-    view = memoryview(buffer)
-    copied = 0
-    with _progress(total, description) as bar:
-        while True:
-            count = source.readinto(view)
-            if not count:
-                break
-            _write_all(sink, view[:count])
-            copied += count
-            bar.update(count)
-    return copied
-
-
-def _is_dir(vol: daxfs.Volume, path: str) -> bool:
-    return vol.exists(path) and vol.stat(path).is_dir()
-
-
-def _target_in_dir(vol: daxfs.Volume, path: str, name: str) -> str:
-    """``path``, or ``path/name`` when ``path`` is a directory, as ``cp`` and ``mv`` treat a target."""
-    if path.endswith("/") or _is_dir(vol, path):
-        return posixpath.join(path, name)
-    return path
-
 
 def _format_time(ns: int) -> str:
     seconds, fraction = divmod(ns, 1_000_000_000)
@@ -237,7 +80,7 @@ def _is_byte_count(key: str, value: object) -> bool:
 def cmd_ls(args: argparse.Namespace) -> int:
     pool, path = split_pool_path(args.target)
     with open_pool(pool, readonly=True) as vol:
-        if _is_dir(vol, path):
+        if is_dir(vol, path):
             names = sorted(vol.listdir(path))
             entries = [(name, vol.stat(posixpath.join(path, name)) if args.long else None) for name in names]
         else:
@@ -264,45 +107,6 @@ def cmd_mkdir(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_put(args: argparse.Namespace) -> int:
-    pool, path = split_pool_path(args.target)
-    # Open the local file first: a typo there must not create an empty file in the pool.
-    with open(args.local, "rb") as source:
-        total = os.fstat(source.fileno()).st_size
-        with open_pool(pool) as vol:
-            path = _target_in_dir(vol, path, os.path.basename(os.path.normpath(args.local)))
-            with vol.open(path, "wb") as sink:
-                _copy_stream(source, sink, total, f"put {path}")
-    return EXIT_OK
-
-
-def cmd_get(args: argparse.Namespace) -> int:
-    pool, path = split_pool_path(args.source)
-    with open_pool(pool, readonly=True) as vol, vol.open(path, "rb") as source:
-        total = source.stat().st_size
-        local = args.local
-        if os.path.isdir(local):
-            local = os.path.join(local, posixpath.basename(path.rstrip("/")))
-        if os.path.exists(local) and _same_file(local, pool):
-            raise OSError(errno.EINVAL, "refusing to overwrite the pool with a file from it", local)
-        # Opened only once the source is known good, so a bad source leaves no empty local file.
-        with open(local, "wb") as sink:
-            _copy_stream(source, sink, total, f"get {path}")
-    return EXIT_OK
-
-
-def cmd_cat(args: argparse.Namespace) -> int:
-    pool, path = split_pool_path(args.source)
-    with open_pool(pool, readonly=True) as vol, vol.open(path, "rb") as source:
-        stdout = sys.stdout.buffer
-        buffer = bytearray(COPY_CHUNK)
-        view = memoryview(buffer)
-        while count := source.readinto(view):
-            stdout.write(view[:count])
-        stdout.flush()
-    return EXIT_OK
-
-
 def _remove_tree(vol: daxfs.Volume, path: str) -> None:
     for name in vol.listdir(path):
         child = posixpath.join(path, name)
@@ -325,13 +129,6 @@ def cmd_rm(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
 def cmd_mv(args: argparse.Namespace) -> int:
     pool, source = split_pool_path(args.source)
     destination = args.destination
@@ -340,11 +137,11 @@ def cmd_mv(args: argparse.Namespace) -> int:
     else:
         other_pool, other_path = split_pool_path(destination)
         if other_pool != destination and os.path.exists(other_pool):
-            if not _same_file(pool, other_pool):
+            if not same_file(pool, other_pool):
                 raise OSError(errno.EXDEV, f"cannot move between pools (to {destination})", args.source)
             destination = other_path
     with open_pool(pool) as vol:
-        destination = _target_in_dir(vol, destination, posixpath.basename(source.rstrip("/")))
+        destination = target_in_dir(vol, destination, posixpath.basename(source.rstrip("/")))
         vol.rename(source, destination)
     return EXIT_OK
 
@@ -427,85 +224,6 @@ def cmd_fsck(args: argparse.Namespace) -> int:
 
 # errnos with which a clone cannot be made although a byte copy could: --reflink=auto falls
 # back on them (as cp does when FICLONE fails), any other error is the copy's own.
-_CLONE_IMPOSSIBLE = frozenset({errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV,
-                               errno.EBUSY, errno.ENOSYS, errno.ENOTTY, errno.ETXTBSY})
-
-
-def _pool_spec(spec: str) -> tuple[str, str] | None:
-    """``(pool, path)`` when ``spec`` is ``POOL:PATH``; None for a local path (no pool part)."""
-    pool, path = split_pool_path(spec)
-    return None if pool == spec else (pool, path)
-
-
-def _source_file(vol: daxfs.Volume, path: str) -> Stat:
-    st = vol.stat(path)
-    if st.is_dir():
-        raise IsADirectoryError(errno.EISDIR, "is a directory (cp copies files)", path)
-    return st
-
-
-def cmd_cp(args: argparse.Namespace) -> int:
-    """Copy a file inside a pool (a reflink by default), between pools, or in or out of one."""
-    source, destination = _pool_spec(args.source), _pool_spec(args.destination)
-    if source is None and destination is None:
-        raise OSError(errno.EINVAL, "neither SRC nor DST is POOL:PATH: daxfs cp copies inside, "
-                      "between, into or out of pools")
-    if source is not None and destination is not None:
-        if source[0] == destination[0] or _same_file(source[0], destination[0]):
-            return _copy_in_pool(source[0], source[1], destination[1], args.reflink)
-        if args.reflink == "always":
-            raise OSError(errno.EXDEV, "cannot reflink between pools", args.source, None,
-                          args.destination)
-        return _copy_between_pools(source, destination)
-    if args.reflink == "always":
-        raise OSError(errno.EXDEV, "cannot reflink to or from a local file: --reflink=always "
-                      "needs SRC and DST in one pool", args.source, None, args.destination)
-    if source is None:
-        assert destination is not None
-        if _same_file(args.source, destination[0]):
-            raise OSError(errno.EINVAL, "cannot copy a pool into itself", args.source)
-        return cmd_put(argparse.Namespace(local=args.source, target=args.destination))
-    local = args.destination
-    if os.path.isdir(local):
-        local = os.path.join(local, posixpath.basename(source[1].rstrip("/")))
-    if _same_file(local, source[0]):
-        # Opening it for writing would truncate the pool under its own mapping.
-        raise OSError(errno.EINVAL, "is the pool itself; write POOL:PATH to copy inside it", local)
-    return cmd_get(argparse.Namespace(source=args.source, local=args.destination))
-
-
-def _copy_in_pool(pool: str, source: str, destination: str, reflink: str) -> int:
-    with open_pool(pool) as vol:
-        st = _source_file(vol, source)
-        destination = _target_in_dir(vol, destination, posixpath.basename(source.rstrip("/")))
-        existed = vol.exists(destination)
-        if existed and vol.stat(destination).st_ino == st.st_ino:
-            raise OSError(errno.EINVAL, f"{source} and {destination} are the same file")
-        if reflink != "never":
-            try:
-                vol.clone_file(source, destination)
-                return EXIT_OK
-            except OSError as error:
-                if reflink == "always" or error.errno not in _CLONE_IMPOSSIBLE:
-                    if reflink == "always" and not existed and vol.exists(destination):
-                        vol.unlink(destination)      # leave no empty file behind a failed clone
-                    raise
-        with vol.open(source, "rb") as reader, vol.open(destination, "wb") as writer:
-            _copy_stream(reader, writer, st.st_size, f"cp {destination}")
-    return EXIT_OK
-
-
-def _copy_between_pools(source: tuple[str, str], destination: tuple[str, str]) -> int:
-    # The source is opened first: a bad source must not create anything in the destination pool.
-    with open_pool(source[0], readonly=True) as src_vol:
-        st = _source_file(src_vol, source[1])
-        with src_vol.open(source[1], "rb") as reader, open_pool(destination[0]) as dst_vol:
-            path = _target_in_dir(dst_vol, destination[1], posixpath.basename(source[1].rstrip("/")))
-            with dst_vol.open(path, "wb") as writer:
-                _copy_stream(reader, writer, st.st_size, f"cp {path}")
-    return EXIT_OK
-
-
 def cmd_owners(args: argparse.Namespace) -> int:
     """Who owns pool bytes [OFFSET, +LENGTH): one line per owner, from the reverse map."""
     with open_pool(args.pool, readonly=True) as vol:
@@ -614,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("pool", metavar="POOL")
     sub.add_argument("offset", metavar="OFFSET", type=parse_offset,
                      help="pool byte offset: bytes, a suffix (4K, 1M) or hexadecimal (0x1000)")
-    sub.add_argument("length", metavar="LENGTH", type=_parse_length, nargs="?", default=1,
+    sub.add_argument("length", metavar="LENGTH", type=parse_length, nargs="?", default=1,
                      help="bytes from OFFSET (default 1), written like OFFSET")
 
     command("demo", cmd_demo, "a timed tour on a scratch pool")

@@ -1,0 +1,172 @@
+"""Moving bytes in, out of and between pools: ``put``, ``get``, ``cat``, ``cp``.
+
+Copies go in ``COPY_CHUNK`` pieces with a progress bar on a terminal; a copy
+inside one pool shares blocks (``clone_file``) unless asked not to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import posixpath
+import sys
+from typing import IO, TYPE_CHECKING
+
+from tqdm import tqdm
+
+import daxfs
+from daxfs.adapters.poolpaths import open_pool, pool_spec, same_file, split_pool_path, target_in_dir
+
+if TYPE_CHECKING:
+    from daxfs._types import Stat
+
+__all__ = ["COPY_CHUNK", "cmd_put", "cmd_get", "cmd_cat", "cmd_cp"]
+
+# Large enough that per-call overhead vanishes against the copy, small enough
+# that the progress bar moves and memory stays flat.
+COPY_CHUNK = 4 * 1024 * 1024
+EXIT_OK = 0
+
+
+def _progress(total: int | None, description: str) -> tqdm:
+    # A bar on a pipe or in a log file is noise, so it only appears on a terminal.
+    return tqdm(total=total, desc=description, unit="B", unit_scale=True, unit_divisor=1024,
+                file=sys.stderr, leave=False, disable=not sys.stderr.isatty())
+
+
+def _write_all(sink: IO[bytes], data: memoryview) -> None:
+    # RawIOBase.write may store fewer bytes than asked; the rest must follow.
+    while data:
+        written = sink.write(data)
+        if not written:
+            raise OSError(errno.EIO, "write stored no bytes")
+        data = data[written:]
+
+
+def _copy_stream(source: IO[bytes], sink: IO[bytes], total: int | None, description: str) -> int:
+    """Copy ``source`` to EOF into ``sink`` in COPY_CHUNK pieces; returns bytes copied."""
+    buffer = bytearray(COPY_CHUNK)
+    view = memoryview(buffer)
+    copied = 0
+    with _progress(total, description) as bar:
+        while True:
+            count = source.readinto(view)
+            if not count:
+                break
+            _write_all(sink, view[:count])
+            copied += count
+            bar.update(count)
+    return copied
+
+
+def cmd_put(args: argparse.Namespace) -> int:
+    pool, path = split_pool_path(args.target)
+    # Open the local file first: a typo there must not create an empty file in the pool.
+    with open(args.local, "rb") as source:
+        total = os.fstat(source.fileno()).st_size
+        with open_pool(pool) as vol:
+            path = target_in_dir(vol, path, os.path.basename(os.path.normpath(args.local)))
+            with vol.open(path, "wb") as sink:
+                _copy_stream(source, sink, total, f"put {path}")
+    return EXIT_OK
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    pool, path = split_pool_path(args.source)
+    with open_pool(pool, readonly=True) as vol, vol.open(path, "rb") as source:
+        total = source.stat().st_size
+        local = args.local
+        if os.path.isdir(local):
+            local = os.path.join(local, posixpath.basename(path.rstrip("/")))
+        if os.path.exists(local) and same_file(local, pool):
+            raise OSError(errno.EINVAL, "refusing to overwrite the pool with a file from it", local)
+        # Opened only once the source is known good, so a bad source leaves no empty local file.
+        with open(local, "wb") as sink:
+            _copy_stream(source, sink, total, f"get {path}")
+    return EXIT_OK
+
+
+def cmd_cat(args: argparse.Namespace) -> int:
+    pool, path = split_pool_path(args.source)
+    with open_pool(pool, readonly=True) as vol, vol.open(path, "rb") as source:
+        stdout = sys.stdout.buffer
+        buffer = bytearray(COPY_CHUNK)
+        view = memoryview(buffer)
+        while count := source.readinto(view):
+            stdout.write(view[:count])
+        stdout.flush()
+    return EXIT_OK
+
+
+_CLONE_IMPOSSIBLE = frozenset({errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV,
+                               errno.EBUSY, errno.ENOSYS, errno.ENOTTY, errno.ETXTBSY})
+
+
+def _source_file(vol: daxfs.Volume, path: str) -> Stat:
+    st = vol.stat(path)
+    if st.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a directory (cp copies files)", path)
+    return st
+
+
+def cmd_cp(args: argparse.Namespace) -> int:
+    """Copy a file inside a pool (a reflink by default), between pools, or in or out of one."""
+    source, destination = pool_spec(args.source), pool_spec(args.destination)
+    if source is None and destination is None:
+        raise OSError(errno.EINVAL, "neither SRC nor DST is POOL:PATH: daxfs cp copies inside, "
+                      "between, into or out of pools")
+    if source is not None and destination is not None:
+        if source[0] == destination[0] or same_file(source[0], destination[0]):
+            return _copy_in_pool(source[0], source[1], destination[1], args.reflink)
+        if args.reflink == "always":
+            raise OSError(errno.EXDEV, "cannot reflink between pools", args.source, None,
+                          args.destination)
+        return _copy_between_pools(source, destination)
+    if args.reflink == "always":
+        raise OSError(errno.EXDEV, "cannot reflink to or from a local file: --reflink=always "
+                      "needs SRC and DST in one pool", args.source, None, args.destination)
+    if source is None:
+        assert destination is not None
+        if same_file(args.source, destination[0]):
+            raise OSError(errno.EINVAL, "cannot copy a pool into itself", args.source)
+        return cmd_put(argparse.Namespace(local=args.source, target=args.destination))
+    local = args.destination
+    if os.path.isdir(local):
+        local = os.path.join(local, posixpath.basename(source[1].rstrip("/")))
+    if same_file(local, source[0]):
+        # Opening it for writing would truncate the pool under its own mapping.
+        raise OSError(errno.EINVAL, "is the pool itself; write POOL:PATH to copy inside it", local)
+    return cmd_get(argparse.Namespace(source=args.source, local=args.destination))
+
+
+def _copy_in_pool(pool: str, source: str, destination: str, reflink: str) -> int:
+    with open_pool(pool) as vol:
+        st = _source_file(vol, source)
+        destination = target_in_dir(vol, destination, posixpath.basename(source.rstrip("/")))
+        existed = vol.exists(destination)
+        if existed and vol.stat(destination).st_ino == st.st_ino:
+            raise OSError(errno.EINVAL, f"{source} and {destination} are the same file")
+        if reflink != "never":
+            try:
+                vol.clone_file(source, destination)
+                return EXIT_OK
+            except OSError as error:
+                if reflink == "always" or error.errno not in _CLONE_IMPOSSIBLE:
+                    if reflink == "always" and not existed and vol.exists(destination):
+                        vol.unlink(destination)      # leave no empty file behind a failed clone
+                    raise
+        with vol.open(source, "rb") as reader, vol.open(destination, "wb") as writer:
+            _copy_stream(reader, writer, st.st_size, f"cp {destination}")
+    return EXIT_OK
+
+
+def _copy_between_pools(source: tuple[str, str], destination: tuple[str, str]) -> int:
+    # The source is opened first: a bad source must not create anything in the destination pool.
+    with open_pool(source[0], readonly=True) as src_vol:
+        st = _source_file(src_vol, source[1])
+        with src_vol.open(source[1], "rb") as reader, open_pool(destination[0]) as dst_vol:
+            path = target_in_dir(dst_vol, destination[1], posixpath.basename(source[1].rstrip("/")))
+            with dst_vol.open(path, "wb") as writer:
+                _copy_stream(reader, writer, st.st_size, f"cp {path}")
+    return EXIT_OK
