@@ -150,6 +150,8 @@ class File(io.RawIOBase):
     def read(self, n: int | None = -1) -> bytes:
         if n is not None:
             n = arguments.integer(n)
+            if n > _OFF_MAX:
+                raise OverflowError(f"read size {n} is too large to convert to C ssize_t")
         self._check_read()
         if n is None or n < 0:
             return self.readall()
@@ -193,8 +195,10 @@ class File(io.RawIOBase):
             pos = self._data.size(self._ino) + offset
         elif whence in (os.SEEK_DATA, os.SEEK_HOLE):
             pos = self._data.seek_data(self._ino, _position(offset), whence == os.SEEK_HOLE)
+        elif -(1 << 31) <= whence < (1 << 31):
+            raise fs_error(errno.EINVAL, self._path, f"invalid whence ({whence})")
         else:
-            raise ValueError(f"invalid whence ({whence})")
+            raise OverflowError(f"whence {whence} is too large to convert to C int")
         if pos < 0:
             raise fs_error(errno.EINVAL, self._path, "negative seek position")
         if pos > _OFF_MAX:

@@ -87,11 +87,15 @@ def owner_id(value: object, what: str) -> int | None:
 
 
 def time_ns(value: object) -> int:
-    """A timestamp in nanoseconds: an int64 (OverflowError beyond it)."""
+    """A timestamp in nanoseconds, clamped to what the volume stores (int64), as Linux clamps
+    a timestamp to its file system's range; beyond what a C ``time_t`` holds, OverflowError
+    (as ``os.utime`` raises)."""
     t = integer(value)
-    if not -_TIME_MAX - 1 <= t <= _TIME_MAX:
-        raise OverflowError(f"timestamp {t} ns does not fit 64 bits")
-    return t
+    if -_TIME_MAX - 1 <= t <= _TIME_MAX:
+        return t
+    if abs(t) // 1_000_000_000 > _TIME_MAX:
+        raise OverflowError(f"timestamp {t} ns is out of range for time_t")
+    return _TIME_MAX if t > 0 else -_TIME_MAX - 1
 
 
 def times_ns(ns: object) -> tuple[int, int]:
