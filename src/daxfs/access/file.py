@@ -53,10 +53,10 @@ class File(io.RawIOBase):
     """An open daxfs file (see ``Volume.open``)."""
 
     def __init__(self, volume: "Volume", handle: OpenFile) -> None:
+        self.handle = handle        # first: ``closed`` reads it
         super().__init__()
         self._vol = volume
         self._data = volume.data
-        self.handle = handle
         self._ino = handle.ino
         self._path = handle.path
         self._readable = handle.readable
@@ -83,8 +83,9 @@ class File(io.RawIOBase):
 
     @property
     def closed(self) -> bool:  # type: ignore[override]
-        # A handle dies with its volume: the volume marks the OpenFile closed when it unmounts.
-        return self.handle.closed or super().closed
+        # The OpenFile is marked closed by close() and when the volume unmounts (the handle
+        # dies with it), so it alone says whether this file is closed.
+        return self.handle.closed
 
     def __repr__(self) -> str:
         state = " closed" if self.closed else ""
@@ -126,9 +127,12 @@ class File(io.RawIOBase):
     # ---- positional I/O
 
     def pread(self, n: int, offset: int) -> bytes:
-        n = arguments.count(n)
-        offset = _position(offset)
-        self._check_read()
+        if type(n) is not int or type(offset) is not int or n < 0 or offset < 0 or \
+                n > _OFF_MAX or offset > _OFF_MAX:
+            n = arguments.count(n)
+            offset = _position(offset)
+        if self.handle.closed or not self._readable:
+            self._check_read()
         return self._data.pread(self._ino, None, n, offset)  # type: ignore[return-value]
 
     def preadinto(self, buf: Any, offset: int) -> int:
@@ -281,8 +285,9 @@ class File(io.RawIOBase):
         ``write=True`` populates the range first, like a write mapping.  The
         range must lie inside the file.
         """
-        offset = arguments.integer(offset)
-        length = arguments.integer(length)
+        if type(offset) is not int or type(length) is not int:
+            offset = arguments.integer(offset)
+            length = arguments.integer(length)
         if offset < 0 or length <= 0:
             raise ValueError("pin needs offset >= 0 and length > 0")
         self._check_open()
@@ -292,10 +297,10 @@ class File(io.RawIOBase):
             raise PermissionError(errno.EACCES, "a write pin needs the file open for writing", self._path)
         vol = self._vol
         holder = self.handle.holder
-        with vol.lock:
-            ref = self._data.reference(self._ino, self._path, offset, length, kind="pin", write=bool(write),
-                                       holder=holder)
-            pin = Pin(vol, ref)
+        data = self._data
+        with data.lock:
+            pin = Pin(vol, data.reference(self._ino, self._path, offset, length, kind="pin", write=bool(write),
+                                          holder=holder))
             owned = getattr(holder, "owned", None)
             if owned is not None:
                 owned.add(pin)

@@ -112,7 +112,7 @@ class Pin:
     def release(self) -> None:
         """Let go.  Releasing twice is a ValueError."""
         table = self._vol.references
-        with self._vol.lock:       # see Mapping.close: no hole fill may race the unmap
+        with table.lock:           # see Mapping.close: no hole fill may race the unmap
             self._check()
             self.released = True
             self._buffer = None

@@ -55,6 +55,8 @@ class DataPath:
         """Read up to ``n`` bytes at ``offset``: into ``dest`` (returns a count) or as bytes."""
         journal = self.journal
         with self.lock:
+            if not journal.follow and not journal.closed:
+                return self.read_locked(ino, dest, n, offset)
             while True:
                 journal.check_open()
                 got = self.read_locked(ino, dest, n, offset)
@@ -65,7 +67,7 @@ class DataPath:
 
     def read_locked(self, ino: int, dest: memoryview | None, n: int, offset: int) -> bytes | int:
         """The read itself, under the lock."""
-        node = self.journal.node(ino)
+        node = self.journal.core.inodes.get(ino) or self.journal.node(ino)
         size = node.size
         if offset >= size or n <= 0:
             return b"" if dest is None else 0
@@ -434,11 +436,12 @@ class DataPath:
         journal = self.journal
         table = self.references
         with self.lock:
-            if write:
-                journal.check_writable(path)
-            else:
-                journal.check_open()
-            node = journal.node(ino)
+            if write or journal.closed or journal.follow:
+                if write:
+                    journal.check_writable(path)
+                else:
+                    journal.check_open()
+            node = journal.core.inodes.get(ino) or journal.node(ino)
             size = node.size
             if kind == "pin":
                 if offset + length > size:  # type: ignore[operator]
@@ -457,10 +460,9 @@ class DataPath:
                 if not write and offset + length > size:
                     raise ValueError("mmap length is greater than file size")
             assert length is not None
-            ref = Reference(ino, path, offset=offset, length=length, block_size=self.bs, writable=write,
-                            lease=lease, holder=holder)
-            ref.kind = kind
-            f0, f1 = ref.block_range()
+            ref = Reference(ino, path, offset, length, self.bs, write, lease,
+                            table.process_holder if holder is None else holder, kind)
+            f0, f1 = ref.first_block, ref.end_block
             table.admit(ino, f0, f1, path)
             if write:
                 self.populate(node, offset, offset + length)

@@ -199,7 +199,7 @@ class Namespace:
     # ---------------------------------------------------------------- names
 
     def unlink(self, path: object, policy: str | None) -> None:
-        p = self.path_arg(path)
+        p = path if type(path) is str else fspath(path)
         with self.lock:
             self.journal.check_writable(p)
             core = self.journal.core
@@ -308,7 +308,7 @@ class Namespace:
 
     def open(self, path: object, mode: str, flags: OpenFlags, holder: object) -> OpenFile:
         """Resolve (creating or truncating as ``flags`` say) and hold the inode."""
-        p = self.path_arg(path)
+        p = path if type(path) is str else fspath(path)
         journal = self.journal
         with self.lock:
             if flags.writable or flags.create:

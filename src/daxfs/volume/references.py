@@ -76,8 +76,9 @@ class Reference:
 
     kind = "mapping"        # "mapping" or "pin"; a mapping taken with lease=True lists as "lease"
 
-    def __init__(self, ino: int, path: str, *, offset: int, length: int, block_size: int,
-                 writable: bool, lease: bool = False, holder: object = None) -> None:
+    def __init__(self, ino: int, path: str, offset: int, length: int, block_size: int,
+                 writable: bool, lease: bool = False, holder: object = None, kind: str = "mapping") -> None:
+        self.kind = kind
         self.ino = ino
         self.path = path
         self.offset = offset
@@ -165,7 +166,9 @@ class ReferenceTable:
             self._inode_refs[ino] = count
             return
         self._inode_refs.pop(ino, None)
-        self._reclaim(ino)
+        node = self._journal.core.inodes.get(ino)
+        if node is not None and node.nlink == 0:
+            self._reclaim(ino)
 
     def inode_held(self, ino: int) -> bool:
         return ino in self._inode_refs
@@ -189,12 +192,14 @@ class ReferenceTable:
         pool's shared lock: with no writer able to open meanwhile, nobody can free
         the blocks its references point at.
         """
+        journal = self._journal
+        if not (self.closing or self._waiting or journal.follow):
+            return              # the common case: nothing to refuse, no shared lock to take
         if self.closing:
             raise BusyError("volume is closing: no new mappings or pins", filename=path)
         for wino, wfirst, wend in self._waiting:
             if wino == ino and wfirst < end and (wend < 0 or first < wend):
                 raise BusyError("a change waiting on this range refuses new pins and mappings", filename=path)
-        journal = self._journal
         if journal.follow and self._follower_refs == 0:
             if not journal.pool.share_lock():  # type: ignore[attr-defined]
                 raise BusyError("the pool's writer could reuse blocks a read-only opener maps or pins: "
@@ -230,11 +235,13 @@ class ReferenceTable:
             core = self._journal.core
             for p, k in ref.held:  # type: ignore[union-attr]
                 core.hold(p, k)
-        self.open_inode(ref.ino)
-        self._seals.setdefault(ref.ino, set()).add(ref)
+        ino = ref.ino
+        self._inode_refs[ino] = self._inode_refs.get(ino, 0) + 1
+        refs = self._seals.get(ino)
+        if refs is None:
+            self._seals[ino] = refs = set()
+        refs.add(ref)
         ref.since = time.time()
-        if ref.holder is None:
-            ref.holder = self.process_holder
         self._changed_hook()
 
     def show(self, ref: Reference, view: View) -> None:

@@ -29,9 +29,10 @@ class StatusPage:
 
     PUBLISH_EVERY = 0.2
 
-    def __init__(self, journal: Journal, references: ReferenceTable) -> None:
+    def __init__(self, journal: Journal) -> None:
         self._journal = journal
-        self._references = references
+        #: whose references are published (set once the volume has built its table)
+        self.references: ReferenceTable | None = None
         self._published = 0.0                    # when the page was last written
         self._timer: threading.Timer | None = None
 
@@ -57,9 +58,10 @@ class StatusPage:
 
     def publish(self) -> None:
         self._published = time.monotonic()
-        live = self._references.live()
+        table = self.references
+        live = table.live() if table is not None else []
         # The page holds a few hundred; listing more would only stall the writer.
-        refs = [list(info) for info in self._references.infos(live[:PUBLISHED_REFS])]
+        refs = [list(info) for info in table.infos(live[:PUBLISHED_REFS])] if table is not None else []
         status = {"pid": os.getpid(), "time": time.time(),
                   "busy": self._journal.core.busy.blocks * self._journal.block_size,
                   "total": len(live), "refs": refs}

@@ -68,19 +68,17 @@ class Volume:
         self.durability = durability
         self.lease_break_s = lease_break_s
         self.path = journal.pool.name
+        self._status = StatusPage(journal)
         self.references = ReferenceTable(journal, policy=policy, lease_break_s=lease_break_s,
-                                         reclaim=self._reclaim, changed=self._status_changed)
+                                         reclaim=self._reclaim, changed=self._status.changed)
+        self._status.references = self.references
         self.data = DataPath(journal, self.references, durability=durability)
         self.ranges = RangeOps(self.data)
         self.namespace = Namespace(self.data, self.ranges)
         self.sharing = Sharing(self.namespace)
-        self._status = StatusPage(journal, self.references)
 
     def _reclaim(self, ino: int) -> None:
         self.namespace.reclaim(ino)
-
-    def _status_changed(self) -> None:
-        self._status.changed()
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -266,7 +264,8 @@ class Volume:
         self.namespace.rmdir(path)
 
     def unlink(self, path: object, *, policy: str | None = None) -> None:
-        check_policy(policy)
+        if policy is not None:
+            check_policy(policy)
         self.namespace.unlink(path, policy)
 
     def rename(self, src: object, dst: object, *, replace: bool = True) -> None:
