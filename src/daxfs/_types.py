@@ -80,6 +80,8 @@ class PinInfo(NamedTuple):
     length: int
     kind: str               # "pin", "mapping" or "lease"
     since: float            # time.time() when it was taken
+    pid: int | None = None  # the holder's process (for a client of the arbiter, the client's)
+    uid: int | None = None  # and its user
 
 
 class Owner(NamedTuple):

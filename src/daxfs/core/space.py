@@ -116,6 +116,20 @@ class FreeSpace:
         i = bisect_right(self._starts, start + n - 1) - 1
         return i >= 0 and self._starts[i] + self._length[self._starts[i]] > start
 
+    def free_parts(self, start: int, n: int) -> list[tuple[int, int]]:
+        """The free runs inside ``[start, start+n)``, clipped to it."""
+        end = start + n
+        out = []
+        i = max(0, bisect_right(self._starts, start) - 1)
+        starts = self._starts
+        while i < len(starts) and starts[i] < end:
+            s = starts[i]
+            e = s + self._length[s]
+            if e > start:
+                out.append((max(s, start), min(e, end) - max(s, start)))
+            i += 1
+        return out
+
     def is_free(self, start: int, n: int) -> bool:
         found = self._containing(start)
         return found is not None and start + n <= found[1] + found[2]

@@ -287,6 +287,15 @@ class Core:
         for start, k in self.busy.unhold(pblk, n):
             self.space.release(start, k)
 
+    def adopt_hold(self, pblk: int, n: int) -> None:
+        """Something outside the volume's own references holds data blocks ``[pblk, pblk+n)``
+        (blocks reserved for a write being prepared, or pinned by a client of an earlier
+        arbiter): hold them, and make the free ones busy so nothing allocates them."""
+        self.busy.hold(pblk, n)
+        for start, k in self.space.free_parts(pblk, n):
+            self.space.take(start, k)
+            self.busy.park(start, k)
+
     def _release(self, pblk: int, n: int) -> None:
         """A file gave up these blocks: free, or busy while something holds them."""
         if not self.busy.holds:

@@ -27,12 +27,13 @@ import errno
 import threading
 from daxfs._types import Stat
 from daxfs.core import Core, Inode
-from daxfs.core.records import Record, SetAttr
+from daxfs.core.records import Batch, Create, Link, Reclaim, Record, Rename, SetAttr, SetExtents, Unlink
 from daxfs.errors import CorruptVolumeError, fs_error
 from daxfs.format.checkpoint import encode_checkpoint
 from daxfs.format.layout import SUPERBLOCK_OFFSETS
 from daxfs.format.superblock import Superblock
 from daxfs.media import FilePool, Pool
+from daxfs.volume.changes import ChangeTable
 from daxfs.volume.log import LogRing
 from daxfs.volume.mount import Loaded, load, read_superblock
 
@@ -50,6 +51,8 @@ class Journal:
         #: why the volume stopped taking changes (a record the core refused), or None
         self.failed: str | None = None
         self.deferred: dict[int, int] = {}        # ino -> mtime from in-place writes (lazytime)
+        #: per-inode change counters other processes read (the arbiter sets one), or None
+        self.changes: ChangeTable | None = None
         self._install(loaded)
         self.block_size = self.layout.block_size
 
@@ -100,10 +103,36 @@ class Journal:
             data = ring.encode(record)
         seq = ring.next_seq
         ring.append(record, data)
+        if self.changes is not None:
+            for ino in self._touched(record):
+                self.changes.bump(ino)
         try:
             core.apply(record)
         except Exception as exc:
             self._fail(seq, record, exc)
+
+    def _touched(self, record: Record) -> list[int]:
+        """The inodes ``record`` changes (looked up before it is applied)."""
+        if isinstance(record, (SetExtents, SetAttr, Reclaim)):
+            return [record.ino]
+        if isinstance(record, (Create, Link)):
+            return [record.ino, record.parent]
+        inodes = self.core.inodes
+        if isinstance(record, Unlink):
+            parent = inodes.get(record.parent)
+            child = parent.entries.get(record.name) if parent is not None and parent.entries else None
+            return [record.parent] + ([child] if child is not None else [])
+        if isinstance(record, Rename):
+            out = [record.src_parent, record.dst_parent]
+            for parent_ino, name in ((record.src_parent, record.src_name), (record.dst_parent, record.dst_name)):
+                parent = inodes.get(parent_ino)
+                child = parent.entries.get(name) if parent is not None and parent.entries else None
+                if child is not None:
+                    out.append(child)
+            return out
+        if isinstance(record, Batch):
+            return [ino for item in record.records() for ino in self._touched(item)]
+        return []
 
     def _fail(self, seq: int, record: Record, exc: Exception) -> None:
         """``record`` is durable but the core refused it: stop taking changes.
@@ -151,6 +180,8 @@ class Journal:
 
     def defer_mtime(self, ino: int, time_ns: int) -> None:
         self.deferred[ino] = time_ns
+        if self.changes is not None:
+            self.changes.bump(ino)
 
     def flush_deferred(self, ino: int | None) -> None:
         """Log deferred timestamps (one inode's, or all)."""

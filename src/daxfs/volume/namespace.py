@@ -150,7 +150,13 @@ class Namespace:
 
     # ---------------------------------------------------------------- directories
 
-    def mkdir(self, path: object, mode: int, *, parents: bool, exist_ok: bool) -> None:
+    def creator(self, creator: tuple[int, int, int] | None) -> tuple[int, int, int]:
+        """``(uid, gid, umask)`` a new inode gets: this process's, or a caller's (the arbiter
+        creates for its clients with theirs)."""
+        return creator if creator is not None else (self.uid, self.gid, process_umask())
+
+    def mkdir(self, path: object, mode: int, *, parents: bool, exist_ok: bool,
+              creator: tuple[int, int, int] | None = None) -> None:
         p = self.path_arg(path)
         with self.lock:
             self.journal.check_writable(p)
@@ -162,20 +168,21 @@ class Namespace:
                     prefix += "/" + comp
                     _par, _nm, ino, _t = core.resolve(prefix)
                     if ino is None:
-                        self._mkdir_one(prefix, 0o777)
+                        self._mkdir_one(prefix, 0o777, creator)
                     elif core.inodes[ino].entries is None:
                         raise fs_error(errno.ENOTDIR, p)
             try:
-                self._mkdir_one(p, mode)
+                self._mkdir_one(p, mode, creator)
             except FileExistsError:
                 _par, _nm, ino, _t = core.resolve(p)
                 if not (exist_ok and ino is not None and core.inodes[ino].entries is not None):
                     raise
 
-    def _mkdir_one(self, path: str, mode: int) -> None:
+    def _mkdir_one(self, path: str, mode: int, creator: tuple[int, int, int] | None) -> None:
         parent, name = self._new_name(path)
+        uid, gid, umask = self.creator(creator)
         self.journal.commit(Create(self.journal.core.next_ino, parent, name,
-                                   st.S_IFDIR | (mode & 0o7777 & ~process_umask()), self.uid, self.gid,
+                                   st.S_IFDIR | (mode & 0o7777 & ~umask), uid, gid,
                                    time.time_ns()), GROW_INODE + 4 * len(name))
 
     def rmdir(self, path: object) -> None:
@@ -306,7 +313,8 @@ class Namespace:
 
     # ---------------------------------------------------------------- open files
 
-    def open(self, path: object, mode: str, flags: OpenFlags, holder: object) -> OpenFile:
+    def open(self, path: object, mode: str, flags: OpenFlags, holder: object,
+             creator: tuple[int, int, int] | None = None) -> OpenFile:
         """Resolve (creating or truncating as ``flags`` say) and hold the inode."""
         p = path if type(path) is str else fspath(path)
         journal = self.journal
@@ -323,8 +331,9 @@ class Namespace:
                 if not flags.create:
                     raise fs_error(errno.ENOENT, p)
                 ino = core.next_ino
-                journal.commit(Create(ino, parent, name, st.S_IFREG | (0o666 & ~process_umask()),  # type: ignore[arg-type]
-                                      self.uid, self.gid, time.time_ns()), GROW_INODE + 4 * len(name))  # type: ignore[arg-type]
+                uid, gid, umask = self.creator(creator)
+                journal.commit(Create(ino, parent, name, st.S_IFREG | (0o666 & ~umask),  # type: ignore[arg-type]
+                                      uid, gid, time.time_ns()), GROW_INODE + 4 * len(name))  # type: ignore[arg-type]
             else:
                 if flags.exclusive:
                     raise fs_error(errno.EEXIST, p)
@@ -335,7 +344,7 @@ class Namespace:
                     raise fs_error(errno.ENOTDIR, p)
                 if flags.truncate and (node.size or node.extents):
                     if self.references.settle(ino, 0, None, None, "open with truncation"):
-                        return self.open(path, mode, flags, holder)     # waited: look again
+                        return self.open(path, mode, flags, holder, creator)     # waited: look again
                     self.ranges.truncate_node(node, 0)
             self.references.open_inode(ino)
             handle = OpenFile(journal, ino, p, mode, flags, holder, core.inodes[ino].size if flags.append else 0)

@@ -63,12 +63,16 @@ def check_policy(policy: str | None) -> None:
 
 
 class View(Protocol):
-    """Memory a reference shows its blocks in (``media.PoolView`` satisfies it)."""
+    """Memory a reference shows its blocks in (``media.PoolView`` satisfies it).
+
+    ``migrate``/``invalidate`` return False when the memory lives in another process
+    that detaches it itself later: its blocks then stay held until ``release_blocks``.
+    """
 
     def map_pool(self, offset: int, length: int, pool_offset: int, *, populate: bool = False) -> None: ...
     def map_zero(self, offset: int, length: int) -> None: ...
-    def migrate(self) -> None: ...
-    def invalidate(self) -> None: ...
+    def migrate(self) -> bool | None: ...
+    def invalidate(self) -> bool | None: ...
 
 
 class Reference:
@@ -101,6 +105,8 @@ class Reference:
         self.view: View | None = None
         #: called (under the lock) to tell the holder a lease is being broken
         self.on_break: Callable[[], object] | None = None
+        #: called (under the lock) with the runs it held, once they are let go
+        self.on_let_go: Callable[[list[tuple[int, int]]], object] | None = None
 
     @property
     def revoked(self) -> bool:
@@ -128,8 +134,29 @@ class Reference:
         return self.state in (REVOKED, RELEASED)
 
 
+_before_wait = threading.local()
+
+
+def before_wait(callback: Callable[[], None] | None) -> None:
+    """Run ``callback`` (in this thread) before this thread next blocks in a policy wait.
+
+    A thread that serves other requests (the arbiter's reader of a connection) hands
+    its work to another thread first, so a waiting change never stops the requests
+    that would end the wait (seed 004's I_MMAP_LOCK deadlock, across processes).
+    """
+    _before_wait.callback = callback
+
+
 class _ProcessHolder:
     """The default holder: this process (what a file opened without a holder belongs to)."""
+
+    @property
+    def pid(self) -> int:
+        return os.getpid()
+
+    @property
+    def uid(self) -> int:
+        return os.getuid()
 
     def __str__(self) -> str:
         return f"pid {os.getpid()}"
@@ -315,14 +342,13 @@ class ReferenceTable:
         with self.lock:
             if ref.state not in (LIVE, BREAKING):
                 return
+            detached: bool | None = True
             if ref.view is not None:
-                if mode == "migrate":
-                    ref.view.migrate()
-                else:
-                    ref.view.invalidate()
+                detached = ref.view.migrate() if mode == "migrate" else ref.view.invalidate()
             self._move(ref, "revoke")
             self._unseal(ref)
-            self._unhold(ref)
+            if detached is not False:
+                self._unhold(ref)
             self._announce()
 
     def _unseal(self, ref: Reference) -> None:
@@ -347,7 +373,9 @@ class ReferenceTable:
             core = journal.core
             for p, k in ref.held:
                 core.unhold(p, k)
-        ref.held = None
+        held, ref.held = ref.held, None
+        if ref.on_let_go is not None:
+            ref.on_let_go(held)
 
     def _announce(self) -> None:
         self._changed.notify_all()
@@ -381,7 +409,8 @@ class ReferenceTable:
         refs = self.live() if refs is None else refs
         paths = self._journal.core.paths_of({ref.ino for ref in refs})
         out = [PinInfo(self.holder_name(ref.holder), ref.ino, paths[ref.ino], ref.offset, ref.length,
-                       ref.listed_kind, ref.since) for ref in refs]
+                       ref.listed_kind, ref.since, getattr(ref.holder, "pid", None),
+                       getattr(ref.holder, "uid", None)) for ref in refs]
         out.sort(key=lambda info: (info.since, info.ino, info.offset))
         return out
 
@@ -396,6 +425,11 @@ class ReferenceTable:
 
     def wait_until(self, done: Callable[[], bool], deadline: float | None) -> bool:
         """Wait (the lock let go meanwhile) until ``done()``; False at the deadline."""
+        if done():
+            return True
+        hook = getattr(_before_wait, "callback", None)
+        if hook is not None:
+            hook()
         while not done():
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
@@ -513,4 +547,4 @@ class ReferenceTable:
             self.closing = False
 
 
-__all__ = ["ReferenceTable", "Reference", "View", "POLICIES", "POLICY_ACTION", "check_policy"]
+__all__ = ["ReferenceTable", "Reference", "View", "POLICIES", "POLICY_ACTION", "check_policy", "before_wait"]

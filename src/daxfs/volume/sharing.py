@@ -26,7 +26,7 @@ from daxfs.core.extents import SHARE
 from daxfs.core.records import Batch, Create, SetExtents
 from daxfs.errors import fs_error
 from daxfs.volume.datapath import GROW_RUN, Piece
-from daxfs.volume.namespace import Namespace, OpenFile, process_umask
+from daxfs.volume.namespace import Namespace, OpenFile
 
 _COPY_CHUNK = 4 * 1024 * 1024
 _ATOMIC_COPY_LIMIT = 64 * 1024 * 1024     # larger unaligned copies go in chunks
@@ -126,7 +126,7 @@ class Sharing:
         mapping += [x for piece in fresh for x in piece]
         return SetExtents(dino, [df0, nblk], mapping, new_size, time.time_ns())
 
-    def clone_file(self, src: object, dst: object) -> None:
+    def clone_file(self, src: object, dst: object, creator: tuple[int, int, int] | None = None) -> None:
         """Make ``dst`` a copy of ``src`` that shares all its blocks (``cp --reflink``)."""
         journal = self.journal
         with self.lock:
@@ -145,7 +145,7 @@ class Sharing:
             if ino is not None:
                 dnode = self._file_arg(dst, write=True)
                 if self.references.settle(dnode.ino, 0, None, None, "clone over"):
-                    return self.clone_file(src, dst)     # waited: look again
+                    return self.clone_file(src, dst, creator)     # waited: look again
                 # one record: all of dst goes, src's blocks come, the size follows
                 record = self._clone_record(snode, 0, dnode.ino, 0, nblk, snode.size)
                 record = record._replace(unmap=[0, -1])
@@ -155,8 +155,8 @@ class Sharing:
                 raise fs_error(errno.EISDIR, path)
             # a new name: create it and share the blocks in one record
             new_ino = journal.core.next_ino
-            create = Create(new_ino, parent, name, stat.S_IFREG | (0o666 & ~process_umask()),
-                            self.namespace.uid, self.namespace.gid, time.time_ns())
+            uid, gid, umask = self.namespace.creator(creator)
+            create = Create(new_ino, parent, name, stat.S_IFREG | (0o666 & ~umask), uid, gid, time.time_ns())
             share = self._clone_record(snode, 0, new_ino, 0, nblk, snode.size)
             journal.commit(Batch.of(create, share), 256 + 4 * len(name) + GROW_RUN * (len(share.map) // 4 + 2))
 

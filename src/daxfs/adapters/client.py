@@ -1,0 +1,441 @@
+"""daxfs.connect(): the Volume API in another process, served by ``daxfs serve``.
+
+The client gets the pool's descriptor once and maps it, so it reads file data
+straight from the pool (checking the arbiter's change counters, so it never
+returns bytes of a block the file no longer owns), lays out its mappings and
+pins itself from the extents the arbiter returns after registering them, and
+copies large writes straight into blocks the arbiter prepared.  Only
+metadata and small writes cross the socket.  Its memory holds its open files'
+extents, never the volume's metadata.
+
+Errors are the embedded volume's exceptions with the same errno.  If the
+arbiter goes away, every call raises ``ServerLost`` (a ConnectionError);
+mappings are migrated to private memory (arrays stay valid, detached) and the
+client's holder-table slot keeps only its pins, which a restarted arbiter
+honours until they are released.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import mmap
+import os
+import queue
+import select
+import socket
+import stat as st
+import threading
+import time
+from typing import Any
+
+from daxfs._types import Owner, PinInfo, Stat, StatFS
+from daxfs.adapters import wire
+from daxfs.adapters.client_files import ClientFile, ClientHolder, ClientMapping, ClientPin
+from daxfs.adapters.wire import ServerLost
+from daxfs.errors import BusyError
+from daxfs.volume import arguments
+from daxfs.volume.changes import ChangeTable
+from daxfs.volume.holders import HolderTable, drop_slot_lock, take_slot_lock
+
+__all__ = ["Client", "connect", "ServerLost"]
+
+
+def connect(pool_or_socket: object, *, name: str | None = None) -> "Client":
+    """Connect to the arbiter of a pool (its path) or at a socket (its path)."""
+    path = os.fspath(pool_or_socket)  # type: ignore[call-overload]
+    path = os.fsdecode(path)
+    try:
+        is_socket = st.S_ISSOCK(os.stat(path).st_mode)
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, "no such pool or socket", path) from None
+    return Client(path if is_socket else wire.default_socket(path), name=name)
+
+
+class _Pending:
+    __slots__ = ("done", "status", "body")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.status = ""
+        self.body: Any = None
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+class Client:
+    """A connection to an arbiter, with the ``Volume`` API."""
+
+    def __init__(self, socket_path: str, *, name: str | None = None) -> None:
+        self.socket_path = socket_path
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(socket_path)
+        except FileNotFoundError:
+            sock.close()
+            raise ServerLost(errno.ECONNREFUSED, "no arbiter serves this pool (daxfs serve POOL)",
+                             socket_path) from None
+        except OSError as exc:
+            sock.close()
+            raise ServerLost(exc.errno or errno.ECONNREFUSED, f"cannot reach the arbiter: {exc.strerror}",
+                             socket_path) from None
+        self._sock = sock
+        self.name = name or f"pid {os.getpid()}"
+        wire.send(sock, [1, "hello", {"name": self.name}])
+        try:
+            hello, fds = wire.recv_with_fds(sock, wire.MAX_REPLY, 3)
+        except (EOFError, OSError, wire.ProtocolError) as exc:
+            sock.close()
+            raise ServerLost(errno.ECONNRESET, f"the arbiter closed the connection ({exc})", socket_path) from None
+        if not (isinstance(hello, list) and len(hello) == 3):
+            sock.close()
+            raise ServerLost(errno.EPROTO, "the arbiter's greeting does not decode", socket_path)
+        if hello[1] == "err":
+            for fd in fds:
+                os.close(fd)
+            sock.close()
+            raise wire.decode_error(hello[2])
+        info = hello[2]
+        pool_fd, changes_fd, table_fd = fds
+        self.info_ = info
+        self.readonly = bool(info["readonly"])
+        self.block_size = int(info["block_size"])
+        self.data_offset = int(info["data_offset"])
+        self.sync_mode = str(info["sync_mode"])
+        self.path = str(info["pool"])
+        self.pool_fd = pool_fd
+        prot = mmap.PROT_READ if self.readonly else mmap.PROT_READ | mmap.PROT_WRITE
+        self._pool_map = mmap.mmap(pool_fd, int(info["pool_size"]), flags=mmap.MAP_SHARED, prot=prot)
+        self.pool = memoryview(self._pool_map)
+        self.changes = ChangeTable(changes_fd)
+        self._slot = int(info["slot"])
+        self._table = HolderTable.__new__(HolderTable)
+        self._table.path, self._table.fd = "", table_fd
+        if not take_slot_lock(table_fd, self._slot):
+            raise ServerLost(errno.EPROTO, "the holder slot the arbiter gave is taken", socket_path)
+        self.lock = threading.RLock()          # views and references on this side
+        self._send_lock = threading.Lock()
+        self._recv_lock = threading.Lock()      # whoever holds it reads the socket
+        self._ids = itertools.count(2)
+        self._pending: dict[int, _Pending] = {}
+        self._events: queue.Queue[Any] = queue.Queue()
+        self.refs: dict[int, ClientMapping | ClientPin] = {}
+        self._exported = 0                      # closed references whose memory is still mapped
+        self.files: set[ClientFile] = set()
+        self.lost = False
+        self.closed = False
+        self._reader = threading.Thread(target=self._read_loop, name="daxfs-client-in", daemon=True)
+        self._reader.start()
+        self._event_thread = threading.Thread(target=self._event_loop, name="daxfs-client-events", daemon=True)
+        self._event_thread.start()
+
+    # ---------------------------------------------------------------- calls
+
+    def call(self, op: str, *args: Any) -> Any:
+        """One request, its reply (raising the error it carries)."""
+        if self.lost:
+            raise ServerLost(errno.ECONNRESET, "the arbiter went away", self.socket_path)
+        if self.closed:
+            raise ValueError("I/O operation on closed volume")
+        rid = next(self._ids)
+        pending = _Pending()
+        self._pending[rid] = pending
+        try:
+            with self._send_lock:
+                self._sock.sendall(wire.pack([rid, op, list(args)]))
+        except OSError:
+            self._pending.pop(rid, None)
+            self._lose()
+            raise ServerLost(errno.ECONNRESET, "the arbiter went away", self.socket_path) from None
+        self._await(pending)
+        if pending.status == "ok":
+            return pending.body
+        if pending.status == "lost":
+            raise ServerLost(errno.ECONNRESET, "the arbiter went away", self.socket_path)
+        raise wire.decode_error(pending.body)
+
+    def send_only(self, op: str, *args: Any) -> None:
+        """A request whose reply nobody waits for (from finalizers and the event thread)."""
+        if self.lost or self._sock.fileno() < 0:
+            return
+        try:
+            with self._send_lock:
+                self._sock.sendall(wire.pack([0, op, list(args)]))
+        except OSError:
+            self._lose()
+
+    def _await(self, pending: _Pending) -> None:
+        """Wait for a reply, reading the socket ourselves when no other thread is (a thread
+        hand-off per call costs more than the call)."""
+        while not pending.done.is_set():
+            if not self._recv_lock.acquire(blocking=False):
+                pending.done.wait()         # another thread reads; it will hand us the reply
+                return
+            try:
+                if not pending.done.is_set():
+                    self._read_one()
+            except (EOFError, OSError, wire.ProtocolError):
+                self._recv_lock.release()
+                if not self.closed:
+                    self._lose()
+                return
+            else:
+                self._recv_lock.release()
+
+    def _read_one(self) -> None:
+        """Read one frame and deliver it (with the receive lock held)."""
+        message = wire.recv(self._sock, wire.MAX_REPLY)
+        if not (isinstance(message, list) and len(message) == 3):
+            raise wire.ProtocolError("reply is not [id, status, body]")
+        rid, status, body = message
+        if rid == 0:
+            if status == "event":
+                self._events.put(body)
+            return
+        pending = self._pending.pop(rid, None)
+        if pending is not None:
+            pending.status, pending.body = status, body
+            pending.done.set()
+
+    def _read_loop(self) -> None:
+        """Between calls, read what the arbiter sends unasked (events, late replies)."""
+        poller = select.poll()
+        poller.register(self._sock, select.POLLIN | select.POLLHUP | select.POLLERR)
+        try:
+            while not self.closed and not self.lost:
+                if not poller.poll(200):
+                    continue
+                with self._recv_lock:
+                    # a caller may have read it meanwhile: look again without waiting
+                    if poller.poll(0):
+                        self._read_one()
+        except (EOFError, OSError, wire.ProtocolError, ValueError):
+            pass
+        if not self.closed:
+            self._lose()
+
+    def _lose(self) -> None:
+        """The arbiter is gone: fail every call, detach mappings, keep only pins in the slot."""
+        with self.lock:
+            if self.lost:
+                return
+            self.lost = True
+            for pending in list(self._pending.values()):
+                pending.status = "lost"
+                pending.done.set()
+            self._pending.clear()
+            for ref in list(self.refs.values()):
+                if isinstance(ref, ClientMapping):
+                    ref._detach_lost()
+            self._publish_pins()
+        self._events.put(None)
+
+    def _publish_pins(self) -> None:
+        """After the arbiter is lost: the slot lists what pins still hold, nothing else."""
+        runs = [(p, n) for ref in self.refs.values() if isinstance(ref, ClientPin) and not ref.released
+                for _f, n, p in ref.pool_runs()]
+        if runs or self._exported:
+            self._table.write(self._slot, os.getpid(), os.getuid(), os.getgid(), self.name, runs)
+        else:
+            self._table.clear(self._slot)
+            drop_slot_lock(self._table.fd, self._slot)
+
+    def _event_loop(self) -> None:
+        while True:
+            event = self._events.get()
+            if event is None:
+                return
+            try:
+                kind, r = event[0], event[1]
+                ref = self.refs.get(r)
+                if ref is None:
+                    continue
+                if kind == "fill":
+                    ref._fill(event[2], event[3], event[4])
+                elif kind == "break" and isinstance(ref, ClientMapping):
+                    ref._notify_break()
+                elif kind == "revoke" and isinstance(ref, ClientMapping):
+                    ref._revoked_by_server(event[2])
+            except Exception:        # a holder's callback failing must not stop the events
+                pass
+
+    def ref_done(self, ref: ClientMapping | ClientPin) -> None:
+        """A reference's memory is gone: forget it (and, with no arbiter, maybe the slot)."""
+        with self.lock:
+            self.refs.pop(ref.r, None)
+            if self.lost:
+                self._publish_pins()
+
+    def export_pending(self, delta: int) -> None:
+        with self.lock:
+            self._exported += delta
+            if self.lost or self.closed:
+                self._publish_pins()
+
+    # ---------------------------------------------------------------- lifetime
+
+    def close(self, *, force: bool = False, timeout: float | None = None) -> None:
+        """Disconnect.  BusyError while mappings or pins live, unless ``force`` (mappings are
+        migrated to private memory; pins, never revoked, are waited for up to ``timeout``)."""
+        timeout = arguments.timeout(timeout)
+        with self.lock:
+            if self.closed:
+                return
+            live = [ref for ref in self.refs.values() if ref.live]
+            if live and not force:
+                raise BusyError("volume has live references: " + ", ".join(repr(r) for r in live[:5]),
+                                holders=[self.name], filename=self.path)
+        if live:
+            for ref in live:
+                if isinstance(ref, ClientMapping):
+                    ref.revoke("migrate")
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while any(ref.live for ref in list(self.refs.values())):
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise BusyError("pins still held after the close timeout", holders=[self.name],
+                                    filename=self.path)
+                time.sleep(0.01)
+        for f in list(self.files):
+            f._detach()
+        with self.lock:
+            self.closed = True
+            if not self.lost:
+                self.send_only("bye")
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._sock.close()
+            self._events.put(None)
+            if not self._exported:
+                self._table.clear(self._slot)
+                drop_slot_lock(self._table.fd, self._slot)
+            self.changes.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else ("lost" if self.lost else ("ro" if self.readonly else "rw"))
+        return f"<daxfs.Client {self.name!r} of {self.path!r} {state}>"
+
+    # ---------------------------------------------------------------- the Volume API
+
+    def stat(self, path: object) -> Stat:
+        return Stat(*self.call("stat", _path(path)))
+
+    def exists(self, path: object) -> bool:
+        try:
+            self.stat(path)
+        except (OSError, ValueError):
+            if self.closed or self.lost:
+                raise
+            return False
+        return True
+
+    def listdir(self, path: object = "/") -> list[str]:
+        return self.call("listdir", _path(path))
+
+    def mkdir(self, path: object, mode: int = 0o755, *, parents: bool = False, exist_ok: bool = False) -> None:
+        self.call("mkdir", _path(path), arguments.mode_bits(mode), bool(parents), bool(exist_ok), _umask())
+
+    def rmdir(self, path: object) -> None:
+        self.call("rmdir", _path(path))
+
+    def unlink(self, path: object, *, policy: str | None = None) -> None:
+        from daxfs.volume import check_policy
+        check_policy(policy)
+        self.call("unlink", _path(path), policy)
+
+    def rename(self, src: object, dst: object, *, replace: bool = True) -> None:
+        self.call("rename", _path(src), _path(dst), bool(replace))
+
+    def link(self, src: object, dst: object) -> None:
+        self.call("link", _path(src), _path(dst))
+
+    def chmod(self, path: object, mode: int) -> None:
+        self.call("chmod", _path(path), arguments.mode_bits(mode))
+
+    def chown(self, path: object, uid: int, gid: int) -> None:
+        u, g = arguments.owner_id(uid, "uid"), arguments.owner_id(gid, "gid")
+        self.call("chown", _path(path), -1 if u is None else u, -1 if g is None else g)
+
+    def utime(self, path: object, ns: tuple[int, int] | None = None) -> None:
+        self.call("utime", _path(path), None if ns is None else list(arguments.times_ns(ns)))
+
+    def statfs(self) -> StatFS:
+        return StatFS(*self.call("statfs"))
+
+    def fsck(self) -> list[str]:
+        return self.call("fsck")
+
+    def info(self) -> dict[str, Any]:
+        return self.call("info")
+
+    def checkpoint(self) -> None:
+        self.call("checkpoint")
+
+    def pins(self) -> list[PinInfo]:
+        return [PinInfo(*row) for row in self.call("pins")]
+
+    def owners(self, pool_offset: int, length: int = 1) -> list[Owner]:
+        return [Owner(*row) for row in self.call("owners", arguments.integer(pool_offset),
+                                                  arguments.integer(length))]
+
+    def open(self, path: object, mode: str = "rb", *, holder: object = None) -> ClientFile:
+        flags = arguments.open_flags(mode)
+        name = None if holder is None else str(holder)
+        reply = self.call("open", _path(path), mode, name, _umask())
+        f = ClientFile(self, reply, _path(path), mode, flags, holder)
+        with self.lock:
+            self.files.add(f)
+        return f
+
+    def holder(self, name: str) -> ClientHolder:
+        if self.closed:
+            raise ValueError("I/O operation on closed volume")
+        return ClientHolder(self, str(name))
+
+    def clone_range(self, src: object, src_offset: int, dst: object, dst_offset: int, length: int) -> int:
+        return self.call("clone_range", _target(src), _off(src_offset), _target(dst), _off(dst_offset), _off(length))
+
+    def clone_file(self, src: object, dst: object) -> None:
+        self.call("clone_file", _target(src), _target(dst), _umask())
+
+    def dedupe_range(self, src: object, src_offset: int, dst: object, dst_offset: int, length: int) -> int:
+        return self.call("dedupe_range", _target(src), _off(src_offset), _target(dst), _off(dst_offset),
+                         _off(length))
+
+    def copy_file_range(self, src: object, src_offset: int, dst: object, dst_offset: int, length: int) -> int:
+        return self.call("copy_file_range", _target(src), _off(src_offset), _target(dst), _off(dst_offset),
+                         _off(length))
+
+
+def _path(path: object) -> str:
+    if isinstance(path, str):
+        return path
+    if isinstance(path, (bytes, os.PathLike)):
+        return os.fsdecode(path)  # type: ignore[arg-type]
+    raise TypeError(f"path must be str, bytes or os.PathLike, not {type(path).__name__}")
+
+
+def _off(value: object) -> int:
+    n = arguments.integer(value)
+    if abs(n) > (1 << 63) - 1:
+        raise OverflowError(f"{n} is too large to convert to C off_t")
+    return n
+
+
+def _target(arg: object) -> object:
+    if isinstance(arg, ClientFile):
+        if arg.closed:
+            raise ValueError("I/O operation on closed file")
+        return {"h": arg.h}
+    return _path(arg)

@@ -1,0 +1,724 @@
+"""A client's open files, mappings and pins: the embedded handles' API, over the arbiter.
+
+A ``ClientFile`` caches its file's extents, size and stat with the change
+counter they were read at.  A read copies straight from the pool and then
+checks the counter: unchanged means every byte came from a block the file
+still owned (the arbiter bumps it before applying a change), changed means
+ask again.  ``stat`` and ``fstat``-like calls answer from the same cache.
+Writes up to ``wire.INLINE_WRITE`` travel in the request; larger ones go
+straight into blocks the arbiter prepared, persisted here, then committed in
+one record.  Mappings and pins are laid out here, in this process's address
+space, from the pieces the arbiter returns once it has registered them.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from daxfs._types import Extent, Stat
+from daxfs.adapters import wire
+from daxfs.core.extents import UNWRITTEN, ExtentMap
+from daxfs.errors import BusyError, fs_error
+from daxfs.media import PoolView
+from daxfs.volume import arguments, check_policy
+from daxfs.volume.arguments import OpenFlags
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from daxfs.adapters.client import Client
+
+_OFF_MAX = (1 << 63) - 1
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+class _Layout:
+    __slots__ = ("counter", "stat", "extents")
+
+    def __init__(self, reply: dict[str, Any]) -> None:
+        self.counter = reply["counter"]
+        self.stat = Stat(*reply["stat"])
+        self.extents = ExtentMap.from_flat(reply["extents"]) if reply["extents"] else ExtentMap()
+
+
+def _bytes_view(data: Any) -> memoryview:
+    view = data if isinstance(data, memoryview) else memoryview(data)
+    if view.format != "B" or view.ndim != 1:
+        view = view.cast("B") if view.c_contiguous else memoryview(view.tobytes())
+    return view
+
+
+def _position(value: object) -> int:
+    n = arguments.integer(value)
+    if n < 0:
+        raise fs_error(errno.EINVAL, message="negative offset")
+    if n > _OFF_MAX:
+        raise OverflowError(f"offset {n} is too large to convert to C off_t")
+    return n
+
+
+class ClientFile(io.RawIOBase):
+    """An open file of a client (see ``Client.open``): the ``daxfs.File`` API."""
+
+    def __init__(self, client: "Client", reply: dict[str, Any], path: str, mode: str, flags: OpenFlags,
+                 holder: object) -> None:
+        self._handle_closed = False
+        super().__init__()
+        self._client = client
+        self.h = reply["h"]
+        self.ino = reply["ino"]
+        self._path = path
+        self._mode = mode
+        self._flags = flags
+        self._pos = reply["start"]
+        self._holder = holder
+        self._holder_name = None if holder is None else str(holder)
+        self._layout: _Layout | None = _Layout(reply["layout"])
+        owned = getattr(holder, "owned", None)
+        if owned is not None:
+            owned.add(self)
+
+    # ---- identity
+
+    @property
+    def name(self) -> str:
+        return self._path
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @property
+    def closed(self) -> bool:  # type: ignore[override]
+        return self._handle_closed
+
+    def __repr__(self) -> str:
+        return f"<daxfs.ClientFile {self._path!r} mode={self._mode!r}{' closed' if self.closed else ''}>"
+
+    def readable(self) -> bool:
+        self._check_open()
+        return self._flags.readable
+
+    def writable(self) -> bool:
+        self._check_open()
+        return self._flags.writable
+
+    def seekable(self) -> bool:
+        self._check_open()
+        return True
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("daxfs files have no OS file descriptor")
+
+    def _check_open(self) -> None:
+        if self._handle_closed:
+            raise ValueError("I/O operation on closed file")
+
+    def _check_read(self) -> None:
+        self._check_open()
+        if not self._flags.readable:
+            raise fs_error(errno.EBADF, self._path, "file not open for reading")
+
+    def _check_write(self) -> None:
+        self._check_open()
+        if not self._flags.writable:
+            raise fs_error(errno.EBADF, self._path, "file not open for writing")
+
+    # ---- the cache
+
+    def _current(self) -> _Layout:
+        layout = self._layout
+        if layout is None or self._client.changes.get(self.ino) != layout.counter:
+            layout = self._layout = _Layout(self._client.call("layout", self.h))
+        return layout
+
+    def stat(self) -> Stat:
+        self._check_open()
+        return self._current().stat
+
+    def _read(self, dest: memoryview | None, n: int, offset: int) -> bytes | int:
+        client = self._client
+        changes = client.changes
+        bs = client.block_size
+        pool = client.pool
+        base = client.data_offset
+        while True:
+            layout = self._current()
+            size = layout.stat.st_size
+            if offset >= size or n <= 0:
+                return b"" if dest is None else 0
+            count = min(n, size - offset)
+            out = memoryview(bytearray(count)) if dest is None else dest[:count]
+            first, last = offset // bs, (offset + count - 1) // bs
+            for f, k, p, fl in layout.extents.pieces(first, last - first + 1):
+                lo, hi = max(f * bs, offset), min((f + k) * bs, offset + count)
+                if p < 0 or fl & UNWRITTEN:
+                    out[lo - offset:hi - offset] = bytes(hi - lo)
+                else:
+                    src = base + p * bs + lo - f * bs
+                    out[lo - offset:hi - offset] = pool[src:src + hi - lo]
+            if client.lost:
+                raise wire.ServerLost(errno.ECONNRESET, "the arbiter went away", client.socket_path)
+            # Unchanged counter: the file owned every block copied for the whole copy.
+            if changes.get(self.ino) == layout.counter:
+                return bytes(out) if dest is None else count
+
+    # ---- positional I/O
+
+    def pread(self, n: int, offset: int) -> bytes:
+        n = arguments.count(n)
+        offset = _position(offset)
+        self._check_read()
+        return self._read(None, n, offset)  # type: ignore[return-value]
+
+    def preadinto(self, buf: Any, offset: int) -> int:
+        offset = _position(offset)
+        self._check_read()
+        view = _bytes_view(buf)
+        if view.readonly:
+            raise TypeError("preadinto needs a writable buffer")
+        return self._read(view, view.nbytes, offset)  # type: ignore[return-value]
+
+    def pwrite(self, data: Any, offset: int) -> int:
+        offset = arguments.offset(offset)
+        self._check_write()
+        view = _bytes_view(data)
+        if self._flags.append:
+            n, _pos = self._client.call("pwrite", self.h, view.tobytes(), None)
+            return n
+        return self._write_at(view, offset)
+
+    def _write_at(self, view: memoryview, offset: int) -> int:
+        n = view.nbytes
+        if n == 0:
+            return 0
+        if offset + n > arguments.MAX_FILE_SIZE:
+            raise fs_error(errno.EFBIG, message="file too large")
+        client = self._client
+        if n <= wire.INLINE_WRITE:
+            return client.call("pwrite", self.h, view.tobytes(), offset)
+        token, segments = client.call("prepare", self.h, offset, n)
+        try:
+            pool = client.pool
+            for file_offset, length, pool_offset in segments:
+                pool[pool_offset:pool_offset + length] = view[file_offset - offset:file_offset - offset + length]
+            if client.sync_mode != "memory":
+                for _f, length, pool_offset in segments:
+                    start = pool_offset - pool_offset % _PAGE
+                    client._pool_map.flush(start, pool_offset + length - start)
+        except BaseException:
+            client.send_only("abort", token)
+            raise
+        return client.call("commit", token)
+
+    # ---- stream I/O
+
+    def read(self, n: int | None = -1) -> bytes:
+        if n is not None:
+            n = arguments.integer(n)
+            if n > _OFF_MAX:
+                raise OverflowError(f"read size {n} is too large to convert to C ssize_t")
+        self._check_read()
+        if n is None or n < 0:
+            return self.readall()
+        data: bytes = self._read(None, n, self._pos)  # type: ignore[assignment]
+        self._pos += len(data)
+        return data
+
+    def readall(self) -> bytes:
+        self._check_read()
+        size = self._current().stat.st_size
+        data: bytes = self._read(None, max(0, size - self._pos), self._pos)  # type: ignore[assignment]
+        self._pos += len(data)
+        return data
+
+    def readinto(self, buf: Any) -> int:
+        self._check_read()
+        view = _bytes_view(buf)
+        got: int = self._read(view, view.nbytes, self._pos)  # type: ignore[assignment]
+        self._pos += got
+        return got
+
+    def write(self, data: Any) -> int:
+        self._check_write()
+        view = _bytes_view(data)
+        if self._flags.append:
+            if not view.nbytes:
+                return 0
+            n, self._pos = self._client.call("pwrite", self.h, view.tobytes(), None)
+            return n
+        n = self._write_at(view, self._pos)
+        self._pos += n
+        return n
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        offset = arguments.integer(offset)
+        whence = arguments.integer(whence)
+        self._check_open()
+        if whence == os.SEEK_SET:
+            pos = offset
+        elif whence == os.SEEK_CUR:
+            pos = self._pos + offset
+        elif whence == os.SEEK_END:
+            pos = self._current().stat.st_size + offset
+        elif whence in (os.SEEK_DATA, os.SEEK_HOLE):
+            pos = self._client.call("seek_data", self.h, _position(offset), whence == os.SEEK_HOLE)
+        elif -(1 << 31) <= whence < (1 << 31):
+            raise fs_error(errno.EINVAL, self._path, f"invalid whence ({whence})")
+        else:
+            raise OverflowError(f"whence {whence} is too large to convert to C int")
+        if pos < 0:
+            raise fs_error(errno.EINVAL, self._path, "negative seek position")
+        if pos > _OFF_MAX:
+            raise OverflowError(f"seek position {pos} is too large to convert to C off_t")
+        self._pos = pos
+        return pos
+
+    def tell(self) -> int:
+        self._check_open()
+        return self._pos
+
+    # ---- size and space
+
+    def truncate(self, size: int | None = None, *, policy: str | None = None,
+                 timeout: float | None = None) -> int:
+        if size is not None:
+            size = arguments.integer(size)
+        self._check_open()
+        check_policy(policy)
+        timeout = arguments.timeout(timeout)
+        if not self._flags.writable:
+            raise fs_error(errno.EINVAL, self._path, "file not open for writing")
+        new_size = arguments.offset(self._pos if size is None else size, "size")
+        self._client.call("truncate", self.h, new_size, policy, timeout)
+        return new_size
+
+    def fallocate(self, offset: int, length: int, *, keep_size: bool = False) -> None:
+        offset, length = arguments.byte_range(offset, length)
+        self._check_write()
+        self._client.call("fallocate", self.h, offset, length, bool(keep_size))
+
+    def punch_hole(self, offset: int, length: int, *, policy: str | None = None,
+                   timeout: float | None = None) -> None:
+        check_policy(policy)
+        timeout = arguments.timeout(timeout)
+        offset, length = arguments.byte_range(offset, length)
+        self._check_write()
+        self._client.call("punch_hole", self.h, offset, length, policy, timeout)
+
+    def zero_range(self, offset: int, length: int, *, keep_size: bool = False) -> None:
+        offset, length = arguments.byte_range(offset, length)
+        self._check_write()
+        self._client.call("zero_range", self.h, offset, length, bool(keep_size))
+
+    def fsync(self) -> None:
+        self._check_open()
+        self._client.call("fsync", self.h)
+
+    def flush(self) -> None:
+        return None
+
+    def extents(self) -> list[Extent]:
+        self._check_open()
+        return [Extent(o, n, p, frozenset(fl)) for o, n, p, fl in self._client.call("extents", self.h)]
+
+    # ---- direct access
+
+    def map(self, offset: int = 0, length: int | None = None, *, write: bool = False, lease: bool = False,
+            on_break: Callable[["ClientMapping"], Any] | None = None) -> "ClientMapping":
+        offset = arguments.integer(offset)
+        if length is not None:
+            length = arguments.integer(length)
+        self._check_open()
+        if not self._flags.readable or (write and not self._flags.writable):
+            raise PermissionError(errno.EACCES, "mapping needs the file open for reading"
+                                  + (" and writing" if write else ""), self._path)
+        if offset < 0 or (length is not None and length < 0):
+            raise ValueError("mmap offset and length must be non-negative")
+        client = self._client
+        reply = client.call("map", self.h, offset, length, bool(write), bool(lease), self._holder_name)
+        with client.lock:
+            mapping = ClientMapping(client, self._path, reply, bool(write), bool(lease), on_break, self._holder)
+            client.refs[mapping.r] = mapping
+        owned = getattr(self._holder, "owned", None)
+        if owned is not None:
+            owned.add(mapping)
+        return mapping
+
+    def pin(self, offset: int, length: int, *, write: bool = False) -> "ClientPin":
+        offset = arguments.integer(offset)
+        length = arguments.integer(length)
+        if offset < 0 or length <= 0:
+            raise ValueError("pin needs offset >= 0 and length > 0")
+        self._check_open()
+        if not self._flags.readable and not write:
+            raise PermissionError(errno.EACCES, "a read pin needs the file open for reading", self._path)
+        if write and not self._flags.writable:
+            raise PermissionError(errno.EACCES, "a write pin needs the file open for writing", self._path)
+        client = self._client
+        reply = client.call("pin", self.h, offset, length, bool(write), self._holder_name)
+        with client.lock:
+            pin = ClientPin(client, self._path, reply, bool(write), self._holder)
+            client.refs[pin.r] = pin
+        owned = getattr(self._holder, "owned", None)
+        if owned is not None:
+            owned.add(pin)
+        return pin
+
+    # ---- lifetime
+
+    def close(self) -> None:
+        if self._handle_closed:
+            return
+        self._handle_closed = True
+        client = self._client
+        with client.lock:
+            client.files.discard(self)
+        owned = getattr(self._holder, "owned", None)
+        if owned is not None:
+            owned.discard(self)
+        try:
+            # Nothing waits on the reply: requests of one connection run in order, so
+            # whatever this client asks next sees the file closed.
+            if not client.lost and not client.closed:
+                client.send_only("close", self.h)
+        finally:
+            super().close()
+
+    def _detach(self) -> None:
+        """The client disconnects: this handle dies with it."""
+        self._handle_closed = True
+        super().close()
+
+
+class _ClientRef:
+    """What mappings and pins share on the client side."""
+
+    kind = "mapping"
+
+    def __init__(self, client: "Client", path: str, reply: dict[str, Any], writable: bool, holder: object) -> None:
+        self._client = client
+        self.r: int = reply["r"]
+        self.path = path
+        self.offset: int = reply["offset"]
+        self.length: int = reply["length"]
+        self.first_block: int = reply["first_block"]
+        self.end_block: int = reply["end_block"]
+        self.writable = writable
+        self.holder = holder
+        self.pieces: list[tuple[int, int, int]] = [tuple(p) for p in reply["pieces"]]  # type: ignore[misc]
+        self.zero_blocks: list[tuple[int, int]] = [tuple(z) for z in reply["zero"]]  # type: ignore[misc]
+        self._view: PoolView | None = None
+
+    def _lay_out(self, view: PoolView) -> None:
+        bs = self._client.block_size
+        base = self.first_block
+        for f, k in self.zero_blocks:
+            view.map_zero((f - base) * bs, k * bs)
+        for f, k, pool_offset in self.pieces:
+            view.map_pool((f - base) * bs, k * bs, pool_offset, populate=self.writable)
+
+    def _fill(self, fblk: int, nblk: int, pool_offset: int) -> None:
+        """The arbiter says: file blocks that showed zeros now live at ``pool_offset``."""
+        bs = self._client.block_size
+        with self._client.lock:
+            self.pieces.append((fblk, nblk, pool_offset))
+            still: list[tuple[int, int]] = []
+            for zf, zk in self.zero_blocks:
+                if fblk + nblk <= zf or zf + zk <= fblk:
+                    still.append((zf, zk))
+                    continue
+                if zf < fblk:
+                    still.append((zf, fblk - zf))
+                if zf + zk > fblk + nblk:
+                    still.append((fblk + nblk, zf + zk - fblk - nblk))
+            self.zero_blocks = still
+            if self._view is not None:
+                self._view.map_pool((fblk - self.first_block) * bs, nblk * bs, pool_offset, populate=self.writable)
+
+    def pool_runs(self) -> list[tuple[int, int, int]]:
+        bs = self._client.block_size
+        return [(f * bs, k * bs, p) for f, k, p in self.pieces]
+
+    def _let_go(self, view: PoolView | None) -> None:
+        """Unmap ``view`` now, or when its last export dies; the arbiter hears of either."""
+        client = self._client
+        if view is None or view.release():
+            if not client.lost:
+                client.call("release", self.r, True)
+            client.ref_done(self)  # type: ignore[arg-type]
+            return
+        if not client.lost:
+            client.call("release", self.r, False)
+        client.export_pending(1)
+        weakref.finalize(view.reservation, _exports_gone, client, self.r, self)
+
+    def segments(self) -> list[tuple[int, int, int | None]]:
+        bs = self._client.block_size
+        runs: list[tuple[int, int, Any]] = [*self.pieces, *((f, k, None) for f, k in self.zero_blocks)]
+        out: list[tuple[int, int, int | None]] = []
+        start, end = self.offset, self.offset + self.length
+        for f, k, pool_offset in sorted(runs, key=lambda r: r[0]):
+            lo, hi = max(f * bs, start), min((f + k) * bs, end)
+            if lo < hi:
+                out.append((lo, hi - lo, None if pool_offset is None else pool_offset + lo - f * bs))
+        return out
+
+
+def _exports_gone(client: "Client", r: int, ref: _ClientRef) -> None:
+    client.send_only("release_blocks", r)
+    client.export_pending(-1)
+    client.ref_done(ref)  # type: ignore[arg-type]
+
+
+class ClientMapping(_ClientRef):
+    """A client's zero-copy view of a file range: the ``daxfs.Mapping`` API."""
+
+    kind = "mapping"
+
+    def __init__(self, client: "Client", path: str, reply: dict[str, Any], writable: bool, lease: bool,
+                 on_break: Callable[["ClientMapping"], Any] | None, holder: object) -> None:
+        super().__init__(client, path, reply, writable, holder)
+        self.lease = lease
+        self.on_break = on_break
+        self.closed = False
+        self.revoked = False
+        bs = client.block_size
+        view = PoolView(client.pool_fd, (self.end_block - self.first_block) * bs, writable=writable)
+        try:
+            self._lay_out(view)
+        except BaseException:
+            view.release()
+            raise
+        self._view = view
+        self._skip = self.offset - self.first_block * bs
+        self._buffer: memoryview | None = view.buffer(self._skip, self.length)
+
+    @property
+    def live(self) -> bool:
+        return not self.closed and not self.revoked
+
+    def __repr__(self) -> str:
+        state = "revoked" if self.revoked else ("closed" if self.closed else "live")
+        return f"<daxfs.ClientMapping {self.path!r} [{self.offset}, +{self.length}) {state}>"
+
+    @property
+    def buffer(self) -> memoryview:
+        if self._buffer is None:
+            raise ValueError("mapping is closed")
+        return self._buffer
+
+    def array(self, dtype: Any = "u1", shape: int | tuple[int, ...] | None = None, offset: int = 0) -> "np.ndarray":
+        import numpy as np
+
+        buf = self.buffer
+        dt = np.dtype(dtype)
+        offset = arguments.integer(offset)
+        if offset < 0 or offset > len(buf):
+            raise ValueError(f"offset {offset} outside the mapping of {len(buf)} bytes")
+        if shape is None:
+            return np.frombuffer(buf, dtype=dt, count=(len(buf) - offset) // dt.itemsize, offset=offset)
+        dims = (shape,) if isinstance(shape, int) else tuple(shape)
+        count = int(np.prod(dims, dtype=np.int64)) if dims else 1
+        if offset + count * dt.itemsize > len(buf):
+            raise ValueError(f"array of {count} x {dt} at offset {offset} does not fit the mapping "
+                             f"of {len(buf)} bytes")
+        return np.frombuffer(buf, dtype=dt, count=count, offset=offset).reshape(dims)
+
+    def persist(self, offset: int = 0, length: int | None = None) -> None:
+        offset = arguments.integer(offset)
+        if length is not None:
+            length = arguments.integer(length)
+        if self.closed:
+            raise ValueError("mapping is closed")
+        if self.revoked:
+            raise BusyError("mapping was revoked: its memory is no longer the file", filename=self.path)
+        if length is None:
+            length = self.length - offset
+        if offset < 0 or length < 0 or offset + length > self.length:
+            raise ValueError(f"persist range {offset}+{length} outside the mapping of {self.length} bytes")
+        if self._client.sync_mode != "memory" and self._view is not None:
+            self._view.persist(self._skip + offset, length)
+
+    def revoke(self, mode: str = "migrate") -> None:
+        if mode not in ("migrate", "invalidate"):
+            raise ValueError(f"unknown revoke mode {mode!r}; expected 'migrate' or 'invalidate'")
+        client = self._client
+        with client.lock:
+            if self.closed:
+                raise ValueError("mapping is closed")
+            if self.revoked:
+                return
+            self._detach(mode)
+            if not client.lost:
+                client.call("release", self.r, True)
+
+    def _detach(self, mode: str) -> None:
+        if self._view is not None:
+            if mode == "migrate":
+                self._view.migrate()
+            else:
+                self._view.invalidate()
+        self.revoked = True
+
+    def _revoked_by_server(self, mode: str) -> None:
+        """A lease ran out (or the arbiter stops): detach, then say the blocks are free to go."""
+        client = self._client
+        with client.lock:
+            if self.revoked or self.closed:
+                return
+            self._detach(mode)
+        client.send_only("release_blocks", self.r)
+
+    def _detach_lost(self) -> None:
+        if not self.revoked and not self.closed:
+            self._detach("migrate")
+
+    def _notify_break(self) -> None:
+        if self.on_break is not None:
+            self.on_break(self)
+
+    def close(self) -> None:
+        client = self._client
+        with client.lock:
+            if self.closed:
+                return
+            self.closed = True
+            self._buffer = None
+            view, self._view = self._view, None
+            owned = getattr(self.holder, "owned", None)
+            if owned is not None:
+                owned.discard(self)
+            if self.revoked:
+                if view is not None:
+                    view.release()
+                client.ref_done(self)
+                return
+            self._let_go(view)
+
+    def __enter__(self) -> "ClientMapping":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ClientPin(_ClientRef):
+    """A client's pin: the ``daxfs.Pin`` API (never revoked, even if the arbiter goes)."""
+
+    kind = "pin"
+    lease = False
+    revoked = False
+
+    def __init__(self, client: "Client", path: str, reply: dict[str, Any], writable: bool, holder: object) -> None:
+        super().__init__(client, path, reply, writable, holder)
+        self.released = False
+        self._buffer: memoryview | None = None
+
+    @property
+    def live(self) -> bool:
+        return not self.released
+
+    def __repr__(self) -> str:
+        return f"<daxfs.ClientPin {self.path!r} [{self.offset}, +{self.length}) " \
+               f"{'released' if self.released else 'live'}>"
+
+    def _check(self) -> None:
+        if self.released:
+            raise ValueError("pin is released")
+
+    @property
+    def buffer(self) -> memoryview:
+        self._check()
+        client = self._client
+        with client.lock:
+            self._check()
+            if self._buffer is None:
+                bs = client.block_size
+                view = PoolView(client.pool_fd, (self.end_block - self.first_block) * bs, writable=self.writable)
+                try:
+                    self._lay_out(view)
+                except BaseException:
+                    view.release()
+                    raise
+                self._view = view
+                self._buffer = view.buffer(self.offset - self.first_block * bs, self.length)
+            return self._buffer
+
+    @property
+    def segments(self) -> list[tuple[int, int, int | None]]:  # type: ignore[override]
+        self._check()
+        with self._client.lock:
+            return _ClientRef.segments(self)
+
+    @property
+    def pool_offset(self) -> int | None:
+        return self.segments[0][2]
+
+    def release(self) -> None:
+        client = self._client
+        with client.lock:
+            self._check()
+            self.released = True
+            self._buffer = None
+            view, self._view = self._view, None
+            owned = getattr(self.holder, "owned", None)
+            if owned is not None:
+                owned.discard(self)
+            self._let_go(view)
+
+    def __enter__(self) -> "ClientPin":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.released:
+            self.release()
+
+
+class ClientHolder:
+    """What ``client.holder(name)`` returns: owns what is opened, mapped or pinned through it."""
+
+    def __init__(self, client: "Client", name: str) -> None:
+        self._client = client
+        self.name = name
+        self.closed = False
+        self.owned: set[Any] = set()
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"<daxfs.ClientHolder {self.name!r}{' closed' if self.closed else ''}>"
+
+    def open(self, path: object, mode: str = "rb") -> ClientFile:
+        if self.closed:
+            raise ValueError("holder is closed")
+        return self._client.open(path, mode, holder=self)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for thing in list(self.owned):
+            if getattr(thing, "kind", None) == "pin":
+                if not thing.released:
+                    thing.release()
+            else:
+                thing.close()
+        self.owned.clear()
+
+    def __enter__(self) -> "ClientHolder":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name in ("close", "holder"):
+            raise AttributeError(name)
+        return getattr(self._client, name)

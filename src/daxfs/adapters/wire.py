@@ -1,0 +1,165 @@
+"""The arbiter's wire format: length-prefixed msgpack frames on a Unix stream socket.
+
+A frame is a 4-byte little-endian length and a msgpack body.  Requests are
+``[id, op, args]``; replies ``[id, "ok", result]`` or ``[id, "err", error]``;
+the server's own messages (a lease to break, blocks to show, a revocation)
+are ``[0, "event", body]``.  File descriptors (the pool, the change table,
+the holder table) travel once, with the server's first frame (SCM_RIGHTS).
+
+Errors cross as their class name, errno, message and filenames, and come back
+as the same exception type with the same errno, so a client raises exactly
+what an embedded volume would.  Anything that does not decode is the
+sender's fault: the connection is dropped, never the server.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import os
+import socket
+import stat as stat_mod
+import struct
+from typing import Any
+
+import msgpack
+
+from daxfs.errors import BusyError, CorruptVolumeError, InvalidPathError, PoisonError
+
+LENGTH = struct.Struct("<I")
+MAX_REQUEST = 1 << 20           # a client's frame: metadata and inline writes only
+MAX_REPLY = 256 << 20           # a server's frame (a listing of a huge directory)
+INLINE_WRITE = 64 * 1024        # writes up to this size travel in the request
+
+
+class ProtocolError(Exception):
+    """The peer sent something that is not a valid frame: drop the connection."""
+
+
+class ServerLost(ConnectionError):
+    """The arbiter went away (exited, was killed, or dropped this connection)."""
+
+
+def default_socket(pool: str) -> str:
+    """Where ``daxfs serve POOL`` listens unless told otherwise: next to a pool file
+    (``POOL.sock``); for a device, in ``/run/daxfs`` (``/run/daxfs/dax0.0.sock``)."""
+    path = os.path.abspath(pool)
+    try:
+        is_device = not stat_mod.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        is_device = False
+    if is_device:
+        return os.path.join("/run/daxfs", os.path.basename(path) + ".sock")
+    return path + ".sock"
+
+
+def pack(message: Any) -> bytes:
+    body = msgpack.packb(message, use_bin_type=True, unicode_errors="surrogateescape")
+    return LENGTH.pack(len(body)) + body
+
+
+def send(sock: socket.socket, message: Any, fds: list[int] | None = None) -> None:
+    data = pack(message)
+    if fds:
+        socket.send_fds(sock, [data], fds)
+    else:
+        sock.sendall(data)
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    chunks = []
+    while n:
+        chunk = sock.recv(min(n, 1 << 20))
+        if not chunk:
+            raise EOFError("peer closed the connection")
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def recv(sock: socket.socket, limit: int) -> Any:
+    """One frame's message; EOFError at a clean end, ProtocolError for garbage."""
+    head = _recv_exact(sock, LENGTH.size)
+    (length,) = LENGTH.unpack(head)
+    if length > limit:
+        raise ProtocolError(f"frame of {length} bytes is over the limit of {limit}")
+    return unpack(_recv_exact(sock, length))
+
+
+def recv_with_fds(sock: socket.socket, limit: int, max_fds: int) -> tuple[Any, list[int]]:
+    """The first frame, with the descriptors that came with it."""
+    data, fds, _flags, _addr = socket.recv_fds(sock, limit + LENGTH.size, max_fds)
+    if not data:
+        raise EOFError("peer closed the connection")
+    if len(data) < LENGTH.size:
+        data += _recv_exact(sock, LENGTH.size - len(data))
+    (length,) = LENGTH.unpack_from(data)
+    body = data[LENGTH.size:]
+    if length > limit:
+        raise ProtocolError(f"frame of {length} bytes is over the limit of {limit}")
+    if len(body) < length:
+        body += _recv_exact(sock, length - len(body))
+    return unpack(body[:length]), list(fds)
+
+
+def unpack(body: bytes) -> Any:
+    try:
+        return msgpack.unpackb(body, raw=False, unicode_errors="surrogateescape", strict_map_key=False)
+    except Exception as exc:
+        raise ProtocolError(f"frame does not decode ({exc})") from None
+
+
+# ---------------------------------------------------------------- errors across the wire
+
+_PLAIN = {cls.__name__: cls for cls in (TypeError, ValueError, OverflowError, KeyError, IndexError,
+                                        NotImplementedError, RuntimeError)}
+
+
+def encode_error(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, OSError):
+        out: dict[str, Any] = {"type": type(exc).__name__, "errno": exc.errno,
+                               "strerror": exc.strerror if exc.strerror is not None else str(exc),
+                               "filename": _text(exc.filename), "filename2": _text(exc.filename2)}
+        if isinstance(exc, BusyError):
+            out["holders"] = [h if isinstance(h, (int, str)) else str(h) for h in exc.holders]
+        if isinstance(exc, CorruptVolumeError):
+            out["what"], out["where"] = exc.what, exc.where
+        if isinstance(exc, PoisonError):
+            out["pool_offset"], out["length"] = exc.pool_offset, exc.length
+        return out
+    name = type(exc).__name__ if type(exc).__name__ in _PLAIN else "RuntimeError"
+    return {"type": name, "message": str(exc)}
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else os.fsdecode(value) if isinstance(value, bytes) else str(value)
+
+
+def decode_error(error: Any) -> BaseException:
+    """The exception a reply's error stands for (a garbled one is an EIO OSError)."""
+    if not isinstance(error, dict):
+        return OSError(errno_mod.EIO, "malformed error from the server")
+    kind = error.get("type")
+    if kind in _PLAIN:
+        return _PLAIN[kind](error.get("message", ""))
+    code = error.get("errno")
+    text = error.get("strerror") or ""
+    filename, filename2 = error.get("filename"), error.get("filename2")
+    if kind == "BusyError":
+        return BusyError(text, holders=error.get("holders") or [], filename=filename)
+    if kind == "CorruptVolumeError":
+        exc = CorruptVolumeError(str(error.get("what") or text), where=error.get("where"))
+        return exc
+    if kind == "PoisonError":
+        return PoisonError(text, pool_offset=error.get("pool_offset"), length=error.get("length"),
+                           filename=filename)
+    if kind == "InvalidPathError":
+        return InvalidPathError(code, text, filename)
+    if not isinstance(code, int):
+        return OSError(errno_mod.EIO, text or "error from the server")
+    if filename2 is not None:
+        return OSError(code, text, filename, None, filename2)
+    if filename is not None:
+        return OSError(code, text, filename)     # OSError picks FileNotFoundError etc. from errno
+    return OSError(code, text)

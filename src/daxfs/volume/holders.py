@@ -1,0 +1,161 @@
+"""HolderTable: which processes still hold pool memory, and which blocks — across arbiters.
+
+LMDB's reader table, for pool blocks.  A side file (``POOL.holders``) holds a
+slot per connected client process: its pid, uid, name and the pool byte
+ranges it holds (pins, mappings, blocks being written).  The arbiter writes a
+client's slot *before* it hands the client the blocks, and clears ranges only
+after the client let go of them.  The client proves it is alive by holding an
+OFD write lock on one byte of the file (byte ``i`` for slot ``i``): the
+kernel drops it when the process dies, so a reused pid cannot look alive, and
+no message is needed.  A restarted arbiter reads every slot whose lock is
+still held and keeps those blocks busy until the lock goes or the slot
+forgets them (seed 002: the pool must not go away while a page reference is
+live).
+
+Invariants: a slot's ranges are a superset of what its process may touch
+(over-approximating when they do not fit is safe, forgetting is not); the
+arbiter's own open file description never holds a slot lock, so a lock seen
+by ``alive`` is always a client's.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import struct
+from collections.abc import Iterable
+
+MAGIC = b"DXHT"
+VERSION = 1
+SLOT_SIZE = 4096
+SLOTS = 1024
+_HEADER = struct.Struct("<4sIII")                 # magic, version, slot size, slots
+_SLOT = struct.Struct("<4sIIII64s")                # magic, pid, uid, gid, run count, name
+_RUN = struct.Struct("<QQ")                        # pool offset, length
+MAX_RUNS = (SLOT_SIZE - _SLOT.size) // _RUN.size
+SLOT_MAGIC = b"DXSL"
+_FIRST = SLOT_SIZE                                 # slot 0 starts after the header block
+
+# struct flock for the OFD lock commands (x86-64 and aarch64 layout)
+_F_OFD_GETLK, _F_OFD_SETLK = 36, 37
+_FLOCK = struct.Struct("hhqqi")
+
+
+def holders_path(pool: str) -> str:
+    """The table's file for a pool: ``POOL.holders`` (in /run/daxfs for a device)."""
+    import stat as st
+
+    path = os.path.abspath(pool)
+    try:
+        device = not st.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        device = False
+    if device:
+        return os.path.join("/run/daxfs", os.path.basename(path) + ".holders")
+    return path + ".holders"
+
+
+def _lock(fd: int, cmd: int, kind: int, slot: int) -> bytes:
+    return fcntl.fcntl(fd, cmd, _FLOCK.pack(kind, os.SEEK_SET, slot, 1, 0))
+
+
+def take_slot_lock(fd: int, slot: int) -> bool:
+    """Client side: hold slot ``slot``'s liveness lock on ``fd`` (its own open of the file)."""
+    try:
+        _lock(fd, _F_OFD_SETLK, fcntl.F_WRLCK, slot)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            return False
+        raise
+    return True
+
+
+def drop_slot_lock(fd: int, slot: int) -> None:
+    try:
+        _lock(fd, _F_OFD_SETLK, fcntl.F_UNLCK, slot)
+    except OSError:
+        pass
+
+
+def _pack_runs(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Merge ``runs`` until they fit a slot, by closing the smallest gaps (holding more is safe)."""
+    runs = sorted(runs)
+    merged: list[tuple[int, int]] = []
+    for off, n in runs:
+        if merged and off <= merged[-1][0] + merged[-1][1]:
+            start = merged[-1][0]
+            merged[-1] = (start, max(merged[-1][1], off + n - start))
+        else:
+            merged.append((off, n))
+    while len(merged) > MAX_RUNS:
+        gaps = sorted(range(len(merged) - 1), key=lambda i: merged[i + 1][0] - merged[i][0] - merged[i][1])
+        i = gaps[0]
+        start = merged[i][0]
+        merged[i:i + 2] = [(start, merged[i + 1][0] + merged[i + 1][1] - start)]
+    return merged
+
+
+class HolderTable:
+    """The side file of one pool's holders (the arbiter's view, or a client's own slot)."""
+
+    def __init__(self, path: str, *, create: bool = False) -> None:
+        self.path = path
+        flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+        self.fd = os.open(path, flags, 0o600)
+        if create:
+            size = _FIRST + SLOTS * SLOT_SIZE
+            if os.fstat(self.fd).st_size < size:
+                os.ftruncate(self.fd, size)
+            os.pwrite(self.fd, _HEADER.pack(MAGIC, VERSION, SLOT_SIZE, SLOTS), 0)
+        else:
+            magic, version, slot_size, slots = _HEADER.unpack(os.pread(self.fd, _HEADER.size, 0))
+            if magic != MAGIC or version != VERSION or slot_size != SLOT_SIZE or slots != SLOTS:
+                os.close(self.fd)
+                raise OSError(errno.EINVAL, "not a daxfs holder table", path)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    # ---------------------------------------------------------------- slots
+
+    def alive(self, slot: int) -> bool:
+        """Whether a process holds slot ``slot``'s lock (from another open file description)."""
+        got = _lock(self.fd, _F_OFD_GETLK, fcntl.F_WRLCK, slot)
+        return _FLOCK.unpack(got)[0] != fcntl.F_UNLCK
+
+    def read(self, slot: int) -> tuple[int, int, str, list[tuple[int, int]]] | None:
+        """``(pid, uid, name, runs)`` of a slot, or None when it is empty."""
+        raw = os.pread(self.fd, SLOT_SIZE, _FIRST + slot * SLOT_SIZE)
+        if len(raw) < _SLOT.size:
+            return None
+        magic, pid, uid, _gid, count, name = _SLOT.unpack_from(raw)
+        if magic != SLOT_MAGIC or count > MAX_RUNS:
+            return None
+        runs = [_RUN.unpack_from(raw, _SLOT.size + i * _RUN.size) for i in range(count)]
+        return pid, uid, name.rstrip(b"\0").decode("utf-8", "replace"), runs
+
+    def write(self, slot: int, pid: int, uid: int, gid: int, name: str, runs: Iterable[tuple[int, int]]) -> None:
+        """Record what slot ``slot``'s process holds (runs merged to fit)."""
+        packed = _pack_runs(list(runs))
+        body = bytearray(SLOT_SIZE)
+        _SLOT.pack_into(body, 0, SLOT_MAGIC, pid, uid, gid, len(packed), name.encode("utf-8", "replace")[:64])
+        for i, (off, n) in enumerate(packed):
+            _RUN.pack_into(body, _SLOT.size + i * _RUN.size, off, n)
+        os.pwrite(self.fd, body, _FIRST + slot * SLOT_SIZE)
+
+    def clear(self, slot: int) -> None:
+        os.pwrite(self.fd, bytes(_SLOT.size), _FIRST + slot * SLOT_SIZE)
+
+    def used(self) -> list[int]:
+        """Slots that hold a record (live or left by a dead process)."""
+        return [i for i in range(SLOTS) if self.read(i) is not None]
+
+    def free_slot(self, taken: set[int]) -> int:
+        """A slot nobody uses: empty or left by a dead process, and not in ``taken``."""
+        for i in range(SLOTS):
+            if i not in taken and not self.alive(i):
+                return i
+        raise OSError(errno.EUSERS, f"all {SLOTS} holder slots are in use")
