@@ -33,7 +33,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from daxfs.core import UNWRITTEN, Core, ExtentMap, FreeSpace, check
 from daxfs.core.records import (Batch, RECORD_TYPES, Create, Link, Reclaim, Rename, SetAttr, SetExtents,
-                                Unlink)
+                                Unlink, valid_name)
 from daxfs.core.state import ROOT_INO
 from daxfs.errors import CorruptVolumeError
 from daxfs.format.checkpoint import HEADER as CKPT_HEADER
@@ -558,23 +558,30 @@ def test_from_checkpoint_counts_blocks_shared_by_two_files() -> None:
 
 # ---------------------------------------------------------------------------- codecs
 
-names = hs.one_of(hs.text(min_size=1, max_size=40), hs.sampled_from(["caf\udce9", "a b", "\u00e9t\u00e9"]))
-ints = hs.integers(0, 2**63 - 1)
+# Records refuse fields out of their range, so the strategies draw inside it.
+names = hs.one_of(hs.text(min_size=1, max_size=40).filter(valid_name),
+                  hs.sampled_from(["caf\udce9", "a b", "\u00e9t\u00e9", "x" * 255]))
+times = hs.integers(-2**63, 2**63 - 1)
+inos = hs.integers(1, 2**63 - 1)
+ids = hs.integers(0, 2**32 - 1)
 small = hs.integers(0, 2**32)
+modes = hs.builds(lambda kind, perm: kind | perm, hs.sampled_from([st.S_IFREG, st.S_IFDIR]), hs.integers(0, 0o7777))
 opt = lambda s: hs.one_of(hs.none(), s)  # noqa: E731
-flat_runs = hs.lists(small, max_size=16).map(lambda xs: xs[:len(xs) // 4 * 4])
+runs = hs.tuples(small, hs.integers(1, 2**32), small, hs.integers(0, 3))
+flat_runs = hs.lists(runs, max_size=4).map(lambda rs: [x for r in rs for x in r])
+flat_unmap = hs.lists(hs.tuples(small, hs.integers(-1, 2**32)), max_size=4).map(lambda rs: [x for r in rs for x in r])
 
 records = hs.one_of(
-    hs.builds(Create, small, small, names, small, small, small, ints),
-    hs.builds(Link, small, small, names, ints),
-    hs.builds(Unlink, small, names, ints, hs.booleans()),
-    hs.builds(Rename, small, names, small, names, ints, hs.booleans()),
-    hs.builds(SetAttr, small, opt(small), opt(small), opt(small), opt(ints), opt(ints), opt(ints)),
-    hs.builds(SetExtents, small, hs.lists(hs.integers(-1, 2**32), max_size=8), flat_runs, opt(ints),
-              opt(ints)),
-    hs.builds(Reclaim, small),
-    hs.builds(lambda a, b: Batch.of(a, b), hs.builds(Reclaim, small),
-              hs.builds(SetAttr, small, opt(small), opt(small), opt(small), opt(ints), opt(ints), opt(ints))),
+    hs.builds(Create, inos, inos, names, modes, ids, ids, times),
+    hs.builds(Link, inos, inos, names, times),
+    hs.builds(Unlink, inos, names, times, hs.booleans()),
+    hs.builds(Rename, inos, names, inos, names, times, hs.booleans()),
+    hs.builds(SetAttr, inos, opt(hs.integers(0, 0o7777)), opt(ids), opt(ids), opt(times), opt(times), opt(times)),
+    hs.builds(SetExtents, inos, flat_unmap, flat_runs, opt(hs.integers(0, 1 << 62)), opt(times)),
+    hs.builds(Reclaim, inos),
+    hs.builds(lambda a, b: Batch.of(a, b), hs.builds(Reclaim, inos),
+              hs.builds(SetAttr, inos, opt(hs.integers(0, 0o7777)), opt(ids), opt(ids), opt(times), opt(times),
+                        opt(times))),
 )
 
 
