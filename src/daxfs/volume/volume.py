@@ -29,6 +29,7 @@ import stat as st
 import threading
 import time
 import uuid as uuidlib
+import warnings
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -36,10 +37,11 @@ from daxfs._types import Extent, PinInfo, Stat, StatFS
 from daxfs.core import UNWRITTEN, Core, Inode, ROOT_INO, check
 from daxfs.core.namespace import fspath, split_path
 from daxfs.core.records import Create, Link, Reclaim, Record, Rename, SetAttr, SetExtents, Unlink
-from daxfs.errors import BusyError, CorruptVolumeError, fs_error
-from daxfs.format.checkpoint import decode_checkpoint, encode_checkpoint, peek_checkpoint
+from daxfs.errors import BusyError, CorruptVolumeError, DamagedVolumeWarning, fs_error
+from daxfs.format.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint, peek_checkpoint
 from daxfs.format.layout import (HEADER_SIZE, HUGE_PAGE, OWNER_OFFSET, STATUS_OFFSET, STATUS_SIZE,
                                  SUPERBLOCK_OFFSETS, Layout)
+from daxfs.format.log import BadRecordError
 from daxfs.format.status import decode_status, encode_status
 from daxfs.format.superblock import (SUPERBLOCK_BYTES, Superblock, decode_owner, decode_superblock,
                                      encode_owner, has_magic)
@@ -94,6 +96,10 @@ def check_policy(policy: str | None) -> None:
 
 class Volume(ReflinkOps):
     """A mounted daxfs volume (see ``daxfs.open_volume``)."""
+
+    #: Why the volume mounted read-only against the caller's wish (a log record that does
+    #: not apply; see ``mount``), or None.
+    damaged: str | None = None
 
     def __init__(self, pool: Pool, superblock: Superblock, core: Core, ring: LogRing, *,
                  generation: int, checkpoint_pos: int, readonly: bool, policy: str,
@@ -160,11 +166,23 @@ class Volume(ReflinkOps):
     @classmethod
     def mount(cls, pool: Pool, *, readonly: bool = False, policy: str = "defer",
               durability: str = "sync", lease_break_s: float = 45.0) -> "Volume":
-        """Mount the volume on ``pool``: newest valid checkpoint, then replay the log after it."""
+        """Mount the volume on ``pool``: newest valid checkpoint, then replay the log after it.
+
+        A log record that does not decode or apply stops the replay before it: the volume
+        then mounts read-only whatever was asked (writes raise EROFS saying why), ``damaged``
+        says why, and a DamagedVolumeWarning is issued.  ``daxfs fsck --repair`` (``repair``)
+        makes it writable again, keeping everything before the bad record.
+        """
         loaded = _load(pool, check_damage=True)
+        damaged = loaded.bad_record
+        readonly = readonly or damaged is not None
         vol = cls(pool, loaded.superblock, loaded.core, loaded.ring, generation=loaded.generation,
                   checkpoint_pos=loaded.checkpoint_pos, readonly=readonly, policy=policy,
                   durability=durability, lease_break_s=lease_break_s)
+        if damaged is not None:
+            vol.damaged = damaged
+            vol._follow = False     # nothing can be appended after the bad record, nor followed past it
+            warnings.warn(f"{pool.name}: {damaged}", DamagedVolumeWarning, stacklevel=3)
         if not readonly:
             pool.write(OWNER_OFFSET, encode_owner(os.getpid(), _now()))
             pool.persist(OWNER_OFFSET, 64)
@@ -308,7 +326,7 @@ class Volume(ReflinkOps):
         if self._closed:
             raise ValueError("I/O operation on closed volume")
         if self.readonly:
-            raise fs_error(errno.EROFS, path)
+            raise fs_error(errno.EROFS, path, self.damaged and f"Read-only file system: {self.damaged}")
 
     def _commit(self, record: Record, grow: int = 0) -> None:
         """Log ``record`` durably, then apply it.  ``grow``: how much it may add to a checkpoint."""
@@ -1694,10 +1712,28 @@ class _Loaded(NamedTuple):
     ring: LogRing
     generation: int
     checkpoint_pos: int
+    #: Why the state stops short of the log's end: record ``bad_seq`` (and all after it)
+    #: has a valid checksum but does not decode or apply.  The state is the one before it;
+    #: mount it read-only (``repair`` makes it writable).  None when the whole log applied.
+    bad_record: str | None = None
+    bad_seq: int | None = None
+    #: What is wrong with record ``bad_seq`` alone (``bad_record`` adds what it means).
+    bad_reason: str | None = None
+    #: Why the newest checkpoint was not the one used (the other one plus the log was), or None.
+    fallback: str | None = None
 
 
-def _load(pool: Pool, *, check_damage: bool) -> _Loaded:
-    """Rebuild a volume's state from its pool: newest valid checkpoint, then the log after it."""
+def _load(pool: Pool, *, check_damage: bool, stop_before_seq: int | None = None) -> _Loaded:
+    """Rebuild a volume's state from its pool: newest valid checkpoint, then the log after it.
+
+    When the newest checkpoint does not form a volume (it does not decode, its
+    contents are inconsistent, or the log does not apply to it), the other slot
+    plus the log is tried.  When a log record with a valid checksum does not
+    decode or apply whichever checkpoint it follows, the state stops before it
+    and ``bad_record`` says why: one bad record never costs the whole volume.
+    ``stop_before_seq`` stops replay before that record on purpose.
+    CorruptVolumeError when no checkpoint yields a state at all.
+    """
     sb = Volume._read_superblock(pool)
     layout = sb.layout
     if layout.pool_size > pool.size:
@@ -1706,45 +1742,82 @@ def _load(pool: Pool, *, check_damage: bool) -> _Loaded:
     slots = layout.checkpoint_offsets
     want = sb.generation
     size = layout.checkpoint_size
-    try:
-        ckpt = decode_checkpoint(pool.view(slots[want % 2], size), slots[want % 2])
-        if ckpt.generation != want:
-            raise CorruptVolumeError(f"checkpoint slot holds generation {ckpt.generation}, "
-                                     f"superblock wants {want}", where=slots[want % 2])
-        # The other slot only tells how far back the log is still needed.
-        other = peek_checkpoint(pool.view(slots[(want + 1) % 2], size))
-        older_pos = other[2] if other is not None and other[0] == want - 1 else None
-    except CorruptVolumeError as damaged:
-        # Fall back to the other slot: the checkpoint before (or a newer one whose
-        # superblock flip did not land).  The log still holds every record after it.
-        off = slots[(want + 1) % 2]
+    volume_id = int.from_bytes(sb.uuid.bytes[:8], "little")
+    # The slot the superblock names, then the other: the checkpoint before it, or a
+    # newer one whose superblock flip did not land.  The log holds every record after
+    # either one.
+    candidates = [(slots[want % 2], (want,)), (slots[(want + 1) % 2], (want - 1, want + 1))]
+    first_error: CorruptVolumeError | None = None
+    bad: tuple[BadRecordError, Checkpoint, int | None] | None = None   # the furthest a bad record let us get
+    for index, (off, generations) in enumerate(candidates):
         try:
             ckpt = decode_checkpoint(pool.view(off, size), off)
-        except CorruptVolumeError:
-            raise damaged from None
-        if ckpt.generation not in (want - 1, want + 1):
-            raise damaged from None
-        older_pos = None
+            if ckpt.generation not in generations:
+                raise CorruptVolumeError(f"checkpoint slot holds generation {ckpt.generation}, "
+                                         f"superblock wants {want}" if index == 0 else
+                                         f"the other checkpoint slot holds generation {ckpt.generation}, "
+                                         f"neither {want - 1} nor {want + 1}", where=off)
+            older_pos = None
+            if index == 0:
+                # The other slot only tells how far back the log is still needed.
+                other = peek_checkpoint(pool.view(slots[(want + 1) % 2], size))
+                older_pos = other[2] if other is not None and other[0] == want - 1 else None
+            core = _core_from(ckpt, layout)
+            head, next_seq = LogRing.replay(pool, layout.log_offset, layout.log_size, volume_id,
+                                            start=ckpt.log_pos, first_seq=ckpt.last_seq + 1, apply=core.apply,
+                                            check_damage=check_damage, stop_before_seq=stop_before_seq)
+        except CorruptVolumeError as exc:
+            # Kept without its traceback: its frames hold views of the pool, which must
+            # not outlive this call (the pool cannot be closed while a view lives).
+            exc = exc.with_traceback(None)
+            exc.__context__ = None
+            if isinstance(exc, BadRecordError) and (bad is None or exc.seq > bad[0].seq):
+                bad = (exc, ckpt, older_pos)
+            first_error = first_error or exc
+            continue
+        fallback = None if index == 0 else first_error.strerror  # type: ignore[union-attr]
+        return _loaded(pool, sb, core, ckpt, older_pos, head, next_seq, want, volume_id, fallback=fallback)
+    if bad is None:
+        assert first_error is not None
+        raise first_error
+    # Both ways stop at a bad record: the state before it, from the checkpoint that got
+    # furthest.  apply may have half-changed the state it failed on, so build it again.
+    error, ckpt, older_pos = bad
+    core = _core_from(ckpt, layout)
+    head, next_seq = LogRing.replay(pool, layout.log_offset, layout.log_size, volume_id, start=ckpt.log_pos,
+                                    first_seq=ckpt.last_seq + 1, apply=core.apply, check_damage=False,
+                                    stop_before_seq=error.seq)
+    after = LogRing.count_from(pool, layout.log_offset, layout.log_size, volume_id, start=head,
+                               first_seq=error.seq) - 1
+    why = (f"{error.strerror}; the volume is read-only with the state before it (through record "
+           f"{error.seq - 1}); `daxfs fsck --repair` keeps that state and discards record {error.seq}"
+           + (f" and the {after} after it" if after > 0 else ""))
+    fallback = None if ckpt.generation == want else first_error.strerror
+    return _loaded(pool, sb, core, ckpt, older_pos, head, next_seq, want, volume_id, bad_record=why,
+                   bad_seq=error.seq, bad_reason=error.strerror, fallback=fallback)
+
+
+def _core_from(ckpt: Checkpoint, layout: Layout) -> Core:
     # Building ~10 objects per inode makes the cyclic GC rescan the growing heap
     # over and over; none of them form cycles, so it can wait until the end.
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        core = Core.from_checkpoint(ckpt.state, layout.block_size, layout.data_blocks,
+        return Core.from_checkpoint(ckpt.state, layout.block_size, layout.data_blocks,
                                     align_blocks=layout.align_blocks)
     finally:
         if gc_was_enabled:
             gc.enable()
-    volume_id = int.from_bytes(sb.uuid.bytes[:8], "little")
-    head, next_seq = LogRing.replay(pool, layout.log_offset, layout.log_size, volume_id,
-                                    start=ckpt.log_pos, first_seq=ckpt.last_seq + 1, apply=core.apply,
-                                    check_damage=check_damage)
+
+
+def _loaded(pool: Pool, sb: Superblock, core: Core, ckpt: Checkpoint, older_pos: int | None, head: int, next_seq: int,
+            want: int, volume_id: int, **notes: Any) -> _Loaded:
+    layout = sb.layout
     tail = ckpt.log_pos if older_pos is None or older_pos > ckpt.log_pos else older_pos
     if head - tail > layout.log_size:
         tail = ckpt.log_pos
-    ring = LogRing(pool, layout.log_offset, layout.log_size, volume_id,
-                   head=head, tail=tail, next_seq=next_seq)
-    return _Loaded(sb, core, ring, max(want, ckpt.generation), ckpt.log_pos)
+    ring = LogRing(pool, layout.log_offset, layout.log_size, volume_id, head=head, tail=tail, next_seq=next_seq)
+    return _Loaded(sb, core, ring, max(want, ckpt.generation), ckpt.log_pos, **notes)
 
 
 _FILE_API: tuple[Any, Any] | None = None
