@@ -527,6 +527,142 @@ def test_invalid_records_are_refused_as_corruption(record: object) -> None:
         core.apply(record)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("record", [
+    Create(6, ROOT_INO, "x", st.S_IFREG | 0o644, 0, 0, 1),        # name exists
+    Create(2, ROOT_INO, "new", st.S_IFREG | 0o644, 0, 0, 1),      # an inode number already used
+    Create(6, 3, "in-a-file", st.S_IFREG | 0o644, 0, 0, 1),       # parent is a file
+    Create(6, 99, "nowhere", st.S_IFREG | 0o644, 0, 0, 1),        # parent does not exist
+    Link(99, ROOT_INO, "z", 1),                                   # no such inode
+    Link(3, ROOT_INO, "d", 1),                                    # name exists
+    Unlink(ROOT_INO, "missing", 1, True),
+    Unlink(3, "x", 1, True),                                      # parent is a file
+    Rename(ROOT_INO, "d", 4, "self", 1, False),                   # a directory into itself
+    Rename(ROOT_INO, "x", ROOT_INO, "x", 1, False),               # onto itself
+    Rename(ROOT_INO, "d", ROOT_INO, "x", 1, False),               # a directory over a file
+    Rename(ROOT_INO, "x", ROOT_INO, "d", 1, False),               # a file over a directory
+    Rename(ROOT_INO, "missing", ROOT_INO, "y", 1, False),
+    SetAttr(99, 0o600, None, None, None, None, None),
+    SetExtents(3, [], [5, 1, 9, 0], BS, 1),                        # written block past the size it sets
+    SetExtents(3, [], [1, 1, 9, 0], 10, 1),                        # shrinks over a written block
+    SetExtents(99, [], [0, 1, 9, 0], BS, 1),
+    SetExtents(3, [], [1, 1, 64, UNWRITTEN], None, 1),             # past the data area
+    SetExtents(3, [], [1 << 49, 1 << 49, 9, UNWRITTEN], None, 1),  # past the largest file
+    Reclaim(4),                                                   # a directory
+    Reclaim(99),
+], ids=["create-over-name", "create-old-ino", "create-in-file", "create-no-parent", "link-missing",
+        "link-over-name", "unlink-missing", "unlink-in-file", "rename-into-itself", "rename-onto-itself",
+        "rename-dir-over-file", "rename-file-over-dir", "rename-missing", "setattr-missing", "write-past-size",
+        "shrink-over-data", "extents-missing", "past-data-area", "past-largest-file", "reclaim-dir",
+        "reclaim-missing"])
+def test_records_that_do_not_fit_the_state_change_nothing(record: object) -> None:
+    """Refused before any change: the state after the refusal is the state before it."""
+    core = fresh_core()
+    core.apply(Create(3, ROOT_INO, "x", st.S_IFREG | 0o644, 0, 0, 1))
+    core.apply(SetExtents(3, [], [0, 1, 0, 0], BS, 1))
+    core.apply(Create(4, ROOT_INO, "d", st.S_IFDIR | 0o755, 0, 0, 1))
+    core.apply(Create(5, 4, "inner", st.S_IFREG | 0o644, 0, 0, 1))
+    before = core.to_checkpoint()
+    with pytest.raises(CorruptVolumeError):
+        core.apply(record)  # type: ignore[arg-type]
+    assert core.to_checkpoint() == before and check(core) == []
+
+
+@pytest.mark.parametrize("build", [
+    lambda: Create(0, 1, "a", st.S_IFREG, 0, 0, 0),
+    lambda: Create(True, 1, "a", st.S_IFREG, 0, 0, 0),
+    lambda: Create(2, 1.0, "a", st.S_IFREG, 0, 0, 0),
+    lambda: Create(2, 1, "..", st.S_IFREG, 0, 0, 0),
+    lambda: Create(2, 1, ".", st.S_IFREG, 0, 0, 0),
+    lambda: Create(2, 1, "a/b", st.S_IFREG, 0, 0, 0),
+    lambda: Create(2, 1, "a\0b", st.S_IFREG, 0, 0, 0),
+    lambda: Create(2, 1, "", st.S_IFREG, 0, 0, 0),
+    lambda: Create(2, 1, "x" * 256, st.S_IFREG, 0, 0, 0),
+    lambda: Create(2, 1, "\u00e9" * 128, st.S_IFREG, 0, 0, 0),
+    lambda: Create(2, 1, "\ud800" * 70, st.S_IFREG, 0, 0, 0),
+    lambda: Create(2, 1, b"a", st.S_IFREG, 0, 0, 0),
+    lambda: Create(2, 1, "a", -1, 0, 0, 0),
+    lambda: Create(2, 1, "a", st.S_IFLNK | 0o777, 0, 0, 0),
+    lambda: Create(2, 1, "a", st.S_IFREG | 0o10000, 0, 0, 0),
+    lambda: Create(2, 1, "a", st.S_IFREG, -1, 0, 0),
+    lambda: Create(2, 1, "a", st.S_IFREG, 0, 2**32, 0),
+    lambda: Create(2, 1, "a", st.S_IFREG, 0, 0, 2**63),
+    lambda: Create(2, 1, "a", st.S_IFREG, 0, 0, 1.5),
+    lambda: Link(2, 1, "a", None),
+    lambda: Unlink(1, "a", 0, 1),
+    lambda: Unlink(1, "a", 0, None),
+    lambda: Rename(1, "a", 1, "..", 0, False),
+    lambda: Rename(1, "a", 0, "b", 0, False),
+    lambda: SetAttr(2, 0o10000, None, None, None, None, None),
+    lambda: SetAttr(2, st.S_IFREG | 0o644, None, None, None, None, None),
+    lambda: SetAttr(2, None, "0", None, None, None, None),
+    lambda: SetAttr(2, None, None, None, None, -(2**63) - 1, None),
+    lambda: SetAttr(2, None, None, None, None, None, False),
+    lambda: SetExtents(2, [0], [], None, None),
+    lambda: SetExtents(2, [0, -2], [], None, None),
+    lambda: SetExtents(2, [-1, 1], [], None, None),
+    lambda: SetExtents(2, (0, 1), [], None, None),
+    lambda: SetExtents(2, [], [0, 0, 1, 0], None, None),
+    lambda: SetExtents(2, [], [0, 1, 1, 4], None, None),
+    lambda: SetExtents(2, [], [0, 1, 1, True], None, None),
+    lambda: SetExtents(2, [], [0, 1, 1], None, None),
+    lambda: SetExtents(2, [], [0, 1, -1, 0], None, None),
+    lambda: SetExtents(2, [], [0, 1, 1, 0, 4, 1, 1.0, 0], None, None),
+    lambda: SetExtents(2, [], [0, 1, 1, 0, 4, 0, 9, 0], None, None),
+    lambda: SetExtents(2, [], [0, 1, 1, 0, 4, 1, 9, 8], None, None),
+    lambda: SetExtents(2, [0, 1, 2, 1, 3, None], [], None, None),
+    lambda: SetExtents(2, [], [], -1, None),
+    lambda: SetExtents(2, [], [], (1 << 62) + 1, None),
+    lambda: SetExtents(2, [], [], 1.0, None),
+    lambda: SetExtents(2, [], [], None, "now"),
+    lambda: Reclaim(-3),
+    lambda: Reclaim("3"),
+    lambda: Batch([]),
+    lambda: Batch([[Batch.CODE, [[Reclaim.CODE, 2]]]]),
+    lambda: Batch([[99, 2]]),
+    lambda: Batch([[Reclaim.CODE]]),
+    lambda: Batch([[Reclaim.CODE, 2.0]]),
+    lambda: Batch([(Reclaim.CODE, 2)]),
+    lambda: Batch(((Reclaim.CODE, 2),)),
+])
+def test_records_refuse_fields_of_the_wrong_type_or_range(build: object) -> None:
+    with pytest.raises((TypeError, ValueError)) as info:
+        build()  # type: ignore[operator]
+    assert ".items" in str(info.value) or " must be " in str(info.value) or "argument" in str(info.value)
+
+
+def test_record_errors_name_the_field_and_type() -> None:
+    with pytest.raises(TypeError, match=r"Create\.time_ns must be .* not float 1\.5"):
+        Create(2, 1, "a", st.S_IFREG, 0, 0, 1.5)
+    with pytest.raises(ValueError, match=r"Create\.name must be .* not str '\.\.'"):
+        Create(2, 1, "..", st.S_IFREG, 0, 0, 0)
+    with pytest.raises(TypeError, match=r"Unlink\.reclaim must be a bool, not int 1"):
+        Unlink(1, "a", 0, 1)
+    with pytest.raises(ValueError, match=r"SetExtents\.map"):
+        SetExtents(2, [], [0, 1, 1, 4], None, None)
+    with pytest.raises(ValueError, match=r"Batch\.items: item 0 is a Batch"):
+        Batch([[Batch.CODE, [[Reclaim.CODE, 2]]]])
+
+
+def test_replace_and_make_check_too() -> None:
+    record = SetExtents(2, [], [0, 1, 1, 0], 10, 5)
+    assert record._replace(unmap=[0, -1]) == SetExtents(2, [0, -1], [0, 1, 1, 0], 10, 5)
+    assert type(record._replace(size=None)) is SetExtents
+    with pytest.raises(ValueError):
+        record._replace(size=-1)
+    with pytest.raises(TypeError):
+        SetExtents._make([2, [], [0, 1, 1, 0], 10, 5.0])
+
+
+def test_records_accept_the_edges_of_their_ranges() -> None:
+    Create(2**63 - 1, 1, "x" * 255, st.S_IFDIR | 0o7777, 2**32 - 1, 0, -(2**63))
+    Create(2, 1, "\u00e9" * 127, st.S_IFREG, 0, 0, 2**63 - 1)       # 254 bytes of UTF-8
+    Create(2, 1, "caf\udce9", st.S_IFREG, 0, 0, 0)                   # an undecodable byte, escaped
+    SetExtents(2, [0, -1, 5, 0], [0, 1, 0, 3, 7, 2, 9, 1], 1 << 62, None)   # nblk 0 unmaps nothing
+    SetAttr(2, 0, 0, 0, 0, 0, 0)
+    big = [x for i in range(500) for x in (2 * i, 1, 3 * i, i % 2)]
+    assert SetExtents(2, [], big, None, None).map == big
+
+
 @pytest.mark.parametrize("state", [
     [2, [[1, st.S_IFDIR | 0o755, 0, 0, 0, 0, 0, 0, None, ["a", 2]],
          [2, st.S_IFDIR | 0o755, 0, 0, 0, 0, 0, 0, None, ["b", 3]],

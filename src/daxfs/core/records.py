@@ -133,7 +133,7 @@ _KINDS: dict[str, tuple[_Check, str]] = {
     "unmap": (valid_unmap, "a flat list [fblk, nblk, ...] of ints, fblk >= 0, nblk >= 0 or -1"),
     "map": (valid_map, "a flat list [fblk, nblk, pblk, flags, ...] of ints >= 0, nblk > 0, "
                        f"flags within {MAP_FLAGS:#b}"),
-    "items": (lambda x: _batch_items_error(x) is None, "a list of [CODE, *fields] records (no Batch)"),
+    "items": (lambda x: _batch_items_error(x) is None, "a non-empty list of [CODE, *fields] records (no Batch)"),
 }
 
 
@@ -383,8 +383,8 @@ class Batch(_Checked, _Batch):  # type: ignore[misc]
 
 def _batch_items_error(items: object) -> str | None:
     """Why ``items`` is not a list of non-batch records, or None when it is."""
-    if type(items) is not list:
-        return f"must be a list, not {_show(items)}"
+    if type(items) is not list or not items:
+        return f"must be a non-empty list, not {_show(items)}"
     for i, item in enumerate(items):
         if type(item) is not list or not item:
             return f"item {i} must be a non-empty list [CODE, *fields], not {_show(item)}"
