@@ -11,9 +11,10 @@ written over it).
 
 How the discarded records are kept from ever being replayed:
 
-1. The state is written as a checkpoint into the other slot and the superblock
-   flipped to it, then again into the first slot: both slots hold it, so no
-   fallback can reach back to a checkpoint the bad record follows.
+1. The state is written as a checkpoint into the slot it was not loaded from
+   and the superblock flipped to it, then again into the other slot: both slots
+   hold it, so no fallback can reach back to a checkpoint the bad record follows,
+   and a crash while writing the first leaves the pool as it was.
 2. Its ``last_seq`` is the highest sequence of any valid record left anywhere in
    the ring, so the records written from now on carry sequences no stale record
    has: replay, which wants each next sequence exactly, can never continue into

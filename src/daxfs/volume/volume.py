@@ -1813,11 +1813,15 @@ def _core_from(ckpt: Checkpoint, layout: Layout) -> Core:
 def _loaded(pool: Pool, sb: Superblock, core: Core, ckpt: Checkpoint, older_pos: int | None, head: int, next_seq: int,
             want: int, volume_id: int, **notes: Any) -> _Loaded:
     layout = sb.layout
+    # The next checkpoint (generation + 1, in slot (generation + 1) % 2) must go over the
+    # slot not loaded from: over the one just loaded, a crash while writing it would
+    # leave no checkpoint to mount when the other slot is the one that failed.
+    generation = want if ckpt.generation == want else max(want + 1, ckpt.generation)
     tail = ckpt.log_pos if older_pos is None or older_pos > ckpt.log_pos else older_pos
     if head - tail > layout.log_size:
         tail = ckpt.log_pos
     ring = LogRing(pool, layout.log_offset, layout.log_size, volume_id, head=head, tail=tail, next_seq=next_seq)
-    return _Loaded(sb, core, ring, max(want, ckpt.generation), ckpt.log_pos, **notes)
+    return _Loaded(sb, core, ring, generation, ckpt.log_pos, **notes)
 
 
 _FILE_API: tuple[Any, Any] | None = None
