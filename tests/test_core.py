@@ -625,20 +625,49 @@ def test_records_that_do_not_fit_the_state_change_nothing(record: object) -> Non
     lambda: Batch(((Reclaim.CODE, 2),)),
 ])
 def test_records_refuse_fields_of_the_wrong_type_or_range(build: object) -> None:
+    """Wrong types when built; bad names and anything out of range by validate() (what the decoder runs)."""
     with pytest.raises((TypeError, ValueError)) as info:
-        build()  # type: ignore[operator]
+        build().validate()  # type: ignore[operator]
     assert ".items" in str(info.value) or " must be " in str(info.value) or "argument" in str(info.value)
+
+
+@pytest.mark.parametrize("build", [
+    lambda: Create(True, 1, "a", st.S_IFREG, 0, 0, 0),
+    lambda: Create(2, 1.0, "a", st.S_IFREG, 0, 0, 0),
+    lambda: Create(2, 1, "a", st.S_IFREG, 0, 0, None),
+    lambda: Create(2, 1, b"a", st.S_IFREG, 0, 0, 0),
+    lambda: Link(2, 1, None, 0),
+    lambda: Unlink(1, "a", 0, 1),
+    lambda: Rename(1, "a", 1, ["b"], 0, False),
+    lambda: SetAttr(2, None, "0", None, None, None, None),
+    lambda: SetAttr(2, None, None, None, None, None, False),
+    lambda: SetExtents(2, (0, 1), [], None, None),
+    lambda: SetExtents(2, [], [0, 1, 1], None, None),
+    lambda: SetExtents(2, [], [0, 1, 1, True], None, None),
+    lambda: SetExtents(2, [], [0, 1, 1, 0, 4, 1, 1.0, 0], None, None),
+    lambda: SetExtents(2, [], [], 1.0, None),
+    lambda: Reclaim("3"),
+    lambda: Batch([]),
+    lambda: Batch([[Batch.CODE, [[Reclaim.CODE, 2]]]]),
+    lambda: Batch([[Reclaim.CODE, 2.0]]),
+])
+def test_records_refuse_wrong_types_when_built(build: object) -> None:
+    """A slip in the volume (a float, a bool, None, a tuple, bytes for a str) fails before the log."""
+    with pytest.raises((TypeError, ValueError)):
+        build()  # type: ignore[operator]
 
 
 def test_record_errors_name_the_field_and_type() -> None:
     with pytest.raises(TypeError, match=r"Create\.time_ns must be .* not float 1\.5"):
         Create(2, 1, "a", st.S_IFREG, 0, 0, 1.5)
     with pytest.raises(ValueError, match=r"Create\.name must be .* not str '\.\.'"):
-        Create(2, 1, "..", st.S_IFREG, 0, 0, 0)
+        Create(2, 1, "..", st.S_IFREG, 0, 0, 0).validate()
     with pytest.raises(TypeError, match=r"Unlink\.reclaim must be a bool, not int 1"):
         Unlink(1, "a", 0, 1)
     with pytest.raises(ValueError, match=r"SetExtents\.map"):
-        SetExtents(2, [], [0, 1, 1, 4], None, None)
+        SetExtents(2, [], [0, 1, 1, 4], None, None).validate()
+    with pytest.raises(ValueError, match=r"Create\.ino must be .* not int 0"):
+        Create.checked(0, 1, "a", st.S_IFREG, 0, 0, 0)
     with pytest.raises(ValueError, match=r"Batch\.items: item 0 is a Batch"):
         Batch([[Batch.CODE, [[Reclaim.CODE, 2]]]])
 
@@ -647,20 +676,23 @@ def test_replace_and_make_check_too() -> None:
     record = SetExtents(2, [], [0, 1, 1, 0], 10, 5)
     assert record._replace(unmap=[0, -1]) == SetExtents(2, [0, -1], [0, 1, 1, 0], 10, 5)
     assert type(record._replace(size=None)) is SetExtents
+    with pytest.raises(TypeError):
+        record._replace(size=-1.0)
     with pytest.raises(ValueError):
-        record._replace(size=-1)
+        record._replace(size=-1).validate()
     with pytest.raises(TypeError):
         SetExtents._make([2, [], [0, 1, 1, 0], 10, 5.0])
 
 
 def test_records_accept_the_edges_of_their_ranges() -> None:
-    Create(2**63 - 1, 1, "x" * 255, st.S_IFDIR | 0o7777, 2**32 - 1, 0, -(2**63))
-    Create(2, 1, "\u00e9" * 127, st.S_IFREG, 0, 0, 2**63 - 1)       # 254 bytes of UTF-8
-    Create(2, 1, "caf\udce9", st.S_IFREG, 0, 0, 0)                   # an undecodable byte, escaped
-    SetExtents(2, [0, -1, 5, 0], [0, 1, 0, 3, 7, 2, 9, 1], 1 << 62, None)   # nblk 0 unmaps nothing
-    SetAttr(2, 0, 0, 0, 0, 0, 0)
+    Create(2**63 - 1, 1, "x" * 255, st.S_IFDIR | 0o7777, 2**32 - 1, 0, -(2**63)).validate()
+    Create(2, 1, "\u00e9" * 127, st.S_IFREG, 0, 0, 2**63 - 1).validate()      # 254 bytes of UTF-8
+    Create(2, 1, "caf\udce9", st.S_IFREG, 0, 0, 0).validate()                  # an undecodable byte, escaped
+    SetExtents(2, [0, -1, 5, 0], [0, 1, 0, 3, 7, 2, 9, 1], 1 << 62, None).validate()   # nblk 0 unmaps nothing
+    SetAttr(2, 0, 0, 0, 0, 0, 0).validate()
     big = [x for i in range(500) for x in (2 * i, 1, 3 * i, i % 2)]
-    assert SetExtents(2, [], big, None, None).map == big
+    assert SetExtents(2, [], big, None, None).validate().map == big
+    Batch.of(Reclaim(2), SetAttr(3, None, None, None, None, None, None)).validate()
 
 
 @pytest.mark.parametrize("state", [

@@ -71,6 +71,7 @@ class Core:
     def __init__(self, block_size: int, data_blocks: int, *, align_blocks: int = 1) -> None:
         self.block_size = block_size
         self.data_blocks = data_blocks
+        self.max_blocks = MAX_FILE_SIZE // block_size if block_size > 0 else 0   # blocks in the largest file
         self.inodes: dict[int, Inode] = {}
         self.next_ino = ROOT_INO + 1
         self.space = FreeSpace(data_blocks, align=align_blocks)
@@ -347,14 +348,14 @@ class Core:
         node.mtime_ns = node.ctime_ns = time_ns
 
     def _create(self, ino: int, parent: int, name: str, mode: int, uid: int, gid: int, time_ns: int) -> None:
-        pnode = self._dir(parent, f"create of {name!r}")
-        if name in pnode.entries:  # type: ignore[operator]
-            raise CorruptVolumeError(f"create of {name!r} in {parent} over an existing name")
-        if ino < self.next_ino:
-            # Inode numbers are never reused (next_ino is above every inode): a lower one
-            # exists already, or is a number a handle may still remember.
-            raise CorruptVolumeError(f"create of {name!r} in {parent} as inode {ino}, below the next "
-                                     f"inode number {self.next_ino}")
+        pnode = self.inodes.get(parent)
+        entries = None if pnode is None else pnode.entries
+        # Inode numbers are never reused (next_ino is above every inode): a lower one
+        # exists already, or is a number a handle may still remember.
+        if entries is None or name in entries or ino < self.next_ino:
+            pnode = self._dir(parent, f"create of {name!r}")
+            raise CorruptVolumeError(f"create of {name!r} in {parent} as inode {ino}: the name exists, or the "
+                                     f"inode number is below the next one ({self.next_ino})")
         node = Inode(ino, mode, uid, gid, 0, time_ns, time_ns, time_ns)
         if node.entries is not None:
             node.nlink = 2
@@ -408,11 +409,14 @@ class Core:
             self._free_inode(node)
 
     def _unlink(self, parent: int, name: str, time_ns: int, reclaim: bool) -> None:
-        pnode = self._dir(parent, f"unlink of {name!r}")
-        node = self._named(pnode, name, "unlink")
-        if node.entries:
+        inodes = self.inodes
+        pnode = inodes.get(parent)
+        entries = None if pnode is None else pnode.entries
+        node = None if entries is None else inodes.get(entries.get(name))  # type: ignore[arg-type]
+        if node is None or node.entries:
+            node = self._named(self._dir(parent, f"unlink of {name!r}"), name, "unlink")
             raise CorruptVolumeError(f"directory {node.ino} removed while not empty")
-        self._drop_name(pnode, name, time_ns, reclaim)
+        self._drop_name(pnode, name, time_ns, reclaim)  # type: ignore[arg-type]
         self._touch_dir(pnode, time_ns)
 
     def _rename(self, src_parent: int, src_name: str, dst_parent: int, dst_name: str,
@@ -474,22 +478,22 @@ class Core:
     def _setextents(self, ino: int, unmap: list[int], map: list[int], size: int | None,
                     time_ns: int | None) -> None:
         node = self.inodes.get(ino)
-        if node is None or node.extents is None:
+        emap = None if node is None else node.extents
+        if emap is None:
             raise CorruptVolumeError(f"block map change on {'missing inode' if node is None else 'directory'} {ino}")
-        emap = node.extents
         rmap = self.rmap
         before = len(emap)
-        bs = self.block_size
         new_size = node.size if size is None else size
-        size_blocks = -(-new_size // bs)
         if not unmap and len(map) == 4 and not map[3] & SHARE and emap.is_hole(map[0], map[1]):
             # The common write: fresh blocks into a hole (appends, new files).  Checked before
-            # any change: the new run, and (on a shrink) the written blocks the file keeps.
+            # any change: the new run (its last block starts below the size unless unwritten),
+            # and on a shrink the written blocks the file keeps.
             fblk, nblk, pblk, flags = map
-            if (fblk + nblk > MAX_FILE_SIZE // bs or (not flags & UNWRITTEN and fblk + nblk > size_blocks)
-                    or new_size < node.size and emap.last_written_end() > size_blocks):
+            end = fblk + nblk
+            if (end > self.max_blocks or ((end - 1) * self.block_size >= new_size and not flags & UNWRITTEN)
+                    or new_size < node.size and emap.last_written_end() > -(-new_size // self.block_size)):
                 raise CorruptVolumeError(f"inode {ino} would hold written blocks past its size {new_size} "
-                                         f"(mapping {fblk}..{fblk + nblk}) or past the largest file")
+                                         f"(mapping {fblk}..{end}) or past the largest file")
             self.space.take(pblk, nblk)     # refuses blocks that are not free, before any change
             rmap.add(pblk, nblk, ino, fblk)
             emap.insert(fblk, nblk, pblk, flags)
@@ -499,7 +503,7 @@ class Core:
             if time_ns is not None:
                 node.mtime_ns = node.ctime_ns = time_ns
             return
-        max_blocks = MAX_FILE_SIZE // bs
+        max_blocks = self.max_blocks
         for i in range(0, len(map), 4):
             if map[i] + map[i + 1] > max_blocks:
                 raise CorruptVolumeError(f"inode {ino} maps file block {map[i] + map[i + 1]}, past the largest file")
@@ -537,7 +541,7 @@ class Core:
             node.size = size
         if time_ns is not None:
             node.mtime_ns = node.ctime_ns = time_ns
-        if emap.last_written_end() > size_blocks:
+        if emap.last_written_end() > -(-new_size // self.block_size):
             raise CorruptVolumeError(f"inode {ino} holds written blocks past its size {new_size}")
 
     def _free_inode(self, node: Inode) -> None:

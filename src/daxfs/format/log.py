@@ -102,7 +102,7 @@ def decode_record(buf: memoryview | bytes, pos: int, volume_id: int, seq: int
         raise BadRecordError(f"log record {seq} ({kind}) holds {type(fields).__name__}, not a list of fields",
                              seq=seq, kind=kind)
     try:
-        record = cls(*fields)   # the record's own checks: every field's type and range
+        record = cls.checked(*fields)   # the record's own checks: every field's type and range
     except (TypeError, ValueError) as exc:
         raise BadRecordError(f"log record {seq} ({kind}) is malformed: {exc}", seq=seq, kind=kind) from None
     return record, length
