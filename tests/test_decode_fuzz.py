@@ -33,7 +33,7 @@ import pytest
 import daxfs
 from daxfs.adapters.cli import main
 from daxfs.core import Core, ExtentMap, check
-from daxfs.core.records import RECORD_TYPES, Batch, Reclaim, Record
+from daxfs.core.records import RECORD_TYPES, Batch, Reclaim, Record, Unlink
 from daxfs.format.checkpoint import decode_checkpoint, encode_checkpoint
 from daxfs.format.log import HEADER, PAD_CODE, BadRecordError, _frame, decode_record, encode_record
 from daxfs.media import MemoryPool, RecordingPool
@@ -625,6 +625,35 @@ def test_repair_keeps_the_state_before_and_nothing_after_comes_back(index_from_e
         finally:
             after.close()
     assert repair_pool(MemoryPool(pool.image())) == []      # nothing left to repair
+
+
+def test_a_live_commit_that_does_not_apply_is_the_last_record_at_the_next_mount() -> None:
+    """A writer's bug: a record logged, then refused by apply.  The next mount stops before
+    it (read-only), and repair makes the volume writable with everything before it."""
+    pool = MemoryPool(POOL)
+    Volume.format(pool)
+    vol = Volume.mount(pool)
+    _build(vol)
+    expected = snapshot(vol)
+    seq = vol._ring.next_seq
+    with pytest.raises(daxfs.CorruptVolumeError):
+        vol._commit(Unlink(1, "no-such-name", 1, True))     # logged, then apply refuses it
+    image = pool.image()                                    # the writer dies here
+    vol._closed = True                                      # (its state is not to be trusted)
+    damaged = _mount(image)
+    try:
+        assert damaged.readonly and f"log record {seq} (Unlink)" in damaged.damaged  # type: ignore[operator]
+        assert snapshot(damaged) == expected and damaged.fsck() == []
+    finally:
+        damaged.close()
+    fixed = MemoryPool(image)
+    assert repair_pool(fixed)
+    vol = Volume.mount(fixed)
+    try:
+        assert not vol.readonly and snapshot(vol) == expected
+        vol.mkdir("/again")
+    finally:
+        vol.close()
 
 
 def test_repair_of_a_clean_pool_changes_nothing() -> None:
