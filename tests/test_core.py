@@ -33,7 +33,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from daxfs.core import UNWRITTEN, Core, ExtentMap, FreeSpace, check
 from daxfs.core.records import (Batch, RECORD_TYPES, Create, Link, Reclaim, Rename, SetAttr, SetExtents,
-                                Unlink)
+                                Unlink, valid_name)
 from daxfs.core.state import ROOT_INO
 from daxfs.errors import CorruptVolumeError
 from daxfs.format.checkpoint import HEADER as CKPT_HEADER
@@ -527,6 +527,174 @@ def test_invalid_records_are_refused_as_corruption(record: object) -> None:
         core.apply(record)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("record", [
+    Create(6, ROOT_INO, "x", st.S_IFREG | 0o644, 0, 0, 1),        # name exists
+    Create(2, ROOT_INO, "new", st.S_IFREG | 0o644, 0, 0, 1),      # an inode number already used
+    Create(6, 3, "in-a-file", st.S_IFREG | 0o644, 0, 0, 1),       # parent is a file
+    Create(6, 99, "nowhere", st.S_IFREG | 0o644, 0, 0, 1),        # parent does not exist
+    Link(99, ROOT_INO, "z", 1),                                   # no such inode
+    Link(3, ROOT_INO, "d", 1),                                    # name exists
+    Unlink(ROOT_INO, "missing", 1, True),
+    Unlink(3, "x", 1, True),                                      # parent is a file
+    Rename(ROOT_INO, "d", 4, "self", 1, False),                   # a directory into itself
+    Rename(ROOT_INO, "x", ROOT_INO, "x", 1, False),               # onto itself
+    Rename(ROOT_INO, "d", ROOT_INO, "x", 1, False),               # a directory over a file
+    Rename(ROOT_INO, "x", ROOT_INO, "d", 1, False),               # a file over a directory
+    Rename(ROOT_INO, "missing", ROOT_INO, "y", 1, False),
+    SetAttr(99, 0o600, None, None, None, None, None),
+    SetExtents(3, [], [5, 1, 9, 0], BS, 1),                        # written block past the size it sets
+    SetExtents(3, [], [1, 1, 9, 0], 10, 1),                        # shrinks over a written block
+    SetExtents(99, [], [0, 1, 9, 0], BS, 1),
+    SetExtents(3, [], [1, 1, 64, UNWRITTEN], None, 1),             # past the data area
+    SetExtents(3, [], [1 << 49, 1 << 49, 9, UNWRITTEN], None, 1),  # past the largest file
+    Reclaim(4),                                                   # a directory
+    Reclaim(99),
+], ids=["create-over-name", "create-old-ino", "create-in-file", "create-no-parent", "link-missing",
+        "link-over-name", "unlink-missing", "unlink-in-file", "rename-into-itself", "rename-onto-itself",
+        "rename-dir-over-file", "rename-file-over-dir", "rename-missing", "setattr-missing", "write-past-size",
+        "shrink-over-data", "extents-missing", "past-data-area", "past-largest-file", "reclaim-dir",
+        "reclaim-missing"])
+def test_records_that_do_not_fit_the_state_change_nothing(record: object) -> None:
+    """Refused before any change: the state after the refusal is the state before it."""
+    core = fresh_core()
+    core.apply(Create(3, ROOT_INO, "x", st.S_IFREG | 0o644, 0, 0, 1))
+    core.apply(SetExtents(3, [], [0, 1, 0, 0], BS, 1))
+    core.apply(Create(4, ROOT_INO, "d", st.S_IFDIR | 0o755, 0, 0, 1))
+    core.apply(Create(5, 4, "inner", st.S_IFREG | 0o644, 0, 0, 1))
+    before = core.to_checkpoint()
+    with pytest.raises(CorruptVolumeError):
+        core.apply(record)  # type: ignore[arg-type]
+    assert core.to_checkpoint() == before and check(core) == []
+
+
+@pytest.mark.parametrize("build", [
+    lambda: Create(0, 1, "a", st.S_IFREG, 0, 0, 0),
+    lambda: Create(True, 1, "a", st.S_IFREG, 0, 0, 0),
+    lambda: Create(2, 1.0, "a", st.S_IFREG, 0, 0, 0),
+    lambda: Create(2, 1, "..", st.S_IFREG, 0, 0, 0),
+    lambda: Create(2, 1, ".", st.S_IFREG, 0, 0, 0),
+    lambda: Create(2, 1, "a/b", st.S_IFREG, 0, 0, 0),
+    lambda: Create(2, 1, "a\0b", st.S_IFREG, 0, 0, 0),
+    lambda: Create(2, 1, "", st.S_IFREG, 0, 0, 0),
+    lambda: Create(2, 1, "x" * 256, st.S_IFREG, 0, 0, 0),
+    lambda: Create(2, 1, "\u00e9" * 128, st.S_IFREG, 0, 0, 0),
+    lambda: Create(2, 1, "\ud800" * 70, st.S_IFREG, 0, 0, 0),
+    lambda: Create(2, 1, b"a", st.S_IFREG, 0, 0, 0),
+    lambda: Create(2, 1, "a", -1, 0, 0, 0),
+    lambda: Create(2, 1, "a", st.S_IFLNK | 0o777, 0, 0, 0),
+    lambda: Create(2, 1, "a", st.S_IFREG | 0o10000, 0, 0, 0),
+    lambda: Create(2, 1, "a", st.S_IFREG, -1, 0, 0),
+    lambda: Create(2, 1, "a", st.S_IFREG, 0, 2**32, 0),
+    lambda: Create(2, 1, "a", st.S_IFREG, 0, 0, 2**63),
+    lambda: Create(2, 1, "a", st.S_IFREG, 0, 0, 1.5),
+    lambda: Link(2, 1, "a", None),
+    lambda: Unlink(1, "a", 0, 1),
+    lambda: Unlink(1, "a", 0, None),
+    lambda: Rename(1, "a", 1, "..", 0, False),
+    lambda: Rename(1, "a", 0, "b", 0, False),
+    lambda: SetAttr(2, 0o10000, None, None, None, None, None),
+    lambda: SetAttr(2, st.S_IFREG | 0o644, None, None, None, None, None),
+    lambda: SetAttr(2, None, "0", None, None, None, None),
+    lambda: SetAttr(2, None, None, None, None, -(2**63) - 1, None),
+    lambda: SetAttr(2, None, None, None, None, None, False),
+    lambda: SetExtents(2, [0], [], None, None),
+    lambda: SetExtents(2, [0, -2], [], None, None),
+    lambda: SetExtents(2, [-1, 1], [], None, None),
+    lambda: SetExtents(2, (0, 1), [], None, None),
+    lambda: SetExtents(2, [], [0, 0, 1, 0], None, None),
+    lambda: SetExtents(2, [], [0, 1, 1, 4], None, None),
+    lambda: SetExtents(2, [], [0, 1, 1, True], None, None),
+    lambda: SetExtents(2, [], [0, 1, 1], None, None),
+    lambda: SetExtents(2, [], [0, 1, -1, 0], None, None),
+    lambda: SetExtents(2, [], [0, 1, 1, 0, 4, 1, 1.0, 0], None, None),
+    lambda: SetExtents(2, [], [0, 1, 1, 0, 4, 0, 9, 0], None, None),
+    lambda: SetExtents(2, [], [0, 1, 1, 0, 4, 1, 9, 8], None, None),
+    lambda: SetExtents(2, [0, 1, 2, 1, 3, None], [], None, None),
+    lambda: SetExtents(2, [], [], -1, None),
+    lambda: SetExtents(2, [], [], (1 << 62) + 1, None),
+    lambda: SetExtents(2, [], [], 1.0, None),
+    lambda: SetExtents(2, [], [], None, "now"),
+    lambda: Reclaim(-3),
+    lambda: Reclaim("3"),
+    lambda: Batch([]),
+    lambda: Batch([[Batch.CODE, [[Reclaim.CODE, 2]]]]),
+    lambda: Batch([[99, 2]]),
+    lambda: Batch([[Reclaim.CODE]]),
+    lambda: Batch([[Reclaim.CODE, 2.0]]),
+    lambda: Batch([(Reclaim.CODE, 2)]),
+    lambda: Batch(((Reclaim.CODE, 2),)),
+])
+def test_records_refuse_fields_of_the_wrong_type_or_range(build: object) -> None:
+    """Wrong types when built; bad names and anything out of range by validate() (what the decoder runs)."""
+    with pytest.raises((TypeError, ValueError)) as info:
+        build().validate()  # type: ignore[operator]
+    assert ".items" in str(info.value) or " must be " in str(info.value) or "argument" in str(info.value)
+
+
+@pytest.mark.parametrize("build", [
+    lambda: Create(True, 1, "a", st.S_IFREG, 0, 0, 0),
+    lambda: Create(2, 1.0, "a", st.S_IFREG, 0, 0, 0),
+    lambda: Create(2, 1, "a", st.S_IFREG, 0, 0, None),
+    lambda: Create(2, 1, b"a", st.S_IFREG, 0, 0, 0),
+    lambda: Link(2, 1, None, 0),
+    lambda: Unlink(1, "a", 0, 1),
+    lambda: Rename(1, "a", 1, ["b"], 0, False),
+    lambda: SetAttr(2, None, "0", None, None, None, None),
+    lambda: SetAttr(2, None, None, None, None, None, False),
+    lambda: SetExtents(2, (0, 1), [], None, None),
+    lambda: SetExtents(2, [], [0, 1, 1], None, None),
+    lambda: SetExtents(2, [], [0, 1, 1, True], None, None),
+    lambda: SetExtents(2, [], [0, 1, 1, 0, 4, 1, 1.0, 0], None, None),
+    lambda: SetExtents(2, [], [], 1.0, None),
+    lambda: Reclaim("3"),
+    lambda: Batch([]),
+    lambda: Batch([[Batch.CODE, [[Reclaim.CODE, 2]]]]),
+    lambda: Batch([[Reclaim.CODE, 2.0]]),
+])
+def test_records_refuse_wrong_types_when_built(build: object) -> None:
+    """A slip in the volume (a float, a bool, None, a tuple, bytes for a str) fails before the log."""
+    with pytest.raises((TypeError, ValueError)):
+        build()  # type: ignore[operator]
+
+
+def test_record_errors_name_the_field_and_type() -> None:
+    with pytest.raises(TypeError, match=r"Create\.time_ns must be .* not float 1\.5"):
+        Create(2, 1, "a", st.S_IFREG, 0, 0, 1.5)
+    with pytest.raises(ValueError, match=r"Create\.name must be .* not str '\.\.'"):
+        Create(2, 1, "..", st.S_IFREG, 0, 0, 0).validate()
+    with pytest.raises(TypeError, match=r"Unlink\.reclaim must be a bool, not int 1"):
+        Unlink(1, "a", 0, 1)
+    with pytest.raises(ValueError, match=r"SetExtents\.map"):
+        SetExtents(2, [], [0, 1, 1, 4], None, None).validate()
+    with pytest.raises(ValueError, match=r"Create\.ino must be .* not int 0"):
+        Create.checked(0, 1, "a", st.S_IFREG, 0, 0, 0)
+    with pytest.raises(ValueError, match=r"Batch\.items: item 0 is a Batch"):
+        Batch([[Batch.CODE, [[Reclaim.CODE, 2]]]])
+
+
+def test_replace_and_make_check_too() -> None:
+    record = SetExtents(2, [], [0, 1, 1, 0], 10, 5)
+    assert record._replace(unmap=[0, -1]) == SetExtents(2, [0, -1], [0, 1, 1, 0], 10, 5)
+    assert type(record._replace(size=None)) is SetExtents
+    with pytest.raises(TypeError):
+        record._replace(size=-1.0)
+    with pytest.raises(ValueError):
+        record._replace(size=-1).validate()
+    with pytest.raises(TypeError):
+        SetExtents._make([2, [], [0, 1, 1, 0], 10, 5.0])
+
+
+def test_records_accept_the_edges_of_their_ranges() -> None:
+    Create(2**63 - 1, 1, "x" * 255, st.S_IFDIR | 0o7777, 2**32 - 1, 0, -(2**63)).validate()
+    Create(2, 1, "\u00e9" * 127, st.S_IFREG, 0, 0, 2**63 - 1).validate()      # 254 bytes of UTF-8
+    Create(2, 1, "caf\udce9", st.S_IFREG, 0, 0, 0).validate()                  # an undecodable byte, escaped
+    SetExtents(2, [0, -1, 5, 0], [0, 1, 0, 3, 7, 2, 9, 1], 1 << 62, None).validate()   # nblk 0 unmaps nothing
+    SetAttr(2, 0, 0, 0, 0, 0, 0).validate()
+    big = [x for i in range(500) for x in (2 * i, 1, 3 * i, i % 2)]
+    assert SetExtents(2, [], big, None, None).validate().map == big
+    Batch.of(Reclaim(2), SetAttr(3, None, None, None, None, None, None)).validate()
+
+
 @pytest.mark.parametrize("state", [
     [2, [[1, st.S_IFDIR | 0o755, 0, 0, 0, 0, 0, 0, None, ["a", 2]],
          [2, st.S_IFDIR | 0o755, 0, 0, 0, 0, 0, 0, None, ["b", 3]],
@@ -558,23 +726,30 @@ def test_from_checkpoint_counts_blocks_shared_by_two_files() -> None:
 
 # ---------------------------------------------------------------------------- codecs
 
-names = hs.one_of(hs.text(min_size=1, max_size=40), hs.sampled_from(["caf\udce9", "a b", "\u00e9t\u00e9"]))
-ints = hs.integers(0, 2**63 - 1)
+# Records refuse fields out of their range, so the strategies draw inside it.
+names = hs.one_of(hs.text(min_size=1, max_size=40).filter(valid_name),
+                  hs.sampled_from(["caf\udce9", "a b", "\u00e9t\u00e9", "x" * 255]))
+times = hs.integers(-2**63, 2**63 - 1)
+inos = hs.integers(1, 2**63 - 1)
+ids = hs.integers(0, 2**32 - 1)
 small = hs.integers(0, 2**32)
+modes = hs.builds(lambda kind, perm: kind | perm, hs.sampled_from([st.S_IFREG, st.S_IFDIR]), hs.integers(0, 0o7777))
 opt = lambda s: hs.one_of(hs.none(), s)  # noqa: E731
-flat_runs = hs.lists(small, max_size=16).map(lambda xs: xs[:len(xs) // 4 * 4])
+runs = hs.tuples(small, hs.integers(1, 2**32), small, hs.integers(0, 3))
+flat_runs = hs.lists(runs, max_size=4).map(lambda rs: [x for r in rs for x in r])
+flat_unmap = hs.lists(hs.tuples(small, hs.integers(-1, 2**32)), max_size=4).map(lambda rs: [x for r in rs for x in r])
 
 records = hs.one_of(
-    hs.builds(Create, small, small, names, small, small, small, ints),
-    hs.builds(Link, small, small, names, ints),
-    hs.builds(Unlink, small, names, ints, hs.booleans()),
-    hs.builds(Rename, small, names, small, names, ints, hs.booleans()),
-    hs.builds(SetAttr, small, opt(small), opt(small), opt(small), opt(ints), opt(ints), opt(ints)),
-    hs.builds(SetExtents, small, hs.lists(hs.integers(-1, 2**32), max_size=8), flat_runs, opt(ints),
-              opt(ints)),
-    hs.builds(Reclaim, small),
-    hs.builds(lambda a, b: Batch.of(a, b), hs.builds(Reclaim, small),
-              hs.builds(SetAttr, small, opt(small), opt(small), opt(small), opt(ints), opt(ints), opt(ints))),
+    hs.builds(Create, inos, inos, names, modes, ids, ids, times),
+    hs.builds(Link, inos, inos, names, times),
+    hs.builds(Unlink, inos, names, times, hs.booleans()),
+    hs.builds(Rename, inos, names, inos, names, times, hs.booleans()),
+    hs.builds(SetAttr, inos, opt(hs.integers(0, 0o7777)), opt(ids), opt(ids), opt(times), opt(times), opt(times)),
+    hs.builds(SetExtents, inos, flat_unmap, flat_runs, opt(hs.integers(0, 1 << 62)), opt(times)),
+    hs.builds(Reclaim, inos),
+    hs.builds(lambda a, b: Batch.of(a, b), hs.builds(Reclaim, inos),
+              hs.builds(SetAttr, inos, opt(hs.integers(0, 0o7777)), opt(ids), opt(ids), opt(times), opt(times),
+                        opt(times))),
 )
 
 

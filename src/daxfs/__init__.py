@@ -13,7 +13,7 @@ from daxfs.access.file import File
 from daxfs.access.holder import Holder
 from daxfs.access.mapping import Mapping
 from daxfs.access.pin import Pin
-from daxfs.errors import BusyError, CorruptVolumeError, InvalidPathError, PoisonError
+from daxfs.errors import BusyError, CorruptVolumeError, DamagedVolumeWarning, InvalidPathError, PoisonError
 from daxfs.volume import Volume, mkfs, open_volume
 
 Volume.bind_handles(file=File, holder=Holder)
@@ -22,5 +22,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "mkfs", "open_volume", "Volume", "File", "Mapping", "Pin", "Holder", "PinInfo", "Owner", "Stat", "StatFS", "Extent",
-    "BusyError", "CorruptVolumeError", "PoisonError", "InvalidPathError", "__version__",
+    "BusyError", "CorruptVolumeError", "DamagedVolumeWarning", "PoisonError", "InvalidPathError", "__version__",
 ]

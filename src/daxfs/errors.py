@@ -16,6 +16,7 @@ from collections.abc import Sequence
 __all__ = [
     "BusyError",
     "CorruptVolumeError",
+    "DamagedVolumeWarning",
     "PoisonError",
     "InvalidPathError",
     "fs_error",
@@ -53,6 +54,14 @@ class CorruptVolumeError(OSError):
             super().__init__(_errno.EUCLEAN, message, path)
         self.what = what
         self.where = where
+
+
+class DamagedVolumeWarning(UserWarning):
+    """A volume mounted read-only because a log record does not apply (see ``Volume.damaged``).
+
+    Everything before the record is there; ``daxfs fsck --repair`` makes the volume
+    writable again, discarding the record and those after it.
+    """
 
 
 class PoisonError(OSError):

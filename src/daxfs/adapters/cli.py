@@ -14,6 +14,7 @@ import posixpath
 import stat as stat_mode
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
@@ -21,6 +22,7 @@ import daxfs
 from daxfs.adapters.poolpaths import (describe_error, format_size, is_dir, open_pool, parse_length, parse_offset,
                                       parse_size, same_file, split_pool_path, target_in_dir)
 from daxfs.adapters.transfer import COPY_CHUNK, cmd_cat, cmd_cp, cmd_get, cmd_put
+from daxfs.volume import repair
 
 if TYPE_CHECKING:
     from daxfs._types import Stat
@@ -212,8 +214,21 @@ def cmd_pins(args: argparse.Namespace) -> int:
 
 
 def cmd_fsck(args: argparse.Namespace) -> int:
-    with open_pool(args.pool, readonly=True) as vol:
-        problems = vol.fsck()
+    if args.repair:
+        try:
+            actions = repair(args.pool)
+        except OSError as error:
+            if error.filename is None:
+                error.filename = args.pool
+            raise
+        for action in actions:
+            print(f"repaired: {action}")
+    with warnings.catch_warnings():
+        # A volume read-only because of a bad log record is a problem fsck lists, not a warning.
+        warnings.simplefilter("ignore", daxfs.DamagedVolumeWarning)
+        vol = open_pool(args.pool, readonly=True)
+    with vol:
+        problems = ([vol.damaged] if vol.damaged else []) + vol.fsck()
     for problem in problems:
         print(problem)
     if problems:
@@ -316,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("fsck", cmd_fsck, "check a pool's invariants; exit 1 if there are problems")
     sub.add_argument("pool", metavar="POOL")
+    sub.add_argument("--repair", action="store_true",
+                     help="first make a pool that mounts read-only because of a bad log record writable "
+                          "again: keep everything before the record, discard it and the records after it")
 
     sub = command("cp", cmd_cp, "copy a file inside a pool (sharing its blocks), between pools, "
                                 "or in or out of a pool")
@@ -345,7 +363,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         handler: Callable[[argparse.Namespace], int] = args.handler
-        return handler(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return handler(args)
     except SystemExit as exit_request:
         # argparse exits for --help and usage errors; callers of main() want a status.
         code = exit_request.code
@@ -360,6 +380,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:
         print(f"daxfs: {describe_error(error)}", file=sys.stderr)
         return EXIT_ERROR
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: object = None, line: str | None = None) -> None:
+    """A warning (a pool mounted read-only because it is damaged) as one line, like errors."""
+    print(f"daxfs: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
 def _silence_stdout() -> None:

@@ -2,6 +2,11 @@
 
 Independent of how ``apply`` maintains things: it rebuilds block ownership,
 link counts and the tree from scratch and compares.
+
+``check`` never raises, whatever it is given (a hand-built or half-applied
+state included): it first checks every inode's fields for type and range and
+leaves an inode whose fields are wrong out of the checks that would trip over
+them, and should a check still fail, it says so as one more problem.
 """
 
 from __future__ import annotations
@@ -9,17 +14,81 @@ from __future__ import annotations
 import stat as st
 from collections.abc import Collection
 
-from daxfs.core.extents import UNWRITTEN
+from daxfs.core.extents import UNWRITTEN, ExtentMap
+from daxfs.core.records import (ID_MAX, MAX_FILE_SIZE, TIME_MAX, TIME_MIN, valid_mode,
+                                valid_name)
 from daxfs.core.rmap import OwnerMap
-from daxfs.core.state import ROOT_INO, Core
+from daxfs.core.state import ROOT_INO, Core, Inode
 from daxfs.errors import CorruptVolumeError
 
 
 def check(core: Core, referenced: Collection[int] = ()) -> list[str]:
     """Problems in ``core``; ``referenced`` are inodes held open (orphans allowed among them)."""
     problems: list[str] = []
+    try:
+        _check(core, referenced, problems)
+    except Exception as exc:    # a state too broken for a check below: that is a finding too
+        problems.append(f"fsck could not finish: the state is too damaged to check further ({exc!r})")
+    return problems
+
+
+def _value_problems(ino: object, node: object) -> tuple[list[str], bool]:
+    """What is wrong with one inode's own fields (types and ranges), and whether it is so
+    wrong that the structural checks must leave the inode out (a bad name is not)."""
+    if not isinstance(node, Inode):
+        return [f"inode {ino!r} is {type(node).__name__}, not an inode"], True
+    out = []
+    if type(ino) is not int or ino < 1:
+        out.append(f"inode number {ino!r} is not an int >= 1")
+    if not valid_mode(node.mode):
+        out.append(f"inode {ino}: mode {node.mode!r} is not a regular file or directory with permission bits")
+    for name, low, high in (("ino", 1, 1 << 64), ("uid", 0, ID_MAX), ("gid", 0, ID_MAX),
+                            ("size", 0, MAX_FILE_SIZE), ("atime_ns", TIME_MIN, TIME_MAX),
+                            ("mtime_ns", TIME_MIN, TIME_MAX), ("ctime_ns", TIME_MIN, TIME_MAX),
+                            ("nlink", 0, ID_MAX), ("parent", 0, 1 << 64)):
+        value = getattr(node, name, None)
+        if type(value) is not int or not low <= value <= high:
+            out.append(f"inode {ino}: {name} {value!r} is not an int from {low} to {high}")
+    entries, extents = node.entries, node.extents
+    if (entries is None) == (extents is None):
+        out.append(f"inode {ino} has {'both' if entries is not None else 'neither'} directory entries "
+                   f"and a block map")
+    elif entries is not None:
+        if type(entries) is not dict:
+            out.append(f"directory {ino}: entries are {type(entries).__name__}, not a dict")
+        else:
+            for child in entries.values():
+                if type(child) is not int:
+                    out.append(f"directory {ino} has an entry pointing to {child!r}, not an inode number")
+    elif not isinstance(extents, ExtentMap):
+        out.append(f"file {ino}: block map is {type(extents).__name__}, not an ExtentMap")
+    else:
+        for run in extents:
+            if type(run) is not tuple or len(run) != 4 or not all(type(x) is int for x in run):
+                out.append(f"file {ino}: run {run!r} is not four ints")
+            elif run[3] not in (0, UNWRITTEN):
+                out.append(f"file {ino}: run at file block {run[0]} has unknown flags {run[3]:#x}")
+    fatal = bool(out)
+    if type(entries) is dict:
+        out.extend(f"directory {ino} has an invalid name {name!r}" for name in entries if not valid_name(name))
+    return out, fatal
+
+
+def _check(core: Core, referenced: Collection[int], problems: list[str]) -> None:
     bs = core.block_size
-    inodes = core.inodes
+    if type(bs) is not int or bs <= 0 or type(core.data_blocks) is not int or type(core.next_ino) is not int:
+        problems.append(f"block size {bs!r}, data blocks {core.data_blocks!r} or next inode number "
+                        f"{core.next_ino!r} is not a positive int")
+        return
+    # Inodes whose own fields are wrong are reported, then left out of what follows
+    # (their sizes, runs and entries would make the checks below fail, not find).
+    inodes: dict[int, Inode] = {}
+    for ino, node in core.inodes.items():
+        found, fatal = _value_problems(ino, node)
+        problems.extend(found)
+        if not fatal:
+            inodes[ino] = node
+    broken = len(inodes) != len(core.inodes)
     owned: list[tuple[int, int, int, int]] = []     # (pblk, n, ino, fblk)
     runs = 0
     for ino, node in inodes.items():
@@ -45,7 +114,7 @@ def check(core: Core, referenced: Collection[int] = ()) -> list[str]:
             if not flags & UNWRITTEN and fblk + n > size_blocks:
                 problems.append(f"inode {ino}: written blocks past its size {node.size} (file block {fblk}+{n})")
             owned.append((pblk, n, ino, fblk))
-    if runs != core.runs:
+    if runs != core.runs and not broken:
         problems.append(f"run count is {core.runs}, files hold {runs}")
 
     # The reverse map (every block's owners, so its refcount) is what the extent maps say;
@@ -56,9 +125,9 @@ def check(core: Core, referenced: Collection[int] = ()) -> list[str]:
     except CorruptVolumeError as exc:
         problems.append(f"extent maps do not form a reverse map: {exc.what}")
         rebuilt = None
-    if rebuilt is not None and _canonical(rebuilt) != _canonical(core.rmap):
+    if rebuilt is not None and not broken and _canonical(rebuilt) != _canonical(core.rmap):
         problems.append("reverse map differs from the extent maps (refcounts are wrong)")
-    if rebuilt is not None and rebuilt.shared_blocks != core.rmap.shared_blocks:
+    if rebuilt is not None and not broken and rebuilt.shared_blocks != core.rmap.shared_blocks:
         problems.append(f"shared block count is {core.rmap.shared_blocks}, extents share {rebuilt.shared_blocks}")
     owned_blocks = sum(n for _s, n in core.rmap.covered())
     for start, n in core.space.runs():
@@ -79,14 +148,15 @@ def check(core: Core, referenced: Collection[int] = ()) -> list[str]:
                             f"points at memory that may be handed to another file")
     if sum(n for _s, n in busy.runs()) != busy.blocks:
         problems.append(f"busy count is {busy.blocks}, the busy list holds {sum(n for _s, n in busy.runs())}")
-    if core.space.free + owned_blocks + busy.blocks != core.data_blocks:
+    if core.space.free + owned_blocks + busy.blocks != core.data_blocks and not broken:
         problems.append(f"free ({core.space.free}) + used ({owned_blocks}) + busy ({busy.blocks}) blocks "
                         f"!= data area ({core.data_blocks})")
 
     # The tree: reachable from the root, one parent per directory, link counts.
     root = inodes.get(ROOT_INO)
     if root is None or root.entries is None:
-        return problems + ["root directory missing"]
+        problems.append("root directory missing")
+        return
     links = {ino: 0 for ino in inodes}
     seen = {ROOT_INO}
     stack = [root]
@@ -95,12 +165,11 @@ def check(core: Core, referenced: Collection[int] = ()) -> list[str]:
         d = stack.pop()
         links[d.ino] += 1              # "."
         for name, child in d.entries.items():  # type: ignore[union-attr]
-            chars += len(name)
-            if not name or "/" in name or "\0" in name or name in (".", ".."):
-                problems.append(f"directory {d.ino} has an invalid name {name!r}")
+            chars += len(name) if type(name) is str else 0
             cnode = inodes.get(child)
             if cnode is None:
-                problems.append(f"directory {d.ino} entry {name!r} points to missing inode {child}")
+                if child not in core.inodes:    # else it is reported above, with what is wrong in it
+                    problems.append(f"directory {d.ino} entry {name!r} points to missing inode {child}")
                 continue
             links[child] += 1
             if cnode.entries is not None:
@@ -115,7 +184,7 @@ def check(core: Core, referenced: Collection[int] = ()) -> list[str]:
             else:
                 seen.add(child)
     links[ROOT_INO] += 1               # the root's ".." is itself
-    if chars != core.name_chars:
+    if chars != core.name_chars and not broken:
         problems.append(f"name length total is {core.name_chars}, entries hold {chars}")
     for ino, node in inodes.items():
         if ino not in seen:
@@ -123,11 +192,10 @@ def check(core: Core, referenced: Collection[int] = ()) -> list[str]:
                 problems.append(f"directory {ino} is not connected to the tree")
             elif ino not in referenced:
                 problems.append(f"orphan inode {ino} has no names and nobody holds it")
-        if node.nlink != links[ino]:
+        if node.nlink != links[ino] and not broken:
             problems.append(f"inode {ino} link count is {node.nlink}, should be {links[ino]}")
         if ino >= core.next_ino:
             problems.append(f"inode {ino} is not below the next inode number {core.next_ino}")
-    return problems
 
 
 def _canonical(rmap: OwnerMap) -> list[tuple[int, int, tuple]]:

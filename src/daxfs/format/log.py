@@ -44,6 +44,23 @@ def new_packer() -> msgpack.Packer:
     return msgpack.Packer(use_bin_type=True, unicode_errors="surrogateescape", autoreset=True)
 
 
+class BadRecordError(CorruptVolumeError):
+    """A log record whose checksum is right but which is wrong: it does not decode, a field
+    has the wrong type or range, or it does not apply to the state before it.
+
+    Damage the checksum cannot see, or a writer's bug.  ``seq`` and ``kind`` (the record
+    type's name) say which; ``pos`` is its virtual log position when the reader knows it.
+    Mount stops before it (read-only); ``daxfs fsck --repair`` discards it and what follows.
+    """
+
+    def __init__(self, what: str, *, seq: int, kind: str, where: int | None = None,
+                 pos: int | None = None) -> None:
+        super().__init__(what, where=where)
+        self.seq = seq
+        self.kind = kind
+        self.pos = pos
+
+
 def _frame(volume_id: int, seq: int, code: int, body: bytes) -> bytes:
     tail = _TAIL.pack(volume_id, seq, code, 0, len(body))
     crc = zlib.crc32(body, zlib.crc32(tail))
@@ -64,8 +81,45 @@ def decode_record(buf: memoryview | bytes, pos: int, volume_id: int, seq: int
                   ) -> tuple[Record | None, int] | None:
     """``(record, length)`` if the valid record ``seq`` starts at ``pos``, else None.
 
-    A PAD record decodes as ``(None, length)``.
+    A PAD record decodes as ``(None, length)``.  A record whose frame and checksum are
+    right but whose body is not a valid record raises BadRecordError.
     """
+    found = _frame_end(buf, pos, volume_id, seq)
+    if found is None:
+        return None
+    code, end, length = found
+    if code == PAD_CODE:
+        return None, length
+    cls = RECORD_TYPES.get(code)
+    if cls is None:
+        raise BadRecordError(f"log record {seq} has unknown type {code}", seq=seq, kind=f"type {code}")
+    kind = cls.__name__
+    try:
+        fields = msgpack.unpackb(buf[pos + HEADER.size:end], raw=False, unicode_errors="surrogateescape")
+    except Exception as exc:   # a checksummed body that does not decode: damage or a writer bug
+        raise BadRecordError(f"log record {seq} ({kind}) does not decode ({exc})", seq=seq, kind=kind) from None
+    if type(fields) is not list:
+        raise BadRecordError(f"log record {seq} ({kind}) holds {type(fields).__name__}, not a list of fields",
+                             seq=seq, kind=kind)
+    try:
+        record = cls.checked(*fields)   # the record's own checks: every field's type and range
+    except (TypeError, ValueError) as exc:
+        raise BadRecordError(f"log record {seq} ({kind}) is malformed: {exc}", seq=seq, kind=kind) from None
+    return record, length
+
+
+def frame_at(buf: memoryview | bytes, pos: int, volume_id: int, seq: int) -> tuple[int, int] | None:
+    """``(type code, length)`` if a record ``seq`` with a valid checksum starts at ``pos``, else None.
+
+    The body is not decoded: this is how far a torn append can reach, and what
+    follows a record that is wrong inside.
+    """
+    found = _frame_end(buf, pos, volume_id, seq)
+    return None if found is None else (found[0], found[2])
+
+
+def _frame_end(buf: memoryview | bytes, pos: int, volume_id: int, seq: int) -> tuple[int, int, int] | None:
+    """``(code, end of body, aligned length)`` of a valid frame ``seq`` at ``pos``, else None."""
     if pos + HEADER.size > len(buf):
         return None
     magic, crc, vid, rseq, code, _flags, body_len = HEADER.unpack_from(buf, pos)
@@ -76,18 +130,24 @@ def decode_record(buf: memoryview | bytes, pos: int, volume_id: int, seq: int
         return None
     if zlib.crc32(buf[pos + HEADER.size:end], zlib.crc32(buf[pos + 8:pos + HEADER.size])) != crc:
         return None
-    length = end - pos + (-(end - pos) % ALIGN)
-    if code == PAD_CODE:
-        return None, length
-    cls = RECORD_TYPES.get(code)
-    if cls is None:
-        raise CorruptVolumeError(f"log record {seq} has unknown type {code}")
-    try:
-        fields = msgpack.unpackb(buf[pos + HEADER.size:end], raw=False, unicode_errors="surrogateescape")
-        record = cls(*fields)
-    except Exception as exc:   # a checksummed body that does not decode: damage or a writer bug
-        raise CorruptVolumeError(f"log record {seq} does not decode ({exc})") from None
-    return record, length
+    return code, end, end - pos + (-(end - pos) % ALIGN)
+
+
+def highest_seq(buf: memoryview | bytes, volume_id: int) -> int | None:
+    """The highest sequence of any record with a valid checksum anywhere in ``buf``, or None."""
+    raw = bytes(buf)
+    best = None
+    start = 0
+    while True:
+        hit = raw.find(MAGIC, start)
+        if hit < 0:
+            return best
+        start = hit + 1
+        if hit % ALIGN or hit + HEADER.size > len(raw):
+            continue
+        _m, _crc, vid, rseq, _code, _flags, _len = HEADER.unpack_from(raw, hit)
+        if vid == volume_id and (best is None or rseq > best) and frame_at(raw, hit, volume_id, rseq):
+            best = rseq
 
 
 def later_record(buf: memoryview | bytes, volume_id: int, after_seq: int) -> int | None:

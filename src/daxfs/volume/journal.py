@@ -48,8 +48,9 @@ class Journal:
         #: a read-only mount of a shared pool follows the writer's log (see refresh)
         self.follow = readonly and isinstance(pool, FilePool)
         self.closed = False
-        #: why the volume stopped taking changes (a record the core refused), or None
-        self.failed: str | None = None
+        #: why the volume is read-only against its opener's wish (a log record that does not
+        #: apply, met at mount or refused by the core live), or None
+        self.damaged: str | None = None
         self.deferred: dict[int, int] = {}        # ino -> mtime from in-place writes (lazytime)
         #: per-inode change counters other processes read (the arbiter sets one), or None
         self.changes: ChangeTable | None = None
@@ -76,8 +77,8 @@ class Journal:
         if self.closed:
             raise ValueError("I/O operation on closed volume")
         if self.readonly:
-            if self.failed is not None:
-                raise fs_error(errno.EROFS, path, f"volume is read-only: {self.failed}")
+            if self.damaged is not None:
+                raise fs_error(errno.EROFS, path, f"Read-only file system: {self.damaged}")
             raise fs_error(errno.EROFS, path)
 
     # ---------------------------------------------------------------- commit
@@ -140,13 +141,15 @@ class Journal:
         The state in memory may be half-changed, so it is rebuilt from the pool up to
         the record before; what the log holds before the bad record stays mountable.
         """
-        self.failed = f"log record {seq} ({type(record).__name__}) does not apply ({exc!r})"
+        self.damaged = (f"log record {seq} ({type(record).__name__}) does not apply to the state before it "
+                        f"({exc!r}); `daxfs fsck --repair` keeps the state before it")
         self.readonly = True
+        self.follow = False
         try:
             self._install(load(self.pool, check_damage=False, stop_before_seq=seq))
         except CorruptVolumeError:
             pass     # the old state stays readable; every change is refused anyway
-        raise CorruptVolumeError(self.failed + "; the volume is read-only now") from exc
+        raise CorruptVolumeError(self.damaged + "; the volume is read-only now") from exc
 
     def checkpoint(self) -> None:
         """Write the whole state to the older slot, flip the superblocks, free the log before it."""

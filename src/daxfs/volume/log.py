@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 from daxfs.core.records import Record
 from daxfs.errors import CorruptVolumeError
-from daxfs.format.log import HEADER, decode_record, encode_pad, encode_record, later_record, new_packer
+from daxfs.format.log import (HEADER, PAD_CODE, BadRecordError, decode_record, encode_pad, encode_record, frame_at,
+                              later_record, new_packer)
 from daxfs.media.pool import Pool
 
 
@@ -77,24 +78,27 @@ class LogRing:
                stop_before_seq: int | None = None) -> tuple[int, int]:
         """Apply every record from ``start``; return ``(head, next_seq)`` after the last.
 
-        Stops at the torn tail; with ``check_damage``, CorruptVolumeError if a valid
-        record lies beyond it (a follower skips that: the writer may be appending).
-        ``stop_before_seq``: stop before that record, as if the log ended there.
+        Stops at the torn tail, or before record ``stop_before_seq``.  A record with a
+        valid checksum that does not decode or does not apply raises BadRecordError
+        (``apply`` may have half-applied it: rebuild the state to use what came before).
+        With ``check_damage``, CorruptVolumeError if a valid record lies beyond the torn
+        tail (a follower skips that: the writer may be appending).
         """
         view = pool.view(offset, size)
         pos = start
         seq = first_seq
+        later = None
         try:
-            while pos - start < size:
-                if stop_before_seq is not None and seq >= stop_before_seq:
-                    check_damage = False
-                    break
+            while pos - start < size and seq != stop_before_seq:
                 phys = pos % size
                 rem = size - phys
                 if rem < HEADER.size:
                     pos += rem
                     continue
-                found = decode_record(view, phys, volume_id, seq)
+                try:
+                    found = decode_record(view, phys, volume_id, seq)
+                except BadRecordError as bad:
+                    raise BadRecordError(bad.what, seq=seq, kind=bad.kind, where=offset + phys, pos=pos) from None
                 if found is None:
                     break
                 record, length = found
@@ -103,18 +107,41 @@ class LogRing:
                 else:
                     try:
                         apply(record)
-                    except CorruptVolumeError:
-                        raise
-                    except (KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
-                        raise CorruptVolumeError(f"log record {seq} ({type(record).__name__}) does not "
-                                                 f"apply to the state before it ({exc!r})",
-                                                 where=offset + phys) from None
+                    except Exception as exc:    # any way a record fails to apply: a bad record, never a crash
+                        kind = type(record).__name__
+                        what = exc.what if isinstance(exc, CorruptVolumeError) else repr(exc)
+                        raise BadRecordError(f"log record {seq} ({kind}) does not apply to the state before "
+                                             f"it: {what}", seq=seq, kind=kind, where=offset + phys,
+                                             pos=pos) from None
                 pos += length
                 seq += 1
-            later = later_record(view, volume_id, seq - 1) if check_damage else None
+            if check_damage and seq != stop_before_seq:
+                later = later_record(view, volume_id, seq - 1)
         finally:
             view.release()
         if later is not None:
-            raise CorruptVolumeError(f"log record {seq} is unreadable but a later record follows it",
-                                     where=offset + later)
+            raise CorruptVolumeError(f"log record {seq} is unreadable but a later record follows it "
+                                     f"(`daxfs fsck --repair` keeps the records before it)", where=offset + later)
         return pos, seq
+
+    @staticmethod
+    def count_from(pool: Pool, offset: int, size: int, volume_id: int, *, start: int, first_seq: int) -> int:
+        """How many records with valid checksums follow in sequence from ``start`` (bodies unread)."""
+        view = pool.view(offset, size)
+        pos = start
+        seq = first_seq
+        try:
+            while pos - start < size:
+                phys = pos % size
+                rem = size - phys
+                if rem < HEADER.size:
+                    pos += rem
+                    continue
+                found = frame_at(view, phys, volume_id, seq)
+                if found is None:
+                    break
+                pos += rem if found[0] == PAD_CODE else found[1]
+                seq += 1
+        finally:
+            view.release()
+        return seq - first_seq

@@ -16,11 +16,12 @@ import os
 import stat as st
 import time
 import uuid as uuidlib
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from daxfs.core import Core
 from daxfs.errors import BusyError, CorruptVolumeError, fs_error
-from daxfs.format.checkpoint import decode_checkpoint, encode_checkpoint, peek_checkpoint
+from daxfs.format.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint, peek_checkpoint
+from daxfs.format.log import BadRecordError
 from daxfs.format.layout import HEADER_SIZE, OWNER_OFFSET, SUPERBLOCK_OFFSETS, Layout
 from daxfs.format.superblock import (SUPERBLOCK_BYTES, Superblock, decode_owner, decode_superblock,
                                      has_magic)
@@ -34,6 +35,15 @@ class Loaded(NamedTuple):
     ring: LogRing
     generation: int
     checkpoint_pos: int
+    #: Why the state stops short of the log's end: record ``bad_seq`` (and all after it)
+    #: has a valid checksum but does not decode or apply.  The state is the one before it;
+    #: mount it read-only (``repair`` makes it writable).  None when the whole log applied.
+    bad_record: str | None = None
+    bad_seq: int | None = None
+    #: What is wrong with record ``bad_seq`` alone (``bad_record`` adds what it means).
+    bad_reason: str | None = None
+    #: Why the newest checkpoint was not the one used (the other one plus the log was), or None.
+    fallback: str | None = None
 
 
 def format_pool(pool: Pool, *, block_size: int = 4096) -> None:
@@ -84,7 +94,13 @@ def read_superblock(pool: Pool) -> Superblock:
 def load(pool: Pool, *, check_damage: bool, stop_before_seq: int | None = None) -> Loaded:
     """Rebuild a volume's state from its pool: newest valid checkpoint, then the log after it.
 
-    ``stop_before_seq``: replay only the records before that sequence number.
+    When the newest checkpoint does not form a volume (it does not decode, its
+    contents are inconsistent, or the log does not apply to it), the other slot
+    plus the log is tried.  When a log record with a valid checksum does not
+    decode or apply whichever checkpoint it follows, the state stops before it
+    and ``bad_record`` says why: one bad record never costs the whole volume.
+    ``stop_before_seq`` stops replay before that record on purpose.
+    CorruptVolumeError when no checkpoint yields a state at all.
     """
     sb = read_superblock(pool)
     layout = sb.layout
@@ -94,45 +110,86 @@ def load(pool: Pool, *, check_damage: bool, stop_before_seq: int | None = None) 
     slots = layout.checkpoint_offsets
     want = sb.generation
     size = layout.checkpoint_size
-    try:
-        ckpt = decode_checkpoint(pool.view(slots[want % 2], size), slots[want % 2])
-        if ckpt.generation != want:
-            raise CorruptVolumeError(f"checkpoint slot holds generation {ckpt.generation}, "
-                                     f"superblock wants {want}", where=slots[want % 2])
-        # The other slot only tells how far back the log is still needed.
-        other = peek_checkpoint(pool.view(slots[(want + 1) % 2], size))
-        older_pos = other[2] if other is not None and other[0] == want - 1 else None
-    except CorruptVolumeError as damaged:
-        # Fall back to the other slot: the checkpoint before (or a newer one whose
-        # superblock flip did not land).  The log still holds every record after it.
-        off = slots[(want + 1) % 2]
+    volume_id = int.from_bytes(sb.uuid.bytes[:8], "little")
+    # The slot the superblock names, then the other: the checkpoint before it, or a
+    # newer one whose superblock flip did not land.  The log holds every record after
+    # either one.
+    candidates = [(slots[want % 2], (want,)), (slots[(want + 1) % 2], (want - 1, want + 1))]
+    first_error: CorruptVolumeError | None = None
+    bad: tuple[BadRecordError, Checkpoint, int | None] | None = None   # the furthest a bad record let us get
+    for index, (off, generations) in enumerate(candidates):
         try:
             ckpt = decode_checkpoint(pool.view(off, size), off)
-        except CorruptVolumeError:
-            raise damaged from None
-        if ckpt.generation not in (want - 1, want + 1):
-            raise damaged from None
-        older_pos = None
+            if ckpt.generation not in generations:
+                raise CorruptVolumeError(f"checkpoint slot holds generation {ckpt.generation}, "
+                                         f"superblock wants {want}" if index == 0 else
+                                         f"the other checkpoint slot holds generation {ckpt.generation}, "
+                                         f"neither {want - 1} nor {want + 1}", where=off)
+            older_pos = None
+            if index == 0:
+                # The other slot only tells how far back the log is still needed.
+                other = peek_checkpoint(pool.view(slots[(want + 1) % 2], size))
+                older_pos = other[2] if other is not None and other[0] == want - 1 else None
+            core = _core_from(ckpt, layout)
+            head, next_seq = LogRing.replay(pool, layout.log_offset, layout.log_size, volume_id,
+                                            start=ckpt.log_pos, first_seq=ckpt.last_seq + 1, apply=core.apply,
+                                            check_damage=check_damage, stop_before_seq=stop_before_seq)
+        except CorruptVolumeError as exc:
+            # Kept without its traceback: its frames hold views of the pool, which must
+            # not outlive this call (the pool cannot be closed while a view lives).
+            exc = exc.with_traceback(None)
+            exc.__context__ = None
+            if isinstance(exc, BadRecordError) and (bad is None or exc.seq > bad[0].seq):
+                bad = (exc, ckpt, older_pos)
+            first_error = first_error or exc
+            continue
+        fallback = None if index == 0 else first_error.strerror  # type: ignore[union-attr]
+        return _loaded(pool, sb, core, ckpt, older_pos, head, next_seq, want, volume_id, fallback=fallback)
+    if bad is None:
+        assert first_error is not None
+        raise first_error
+    # Both ways stop at a bad record: the state before it, from the checkpoint that got
+    # furthest.  apply may have half-changed the state it failed on, so build it again.
+    error, ckpt, older_pos = bad
+    core = _core_from(ckpt, layout)
+    head, next_seq = LogRing.replay(pool, layout.log_offset, layout.log_size, volume_id, start=ckpt.log_pos,
+                                    first_seq=ckpt.last_seq + 1, apply=core.apply, check_damage=False,
+                                    stop_before_seq=error.seq)
+    after = LogRing.count_from(pool, layout.log_offset, layout.log_size, volume_id, start=head,
+                               first_seq=error.seq) - 1
+    why = (f"{error.strerror}; the volume is read-only with the state before it (through record "
+           f"{error.seq - 1}); `daxfs fsck --repair` keeps that state and discards record {error.seq}"
+           + (f" and the {after} after it" if after > 0 else ""))
+    fallback = None if ckpt.generation == want else first_error.strerror  # type: ignore[union-attr]
+    return _loaded(pool, sb, core, ckpt, older_pos, head, next_seq, want, volume_id, bad_record=why,
+                   bad_seq=error.seq, bad_reason=error.strerror, fallback=fallback)
+
+
+def _core_from(ckpt: Checkpoint, layout: Layout) -> Core:
     # Building ~10 objects per inode makes the cyclic GC rescan the growing heap
     # over and over; none of them form cycles, so it can wait until the end.
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        core = Core.from_checkpoint(ckpt.state, layout.block_size, layout.data_blocks,
+        return Core.from_checkpoint(ckpt.state, layout.block_size, layout.data_blocks,
                                     align_blocks=layout.align_blocks)
     finally:
         if gc_was_enabled:
             gc.enable()
-    volume_id = int.from_bytes(sb.uuid.bytes[:8], "little")
-    head, next_seq = LogRing.replay(pool, layout.log_offset, layout.log_size, volume_id,
-                                    start=ckpt.log_pos, first_seq=ckpt.last_seq + 1, apply=core.apply,
-                                    check_damage=check_damage, stop_before_seq=stop_before_seq)
+
+
+def _loaded(pool: Pool, sb: Superblock, core: Core, ckpt: Checkpoint, older_pos: int | None, head: int, next_seq: int,
+            want: int, volume_id: int, **notes: Any) -> Loaded:
+    layout = sb.layout
+    # The next checkpoint (generation + 1, in slot (generation + 1) % 2) must go over the
+    # slot not loaded from: over the one just loaded, a crash while writing it would
+    # leave no checkpoint to mount when the other slot is the one that failed.
+    generation = want if ckpt.generation == want else max(want + 1, ckpt.generation)
     tail = ckpt.log_pos if older_pos is None or older_pos > ckpt.log_pos else older_pos
     if head - tail > layout.log_size:
         tail = ckpt.log_pos
-    ring = LogRing(pool, layout.log_offset, layout.log_size, volume_id,
-                   head=head, tail=tail, next_seq=next_seq)
-    return Loaded(sb, core, ring, max(want, ckpt.generation), ckpt.log_pos)
+    ring = LogRing(pool, layout.log_offset, layout.log_size, volume_id, head=head, tail=tail, next_seq=next_seq)
+    return Loaded(sb, core, ring, generation, ckpt.log_pos, **notes)
 
 
 def open_pool(path: str, readonly: bool) -> FilePool:

@@ -24,6 +24,7 @@ import errno
 import os
 import stat as st
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -31,7 +32,7 @@ from daxfs._types import Owner, PinInfo, Stat, StatFS
 from daxfs.core import check
 from daxfs.core.namespace import fspath
 from daxfs.core.records import Reclaim
-from daxfs.errors import fs_error
+from daxfs.errors import DamagedVolumeWarning, fs_error
 from daxfs.format.layout import OWNER_OFFSET, Layout
 from daxfs.format.superblock import encode_owner
 from daxfs.media import FilePool, Pool
@@ -90,8 +91,23 @@ class Volume:
     @classmethod
     def mount(cls, pool: Pool, *, readonly: bool = False, policy: str = "defer",
               durability: str = "sync", lease_break_s: float = 45.0) -> "Volume":
-        """Mount the volume on ``pool``: newest valid checkpoint, then replay the log after it."""
-        journal = Journal(pool, load(pool, check_damage=True), readonly=readonly)
+        """Mount the volume on ``pool``: newest valid checkpoint, then replay the log after it.
+
+        A log record that does not decode or apply stops the replay before it: the volume
+        then mounts read-only whatever was asked (writes raise EROFS saying why), ``damaged``
+        says why, and a DamagedVolumeWarning is issued.  ``daxfs fsck --repair`` (``repair``)
+        makes it writable again, keeping everything before the bad record.
+        """
+        loaded = load(pool, check_damage=True)
+        damaged = loaded.bad_record
+        journal = Journal(pool, loaded, readonly=readonly or damaged is not None)
+        if damaged is not None:
+            # Mounted read-only with the state before the bad record: nothing can be appended
+            # after it, nor followed past it.  ``daxfs fsck --repair`` makes it writable.
+            journal.damaged = damaged
+            journal.follow = False
+            warnings.warn(f"{pool.name}: {damaged}", DamagedVolumeWarning, stacklevel=3)
+        readonly = journal.readonly
         vol = cls(journal, policy=policy, durability=durability, lease_break_s=lease_break_s)
         if not readonly:
             pool.write(OWNER_OFFSET, encode_owner(os.getpid(), time.time_ns()))
@@ -153,6 +169,11 @@ class Volume:
     @property
     def readonly(self) -> bool:
         return self._journal.readonly
+
+    @property
+    def damaged(self) -> str | None:
+        """Why the volume is read-only against its opener's wish (a bad log record), or None."""
+        return self._journal.damaged
 
     @property
     def block_size(self) -> int:
