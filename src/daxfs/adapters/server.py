@@ -163,9 +163,14 @@ class Server:
             return slot
 
     def session_ended(self, session: Session) -> None:
-        alive = session.slot >= 0 and self.holders.alive(session.slot)
+        with self._lock:
+            gone = self.holders.fd < 0            # the arbiter has stopped
+            alive = not gone and session.slot >= 0 and self.holders.alive(session.slot)
         keep = session.release_all(alive)
         with self._lock:
+            if gone:
+                self._sessions.pop(session.sid, None)
+                return
             self._sessions.pop(session.sid, None)
             if keep:
                 self._zombies.append((session.slot, keep))
@@ -237,14 +242,14 @@ class Server:
         finally:
             if os.path.exists(self.socket_path):
                 os.unlink(self.socket_path)
-        if not any(self.holders.alive(slot) for slot in self.holders.used()):
+        with self._lock:
+            unused = not any(self.holders.alive(slot) for slot in self.holders.used())
             self.holders.close()
+        if unused:
             try:
                 os.unlink(self.holders.path)
             except OSError:
                 pass
-        else:
-            self.holders.close()
         self.log("stopped")
         return True
 
