@@ -13,6 +13,8 @@ from daxfs.access.file import File
 from daxfs.access.holder import Holder
 from daxfs.access.mapping import Mapping
 from daxfs.access.pin import Pin
+from daxfs.adapters.client import Client, connect
+from daxfs.adapters.wire import ServerLost
 from daxfs.errors import BusyError, CorruptVolumeError, DamagedVolumeWarning, InvalidPathError, PoisonError
 from daxfs.volume import Volume, mkfs, open_volume
 
@@ -22,5 +24,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "mkfs", "open_volume", "Volume", "File", "Mapping", "Pin", "Holder", "PinInfo", "Owner", "Stat", "StatFS", "Extent",
-    "BusyError", "CorruptVolumeError", "DamagedVolumeWarning", "PoisonError", "InvalidPathError", "__version__",
+    "connect", "Client", "ServerLost", "BusyError", "CorruptVolumeError", "DamagedVolumeWarning", "PoisonError", "InvalidPathError", "__version__",
 ]

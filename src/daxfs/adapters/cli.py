@@ -22,6 +22,7 @@ import daxfs
 from daxfs.adapters.poolpaths import (describe_error, format_size, is_dir, open_pool, parse_length, parse_offset,
                                       parse_size, same_file, split_pool_path, target_in_dir)
 from daxfs.adapters.transfer import COPY_CHUNK, cmd_cat, cmd_cp, cmd_get, cmd_put
+from daxfs.adapters.client import Client
 from daxfs.volume import repair
 
 if TYPE_CHECKING:
@@ -192,18 +193,25 @@ def cmd_df(args: argparse.Namespace) -> int:
 
 
 def cmd_pins(args: argparse.Namespace) -> int:
-    """List what the pool's read-write opener holds: pins, mappings, leases, and busy space."""
+    """List what the pool's writer holds (an arbiter: every client's): pins, mappings, leases, busy space."""
     with open_pool(args.pool, readonly=True) as vol:
-        status = vol.published()
+        if isinstance(vol, Client):
+            refs = vol.pins()
+            status = {"pid": vol.info_["server_pid"], "total": len(refs), "refs": refs,
+                      "busy": vol.statfs().busy, "served": True}
+        else:
+            status = vol.published()
     if status is None:
         print("no process holds the pool read-write: nothing is pinned or busy")
         return EXIT_OK
     refs = status["refs"]
-    print(f"held by pid {status['pid']}: {status['total']} reference(s), busy {format_size(status['busy'])}")
+    who = "served by the arbiter, pid" if status.get("served") else "held by pid"
+    print(f"{who} {status['pid']}: {status['total']} reference(s), busy {format_size(status['busy'])}")
     if refs:
-        header = ("HOLDER", "KIND", "INO", "OFFSET", "LENGTH", "SINCE", "PATH")
-        rows = [(r.holder, r.kind, str(r.ino), str(r.offset), format_size(r.length),
-                 time.strftime("%H:%M:%S", time.localtime(r.since)), r.path if r.path is not None else "(unlinked)")
+        header = ("HOLDER", "PID", "UID", "KIND", "INO", "OFFSET", "LENGTH", "SINCE", "PATH")
+        rows = [(r.holder, "-" if r.pid is None else str(r.pid), "-" if r.uid is None else str(r.uid), r.kind,
+                 str(r.ino), str(r.offset), format_size(r.length), time.strftime("%H:%M:%S", time.localtime(r.since)),
+                 r.path if r.path is not None else "(unlinked)")
                 for r in refs]
         widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
         for row in [header, *rows]:
@@ -211,6 +219,13 @@ def cmd_pins(args: argparse.Namespace) -> int:
     if status["total"] > len(refs):
         print(f"... and {status['total'] - len(refs)} more")
     return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the arbiter in the foreground until SIGTERM/SIGINT stop it."""
+    from daxfs.adapters.server import serve
+    return serve(args.pool, socket_path=args.socket, force=args.force, timeout=args.timeout,
+                 policy=args.policy, lease_break_s=args.lease_break_s)
 
 
 def cmd_fsck(args: argparse.Namespace) -> int:
@@ -352,6 +367,22 @@ def build_parser() -> argparse.ArgumentParser:
                      help="pool byte offset: bytes, a suffix (4K, 1M) or hexadecimal (0x1000)")
     sub.add_argument("length", metavar="LENGTH", type=parse_length, nargs="?", default=1,
                      help="bytes from OFFSET (default 1), written like OFFSET")
+
+    sub = command("serve", cmd_serve, "be the pool's one writer and serve other processes "
+                                      "(daxfs.connect, and every daxfs command on the pool)")
+    sub.add_argument("pool", metavar="POOL")
+    sub.add_argument("--socket", metavar="PATH", default=None,
+                     help="where to listen (default: POOL.sock next to the pool; /run/daxfs/NAME.sock "
+                          "for a device)")
+    sub.add_argument("--policy", choices=("defer", "wait", "break", "refuse"), default="defer",
+                     help="pin policy for changes that meet a pinned or mapped range (default defer)")
+    sub.add_argument("--lease-break-s", type=float, default=45.0, metavar="S",
+                     help="how long a lease holder has to let go before it is revoked (default 45)")
+    sub.add_argument("--force", action="store_true",
+                     help="on SIGTERM/SIGINT, stop even while clients hold references: break leases, "
+                          "revoke mappings, wait for pins up to --timeout")
+    sub.add_argument("--timeout", type=float, default=None, metavar="S",
+                     help="with --force, how long to wait for pins to be released")
 
     command("demo", cmd_demo, "a timed tour on a scratch pool")
     return parser

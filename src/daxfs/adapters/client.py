@@ -379,6 +379,11 @@ class Client:
     def info(self) -> dict[str, Any]:
         return self.call("info")
 
+    @property
+    def damaged(self) -> str | None:
+        """Why the served volume is read-only against the arbiter's wish, or None."""
+        return self.info().get("damaged")
+
     def checkpoint(self) -> None:
         self.call("checkpoint")
 

@@ -17,8 +17,11 @@ import argparse
 import os
 import posixpath
 import re
+from typing import Any
 
 import daxfs
+from daxfs.adapters.client import connect
+from daxfs.adapters.wire import ServerLost, default_socket
 
 __all__ = ["parse_size", "parse_offset", "parse_length", "format_size", "split_pool_path", "pool_spec",
            "describe_error", "open_pool", "is_dir", "target_in_dir", "same_file"]
@@ -114,9 +117,14 @@ def describe_error(error: OSError) -> str:
     return " ".join(str(text).split())
 
 
-def open_pool(pool: str, *, readonly: bool = False) -> daxfs.Volume:
-    """Mount ``pool``; an error that does not say which file failed is tagged with the pool's name."""
+def open_pool(pool: str, *, readonly: bool = False) -> Any:
+    """The volume in ``pool``: through its arbiter when ``daxfs serve`` runs for it (a
+    ``Client``), else mounted here.  An error that does not say which file failed is
+    tagged with the pool's name."""
     try:
+        served = served_by(pool)
+        if served is not None:
+            return served
         return daxfs.open_volume(pool, readonly=readonly)
     except OSError as error:
         if error.filename is None:
@@ -124,11 +132,24 @@ def open_pool(pool: str, *, readonly: bool = False) -> daxfs.Volume:
         raise
 
 
-def is_dir(vol: daxfs.Volume, path: str) -> bool:
+def served_by(pool: str) -> Any:
+    """A client of the arbiter serving ``pool``, or None when none listens."""
+    if not os.path.isfile(pool):
+        return None
+    sock = default_socket(pool)
+    if not os.path.exists(sock):
+        return None
+    try:
+        return connect(sock, name=f"daxfs cli (pid {os.getpid()})")
+    except ServerLost:
+        return None             # a socket left by an arbiter that died
+
+
+def is_dir(vol: Any, path: str) -> bool:
     return vol.exists(path) and vol.stat(path).is_dir()
 
 
-def target_in_dir(vol: daxfs.Volume, path: str, name: str) -> str:
+def target_in_dir(vol: Any, path: str, name: str) -> str:
     """``path``, or ``path/name`` when ``path`` is a directory, as ``cp`` and ``mv`` treat a target."""
     if path.endswith("/") or is_dir(vol, path):
         return posixpath.join(path, name)

@@ -63,6 +63,7 @@ class Server:
             self._zombie_wake = threading.Event()
             self._next_sid = 1
             self._stopping = False
+            self.stopped = threading.Event()
             self._inherit()
             self._listener = self._listen()
         except BaseException:
@@ -168,7 +169,7 @@ class Server:
             alive = not gone and session.slot >= 0 and self.holders.alive(session.slot)
         keep = session.release_all(alive)
         with self._lock:
-            if gone:
+            if gone or self.holders.fd < 0:
                 self._sessions.pop(session.sid, None)
                 return
             self._sessions.pop(session.sid, None)
@@ -251,6 +252,7 @@ class Server:
             except OSError:
                 pass
         self.log("stopped")
+        self.stopped.set()
         return True
 
     def stop_in_background(self, *, force: bool = False, timeout: float | None = None) -> None:
@@ -269,4 +271,5 @@ def serve(pool: str, *, socket_path: str | None = None, force: bool = False, tim
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     server.serve_forever()
+    server.stopped.wait()
     return 0

@@ -250,6 +250,7 @@ class Volume:
                 "checkpoint_size": lay.checkpoint_size, "generation": journal.generation,
                 "log_used": journal.ring.head - journal.ring.tail, "sync_mode": journal.pool.sync_mode,
                 "readonly": journal.readonly, "policy": self.policy, "durability": self.durability,
+                "damaged": journal.damaged,
             }
 
     def fsck(self) -> list[str]:

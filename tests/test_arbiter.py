@@ -1,0 +1,478 @@
+"""The seeds across processes: an arbiter (``daxfs serve`` in its own process), client A in
+this process, client B (and C) in processes of their own.
+
+- B pins or maps a range; A truncates, punches, zero-ranges or unlinks it: under ``defer`` the
+  change happens now and B's blocks stay busy until B lets go or dies; ``wait`` blocks A until
+  B lets go (new pins on the range are refused meanwhile, every other client is still served,
+  and a timeout is BusyError); ``break`` runs B's ``on_break`` in B and, if B keeps its lease,
+  B's client library migrates the mapping (B's array keeps its bytes); ``refuse`` changes nothing.
+- B maps a file whose last name A unlinks: the name goes at once, the blocks when B does.
+- A client stopped (SIGSTOP) through a lease break keeps its blocks busy, never reused.
+- The arbiter refuses to stop while clients hold references; killed, its clients get
+  ServerLost, their mappings are migrated, and a new arbiter never reuses a block a living
+  client of the old one still pins.
+- Clients killed with SIGKILL holding pins, mappings and leases leave nothing referenced.
+- The arbiter killed mid-workload: restarted, fsck is clean and every acknowledged write is there.
+- vol.pins() names each holder with its pid and uid.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import daxfs
+from daxfs.adapters.wire import ServerLost
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _puppet import Puppet, PuppetError  # noqa: E402
+
+BS = 4096
+POOL_SIZE = 64 << 20
+SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+
+
+def eventually(check: Callable[[], bool], tries: int = 2000, delay: float = 0.005) -> bool:
+    """Poll ``check`` a bounded number of times (the outcome is asserted, never a duration)."""
+    for _ in range(tries):
+        if check():
+            return True
+        time.sleep(delay)
+    return check()
+
+
+class ServerProcess:
+    def __init__(self, pool: str, *args: str) -> None:
+        self.pool = pool
+        env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self.proc = subprocess.Popen([sys.executable, "-m", "daxfs", "serve", pool, *args],
+                                     stderr=subprocess.PIPE, text=True, env=env)
+        sock = pool + ".sock"
+
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daxfs serve exited: {self.proc.stderr.read()}")  # type: ignore[union-attr]
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(sock)
+                return True
+            except OSError:
+                return False
+            finally:
+                probe.close()
+        assert eventually(ready)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        self.proc.send_signal(sig)
+        code = self.proc.wait(30)
+        self.proc.stderr.close()  # type: ignore[union-attr]
+        return code
+
+
+@pytest.fixture
+def pool() -> Iterator[str]:
+    path = f"/dev/shm/daxfs-arbiter-{os.getpid()}-{uuid.uuid4().hex}.pool"
+    daxfs.mkfs(path, POOL_SIZE).close()
+    yield path
+    for leftover in (path, path + ".sock", path + ".holders"):
+        if os.path.exists(leftover):
+            os.unlink(leftover)
+
+
+@pytest.fixture
+def serve(pool: str) -> Iterator[Callable[..., ServerProcess]]:
+    started: list[ServerProcess] = []
+
+    def start(*args: str) -> ServerProcess:
+        server = ServerProcess(pool, *args)
+        started.append(server)
+        return server
+    yield start
+    for server in started:
+        if server.proc.poll() is None:
+            server.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def puppets(pool: str) -> Iterator[Callable[[str], Puppet]]:
+    made: list[Puppet] = []
+
+    def make(name: str) -> Puppet:
+        puppet = Puppet(pool, name)
+        made.append(puppet)
+        return puppet
+    yield make
+    for puppet in made:
+        puppet.quit()
+
+
+@pytest.fixture
+def client(pool: str, serve: Callable[..., ServerProcess]) -> Iterator[Any]:
+    serve("--lease-break-s", "0.3")
+    a = daxfs.connect(pool, name="A")
+    yield a
+    if not a.closed:
+        a.close(force=True, timeout=1)
+
+
+def _file(vol: Any, path: str, nblocks: int = 8, fill: bytes = b"d") -> None:
+    with vol.open(path, "wb") as f:
+        f.write(fill * (nblocks * BS))
+
+
+def _clean(vol: Any) -> None:
+    fs = vol.statfs()
+    assert fs.free + fs.used + fs.busy + fs.bad == fs.size
+    assert vol.fsck() == []
+
+
+def _change(vol: Any, change: str, policy: str | None = None, timeout: float | None = None) -> None:
+    if change == "unlink":
+        vol.unlink("/f", policy=policy)
+        return
+    with vol.open("/f", "r+b") as f:
+        if change == "truncate":
+            f.truncate(BS, policy=policy, timeout=timeout)
+        elif change == "punch_hole":
+            f.punch_hole(2 * BS, 4 * BS, policy=policy, timeout=timeout)
+        else:
+            f.zero_range(2 * BS, 4 * BS)
+
+
+# ---------------------------------------------------------------- defer
+
+@pytest.mark.parametrize("kind", ["pin", "map"])
+@pytest.mark.parametrize("change", ["truncate", "punch_hole", "zero_range", "unlink"])
+def test_defer_changes_now_blocks_stay_busy_until_the_other_process_lets_go(
+        kind: str, change: str, client: Any, puppets: Callable[[str], Puppet]) -> None:
+    a = client
+    _file(a, "/f")
+    b = puppets("B")
+    b.run("f = c.open('/f', 'rb')")
+    b.run("r = f.pin(2 * 4096, 4 * 4096)" if kind == "pin" else "r = f.map(2 * 4096, 4 * 4096)")
+    _change(a, change, "defer")
+    if change == "unlink":
+        assert not a.exists("/f")                            # the name goes at once
+    elif change != "zero_range":                             # zero_range zeroes referenced blocks in place
+        assert a.statfs().busy == 4 * BS
+    # B still shows its bytes (or, for zero_range, the zeros written in place): never another file's
+    want = "" if change == "zero_range" else "dddd"
+    assert b.eval("bytes(r.buffer[:4]).replace(b'\\0', b'').decode()") == want
+    _file(a, "/other", 200, b"o")                            # allocation never takes B's blocks
+    assert b.eval("bytes(r.buffer[:4]).replace(b'\\0', b'').decode()") == want
+    b.run("r.release()" if kind == "pin" else "r.close()")
+    b.run("f.close()")
+    assert eventually(lambda: a.statfs().busy == 0)
+    _clean(a)
+
+
+def test_defer_blocks_of_a_killed_holder_are_freed(client: Any, puppets: Callable[[str], Puppet]) -> None:
+    a = client
+    _file(a, "/f")
+    b = puppets("B")
+    b.run("f = c.open('/f', 'rb'); p = f.pin(0, 8 * 4096); m = f.map(0, 4096, lease=True)")
+    with a.open("/f", "r+b") as f:
+        f.truncate(4 * BS)                                  # half the pinned blocks leave the file
+    a.unlink("/f")                                          # and the rest live on in an orphan
+    assert a.statfs().busy == 4 * BS and a.statfs().used == 4 * BS
+    assert {(i.holder, i.kind, i.path) for i in a.pins()} == {("B", "pin", None), ("B", "lease", None)}
+    b.kill()
+    assert eventually(lambda: a.statfs().busy == 0 and a.statfs().used == 0 and a.pins() == [])
+    _clean(a)
+
+
+# ---------------------------------------------------------------- wait
+
+def test_wait_blocks_until_the_other_process_releases_and_serves_everyone_meanwhile(
+        client: Any, puppets: Callable[[str], Puppet], pool: str) -> None:
+    a = client
+    _file(a, "/f")
+    b = puppets("B")
+    b.run("f = c.open('/f', 'rb'); p = f.pin(2 * 4096, 4096)")
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def truncate() -> None:
+        try:
+            with daxfs.connect(pool, name="A-waiter") as waiter:
+                _change(waiter, "truncate", "wait")
+        except BaseException as exc:        # reported below
+            errors.append(exc)
+        done.set()
+
+    worker = threading.Thread(target=truncate)
+    worker.start()
+    # The waiting truncate refuses new pins on its range: that is how we know it waits.
+    assert eventually(lambda: _pin_refused(b))
+    assert not done.is_set()
+    c = puppets("C")                                          # another client is served meanwhile
+    assert c.eval("c.stat('/f').st_size") == 8 * BS
+    b.run("q = f.pin(0, 4096); q.release()")                  # and B itself, outside the range
+    b.run("p.release()")                                      # B lets go: the truncate goes ahead
+    worker.join(30)
+    assert done.is_set() and not errors, errors
+    assert a.stat("/f").st_size == BS
+    _clean(a)
+
+
+def _pin_refused(puppet: Puppet) -> bool:
+    try:
+        puppet.run("f.pin(2 * 4096, 4096).release()")
+    except PuppetError as exc:
+        return exc.kind == "BusyError"
+    return False
+
+
+def test_wait_times_out_with_busy_error_and_changes_nothing(client: Any, puppets: Callable[[str], Puppet]) -> None:
+    a = client
+    _file(a, "/f")
+    b = puppets("B")
+    b.run("f = c.open('/f', 'rb'); p = f.pin(2 * 4096, 4096)")
+    with pytest.raises(daxfs.BusyError) as exc:
+        _change(a, "truncate", "wait", timeout=0.1)
+    assert "B" in exc.value.holders
+    assert a.stat("/f").st_size == 8 * BS
+    b.run("p.release()")
+    _clean(a)
+
+
+def test_wait_same_client_release_from_another_thread_is_served(client: Any) -> None:
+    """The I_MMAP_LOCK deadlock of seed 004 within one client: its own release, sent while
+    its truncate waits on the same connection, still gets through."""
+    a = client
+    _file(a, "/f")
+    f = a.open("/f", "rb")
+    pin = f.pin(2 * BS, BS)
+    result: list[Any] = []
+    worker = threading.Thread(target=lambda: result.append(_change(a, "truncate", "wait", timeout=20)))
+    worker.start()
+    assert eventually(lambda: _pin_refused_here(f))
+    pin.release()
+    worker.join(30)
+    assert result == [None] and a.stat("/f").st_size == BS
+    f.close()
+    _clean(a)
+
+
+def _pin_refused_here(f: Any) -> bool:
+    try:
+        f.pin(2 * BS, BS).release()
+    except daxfs.BusyError:
+        return True
+    return False
+
+
+# ---------------------------------------------------------------- refuse and break
+
+def test_refuse_is_busy_error_at_once_and_changes_nothing(client: Any, puppets: Callable[[str], Puppet]) -> None:
+    a = client
+    _file(a, "/f")
+    b = puppets("B")
+    b.run("f = c.open('/f', 'rb'); m = f.map(0, 8 * 4096)")
+    for change in ("truncate", "punch_hole", "unlink"):
+        with pytest.raises(daxfs.BusyError):
+            _change(a, change, "refuse")
+    assert a.stat("/f").st_size == 8 * BS and a.statfs().busy == 0
+    b.run("m.close()")
+    _clean(a)
+
+
+def test_break_calls_on_break_in_the_holder_and_migrates_a_lease_it_keeps(
+        client: Any, puppets: Callable[[str], Puppet]) -> None:
+    a = client
+    _file(a, "/f")
+    b = puppets("B")
+    b.run("told = []; f = c.open('/f', 'rb'); "
+          "m = f.map(0, 8 * 4096, lease=True, on_break=lambda m: told.append(os.getpid())); "
+          "arr = m.array('u1')")
+    b_pid = b.pid
+    _change(a, "truncate", "break")                         # B ignores the break: revoked after 0.3 s
+    assert a.stat("/f").st_size == BS
+    assert b.eval("told") == [b_pid]                        # on_break ran in B
+    assert eventually(lambda: b.eval("m.revoked"))
+    assert b.eval("int(arr[:8 * 4096].sum())") == 8 * BS * ord("d")     # B's array kept its bytes
+    assert eventually(lambda: a.statfs().busy == 0 and a.pins() == [])
+    b.run("m.close()")
+    _clean(a)
+
+
+def test_break_cooperative_holder_lets_go_in_its_callback(client: Any, puppets: Callable[[str], Puppet]) -> None:
+    a = client
+    _file(a, "/f")
+    b = puppets("B")
+    b.run("f = c.open('/f', 'rb'); m = f.map(0, 8 * 4096, lease=True, on_break=lambda m: m.close())")
+    _change(a, "punch_hole", "break")
+    assert b.eval("m.closed and not m.revoked")
+    assert eventually(lambda: a.pins() == [] and a.statfs().busy == 0)
+    _clean(a)
+
+
+def test_unlink_of_a_mapped_file_leaves_an_orphan_until_the_mapper_goes(
+        client: Any, puppets: Callable[[str], Puppet]) -> None:
+    a = client
+    _file(a, "/f", 16)
+    used = a.statfs().used
+    b = puppets("B")
+    b.run("f = c.open('/f', 'rb'); m = f.map(); f.close()")
+    a.unlink("/f")
+    assert not a.exists("/f") and a.listdir("/") == []
+    assert [(i.path, i.kind) for i in a.pins()] == [(None, "mapping")]      # an orphan
+    assert a.statfs().used == used                                           # its blocks still its own
+    assert b.eval("bytes(m.buffer[-2:]).decode()") == "dd"
+    b.kill()
+    assert eventually(lambda: a.statfs().used == used - 16 * BS)
+    _clean(a)
+
+
+def test_stopped_client_keeps_its_blocks_busy_through_a_lease_break(
+        client: Any, puppets: Callable[[str], Puppet]) -> None:
+    a = client
+    _file(a, "/f")
+    b = puppets("B")
+    b.run("f = c.open('/f', 'rb'); m = f.map(0, 8 * 4096, lease=True); arr = m.array('u1')")
+    pool_offsets = [e.pool_offset for e in a.open("/f", "rb").extents()]
+    b.kill(signal.SIGSTOP)
+    try:
+        _change(a, "truncate", "break")                     # B cannot answer: revoked, blocks kept
+        assert a.stat("/f").st_size == BS
+        assert a.statfs().busy >= 7 * BS
+        for i in range(40):                                 # fill the pool around B's blocks
+            _file(a, f"/fill{i}", 64, b"x")
+        for off in pool_offsets:
+            for o in a.owners(off, 8 * BS):
+                assert o.path in ("/f",), f"B's blocks were handed to {o.path}"
+    finally:
+        b.kill(signal.SIGCONT)
+    assert eventually(lambda: b.eval("m.revoked"))
+    assert b.eval("int(arr.sum())") == 8 * BS * ord("d")
+    assert eventually(lambda: a.statfs().busy == 0)
+    _clean(a)
+
+
+# ---------------------------------------------------------------- the arbiter stopping and dying
+
+def test_arbiter_refuses_to_stop_while_clients_hold_references(
+        pool: str, serve: Callable[..., ServerProcess], puppets: Callable[[str], Puppet]) -> None:
+    server = serve()
+    a = daxfs.connect(pool, name="A")
+    _file(a, "/f")
+    b = puppets("B")
+    b.run("f = c.open('/f', 'rb'); p = f.pin(0, 4096)")
+    server.proc.send_signal(signal.SIGTERM)
+    assert eventually(lambda: "refusing to stop" in _read_available(server))
+    assert server.proc.poll() is None
+    assert a.stat("/f").st_size == 8 * BS                   # still serving
+    b.run("p.release()")
+    a.close()
+    b.quit()
+    assert server.stop() == 0
+
+
+def _read_available(server: ServerProcess) -> str:
+    import fcntl
+    fd = server.proc.stderr.fileno()  # type: ignore[union-attr]
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+    try:
+        data = os.read(fd, 1 << 16).decode()
+    except BlockingIOError:
+        data = ""
+    server.__dict__.setdefault("seen", "")
+    server.seen += data  # type: ignore[attr-defined]
+    return server.seen  # type: ignore[attr-defined]
+
+
+def test_arbiter_killed_clients_get_server_lost_and_a_new_one_never_reuses_pinned_blocks(
+        pool: str, serve: Callable[..., ServerProcess], puppets: Callable[[str], Puppet]) -> None:
+    server = serve()
+    a = daxfs.connect(pool, name="A")
+    _file(a, "/f", 8, b"p")
+    a.close()
+    b = puppets("B")
+    b.run("f = c.open('/f', 'rb'); p = f.pin(0, 8 * 4096); m = f.map(0, 8 * 4096); arr = m.array('u1')")
+    segments = b.eval("p.segments")
+    server.stop(signal.SIGKILL)
+    with pytest.raises(PuppetError) as lost:
+        b.run("c.stat('/f')")
+    assert lost.value.kind == "ServerLost"
+    assert b.eval("m.revoked")                                       # migrated to private memory
+    assert b.eval("int(arr.sum())") == 8 * BS * ord("p")
+    serve()
+    a = daxfs.connect(pool, name="A2")
+    assert a.fsck() == []
+    assert a.statfs().busy >= 8 * BS or all(o.path == "/f" for seg in segments for o in a.owners(seg[2], seg[1]))
+    a.unlink("/f")                                                   # the pinned blocks leave the file ...
+    for i in range(50):                                              # ... and are never reused
+        _file(a, f"/fill{i}", 64, b"x")
+    assert b.eval("bytes(p.buffer[:4]).decode()") == "pppp"
+    assert a.statfs().busy >= 8 * BS
+    b.run("p.release(); m.close()")                                  # B lets go: the new arbiter frees them
+    assert eventually(lambda: a.statfs().busy == 0)
+    _clean(a)
+    a.close()
+
+
+def test_arbiter_killed_mid_workload_restarts_with_every_acknowledged_write(
+        pool: str, serve: Callable[..., ServerProcess], puppets: Callable[[str], Puppet]) -> None:
+    server = serve()
+    b = puppets("writer")
+    acked = []
+    for i in range(30):
+        b.run(f"g = c.open('/w{i}', 'wb'); g.write(bytes([{i}]) * {5000 + 997 * i}); g.close()")
+        acked.append(i)
+        if i == 17:
+            b.run("h = c.open('/big', 'wb'); h.write(b'B' * 300000); h.close()")   # a prepared write
+    server.stop(signal.SIGKILL)
+    serve()
+    a = daxfs.connect(pool, name="checker")
+    assert a.fsck() == []
+    for i in acked:
+        with a.open(f"/w{i}", "rb") as g:
+            assert g.read() == bytes([i]) * (5000 + 997 * i)
+    with a.open("/big", "rb") as g:
+        assert g.read() == b"B" * 300000
+    a.close()
+
+
+# ---------------------------------------------------------------- holders
+
+def test_pins_name_each_holder_with_pid_and_uid(client: Any, puppets: Callable[[str], Puppet]) -> None:
+    a = client
+    _file(a, "/f")
+    b = puppets("loader-3")
+    b.run("f = c.open('/f', 'rb'); p = f.pin(0, 4096)")
+    b.run("h = c.holder('dma-engine'); g = h.open('/f', 'rb'); q = g.pin(4096, 4096)")
+    infos = sorted((i.holder, i.pid, i.uid, i.kind) for i in a.pins())
+    assert infos == [("dma-engine", b.pid, os.getuid(), "pin"), ("loader-3", b.pid, os.getuid(), "pin")]
+    b.run("h.close()")
+    assert [i.holder for i in a.pins()] == ["loader-3"]
+    b.run("p.release()")
+    _clean(a)
+
+
+def test_embedded_open_of_a_served_pool_names_the_arbiter(pool: str, serve: Callable[..., ServerProcess]) -> None:
+    server = serve()
+    with pytest.raises(daxfs.BusyError) as exc:
+        daxfs.open_volume(pool)
+    assert exc.value.holders == [server.proc.pid]
+
+
+def test_client_calls_after_the_arbiter_stops_are_server_lost(pool: str, serve: Callable[..., ServerProcess]) -> None:
+    server = serve()
+    a = daxfs.connect(pool)
+    assert server.stop() == 0
+    with pytest.raises(ServerLost):
+        a.stat("/")
+    with pytest.raises(ConnectionError):
+        a.listdir("/")
+    a.close()
