@@ -90,6 +90,14 @@ def _main() -> None:
         sys.stdout.write(json.dumps(list(fields), default=repr) + "\n")
         sys.stdout.flush()
 
+    uid = os.environ.get("PUPPET_UID")
+    if uid is not None:
+        # Drop to another user only now: the interpreter and daxfs are loaded (the
+        # interpreter's own directory may not be readable by that user).
+        import numpy  # noqa: F401  (loaded while it still can be)
+        os.setgroups([])
+        os.setgid(int(uid))
+        os.setuid(int(uid))
     try:
         space: dict[str, Any] = {"c": daxfs.connect(pool, name=name), "daxfs": daxfs, "os": os}
     except BaseException as exc:

@@ -79,6 +79,10 @@ class Client:
             sock.close()
             raise ServerLost(errno.ECONNREFUSED, "no arbiter serves this pool (daxfs serve POOL)",
                              socket_path) from None
+        except PermissionError:
+            sock.close()
+            raise PermissionError(errno.EACCES, "permission denied: the arbiter's socket is no more open "
+                                  "than its pool", socket_path) from None
         except OSError as exc:
             sock.close()
             raise ServerLost(exc.errno or errno.ECONNREFUSED, f"cannot reach the arbiter: {exc.strerror}",
