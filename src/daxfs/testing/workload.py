@@ -31,20 +31,56 @@ def walk(vol: Any) -> Iterator[tuple[str, Any]]:
                 stack.append(path)
 
 
-def snapshot(vol: Any) -> dict[str, tuple]:
-    """Every path in the volume: ``("dir", perm)`` or ``("file", perm, nlink, bytes)``."""
+def snapshot(vol: Any, *, times: bool = True) -> dict[str, tuple]:
+    """Every path in the volume, the root included, with all a user can see of it.
+
+    Directories: ``("dir", perm, meta)``; files: ``("file", perm, nlink, bytes, meta)``,
+    where ``meta`` is ``(ino, nlink, uid, gid, size, blocks, atime, mtime, ctime)``.
+    ``times=False`` leaves the three timestamps out (for states where the README does
+    not promise them durable: in-place writes through a handle still open).
+    """
     out: dict[str, tuple] = {}
-    for path, s in walk(vol):
+    for path, s in [("/", vol.stat("/")), *walk(vol)]:
+        meta = (s.st_ino, s.st_nlink, s.st_uid, s.st_gid, s.st_size, s.st_blocks)
+        if times:
+            meta += (s.st_atime_ns, s.st_mtime_ns, s.st_ctime_ns)
         if st.S_ISDIR(s.st_mode):
-            out[path] = ("dir", st.S_IMODE(s.st_mode))
+            out[path] = ("dir", st.S_IMODE(s.st_mode), meta)
         else:
             with vol.open(path, "rb") as f:
-                out[path] = ("file", st.S_IMODE(s.st_mode), s.st_nlink, f.read())
+                out[path] = ("file", st.S_IMODE(s.st_mode), s.st_nlink, f.read(), meta)
     return out
 
 
-def recorded_volume(size: int = 4 << 20) -> tuple[Any, Any]:
-    """A freshly formatted volume on a RecordingPool whose recording starts after mkfs."""
+def in_place_ranges(vol: Any, path: str, offset: int, length: int) -> dict[int, list[tuple[int, int]]]:
+    """The bytes a write of ``length`` at ``offset`` would overwrite in place: ``{ino: [(lo, hi)]}``.
+
+    Those are the bytes inside the file's size that sit in blocks it already owns alone
+    and has written.  Everything else a write touches (holes, unwritten or shared blocks,
+    growth) lands in fresh blocks or behind a size change, so it is all-or-nothing.
+    """
+    try:
+        s = vol.stat(path)
+        if st.S_ISDIR(s.st_mode):
+            return {}
+        with vol.open(path, "rb") as f:
+            extents = f.extents()
+    except OSError:
+        return {}
+    end = min(offset + length, s.st_size)
+    out = []
+    for e in extents:
+        if "shared" in e.flags or "unwritten" in e.flags:
+            continue
+        lo, hi = max(e.file_offset, offset), min(e.file_offset + e.length, end)
+        if lo < hi:
+            out.append((lo, hi))
+    return {s.st_ino: out} if out else {}
+
+
+def recorded_volume(size: int = 4 << 20, **mount: Any) -> tuple[Any, Any]:
+    """A freshly formatted volume on a RecordingPool whose recording starts after mkfs
+    (``mount``: options for ``Volume.mount``, such as ``durability="lazy"``)."""
     from daxfs.media import RecordingPool
     from daxfs.volume import Volume
 
@@ -53,24 +89,39 @@ def recorded_volume(size: int = 4 << 20) -> tuple[Any, Any]:
     Volume.format(pool)
     pool.initial = pool.image()
     pool.recording = True
-    return pool, Volume.mount(pool)
+    return pool, Volume.mount(pool, **mount)
 
 
 @dataclass
 class Op:
-    """One operation: ``kind`` and its arguments; ``in_place`` when it may rewrite
-    bytes a file already owns (not atomic per byte on a crash)."""
+    """One operation: ``kind`` and its arguments.
+
+    ``apply`` first notes what a crash inside the op may tear: ``tearable`` maps an
+    inode to the byte ranges the op overwrites in place (see ``in_place_ranges``);
+    a write that only allocates (new blocks, growth) has none and is all-or-nothing,
+    like every other op.
+    """
 
     kind: str
     args: tuple
-    in_place: bool = False
     result: Any = field(default=None, compare=False)
+    tearable: dict[int, list[tuple[int, int]]] = field(default_factory=dict, compare=False)
 
     def __str__(self) -> str:
-        return f"{self.kind}{self.args}"
+        def short(a: Any) -> Any:
+            return f"{a[:1]!r}*{len(a)}" if isinstance(a, bytes) and len(a) > 8 else repr(a)
+        return f"{self.kind}({', '.join(str(short(a)) for a in self.args)})"
+
+    @property
+    def allocating(self) -> bool:
+        """A write with no byte overwritten in place (it fills holes or grows the file)."""
+        return self.kind in ("pwrite", "append") and not self.tearable
 
     def apply(self, vol: Any) -> Any:
         """Run the op; return None or the errno it failed with."""
+        self.tearable = {}
+        if self.kind == "pwrite":
+            self.tearable = in_place_ranges(vol, self.args[0], self.args[2], len(self.args[1]))
         try:
             self.result = _run(vol, self.kind, self.args)
             return None
@@ -146,9 +197,9 @@ class Workload:
             if kind == "create":
                 yield Op(kind, (path,))
             elif kind == "pwrite":
-                yield Op(kind, (path, self._data(), self._offset()), in_place=True)
+                yield Op(kind, (path, self._data(), self._offset()))
             elif kind == "append":
-                yield Op(kind, (path, self._data()), in_place=True)
+                yield Op(kind, (path, self._data()))
             elif kind == "truncate":
                 yield Op(kind, (path, rng.randrange(0, self.max_file)))
             elif kind in ("punch",):
