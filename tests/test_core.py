@@ -32,6 +32,7 @@ from hypothesis import strategies as hs
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from daxfs.core import UNWRITTEN, Core, ExtentMap, FreeSpace, check
+from daxfs.core.busy import BusyList
 from daxfs.core.records import (Batch, RECORD_TYPES, Create, Link, Reclaim, Rename, SetAttr, SetExtents,
                                 Unlink)
 from daxfs.core.state import ROOT_INO
@@ -404,6 +405,60 @@ def test_take_of_used_and_double_release_are_corruption() -> None:
     with pytest.raises(CorruptVolumeError):
         space.release(18, 4)             # half used, half free
     assert space.runs() == [(0, 10), (20, 44)] and space.free == 54
+
+
+# ---------------------------------------------------------------------------- BusyList
+
+
+def _blocks(runs: list[tuple[int, int]]) -> list[int]:
+    return sorted(b for s, n in runs for b in range(s, s + n))
+
+
+@settings(max_examples=200, deadline=None)
+@given(hs.lists(hs.tuples(hs.sampled_from(["hold", "unhold", "park"]), hs.integers(0, 40),
+                          hs.integers(1, 10)), max_size=60))
+def test_busy_list_matches_a_model_of_per_block_holds(ops: list[tuple[str, int, int]]) -> None:
+    """Holds counted per block; a parked block is busy while held and handed back (once,
+    all of it) by the unhold that drops its last hold -- however the hold runs overlap."""
+    busy = BusyList()
+    counts: dict[int, int] = {}
+    parked: set[int] = set()
+    holds: list[tuple[int, int]] = []
+    for kind, start, n in ops:
+        blocks = set(range(start, start + n))
+        if kind == "hold":
+            busy.hold(start, n)
+            holds.append((start, n))
+            for b in blocks:
+                counts[b] = counts.get(b, 0) + 1
+        elif kind == "unhold" and holds:
+            start, n = holds.pop(start % len(holds))
+            blocks = set(range(start, start + n))
+            for b in blocks:
+                counts[b] -= 1
+            let_go = {b for b in blocks & parked if counts[b] == 0}
+            parked -= let_go
+            freed = busy.unhold(start, n)
+            assert _blocks(freed) == sorted(let_go)
+        elif kind == "park" and not blocks & parked:
+            held = {b for b in blocks if counts.get(b, 0) > 0}
+            parked |= held
+            assert _blocks(busy.park(start, n)) == sorted(blocks - held)
+        assert busy.blocks == len(parked) and _blocks(busy.runs()) == sorted(parked)
+    while holds:
+        busy.unhold(*holds.pop())
+    assert busy.blocks == 0 and busy.runs() == [] and not busy.holds
+
+
+def test_busy_list_frees_every_run_the_last_unhold_lets_go() -> None:
+    busy = BusyList()
+    busy.hold(0, 12)
+    busy.hold(4, 2)                 # runs [0,4):1 [4,6):2 [6,12):1
+    busy.hold(8, 1)                 # ... [8,9):2
+    assert busy.park(0, 16) == [(12, 4)]
+    assert busy.unhold(4, 2) == [] and busy.unhold(8, 1) == []
+    assert _blocks(busy.unhold(0, 12)) == list(range(12))
+    assert busy.blocks == 0 and busy.runs() == []
 
 
 # ---------------------------------------------------------------------------- Core
