@@ -49,6 +49,7 @@ import pytest
 
 import daxfs
 from daxfs.media import MemoryPool
+from daxfs.testing import close_checked
 from daxfs.volume import Volume
 
 POOL = 16 << 20
@@ -67,7 +68,7 @@ def shm_path() -> Iterator[str]:
 def vol(shm_path: str) -> Iterator[daxfs.Volume]:
     v = daxfs.mkfs(shm_path, POOL)
     yield v
-    v.close(force=True)
+    close_checked(v)            # fails the test if it left a pin or mapping behind
 
 
 def _address(buf: memoryview) -> int:

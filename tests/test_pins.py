@@ -63,6 +63,7 @@ import pytest
 
 import daxfs
 from daxfs.media import MemoryPool
+from daxfs.testing import close_checked
 from daxfs.volume import Volume
 
 POOL = 16 << 20
@@ -95,11 +96,7 @@ def make_vol(shm_path: str) -> Iterator[Callable[..., daxfs.Volume]]:
 
     yield make
     for v in opened:
-        if not v.closed:
-            try:
-                v.close(force=True, timeout=0.5)
-            except daxfs.BusyError:
-                pass        # a test that leaked a pin has failed already
+        close_checked(v)        # fails the test if it left a pin or mapping behind
 
 
 @pytest.fixture

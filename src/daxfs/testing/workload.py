@@ -216,3 +216,25 @@ class Workload:
                 yield Op(kind, (path, rng.choice([0o600, 0o644, 0o755])))
             else:
                 yield Op(kind, ())
+
+
+def close_checked(vol: Any) -> None:
+    """Close a volume a test used, and fail if the test left mappings or pins on it.
+
+    For fixtures: a leaked reference is a bug in the test or the library, never
+    something to swallow.  The leak is reported after mappings are revoked, so the
+    volume closes when only mappings leaked; a leaked pin keeps it open.
+    """
+    from daxfs.errors import BusyError
+
+    if vol.closed:
+        return
+    leaked = vol.pins()
+    if not leaked:
+        vol.close()
+        return
+    try:
+        vol.close(force=True, timeout=0)
+    except BusyError:
+        pass
+    raise AssertionError(f"the test left {len(leaked)} reference(s) on the volume: {leaked}")
