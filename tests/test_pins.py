@@ -78,7 +78,7 @@ from daxfs.volume import Volume
 POOL = 16 << 20
 BS = 4096
 JOIN = 60.0         # a thread still running after this is hung (pytest-timeout is the backstop)
-TRIES = 20_000      # polls for a refusal before calling it never coming
+TRIES = 5_000       # polls for a refusal before calling it never coming
 
 
 # ---------------------------------------------------------------- fixtures and helpers
