@@ -45,6 +45,18 @@ def test_crash_at_every_persist_point(seed: int) -> None:
     rec.vol.close()
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_crash_at_every_persist_point_with_reflink_mappings_and_pins(seed: int) -> None:
+    """The extended workload: clone_file, clone_range and the copy-on-write writes after them,
+    write mappings stored through and persisted, truncates under a pin."""
+    rec = CrashRecorder(POOL_SIZE)
+    for op in Workload(1000 + seed, extended=True).ops(60):
+        rec.run_op(op)
+    seen = rec.check()
+    assert seen["between"] > 0 and seen["before"] > 0 and seen["after"] > 0, seen
+    rec.vol.close()
+
+
 def test_the_workloads_allocate_and_overwrite_in_place() -> None:
     """The seeded workloads cover both kinds of write the oracle tells apart."""
     kinds = set()
@@ -54,6 +66,23 @@ def test_the_workloads_allocate_and_overwrite_in_place() -> None:
                      if s.label.startswith(("pwrite", "append")))
         rec.vol.close()
     assert kinds == {"torn-able", "all-or-nothing"}
+
+
+def test_the_extended_workloads_clone_map_and_pin() -> None:
+    """Each extra kind of the extended workloads above succeeds at least once (so the crash
+    points cover them), and some write lands in blocks a clone shares (copy-on-write)."""
+    done, cow = set(), 0
+    for seed in range(6):
+        pool, vol = recorded_volume(POOL_SIZE)
+        for op in Workload(1000 + seed, extended=True).ops(60):
+            if op.kind == "pwrite" and vol.exists(op.args[0]) and not vol.stat(op.args[0]).st_mode & 0o040000:
+                with vol.open(op.args[0], "rb") as f:
+                    cow += any("shared" in e.flags for e in f.extents())
+            if op.apply(vol) is None and (op.kind != "map_write" or op.result):
+                done.add(op.kind)
+        vol.close()
+    assert {"clone", "clone_range", "map_write", "pin_truncate"} <= done, done
+    assert cow > 0
 
 
 def _churn(n: int, seed: int) -> list[Op]:

@@ -4,6 +4,9 @@
 they collide (overwrite, rename over, unlink what another op made).  Each op
 applies to anything with the Volume API; expected failures (ENOENT, EEXIST,
 ENOSPC, ...) are part of the workload and are returned, not raised.
+``Workload(seed, extended=True)`` adds reflink (clone_file, clone_range, and so
+copy-on-write by later writes), write mappings stored through and persisted,
+and truncates under a pin.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 NAMES = ("a", "b", "c", "d/x", "d/y", "e/f/g")
+TOP = ("a", "b", "c")        # the names the extended kinds use: no parent to be missing
 DIRS = ("d", "e", "e/f")
 
 
@@ -122,6 +126,10 @@ class Op:
         self.tearable = {}
         if self.kind == "pwrite":
             self.tearable = in_place_ranges(vol, self.args[0], self.args[2], len(self.args[1]))
+        elif self.kind == "map_write":
+            # a write mapping over bytes the file has written, alone: its stores are in place
+            ranges = in_place_ranges(vol, self.args[0], self.args[1], self.args[2])
+            self.tearable = {ino: r[:1] for ino, r in ranges.items()}
         try:
             self.result = _run(vol, self.kind, self.args)
             return None
@@ -146,6 +154,10 @@ def _run(vol: Any, kind: str, args: tuple) -> Any:
         return vol.chmod(args[0], args[1])
     if kind == "checkpoint":
         return vol.checkpoint()
+    if kind == "clone":
+        return vol.clone_file(args[0], args[1])
+    if kind == "clone_range":
+        return vol.clone_range(args[0], 0, args[1], args[2], 0)
     path = args[0]
     if kind == "create":
         vol.open(path, "wb").close()
@@ -164,6 +176,27 @@ def _run(vol: Any, kind: str, args: tuple) -> Any:
             return f.zero_range(args[1], args[2], keep_size=args[3])
         if kind == "fallocate":
             return f.fallocate(args[1], args[2], keep_size=args[3])
+        if kind == "map_write":
+            ranges = in_place_ranges(vol, path, args[1], args[2])
+            if not ranges:
+                return None                  # nothing written there: the op maps nothing
+            [(lo, hi)] = list(ranges.values())[0][:1]
+            m = f.map(lo, hi - lo, write=True)
+            try:
+                m.buffer[:] = bytes([args[3]]) * (hi - lo)
+                m.persist()
+            finally:
+                m.close()
+            return hi - lo
+        if kind == "pin_truncate":
+            size = f.stat().st_size
+            if size == 0:
+                return None
+            p = f.pin(0, size)               # the truncated blocks go busy, then free
+            try:
+                return f.truncate(min(args[1], size))
+            finally:
+                p.release()
     raise ValueError(f"unknown op {kind}")
 
 
@@ -171,11 +204,12 @@ class Workload:
     """A seeded generator of operations."""
 
     def __init__(self, seed: int, *, block_size: int = 4096, max_file: int = 6 * 4096,
-                 checkpoints: bool = True) -> None:
+                 checkpoints: bool = True, extended: bool = False) -> None:
         self.rng = random.Random(seed)
         self.bs = block_size
         self.max_file = max_file
         self.checkpoints = checkpoints
+        self.extended = extended
 
     def _data(self) -> bytes:
         rng = self.rng
@@ -189,10 +223,14 @@ class Workload:
     def ops(self, n: int) -> Iterator[Op]:
         rng = self.rng
         for _ in range(n):
-            kind = rng.choices(
-                ["create", "pwrite", "append", "truncate", "punch", "zero", "fallocate", "mkdir",
-                 "rmdir", "unlink", "rename", "link", "chmod", "checkpoint"],
-                weights=[6, 8, 4, 4, 3, 3, 2, 2, 1, 3, 3, 1, 1, 1 if self.checkpoints else 0])[0]
+            kinds = ["create", "pwrite", "append", "truncate", "punch", "zero", "fallocate", "mkdir",
+                     "rmdir", "unlink", "rename", "link", "chmod", "checkpoint"]
+            weights = [6, 8, 4, 4, 3, 3, 2, 2, 1, 3, 3, 1, 1, 1 if self.checkpoints else 0]
+            if self.extended:
+                weights[0] += 6                      # more files for the kinds below to work on
+                kinds += ["clone", "clone_range", "map_write", "pin_truncate", "cow"]
+                weights += [3, 2, 4, 2, 4]
+            kind = rng.choices(kinds, weights=weights)[0]
             path = rng.choice(NAMES)
             if kind == "create":
                 yield Op(kind, (path,))
@@ -214,6 +252,17 @@ class Workload:
                 yield Op(kind, (path, rng.choice(NAMES)))
             elif kind == "chmod":
                 yield Op(kind, (path, rng.choice([0o600, 0o644, 0o755])))
+            elif kind == "clone":
+                yield Op(kind, (rng.choice(TOP), rng.choice(TOP)))
+            elif kind == "clone_range":
+                yield Op(kind, (rng.choice(TOP), rng.choice(TOP), rng.randrange(0, 3) * self.bs))
+            elif kind == "map_write":
+                yield Op(kind, (rng.choice(TOP), rng.choice([0, self.bs, rng.randrange(0, self.max_file // 2)]),
+                                rng.randrange(1, 3 * self.bs), rng.randrange(1, 256)))
+            elif kind == "pin_truncate":
+                yield Op(kind, (rng.choice(TOP), rng.randrange(0, self.max_file)))
+            elif kind == "cow":                      # a write where the clones above share blocks
+                yield Op("pwrite", (rng.choice(TOP), self._data(), self._offset()))
             else:
                 yield Op(kind, ())
 
