@@ -41,11 +41,11 @@ def test_old_image_mounts_clean_and_holds_what_it_was_given() -> None:
     vol = Volume.mount(MemoryPool(_old_image()))
     assert vol.fsck() == []
     tree = snapshot(vol)
-    assert sorted(tree) == ["/clone", "/d", "/d/e", "/d/e/big", "/d/small", "/d/sparse", "/hard"]
+    assert sorted(tree) == ["/", "/clone", "/d", "/d/e", "/d/e/big", "/d/small", "/d/sparse", "/hard"]
     big = gen.pattern(5 * BS + 123, 1)
     assert tree["/d/e/big"][3] == bytes(BS) + big[BS:]
     assert tree["/clone"][3] == big[:BS] + b"COW" + big[BS + 3:]
-    assert tree["/d/small"] == ("file", 0o640, 2, b"hello, format\n")
+    assert tree["/d/small"][:4] == ("file", 0o640, 2, b"hello, format\n")
     assert tree["/hard"] == tree["/d/small"]
     assert tree["/d/sparse"][3] == bytes(20 * BS) + b"tail"
     assert vol.stat("/d/small").st_mtime_ns == 2_000_000_000
@@ -57,8 +57,9 @@ def test_old_image_mounts_clean_and_holds_what_it_was_given() -> None:
 
 
 def test_this_code_builds_the_same_volume_from_the_same_calls() -> None:
-    old = snapshot(Volume.mount(MemoryPool(_old_image())))
-    new = snapshot(Volume.mount(MemoryPool(_generator().build())))
+    # (timestamps differ: the image was made on another day)
+    old = snapshot(Volume.mount(MemoryPool(_old_image())), times=False)
+    new = snapshot(Volume.mount(MemoryPool(_generator().build())), times=False)
     assert new == old
 
 

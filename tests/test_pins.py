@@ -15,9 +15,10 @@ shared tree):
 - seed 004 (busy list, waiting truncate, the I_MMAP_LOCK deadlock): pin +
   punch under each policy; thread A pins page A, thread B truncates with
   ``wait``, thread A then asks for page B inside the range and gets BusyError
-  at once (a page outside the range is fine), lets go of A and B completes:
-  all within seconds (join timeouts turn a deadlock into a failure).  A stream
-  of short pins over the range cannot starve the waiting truncate.
+  at once (a page outside the range is fine), lets go of A and B completes
+  (a deadlock would hang: pytest-timeout turns it into a failure with every
+  thread's traceback).  A stream of pins over the range, one always live,
+  cannot starve the waiting truncate.
 - seed 002 (the inode is the arbiter; pgmap must not go away under live
   references): unlink of a pinned file removes the name at once and leaves a
   readable orphan (``pins()`` path None) that is freed at the last release; a
@@ -45,6 +46,13 @@ timeouts; fsck — which checks free + owned + busy == total — at every sample
 point), and bad input (double release, use after release, ranges past EOF,
 zero/negative lengths, unknown policies, negative timeouts): clear errors and
 no change to ``statfs()`` or ``vol.pins()``.
+
+No test here measures time.  Threads are ordered by events and by what the
+volume shows: a change that waits on a range refuses new pins there, and a
+forced close refuses them too, so a test knows a waiter is waiting by polling
+for that refusal (bounded by a count of tries, never by a clock).  Which of two
+things happened first is recorded in a list, not by timestamps.  How long waits,
+timeouts and lease breaks take is measured in bench/bench_waits.py.
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ from __future__ import annotations
 import errno
 import gc
 import os
+import queue
 import random
 import threading
 import time
@@ -63,11 +72,13 @@ import pytest
 
 import daxfs
 from daxfs.media import MemoryPool
+from daxfs.testing import close_checked
 from daxfs.volume import Volume
 
 POOL = 16 << 20
 BS = 4096
-JOIN = 5.0          # seconds a thread may take before we call it a hang
+JOIN = 60.0         # a thread still running after this is hung (pytest-timeout is the backstop)
+TRIES = 5_000       # polls for a refusal before calling it never coming
 
 
 # ---------------------------------------------------------------- fixtures and helpers
@@ -95,11 +106,7 @@ def make_vol(shm_path: str) -> Iterator[Callable[..., daxfs.Volume]]:
 
     yield make
     for v in opened:
-        if not v.closed:
-            try:
-                v.close(force=True, timeout=0.5)
-            except daxfs.BusyError:
-                pass        # a test that leaked a pin has failed already
+        close_checked(v)        # fails the test if it left a pin or mapping behind
 
 
 @pytest.fixture
@@ -169,12 +176,26 @@ def _start(target: Callable[[], None]) -> threading.Thread:
     return t
 
 
-def _join(*threads: threading.Thread, timeout: float = JOIN) -> None:
-    deadline = time.monotonic() + timeout
+def _join(*threads: threading.Thread) -> None:
     for t in threads:
-        t.join(max(0.0, deadline - time.monotonic()))
+        t.join(JOIN)
     hung = [t for t in threads if t.is_alive()]
-    assert not hung, f"{len(hung)} thread(s) still running after {timeout} s: deadlock?"
+    assert not hung, f"{len(hung)} thread(s) still running: deadlock?"
+
+
+def _until_refused(attempt: Callable[[], object], what: str) -> None:
+    """Return once ``attempt()`` (a pin or a mapping) raises BusyError: a change waiting on
+    its range, or a forced close, refuses new references -- the sign that the other thread
+    is waiting now.  A reference it gets meanwhile is let go at once.  Bounded by a count."""
+    pause = threading.Event()
+    for _ in range(TRIES):
+        try:
+            ref = attempt()
+        except daxfs.BusyError:
+            return
+        ref.release() if isinstance(ref, daxfs.Pin) else ref.close()  # type: ignore[attr-defined]
+        pause.wait(0.001)                               # let the other thread run
+    raise AssertionError(f"{what}: new references were never refused")
 
 
 # ---------------------------------------------------------------- pin basics
@@ -327,17 +348,16 @@ def test_seed000_truncate_wait_blocks_without_a_lock_until_the_pin_goes(vol: dax
     f = _new_file(vol, "w", data)
     other = _new_file(vol, "other", b"o" * BS)
     p = f.pin(10 * BS, BS)
-    done: dict[str, object] = {}
+    order: list[str] = []
 
     def truncate() -> None:
         with vol.open("w", "r+b") as g:
-            t0 = time.monotonic()
             g.truncate(4 * BS, policy="wait", timeout=JOIN)
-            done["elapsed"] = time.monotonic() - t0
+            order.append("truncated")
 
     t = _start(truncate)
-    time.sleep(0.2)
-    assert t.is_alive() and "elapsed" not in done
+    _until_refused(lambda: f.pin(6 * BS, BS), "a truncate waiting on the pin")
+    assert t.is_alive() and order == []
     assert f.stat().st_size == 16 * BS                      # nothing changed yet
     # the waiting truncate holds no lock: the volume is usable meanwhile
     assert f.pread(BS, 10 * BS) == data[10 * BS:11 * BS]
@@ -355,10 +375,11 @@ def test_seed000_truncate_wait_blocks_without_a_lock_until_the_pin_goes(vol: dax
     # ... other ranges and other files are fine
     with f.pin(0, 4 * BS) as outside, other.pin(0, 2 * BS), f.map(0, 2 * BS):
         assert bytes(outside.buffer) == data[:4 * BS]
-    assert t.is_alive()
+    assert t.is_alive() and order == []
+    order.append("released")
     p.release()
     _join(t)
-    assert done["elapsed"] < JOIN
+    assert order == ["released", "truncated"]
     assert f.stat().st_size == 4 * BS
     assert vol.statfs().busy == 0                          # it waited: nothing had to be parked
     with f.pin(4 * BS - 1, 1):                            # the refusal ended with the wait
@@ -375,11 +396,8 @@ def test_seed000_truncate_wait_times_out_with_busy_error_and_nothing_changed(vol
     p = f.pin(6 * BS, BS)
     extents = f.extents()
     before = _state(vol)
-    t0 = time.monotonic()
     with pytest.raises(daxfs.BusyError) as exc:
-        f.truncate(BS, policy="wait", timeout=0.3)
-    elapsed = time.monotonic() - t0
-    assert 0.25 <= elapsed < 3
+        f.truncate(BS, policy="wait", timeout=0.05)      # how long it waited: bench_waits.py
     assert exc.value.errno == errno.EBUSY
     assert "rdma-nic" in exc.value.holders and "rdma-nic" in str(exc.value)
     assert _state(vol) == before and f.extents() == extents and f.stat().st_size == 8 * BS
@@ -402,10 +420,8 @@ def test_seed000_truncate_refuse_is_busy_error_at_once(make_vol: Callable[..., d
     p = f.pin(5 * BS, 100)
     extents = f.extents()
     before = _state(vol)
-    t0 = time.monotonic()
     with pytest.raises(daxfs.BusyError) as exc:
-        f.truncate(2 * BS)                                  # the volume's policy
-    assert time.monotonic() - t0 < 0.5
+        f.truncate(2 * BS)          # the volume's policy (waiting for p, held here, would hang)
     assert "pin" in str(exc.value) and "r" in str(exc.value)
     with pytest.raises(daxfs.BusyError):
         f.truncate(0, policy="refuse")
@@ -419,14 +435,12 @@ def test_seed000_truncate_refuse_is_busy_error_at_once(make_vol: Callable[..., d
 
 
 def test_seed000_truncate_break_without_leases_is_defer(make_vol: Callable[..., daxfs.Volume]) -> None:
-    vol = make_vol(policy="break", lease_break_s=5.0)
+    vol = make_vol(policy="break", lease_break_s=3600.0)   # a wait for it would hang the test
     data = _pattern(8 * BS, 8)
     f = _new_file(vol, "b", data)
     p = f.pin(4 * BS, BS)
     m = f.map(6 * BS, 2 * BS)                               # a plain mapping: not breakable
-    t0 = time.monotonic()
-    f.truncate(0)
-    assert time.monotonic() - t0 < 1                        # nothing to break: no lease_break_s wait
+    f.truncate(0)                                           # nothing to break: no lease_break_s wait
     assert not m.revoked and not m.closed
     assert bytes(m.buffer) == data[6 * BS:]
     assert bytes(p.buffer) == data[4 * BS:5 * BS]
@@ -469,8 +483,8 @@ def test_seed000_open_wb_with_volume_policy_wait_waits_for_the_pin(make_vol: Cal
     p = f.pin(BS, BS)
     opened: list[daxfs.File] = []
     t = _start(lambda: opened.append(vol.open("ow", "wb")))
-    time.sleep(0.2)
-    assert t.is_alive() and f.stat().st_size == 4 * BS
+    _until_refused(lambda: f.pin(0, BS), "open('wb') waiting on the pin")
+    assert t.is_alive() and f.stat().st_size == 4 * BS and opened == []
     p.release()
     _join(t)
     assert f.stat().st_size == 0 and vol.statfs().busy == 0
@@ -510,17 +524,18 @@ def test_seed004_punch_under_a_pin_per_policy(make_vol: Callable[..., daxfs.Volu
     assert pinned[5 * BS + 100:] == data[7 * BS + 100:10 * BS]
     # wait: a second pin holds block 9; a waiting punch finishes when it goes
     q = f.pin(9 * BS, BS)
-    t = _start(lambda: f.punch_hole(9 * BS, BS, policy="wait", timeout=JOIN))
-    time.sleep(0.15)
-    assert t.is_alive()
-    with pytest.raises(daxfs.BusyError):
-        f.pin(9 * BS, 1)
+    order: list[str] = []
+    t = _start(lambda: (f.punch_hole(9 * BS, BS, policy="wait", timeout=JOIN), order.append("punched")))
+    _until_refused(lambda: f.pin(9 * BS, 1), "a punch waiting on the pins")
+    assert t.is_alive() and order == []
     q.release()
     # p still holds block 9: the wait goes on until p is let go too
-    time.sleep(0.1)
-    assert t.is_alive()
+    with pytest.raises(daxfs.BusyError):
+        f.pin(9 * BS, 1)
+    order.append("p released")
     p.release()
     _join(t)
+    assert order == ["p released", "punched"]
     assert f.pread(BS, 9 * BS) == bytes(BS)
     assert vol.statfs().busy == 0 and vol.pins() == []
     f.close()
@@ -539,78 +554,94 @@ def test_seed004_waiting_truncate_does_not_deadlock_the_pinner(vol: daxfs.Volume
             page_a = f.pin(8 * BS, BS)                      # in the range B will truncate
             a_pinned.set()
             go.wait(JOIN)
-            t0 = time.monotonic()
             try:
+                # waiting here for B, which waits for page A, would deadlock: refused at once
                 ref = f.pin(12 * BS, BS) if second == "pin" else f.map(12 * BS, BS)
                 out["page_b"] = ref                          # would be a bug: B is waiting on it
             except daxfs.BusyError as exc:
-                out["refused_after"] = time.monotonic() - t0
                 out["errno"] = exc.errno
             outside = f.pin(2 * BS, BS) if second == "pin" else f.map(2 * BS, BS)   # not in B's range
             out["outside"] = bytes(outside.buffer[:4])
+            order.append("a released")
             page_a.release()                                 # A gives up and lets go: B proceeds
-            out["a_released"] = time.monotonic()
             outside.release() if second == "pin" else outside.close()
 
     def thread_b() -> None:
         with vol.open("dl", "r+b") as g:
-            g.truncate(4 * BS, policy="wait", timeout=2 * JOIN)   # never reached if all is well
-            out["b_done"] = time.monotonic()
+            g.truncate(4 * BS, policy="wait", timeout=JOIN)
+            order.append("b done")
 
-    t0 = time.monotonic()
+    order: list[str] = []
     ta = _start(thread_a)
     assert a_pinned.wait(JOIN)
     tb = _start(thread_b)
-    time.sleep(0.2)
-    assert tb.is_alive(), "the truncate did not wait for page A"
+    with vol.open("dl", "rb") as probe:
+        _until_refused(lambda: probe.pin(13 * BS, 1), "the truncate waiting for page A")
+    assert tb.is_alive() and order == [], "the truncate did not wait for page A"
     go.set()
     _join(ta, tb)
-    assert time.monotonic() - t0 < 3
     assert "page_b" not in out
-    assert out["errno"] == errno.EBUSY and out["refused_after"] < 0.5   # at once, not after a wait
+    assert out["errno"] == errno.EBUSY
     assert out["outside"] == _pattern(16 * BS, 12)[2 * BS:2 * BS + 4]
-    assert out["b_done"] >= out["a_released"]
+    assert order == ["a released", "b done"]
     assert vol.stat("dl").st_size == 4 * BS
     assert vol.pins() == [] and vol.statfs().busy == 0
     _accounting_ok(vol)
 
 
-def test_seed004_stream_of_short_pins_cannot_starve_a_waiting_truncate(vol: daxfs.Volume) -> None:
+def test_seed004_stream_of_pins_cannot_starve_a_waiting_truncate(vol: daxfs.Volume) -> None:
+    """Pinners that always keep a pin live in the range (each takes the next before it lets go
+    of the last) would keep a truncate waiting forever -- unless new pins are refused while it
+    waits.  They run until the truncate returns (bounded by a count: reaching it means the
+    truncate was starved)."""
     _new_file(vol, "st", _pattern(32 * BS, 13)).close()
     stop = threading.Event()
+    started = threading.Barrier(4)                         # three pinners and the truncate
     counts = {"pins": 0, "refused": 0}
+    starved: list[int] = []
     errors: list[BaseException] = []
+    limit = 200_000
 
     def pinner(seed: int) -> None:
         rng = random.Random(seed)
+        held: daxfs.Pin | None = None
         try:
             with vol.open("st", "rb") as f:
-                while not stop.is_set():
-                    size = f.stat().st_size
-                    off = rng.randrange(0, max(1, size - BS))
-                    try:
-                        p = f.pin(off, min(BS, size - off))
+                held = f.pin(8 * BS + seed * BS, BS)
+                started.wait(JOIN)
+                for _ in range(limit):
+                    if stop.is_set():
+                        break
+                    try:                                   # always inside the range truncated
+                        p = f.pin(rng.randrange(8, 32) * BS, BS)
+                    except ValueError:                     # past the new EOF: it got through
+                        break
                     except daxfs.BusyError:
                         counts["refused"] += 1
-                        time.sleep(0.001)
+                        if held is not None:
+                            held.release()
+                            held = None
                         continue
                     counts["pins"] += 1
-                    time.sleep(0.01)                          # overlapping: some pin always lives
-                    p.release()
+                    if held is not None:
+                        held.release()
+                    held = p
+                else:
+                    starved.append(seed)
+                if held is not None:
+                    held.release()
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
     threads = [_start(lambda s=s: pinner(s)) for s in range(3)]
-    time.sleep(0.1)
+    started.wait(JOIN)                                     # every pinner holds a pin in the range
     with vol.open("st", "r+b") as g:
-        t0 = time.monotonic()
         g.truncate(8 * BS, policy="wait", timeout=JOIN)
-        elapsed = time.monotonic() - t0
     stop.set()
     _join(*threads)
     assert not errors, errors
-    assert elapsed < 1.0
-    assert counts["pins"] > 3
+    assert not starved, "the pinners ran out of tries before the truncate got through"
+    assert counts["refused"] > 0                           # the wait refused them
     assert vol.stat("st").st_size == 8 * BS
     assert vol.pins() == [] and vol.statfs().busy == 0
     _accounting_ok(vol)
@@ -707,7 +738,7 @@ def test_seed002_unlink_under_refuse_and_wait(make_vol: Callable[..., daxfs.Volu
     vol.unlink("uw", policy="refuse")                       # another name remains: nothing detached
     assert [i.path for i in vol.pins()] == ["/second"]
     t = _start(lambda: vol.unlink("second"))                # the volume's policy: wait
-    time.sleep(0.2)
+    _until_refused(lambda: f.pin(BS, BS), "an unlink waiting on the pin")
     assert t.is_alive() and vol.exists("second")
     p.release()
     _join(t)
@@ -795,18 +826,19 @@ def test_seed002_force_close_breaks_revokes_and_waits_for_pins_released_meanwhil
     plain = f.map(2 * BS, 2 * BS)
     arr = plain.array()
     p = f.pin(4 * BS, 4 * BS)
+    order: list[str] = []
 
-    def release_later() -> None:
-        time.sleep(0.4)
+    def release_when_closing() -> None:
+        _until_refused(lambda: f.pin(0, BS), "a forced close")
         assert bytes(p.buffer[:4]) == data[4 * BS:4 * BS + 4]
+        order.append("released")
         p.release()
 
-    t = _start(release_later)
-    t0 = time.monotonic()
+    t = _start(release_when_closing)
     vol.close(force=True, timeout=JOIN)
-    elapsed = time.monotonic() - t0
+    order.append("closed")
     _join(t)
-    assert vol.closed and 0.3 <= elapsed < 3
+    assert vol.closed and order == ["released", "closed"]     # close waited for the pin
     assert broken == [lease] and lease.revoked and plain.revoked
     assert bytes(lease.buffer) == data[:2 * BS] and bytes(arr) == data[2 * BS:4 * BS]
     lease.close()
@@ -827,18 +859,16 @@ def test_seed002_force_close_is_not_defeated_by_a_mapping_taken_during_its_wait(
     got: list[object] = []
 
     def meanwhile() -> None:
-        time.sleep(0.15)                                    # close is waiting for p now
+        _until_refused(lambda: f.pin(2 * BS, 1), "a forced close")   # close is waiting for p now
         try:
             got.append(f.map(BS, BS))
         except (daxfs.BusyError, ValueError) as exc:        # refused: fine too
             got.append(exc)
-        time.sleep(0.1)
         p.release()
 
     t = _start(meanwhile)
-    t0 = time.monotonic()
     try:
-        vol.close(force=True, timeout=1.0)
+        vol.close(force=True, timeout=JOIN)
         outcome: object = "closed"
     except daxfs.BusyError as exc:
         outcome = exc
@@ -847,7 +877,7 @@ def test_seed002_force_close_is_not_defeated_by_a_mapping_taken_during_its_wait(
     for m in leftover:
         assert m.revoked and bytes(m.buffer) == data[BS:2 * BS]
         m.close()
-    assert outcome == "closed", f"force close failed after {time.monotonic() - t0:.2f} s: {outcome}"
+    assert outcome == "closed", f"force close failed: {outcome}"
     assert vol.closed
 
 
@@ -856,10 +886,8 @@ def test_seed002_force_close_times_out_while_a_pin_stays(vol: daxfs.Volume) -> N
     f = _new_file(vol, "ft", data)
     p = f.pin(0, BS)
     m = f.map(BS, BS)
-    t0 = time.monotonic()
     with pytest.raises(daxfs.BusyError) as exc:
-        vol.close(force=True, timeout=0.3)
-    assert 0.25 <= time.monotonic() - t0 < 3
+        vol.close(force=True, timeout=0.05)                 # how long it waited: bench_waits.py
     assert "pin" in str(exc.value)
     assert not vol.closed
     assert m.revoked and bytes(m.buffer) == data[BS:2 * BS]  # mappings were revoked on the way
@@ -882,7 +910,7 @@ def test_seed002_force_close_times_out_while_a_pin_stays(vol: daxfs.Volume) -> N
 
 
 def test_seed003_lease_break_cooperative_holder_lets_go_at_once(make_vol: Callable[..., daxfs.Volume]) -> None:
-    vol = make_vol(policy="break", lease_break_s=10.0)      # a long grace period nobody should need
+    vol = make_vol(policy="break", lease_break_s=3600.0)    # a grace period a wait for would hang
     data = _pattern(8 * BS, 22)
     f = _new_file(vol, "lc", data)
     # one holder closes from its callback, another from its own thread when told
@@ -892,9 +920,7 @@ def test_seed003_lease_break_cooperative_holder_lets_go_at_once(make_vol: Callab
     m_async = f.map(4 * BS, 2 * BS, lease=True, on_break=lambda m: told.set())
     assert sorted(i.kind for i in vol.pins()) == ["lease", "lease"]
     t = _start(lambda: (told.wait(JOIN), m_async.close()))
-    t0 = time.monotonic()
     f.truncate(0)
-    assert time.monotonic() - t0 < 2
     _join(t)
     assert sync_calls == [m_sync]
     assert m_sync.closed and m_async.closed and not m_sync.revoked and not m_async.revoked
@@ -905,7 +931,7 @@ def test_seed003_lease_break_cooperative_holder_lets_go_at_once(make_vol: Callab
 
 def test_seed003_lease_break_unresponsive_holder_is_revoked_after_lease_break_s(
         make_vol: Callable[..., daxfs.Volume]) -> None:
-    vol = make_vol(lease_break_s=0.2)
+    vol = make_vol(lease_break_s=0.05)                      # how long it gave: bench_waits.py
     data = _pattern(8 * BS, 23)
     f = _new_file(vol, "lu", data)
     calls: list[daxfs.Mapping] = []
@@ -913,10 +939,7 @@ def test_seed003_lease_break_unresponsive_holder_is_revoked_after_lease_break_s(
     silent = f.map(6 * BS, 2 * BS, lease=True)                          # no callback at all
     outside = f.map(0, BS, lease=True, on_break=calls.append)           # not in the range
     arr = m.array()
-    t0 = time.monotonic()
     f.truncate(BS, policy="break")
-    elapsed = time.monotonic() - t0
-    assert 0.15 <= elapsed < 2
     assert calls == [m]
     assert m.revoked and silent.revoked and not outside.revoked
     assert bytes(m.buffer) == data[2 * BS:6 * BS] and bytes(arr) == data[2 * BS:6 * BS]
@@ -953,7 +976,7 @@ def test_seed003_break_handles_pins_and_plain_mappings_as_defer(make_vol: Callab
 
 def test_seed003_volume_policy_break_covers_rename_over_zero_range_and_unlink(
         make_vol: Callable[..., daxfs.Volume]) -> None:
-    vol = make_vol(policy="break", lease_break_s=0.2)
+    vol = make_vol(policy="break", lease_break_s=0.05)
     data = _pattern(4 * BS, 31)
     f = _new_file(vol, "target", data)
     _new_file(vol, "src", b"s" * BS).close()
@@ -968,9 +991,7 @@ def test_seed003_volume_policy_break_covers_rename_over_zero_range_and_unlink(
     assert vol.stat("target").st_size == BS
     g.zero_range(0, BS)
     assert told == ["rename", "zero"] and m_zero.closed and g.pread(BS, 0) == bytes(BS)
-    t0 = time.monotonic()
-    vol.unlink("u")
-    assert time.monotonic() - t0 >= 0.15                   # the raising holder got its lease_break_s
+    vol.unlink("u")                                         # the raising holder is revoked in the end
     assert told == ["rename", "zero", "unlink"] and m_unlink.revoked and not vol.exists("u")
     assert vol.pins() == [] and vol.statfs().busy == 0
     for x in (m_rename, m_unlink, f, g, h):
@@ -987,14 +1008,14 @@ def test_seed003_holder_close_wakes_a_waiting_truncate(vol: daxfs.Volume) -> Non
     g.map(4 * BS, BS)
     t_after = time.time()
     assert all(t_before <= i.since <= t_after and i.holder == "short-lived" for i in vol.pins())
-    done: list[float] = []
-    t = _start(lambda: (f.truncate(0, policy="wait", timeout=JOIN), done.append(time.monotonic())))
-    time.sleep(0.2)
+    order: list[str] = []
+    t = _start(lambda: (f.truncate(0, policy="wait", timeout=JOIN), order.append("truncated")))
+    _until_refused(lambda: f.pin(0, BS), "a truncate waiting on the holder's pin and mapping")
     assert t.is_alive() and f.stat().st_size == 8 * BS
-    closed_at = time.monotonic()
+    order.append("holder closed")
     h.close()                                              # the holder exits: everything let go
     _join(t)
-    assert done and done[0] >= closed_at
+    assert order == ["holder closed", "truncated"]
     assert f.stat().st_size == 0 and vol.statfs().busy == 0 and vol.pins() == []
     f.close()
     _accounting_ok(vol)
@@ -1078,6 +1099,9 @@ def test_seed003_holder_that_never_releases_keeps_blocks_visibly_busy(vol: daxfs
 # ---------------------------------------------------------------- stress
 
 
+MUTATIONS = 1500    # changes per mutator thread in the stress test (a count, not a duration)
+
+
 @pytest.mark.parametrize("mode", ["defer", "wait"])
 def test_stress_pinners_vs_truncate_punch_write(vol: daxfs.Volume, mode: str) -> None:
     paths = [f"s{i}" for i in range(4)]
@@ -1099,7 +1123,9 @@ def test_stress_pinners_vs_truncate_punch_write(vol: daxfs.Volume, mode: str) ->
         handles = {path: h.open(path, "r+b") for path in paths}
         live: list[tuple[daxfs.Pin, str]] = []
         try:
-            while not stop.is_set():
+            for _ in range(1_000_000):                      # until the mutators are done
+                if stop.is_set():
+                    break
                 if live and (len(live) >= 3 or rng.random() < 0.45):
                     p, path = live.pop(rng.randrange(len(live)))
                     bad = _foreign_owners(vol, p, handles, path)
@@ -1143,7 +1169,9 @@ def test_stress_pinners_vs_truncate_punch_write(vol: daxfs.Volume, mode: str) ->
         rng = random.Random(seed)
         handles = {path: vol.open(path, "r+b") for path in paths}
         try:
-            while not stop.is_set():
+            for i in range(MUTATIONS):
+                if i % 5 == 4:
+                    ticks.put(True)                         # the sampler samples every 5 changes
                 f = handles[rng.choice(paths)]
                 op = rng.random()
                 kwargs = {"policy": "wait", "timeout": rng.choice([0, 0.002, 0.01, 0.03])} if mode == "wait" else {}
@@ -1169,7 +1197,7 @@ def test_stress_pinners_vs_truncate_punch_write(vol: daxfs.Volume, mode: str) ->
 
     def sampler() -> None:
         try:
-            while not stop.is_set():
+            while ticks.get(timeout=JOIN):
                 st = vol.statfs()
                 if not (st.free >= 0 and st.used >= 0 and st.busy >= 0
                         and st.free + st.used + st.busy + st.bad == st.size):
@@ -1180,18 +1208,21 @@ def test_stress_pinners_vs_truncate_punch_write(vol: daxfs.Volume, mode: str) ->
                 with lock:
                     stats["samples"] += 1
                     stats["max_busy"] = max(stats["max_busy"], st.busy)
-                time.sleep(0.003)
         except BaseException as exc:
             errors.append(f"sampler: {exc!r}")
 
-    threads = [_start(lambda s=s: pinner(s)) for s in range(3)]
-    threads += [_start(lambda s=s: mutator(1000 + s)) for s in range(2)]
-    threads.append(_start(sampler))
-    time.sleep(2.5)
+    ticks: queue.Queue[bool] = queue.Queue()
+    pinners = [_start(lambda s=s: pinner(s)) for s in range(3)]
+    mutators = [_start(lambda s=s: mutator(1000 + s)) for s in range(2)]
+    sampling = _start(sampler)
+    _join(*mutators)
     stop.set()
-    _join(*threads, timeout=10)
+    ticks.put(False)
+    _join(*pinners, sampling)
     assert not errors, "\n".join(errors[:5])
-    assert stats["pins"] > 50 and stats["mutations"] > 50 and stats["samples"] > 20, stats
+    assert stats["mutations"] + stats["waits_timed_out"] == 2 * MUTATIONS
+    assert stats["samples"] == 2 * (MUTATIONS // 5), stats
+    assert stats["pins"] > 50, stats
     if mode == "defer":
         assert stats["max_busy"] > 0, stats                # the busy list was exercised
     else:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from daxfs.media import MemoryPool, RecordingPool
 from daxfs.testing import snapshot
+from daxfs.testing.crash import describe
 from daxfs.volume import Volume
 
 POOL = 4 << 20
@@ -58,6 +59,7 @@ def test_pins_orphans_and_busy_blocks_at_every_crash_point() -> None:
         "gone": gone.pin(0, 10 * BS),
         "shrunk": handles["shrunk"].pin(4 * BS, 8 * BS),
         "keep": handles["keep"].pin(BS, BS),
+        "inner": handles["shrunk"].pin(6 * BS, 2 * BS),   # inside "shrunk"'s: holds of 1 and 2
     }
     handles.pop("gone").close()
     gone.close()                                     # only the pin holds "gone" now
@@ -79,6 +81,7 @@ def test_pins_orphans_and_busy_blocks_at_every_crash_point() -> None:
         ("punch under a pin", lambda: handles["keep"].punch_hole(BS, BS)),
         ("create", create("fresh")),
         ("allocate while busy", fill("fresh", 150, 0x46)),
+        ("release the inner pin", lambda: pins["inner"].release()),     # still held: stays busy
         ("release the truncated range", lambda: pins["shrunk"].release()),
         ("create", create("fresh2")),
         ("allocate after release", fill("fresh2", 0, 0x32)),
@@ -104,10 +107,14 @@ def test_pins_orphans_and_busy_blocks_at_every_crash_point() -> None:
             for name in ("gone", "shrunk", "keep"):
                 assert not _overlaps(fresh, pinned_blocks[name]), f"fresh file got {name}'s pinned blocks"
             assert st.busy == 9 * BS                   # 8 truncated + 1 punched
+        if what == "release the inner pin":
+            assert st.busy == 9 * BS
+        if what == "release the truncated range":
+            assert st.busy == BS                       # every run of it, not just the first
     assert vol.statfs().busy == 0 and vol.pins() == []
 
     points = [e for e in pool.persist_points() if e >= starts[0]] + [len(pool.events)]
-    checked = 0
+    seen = {"between": 0, "before": 0, "after": 0}
     for e in points:
         running = next((i for i in range(len(steps)) if starts[i] <= e < ends[i]), None)
         done = sum(1 for i in range(len(steps)) if ends[i] <= e)
@@ -126,12 +133,13 @@ def test_pins_orphans_and_busy_blocks_at_every_crash_point() -> None:
             finally:
                 after.close()
             if running is None:
-                assert got == snaps[done], f"{where} between steps lost state"
+                assert got == snaps[done], f"{where} after {done} steps: {describe(snaps[done], got)}"
+                seen["between"] += 1
             else:
                 assert got in (snaps[running], snaps[running + 1]), \
                     f"{where} inside '{steps[running][0]}' is neither before nor after it"
-            checked += 1
-    assert checked > 20
+                seen["before" if got == snaps[running] else "after"] += 1
+    assert all(seen.values()), f"the crash points missed a side of the steps: {seen}"
     assert vol.statfs().free < 8 * BS                  # the freed busy and orphan blocks were reused
     for f in handles.values():
         f.close()

@@ -9,17 +9,17 @@ mounted and must have:
   free (free and owned) fails it -- and nothing busy;
 - every operation that returned present: names, bytes, and the space accounting
   (``statfs().used`` and ``.shared``) exactly as the live volume had them;
-- the interrupted operation all-or-nothing.  Clones, dedupes, truncates, punches,
-  zero_range, fallocate and unlinks: the image is the state before or after (for a
-  dedupe, whose bytes are the same on both sides, the sharing too).  A write may
-  tear per byte only inside blocks the file owned privately before it, as any
-  in-place store on memory does (sizes and names one side, every such byte old or
-  new); the bytes it puts over shared blocks (copy-on-write: fresh blocks), holes
-  and unwritten blocks are all old or all new.
+- the interrupted operation all-or-nothing, by the strict oracle of
+  ``daxfs.testing.crash``: the image is the state before or after it (for a dedupe,
+  whose bytes are the same on both sides, the sharing too), except that bytes a write
+  overwrites in place -- inside the file, in blocks it owned privately and had written,
+  as any in-place store on memory does -- may each be old or new while everything else,
+  the file's metadata included, is as before.  What a write puts over shared blocks
+  (copy-on-write: fresh blocks), holes and unwritten blocks is all old or all new, and so
+  is everything copy_file_range writes (its edges go to fresh blocks).
 
 Seeded workloads (``test_crash_at_every_persist_point``) mix all of them over four
-files; their copy_file_range calls stay inside the destination's size and are held
-to the per-byte rule only.  Separate tests name the cases the contract spells out:
+files.  Separate tests name the cases the contract spells out:
 
 - a write over blocks that were all shared goes to fresh blocks, so it is
   all-or-nothing, never torn (``test_cow_write_is_all_or_nothing``), and one over
@@ -33,6 +33,7 @@ to the per-byte rule only.  Separate tests name the cases the contract spells ou
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,8 @@ import pytest
 import daxfs
 from daxfs.media import MemoryPool, RecordingPool
 from daxfs.testing import recorded_volume, snapshot
+from daxfs.testing.crash import crash_state_error, describe
+from daxfs.testing.workload import in_place_ranges
 from daxfs.volume import Volume
 
 BS = 4096
@@ -82,48 +85,21 @@ def _private_blocks(vol: Volume, path: str) -> set[int]:
 class Step:
     """One operation of a workload and what a crash inside it may leave.
 
-    ``check``: "atomic" (before or after), "dedupe" (before or after, sharing too), or
-    "write" (``target`` may tear per byte inside ``private`` blocks only, and where
-    ``strict`` is False anywhere: see the module docstring)."""
+    ``check``: "atomic" (before or after, bytes a write overwrites in place excepted:
+    ``tearable``, ``{ino: [(lo, hi)]}``), or "dedupe" (before or after, sharing too)."""
 
     label: str
     fn: Callable[[], Any]
     check: str = "atomic"
-    target: str | None = None
-    private: set[int] = field(default_factory=set)
-    strict: bool = False
+    tearable: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
 
     def __str__(self) -> str:
         return self.label
 
 
-def _torn_ok(before: dict, after: dict, got: dict, step: Step) -> bool:
-    """An interrupted write: names and sizes one side; other files untouched; in the target,
-    bytes in its private blocks each old or new, and (``strict``) the rest all old or all new."""
-    if set(got) not in (set(before), set(after)):
-        return False
-    for path, entry in got.items():
-        old, new = before.get(path), after.get(path)
-        if entry in (old, new):
-            continue
-        if path != "/" + str(step.target) or old is None or new is None:
-            return False
-        data = entry[3]
-        if len(data) not in (len(old[3]), len(new[3])) or entry[:3] not in (old[:3], new[:3]):
-            return False
-        n = len(data)
-        a = np.frombuffer(data, np.uint8)
-        o = np.frombuffer(old[3][:n].ljust(n, b"\0"), np.uint8)
-        w = np.frombuffer(new[3][:n].ljust(n, b"\0"), np.uint8)
-        if not np.all((a == o) | (a == w)):
-            return False
-        if step.strict:
-            rest = np.ones(n, bool)
-            for blk in step.private:
-                rest[blk * BS:(blk + 1) * BS] = False
-            if not (np.all(a[rest] == o[rest]) or np.all(a[rest] == w[rest])):
-                return False
-    return True
+def _write_step(rec: "Recorder", label: str, name: str, off: int, n: int, fn: Callable[[], Any]) -> Step:
+    """A step that writes ``n`` bytes at ``off`` of ``name``: its in-place bytes may tear."""
+    return Step(label, fn, tearable=in_place_ranges(rec.vol, name, off, n))
 
 
 class Recorder:
@@ -138,6 +114,7 @@ class Recorder:
         self.accts = [_accounting(self.vol)]
         self.exact_accounting = [True]      # False while an orphan lives (the mount reclaims it)
         self.orphans = 0
+        self.seen: Counter = Counter()      # images by outcome: between, before, after, torn
 
     def run(self, step: Step) -> Any:
         self.starts.append(self.pool.mark())
@@ -151,11 +128,12 @@ class Recorder:
         assert problems == [], f"live volume unclean after {step}: {problems}"
         return result
 
-    def check(self, points: list[int] | None = None, *, random_variants: int = 1) -> int:
+    def check(self, points: list[int] | None = None, *, random_variants: int = 1) -> Counter:
+        """Check the crash images at ``points``; return how many showed each outcome."""
         pool = self.pool
         if points is None:
             points = pool.persist_points() + [len(pool.events)]
-        checked = 0
+        self.seen = Counter()
         for e in points:
             running = next((i for i in range(len(self.steps)) if self.starts[i] <= e < self.ends[i]), None)
             done = sum(1 for i in range(len(self.steps)) if self.ends[i] <= e)
@@ -171,23 +149,22 @@ class Recorder:
                 finally:
                     vol.close()
                 if running is None:
-                    assert got == self.snaps[done], f"{where} between steps lost state (after {done} steps)"
+                    assert got == self.snaps[done], \
+                        f"{where} after {done} steps: {describe(self.snaps[done], got)}"
+                    self.seen["between"] += 1
                     if self.exact_accounting[done]:
                         assert acct == self.accts[done], \
                             f"{where} between steps: used/shared {acct}, live {self.accts[done]}"
                 else:
                     step = self.steps[running]
                     before, after = self.snaps[running], self.snaps[running + 1]
-                    if step.check == "write":
-                        ok = got in (before, after) or _torn_ok(before, after, got, step)
-                    else:
-                        ok = got in (before, after)
-                    assert ok, f"{where} inside {step} is neither before nor after it"
+                    error = crash_state_error(before, after, got, step.tearable)
+                    assert error is None, f"{where} inside {step}: {error}; {describe(before, got)}"
+                    self.seen["before" if got == before else "after" if got == after else "torn"] += 1
                     if step.check == "dedupe" and self.exact_accounting[running + 1]:
                         assert acct in (self.accts[running], self.accts[running + 1]), \
                             f"{where} inside {step}: used/shared {acct} is neither side"
-                checked += 1
-        return checked
+        return self.seen
 
 
 # --------------------------------------------------------------------------- seeded workloads
@@ -239,8 +216,8 @@ class Workload:
         def fn() -> int:
             with vol.open(name, "r+b") as f:
                 return f.pwrite(data, off)
-        self.rec.run(Step(f"{what}({name!r}, {data[:1]!r} * {len(data)}, {off})", fn, "write", name,
-                          _private_blocks(vol, name), strict=True))
+        self.rec.run(_write_step(self.rec, f"{what}({name!r}, {data[:1]!r} * {len(data)}, {off})", name, off,
+                                 len(data), fn))
 
     def _write(self, names: list[str]) -> None:
         name = self.rng.choice(names)
@@ -320,8 +297,7 @@ class Workload:
         if n == 0 or (src == dst and so < do + n and do < so + n):
             return
         self.rec.run(Step(f"copy_file_range({src!r}, {so}, {dst!r}, {do}, {length})",
-                          lambda: vol.copy_file_range(src, so, dst, do, length), "write", dst,
-                          _private_blocks(vol, dst)))
+                          lambda: vol.copy_file_range(src, so, dst, do, length)))
 
     def _on(self, names: list[str], label: str, call: Callable[[daxfs.File], Any]) -> None:
         name = self.rng.choice(names)
@@ -364,8 +340,8 @@ def test_crash_at_every_persist_point(seed: int) -> None:
         work.step()
     shared_ever = any(acct[1] for acct in rec.accts)
     assert shared_ever, "the workload never shared a block"
-    points = rec.pool.persist_points() + [len(rec.pool.events)]
-    assert rec.check(points) >= len(points)
+    seen = rec.check()
+    assert seen["between"] > 0 and seen["before"] > 0 and seen["after"] > 0, seen
     rec.vol.close()
 
 
@@ -379,7 +355,7 @@ def _fill(rec: Recorder, name: str, data: bytes) -> None:
     def write() -> int:
         with rec.vol.open(name, "r+b") as f:
             return f.pwrite(data, 0)
-    rec.run(Step(f"write {name}", write, "write", name))
+    rec.run(_write_step(rec, f"write {name}", name, 0, len(data), write))
 
 
 def _two_sharers(rec: Recorder, nblocks: int = 4, tail: int = 0) -> bytes:
@@ -405,8 +381,11 @@ def test_cow_write_is_all_or_nothing(tail: int, offset: int, length: int) -> Non
     def write() -> int:
         with rec.vol.open("b", "r+b") as f:
             return f.pwrite(bytes([0xEE]) * length, offset)
-    rec.run(Step(f"cow_pwrite('b', 0xEE * {length}, {offset})", write, "write", "b", set(), strict=True))
-    rec.check(list(range(rec.starts[-1], len(rec.pool.events) + 1)), random_variants=3)
+    step = _write_step(rec, f"cow_pwrite('b', 0xEE * {length}, {offset})", "b", offset, length, write)
+    assert step.tearable == {}
+    rec.run(step)
+    seen = rec.check(list(range(rec.starts[-1], len(rec.pool.events) + 1)), random_variants=3)
+    assert seen["before"] > 0 and seen["after"] > 0 and seen["torn"] == 0, seen
     rec.vol.close()
 
 
@@ -418,15 +397,18 @@ def test_cow_write_may_tear_only_in_private_blocks() -> None:
     def own_block() -> int:
         with rec.vol.open("b", "r+b") as f:
             return f.pwrite(b"p" * BS, 0)          # block 0 of b is now b's alone
-    rec.run(Step("private block 0 of b", own_block, "write", "b", set()))
+    rec.run(_write_step(rec, "private block 0 of b", "b", 0, BS, own_block))
     private = _private_blocks(rec.vol, "b")
     assert private == {0}
 
     def write() -> int:
         with rec.vol.open("b", "r+b") as f:
             return f.pwrite(bytes([0xEE]) * (2 * BS), 0)
-    rec.run(Step("pwrite('b', 0xEE * 8192, 0)", write, "write", "b", private, strict=True))
-    rec.check(list(range(rec.starts[-1], len(rec.pool.events) + 1)), random_variants=3)
+    step = _write_step(rec, "pwrite('b', 0xEE * 8192, 0)", "b", 0, 2 * BS, write)
+    assert list(step.tearable.values()) == [[(0, BS)]]        # block 0 only: block 1 is shared
+    rec.run(step)
+    seen = rec.check(list(range(rec.starts[-1], len(rec.pool.events) + 1)), random_variants=3)
+    assert seen["before"] > 0 and seen["after"] > 0, seen
     rec.vol.close()
 
 
@@ -438,8 +420,9 @@ def test_copy_file_range_is_all_or_nothing(so: int, do: int, length: int) -> Non
     _fill(rec, "a", random.Random(8).randbytes(3 * BS + 100))
     rec.run(Step("create b", lambda: rec.vol.open("b", "wb").close()))
     rec.run(Step(f"copy_file_range('a', {so}, 'b', {do}, {length})",
-                 lambda: rec.vol.copy_file_range("a", so, "b", do, length), "write", "b", set(), strict=True))
-    rec.check(list(range(rec.starts[-1], len(rec.pool.events) + 1)), random_variants=2)
+                 lambda: rec.vol.copy_file_range("a", so, "b", do, length)))
+    seen = rec.check(list(range(rec.starts[-1], len(rec.pool.events) + 1)), random_variants=2)
+    assert seen["before"] > 0 and seen["after"] > 0, seen
     rec.vol.close()
 
 
@@ -469,7 +452,7 @@ def test_unlinking_sharers_at_every_crash_point() -> None:
     def cow() -> int:
         with vol.open("b", "r+b") as f:
             return f.pwrite(b"z" * 10, 2 * BS + 5)
-    rec.run(Step("cow b", cow, "write", "b", _private_blocks(vol, "b")))
+    rec.run(_write_step(rec, "cow b", "b", 2 * BS + 5, 10, cow))
     rec.run(Step("dedupe c into b", lambda: vol.dedupe_range("c", 0, "b", 0, 5 * BS + 123), "dedupe"))
     rec.run(Step("unlink b", lambda: vol.unlink("b")))
     rec.run(Step("unlink c", lambda: vol.unlink("c")))

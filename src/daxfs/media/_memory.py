@@ -3,8 +3,11 @@
 RecordingPool logs every store and persist.  From that log it builds the
 images a power failure could leave (``crash_images``): at each persist
 point, stores already covered by an earlier persist are kept; the stores
-still in flight may each be lost, kept, or torn (an 8-byte-granular
-prefix), which is what real memory guarantees about unflushed cache lines.
+still in flight may each be lost, kept, or torn.  A torn store keeps an
+arbitrary subset of its 64-byte cache lines (any line may have been written
+back before the crash, in any order), and in one of its lines an arbitrary
+subset of 8-byte words: that is all real memory guarantees about unflushed
+stores (8-byte writes are atomic, nothing larger is).
 """
 
 from __future__ import annotations
@@ -14,11 +17,14 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
+
 from daxfs.media._file import FilePool
 from daxfs.media.pool import Buffer
 
 _PAGE = 4096
-_TEAR_GRAIN = 8     # stores tear at 8-byte (word) granularity
+_WORD = 8           # the largest store real memory makes atomic
+_LINE = 64          # a cache line: written back whole, in no particular order
 
 
 class MemoryPool(FilePool):
@@ -165,7 +171,8 @@ class RecordingPool(MemoryPool):
 
         Stores covered by a persist issued before ``event_index`` are durable;
         the others are in flight.  Yields: all in-flight stores lost, all kept,
-        ``random_variants`` random subsets, and one with every in-flight store torn.
+        ``random_variants`` random subsets, and one with every in-flight store
+        torn (random cache lines of it kept, and random words of one line).
         """
         covered = self._coverage()
         events = self.events
@@ -176,32 +183,49 @@ class RecordingPool(MemoryPool):
         rng = random.Random(seed * 1_000_003 + event_index)
         flight = set(in_flight)
 
-        def build(choose: dict[int, int | None]) -> bytes:
-            # choose[i]: None = lost, -1 = kept whole, k = first k bytes kept
+        def build(choose: dict[int, "np.ndarray | None"]) -> bytes:
+            # choose[i]: absent = lost, None = kept whole, a bool mask = the bytes kept
             buf = bytearray(base)
+            arr = np.frombuffer(buf, np.uint8)
             for i in range(first, event_index):
                 kind, off, payload = events[i]
                 if kind != "store":
                     continue
                 data: bytes = payload  # type: ignore[assignment]
                 if i in flight:
-                    keep = choose.get(i)
-                    if keep is None:
+                    if i not in choose:
                         continue
-                    if keep >= 0:
-                        data = data[:keep]
+                    mask = choose[i]
+                    if mask is not None:
+                        seg = arr[off:off + len(data)]
+                        seg[mask] = np.frombuffer(data, np.uint8)[mask]
+                        continue
                 buf[off:off + len(data)] = data
             return bytes(buf)
 
         yield CrashImage(build({}), persist_index, event_index, "all-lost")
         if not in_flight:
             return
-        yield CrashImage(build({i: -1 for i in in_flight}), persist_index, event_index, "all-kept")
+        yield CrashImage(build({i: None for i in in_flight}), persist_index, event_index, "all-kept")
         for _ in range(random_variants):
-            yield CrashImage(build({i: -1 for i in in_flight if rng.random() < 0.5}),
+            yield CrashImage(build({i: None for i in in_flight if rng.random() < 0.5}),
                              persist_index, event_index, "random")
-        torn: dict[int, int | None] = {}
-        for i in in_flight:
-            size = len(events[i][2])  # type: ignore[arg-type]
-            torn[i] = rng.randrange(0, max(1, size // _TEAR_GRAIN)) * _TEAR_GRAIN
-        yield CrashImage(build(torn), persist_index, event_index, "torn")
+        gen = np.random.default_rng(rng.randrange(1 << 63))
+        yield CrashImage(build({i: _torn_mask(events[i][1], len(events[i][2]), gen)  # type: ignore[arg-type]
+                                for i in in_flight}), persist_index, event_index, "torn")
+
+
+def _torn_mask(offset: int, length: int, gen: "np.random.Generator") -> "np.ndarray":
+    """Which bytes of a store at ``offset`` survive a tear: a random subset of the cache lines
+    it touches (aligned in the pool, as the hardware's are), and in one of those lines a
+    random subset of 8-byte words."""
+    if length == 0:
+        return np.zeros(0, bool)
+    first = offset // _LINE
+    lines = -(-(offset + length) // _LINE) - first
+    kept = gen.random(lines) < 0.5
+    words = np.repeat(kept, _LINE // _WORD)
+    torn = int(gen.integers(lines))
+    words[torn * (_LINE // _WORD):(torn + 1) * (_LINE // _WORD)] = gen.random(_LINE // _WORD) < 0.5
+    skip = offset - first * _LINE
+    return np.repeat(words, _WORD)[skip:skip + length]

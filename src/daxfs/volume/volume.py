@@ -205,6 +205,10 @@ class Volume:
     def _generation(self) -> int:
         return self._journal.generation
 
+    @property
+    def _checkpoint_pos(self) -> int:
+        return self._journal.checkpoint_pos
+
     def _publish(self) -> None:
         with self._journal.lock:
             self._status.publish()
