@@ -121,7 +121,13 @@ class Client:
         self._table.path, self._table.fd = "", table_fd
         if not take_slot_lock(table_fd, self._slot):
             raise ServerLost(errno.EPROTO, "the holder slot the arbiter gave is taken", socket_path)
-        self.lock = threading.RLock()          # views and references on this side
+        # Two locks, neither ever held across a call to the arbiter (a reply may need
+        # another thread to read it): ``lock`` guards the tables of files and references,
+        # ``view_lock`` the views and extents of each reference (fills are laid in by
+        # whichever thread reads them).
+        self.lock = threading.RLock()
+        self.view_lock = threading.RLock()
+        self._early_fills: dict[int, list[tuple[int, int, int]]] = {}
         self._send_lock = threading.Lock()
         self._recv_lock = threading.Lock()      # whoever holds it reads the socket
         self._ids = itertools.count(2)
@@ -198,12 +204,34 @@ class Client:
         rid, status, body = message
         if rid == 0:
             if status == "event":
-                self._events.put(body)
+                if isinstance(body, list) and body and body[0] == "fill":
+                    self._fill(body)            # laid in now: a write's reply comes after it
+                else:
+                    self._events.put(body)
             return
         pending = self._pending.pop(rid, None)
         if pending is not None:
             pending.status, pending.body = status, body
             pending.done.set()
+
+    def _fill(self, event: list[Any]) -> None:
+        """Blocks a write put where a reference showed zeros: show them (or keep them for a
+        reference whose reply its caller has not yet turned into an object)."""
+        _kind, r, fblk, nblk, pool_offset = event
+        with self.view_lock:
+            ref = self.refs.get(r)
+            if ref is None:
+                self._early_fills.setdefault(r, []).append((fblk, nblk, pool_offset))
+                return
+            ref._fill(fblk, nblk, pool_offset)
+
+    def register(self, ref: ClientMapping | ClientPin) -> None:
+        """A new reference: from now on events reach it (fills that came first are laid in)."""
+        with self.view_lock:
+            with self.lock:
+                self.refs[ref.r] = ref
+            for fill in self._early_fills.pop(ref.r, ()):
+                ref._fill(*fill)
 
     def _read_loop(self) -> None:
         """Between calls, read what the arbiter sends unasked (events, late replies)."""
@@ -224,7 +252,7 @@ class Client:
 
     def _lose(self) -> None:
         """The arbiter is gone: fail every call, detach mappings, keep only pins in the slot."""
-        with self.lock:
+        with self.view_lock, self.lock:
             if self.lost:
                 return
             self.lost = True
@@ -258,9 +286,7 @@ class Client:
                 ref = self.refs.get(r)
                 if ref is None:
                     continue
-                if kind == "fill":
-                    ref._fill(event[2], event[3], event[4])
-                elif kind == "break" and isinstance(ref, ClientMapping):
+                if kind == "break" and isinstance(ref, ClientMapping):
                     ref._notify_break()
                 elif kind == "revoke" and isinstance(ref, ClientMapping):
                     ref._revoked_by_server(event[2])

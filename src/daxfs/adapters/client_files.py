@@ -342,9 +342,8 @@ class ClientFile(io.RawIOBase):
             raise ValueError("mmap offset and length must be non-negative")
         client = self._client
         reply = client.call("map", self.h, offset, length, bool(write), bool(lease), self._holder_name)
-        with client.lock:
-            mapping = ClientMapping(client, self._path, reply, bool(write), bool(lease), on_break, self._holder)
-            client.refs[mapping.r] = mapping
+        mapping = ClientMapping(client, self._path, reply, bool(write), bool(lease), on_break, self._holder)
+        client.register(mapping)
         owned = getattr(self._holder, "owned", None)
         if owned is not None:
             owned.add(mapping)
@@ -362,9 +361,8 @@ class ClientFile(io.RawIOBase):
             raise PermissionError(errno.EACCES, "a write pin needs the file open for writing", self._path)
         client = self._client
         reply = client.call("pin", self.h, offset, length, bool(write), self._holder_name)
-        with client.lock:
-            pin = ClientPin(client, self._path, reply, bool(write), self._holder)
-            client.refs[pin.r] = pin
+        pin = ClientPin(client, self._path, reply, bool(write), self._holder)
+        client.register(pin)
         owned = getattr(self._holder, "owned", None)
         if owned is not None:
             owned.add(pin)
@@ -426,7 +424,7 @@ class _ClientRef:
     def _fill(self, fblk: int, nblk: int, pool_offset: int) -> None:
         """The arbiter says: file blocks that showed zeros now live at ``pool_offset``."""
         bs = self._client.block_size
-        with self._client.lock:
+        with self._client.view_lock:
             self.pieces.append((fblk, nblk, pool_offset))
             still: list[tuple[int, int]] = []
             for zf, zk in self.zero_blocks:
@@ -549,14 +547,14 @@ class ClientMapping(_ClientRef):
         if mode not in ("migrate", "invalidate"):
             raise ValueError(f"unknown revoke mode {mode!r}; expected 'migrate' or 'invalidate'")
         client = self._client
-        with client.lock:
+        with client.view_lock:
             if self.closed:
                 raise ValueError("mapping is closed")
             if self.revoked:
                 return
             self._detach(mode)
-            if not client.lost:
-                client.call("release", self.r, True)
+        if not client.lost:
+            client.call("release", self.r, True)
 
     def _detach(self, mode: str) -> None:
         if self._view is not None:
@@ -569,7 +567,7 @@ class ClientMapping(_ClientRef):
     def _revoked_by_server(self, mode: str) -> None:
         """A lease ran out (or the arbiter stops): detach, then say the blocks are free to go."""
         client = self._client
-        with client.lock:
+        with client.view_lock:
             if self.revoked or self.closed:
                 return
             self._detach(mode)
@@ -585,21 +583,22 @@ class ClientMapping(_ClientRef):
 
     def close(self) -> None:
         client = self._client
-        with client.lock:
+        with client.view_lock:         # no fill may be laid into a view being given back
             if self.closed:
                 return
             self.closed = True
             self._buffer = None
             view, self._view = self._view, None
-            owned = getattr(self.holder, "owned", None)
-            if owned is not None:
-                owned.discard(self)
-            if self.revoked:
-                if view is not None:
-                    view.release()
-                client.ref_done(self)
-                return
-            self._let_go(view)
+            revoked = self.revoked
+        owned = getattr(self.holder, "owned", None)
+        if owned is not None:
+            owned.discard(self)
+        if revoked:
+            if view is not None:
+                view.release()
+            client.ref_done(self)
+            return
+        self._let_go(view)
 
     def __enter__(self) -> "ClientMapping":
         return self
@@ -636,7 +635,7 @@ class ClientPin(_ClientRef):
     def buffer(self) -> memoryview:
         self._check()
         client = self._client
-        with client.lock:
+        with client.view_lock:
             self._check()
             if self._buffer is None:
                 bs = client.block_size
@@ -653,7 +652,7 @@ class ClientPin(_ClientRef):
     @property
     def segments(self) -> list[tuple[int, int, int | None]]:  # type: ignore[override]
         self._check()
-        with self._client.lock:
+        with self._client.view_lock:
             return _ClientRef.segments(self)
 
     @property
@@ -662,15 +661,15 @@ class ClientPin(_ClientRef):
 
     def release(self) -> None:
         client = self._client
-        with client.lock:
+        with client.view_lock:
             self._check()
             self.released = True
             self._buffer = None
             view, self._view = self._view, None
-            owned = getattr(self.holder, "owned", None)
-            if owned is not None:
-                owned.discard(self)
-            self._let_go(view)
+        owned = getattr(self.holder, "owned", None)
+        if owned is not None:
+            owned.discard(self)
+        self._let_go(view)
 
     def __enter__(self) -> "ClientPin":
         return self
