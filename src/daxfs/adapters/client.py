@@ -53,12 +53,26 @@ def connect(pool_or_socket: object, *, name: str | None = None) -> "Client":
 
 
 class _Pending:
-    __slots__ = ("done", "status", "body")
+    """A reply being waited for: ``wait`` blocks until ``set`` (a lock is cheaper than an Event)."""
+
+    __slots__ = ("_lock", "status", "body")
 
     def __init__(self) -> None:
-        self.done = threading.Event()
+        self._lock = threading.Lock()
+        self._lock.acquire()
         self.status = ""
         self.body: Any = None
+
+    def set(self, status: str, body: Any) -> None:
+        self.status, self.body = status, body
+        self._lock.release()
+
+    def is_set(self) -> bool:
+        return self.status != ""
+
+    def wait(self) -> None:
+        self._lock.acquire()
+        self._lock.release()
 
 
 def _umask() -> int:
@@ -130,6 +144,8 @@ class Client:
         self._early_fills: dict[int, list[tuple[int, int, int]]] = {}
         self._send_lock = threading.Lock()
         self._recv_lock = threading.Lock()      # whoever holds it reads the socket
+        self._count_lock = threading.Lock()
+        self._callers = 0                       # calls waiting for replies (they read the socket)
         self._ids = itertools.count(2)
         self._pending: dict[int, _Pending] = {}
         self._events: queue.Queue[Any] = queue.Queue()
@@ -154,14 +170,20 @@ class Client:
         rid = next(self._ids)
         pending = _Pending()
         self._pending[rid] = pending
+        with self._count_lock:
+            self._callers += 1         # the background reader leaves the socket to callers
         try:
-            with self._send_lock:
-                self._sock.sendall(wire.pack([rid, op, list(args)]))
-        except OSError:
-            self._pending.pop(rid, None)
-            self._lose()
-            raise ServerLost(errno.ECONNRESET, "the arbiter went away", self.socket_path) from None
-        self._await(pending)
+            try:
+                with self._send_lock:
+                    self._sock.sendall(wire.pack([rid, op, list(args)]))
+            except OSError:
+                self._pending.pop(rid, None)
+                self._lose()
+                raise ServerLost(errno.ECONNRESET, "the arbiter went away", self.socket_path) from None
+            self._await(pending)
+        finally:
+            with self._count_lock:
+                self._callers -= 1
         if pending.status == "ok":
             return pending.body
         if pending.status == "lost":
@@ -181,12 +203,12 @@ class Client:
     def _await(self, pending: _Pending) -> None:
         """Wait for a reply, reading the socket ourselves when no other thread is (a thread
         hand-off per call costs more than the call)."""
-        while not pending.done.is_set():
+        while not pending.is_set():
             if not self._recv_lock.acquire(blocking=False):
-                pending.done.wait()         # another thread reads; it will hand us the reply
+                pending.wait()              # another thread reads; it will hand us the reply
                 return
             try:
-                if not pending.done.is_set():
+                if not pending.is_set():
                     self._read_one()
             except (EOFError, OSError, wire.ProtocolError):
                 self._recv_lock.release()
@@ -211,8 +233,7 @@ class Client:
             return
         pending = self._pending.pop(rid, None)
         if pending is not None:
-            pending.status, pending.body = status, body
-            pending.done.set()
+            pending.set(status, body)
 
     def _fill(self, event: list[Any]) -> None:
         """Blocks a write put where a reference showed zeros: show them (or keep them for a
@@ -239,12 +260,20 @@ class Client:
         poller.register(self._sock, select.POLLIN | select.POLLHUP | select.POLLERR)
         try:
             while not self.closed and not self.lost:
-                if not poller.poll(200):
+                if self._callers:
+                    # Callers read what arrives meanwhile; look again soon, without being
+                    # woken by every call (a wake-up per call costs more than the call).
+                    time.sleep(0.005)
                     continue
-                with self._recv_lock:
-                    # a caller may have read it meanwhile: look again without waiting
-                    if poller.poll(0):
-                        self._read_one()
+                if not poller.poll(50) or self._callers:
+                    continue
+                if self._recv_lock.acquire(blocking=False):
+                    try:
+                        # a caller may have read it meanwhile: look again without waiting
+                        if poller.poll(0):
+                            self._read_one()
+                    finally:
+                        self._recv_lock.release()
         except (EOFError, OSError, wire.ProtocolError, ValueError):
             pass
         if not self.closed:
@@ -257,8 +286,7 @@ class Client:
                 return
             self.lost = True
             for pending in list(self._pending.values()):
-                pending.status = "lost"
-                pending.done.set()
+                pending.set("lost", None)
             self._pending.clear()
             for ref in list(self.refs.values()):
                 if isinstance(ref, ClientMapping):
