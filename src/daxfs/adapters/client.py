@@ -70,9 +70,9 @@ class _Pending:
     def is_set(self) -> bool:
         return self.status != ""
 
-    def wait(self) -> None:
-        self._lock.acquire()
-        self._lock.release()
+    def wait(self, timeout: float) -> None:
+        if self._lock.acquire(timeout=timeout):
+            self._lock.release()
 
 
 def _umask() -> int:
@@ -205,8 +205,10 @@ class Client:
         hand-off per call costs more than the call)."""
         while not pending.is_set():
             if not self._recv_lock.acquire(blocking=False):
-                pending.wait()              # another thread reads; it will hand us the reply
-                return
+                # Another thread reads and will hand us the reply if it reads it; if it
+                # stops reading first, we take over (so a reply is never left unread).
+                pending.wait(0.002)
+                continue
             try:
                 if not pending.is_set():
                     self._read_one()
