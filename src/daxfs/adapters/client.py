@@ -104,8 +104,9 @@ class Client:
         self._sock = sock
         self.name = name or f"pid {os.getpid()}"
         wire.send(sock, [1, "hello", {"name": self.name}])
+        self._frames = wire.FrameReader(sock, wire.MAX_REPLY)
         try:
-            hello, fds = wire.recv_with_fds(sock, wire.MAX_REPLY, 3)
+            hello, fds = wire.recv_with_fds(sock, self._frames, 3)
         except (EOFError, OSError, wire.ProtocolError) as exc:
             sock.close()
             raise ServerLost(errno.ECONNRESET, f"the arbiter closed the connection ({exc})", socket_path) from None
@@ -222,7 +223,7 @@ class Client:
 
     def _read_one(self) -> None:
         """Read one frame and deliver it (with the receive lock held)."""
-        message = wire.recv(self._sock, wire.MAX_REPLY)
+        message = self._frames.next()
         if not (isinstance(message, list) and len(message) == 3):
             raise wire.ProtocolError("reply is not [id, status, body]")
         rid, status, body = message
@@ -267,12 +268,12 @@ class Client:
                     # woken by every call (a wake-up per call costs more than the call).
                     time.sleep(0.005)
                     continue
-                if not poller.poll(50) or self._callers:
+                if not (self._frames.pending() or poller.poll(50)) or self._callers:
                     continue
                 if self._recv_lock.acquire(blocking=False):
                     try:
                         # a caller may have read it meanwhile: look again without waiting
-                        if poller.poll(0):
+                        if self._frames.pending() or poller.poll(0):
                             self._read_one()
                     finally:
                         self._recv_lock.release()
