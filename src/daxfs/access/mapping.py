@@ -39,6 +39,25 @@ if TYPE_CHECKING:
 REVOKE_MODES = ("migrate", "invalidate")
 
 
+def array_on(buf: memoryview, dtype: Any = "u1", shape: int | tuple[int, ...] | None = None,
+             offset: int = 0) -> "np.ndarray":
+    """A NumPy array over ``buf`` from byte ``offset``, zero-copy (every mapping's ``array``)."""
+    import numpy as np      # only when an array is asked for: importing numpy costs ~50 ms
+
+    dt = np.dtype(dtype)
+    offset = arguments.integer(offset)
+    if offset < 0 or offset > len(buf):
+        raise ValueError(f"offset {offset} outside the mapping of {len(buf)} bytes")
+    if shape is None:
+        return np.frombuffer(buf, dtype=dt, count=(len(buf) - offset) // dt.itemsize, offset=offset)
+    dims = (shape,) if isinstance(shape, int) else tuple(shape)
+    count = int(np.prod(dims, dtype=np.int64)) if dims else 1
+    if offset + count * dt.itemsize > len(buf):
+        raise ValueError(f"array of {count} x {dt} at offset {offset} does not fit the mapping "
+                         f"of {len(buf)} bytes")
+    return np.frombuffer(buf, dtype=dt, count=count, offset=offset).reshape(dims)
+
+
 class Mapping:
     """A view of ``length`` bytes of a file from ``offset`` (see ``File.map``)."""
 
@@ -113,22 +132,7 @@ class Mapping:
 
     def array(self, dtype: Any = "u1", shape: int | tuple[int, ...] | None = None, offset: int = 0) -> "np.ndarray":
         """A NumPy array on the mapping from byte ``offset``, zero-copy (writable iff the mapping is)."""
-        import numpy as np      # only when an array is asked for: importing numpy costs ~50 ms
-
-        buf = self.buffer
-        dt = np.dtype(dtype)
-        offset = arguments.integer(offset)
-        if offset < 0 or offset > len(buf):
-            raise ValueError(f"offset {offset} outside the mapping of {len(buf)} bytes")
-        if shape is None:
-            count = (len(buf) - offset) // dt.itemsize
-            return np.frombuffer(buf, dtype=dt, count=count, offset=offset)
-        dims = (shape,) if isinstance(shape, int) else tuple(shape)
-        count = int(np.prod(dims, dtype=np.int64)) if dims else 1
-        if offset + count * dt.itemsize > len(buf):
-            raise ValueError(f"array of {count} x {dt} at offset {offset} does not fit the mapping "
-                             f"of {len(buf)} bytes")
-        return np.frombuffer(buf, dtype=dt, count=count, offset=offset).reshape(dims)
+        return array_on(self.buffer, dtype, shape, offset)
 
     def persist(self, offset: int = 0, length: int | None = None) -> None:
         """Make stores made through the mapping in ``[offset, offset+length)`` durable."""
@@ -184,4 +188,4 @@ class Mapping:
         self.close()
 
 
-__all__ = ["Mapping", "REVOKE_MODES"]
+__all__ = ["Mapping", "REVOKE_MODES", "array_on"]

@@ -31,7 +31,8 @@ from typing import Any
 
 from daxfs._types import Owner, PinInfo, Stat, StatFS
 from daxfs.adapters import wire
-from daxfs.adapters.client_files import ClientFile, ClientHolder, ClientMapping, ClientPin
+from daxfs.access.holder import Holder
+from daxfs.adapters.client_files import ClientFile, ClientMapping, ClientPin
 from daxfs.adapters.wire import ServerLost
 from daxfs.errors import BusyError
 from daxfs.volume import arguments
@@ -464,10 +465,11 @@ class Client:
             self.files.add(f)
         return f
 
-    def holder(self, name: str) -> ClientHolder:
+    def holder(self, name: str) -> Holder:
+        """A named owner: what is opened, mapped or pinned through it, its close() releases."""
         if self.closed:
             raise ValueError("I/O operation on closed volume")
-        return ClientHolder(self, str(name))
+        return Holder(self, str(name))  # type: ignore[arg-type]
 
     def clone_range(self, src: object, src_offset: int, dst: object, dst_offset: int, length: int) -> int:
         return self.call("clone_range", _target(src), _off(src_offset), _target(dst), _off(dst_offset), _off(length))
