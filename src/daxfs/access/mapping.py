@@ -58,23 +58,10 @@ def array_on(buf: memoryview, dtype: Any = "u1", shape: int | tuple[int, ...] | 
     return np.frombuffer(buf, dtype=dt, count=count, offset=offset).reshape(dims)
 
 
-class Mapping:
-    """A view of ``length`` bytes of a file from ``offset`` (see ``File.map``)."""
+class ReferenceHandle:
+    """What a mapping's or pin's holder can see of its volume-level ``Reference``."""
 
-    kind = "mapping"
-
-    def __init__(self, volume: "Volume", ref: Reference, on_break: Callable[["Mapping"], Any] | None) -> None:
-        self._vol = volume
-        self._ref = ref
-        self._view: PoolView | None = ref.view  # type: ignore[assignment]
-        self._skip = ref.offset - ref.first_block * ref.block_size
-        self._buffer: memoryview | None = self._view.buffer(self._skip, ref.length)  # type: ignore[union-attr]
-        self.on_break = on_break
-        self.closed = False
-        if on_break is not None:
-            ref.on_break = lambda: on_break(self)
-
-    # ---- what the volume knows of it
+    _ref: Reference
 
     @property
     def ino(self) -> int:
@@ -97,10 +84,6 @@ class Mapping:
         return self._ref.writable
 
     @property
-    def lease(self) -> bool:
-        return self._ref.lease
-
-    @property
     def holder(self) -> object:
         return self._ref.holder
 
@@ -109,12 +92,33 @@ class Mapping:
         return self._ref.since
 
     @property
-    def revoked(self) -> bool:
-        return self._ref.revoked
-
-    @property
     def reference(self) -> Reference:
         return self._ref
+
+
+class Mapping(ReferenceHandle):
+    """A view of ``length`` bytes of a file from ``offset`` (see ``File.map``)."""
+
+    kind = "mapping"
+
+    def __init__(self, volume: "Volume", ref: Reference, on_break: Callable[["Mapping"], Any] | None) -> None:
+        self._vol = volume
+        self._ref = ref
+        self._view: PoolView | None = ref.view  # type: ignore[assignment]
+        self._skip = ref.offset - ref.first_block * ref.block_size
+        self._buffer: memoryview | None = self._view.buffer(self._skip, ref.length)  # type: ignore[union-attr]
+        self.on_break = on_break
+        self.closed = False
+        if on_break is not None:
+            ref.on_break = lambda: on_break(self)
+
+    @property
+    def lease(self) -> bool:
+        return self._ref.lease
+
+    @property
+    def revoked(self) -> bool:
+        return self._ref.revoked
 
     def __repr__(self) -> str:
         state = "revoked" if self.revoked else ("closed" if self.closed else "live")

@@ -17,13 +17,13 @@ from __future__ import annotations
 import errno as errno_mod
 import os
 import socket
-import stat as stat_mod
 import struct
 from typing import Any
 
 import msgpack
 
 from daxfs.errors import BusyError, CorruptVolumeError, InvalidPathError, PoisonError
+from daxfs.volume.holders import side_path
 
 LENGTH = struct.Struct("<I")
 MAX_REQUEST = 1 << 20           # a client's frame: metadata and inline writes only
@@ -42,14 +42,7 @@ class ServerLost(ConnectionError):
 def default_socket(pool: str) -> str:
     """Where ``daxfs serve POOL`` listens unless told otherwise: next to a pool file
     (``POOL.sock``); for a device, in ``/run/daxfs`` (``/run/daxfs/dax0.0.sock``)."""
-    path = os.path.abspath(pool)
-    try:
-        is_device = not stat_mod.S_ISREG(os.stat(path).st_mode)
-    except OSError:
-        is_device = False
-    if is_device:
-        return os.path.join("/run/daxfs", os.path.basename(path) + ".sock")
-    return path + ".sock"
+    return side_path(pool, ".sock")
 
 
 def pack(message: Any) -> bytes:
