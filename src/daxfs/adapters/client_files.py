@@ -32,7 +32,9 @@ from daxfs.volume.arguments import OpenFlags
 if TYPE_CHECKING:
     import numpy as np
 
-    from daxfs.adapters.client import Client
+# The Client this module serves: not imported, as client.py imports this module.
+Client = Any
+
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
