@@ -427,3 +427,30 @@ def test_closed_file_system_lets_go(shm_pool: str) -> None:
         again.close()
     gc.collect()
     assert pool_share.shared_count(shm_pool) == 0
+
+
+def test_an_exclusive_write_in_a_transaction_does_not_replace(fs: Any) -> None:
+    with pytest.raises(FileExistsError):
+        with fs.transaction:
+            with fs.open("/tx/x", "xb") as f:
+                f.write(b"first")
+            fs.pipe("/tx/x", b"someone else")        # appears before the commit
+    assert fs.cat("/tx/x") == b"someone else"
+    assert fs.ls("/tx", detail=False) == ["/tx/x"]      # the part file went with the commit
+
+
+def test_cp_onto_itself_is_refused_and_loses_nothing(fs: Any) -> None:
+    fs.pipe("/same", b"precious")
+    fs.volume.link("/same", "/alias")
+    for target in ("/same", "/alias"):
+        with pytest.raises(OSError) as caught:
+            fs.cp_file("/same", target)
+        assert caught.value.errno == errno.EINVAL
+    assert fs.cat("/same") == b"precious"
+
+
+def test_a_given_volume_does_not_pickle_but_says_why(shm_pool: str) -> None:
+    with daxfs.open_volume(shm_pool) as vol:
+        fs = fsspec.filesystem("daxfs", volume=vol)
+        with pytest.raises(TypeError, match="pool="):
+            pickle.dumps(fs)

@@ -46,6 +46,7 @@ class _DaxfsMethods:
     path: str
     autocommit: bool
     _temp: str | None
+    _exclusive: bool
 
     # provided by the io.Buffered* base
     flush: Callable[[], None]
@@ -146,8 +147,13 @@ class _DaxfsMethods:
         if not self.closed:
             self.close()
         if self._temp is not None:
-            self.fs.volume.rename(self._temp, self.path)
-            self._temp = None
+            temp, self._temp = self._temp, None
+            try:
+                # "xb": the target must still not exist; "wb": it is replaced, atomically.
+                self.fs.volume.rename(temp, self.path, replace=not self._exclusive)
+            except BaseException:
+                self.fs.volume.unlink(temp)      # the commit failed: leave nothing behind
+                raise
 
     def discard(self) -> None:
         """Drop what this transaction wrote; the target keeps what it had."""
@@ -205,4 +211,5 @@ def open_buffered(fs: Any, path: str, mode: str, *, buffer_size: int | None = No
     wrapped.path = path
     wrapped.autocommit = autocommit
     wrapped._temp = temp
+    wrapped._exclusive = "x" in mode
     return wrapped

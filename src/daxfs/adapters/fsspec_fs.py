@@ -123,6 +123,14 @@ class DaxFileSystem(AbstractFileSystem, metaclass=_CachedUnlessGiven):
             self._release()
         self._volume = None
 
+    def __reduce__(self) -> Any:
+        if self._key is None:
+            # fsspec pickles an instance as the options that make it again; an open
+            # Volume object is not such an option.
+            raise TypeError("a daxfs:// file system made with volume= cannot be pickled; "
+                            "make it with pool= (and serve the pool to share it between processes)")
+        return super().__reduce__()
+
     @property
     def fsid(self) -> str:
         return f"daxfs-{self.volume.info()['uuid']}"
@@ -273,11 +281,16 @@ class DaxFileSystem(AbstractFileSystem, metaclass=_CachedUnlessGiven):
             self.makedirs(target, exist_ok=True)
             return
         self._parents_for(target)
+        if self.exists(target) and vol.stat(target).st_ino == vol.stat(source).st_ino:
+            # Checked here, not left to the clone's EINVAL: the byte copy below would
+            # truncate the one file it reads from.
+            raise OSError(errno.EINVAL, "source and destination are the same file", source,
+                          None, target)
         try:
             vol.clone_file(source, target)
             return
         except OSError as error:
-            if error.errno not in CLONE_IMPOSSIBLE or isinstance(error, FileNotFoundError):
+            if error.errno not in CLONE_IMPOSSIBLE:
                 raise
         # Blocks that cannot be shared now (a write mapping on them): copy the bytes.
         with vol.open(source, "rb") as reader, vol.open(target, "wb") as writer:
