@@ -19,3 +19,5 @@ def test_readme_python_examples_run(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Owner(" in done.stdout and "weights.bin" in done.stdout
+    # the fsspec/Arrow example: 1000 rows read in place, no Arrow memory allocated
+    assert "\n1000 0\n" in done.stdout
