@@ -476,3 +476,40 @@ def test_client_calls_after_the_arbiter_stops_are_server_lost(pool: str, serve: 
     with pytest.raises(ConnectionError):
         a.listdir("/")
     a.close()
+
+
+# ---------------------------------------------------------------- the CLI on a served pool
+
+def test_cli_commands_go_through_the_arbiter(pool: str, serve: Callable[..., ServerProcess], tmp_path: Any,
+                                             capsys: Any) -> None:
+    from daxfs.adapters.cli import main
+
+    serve()
+    local = tmp_path / "local.bin"
+    local.write_bytes(b"served bytes\n" * 1000)
+
+    def run(*argv: str) -> str:
+        assert main(list(argv)) == 0, capsys.readouterr().err
+        return capsys.readouterr().out
+
+    run("mkdir", f"{pool}:/d")
+    run("put", str(local), f"{pool}:/d/")
+    assert run("ls", f"{pool}:/d").split() == ["local.bin"]
+    assert run("cat", f"{pool}:/d/local.bin") == (b"served bytes\n" * 1000).decode()
+    run("cp", f"{pool}:/d/local.bin", f"{pool}:/d/copy.bin")
+    run("mv", f"{pool}:/d/copy.bin", "/moved.bin")
+    assert "Extents:" in run("stat", f"{pool}:/moved.bin")
+    run("get", f"{pool}:/moved.bin", str(tmp_path / "back.bin"))
+    assert (tmp_path / "back.bin").read_bytes() == local.read_bytes()
+    assert "clean" in run("fsck", pool)
+    assert pool in run("df", pool)
+    holder = daxfs.connect(pool, name="cli-test-holder")
+    f = holder.open("/moved.bin", "rb")
+    p = f.pin(0, 100)
+    out = run("pins", pool)
+    assert "served by the arbiter" in out and "cli-test-holder" in out and str(os.getpid()) in out
+    p.release()
+    f.close()
+    holder.close()
+    run("rm", "-r", f"{pool}:/d")
+    assert run("ls", pool).split() == ["moved.bin"]

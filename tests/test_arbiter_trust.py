@@ -125,7 +125,7 @@ def _raw(pool: str) -> socket.socket:
 
 def _hello(sock: socket.socket) -> list[int]:
     wire.send(sock, [1, "hello", {"name": "fuzzer"}])
-    _reply, fds = wire.recv_with_fds(sock, wire.MAX_REPLY, 3)
+    _reply, fds = wire.recv_with_fds(sock, wire.FrameReader(sock, wire.MAX_REPLY), 3)
     for fd in fds:
         os.close(fd)
     return fds

@@ -1,29 +1,68 @@
-"""The README's Python examples run as written (on a scratch pool instead of /dev/shm/data.pool)."""
+"""The README's Python examples run as written (on a scratch pool instead of /dev/shm/data.pool).
+
+The blocks run in order, each in a fresh interpreter (the pool carries the state from one to
+the next); a block that connects to the arbiter runs while ``daxfs serve`` serves the pool,
+as the README's shell line beside it starts it.
+"""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from conftest import entry_point_installed
 
 README = Path(__file__).resolve().parent.parent / "README.md"
+SRC = str(Path(__file__).resolve().parent.parent / "src")
+
+
+def _serve(pool: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    server = subprocess.Popen([sys.executable, "-m", "daxfs", "serve", pool], stderr=subprocess.DEVNULL, env=env)
+    for _ in range(2000):
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(pool + ".sock")
+            return server
+        except OSError:
+            time.sleep(0.005)
+        finally:
+            probe.close()
+    server.kill()
+    raise AssertionError("daxfs serve did not start")
 
 
 def test_readme_python_examples_run(tmp_path: Path) -> None:
     text = README.read_text(encoding="utf-8")
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
-    assert len(blocks) >= 3, "the README lost its Python examples"
+    assert len(blocks) >= 4, "the README lost its Python examples"
     pool = str(tmp_path / "readme.pool")
-    code = "\n".join(blocks).replace("/dev/shm/data.pool", pool)
-    if not entry_point_installed():
-        # A daxfs installed from elsewhere, without the daxfs:// entry point (see conftest).
-        code = ("import fsspec\nfsspec.register_implementation('daxfs', "
-                "'daxfs.adapters.fsspec_fs.DaxFileSystem')\n" + code)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "Owner(" in done.stdout and "weights.bin" in done.stdout
+    # A daxfs installed from elsewhere, without the daxfs:// entry point (see conftest).
+    register = "" if entry_point_installed() else (
+        "import fsspec\nfsspec.register_implementation('daxfs', "
+        "'daxfs.adapters.fsspec_fs.DaxFileSystem')\n")
+    out = []
+    for block in blocks:
+        code = block.replace("/dev/shm/data.pool", pool)
+        if "daxfs://" in code:
+            code = register + code
+        server = _serve(pool) if "daxfs.connect" in code else None
+        try:
+            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        finally:
+            if server is not None:
+                server.send_signal(signal.SIGTERM)
+                assert server.wait(30) == 0
+        assert done.returncode == 0, f"{block[:200]}...\n{done.stderr[-2000:]}"
+        out.append(done.stdout)
+    stdout = "".join(out)
+    assert "Owner(" in stdout and "weights.bin" in stdout
+    assert "('loader-3', " in stdout                  # the served example saw its own holder
     # the fsspec/Arrow example: 1000 rows read in place, no Arrow memory allocated
-    assert "\n1000 0\n" in done.stdout
+    assert "\n1000 0\n" in stdout

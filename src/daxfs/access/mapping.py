@@ -39,23 +39,29 @@ if TYPE_CHECKING:
 REVOKE_MODES = ("migrate", "invalidate")
 
 
-class Mapping:
-    """A view of ``length`` bytes of a file from ``offset`` (see ``File.map``)."""
+def array_on(buf: memoryview, dtype: Any = "u1", shape: int | tuple[int, ...] | None = None,
+             offset: int = 0) -> "np.ndarray":
+    """A NumPy array over ``buf`` from byte ``offset``, zero-copy (every mapping's ``array``)."""
+    import numpy as np      # only when an array is asked for: importing numpy costs ~50 ms
 
-    kind = "mapping"
+    dt = np.dtype(dtype)
+    offset = arguments.integer(offset)
+    if offset < 0 or offset > len(buf):
+        raise ValueError(f"offset {offset} outside the mapping of {len(buf)} bytes")
+    if shape is None:
+        return np.frombuffer(buf, dtype=dt, count=(len(buf) - offset) // dt.itemsize, offset=offset)
+    dims = (shape,) if isinstance(shape, int) else tuple(shape)
+    count = int(np.prod(dims, dtype=np.int64)) if dims else 1
+    if offset + count * dt.itemsize > len(buf):
+        raise ValueError(f"array of {count} x {dt} at offset {offset} does not fit the mapping "
+                         f"of {len(buf)} bytes")
+    return np.frombuffer(buf, dtype=dt, count=count, offset=offset).reshape(dims)
 
-    def __init__(self, volume: "Volume", ref: Reference, on_break: Callable[["Mapping"], Any] | None) -> None:
-        self._vol = volume
-        self._ref = ref
-        self._view: PoolView | None = ref.view  # type: ignore[assignment]
-        self._skip = ref.offset - ref.first_block * ref.block_size
-        self._buffer: memoryview | None = self._view.buffer(self._skip, ref.length)  # type: ignore[union-attr]
-        self.on_break = on_break
-        self.closed = False
-        if on_break is not None:
-            ref.on_break = lambda: on_break(self)
 
-    # ---- what the volume knows of it
+class ReferenceHandle:
+    """What a mapping's or pin's holder can see of its volume-level ``Reference``."""
+
+    _ref: Reference
 
     @property
     def ino(self) -> int:
@@ -78,10 +84,6 @@ class Mapping:
         return self._ref.writable
 
     @property
-    def lease(self) -> bool:
-        return self._ref.lease
-
-    @property
     def holder(self) -> object:
         return self._ref.holder
 
@@ -90,12 +92,33 @@ class Mapping:
         return self._ref.since
 
     @property
-    def revoked(self) -> bool:
-        return self._ref.revoked
-
-    @property
     def reference(self) -> Reference:
         return self._ref
+
+
+class Mapping(ReferenceHandle):
+    """A view of ``length`` bytes of a file from ``offset`` (see ``File.map``)."""
+
+    kind = "mapping"
+
+    def __init__(self, volume: "Volume", ref: Reference, on_break: Callable[["Mapping"], Any] | None) -> None:
+        self._vol = volume
+        self._ref = ref
+        self._view: PoolView | None = ref.view  # type: ignore[assignment]
+        self._skip = ref.offset - ref.first_block * ref.block_size
+        self._buffer: memoryview | None = self._view.buffer(self._skip, ref.length)  # type: ignore[union-attr]
+        self.on_break = on_break
+        self.closed = False
+        if on_break is not None:
+            ref.on_break = lambda: on_break(self)
+
+    @property
+    def lease(self) -> bool:
+        return self._ref.lease
+
+    @property
+    def revoked(self) -> bool:
+        return self._ref.revoked
 
     def __repr__(self) -> str:
         state = "revoked" if self.revoked else ("closed" if self.closed else "live")
@@ -113,22 +136,7 @@ class Mapping:
 
     def array(self, dtype: Any = "u1", shape: int | tuple[int, ...] | None = None, offset: int = 0) -> "np.ndarray":
         """A NumPy array on the mapping from byte ``offset``, zero-copy (writable iff the mapping is)."""
-        import numpy as np      # only when an array is asked for: importing numpy costs ~50 ms
-
-        buf = self.buffer
-        dt = np.dtype(dtype)
-        offset = arguments.integer(offset)
-        if offset < 0 or offset > len(buf):
-            raise ValueError(f"offset {offset} outside the mapping of {len(buf)} bytes")
-        if shape is None:
-            count = (len(buf) - offset) // dt.itemsize
-            return np.frombuffer(buf, dtype=dt, count=count, offset=offset)
-        dims = (shape,) if isinstance(shape, int) else tuple(shape)
-        count = int(np.prod(dims, dtype=np.int64)) if dims else 1
-        if offset + count * dt.itemsize > len(buf):
-            raise ValueError(f"array of {count} x {dt} at offset {offset} does not fit the mapping "
-                             f"of {len(buf)} bytes")
-        return np.frombuffer(buf, dtype=dt, count=count, offset=offset).reshape(dims)
+        return array_on(self.buffer, dtype, shape, offset)
 
     def persist(self, offset: int = 0, length: int | None = None) -> None:
         """Make stores made through the mapping in ``[offset, offset+length)`` durable."""
@@ -184,4 +192,4 @@ class Mapping:
         self.close()
 
 
-__all__ = ["Mapping", "REVOKE_MODES"]
+__all__ = ["Mapping", "REVOKE_MODES", "array_on"]

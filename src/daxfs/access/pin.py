@@ -18,13 +18,14 @@ from __future__ import annotations
 import weakref
 from typing import TYPE_CHECKING
 
+from daxfs.access.mapping import ReferenceHandle
 from daxfs.volume.references import Reference
 
 if TYPE_CHECKING:
     from daxfs.volume import Volume
 
 
-class Pin:
+class Pin(ReferenceHandle):
     """A pinned file range (see ``File.pin``)."""
 
     kind = "pin"
@@ -36,38 +37,6 @@ class Pin:
         self._ref = ref
         self._buffer: memoryview | None = None
         self.released = False
-
-    @property
-    def ino(self) -> int:
-        return self._ref.ino
-
-    @property
-    def path(self) -> str:
-        return self._ref.path
-
-    @property
-    def offset(self) -> int:
-        return self._ref.offset
-
-    @property
-    def length(self) -> int:
-        return self._ref.length
-
-    @property
-    def writable(self) -> bool:
-        return self._ref.writable
-
-    @property
-    def holder(self) -> object:
-        return self._ref.holder
-
-    @property
-    def since(self) -> float:
-        return self._ref.since
-
-    @property
-    def reference(self) -> Reference:
-        return self._ref
 
     def __repr__(self) -> str:
         state = "released" if self.released else "live"

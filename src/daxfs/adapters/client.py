@@ -31,7 +31,8 @@ from typing import Any
 
 from daxfs._types import Owner, PinInfo, Stat, StatFS
 from daxfs.adapters import wire
-from daxfs.adapters.client_files import ClientFile, ClientHolder, ClientMapping, ClientPin
+from daxfs.access.holder import Holder
+from daxfs.adapters.client_files import ClientFile, ClientMapping, ClientPin
 from daxfs.adapters.wire import ServerLost
 from daxfs.errors import BusyError
 from daxfs.volume import arguments
@@ -53,12 +54,26 @@ def connect(pool_or_socket: object, *, name: str | None = None) -> "Client":
 
 
 class _Pending:
-    __slots__ = ("done", "status", "body")
+    """A reply being waited for: ``wait`` blocks until ``set`` (a lock is cheaper than an Event)."""
+
+    __slots__ = ("_lock", "status", "body")
 
     def __init__(self) -> None:
-        self.done = threading.Event()
+        self._lock = threading.Lock()
+        self._lock.acquire()
         self.status = ""
         self.body: Any = None
+
+    def set(self, status: str, body: Any) -> None:
+        self.status, self.body = status, body
+        self._lock.release()
+
+    def is_set(self) -> bool:
+        return self.status != ""
+
+    def wait(self, timeout: float) -> None:
+        if self._lock.acquire(timeout=timeout):
+            self._lock.release()
 
 
 def _umask() -> int:
@@ -90,8 +105,9 @@ class Client:
         self._sock = sock
         self.name = name or f"pid {os.getpid()}"
         wire.send(sock, [1, "hello", {"name": self.name}])
+        self._frames = wire.FrameReader(sock, wire.MAX_REPLY)
         try:
-            hello, fds = wire.recv_with_fds(sock, wire.MAX_REPLY, 3)
+            hello, fds = wire.recv_with_fds(sock, self._frames, 3)
         except (EOFError, OSError, wire.ProtocolError) as exc:
             sock.close()
             raise ServerLost(errno.ECONNRESET, f"the arbiter closed the connection ({exc})", socket_path) from None
@@ -121,9 +137,17 @@ class Client:
         self._table.path, self._table.fd = "", table_fd
         if not take_slot_lock(table_fd, self._slot):
             raise ServerLost(errno.EPROTO, "the holder slot the arbiter gave is taken", socket_path)
-        self.lock = threading.RLock()          # views and references on this side
+        # Two locks, neither ever held across a call to the arbiter (a reply may need
+        # another thread to read it): ``lock`` guards the tables of files and references,
+        # ``view_lock`` the views and extents of each reference (fills are laid in by
+        # whichever thread reads them).
+        self.lock = threading.RLock()
+        self.view_lock = threading.RLock()
+        self._early_fills: dict[int, list[tuple[int, int, int]]] = {}
         self._send_lock = threading.Lock()
         self._recv_lock = threading.Lock()      # whoever holds it reads the socket
+        self._count_lock = threading.Lock()
+        self._callers = 0                       # calls waiting for replies (they read the socket)
         self._ids = itertools.count(2)
         self._pending: dict[int, _Pending] = {}
         self._events: queue.Queue[Any] = queue.Queue()
@@ -148,14 +172,20 @@ class Client:
         rid = next(self._ids)
         pending = _Pending()
         self._pending[rid] = pending
+        with self._count_lock:
+            self._callers += 1         # the background reader leaves the socket to callers
         try:
-            with self._send_lock:
-                self._sock.sendall(wire.pack([rid, op, list(args)]))
-        except OSError:
-            self._pending.pop(rid, None)
-            self._lose()
-            raise ServerLost(errno.ECONNRESET, "the arbiter went away", self.socket_path) from None
-        self._await(pending)
+            try:
+                with self._send_lock:
+                    self._sock.sendall(wire.pack([rid, op, list(args)]))
+            except OSError:
+                self._pending.pop(rid, None)
+                self._lose()
+                raise ServerLost(errno.ECONNRESET, "the arbiter went away", self.socket_path) from None
+            self._await(pending)
+        finally:
+            with self._count_lock:
+                self._callers -= 1
         if pending.status == "ok":
             return pending.body
         if pending.status == "lost":
@@ -175,12 +205,14 @@ class Client:
     def _await(self, pending: _Pending) -> None:
         """Wait for a reply, reading the socket ourselves when no other thread is (a thread
         hand-off per call costs more than the call)."""
-        while not pending.done.is_set():
+        while not pending.is_set():
             if not self._recv_lock.acquire(blocking=False):
-                pending.done.wait()         # another thread reads; it will hand us the reply
-                return
+                # Another thread reads and will hand us the reply if it reads it; if it
+                # stops reading first, we take over (so a reply is never left unread).
+                pending.wait(0.002)
+                continue
             try:
-                if not pending.done.is_set():
+                if not pending.is_set():
                     self._read_one()
             except (EOFError, OSError, wire.ProtocolError):
                 self._recv_lock.release()
@@ -192,18 +224,39 @@ class Client:
 
     def _read_one(self) -> None:
         """Read one frame and deliver it (with the receive lock held)."""
-        message = wire.recv(self._sock, wire.MAX_REPLY)
+        message = self._frames.next()
         if not (isinstance(message, list) and len(message) == 3):
             raise wire.ProtocolError("reply is not [id, status, body]")
         rid, status, body = message
         if rid == 0:
             if status == "event":
-                self._events.put(body)
+                if isinstance(body, list) and body and body[0] == "fill":
+                    self._fill(body)            # laid in now: a write's reply comes after it
+                else:
+                    self._events.put(body)
             return
         pending = self._pending.pop(rid, None)
         if pending is not None:
-            pending.status, pending.body = status, body
-            pending.done.set()
+            pending.set(status, body)
+
+    def _fill(self, event: list[Any]) -> None:
+        """Blocks a write put where a reference showed zeros: show them (or keep them for a
+        reference whose reply its caller has not yet turned into an object)."""
+        _kind, r, fblk, nblk, pool_offset = event
+        with self.view_lock:
+            ref = self.refs.get(r)
+            if ref is None:
+                self._early_fills.setdefault(r, []).append((fblk, nblk, pool_offset))
+                return
+            ref._fill(fblk, nblk, pool_offset)
+
+    def register(self, ref: ClientMapping | ClientPin) -> None:
+        """A new reference: from now on events reach it (fills that came first are laid in)."""
+        with self.view_lock:
+            with self.lock:
+                self.refs[ref.r] = ref
+            for fill in self._early_fills.pop(ref.r, ()):
+                ref._fill(*fill)
 
     def _read_loop(self) -> None:
         """Between calls, read what the arbiter sends unasked (events, late replies)."""
@@ -211,12 +264,20 @@ class Client:
         poller.register(self._sock, select.POLLIN | select.POLLHUP | select.POLLERR)
         try:
             while not self.closed and not self.lost:
-                if not poller.poll(200):
+                if self._callers:
+                    # Callers read what arrives meanwhile; look again soon, without being
+                    # woken by every call (a wake-up per call costs more than the call).
+                    time.sleep(0.005)
                     continue
-                with self._recv_lock:
-                    # a caller may have read it meanwhile: look again without waiting
-                    if poller.poll(0):
-                        self._read_one()
+                if not (self._frames.pending() or poller.poll(50)) or self._callers:
+                    continue
+                if self._recv_lock.acquire(blocking=False):
+                    try:
+                        # a caller may have read it meanwhile: look again without waiting
+                        if self._frames.pending() or poller.poll(0):
+                            self._read_one()
+                    finally:
+                        self._recv_lock.release()
         except (EOFError, OSError, wire.ProtocolError, ValueError):
             pass
         if not self.closed:
@@ -224,13 +285,12 @@ class Client:
 
     def _lose(self) -> None:
         """The arbiter is gone: fail every call, detach mappings, keep only pins in the slot."""
-        with self.lock:
+        with self.view_lock, self.lock:
             if self.lost:
                 return
             self.lost = True
             for pending in list(self._pending.values()):
-                pending.status = "lost"
-                pending.done.set()
+                pending.set("lost", None)
             self._pending.clear()
             for ref in list(self.refs.values()):
                 if isinstance(ref, ClientMapping):
@@ -258,9 +318,7 @@ class Client:
                 ref = self.refs.get(r)
                 if ref is None:
                     continue
-                if kind == "fill":
-                    ref._fill(event[2], event[3], event[4])
-                elif kind == "break" and isinstance(ref, ClientMapping):
+                if kind == "break" and isinstance(ref, ClientMapping):
                     ref._notify_break()
                 elif kind == "revoke" and isinstance(ref, ClientMapping):
                     ref._revoked_by_server(event[2])
@@ -407,10 +465,11 @@ class Client:
             self.files.add(f)
         return f
 
-    def holder(self, name: str) -> ClientHolder:
+    def holder(self, name: str) -> Holder:
+        """A named owner: what is opened, mapped or pinned through it, its close() releases."""
         if self.closed:
             raise ValueError("I/O operation on closed volume")
-        return ClientHolder(self, str(name))
+        return Holder(self, str(name))  # type: ignore[arg-type]
 
     def clone_range(self, src: object, src_offset: int, dst: object, dst_offset: int, length: int) -> int:
         return self.call("clone_range", _target(src), _off(src_offset), _target(dst), _off(dst_offset), _off(length))

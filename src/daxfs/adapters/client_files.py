@@ -14,18 +14,19 @@ space, from the pieces the arbiter returns once it has registered them.
 from __future__ import annotations
 
 import errno
-import io
 import os
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from daxfs._types import Extent, Stat
+from daxfs.access.filebase import FileBase
+from daxfs.access.mapping import array_on
 from daxfs.adapters import wire
 from daxfs.core.extents import UNWRITTEN, ExtentMap
 from daxfs.errors import BusyError, fs_error
 from daxfs.media import PoolView
-from daxfs.volume import arguments, check_policy
+from daxfs.volume import arguments
 from daxfs.volume.arguments import OpenFlags
 
 if TYPE_CHECKING:
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 
     from daxfs.adapters.client import Client
 
-_OFF_MAX = (1 << 63) - 1
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -46,35 +46,30 @@ class _Layout:
         self.extents = ExtentMap.from_flat(reply["extents"]) if reply["extents"] else ExtentMap()
 
 
-def _bytes_view(data: Any) -> memoryview:
-    view = data if isinstance(data, memoryview) else memoryview(data)
-    if view.format != "B" or view.ndim != 1:
-        view = view.cast("B") if view.c_contiguous else memoryview(view.tobytes())
-    return view
+class _Handle:
+    """What says a client's file is open (FileBase reads ``closed``)."""
+
+    __slots__ = ("closed",)
+
+    def __init__(self) -> None:
+        self.closed = False
 
 
-def _position(value: object) -> int:
-    n = arguments.integer(value)
-    if n < 0:
-        raise fs_error(errno.EINVAL, message="negative offset")
-    if n > _OFF_MAX:
-        raise OverflowError(f"offset {n} is too large to convert to C off_t")
-    return n
-
-
-class ClientFile(io.RawIOBase):
+class ClientFile(FileBase):
     """An open file of a client (see ``Client.open``): the ``daxfs.File`` API."""
 
     def __init__(self, client: "Client", reply: dict[str, Any], path: str, mode: str, flags: OpenFlags,
                  holder: object) -> None:
-        self._handle_closed = False
+        self.handle = _Handle()
         super().__init__()
         self._client = client
         self.h = reply["h"]
         self.ino = reply["ino"]
         self._path = path
         self._mode = mode
-        self._flags = flags
+        self._readable = flags.readable
+        self._writable = flags.writable
+        self._append = flags.append
         self._pos = reply["start"]
         self._holder = holder
         self._holder_name = None if holder is None else str(holder)
@@ -82,52 +77,6 @@ class ClientFile(io.RawIOBase):
         owned = getattr(holder, "owned", None)
         if owned is not None:
             owned.add(self)
-
-    # ---- identity
-
-    @property
-    def name(self) -> str:
-        return self._path
-
-    @property
-    def mode(self) -> str:
-        return self._mode
-
-    @property
-    def closed(self) -> bool:  # type: ignore[override]
-        return self._handle_closed
-
-    def __repr__(self) -> str:
-        return f"<daxfs.ClientFile {self._path!r} mode={self._mode!r}{' closed' if self.closed else ''}>"
-
-    def readable(self) -> bool:
-        self._check_open()
-        return self._flags.readable
-
-    def writable(self) -> bool:
-        self._check_open()
-        return self._flags.writable
-
-    def seekable(self) -> bool:
-        self._check_open()
-        return True
-
-    def fileno(self) -> int:
-        raise io.UnsupportedOperation("daxfs files have no OS file descriptor")
-
-    def _check_open(self) -> None:
-        if self._handle_closed:
-            raise ValueError("I/O operation on closed file")
-
-    def _check_read(self) -> None:
-        self._check_open()
-        if not self._flags.readable:
-            raise fs_error(errno.EBADF, self._path, "file not open for reading")
-
-    def _check_write(self) -> None:
-        self._check_open()
-        if not self._flags.writable:
-            raise fs_error(errno.EBADF, self._path, "file not open for writing")
 
     # ---- the cache
 
@@ -137,16 +86,30 @@ class ClientFile(io.RawIOBase):
             layout = self._layout = _Layout(self._client.call("layout", self.h))
         return layout
 
-    def stat(self) -> Stat:
-        self._check_open()
+    def _do_stat(self) -> Stat:
         return self._current().stat
 
-    def _read(self, dest: memoryview | None, n: int, offset: int) -> bytes | int:
+    def _do_size(self) -> int:
+        return self._current().stat.st_size
+
+    def _do_pread(self, dest: memoryview | None, n: int, offset: int) -> bytes | int:
         client = self._client
         changes = client.changes
         bs = client.block_size
         pool = client.pool
         base = client.data_offset
+        layout = self._layout
+        if dest is None and layout is not None and changes.get(self.ino) == layout.counter and not client.lost:
+            # The common case: one written run holds the whole read (as the embedded fast path).
+            size = layout.stat.st_size
+            if 0 < n and offset < size:
+                count = min(n, size - offset)
+                run = layout.extents.lookup(offset // bs)
+                if run is not None and not run[3] & UNWRITTEN and (offset + count - 1) // bs < run[0] + run[1]:
+                    src = base + (run[2] + offset // bs - run[0]) * bs + offset % bs
+                    data = pool[src:src + count].tobytes()
+                    if changes.get(self.ino) == layout.counter:
+                        return data
         while True:
             layout = self._current()
             size = layout.stat.st_size
@@ -168,32 +131,11 @@ class ClientFile(io.RawIOBase):
             if changes.get(self.ino) == layout.counter:
                 return bytes(out) if dest is None else count
 
-    # ---- positional I/O
+    def _do_append(self, view: memoryview) -> tuple[int, int]:
+        n, pos = self._client.call("pwrite", self.h, view.tobytes(), None)
+        return n, pos
 
-    def pread(self, n: int, offset: int) -> bytes:
-        n = arguments.count(n)
-        offset = _position(offset)
-        self._check_read()
-        return self._read(None, n, offset)  # type: ignore[return-value]
-
-    def preadinto(self, buf: Any, offset: int) -> int:
-        offset = _position(offset)
-        self._check_read()
-        view = _bytes_view(buf)
-        if view.readonly:
-            raise TypeError("preadinto needs a writable buffer")
-        return self._read(view, view.nbytes, offset)  # type: ignore[return-value]
-
-    def pwrite(self, data: Any, offset: int) -> int:
-        offset = arguments.offset(offset)
-        self._check_write()
-        view = _bytes_view(data)
-        if self._flags.append:
-            n, _pos = self._client.call("pwrite", self.h, view.tobytes(), None)
-            return n
-        return self._write_at(view, offset)
-
-    def _write_at(self, view: memoryview, offset: int) -> int:
+    def _do_pwrite(self, view: memoryview, offset: int) -> int:
         n = view.nbytes
         if n == 0:
             return 0
@@ -202,6 +144,7 @@ class ClientFile(io.RawIOBase):
         client = self._client
         if n <= wire.INLINE_WRITE:
             return client.call("pwrite", self.h, view.tobytes(), offset)
+        # Large: straight into blocks the arbiter prepared, persisted here, then one record.
         token, segments = client.call("prepare", self.h, offset, n)
         try:
             pool = client.pool
@@ -216,155 +159,43 @@ class ClientFile(io.RawIOBase):
             raise
         return client.call("commit", token)
 
-    # ---- stream I/O
+    def _do_seek_data(self, offset: int, hole: bool) -> int:
+        return self._client.call("seek_data", self.h, offset, hole)
 
-    def read(self, n: int | None = -1) -> bytes:
-        if n is not None:
-            n = arguments.integer(n)
-            if n > _OFF_MAX:
-                raise OverflowError(f"read size {n} is too large to convert to C ssize_t")
-        self._check_read()
-        if n is None or n < 0:
-            return self.readall()
-        data: bytes = self._read(None, n, self._pos)  # type: ignore[assignment]
-        self._pos += len(data)
-        return data
+    def _do_truncate(self, size: int, policy: str | None, timeout: float | None) -> None:
+        self._client.call("truncate", self.h, size, policy, timeout)
 
-    def readall(self) -> bytes:
-        self._check_read()
-        size = self._current().stat.st_size
-        data: bytes = self._read(None, max(0, size - self._pos), self._pos)  # type: ignore[assignment]
-        self._pos += len(data)
-        return data
+    def _do_fallocate(self, offset: int, length: int, keep_size: bool) -> None:
+        self._client.call("fallocate", self.h, offset, length, keep_size)
 
-    def readinto(self, buf: Any) -> int:
-        self._check_read()
-        view = _bytes_view(buf)
-        got: int = self._read(view, view.nbytes, self._pos)  # type: ignore[assignment]
-        self._pos += got
-        return got
-
-    def write(self, data: Any) -> int:
-        self._check_write()
-        view = _bytes_view(data)
-        if self._flags.append:
-            if not view.nbytes:
-                return 0
-            n, self._pos = self._client.call("pwrite", self.h, view.tobytes(), None)
-            return n
-        n = self._write_at(view, self._pos)
-        self._pos += n
-        return n
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        offset = arguments.integer(offset)
-        whence = arguments.integer(whence)
-        self._check_open()
-        if whence == os.SEEK_SET:
-            pos = offset
-        elif whence == os.SEEK_CUR:
-            pos = self._pos + offset
-        elif whence == os.SEEK_END:
-            pos = self._current().stat.st_size + offset
-        elif whence in (os.SEEK_DATA, os.SEEK_HOLE):
-            pos = self._client.call("seek_data", self.h, _position(offset), whence == os.SEEK_HOLE)
-        elif -(1 << 31) <= whence < (1 << 31):
-            raise fs_error(errno.EINVAL, self._path, f"invalid whence ({whence})")
-        else:
-            raise OverflowError(f"whence {whence} is too large to convert to C int")
-        if pos < 0:
-            raise fs_error(errno.EINVAL, self._path, "negative seek position")
-        if pos > _OFF_MAX:
-            raise OverflowError(f"seek position {pos} is too large to convert to C off_t")
-        self._pos = pos
-        return pos
-
-    def tell(self) -> int:
-        self._check_open()
-        return self._pos
-
-    # ---- size and space
-
-    def truncate(self, size: int | None = None, *, policy: str | None = None,
-                 timeout: float | None = None) -> int:
-        if size is not None:
-            size = arguments.integer(size)
-        self._check_open()
-        check_policy(policy)
-        timeout = arguments.timeout(timeout)
-        if not self._flags.writable:
-            raise fs_error(errno.EINVAL, self._path, "file not open for writing")
-        new_size = arguments.offset(self._pos if size is None else size, "size")
-        self._client.call("truncate", self.h, new_size, policy, timeout)
-        return new_size
-
-    def fallocate(self, offset: int, length: int, *, keep_size: bool = False) -> None:
-        offset, length = arguments.byte_range(offset, length)
-        self._check_write()
-        self._client.call("fallocate", self.h, offset, length, bool(keep_size))
-
-    def punch_hole(self, offset: int, length: int, *, policy: str | None = None,
-                   timeout: float | None = None) -> None:
-        check_policy(policy)
-        timeout = arguments.timeout(timeout)
-        offset, length = arguments.byte_range(offset, length)
-        self._check_write()
+    def _do_punch_hole(self, offset: int, length: int, policy: str | None, timeout: float | None) -> None:
         self._client.call("punch_hole", self.h, offset, length, policy, timeout)
 
-    def zero_range(self, offset: int, length: int, *, keep_size: bool = False) -> None:
-        offset, length = arguments.byte_range(offset, length)
-        self._check_write()
-        self._client.call("zero_range", self.h, offset, length, bool(keep_size))
+    def _do_zero_range(self, offset: int, length: int, keep_size: bool) -> None:
+        self._client.call("zero_range", self.h, offset, length, keep_size)
 
-    def fsync(self) -> None:
-        self._check_open()
+    def _do_fsync(self) -> None:
         self._client.call("fsync", self.h)
 
-    def flush(self) -> None:
-        return None
-
-    def extents(self) -> list[Extent]:
-        self._check_open()
+    def _do_extents(self) -> list[Extent]:
         return [Extent(o, n, p, frozenset(fl)) for o, n, p, fl in self._client.call("extents", self.h)]
 
-    # ---- direct access
-
-    def map(self, offset: int = 0, length: int | None = None, *, write: bool = False, lease: bool = False,
-            on_break: Callable[["ClientMapping"], Any] | None = None) -> "ClientMapping":
-        offset = arguments.integer(offset)
-        if length is not None:
-            length = arguments.integer(length)
-        self._check_open()
-        if not self._flags.readable or (write and not self._flags.writable):
-            raise PermissionError(errno.EACCES, "mapping needs the file open for reading"
-                                  + (" and writing" if write else ""), self._path)
-        if offset < 0 or (length is not None and length < 0):
-            raise ValueError("mmap offset and length must be non-negative")
+    def _do_map(self, offset: int, length: int | None, write: bool, lease: bool,
+                on_break: Callable[["ClientMapping"], Any] | None) -> "ClientMapping":
         client = self._client
-        reply = client.call("map", self.h, offset, length, bool(write), bool(lease), self._holder_name)
-        with client.lock:
-            mapping = ClientMapping(client, self._path, reply, bool(write), bool(lease), on_break, self._holder)
-            client.refs[mapping.r] = mapping
+        reply = client.call("map", self.h, offset, length, write, lease, self._holder_name)
+        mapping = ClientMapping(client, self._path, reply, write, lease, on_break, self._holder)
+        client.register(mapping)
         owned = getattr(self._holder, "owned", None)
         if owned is not None:
             owned.add(mapping)
         return mapping
 
-    def pin(self, offset: int, length: int, *, write: bool = False) -> "ClientPin":
-        offset = arguments.integer(offset)
-        length = arguments.integer(length)
-        if offset < 0 or length <= 0:
-            raise ValueError("pin needs offset >= 0 and length > 0")
-        self._check_open()
-        if not self._flags.readable and not write:
-            raise PermissionError(errno.EACCES, "a read pin needs the file open for reading", self._path)
-        if write and not self._flags.writable:
-            raise PermissionError(errno.EACCES, "a write pin needs the file open for writing", self._path)
+    def _do_pin(self, offset: int, length: int, write: bool) -> "ClientPin":
         client = self._client
-        reply = client.call("pin", self.h, offset, length, bool(write), self._holder_name)
-        with client.lock:
-            pin = ClientPin(client, self._path, reply, bool(write), self._holder)
-            client.refs[pin.r] = pin
+        reply = client.call("pin", self.h, offset, length, write, self._holder_name)
+        pin = ClientPin(client, self._path, reply, write, self._holder)
+        client.register(pin)
         owned = getattr(self._holder, "owned", None)
         if owned is not None:
             owned.add(pin)
@@ -373,9 +204,9 @@ class ClientFile(io.RawIOBase):
     # ---- lifetime
 
     def close(self) -> None:
-        if self._handle_closed:
+        if self.handle.closed:
             return
-        self._handle_closed = True
+        self.handle.closed = True
         client = self._client
         with client.lock:
             client.files.discard(self)
@@ -392,7 +223,7 @@ class ClientFile(io.RawIOBase):
 
     def _detach(self) -> None:
         """The client disconnects: this handle dies with it."""
-        self._handle_closed = True
+        self.handle.closed = True
         super().close()
 
 
@@ -426,7 +257,7 @@ class _ClientRef:
     def _fill(self, fblk: int, nblk: int, pool_offset: int) -> None:
         """The arbiter says: file blocks that showed zeros now live at ``pool_offset``."""
         bs = self._client.block_size
-        with self._client.lock:
+        with self._client.view_lock:
             self.pieces.append((fblk, nblk, pool_offset))
             still: list[tuple[int, int]] = []
             for zf, zk in self.zero_blocks:
@@ -514,21 +345,7 @@ class ClientMapping(_ClientRef):
         return self._buffer
 
     def array(self, dtype: Any = "u1", shape: int | tuple[int, ...] | None = None, offset: int = 0) -> "np.ndarray":
-        import numpy as np
-
-        buf = self.buffer
-        dt = np.dtype(dtype)
-        offset = arguments.integer(offset)
-        if offset < 0 or offset > len(buf):
-            raise ValueError(f"offset {offset} outside the mapping of {len(buf)} bytes")
-        if shape is None:
-            return np.frombuffer(buf, dtype=dt, count=(len(buf) - offset) // dt.itemsize, offset=offset)
-        dims = (shape,) if isinstance(shape, int) else tuple(shape)
-        count = int(np.prod(dims, dtype=np.int64)) if dims else 1
-        if offset + count * dt.itemsize > len(buf):
-            raise ValueError(f"array of {count} x {dt} at offset {offset} does not fit the mapping "
-                             f"of {len(buf)} bytes")
-        return np.frombuffer(buf, dtype=dt, count=count, offset=offset).reshape(dims)
+        return array_on(self.buffer, dtype, shape, offset)
 
     def persist(self, offset: int = 0, length: int | None = None) -> None:
         offset = arguments.integer(offset)
@@ -549,14 +366,14 @@ class ClientMapping(_ClientRef):
         if mode not in ("migrate", "invalidate"):
             raise ValueError(f"unknown revoke mode {mode!r}; expected 'migrate' or 'invalidate'")
         client = self._client
-        with client.lock:
+        with client.view_lock:
             if self.closed:
                 raise ValueError("mapping is closed")
             if self.revoked:
                 return
             self._detach(mode)
-            if not client.lost:
-                client.call("release", self.r, True)
+        if not client.lost:
+            client.call("release", self.r, True)
 
     def _detach(self, mode: str) -> None:
         if self._view is not None:
@@ -569,7 +386,7 @@ class ClientMapping(_ClientRef):
     def _revoked_by_server(self, mode: str) -> None:
         """A lease ran out (or the arbiter stops): detach, then say the blocks are free to go."""
         client = self._client
-        with client.lock:
+        with client.view_lock:
             if self.revoked or self.closed:
                 return
             self._detach(mode)
@@ -585,21 +402,22 @@ class ClientMapping(_ClientRef):
 
     def close(self) -> None:
         client = self._client
-        with client.lock:
+        with client.view_lock:         # no fill may be laid into a view being given back
             if self.closed:
                 return
             self.closed = True
             self._buffer = None
             view, self._view = self._view, None
-            owned = getattr(self.holder, "owned", None)
-            if owned is not None:
-                owned.discard(self)
-            if self.revoked:
-                if view is not None:
-                    view.release()
-                client.ref_done(self)
-                return
-            self._let_go(view)
+            revoked = self.revoked
+        owned = getattr(self.holder, "owned", None)
+        if owned is not None:
+            owned.discard(self)
+        if revoked:
+            if view is not None:
+                view.release()
+            client.ref_done(self)
+            return
+        self._let_go(view)
 
     def __enter__(self) -> "ClientMapping":
         return self
@@ -636,7 +454,7 @@ class ClientPin(_ClientRef):
     def buffer(self) -> memoryview:
         self._check()
         client = self._client
-        with client.lock:
+        with client.view_lock:
             self._check()
             if self._buffer is None:
                 bs = client.block_size
@@ -653,7 +471,7 @@ class ClientPin(_ClientRef):
     @property
     def segments(self) -> list[tuple[int, int, int | None]]:  # type: ignore[override]
         self._check()
-        with self._client.lock:
+        with self._client.view_lock:
             return _ClientRef.segments(self)
 
     @property
@@ -662,15 +480,15 @@ class ClientPin(_ClientRef):
 
     def release(self) -> None:
         client = self._client
-        with client.lock:
+        with client.view_lock:
             self._check()
             self.released = True
             self._buffer = None
             view, self._view = self._view, None
-            owned = getattr(self.holder, "owned", None)
-            if owned is not None:
-                owned.discard(self)
-            self._let_go(view)
+        owned = getattr(self.holder, "owned", None)
+        if owned is not None:
+            owned.discard(self)
+        self._let_go(view)
 
     def __enter__(self) -> "ClientPin":
         return self
@@ -678,47 +496,3 @@ class ClientPin(_ClientRef):
     def __exit__(self, *exc: object) -> None:
         if not self.released:
             self.release()
-
-
-class ClientHolder:
-    """What ``client.holder(name)`` returns: owns what is opened, mapped or pinned through it."""
-
-    def __init__(self, client: "Client", name: str) -> None:
-        self._client = client
-        self.name = name
-        self.closed = False
-        self.owned: set[Any] = set()
-
-    def __str__(self) -> str:
-        return self.name
-
-    def __repr__(self) -> str:
-        return f"<daxfs.ClientHolder {self.name!r}{' closed' if self.closed else ''}>"
-
-    def open(self, path: object, mode: str = "rb") -> ClientFile:
-        if self.closed:
-            raise ValueError("holder is closed")
-        return self._client.open(path, mode, holder=self)
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        for thing in list(self.owned):
-            if getattr(thing, "kind", None) == "pin":
-                if not thing.released:
-                    thing.release()
-            else:
-                thing.close()
-        self.owned.clear()
-
-    def __enter__(self) -> "ClientHolder":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_") or name in ("close", "holder"):
-            raise AttributeError(name)
-        return getattr(self._client, name)

@@ -107,6 +107,7 @@ class Session:
         self.server = server
         self.vol = server.volume
         self.sock = sock
+        self._frames = wire.FrameReader(sock, wire.MAX_REQUEST)
         self.sid = sid
         pid, uid, gid = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
         self.pid, self.uid, self.gid = pid, uid, gid
@@ -151,7 +152,7 @@ class Session:
             if self.slot < 0:
                 self._hello()
             while self._reader is me and not self._closed:
-                message = wire.recv(self.sock, wire.MAX_REQUEST)
+                message = self._frames.next()
                 self._handle(message)
         except (EOFError, OSError, wire.ProtocolError) as exc:
             if self._reader is me:
@@ -162,7 +163,7 @@ class Session:
             before_wait(None)
 
     def _hello(self) -> None:
-        message = wire.recv(self.sock, wire.MAX_REQUEST)
+        message = self._frames.next()
         if not (isinstance(message, list) and len(message) == 3 and message[1] == "hello"
                 and isinstance(message[2], dict)):
             raise wire.ProtocolError("the first frame must be a hello")

@@ -17,13 +17,13 @@ from __future__ import annotations
 import errno as errno_mod
 import os
 import socket
-import stat as stat_mod
 import struct
 from typing import Any
 
 import msgpack
 
 from daxfs.errors import BusyError, CorruptVolumeError, InvalidPathError, PoisonError
+from daxfs.volume.holders import side_path
 
 LENGTH = struct.Struct("<I")
 MAX_REQUEST = 1 << 20           # a client's frame: metadata and inline writes only
@@ -42,14 +42,7 @@ class ServerLost(ConnectionError):
 def default_socket(pool: str) -> str:
     """Where ``daxfs serve POOL`` listens unless told otherwise: next to a pool file
     (``POOL.sock``); for a device, in ``/run/daxfs`` (``/run/daxfs/dax0.0.sock``)."""
-    path = os.path.abspath(pool)
-    try:
-        is_device = not stat_mod.S_ISREG(os.stat(path).st_mode)
-    except OSError:
-        is_device = False
-    if is_device:
-        return os.path.join("/run/daxfs", os.path.basename(path) + ".sock")
-    return path + ".sock"
+    return side_path(pool, ".sock")
 
 
 def pack(message: Any) -> bytes:
@@ -65,6 +58,55 @@ def send(sock: socket.socket, message: Any, fds: list[int] | None = None) -> Non
         sock.sendall(data)
 
 
+class FrameReader:
+    """Frames from a stream socket, read in large pieces (one recv often brings several
+    frames, or a whole one with its length: a syscall per frame saved on every call).
+    Not thread-safe: one reader at a time."""
+
+    def __init__(self, sock: socket.socket, limit: int) -> None:
+        self.sock = sock
+        self.limit = limit
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    def pending(self) -> bool:
+        """Whether a whole frame is already buffered (no recv needed for it)."""
+        buf = self._buf
+        return len(buf) >= LENGTH.size and len(buf) >= LENGTH.size + LENGTH.unpack_from(buf)[0]
+
+    def next(self) -> Any:
+        """The next frame's message; EOFError at a clean end, ProtocolError for garbage."""
+        buf = self._buf
+        while True:
+            if len(buf) >= LENGTH.size:
+                (length,) = LENGTH.unpack_from(buf)
+                if length > self.limit:
+                    raise ProtocolError(f"frame of {length} bytes is over the limit of {self.limit}")
+                end = LENGTH.size + length
+                if len(buf) >= end:
+                    body = bytes(buf[LENGTH.size:end])
+                    del buf[:end]
+                    return unpack(body)
+                want = end - len(buf)
+            else:
+                want = LENGTH.size - len(buf)
+            chunk = self.sock.recv(max(want, 1 << 16))
+            if not chunk:
+                raise EOFError("peer closed the connection")
+            buf += chunk
+
+
+def recv(sock: socket.socket, limit: int) -> Any:
+    """One frame's message, read exactly (no bytes of the next frame are taken)."""
+    head = _recv_exact(sock, LENGTH.size)
+    (length,) = LENGTH.unpack(head)
+    if length > limit:
+        raise ProtocolError(f"frame of {length} bytes is over the limit of {limit}")
+    return unpack(_recv_exact(sock, length))
+
+
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
     chunks = []
     while n:
@@ -76,29 +118,14 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return b"".join(chunks)
 
 
-def recv(sock: socket.socket, limit: int) -> Any:
-    """One frame's message; EOFError at a clean end, ProtocolError for garbage."""
-    head = _recv_exact(sock, LENGTH.size)
-    (length,) = LENGTH.unpack(head)
-    if length > limit:
-        raise ProtocolError(f"frame of {length} bytes is over the limit of {limit}")
-    return unpack(_recv_exact(sock, length))
-
-
-def recv_with_fds(sock: socket.socket, limit: int, max_fds: int) -> tuple[Any, list[int]]:
-    """The first frame, with the descriptors that came with it."""
-    data, fds, _flags, _addr = socket.recv_fds(sock, limit + LENGTH.size, max_fds)
+def recv_with_fds(sock: socket.socket, reader: FrameReader, max_fds: int) -> tuple[Any, list[int]]:
+    """The first frame, with the descriptors that came with it (what follows it stays in
+    ``reader``)."""
+    data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 16, max_fds)
     if not data:
         raise EOFError("peer closed the connection")
-    if len(data) < LENGTH.size:
-        data += _recv_exact(sock, LENGTH.size - len(data))
-    (length,) = LENGTH.unpack_from(data)
-    body = data[LENGTH.size:]
-    if length > limit:
-        raise ProtocolError(f"frame of {length} bytes is over the limit of {limit}")
-    if len(body) < length:
-        body += _recv_exact(sock, length - len(body))
-    return unpack(body[:length]), list(fds)
+    reader.feed(data)
+    return reader.next(), list(fds)
 
 
 def unpack(body: bytes) -> Any:

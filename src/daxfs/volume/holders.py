@@ -23,6 +23,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 import struct
 from collections.abc import Iterable
 
@@ -42,18 +43,22 @@ _F_OFD_GETLK, _F_OFD_SETLK = 36, 37
 _FLOCK = struct.Struct("hhqqi")
 
 
-def holders_path(pool: str) -> str:
-    """The table's file for a pool: ``POOL.holders`` (in /run/daxfs for a device)."""
-    import stat as st
-
+def side_path(pool: str, suffix: str) -> str:
+    """A file that belongs beside a pool: ``POOL<suffix>`` next to a pool file; for a device
+    (where nothing can be created beside it), ``/run/daxfs/<name><suffix>``."""
     path = os.path.abspath(pool)
     try:
-        device = not st.S_ISREG(os.stat(path).st_mode)
+        device = not stat.S_ISREG(os.stat(path).st_mode)
     except OSError:
         device = False
     if device:
-        return os.path.join("/run/daxfs", os.path.basename(path) + ".holders")
-    return path + ".holders"
+        return os.path.join("/run/daxfs", os.path.basename(path) + suffix)
+    return path + suffix
+
+
+def holders_path(pool: str) -> str:
+    """The table's file for a pool: ``POOL.holders`` (in /run/daxfs for a device)."""
+    return side_path(pool, ".holders")
 
 
 def _lock(fd: int, cmd: int, kind: int, slot: int) -> bytes:

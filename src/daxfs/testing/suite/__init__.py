@@ -2,8 +2,9 @@
 
 A front end (the embedded ``Volume``, a client of the server, ...) subclasses
 ``VolumeSuite`` (or the parts it supports: ``NamespaceTests``, ``OpenModeTests``,
-``SparseTests``, ``DataTests``, ``LifetimeTests``) in its own test module and
-provides two pytest fixtures:
+``SparseTests``, ``DataTests``, ``LifetimeTests``, ``ReferenceTests``,
+``SharingTests``; ``supports`` names its capabilities, as zarr's ``supports_*``)
+in its own test module and provides two pytest fixtures:
 
 - ``volume``: a fresh, empty, read-write volume (small: 8 to 32 MiB of data
   area, so the ENOSPC test can fill it quickly);
@@ -41,13 +42,16 @@ from daxfs.testing.suite.data import DataTests
 from daxfs.testing.suite.lifetime import LifetimeTests
 from daxfs.testing.suite.namespace import NamespaceTests
 from daxfs.testing.suite.open_modes import OpenModeTests
+from daxfs.testing.suite.references import ReferenceTests
+from daxfs.testing.suite.sharing import SharingTests
 from daxfs.testing.suite.sparse import SparseTests
 
 __all__ = ["VolumeSuite", "SuiteBase", "Remount", "NamespaceTests", "OpenModeTests", "SparseTests",
-           "DataTests", "LifetimeTests", "allocated", "errno_of", "pattern", "read_file", "tree_state",
+           "DataTests", "LifetimeTests", "ReferenceTests", "SharingTests", "allocated", "errno_of", "pattern", "read_file", "tree_state",
            "write_file"]
 
 
-class VolumeSuite(NamespaceTests, OpenModeTests, SparseTests, DataTests, LifetimeTests):
+class VolumeSuite(NamespaceTests, OpenModeTests, SparseTests, DataTests, LifetimeTests, ReferenceTests,
+                  SharingTests):
     """Behaviour every daxfs front end shows: every part of the suite.  Subclasses provide
     ``volume`` and ``reopen``; a front end that supports only some parts may combine those."""

@@ -79,7 +79,17 @@ class Remount:
 
 
 class SuiteBase:
-    """The fixtures every part of the suite uses."""
+    """The fixtures every part of the suite uses, and what the front end can do.
+
+    ``supports`` names the capabilities a front end has (zarr's ``supports_*``): tests
+    of one it lacks skip through ``require``.  Every daxfs front end so far has them all.
+    """
+
+    supports: frozenset[str] = frozenset({"mappings", "pins", "reflink"})
+
+    def require(self, capability: str) -> None:
+        if capability not in self.supports:
+            pytest.skip(f"this front end does not support {capability}")
 
     @pytest.fixture
     def remount(self, volume: Any, reopen: Callable[[Any], Any]) -> Remount:
