@@ -2,6 +2,12 @@
 
 Copies go in ``COPY_CHUNK`` pieces with a progress bar on a terminal; a copy
 inside one pool shares blocks (``clone_file``) unless asked not to.
+
+Progress is reported through one small interface, fsspec's ``Callback``
+(``set_size``, ``relative_update``): ``copy_stream`` takes any object with it.
+The command line passes a ``TerminalProgress`` (a tqdm bar on a terminal); the
+fsspec front end passes the caller's callback (``TqdmCallback`` and friends)
+as it is, so both move bytes through the same loop.
 """
 
 from __future__ import annotations
@@ -11,7 +17,8 @@ import errno
 import os
 import posixpath
 import sys
-from typing import IO, TYPE_CHECKING
+from types import TracebackType
+from typing import IO, TYPE_CHECKING, Protocol
 
 from tqdm import tqdm
 
@@ -21,7 +28,8 @@ from daxfs.adapters.poolpaths import open_pool, pool_spec, same_file, split_pool
 if TYPE_CHECKING:
     from daxfs._types import Stat
 
-__all__ = ["COPY_CHUNK", "cmd_put", "cmd_get", "cmd_cat", "cmd_cp"]
+__all__ = ["COPY_CHUNK", "CLONE_IMPOSSIBLE", "Progress", "TerminalProgress", "copy_stream",
+           "cmd_put", "cmd_get", "cmd_cat", "cmd_cp"]
 
 # Large enough that per-call overhead vanishes against the copy, small enough
 # that the progress bar moves and memory stays flat.
@@ -29,10 +37,48 @@ COPY_CHUNK = 4 * 1024 * 1024
 EXIT_OK = 0
 
 
-def _progress(total: int | None, description: str) -> tqdm:
-    # A bar on a pipe or in a log file is noise, so it only appears on a terminal.
-    return tqdm(total=total, desc=description, unit="B", unit_scale=True, unit_divisor=1024,
-                file=sys.stderr, leave=False, disable=not sys.stderr.isatty())
+class Progress(Protocol):
+    """What a copy reports to: the two methods of ``fsspec.callbacks.Callback`` it calls."""
+
+    def set_size(self, size: int | None) -> None: ...
+
+    def relative_update(self, inc: int = 1) -> None: ...
+
+
+class TerminalProgress:
+    """The command line's bar: a ``Progress`` drawn by tqdm on stderr, when that is a terminal."""
+
+    def __init__(self, description: str, stream: IO[str] | None = None) -> None:
+        self.description = description
+        self.stream = sys.stderr if stream is None else stream
+        self.bar: tqdm | None = None        # drawn once the size is known, so drawn once
+
+    def set_size(self, size: int | None) -> None:
+        if self.bar is None:
+            # A bar on a pipe or in a log file is noise, so it only appears on a terminal.
+            self.bar = tqdm(total=size, desc=self.description, unit="B", unit_scale=True,
+                            unit_divisor=1024, file=self.stream, leave=False,
+                            disable=not self.stream.isatty())
+        else:
+            self.bar.total = size
+            self.bar.refresh()
+
+    def relative_update(self, inc: int = 1) -> None:
+        if self.bar is None:
+            self.set_size(None)
+        assert self.bar is not None
+        self.bar.update(inc)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def __enter__(self) -> TerminalProgress:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()
 
 
 def _write_all(sink: IO[bytes], data: memoryview) -> None:
@@ -44,20 +90,31 @@ def _write_all(sink: IO[bytes], data: memoryview) -> None:
         data = data[written:]
 
 
-def _copy_stream(source: IO[bytes], sink: IO[bytes], total: int | None, description: str) -> int:
-    """Copy ``source`` to EOF into ``sink`` in COPY_CHUNK pieces; returns bytes copied."""
+def copy_stream(source: IO[bytes], sink: IO[bytes], *, total: int | None,
+                progress: Progress | None = None) -> int:
+    """Copy ``source`` to EOF into ``sink`` in COPY_CHUNK pieces; returns bytes copied.
+
+    ``progress`` hears the expected ``total`` first, then every chunk as it lands.
+    """
     buffer = bytearray(COPY_CHUNK)
     view = memoryview(buffer)
     copied = 0
-    with _progress(total, description) as bar:
-        while True:
-            count = source.readinto(view)
-            if not count:
-                break
-            _write_all(sink, view[:count])
-            copied += count
-            bar.update(count)
+    if progress is not None:
+        progress.set_size(total)
+    while True:
+        count = source.readinto(view)
+        if not count:
+            break
+        _write_all(sink, view[:count])
+        copied += count
+        if progress is not None:
+            progress.relative_update(count)
     return copied
+
+
+def _copy_stream(source: IO[bytes], sink: IO[bytes], total: int | None, description: str) -> int:
+    with TerminalProgress(description) as bar:
+        return copy_stream(source, sink, total=total, progress=bar)
 
 
 def cmd_put(args: argparse.Namespace) -> int:
@@ -99,8 +156,9 @@ def cmd_cat(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_CLONE_IMPOSSIBLE = frozenset({errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV,
-                               errno.EBUSY, errno.ENOSYS, errno.ENOTTY, errno.ETXTBSY})
+# Errors that say "this pair cannot share blocks" (so copy the bytes), not "this copy fails".
+CLONE_IMPOSSIBLE = frozenset({errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV,
+                              errno.EBUSY, errno.ENOSYS, errno.ENOTTY, errno.ETXTBSY})
 
 
 def _source_file(vol: daxfs.Volume, path: str) -> Stat:
@@ -152,7 +210,7 @@ def _copy_in_pool(pool: str, source: str, destination: str, reflink: str) -> int
                 vol.clone_file(source, destination)
                 return EXIT_OK
             except OSError as error:
-                if reflink == "always" or error.errno not in _CLONE_IMPOSSIBLE:
+                if reflink == "always" or error.errno not in CLONE_IMPOSSIBLE:
                     if reflink == "always" and not existed and vol.exists(destination):
                         vol.unlink(destination)      # leave no empty file behind a failed clone
                     raise
