@@ -14,13 +14,14 @@ from __future__ import annotations
 import errno
 import stat as st
 
+from daxfs.core.badblocks import BlockRuns, apply_bad_metadata, apply_clear, apply_quarantine, load_bad, merge_runs
 from daxfs.core.busy import BusyList
 from daxfs.core.extents import SHARE, UNWRITTEN, ExtentMap
 from daxfs.core.rmap import OwnerMap
 from daxfs.core.namespace import check_name, split_path
 from daxfs.core.records import (FILE_TYPES, ID_MAX, INO_MAX, MAX_FILE_SIZE, PERM_BITS, TIME_MAX, TIME_MIN,
-                                Batch, Create, Link, Reclaim, Record, Rename, SetAttr, SetExtents, Unlink,
-                                valid_name)
+                                Batch, BadMetadata, ClearQuarantine, Create, Link, Quarantine, Reclaim, Record,
+                                Rename, SetAttr, SetExtents, Unlink, valid_name)
 from daxfs.core.space import FreeSpace
 from daxfs.errors import CorruptVolumeError, fs_error
 
@@ -77,12 +78,17 @@ class Core:
         self.space = FreeSpace(data_blocks, align=align_blocks)
         self.busy = BusyList()  # in memory only: holds by mappings and pins
         self.rmap = OwnerMap()  # derived: data block -> owners (the reflink refcounts)
+        #: bad data blocks (memory_failure): never free, never busy; owned ones read as poisoned.
+        #: An empty dict, so "is anything bad?" costs the hot paths one truth test.
+        self.bad = BlockRuns()
+        self.bad_metadata = BlockRuns()     # bad pool byte ranges outside the data area
         self.runs = 0           # extent runs over all files
         self.name_chars = 0     # characters over all directory entries
         self._apply = {
             Create: self._create, Link: self._link, Unlink: self._unlink, Rename: self._rename,
             SetAttr: self._setattr, SetExtents: self._setextents, Reclaim: self._reclaim,
-            Batch: self._batch,
+            Batch: self._batch, Quarantine: self._quarantine, ClearQuarantine: self._clear_quarantine,
+            BadMetadata: self._bad_metadata,
         }
 
     # ------------------------------------------------------------------ build
@@ -112,6 +118,8 @@ class Core:
             else:
                 out.append([node.ino, node.mode, node.uid, node.gid, node.size,
                             node.atime_ns, node.mtime_ns, node.ctime_ns, node.extents.to_flat(), None])  # type: ignore[union-attr]
+        if self.bad or self.bad_metadata:      # (a third field: checkpoints without it still load)
+            return [self.next_ino, out, [self.bad.to_flat(), self.bad_metadata.to_flat()]]
         return [self.next_ino, out]
 
     @classmethod
@@ -135,9 +143,11 @@ class Core:
         return core
 
     def _load_rows(self, obj: object) -> None:
-        if type(obj) is not list or len(obj) != 2:
-            raise _bad_checkpoint(f"top level is {_show(obj)}, not [next_ino, inodes]")
-        next_ino, rows = obj
+        if type(obj) is not list or len(obj) not in (2, 3):
+            raise _bad_checkpoint(f"top level is {_show(obj)}, not [next_ino, inodes(, bad memory)]")
+        next_ino, rows = obj[0], obj[1]
+        if len(obj) == 3:
+            load_bad(self, obj[2])
         if type(next_ino) is not int or not ROOT_INO < next_ino <= INO_MAX + 1:
             raise _bad_checkpoint(f"next inode number is {_show(next_ino)}, not an int from 2 to {INO_MAX + 1}")
         if type(rows) is not list:
@@ -229,7 +239,8 @@ class Core:
         self.runs = runs
         self.name_chars = chars
         self.rmap = OwnerMap.build(owned)
-        self.space = FreeSpace.from_used(data_blocks, self.rmap.covered(), align=self.space.align)
+        used = merge_runs(self.rmap.covered(), self.bad.runs()) if self.bad else self.rmap.covered()
+        self.space = FreeSpace.from_used(data_blocks, used, align=self.space.align)
 
     # ------------------------------------------------------------------ queries
 
@@ -295,7 +306,7 @@ class Core:
     def checkpoint_bound(self) -> int:
         """An upper bound, in bytes, of this state's checkpoint."""
         inodes = len(self.inodes)
-        return 256 + _CKPT_INODE * inodes + _CKPT_RUN * self.runs + \
+        return 256 + _CKPT_INODE * inodes + _CKPT_RUN * (self.runs + len(self.bad) + len(self.bad_metadata)) + \
             _CKPT_ENTRY * inodes + _CKPT_CHAR * self.name_chars
 
     def paths_of(self, inos: set[int], hints: dict[int, str] | None = None) -> dict[int, str | None]:
@@ -362,12 +373,19 @@ class Core:
             self.busy.park(start, k)
 
     def _release(self, pblk: int, n: int) -> None:
-        """A file gave up these blocks: free, or busy while something holds them."""
+        """A file gave up these blocks: free, or busy while something holds them; bad ones
+        stay quarantined."""
+        if self.bad and self.bad.overlaps(pblk, n):
+            for start, k in self.bad.outside(pblk, n):
+                self._release(start, k)
+            return
         if not self.busy.holds:
             self.space.release(pblk, n)
             return
         for start, k in self.busy.park(pblk, n):
             self.space.release(start, k)
+
+    release_blocks = _release
 
     # ------------------------------------------------------------------ apply
 
@@ -552,9 +570,13 @@ class Core:
                 node.mtime_ns = node.ctime_ns = time_ns
             return
         max_blocks = self.max_blocks
+        bad = self.bad
         for i in range(0, len(map), 4):
             if map[i] + map[i + 1] > max_blocks:
                 raise CorruptVolumeError(f"inode {ino} maps file block {map[i] + map[i + 1]}, past the largest file")
+            if bad and bad.overlaps(map[i + 2], map[i + 1]):
+                # a bad block never gains an owner: only the files it failed under keep it
+                raise CorruptVolumeError(f"inode {ino} maps bad data blocks {map[i + 2]}..{map[i + 2] + map[i + 1]}")
         unowned: list[tuple[int, int]] = []     # blocks this record leaves with no owner
         for i in range(0, len(unmap), 2):
             fblk, nblk = unmap[i], unmap[i + 1]
@@ -603,6 +625,15 @@ class Core:
     def _batch(self, items: list[list[object]]) -> None:
         for record in Batch(items).records():
             self.apply(record)
+
+    def _quarantine(self, pblk: int, nblk: int) -> None:
+        apply_quarantine(self, pblk, nblk)
+
+    def _clear_quarantine(self, pblk: int, nblk: int) -> None:
+        apply_clear(self, pblk, nblk)
+
+    def _bad_metadata(self, offset: int, length: int, bad: bool) -> None:
+        apply_bad_metadata(self, offset, length, bad)
 
     def _reclaim(self, ino: int) -> None:
         node = self.inodes.get(ino)
