@@ -250,12 +250,14 @@ class File(io.RawIOBase):
     # ---- direct access
 
     def map(self, offset: int = 0, length: int | None = None, *, write: bool = False, lease: bool = False,
-            on_break: Callable[[Mapping], Any] | None = None) -> Mapping:
+            on_break: Callable[[Mapping], Any] | None = None,
+            on_poison: Callable[[Mapping, int, int], Any] | None = None) -> Mapping:
         """A zero-copy view of ``[offset, offset+length)`` (None: to EOF); see ``daxfs.Mapping``.
 
         ``write=True`` populates the range first (allocated, zeroed, private to
         this file, size grown to cover it, durable) so stores through the view
-        never need the file system again.
+        never need the file system again.  ``on_poison(mapping, file_offset, length)``
+        is called when memory under the mapping fails (its pages there are fenced).
         """
         offset = arguments.integer(offset)
         if length is not None:
@@ -273,17 +275,19 @@ class File(io.RawIOBase):
             ref = self._data.reference(self._ino, self._path, offset, length, kind="mapping", write=bool(write),
                                        lease=bool(lease), holder=holder,
                                        make_view=lambda n: pool.map_view(n, writable=bool(write)))  # type: ignore[attr-defined]
-            mapping = Mapping(vol, ref, on_break)
+            mapping = Mapping(vol, ref, on_break, on_poison)
             owned = getattr(holder, "owned", None)
             if owned is not None:
                 owned.add(mapping)
             return mapping
 
-    def pin(self, offset: int, length: int, *, write: bool = False) -> Pin:
+    def pin(self, offset: int, length: int, *, write: bool = False,
+            on_poison: Callable[[Pin, int, int], Any] | None = None) -> Pin:
         """A DMA-safe reference to ``[offset, offset+length)``; see ``daxfs.Pin``.
 
         ``write=True`` populates the range first, like a write mapping.  The
-        range must lie inside the file.
+        range must lie inside the file.  ``on_poison(pin, file_offset, length)`` is
+        called when memory under the pin fails (the pin stays).
         """
         if type(offset) is not int or type(length) is not int:
             offset = arguments.integer(offset)
@@ -300,7 +304,7 @@ class File(io.RawIOBase):
         data = self._data
         with data.lock:
             pin = Pin(vol, data.reference(self._ino, self._path, offset, length, kind="pin", write=bool(write),
-                                          holder=holder))
+                                          holder=holder), on_poison)
             owned = getattr(holder, "owned", None)
             if owned is not None:
                 owned.add(pin)

@@ -23,9 +23,10 @@ from collections.abc import Callable, Iterable
 from daxfs._types import Extent, Stat
 from daxfs.core import UNWRITTEN, Inode
 from daxfs.core.records import SetExtents
-from daxfs.errors import fs_error
+from daxfs.errors import PoisonError, fs_error
 from daxfs.format.layout import HUGE_PAGE
 from daxfs.volume.arguments import MAX_FILE_SIZE
+from daxfs.volume import poison
 from daxfs.volume.journal import Journal
 from daxfs.volume.references import Reference, ReferenceTable, View
 
@@ -67,12 +68,15 @@ class DataPath:
 
     def read_locked(self, ino: int, dest: memoryview | None, n: int, offset: int) -> bytes | int:
         """The read itself, under the lock."""
-        node = self.journal.core.inodes.get(ino) or self.journal.node(ino)
+        core = self.journal.core
+        node = core.inodes.get(ino) or self.journal.node(ino)
         size = node.size
         if offset >= size or n <= 0:
             return b"" if dest is None else 0
         if n > size - offset:
             n = size - offset
+        if core.bad:        # the one check a volume without bad memory pays
+            poison.check_read(core, node, offset, n, self.data_offset)
         bs = self.bs
         fblk = offset // bs
         emap = node.extents
@@ -123,6 +127,8 @@ class DataPath:
                         out.append(Extent((f + sp - p) * bs, sk * bs, self.data_offset + sp * bs,
                                           frozenset(base | {"shared"})))
                     pos = sp + sk
+            if self.journal.core.bad:
+                out = poison.flag_extents(self.journal.core, out, self.data_offset)
             return out
 
     def seek_data(self, ino: int, offset: int, hole: bool) -> int:
@@ -183,6 +189,9 @@ class DataPath:
                 pieces = [(f0, f1 - f0, -1, 0)]
             else:
                 pieces = emap.pieces(f0, f1 - f0)  # type: ignore[union-attr]
+            if journal.core.bad:
+                # poisoned blocks the write covers whole go to fresh blocks (a PoisonError if in part)
+                pieces = poison.writable_pieces(journal.core, node, pieces, offset, end, self.data_offset)
             fills = self.fill_plan(node, pieces, cow)
             mapping = fills + cow           # the copies get the data like any written block, below
             # Nothing has changed so far; from here on the write cannot fail.
@@ -284,6 +293,8 @@ class DataPath:
         runs (now written).  ``promised``: pieces already planned for this write (copies).
         ENOSPC, for data or metadata, before anything changes."""
         core = self.journal.core
+        if core.bad:
+            pieces = poison.bad_unwritten_as_holes(core, pieces)
         holes = [(f, k) for f, k, p, _fl in pieces if p < 0]
         fresh: list[Piece] = []
         if holes:
@@ -324,6 +335,8 @@ class DataPath:
         if run is None or run[3] & UNWRITTEN:
             return
         blk = size // bs
+        if poison.is_bad(self.journal.core, run[2] + blk - run[0]):
+            return      # a poisoned last block reads as EIO whole: nothing past EOF can show
         start = self.data_offset + (run[2] + blk - run[0]) * bs + size % bs
         length = min(new_end, (blk + 1) * bs) - size
         self.pool.zero(start, length)
@@ -363,8 +376,10 @@ class DataPath:
         for lo, hi in ranges:
             for f, k, p, _fl in node.extents.slice(lo, hi - lo):  # type: ignore[union-attr]
                 for sp, sk in rmap.shared_parts(p, k):
-                    if not any(v[0] == f + sp - p for v in victims):
-                        victims.append((f + sp - p, sk, sp))
+                    # a bad block is never copied: it stays shared, and poisoned, until replaced whole
+                    for bp, bk in journal.core.bad.outside(sp, sk) if journal.core.bad else [(sp, sk)]:
+                        if not any(v[0] == f + bp - p for v in victims):
+                            victims.append((f + bp - p, bk, bp))
         if not victims:
             return []
         self.references.settle(node.ino, min(v[0] for v in victims), max(v[0] + v[1] for v in victims),
@@ -464,12 +479,20 @@ class DataPath:
                             table.process_holder if holder is None else holder, kind)
             f0, f1 = ref.first_block, ref.end_block
             table.admit(ino, f0, f1, path)
+            core = journal.core
+            poisoned = poison.poisoned_runs(core, node, f0, f1 - f0) if core.bad else None
+            if poisoned and (write or kind == "pin"):
+                raise poison.poison_error(core, node, poisoned, self.data_offset,
+                                          "a pin" if kind == "pin" else "a write mapping", path)
             if write:
                 self.populate(node, offset, offset + length)
             if make_view is not None:
                 ref.view = make_view((f1 - f0) * self.bs)
             try:
                 table.lay_out(ref, node.extents.pieces(f0, f1 - f0))  # type: ignore[union-attr]
+                if poisoned:
+                    # a read mapping shows what is left; poisoned pages are fenced, and listed
+                    poison.fence_reference(ref, [(f, n) for f, n, _p in poisoned], tell=False)
             except BaseException:
                 if ref.view is not None:
                     ref.view.release()  # type: ignore[attr-defined]
@@ -520,6 +543,17 @@ class DataPath:
             journal.check_writable()
             node = journal.node(ino)
             f0, f1 = offset // bs, -(-end // bs)
+            core = journal.core
+            if core.bad:
+                # Before anything: the prepared blocks may have gone bad meanwhile, and the
+                # file's poisoned blocks must be covered whole.  (The caller aborts the write.)
+                gone = [(f, k, b) for f, k, p, _fl in pieces for b, k in core.bad.parts(p, k)]
+                if gone:
+                    raise PoisonError(f"the memory of a prepared write failed (pool offset "
+                                      f"{self.data_offset + gone[0][2] * bs:#x}): write again",
+                                      pool_offset=self.data_offset + gone[0][2] * bs, length=gone[0][1] * bs)
+                poison.writable_pieces(core, node, node.extents.pieces(f0, f1 - f0), offset, end,  # type: ignore[union-attr]
+                                       self.data_offset)
             if self.references.sealed(ino, f0, f1 - f0):
                 # A mapping shows the blocks there: write in place (as pwrite does), from
                 # the prepared blocks, which stay held until the bytes are copied out.
