@@ -81,12 +81,11 @@ def repair_pool(pool: Pool) -> list[str]:
                 core.bad_metadata.remove(start, n)
                 actions.append(f"forgot bad metadata memory at pool bytes [{start:#x}, +{n}): its badblocks "
                                f"list no longer lists it (repaired)")
+    if readonly_reason(core.bad_metadata, layout) is not None:
+        raise CorruptVolumeError("the metadata memory that keeps the volume read-only is still listed as bad "
+                                 "by the pool's badblocks list: repair the memory (and clear the list) first")
     if not actions:
         return []
-    for name, slot in zip("AB", layout.checkpoint_offsets):
-        if core.bad_metadata.overlaps(slot, layout.checkpoint_size):
-            raise CorruptVolumeError(f"checkpoint slot {name} is still listed as bad memory: repair the "
-                                     f"memory (and its badblocks list) first")
     last_seq = max(kept, top if top is not None else -1)
     state = core.to_checkpoint()
     generation = loaded.generation

@@ -244,6 +244,9 @@ class Volume:
             free = core.space.free * bs
             busy = core.busy.blocks * bs
             bad = core.bad.total * bs       # owned or not: the data there is lost either way
+            shared = core.rmap.shared_blocks
+            for start, n in core.bad.runs() if core.bad else ():
+                shared -= sum(k for _s, k in core.rmap.shared_parts(start, n))   # part of bad, not used
             if journal.follow:
                 # blocks busy in the writer are free in the log we follow
                 status = read_status(journal)
@@ -252,7 +255,7 @@ class Volume:
                     free -= busy
             return StatFS(size=size, block_size=bs, free=free, used=size - free - busy - bad, busy=busy, bad=bad,
                           files=len(core.inodes), metadata_size=journal.layout.data_offset,
-                          sync_mode=journal.pool.sync_mode, shared=core.rmap.shared_blocks * bs)
+                          sync_mode=journal.pool.sync_mode, shared=shared * bs)
 
     def info(self) -> dict[str, Any]:
         """Identity and geometry of the volume (``daxfs info``)."""
