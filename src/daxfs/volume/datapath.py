@@ -72,19 +72,21 @@ class DataPath(PreparedWrites):
             return b"" if dest is None else 0
         if n > size - offset:
             n = size - offset
-        if core.bad:        # the one check a volume without bad memory pays
-            poison.check_read(core, node, offset, n, self.data_offset)
         bs = self.bs
         fblk = offset // bs
         emap = node.extents
         run = emap.lookup(fblk)  # type: ignore[union-attr]
         if run is not None and not run[3] & UNWRITTEN and (offset + n - 1) // bs < run[0] + run[1]:
             # Fast path: one written run covers the whole read.
+            if core.bad and core.bad.overlaps(run[2] + fblk - run[0], (offset + n - 1) // bs - fblk + 1):
+                poison.check_read(core, node, offset, n, self.data_offset)     # raises: names the range
             src = self.data_offset + (run[2] + fblk - run[0]) * bs + offset % bs
             if dest is None:
                 return self.pool.read(src, n)
             dest[:n] = self.pool.view(src, n)
             return n
+        if core.bad:        # (the fast path above pays one truth test when nothing is bad)
+            poison.check_read(core, node, offset, n, self.data_offset)
         out = memoryview(bytearray(n)) if dest is None else dest[:n]
         last = (offset + n - 1) // bs
         for f, k, p, fl in emap.pieces(fblk, last - fblk + 1):  # type: ignore[union-attr]

@@ -186,7 +186,7 @@ def fence_reference(ref: "Reference", runs: list[tuple[int, int]], *, tell: bool
             fenced_here.append((lo, hi - lo))
     if not ranges:
         return []
-    ref.poisoned = _merge(ref.poisoned + ranges)
+    ref.poisoned = _merge(list(ref.poisoned) + ranges)
     if fenced_here:
         _explain(ref, fenced_here)
     if tell and ref.on_poison is not None:

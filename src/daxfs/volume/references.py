@@ -25,7 +25,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from daxfs._types import PinInfo
@@ -84,6 +84,14 @@ class Reference:
     """One mapping, pin or lease as the volume sees it (the access layer subclasses it)."""
 
     kind = "mapping"        # "mapping" or "pin"; a mapping taken with lease=True lists as "lease"
+    # Memory failure (class defaults: a reference no failure reaches costs nothing to make):
+    #: file ranges ``(offset, length)`` over bad memory: fenced in its memory, told to the holder
+    poisoned: Sequence[tuple[int, int]] = ()
+    #: called (under the lock) with ``(file_offset, length)`` when memory under it fails
+    on_poison: Callable[[int, int], object] | None = None
+    #: where a closed mapping's blocks are still shown (arrays into it live): weak, so it
+    #: does not keep them alive; memory failures fence it too
+    lingering: "weakref.ref[Any] | None" = None
 
     def __init__(self, ino: int, path: str, offset: int, length: int, block_size: int,
                  writable: bool, lease: bool = False, holder: object = None, kind: str = "mapping") -> None:
@@ -112,13 +120,6 @@ class Reference:
         self.on_break: Callable[[], object] | None = None
         #: called (under the lock) with the runs it held, once they are let go
         self.on_let_go: Callable[[list[tuple[int, int]]], object] | None = None
-        #: file ranges ``(offset, length)`` over bad memory: fenced in its memory, told to the holder
-        self.poisoned: list[tuple[int, int]] = []
-        #: called (under the lock) with ``(file_offset, length)`` when memory under it fails
-        self.on_poison: Callable[[int, int], object] | None = None
-        #: where a closed mapping's blocks are still shown (arrays into it live): weak, so it
-        #: does not keep them alive; memory failures fence it too
-        self.lingering: weakref.ref[Any] | None = None
 
     @property
     def revoked(self) -> bool:
@@ -392,7 +393,8 @@ class ReferenceTable:
             for p, k in ref.held:
                 core.unhold(p, k)
         held, ref.held = ref.held, None
-        self._lingering.discard(ref)
+        if self._lingering:
+            self._lingering.discard(ref)
         if ref.on_let_go is not None:
             ref.on_let_go(held)
 
