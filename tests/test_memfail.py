@@ -208,6 +208,26 @@ def test_a_write_covering_a_poisoned_last_block_to_eof_clears_it(vol: Volume) ->
         assert f.pread(1000, BS + 100) == bytes(900) + b"z"
 
 
+def test_unwritten_blocks_on_bad_memory_hold_no_data(vol: Volume) -> None:
+    with vol.open("/u", "w+b") as f:
+        f.fallocate(0, 4 * BS)
+        (extent,) = f.extents()
+        vol.memory_failure(extent.pool_offset + BS, 2 * BS)
+        assert not any("poisoned" in e.flags for e in f.extents())     # nothing was written there
+        assert f.pread(4 * BS, 0) == bytes(4 * BS)
+        assert vol.poisoned() == []
+        f.pwrite(b"p", BS + 10)                         # a partial write: a fresh block, zeros around
+        assert f.pread(BS, BS) == bytes(10) + b"p" + bytes(BS - 11)
+        with f.map(0, 4 * BS, write=True) as m:         # populate takes a fresh block for the other
+            m.buffer[2 * BS:2 * BS + 2] = b"mm"
+            m.persist()
+        assert f.pread(2, 2 * BS) == b"mm"
+        for e in f.extents():
+            for b, n in vol.badblocks():
+                assert not (e.pool_offset < b + n and b < e.pool_offset + e.length)
+    assert vol.fsck() == [] and vol.owners(extent.pool_offset + BS, 2 * BS) == []
+
+
 def test_copies_and_dedupe_never_read_bad_memory(vol: Volume) -> None:
     data = _pattern(4 * BS, 5)
     _write(vol, "/s", data)

@@ -213,3 +213,20 @@ def test_unused_pool_bytes_are_recorded_and_nothing_else() -> None:
     report = vol.badblock_report()
     assert report == [(start, BS, "unused", [])]
     vol.close()
+
+
+def test_the_unused_tail_past_the_data_area_is_recorded_too() -> None:
+    pool = MemoryPool(POOL + 2048)                          # not a whole number of blocks
+    Volume.format(pool)
+    vol = Volume.mount(pool)
+    lay = vol._layout
+    tail = lay.data_offset + lay.data_blocks * lay.block_size
+    assert regions(lay)[-1] == ("unused", tail, POOL + 2048)
+    with pytest.warns(daxfs.errors.MediaErrorWarning):
+        assert vol.memory_failure(POOL + 2048 - 100, 100) == []
+    assert vol.badblocks() == [(tail, BS)] and not vol.readonly
+    assert vol.badblock_report() == [(tail, BS, "unused", [])]
+    with pytest.warns(daxfs.errors.MediaErrorWarning):
+        vol.clear_badblocks(tail, 1)
+    assert vol.badblocks() == []
+    vol.close()

@@ -118,10 +118,10 @@ class BadMemory:
     # ---------------------------------------------------------------- arguments
 
     def _split(self, pool_offset: int, length: int, what: str) -> tuple[tuple[int, int] | None,
-                                                                         tuple[int, int] | None, bool]:
-        """``(data blocks (first, n) or None, metadata pages (offset, length) or None, rounded)``
-        for pool bytes ``[pool_offset, +length)``; EINVAL for a range that is empty or not
-        inside the pool."""
+                                                                         list[tuple[int, int]], bool]:
+        """``(data blocks (first, n) or None, metadata pages [(offset, length)], rounded)`` for
+        pool bytes ``[pool_offset, +length)`` (pages outside the data area: before it, or the
+        unused tail after it); EINVAL for a range that is empty or not inside the pool."""
         lay = self.journal.layout
         if length <= 0:
             raise fs_error(errno.EINVAL, message=f"{what}: the length must be positive, not {length}")
@@ -131,18 +131,19 @@ class BadMemory:
         end = pool_offset + length
         bs = lay.block_size
         data_lo, data_hi = lay.data_offset, lay.data_offset + lay.data_blocks * bs
-        blocks = meta = None
+        blocks = None
+        meta: list[tuple[int, int]] = []
         rounded = False
         lo, hi = max(pool_offset, data_lo), min(end, data_hi)
         if lo < hi:
             b0, b1 = (lo - data_lo) // bs, -(-(hi - data_lo) // bs)
             blocks = (b0, b1 - b0)
             rounded = lo != data_lo + b0 * bs or hi != data_lo + b1 * bs
-        lo, hi = pool_offset, min(end, data_lo)
-        if lo < hi:
-            m0, m1 = lo - lo % PAGE, -(-hi // PAGE) * PAGE
-            meta = (m0, m1 - m0)
-            rounded = rounded or (m0, m1) != (lo, hi)
+        for lo, hi in ((pool_offset, min(end, data_lo)), (max(pool_offset, data_hi), end)):
+            if lo < hi:     # (data_lo and data_hi are page-aligned: pages never reach into data)
+                m0, m1 = lo - lo % PAGE, -(-hi // PAGE) * PAGE
+                meta.append((m0, m1 - m0))
+                rounded = rounded or (m0, m1) != (lo, hi)
         return blocks, meta, rounded
 
     # ---------------------------------------------------------------- a failure
@@ -159,7 +160,7 @@ class BadMemory:
                               f"blocks ({journal.block_size} bytes) and pages", MediaErrorWarning, stacklevel=3)
             core = journal.core
             new_blocks = core.bad.outside(*blocks) if blocks else []
-            new_meta = core.bad_metadata.outside(*meta) if meta else []
+            new_meta = [part for run in meta for part in core.bad_metadata.outside(*run)]
             owners = self._owners(*blocks) if blocks else []
             records: list[Record] = [Quarantine(s, n) for s, n in new_blocks]
             records += [BadMetadata(s, n, True) for s, n in new_meta]
@@ -171,6 +172,10 @@ class BadMemory:
             try:
                 journal.commit(records[0] if len(records) == 1 else Batch.of(*records),
                                GROW_RUN * (len(records) + 1))
+            except BaseException:
+                if new_meta:
+                    self._configure_log()       # not recorded: the ring goes back to what is
+                raise
             finally:
                 journal.failing = []
             if new_blocks:
@@ -274,7 +279,7 @@ class BadMemory:
             bs = lay.block_size
             base = lay.data_offset
             good = [(base + s * bs, n * bs) for s, n in (core.bad.outside(*blocks) if blocks else [])]
-            good += core.bad_metadata.outside(*meta) if meta else []
+            good += [part for run in meta for part in core.bad_metadata.outside(*run)]
             if good:
                 shown = ", ".join(f"[{s:#x}, +{n})" for s, n in good[:4])
                 raise fs_error(errno.EINVAL, message=f"clear_badblocks: pool bytes {shown} are not bad: "
@@ -295,7 +300,7 @@ class BadMemory:
                     journal.pool.zero(base + s * bs, n * bs)
                     journal.pool.persist(base + s * bs, n * bs)
                     records.append(ClearQuarantine(s, n))
-            records += [BadMetadata(s, n, False) for s, n in core.bad_metadata.parts(*meta)] if meta else []
+            records += [BadMetadata(s, n, False) for run in meta for s, n in core.bad_metadata.parts(*run)]
             journal.commit(records[0] if len(records) == 1 else Batch.of(*records), GROW_RUN)
             if meta:
                 self._configure_log()

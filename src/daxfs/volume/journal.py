@@ -27,7 +27,8 @@ import errno
 import threading
 from daxfs._types import Stat
 from daxfs.core import Core, Inode
-from daxfs.core.records import Batch, Create, Link, Reclaim, Record, Rename, SetAttr, SetExtents, Unlink
+from daxfs.core.records import (Batch, Create, Link, Quarantine, Reclaim, Record, Rename, SetAttr, SetExtents,
+                                Unlink)
 from daxfs.errors import CorruptVolumeError, fs_error
 from daxfs.format.checkpoint import encode_checkpoint
 from daxfs.format.layout import SUPERBLOCK_OFFSETS, SUPERBLOCK_SIZE
@@ -144,6 +145,9 @@ class Journal:
             return out
         if isinstance(record, Batch):
             return [ino for item in record.records() for ino in self._touched(item)]
+        if isinstance(record, Quarantine):
+            # what the owners read changes (poisoned): a client's cached layout of them is stale
+            return sorted({ino for ino, _f, _p, _n in self.core.rmap.owners(record.pblk, record.nblk)})
         return []
 
     def _fail(self, seq: int, record: Record, exc: Exception) -> None:
