@@ -23,6 +23,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -504,3 +505,17 @@ def test_a_file_pool_acts_on_its_side_file_at_mount_and_while_mounted(tmp_path: 
         vol.unlink("/w")
         vol.clear_badblocks(base, BS)                         # the simulated repair: unlisted too
         assert vol.badblocks() == [] and BadblockSource(path + ".badblocks", "side file").read() == []
+
+
+def test_a_refused_close_keeps_watching(tmp_path: Path) -> None:
+    path = str(tmp_path / "busy.pool")
+    with daxfs.mkfs(path, POOL) as vol:
+        _write(vol, "/m", _pattern(BS, 14))
+        with vol.open("/m", "rb") as f:
+            told = threading.Event()
+            m = f.map(on_poison=lambda *_a: told.set())
+            with pytest.raises(daxfs.BusyError):
+                vol.close()                                   # refused: the mapping lives
+            BadblockSource(path + ".badblocks", "side file").append(f.extents()[0].pool_offset, BS)
+            assert told.wait(30), "the watcher stopped with the refused close"
+            m.close()

@@ -379,6 +379,14 @@ class BadMemory:
         if watcher is not None:
             watcher.stop()
 
+    def resume(self) -> None:
+        """Watch again after ``stop`` (a close that did not happen); what is listed meanwhile
+        is acted on at the first look (reporting a range again changes nothing)."""
+        if self.source is not None and self._watcher is None and not self.journal.readonly:
+            watcher = Watcher(self, self.source)
+            watcher.start()
+            self._watcher = watcher
+
 
 class Watcher(threading.Thread):
     """Polls a badblock source and reports each range it newly lists to ``memory_failure``."""
@@ -414,11 +422,15 @@ class Watcher(threading.Thread):
         if owner is None:
             return
         for offset, length in sorted(listed - self._seen):
+            if self._halt.is_set():
+                return                  # the volume is closing: the next mount reads the list
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", MediaErrorWarning)     # the list's sectors are not blocks
                     owner.memory_failure(offset, length)
             except (OSError, ValueError) as exc:
+                if self._halt.is_set():
+                    return
                 if (offset, length) not in self._warned:
                     self._warned.add((offset, length))
                     warnings.warn(f"{self._source.path}: bad range [{offset:#x}, +{length}) not acted on: {exc}",
@@ -434,7 +446,9 @@ class Watcher(threading.Thread):
     def stop(self) -> None:
         self._halt.set()
         if self.is_alive() and threading.current_thread() is not self:
-            self.join()
+            # Bounded: a caller that closes the volume while holding its lock must not wait
+            # forever for a watcher waiting for that lock (it then gives up on its own).
+            self.join(timeout=5.0)
 
 
 __all__ = ["BadMemory", "Watcher", "regions", "region_of", "readonly_reason", "WATCH_EVERY"]

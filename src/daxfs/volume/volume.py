@@ -141,7 +141,22 @@ class Volume:
         timeout = arguments.timeout(timeout)
         journal = self._journal
         table = self.references
-        self.badmemory.stop()       # before the lock: the watcher takes it
+        with journal.lock:
+            if journal.closed:
+                return
+            live = table.live()
+            if live and not force:
+                raise table.busy_error("volume has live references", live)
+        self.badmemory.stop()       # outside the lock: the watcher may be waiting for it
+        try:
+            self._close_locked(force, timeout)
+        finally:
+            if not journal.closed:
+                self.badmemory.resume()     # still open (BusyError): keep watching
+
+    def _close_locked(self, force: bool, timeout: float | None) -> None:
+        journal = self._journal
+        table = self.references
         with journal.lock:
             if journal.closed:
                 return
