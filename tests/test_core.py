@@ -33,8 +33,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from daxfs.core import UNWRITTEN, Core, ExtentMap, FreeSpace, check
 from daxfs.core.busy import BusyList
-from daxfs.core.records import (Batch, RECORD_TYPES, Create, Link, Reclaim, Rename, SetAttr, SetExtents,
-                                Unlink, valid_name)
+from daxfs.core.records import (Batch, RECORD_TYPES, BadMetadata, ClearQuarantine, Create, Link, Quarantine,
+                                Reclaim, Rename, SetAttr, SetExtents, Unlink, valid_name)
 from daxfs.core.state import ROOT_INO
 from daxfs.errors import CorruptVolumeError
 from daxfs.format.checkpoint import HEADER as CKPT_HEADER
@@ -840,11 +840,15 @@ records = hs.one_of(
     hs.builds(lambda a, b: Batch.of(a, b), hs.builds(Reclaim, inos),
               hs.builds(SetAttr, inos, opt(hs.integers(0, 0o7777)), opt(ids), opt(ids), opt(times), opt(times),
                         opt(times))),
+    hs.builds(Quarantine, small, hs.integers(1, 2**32)),
+    hs.builds(ClearQuarantine, small, hs.integers(1, 2**32)),
+    hs.builds(BadMetadata, small.map(lambda x: x * 4096), hs.integers(1, 2**20).map(lambda x: x * 4096), hs.booleans()),
 )
 
 
 def test_every_record_type_is_covered() -> None:
-    assert set(RECORD_TYPES.values()) == {Create, Link, Unlink, Rename, SetAttr, SetExtents, Reclaim, Batch}
+    assert set(RECORD_TYPES.values()) == {Create, Link, Unlink, Rename, SetAttr, SetExtents, Reclaim, Batch,
+                                          Quarantine, ClearQuarantine, BadMetadata}
 
 
 @settings(max_examples=200, deadline=None)

@@ -18,7 +18,8 @@ from daxfs.access.mapping import Mapping
 from daxfs.access.pin import Pin
 from daxfs.adapters.client import Client, connect
 from daxfs.adapters.wire import ServerLost
-from daxfs.errors import BusyError, CorruptVolumeError, DamagedVolumeWarning, InvalidPathError, PoisonError
+from daxfs.errors import (BusyError, CorruptVolumeError, DamagedVolumeWarning, InvalidPathError, MediaErrorWarning,
+                          PoisonError)
 from daxfs.volume import Volume, mkfs, open_volume
 
 Volume.bind_handles(file=File, holder=Holder)
@@ -39,5 +40,6 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "mkfs", "open_volume", "Volume", "File", "Mapping", "Pin", "Holder", "PinInfo", "Owner", "Stat", "StatFS", "Extent",
-    "connect", "Client", "ServerLost", "BusyError", "CorruptVolumeError", "DamagedVolumeWarning", "PoisonError", "InvalidPathError", "__version__",
+    "connect", "Client", "ServerLost", "BusyError", "CorruptVolumeError", "DamagedVolumeWarning", "PoisonError", "MediaErrorWarning", "InvalidPathError",
+    "__version__",
 ]

@@ -18,6 +18,7 @@ __all__ = [
     "CorruptVolumeError",
     "DamagedVolumeWarning",
     "PoisonError",
+    "MediaErrorWarning",
     "InvalidPathError",
     "fs_error",
 ]
@@ -65,16 +66,26 @@ class DamagedVolumeWarning(UserWarning):
 
 
 class PoisonError(OSError):
-    """EIO: the range read lies on memory reported bad (``memory_failure``)."""
+    """EIO: the range read lies on memory reported bad (``memory_failure``).
+
+    ``file_offset`` and ``length`` say which bytes of the file (``filename``, None for
+    a file with no name left) are poisoned, ``pool_offset`` where they were in the pool.
+    """
 
     def __init__(self, message: str, *, pool_offset: int | None = None, length: int | None = None,
-                 filename: str | None = None) -> None:
+                 filename: str | None = None, file_offset: int | None = None) -> None:
         if filename is None:
             super().__init__(_errno.EIO, message)
         else:
             super().__init__(_errno.EIO, message, filename)
         self.pool_offset = pool_offset
         self.length = length
+        self.file_offset = file_offset
+
+
+class MediaErrorWarning(UserWarning):
+    """Something about bad memory the caller should know but that is not an error: a reported
+    range rounded out to whole blocks, a badblocks list entry that could not be acted on."""
 
 
 class InvalidPathError(OSError, ValueError):

@@ -81,7 +81,8 @@ class File(FileBase):
         self._vol.ranges.zero_range(self._ino, offset, length, keep_size)
 
     def _do_map(self, offset: int, length: int | None, write: bool, lease: bool,
-                on_break: Callable[[Mapping], Any] | None) -> Mapping:
+                on_break: Callable[[Mapping], Any] | None,
+                on_poison: Callable[[Mapping, int, int], Any] | None) -> Mapping:
         vol = self._vol
         pool = vol.pool
         holder = self.handle.holder
@@ -89,19 +90,20 @@ class File(FileBase):
             ref = self._data.reference(self._ino, self._path, offset, length, kind="mapping", write=write,
                                        lease=lease, holder=holder,
                                        make_view=lambda n: pool.map_view(n, writable=write))  # type: ignore[attr-defined]
-            mapping = Mapping(vol, ref, on_break)
+            mapping = Mapping(vol, ref, on_break, on_poison)
             owned = getattr(holder, "owned", None)
             if owned is not None:
                 owned.add(mapping)
             return mapping
 
-    def _do_pin(self, offset: int, length: int, write: bool) -> Pin:
+    def _do_pin(self, offset: int, length: int, write: bool,
+                on_poison: Callable[[Pin, int, int], Any] | None) -> Pin:
         vol = self._vol
         holder = self.handle.holder
         data = self._data
         with data.lock:
             pin = Pin(vol, data.reference(self._ino, self._path, offset, length, kind="pin", write=write,
-                                          holder=holder))
+                                          holder=holder), on_poison)
             owned = getattr(holder, "owned", None)
             if owned is not None:
                 owned.add(pin)

@@ -236,12 +236,14 @@ class FileBase(io.RawIOBase):
     # ---- direct access
 
     def map(self, offset: int = 0, length: int | None = None, *, write: bool = False, lease: bool = False,
-            on_break: Callable[[Any], Any] | None = None) -> Any:
+            on_break: Callable[[Any], Any] | None = None,
+            on_poison: Callable[[Any, int, int], Any] | None = None) -> Any:
         """A zero-copy view of ``[offset, offset+length)`` (None: to EOF); see ``daxfs.Mapping``.
 
         ``write=True`` populates the range first (allocated, zeroed, private to
         this file, size grown to cover it, durable) so stores through the view
-        never need the file system again.
+        never need the file system again.  ``on_poison(mapping, file_offset, length)``
+        is called when memory under the mapping fails (its pages there are fenced).
         """
         offset = arguments.integer(offset)
         if length is not None:
@@ -252,13 +254,15 @@ class FileBase(io.RawIOBase):
                                   + (" and writing" if write else ""), self._path)
         if offset < 0 or (length is not None and length < 0):
             raise ValueError("mmap offset and length must be non-negative")
-        return self._do_map(offset, length, bool(write), bool(lease), on_break)
+        return self._do_map(offset, length, bool(write), bool(lease), on_break, on_poison)
 
-    def pin(self, offset: int, length: int, *, write: bool = False) -> Any:
+    def pin(self, offset: int, length: int, *, write: bool = False,
+            on_poison: Callable[[Any, int, int], Any] | None = None) -> Any:
         """A DMA-safe reference to ``[offset, offset+length)``; see ``daxfs.Pin``.
 
         ``write=True`` populates the range first, like a write mapping.  The
-        range must lie inside the file.
+        range must lie inside the file.  ``on_poison(pin, file_offset, length)`` is
+        called when memory under the pin fails (the pin stays).
         """
         if type(offset) is not int or type(length) is not int:
             offset = arguments.integer(offset)
@@ -270,7 +274,7 @@ class FileBase(io.RawIOBase):
             raise PermissionError(errno.EACCES, "a read pin needs the file open for reading", self._path)
         if write and not self._writable:
             raise PermissionError(errno.EACCES, "a write pin needs the file open for writing", self._path)
-        return self._do_pin(offset, length, bool(write))
+        return self._do_pin(offset, length, bool(write), on_poison)
 
     # ---- metadata and durability
 
@@ -320,10 +324,11 @@ class FileBase(io.RawIOBase):
         raise NotImplementedError
 
     def _do_map(self, offset: int, length: int | None, write: bool, lease: bool,
-                on_break: Callable[[Any], Any] | None) -> Any:
+                on_break: Callable[[Any], Any] | None, on_poison: Callable[[Any, int, int], Any] | None) -> Any:
         raise NotImplementedError
 
-    def _do_pin(self, offset: int, length: int, write: bool) -> Any:
+    def _do_pin(self, offset: int, length: int, write: bool,
+                on_poison: Callable[[Any, int, int], Any] | None) -> Any:
         raise NotImplementedError
 
     def _do_fsync(self) -> None:

@@ -16,6 +16,15 @@ stays valid and simply stops being the file; ``revoke("invalidate")`` makes
 the range inaccessible — touching it afterwards is a segmentation fault, by
 design, for holders that must not read stale data.
 
+Memory failure: pages over memory that fails while the mapping lives (or that
+had failed before it was made) are *fenced* — replaced by inaccessible memory,
+so nothing reads bad bytes as data — and listed in ``poisoned``; a mapping made
+with ``on_poison`` is told through it.  Touching a fenced page is a
+segmentation fault, as touching a poisoned page is a SIGBUS on Linux; the
+fence is announced on stderr and Python's ``faulthandler`` is switched on, so
+such a death prints a traceback and says which file ranges were fenced.  The
+rest of the mapping keeps working.
+
 The volume sees a mapping as a ``Reference`` (its range, blocks and state);
 this object is the holder's side: the memory and the Python API.
 """
@@ -95,13 +104,19 @@ class ReferenceHandle:
     def reference(self) -> Reference:
         return self._ref
 
+    @property
+    def poisoned(self) -> list[tuple[int, int]]:
+        """File ranges ``(offset, length)`` whose memory failed (fenced in a mapping; a pin stays)."""
+        return list(self._ref.poisoned)
+
 
 class Mapping(ReferenceHandle):
     """A view of ``length`` bytes of a file from ``offset`` (see ``File.map``)."""
 
     kind = "mapping"
 
-    def __init__(self, volume: "Volume", ref: Reference, on_break: Callable[["Mapping"], Any] | None) -> None:
+    def __init__(self, volume: "Volume", ref: Reference, on_break: Callable[["Mapping"], Any] | None,
+                 on_poison: Callable[["Mapping", int, int], Any] | None = None) -> None:
         self._vol = volume
         self._ref = ref
         self._view: PoolView | None = ref.view  # type: ignore[assignment]
@@ -111,6 +126,9 @@ class Mapping(ReferenceHandle):
         self.closed = False
         if on_break is not None:
             ref.on_break = lambda: on_break(self)
+        self.on_poison = on_poison
+        if on_poison is not None:
+            ref.on_poison = lambda offset, length: on_poison(self, offset, length)
 
     @property
     def lease(self) -> bool:
@@ -182,6 +200,7 @@ class Mapping(ReferenceHandle):
                 table.release(self._ref, unmapped=True)
                 return
             # Exports live: unmap, and let go of the blocks, when the last one goes.
+            self._ref.lingering = weakref.ref(view)     # a memory failure still fences it
             table.release(self._ref, unmapped=False)
             weakref.finalize(view.reservation, table.release_blocks, self._ref)
 

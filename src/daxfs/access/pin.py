@@ -7,6 +7,11 @@ file, for as long as the pin lives — whatever happens to the file meanwhile
 goes ahead with the pinned blocks parked on the busy list).  A pin is never
 revoked.  Taking one is all-or-nothing: it holds the whole range or nothing.
 
+Memory failure under a pin does not end it (a device may be mid-DMA): the
+holder is told (``on_poison``, ``poisoned``), the pin stays, and the bad block
+is quarantined — never handed out again — when the pin is released.  A pin
+over a range already poisoned is refused (PoisonError).
+
 ``segments`` is the scatter-gather list a DMA engine programs:
 ``(file_offset, length, pool_offset)``, with ``pool_offset`` None over a hole
 of a read pin (which reads as zeros).  ``buffer`` is a CPU view of the same
@@ -16,7 +21,8 @@ memory, made on first use (a pin by itself costs no address space).
 from __future__ import annotations
 
 import weakref
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from daxfs.access.mapping import ReferenceHandle
 from daxfs.volume.references import Reference
@@ -32,11 +38,15 @@ class Pin(ReferenceHandle):
     lease = False
     revoked = False
 
-    def __init__(self, volume: "Volume", ref: Reference) -> None:
+    def __init__(self, volume: "Volume", ref: Reference,
+                 on_poison: Callable[["Pin", int, int], Any] | None = None) -> None:
         self._vol = volume
         self._ref = ref
         self._buffer: memoryview | None = None
         self.released = False
+        self.on_poison = on_poison
+        if on_poison is not None:
+            ref.on_poison = lambda offset, length: on_poison(self, offset, length)
 
     def __repr__(self) -> str:
         state = "released" if self.released else "live"
@@ -94,6 +104,7 @@ class Pin(ReferenceHandle):
                 table.release(ref, unmapped=True)
                 return
             # The CPU view still has exports: the blocks stay held until the last goes.
+            ref.lingering = weakref.ref(view)       # a memory failure still fences it
             table.release(ref, unmapped=False)
             weakref.finalize(view.reservation, table.release_blocks, ref)  # type: ignore[attr-defined]
 

@@ -23,6 +23,7 @@ from daxfs.adapters.poolpaths import (describe_error, format_size, is_dir, open_
                                       parse_size, same_file, split_pool_path, target_in_dir)
 from daxfs.adapters.transfer import COPY_CHUNK, cmd_cat, cmd_cp, cmd_get, cmd_put
 from daxfs.adapters.client import Client
+from daxfs.adapters.mediacmds import add_commands as add_media_commands, poisoned_lines
 from daxfs.volume import repair
 
 if TYPE_CHECKING:
@@ -244,6 +245,8 @@ def cmd_fsck(args: argparse.Namespace) -> int:
         vol = open_pool(args.pool, readonly=True)
     with vol:
         problems = ([vol.damaged] if vol.damaged else []) + vol.fsck()
+        # data lost to bad memory is a finding too (through the arbiter: from a mount of our own)
+        problems += poisoned_lines(args.pool if isinstance(vol, Client) else vol)
     for problem in problems:
         print(problem)
     if problems:
@@ -344,11 +347,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("pins", cmd_pins, "list the pins, mappings and leases the pool's writer holds, and busy space")
     sub.add_argument("pool", metavar="POOL")
 
-    sub = command("fsck", cmd_fsck, "check a pool's invariants; exit 1 if there are problems")
+    sub = command("fsck", cmd_fsck, "check a pool's invariants and list poisoned files; exit 1 if there are "
+                                    "problems")
     sub.add_argument("pool", metavar="POOL")
     sub.add_argument("--repair", action="store_true",
                      help="first make a pool that mounts read-only because of a bad log record writable "
-                          "again: keep everything before the record, discard it and the records after it")
+                          "again: keep everything before the record, discard it and the records after it "
+                          "(and forget bad metadata memory its badblocks list no longer lists: repaired)")
 
     sub = command("cp", cmd_cp, "copy a file inside a pool (sharing its blocks), between pools, "
                                 "or in or out of a pool")
@@ -383,6 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "revoke mappings, wait for pins up to --timeout")
     sub.add_argument("--timeout", type=float, default=None, metavar="S",
                      help="with --force, how long to wait for pins to be released")
+
+    add_media_commands(command)
 
     command("demo", cmd_demo, "a timed tour on a scratch pool")
     return parser

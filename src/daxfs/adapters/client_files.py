@@ -183,7 +183,8 @@ class ClientFile(FileBase):
         return [Extent(o, n, p, frozenset(fl)) for o, n, p, fl in self._client.call("extents", self.h)]
 
     def _do_map(self, offset: int, length: int | None, write: bool, lease: bool,
-                on_break: Callable[["ClientMapping"], Any] | None) -> "ClientMapping":
+                on_break: Callable[["ClientMapping"], Any] | None,
+                on_poison: Callable[["ClientMapping", int, int], Any] | None) -> "ClientMapping":
         client = self._client
         reply = client.call("map", self.h, offset, length, write, lease, self._holder_name)
         mapping = ClientMapping(client, self._path, reply, write, lease, on_break, self._holder)
@@ -193,7 +194,8 @@ class ClientFile(FileBase):
             owned.add(mapping)
         return mapping
 
-    def _do_pin(self, offset: int, length: int, write: bool) -> "ClientPin":
+    def _do_pin(self, offset: int, length: int, write: bool,
+                on_poison: Callable[["ClientPin", int, int], Any] | None) -> "ClientPin":
         client = self._client
         reply = client.call("pin", self.h, offset, length, write, self._holder_name)
         pin = ClientPin(client, self._path, reply, write, self._holder)

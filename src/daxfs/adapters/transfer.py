@@ -139,8 +139,15 @@ def cmd_get(args: argparse.Namespace) -> int:
         if os.path.exists(local) and same_file(local, pool):
             raise OSError(errno.EINVAL, "refusing to overwrite the pool with a file from it", local)
         # Opened only once the source is known good, so a bad source leaves no empty local file.
-        with open(local, "wb") as sink:
-            _copy_stream(source, sink, total, f"get {path}")
+        existed = os.path.exists(local)
+        try:
+            with open(local, "wb") as sink:
+                _copy_stream(source, sink, total, f"get {path}")
+        except OSError:
+            # e.g. a poisoned range (EIO): no partial copy is left to pass for the file
+            if not existed:
+                os.unlink(local)
+            raise
     return EXIT_OK
 
 
@@ -214,8 +221,13 @@ def _copy_in_pool(pool: str, source: str, destination: str, reflink: str) -> int
                     if reflink == "always" and not existed and vol.exists(destination):
                         vol.unlink(destination)      # leave no empty file behind a failed clone
                     raise
-        with vol.open(source, "rb") as reader, vol.open(destination, "wb") as writer:
-            _copy_stream(reader, writer, st.st_size, f"cp {destination}")
+        try:
+            with vol.open(source, "rb") as reader, vol.open(destination, "wb") as writer:
+                _copy_stream(reader, writer, st.st_size, f"cp {destination}")
+        except OSError:
+            if not existed and vol.exists(destination):
+                vol.unlink(destination)         # no partial copy (a poisoned source, a full pool)
+            raise
     return EXIT_OK
 
 
@@ -225,6 +237,12 @@ def _copy_between_pools(source: tuple[str, str], destination: tuple[str, str]) -
         st = _source_file(src_vol, source[1])
         with src_vol.open(source[1], "rb") as reader, open_pool(destination[0]) as dst_vol:
             path = target_in_dir(dst_vol, destination[1], posixpath.basename(source[1].rstrip("/")))
-            with dst_vol.open(path, "wb") as writer:
-                _copy_stream(reader, writer, st.st_size, f"cp {path}")
+            existed = dst_vol.exists(path)
+            try:
+                with dst_vol.open(path, "wb") as writer:
+                    _copy_stream(reader, writer, st.st_size, f"cp {path}")
+            except OSError:
+                if not existed and dst_vol.exists(path):
+                    dst_vol.unlink(path)        # no partial copy (a poisoned source, a full pool)
+                raise
     return EXIT_OK

@@ -132,7 +132,7 @@ class BusyList:
         """Drop one hold; return the busy runs that no one holds any more (now to be freed)."""
         freed: list[tuple[int, int]] = []
         for s, k in self.holds.add(start, n, -1):
-            freed.extend(self._take_busy(s, k))
+            freed.extend(self.take_busy(s, k))
         return freed
 
     def park(self, start: int, n: int) -> list[tuple[int, int]]:
@@ -154,7 +154,7 @@ class BusyList:
             free.append((pos, start + n - pos))
         return free
 
-    def _take_busy(self, start: int, n: int) -> list[tuple[int, int]]:
+    def take_busy(self, start: int, n: int) -> list[tuple[int, int]]:
         """Remove the busy parts of ``[start, start+n)`` from the list and return them."""
         if not self._busy:
             return []

@@ -148,9 +148,10 @@ def _check(core: Core, referenced: Collection[int], problems: list[str]) -> None
                             f"points at memory that may be handed to another file")
     if sum(n for _s, n in busy.runs()) != busy.blocks:
         problems.append(f"busy count is {busy.blocks}, the busy list holds {sum(n for _s, n in busy.runs())}")
-    if core.space.free + owned_blocks + busy.blocks != core.data_blocks and not broken:
-        problems.append(f"free ({core.space.free}) + used ({owned_blocks}) + busy ({busy.blocks}) blocks "
-                        f"!= data area ({core.data_blocks})")
+    quarantined = _check_bad(core, problems)
+    if core.space.free + owned_blocks + busy.blocks + quarantined != core.data_blocks and not broken:
+        problems.append(f"free ({core.space.free}) + used ({owned_blocks}) + busy ({busy.blocks}) + "
+                        f"quarantined ({quarantined}) blocks != data area ({core.data_blocks})")
 
     # The tree: reachable from the root, one parent per directory, link counts.
     root = inodes.get(ROOT_INO)
@@ -196,6 +197,26 @@ def _check(core: Core, referenced: Collection[int], problems: list[str]) -> None
             problems.append(f"inode {ino} link count is {node.nlink}, should be {links[ino]}")
         if ino >= core.next_ino:
             problems.append(f"inode {ino} is not below the next inode number {core.next_ino}")
+
+
+def _check_bad(core: Core, problems: list[str]) -> int:
+    """Bad blocks are never free nor busy (never handed out again); returns how many no file owns."""
+    bad = core.bad
+    if sum(n for _s, n in bad.runs()) != bad.total:
+        problems.append(f"bad block count is {bad.total}, the quarantine holds {sum(n for _s, n in bad.runs())}")
+    unowned = 0
+    for start, n in bad.runs():
+        if start < 0 or n <= 0 or start + n > core.data_blocks:
+            problems.append(f"bad blocks {start}..{start + n} lie outside the data area")
+            continue
+        if core.space.overlaps(start, n):
+            problems.append(f"bad blocks {start}..{start + n} are free: they could be handed out again")
+        for s, k in core.busy.runs():
+            if s < start + n and start < s + k:
+                problems.append(f"bad blocks {start}..{start + n} are also busy (blocks {s}..{s + k})")
+        owned = sum(min(e, start + n) - max(s, start) for s, e, _o in core.rmap.runs() if s < start + n and e > start)
+        unowned += n - owned
+    return unowned
 
 
 def _canonical(rmap: OwnerMap) -> list[tuple[int, int, tuple]]:

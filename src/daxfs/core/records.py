@@ -47,6 +47,8 @@ TIME_MIN = -(1 << 63)
 TIME_MAX = (1 << 63) - 1
 #: Every flag bit a record's map may carry (extents.UNWRITTEN | extents.SHARE).
 MAP_FLAGS = 0b11
+#: Bad metadata is recorded in whole pages of this many bytes.
+PAGE = 4096
 #: A name is at most this many bytes of UTF-8 (as Linux's NAME_MAX).
 NAME_MAX = 255
 #: The file types an inode may have, and the bits of ``mode`` beyond them.
@@ -142,6 +144,12 @@ _KINDS: dict[str, tuple[_Check, str]] = {
     "map": (valid_map, "a flat list [fblk, nblk, pblk, flags, ...] of ints >= 0, nblk > 0, "
                        f"flags within {MAP_FLAGS:#b}"),
     "items": (lambda x: _batch_items_error(x) is None, "a non-empty list of [CODE, *fields] records (no Batch)"),
+    "blk": (lambda x: _is_int(x, 0, MAX_BLOCKS), f"a data block number (an int from 0 to {MAX_BLOCKS})"),
+    "count": (lambda x: _is_int(x, 1, MAX_BLOCKS), f"a block count (an int from 1 to {MAX_BLOCKS})"),
+    "page": (lambda x: _is_int(x, 0, MAX_FILE_SIZE) and not x % PAGE,  # type: ignore[operator]
+             f"a pool byte offset (an int from 0 to {MAX_FILE_SIZE}, a multiple of {PAGE})"),
+    "pages": (lambda x: _is_int(x, PAGE, MAX_FILE_SIZE) and not x % PAGE,  # type: ignore[operator]
+              f"a byte length (an int from {PAGE} to {MAX_FILE_SIZE}, a multiple of {PAGE})"),
 }
 
 
@@ -483,7 +491,74 @@ def _batch_items_error(items: object, *, full: bool = True) -> str | None:
     return None
 
 
-Record = Create | Link | Unlink | Rename | SetAttr | SetExtents | Reclaim | Batch
+class _BlockRange(NamedTuple):
+    pblk: int
+    nblk: int
+
+
+class _BlockRangeRecord(_Checked, _BlockRange):  # type: ignore[misc]
+    __slots__ = ()
+    _KINDS = ("blk", "count")
+
+    def __new__(cls, pblk: int, nblk: int) -> Any:
+        if not (type(pblk) is int and type(nblk) is int):
+            _reject(cls, (pblk, nblk))
+        return _new(cls, (pblk, nblk))
+
+    def validate(self) -> Any:
+        pblk, nblk = self
+        if not (0 <= pblk <= MAX_BLOCKS and 0 < nblk <= MAX_BLOCKS):
+            _reject(type(self), self)
+        return self
+
+
+class Quarantine(_BlockRangeRecord):
+    """Data blocks ``[pblk, pblk+nblk)`` are bad memory (``memory_failure``): never free or
+    busy again; the files that own them read them as poisoned.  Parts already bad: no change."""
+
+    __slots__ = ()
+    CODE = 9
+
+
+class ClearQuarantine(_BlockRangeRecord):
+    """Bad data blocks that nobody owns are repaired (``clear_badblocks``): back to free space.
+    The volume zeroed them before logging this."""
+
+    __slots__ = ()
+    CODE = 10
+
+
+class _BadMetadata(NamedTuple):
+    offset: int
+    length: int
+    bad: bool
+
+
+class BadMetadata(_Checked, _BadMetadata):  # type: ignore[misc]
+    """Pool bytes ``[offset, offset+length)`` outside the data area (superblocks, log,
+    checkpoint slots) are bad memory (``bad``), or repaired (not ``bad``); whole pages.
+    Which region that is, and what the volume does about it, is the volume's business."""
+
+    __slots__ = ()
+    CODE = 11
+    _KINDS = ("page", "pages", "bool")
+
+    def __new__(cls, offset: int, length: int, bad: bool) -> "BadMetadata":
+        if not (type(offset) is int and type(length) is int and type(bad) is bool):
+            _reject(cls, (offset, length, bad))
+        return _new(cls, (offset, length, bad))
+
+    def validate(self) -> "BadMetadata":
+        offset, length, _bad = self
+        if not (0 <= offset <= MAX_FILE_SIZE and PAGE <= length <= MAX_FILE_SIZE
+                and not offset % PAGE and not length % PAGE):
+            _reject(type(self), self)
+        return self
+
+
+Record = Create | Link | Unlink | Rename | SetAttr | SetExtents | Reclaim | Batch | Quarantine | ClearQuarantine | \
+    BadMetadata
 
 RECORD_TYPES: dict[int, type] = {cls.CODE: cls for cls in (Create, Link, Unlink, Rename, SetAttr, SetExtents,
-                                                            Reclaim, Batch)}
+                                                            Reclaim, Batch, Quarantine, ClearQuarantine,
+                                                            BadMetadata)}

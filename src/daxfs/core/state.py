@@ -14,13 +14,13 @@ from __future__ import annotations
 import errno
 import stat as st
 
+from daxfs.core.badblocks import BlockRuns, apply_bad_metadata, apply_clear, apply_quarantine
 from daxfs.core.busy import BusyList
 from daxfs.core.extents import SHARE, UNWRITTEN, ExtentMap
 from daxfs.core.rmap import OwnerMap
 from daxfs.core.namespace import check_name, split_path
-from daxfs.core.records import (FILE_TYPES, ID_MAX, INO_MAX, MAX_FILE_SIZE, PERM_BITS, TIME_MAX, TIME_MIN,
-                                Batch, Create, Link, Reclaim, Record, Rename, SetAttr, SetExtents, Unlink,
-                                valid_name)
+from daxfs.core.records import (MAX_FILE_SIZE, Batch, BadMetadata, ClearQuarantine, Create, Link, Quarantine,
+                                Reclaim, Record, Rename, SetAttr, SetExtents, Unlink)
 from daxfs.core.space import FreeSpace
 from daxfs.errors import CorruptVolumeError, fs_error
 
@@ -77,12 +77,17 @@ class Core:
         self.space = FreeSpace(data_blocks, align=align_blocks)
         self.busy = BusyList()  # in memory only: holds by mappings and pins
         self.rmap = OwnerMap()  # derived: data block -> owners (the reflink refcounts)
+        #: bad data blocks (memory_failure): never free, never busy; owned ones read as poisoned.
+        #: An empty dict, so "is anything bad?" costs the hot paths one truth test.
+        self.bad = BlockRuns()
+        self.bad_metadata = BlockRuns()     # bad pool byte ranges outside the data area
         self.runs = 0           # extent runs over all files
         self.name_chars = 0     # characters over all directory entries
         self._apply = {
             Create: self._create, Link: self._link, Unlink: self._unlink, Rename: self._rename,
             SetAttr: self._setattr, SetExtents: self._setextents, Reclaim: self._reclaim,
-            Batch: self._batch,
+            Batch: self._batch, Quarantine: self._quarantine, ClearQuarantine: self._clear_quarantine,
+            BadMetadata: self._bad_metadata,
         }
 
     # ------------------------------------------------------------------ build
@@ -112,6 +117,8 @@ class Core:
             else:
                 out.append([node.ino, node.mode, node.uid, node.gid, node.size,
                             node.atime_ns, node.mtime_ns, node.ctime_ns, node.extents.to_flat(), None])  # type: ignore[union-attr]
+        if self.bad or self.bad_metadata:      # (a third field: checkpoints without it still load)
+            return [self.next_ino, out, [self.bad.to_flat(), self.bad_metadata.to_flat()]]
         return [self.next_ino, out]
 
     @classmethod
@@ -125,111 +132,16 @@ class Core:
         point at existing inodes, one tree under a directory root): anything else is a
         CorruptVolumeError saying what and which inode, never another exception.
         """
+        from daxfs.core.loading import load_rows    # (it builds Inodes: imported here, not at the top)
+
         core = cls(block_size, data_blocks, align_blocks=align_blocks)
         try:
-            core._load_rows(obj)
+            load_rows(core, obj)
         except CorruptVolumeError:
             raise
         except Exception as exc:    # a case the checks below missed: still corrupt, never a crash
             raise CorruptVolumeError(f"checkpoint contents do not form a volume ({exc!r})") from None
         return core
-
-    def _load_rows(self, obj: object) -> None:
-        if type(obj) is not list or len(obj) != 2:
-            raise _bad_checkpoint(f"top level is {_show(obj)}, not [next_ino, inodes]")
-        next_ino, rows = obj
-        if type(next_ino) is not int or not ROOT_INO < next_ino <= INO_MAX + 1:
-            raise _bad_checkpoint(f"next inode number is {_show(next_ino)}, not an int from 2 to {INO_MAX + 1}")
-        if type(rows) is not list:
-            raise _bad_checkpoint(f"inode table is {_show(rows)}, not a list")
-        self.next_ino = next_ino
-        bs = self.block_size
-        data_blocks = self.data_blocks
-        max_blocks = MAX_FILE_SIZE // bs
-        inodes = self.inodes
-        owned: list[tuple[int, int, int, int]] = []
-        dirs: list[tuple[Inode, list[object]]] = []
-        runs = 0
-        for i, row in enumerate(rows):
-            if type(row) is not list or len(row) != 10:
-                raise _bad_checkpoint(f"inode row {i} is {_show(row)}, not a list of 10 fields")
-            ino, mode, uid, gid, size, atime, mtime, ctime, ext, entries = row
-            if not (type(ino) is int and 0 < ino < next_ino):
-                raise _bad_checkpoint(f"inode row {i}: inode number {_show(ino)} is not an int from 1 to "
-                                      f"{next_ino - 1} (below next_ino)")
-            if ino in inodes:
-                raise _bad_checkpoint(f"inode {ino} is stored twice")
-            if not (type(mode) is int and type(uid) is int and type(gid) is int and type(size) is int
-                    and type(atime) is int and type(mtime) is int and type(ctime) is int
-                    and (mode & ~PERM_BITS) in FILE_TYPES and 0 <= uid <= ID_MAX and 0 <= gid <= ID_MAX
-                    and 0 <= size <= MAX_FILE_SIZE and TIME_MIN <= atime <= TIME_MAX
-                    and TIME_MIN <= mtime <= TIME_MAX and TIME_MIN <= ctime <= TIME_MAX):
-                raise _bad_checkpoint(_attr_problem(ino, mode, uid, gid, size, atime, mtime, ctime))
-            node = Inode(ino, mode, uid, gid, size, atime, mtime, ctime)
-            inodes[ino] = node
-            if node.entries is not None:
-                if ext is not None or type(entries) is not list or len(entries) & 1:
-                    raise _bad_checkpoint(f"directory {ino}: entries {_show(entries)} are not a flat "
-                                          f"[name, ino, ...] list (with extents {_show(ext)}, not None)")
-                node.nlink = 1
-                dirs.append((node, entries))
-                continue
-            if entries is not None or type(ext) is not list or len(ext) & 3:
-                raise _bad_checkpoint(f"file {ino}: extents {_show(ext)} are not a flat [fblk, nblk, pblk, "
-                                      f"flags, ...] list (with entries {_show(entries)}, not None)")
-            if ext:
-                _check_runs(ino, ext, size, bs, data_blocks, max_blocks)
-                emap = ExtentMap.from_flat(ext)
-                node.extents = emap
-                runs += len(emap)
-                owned.extend((r[2], r[1], ino, r[0]) for r in emap)
-        chars = 0
-        for node, flat in dirs:
-            entries_dict = node.entries
-            for i in range(0, len(flat), 2):
-                name = flat[i]
-                child_ino = flat[i + 1]
-                if not valid_name(name):
-                    raise _bad_checkpoint(f"directory {node.ino}: entry {i // 2} has an invalid name {_show(name)}")
-                child = inodes.get(child_ino) if type(child_ino) is int else None
-                if child is None:
-                    raise _bad_checkpoint(f"directory {node.ino}: entry {name!r} points to {_show(child_ino)}, "
-                                          f"not an inode in the checkpoint")
-                if child_ino == ROOT_INO:
-                    raise _bad_checkpoint(f"directory {node.ino}: entry {name!r} names the root")
-                if name in entries_dict:  # type: ignore[operator]
-                    raise _bad_checkpoint(f"directory {node.ino}: name {name!r} appears twice")
-                entries_dict[name] = child_ino  # type: ignore[index]
-                chars += len(name)
-                child.nlink += 1
-                if child.entries is not None:
-                    if child.parent:
-                        raise _bad_checkpoint(f"directory {child_ino} has two parents "
-                                              f"({child.parent} and {node.ino})")
-                    child.parent = node.ino
-                    node.nlink += 1
-        root = inodes.get(ROOT_INO)
-        if root is None or root.entries is None:
-            raise _bad_checkpoint("the root (inode 1) is missing or not a directory")
-        root.parent = ROOT_INO
-        root.nlink += 1
-        # Every directory hangs off the root: one parent each is not enough (a cycle of
-        # directories away from the root has that too).
-        reached = 1
-        stack = [root]
-        while stack:
-            for child_ino in stack.pop().entries.values():  # type: ignore[union-attr]
-                child = inodes[child_ino]
-                if child.entries is not None:
-                    reached += 1
-                    stack.append(child)
-        if reached != len(dirs):
-            lost = sorted(n.ino for n, _f in dirs if not _reaches_root(inodes, n))
-            raise _bad_checkpoint(f"directories {lost[:10]} are not connected to the root")
-        self.runs = runs
-        self.name_chars = chars
-        self.rmap = OwnerMap.build(owned)
-        self.space = FreeSpace.from_used(data_blocks, self.rmap.covered(), align=self.space.align)
 
     # ------------------------------------------------------------------ queries
 
@@ -295,7 +207,7 @@ class Core:
     def checkpoint_bound(self) -> int:
         """An upper bound, in bytes, of this state's checkpoint."""
         inodes = len(self.inodes)
-        return 256 + _CKPT_INODE * inodes + _CKPT_RUN * self.runs + \
+        return 256 + _CKPT_INODE * inodes + _CKPT_RUN * (self.runs + len(self.bad) + len(self.bad_metadata)) + \
             _CKPT_ENTRY * inodes + _CKPT_CHAR * self.name_chars
 
     def paths_of(self, inos: set[int], hints: dict[int, str] | None = None) -> dict[int, str | None]:
@@ -362,12 +274,19 @@ class Core:
             self.busy.park(start, k)
 
     def _release(self, pblk: int, n: int) -> None:
-        """A file gave up these blocks: free, or busy while something holds them."""
+        """A file gave up these blocks: free, or busy while something holds them; bad ones
+        stay quarantined."""
+        if self.bad and self.bad.overlaps(pblk, n):
+            for start, k in self.bad.outside(pblk, n):
+                self._release(start, k)
+            return
         if not self.busy.holds:
             self.space.release(pblk, n)
             return
         for start, k in self.busy.park(pblk, n):
             self.space.release(start, k)
+
+    release_blocks = _release
 
     # ------------------------------------------------------------------ apply
 
@@ -552,9 +471,13 @@ class Core:
                 node.mtime_ns = node.ctime_ns = time_ns
             return
         max_blocks = self.max_blocks
+        bad = self.bad
         for i in range(0, len(map), 4):
             if map[i] + map[i + 1] > max_blocks:
                 raise CorruptVolumeError(f"inode {ino} maps file block {map[i] + map[i + 1]}, past the largest file")
+            if bad and bad.overlaps(map[i + 2], map[i + 1]):
+                # a bad block never gains an owner: only the files it failed under keep it
+                raise CorruptVolumeError(f"inode {ino} maps bad data blocks {map[i + 2]}..{map[i + 2] + map[i + 1]}")
         unowned: list[tuple[int, int]] = []     # blocks this record leaves with no owner
         for i in range(0, len(unmap), 2):
             fblk, nblk = unmap[i], unmap[i + 1]
@@ -604,6 +527,15 @@ class Core:
         for record in Batch(items).records():
             self.apply(record)
 
+    def _quarantine(self, pblk: int, nblk: int) -> None:
+        apply_quarantine(self, pblk, nblk)
+
+    def _clear_quarantine(self, pblk: int, nblk: int) -> None:
+        apply_clear(self, pblk, nblk)
+
+    def _bad_metadata(self, offset: int, length: int, bad: bool) -> None:
+        apply_bad_metadata(self, offset, length, bad)
+
     def _reclaim(self, ino: int) -> None:
         node = self.inodes.get(ino)
         if node is None or node.entries is not None:
@@ -630,71 +562,6 @@ def _subtract(runs: list[tuple[int, int]], minus: list[tuple[int, int]]) -> list
                 kept.append((m_end, end - m_end))
         out = kept
     return out
-
-
-# ---- checkpoint checks: the messages say which inode and which field, and why
-
-def _bad_checkpoint(what: str) -> CorruptVolumeError:
-    return CorruptVolumeError(f"checkpoint: {what}")
-
-
-def _show(value: object) -> str:
-    text = repr(value)
-    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
-
-
-def _attr_problem(ino: int, mode: object, uid: object, gid: object, size: object,
-                  atime: object, mtime: object, ctime: object) -> str:
-    """What is wrong with an inode's attributes (the caller found something)."""
-    if type(mode) is not int or (mode & ~PERM_BITS) not in FILE_TYPES:
-        return f"inode {ino}: mode {_show(mode)} is not a regular file or directory with permission bits"
-    for name, value, low, high in (("uid", uid, 0, ID_MAX), ("gid", gid, 0, ID_MAX),
-                                   ("size", size, 0, MAX_FILE_SIZE), ("atime", atime, TIME_MIN, TIME_MAX),
-                                   ("mtime", mtime, TIME_MIN, TIME_MAX), ("ctime", ctime, TIME_MIN, TIME_MAX)):
-        if type(value) is not int or not low <= value <= high:  # type: ignore[operator]
-            return f"inode {ino}: {name} {_show(value)} is not an int from {low} to {high}"
-    return f"inode {ino}: attributes out of range"
-
-
-def _check_runs(ino: int, flat: list[object], size: int, bs: int, data_blocks: int, max_blocks: int) -> None:
-    """A file's stored runs: ints, sorted and disjoint, nblk > 0, inside the data area and the
-    largest file, flags 0 or UNWRITTEN (SHARE lives only in records), written ones below the size."""
-    size_blocks = -(-size // bs)
-    prev_end = 0
-    for i in range(0, len(flat), 4):
-        f, n, p, fl = flat[i], flat[i + 1], flat[i + 2], flat[i + 3]
-        if (type(f) is int and type(n) is int and type(p) is int and type(fl) is int
-                and prev_end <= f and 0 < n and f + n <= max_blocks and 0 <= p and p + n <= data_blocks  # type: ignore[operator]
-                and (fl == 0 and f + n <= size_blocks or fl == UNWRITTEN)):  # type: ignore[operator]
-            prev_end = f + n  # type: ignore[operator]
-            continue
-        where = f"file {ino}: run {i // 4} {flat[i:i + 4]!r}"
-        if not all(type(x) is int for x in (f, n, p, fl)):
-            raise _bad_checkpoint(f"{where} is not four ints")
-        if fl not in (0, UNWRITTEN):
-            raise _bad_checkpoint(f"{where} has unknown flags {fl:#x}")  # type: ignore[str-format]
-        if n <= 0:  # type: ignore[operator]
-            raise _bad_checkpoint(f"{where} has a length of {n}")
-        if f < prev_end:  # type: ignore[operator]
-            raise _bad_checkpoint(f"{where} starts before the previous run ends (block {prev_end}): "
-                                  f"runs must be sorted and disjoint")
-        if f + n > max_blocks:  # type: ignore[operator]
-            raise _bad_checkpoint(f"{where} ends past the largest file ({max_blocks} blocks)")
-        if p < 0 or p + n > data_blocks:  # type: ignore[operator]
-            raise _bad_checkpoint(f"{where} lies outside the data area ({data_blocks} blocks)")
-        raise _bad_checkpoint(f"{where} holds written blocks past the file size {size}")
-
-
-def _reaches_root(inodes: dict[int, Inode], node: Inode) -> bool:
-    """Whether following ``parent`` from ``node`` ends at the root (a bounded walk)."""
-    for _ in range(len(inodes) + 1):
-        if node.ino == ROOT_INO:
-            return True
-        parent = inodes.get(node.parent)
-        if parent is None:
-            return False
-        node = parent
-    return False
 
 
 __all__ = ["Core", "Inode", "ROOT_INO", "UNWRITTEN"]

@@ -9,7 +9,10 @@ private read-only zero page: never pool memory that belongs to someone else.
 
 ``migrate`` swaps the whole range for private anonymous memory holding the
 same bytes (same addresses: every array into it stays valid and stops being
-the file); ``invalidate`` swaps it for inaccessible memory.  Unmapping is the
+the file); ``invalidate`` swaps it for inaccessible memory.  ``fence`` swaps
+pages over bad memory for inaccessible memory (after a memory failure: a touch
+faults instead of reading bad bytes as data); migrate copies around fences and
+keeps them.  Unmapping is the
 Python mmap's: when it is closed, or when the last export of it is gone.
 """
 
@@ -62,6 +65,8 @@ class PoolView:
         self._skew = -start % align
         #: address of the view's first byte (2 MiB-aligned for views of 2 MiB or more)
         self.address = start + self._skew
+        #: page-aligned ``(offset, length)`` ranges fenced off (inaccessible), in order
+        self.fenced: list[tuple[int, int]] = []
 
     def _fixed(self, offset: int, length: int, prot: int, flags: int, fd: int, pool_offset: int) -> None:
         if offset < 0 or offset % PAGE or offset + length > self._span:
@@ -86,13 +91,47 @@ class PoolView:
         view = memoryview(self._mm)[self._skew + start:self._skew + start + length]
         return view if self.writable else view.toreadonly()
 
+    def fence(self, offset: int, length: int) -> bool:
+        """Make view bytes ``[offset, offset+length)`` (rounded out to pages) inaccessible:
+        a touch is a segmentation fault, never a read of bad memory.  Returns True (fenced
+        here, in this process)."""
+        start = offset - offset % PAGE
+        end = min(self._span, _round_up(offset + length, PAGE))
+        if end <= start:
+            return True
+        self._fixed(start, end - start, _PROT_NONE, _MAP_PRIVATE | _MAP_ANONYMOUS, -1, 0)
+        merged: list[tuple[int, int]] = []
+        for s, n in sorted(self.fenced + [(start, end - start)]):
+            if merged and s <= merged[-1][0] + merged[-1][1]:
+                ms, mn = merged[-1]
+                merged[-1] = (ms, max(ms + mn, s + n) - ms)
+            else:
+                merged.append((s, n))
+        self.fenced = merged
+        return True
+
+    def _accessible(self) -> list[tuple[int, int]]:
+        """The view's ``(offset, length)`` ranges that are not fenced."""
+        out = []
+        pos = 0
+        for s, n in self.fenced + [(self._span, 0)]:
+            if s > pos:
+                out.append((pos, s - pos))
+            pos = s + n
+        return out
+
     def migrate(self) -> None:
-        """Replace the pool memory with private memory holding the same bytes, same addresses."""
+        """Replace the pool memory with private memory holding the same bytes, same addresses
+        (fenced pages stay fenced: their bytes were never the file's)."""
         whole = memoryview(self._mm)[self._skew:self._skew + self._span]
         try:
-            copy = bytes(whole)
+            parts = self._accessible()
+            copies = [bytes(whole[s:s + n]) for s, n in parts]
             self._fixed(0, self._span, _PROT_READ | _PROT_WRITE, _MAP_PRIVATE | _MAP_ANONYMOUS, -1, 0)
-            whole[:] = copy
+            for (s, n), copy in zip(parts, copies):
+                whole[s:s + n] = copy
+            for s, n in self.fenced:
+                self._fixed(s, n, _PROT_NONE, _MAP_PRIVATE | _MAP_ANONYMOUS, -1, 0)
         finally:
             whole.release()
 

@@ -11,6 +11,7 @@ and truncates under a pin.
 
 from __future__ import annotations
 
+import errno
 import random
 import stat as st
 from collections.abc import Iterator
@@ -41,19 +42,48 @@ def snapshot(vol: Any, *, times: bool = True) -> dict[str, tuple]:
     Directories: ``("dir", perm, meta)``; files: ``("file", perm, nlink, bytes, meta)``,
     where ``meta`` is ``(ino, nlink, uid, gid, size, blocks, atime, mtime, ctime)``.
     ``times=False`` leaves the three timestamps out (for states where the README does
-    not promise them durable: in-place writes through a handle still open).
+    not promise them durable: in-place writes through a handle still open).  A file
+    with poisoned blocks (``memory_failure``) reads as zeros there, and its ``meta``
+    ends with ``("poisoned", [(offset, length), ...])``.
     """
     out: dict[str, tuple] = {}
     for path, s in [("/", vol.stat("/")), *walk(vol)]:
-        meta = (s.st_ino, s.st_nlink, s.st_uid, s.st_gid, s.st_size, s.st_blocks)
+        meta: tuple = (s.st_ino, s.st_nlink, s.st_uid, s.st_gid, s.st_size, s.st_blocks)
         if times:
             meta += (s.st_atime_ns, s.st_mtime_ns, s.st_ctime_ns)
         if st.S_ISDIR(s.st_mode):
             out[path] = ("dir", st.S_IMODE(s.st_mode), meta)
         else:
             with vol.open(path, "rb") as f:
-                out[path] = ("file", st.S_IMODE(s.st_mode), s.st_nlink, f.read(), meta)
+                data, poisoned = _read_around_poison(f, s.st_size)
+            if poisoned:
+                meta += (("poisoned", poisoned),)
+            out[path] = ("file", st.S_IMODE(s.st_mode), s.st_nlink, data, meta)
     return out
+
+
+def _read_around_poison(f: Any, size: int) -> tuple[bytes, list[tuple[int, int]]]:
+    """The file's bytes, and the ranges that raised EIO (read as zeros here)."""
+    try:
+        return f.read(), []
+    except OSError as exc:
+        if exc.errno != errno.EIO:
+            raise
+    data = bytearray(size)
+    poisoned: list[tuple[int, int]] = []
+    step = max(1, f.stat().st_blksize)
+    for pos in range(0, size, step):
+        try:
+            chunk = f.pread(min(step, size - pos), pos)
+            data[pos:pos + len(chunk)] = chunk
+        except OSError as exc:
+            if exc.errno != errno.EIO:
+                raise
+            if poisoned and poisoned[-1][0] + poisoned[-1][1] == pos:
+                poisoned[-1] = (poisoned[-1][0], poisoned[-1][1] + min(step, size - pos))
+            else:
+                poisoned.append((pos, min(step, size - pos)))
+    return bytes(data), poisoned
 
 
 def in_place_ranges(vol: Any, path: str, offset: int, length: int) -> dict[int, list[tuple[int, int]]]:

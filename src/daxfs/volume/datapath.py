@@ -26,16 +26,14 @@ from daxfs.core.records import SetExtents
 from daxfs.errors import fs_error
 from daxfs.format.layout import HUGE_PAGE
 from daxfs.volume.arguments import MAX_FILE_SIZE
+from daxfs.volume import poison
 from daxfs.volume.journal import Journal
+from daxfs.volume.prepared import GROW_RUN, Piece, PreparedWrites
 from daxfs.volume.references import Reference, ReferenceTable, View
 
-# Upper bound of how much one more extent run can grow the checkpoint (see Core.checkpoint_bound).
-GROW_RUN = 80
-Piece = tuple[int, int, int, int]       # (fblk, n, pblk or -1 for a hole, flags)
-
-
-class DataPath:
-    """File data of one volume: reads, writes, COW, prefault, lazy durability, references."""
+class DataPath(PreparedWrites):
+    """File data of one volume: reads, writes, COW, prefault, lazy durability, references
+    (and writes another process makes itself: ``PreparedWrites``)."""
 
     def __init__(self, journal: Journal, references: ReferenceTable, *, durability: str) -> None:
         self.journal = journal
@@ -67,7 +65,8 @@ class DataPath:
 
     def read_locked(self, ino: int, dest: memoryview | None, n: int, offset: int) -> bytes | int:
         """The read itself, under the lock."""
-        node = self.journal.core.inodes.get(ino) or self.journal.node(ino)
+        core = self.journal.core
+        node = core.inodes.get(ino) or self.journal.node(ino)
         size = node.size
         if offset >= size or n <= 0:
             return b"" if dest is None else 0
@@ -79,11 +78,15 @@ class DataPath:
         run = emap.lookup(fblk)  # type: ignore[union-attr]
         if run is not None and not run[3] & UNWRITTEN and (offset + n - 1) // bs < run[0] + run[1]:
             # Fast path: one written run covers the whole read.
+            if core.bad and core.bad.overlaps(run[2] + fblk - run[0], (offset + n - 1) // bs - fblk + 1):
+                poison.check_read(core, node, offset, n, self.data_offset)     # raises: names the range
             src = self.data_offset + (run[2] + fblk - run[0]) * bs + offset % bs
             if dest is None:
                 return self.pool.read(src, n)
             dest[:n] = self.pool.view(src, n)
             return n
+        if core.bad:        # (the fast path above pays one truth test when nothing is bad)
+            poison.check_read(core, node, offset, n, self.data_offset)
         out = memoryview(bytearray(n)) if dest is None else dest[:n]
         last = (offset + n - 1) // bs
         for f, k, p, fl in emap.pieces(fblk, last - fblk + 1):  # type: ignore[union-attr]
@@ -123,6 +126,8 @@ class DataPath:
                         out.append(Extent((f + sp - p) * bs, sk * bs, self.data_offset + sp * bs,
                                           frozenset(base | {"shared"})))
                     pos = sp + sk
+            if self.journal.core.bad:
+                out = poison.flag_extents(self.journal.core, out, self.data_offset)
             return out
 
     def seek_data(self, ino: int, offset: int, hole: bool) -> int:
@@ -183,6 +188,9 @@ class DataPath:
                 pieces = [(f0, f1 - f0, -1, 0)]
             else:
                 pieces = emap.pieces(f0, f1 - f0)  # type: ignore[union-attr]
+            if journal.core.bad:
+                # poisoned blocks the write covers whole go to fresh blocks (a PoisonError if in part)
+                pieces = poison.writable_pieces(journal.core, node, pieces, offset, end, self.data_offset)
             fills = self.fill_plan(node, pieces, cow)
             mapping = fills + cow           # the copies get the data like any written block, below
             # Nothing has changed so far; from here on the write cannot fail.
@@ -284,6 +292,8 @@ class DataPath:
         runs (now written).  ``promised``: pieces already planned for this write (copies).
         ENOSPC, for data or metadata, before anything changes."""
         core = self.journal.core
+        if core.bad:
+            pieces = poison.bad_unwritten_as_holes(core, pieces)
         holes = [(f, k) for f, k, p, _fl in pieces if p < 0]
         fresh: list[Piece] = []
         if holes:
@@ -324,6 +334,8 @@ class DataPath:
         if run is None or run[3] & UNWRITTEN:
             return
         blk = size // bs
+        if poison.is_bad(self.journal.core, run[2] + blk - run[0]):
+            return      # a poisoned last block reads as EIO whole: nothing past EOF can show
         start = self.data_offset + (run[2] + blk - run[0]) * bs + size % bs
         length = min(new_end, (blk + 1) * bs) - size
         self.pool.zero(start, length)
@@ -363,8 +375,10 @@ class DataPath:
         for lo, hi in ranges:
             for f, k, p, _fl in node.extents.slice(lo, hi - lo):  # type: ignore[union-attr]
                 for sp, sk in rmap.shared_parts(p, k):
-                    if not any(v[0] == f + sp - p for v in victims):
-                        victims.append((f + sp - p, sk, sp))
+                    # a bad block is never copied: it stays shared, and poisoned, until replaced whole
+                    for bp, bk in journal.core.bad.outside(sp, sk) if journal.core.bad else [(sp, sk)]:
+                        if not any(v[0] == f + bp - p for v in victims):
+                            victims.append((f + bp - p, bk, bp))
         if not victims:
             return []
         self.references.settle(node.ino, min(v[0] for v in victims), max(v[0] + v[1] for v in victims),
@@ -464,112 +478,26 @@ class DataPath:
                             table.process_holder if holder is None else holder, kind)
             f0, f1 = ref.first_block, ref.end_block
             table.admit(ino, f0, f1, path)
+            core = journal.core
+            poisoned = poison.poisoned_runs(core, node, f0, f1 - f0) if core.bad else None
+            if poisoned and (write or kind == "pin"):
+                raise poison.poison_error(core, node, poisoned, self.data_offset,
+                                          "a pin" if kind == "pin" else "a write mapping", path)
             if write:
                 self.populate(node, offset, offset + length)
             if make_view is not None:
                 ref.view = make_view((f1 - f0) * self.bs)
             try:
                 table.lay_out(ref, node.extents.pieces(f0, f1 - f0))  # type: ignore[union-attr]
+                if poisoned:
+                    # a read mapping shows what is left; poisoned pages are fenced, and listed
+                    poison.fence_reference(ref, [(f, n) for f, n, _p in poisoned], tell=False)
             except BaseException:
                 if ref.view is not None:
                     ref.view.release()  # type: ignore[attr-defined]
                 raise
             table.register(ref)
             return ref
-
-    # ---------------------------------------------------------------- writes made elsewhere
-
-    def prepare_write(self, ino: int, offset: int, length: int) -> list[Piece]:
-        """Fresh blocks for a write of ``[offset, +length)`` that another process makes itself
-        (a client of the arbiter copies its data straight into the pool).
-
-        They are reserved — held and busy, so nothing else allocates them — and are
-        the file's only once ``commit_write`` swaps them in with one record, so the
-        write is all-or-nothing like any allocating write.  ENOSPC before anything.
-        """
-        journal = self.journal
-        with self.lock:
-            journal.check_writable()
-            journal.node(ino)
-            bs = self.bs
-            f0, f1 = offset // bs, -(-(offset + length) // bs)
-            core = journal.core
-            plan = core.plan_blocks(f1 - f0)
-            if core.checkpoint_bound + GROW_RUN * (len(plan) + 2) > journal.layout.checkpoint_size - 64:
-                raise fs_error(errno.ENOSPC, message="no space left for metadata")
-            self.prefault(plan)
-            for p, k in plan:
-                core.adopt_hold(p, k)
-            return self.assign([(f0, f1 - f0)], plan, 0)
-
-    def abort_write(self, pieces: list[Piece]) -> None:
-        """A prepared write will not be committed: its blocks go back to free space."""
-        with self.lock:
-            if not self.journal.closed:
-                for _f, k, p, _fl in pieces:
-                    self.journal.core.unhold(p, k)
-
-    def commit_write(self, ino: int, offset: int, length: int, pieces: list[Piece]) -> int:
-        """Swap in the blocks of a prepared write whose bytes ``[offset, +length)`` are written
-        and persisted; the rest of its edge blocks is filled from the file now (so a write
-        made meanwhile to the same blocks is kept).  Returns ``length``."""
-        journal = self.journal
-        bs = self.bs
-        end = offset + length
-        with self.lock:
-            journal.check_writable()
-            node = journal.node(ino)
-            f0, f1 = offset // bs, -(-end // bs)
-            if self.references.sealed(ino, f0, f1 - f0):
-                # A mapping shows the blocks there: write in place (as pwrite does), from
-                # the prepared blocks, which stay held until the bytes are copied out.
-                data = bytearray(length)
-                pos = 0
-                for f, k, p, _fl in pieces:
-                    lo, hi = max(f * bs, offset), min((f + k) * bs, end)
-                    data[pos:pos + hi - lo] = self.pool.view(self.data_offset + p * bs + lo - f * bs, hi - lo)
-                    pos += hi - lo
-                self.abort_write(pieces)
-                return self.pwrite(ino, memoryview(data), offset)
-            stores: list[tuple[int, int]] = []
-            grows = end > node.size
-            tail = node.size // bs if grows and node.size % bs else -1
-            if tail >= 0 and not f0 <= tail < f1:
-                self.unshare(node, 0, 0, grows_to=end)     # the old last block, before zeroing its tail
-                self.zero_tail_for_growth(node, end, stores)
-            for f, k, p, _fl in pieces:
-                for fb in sorted({f, f + k - 1}):
-                    lo, hi = max(fb * bs, offset), min((fb + 1) * bs, end)
-                    if lo == fb * bs and hi == (fb + 1) * bs:
-                        continue        # the writer filled the whole block
-                    self._fill_edge(node, fb, p + fb - f, lo - fb * bs, hi - fb * bs, stores)
-            self.persist(stores)
-            core = journal.core
-            for _f, k, p, _fl in pieces:
-                core.unhold(p, k)       # busy -> free: the record below takes them
-            journal.deferred.pop(ino, None)
-            journal.commit(SetExtents(ino, [], [x for piece in pieces for x in piece], end if grows else None,
-                                      time.time_ns()))
-            return length
-
-    def _fill_edge(self, node: Inode, fblk: int, pblk: int, lo: int, hi: int,
-                   stores: list[tuple[int, int]]) -> None:
-        """Fill data block ``pblk`` (about to be file block ``fblk``) outside the written bytes
-        ``[lo, hi)``: the file's current bytes there, zeros in a hole or past EOF."""
-        bs = self.bs
-        base = self.data_offset + pblk * bs
-        old = self.written_pblk(node, fblk)
-        eof = max(0, min(bs, node.size - fblk * bs))        # the file's bytes in this block
-        pool = self.pool
-        for a, b in ((0, lo), (hi, bs)):
-            if a >= b:
-                continue
-            keep = min(b, eof) if old is not None else a
-            if keep > a:
-                pool.write(base + a, pool.view(self.data_offset + old * bs + a, keep - a))  # type: ignore[operator]
-            if b > max(a, keep):
-                pool.zero(base + max(a, keep), b - max(a, keep))
-            stores.append((base + a, b - a))
 
     # ---------------------------------------------------------------- durability
 

@@ -27,10 +27,11 @@ import errno
 import threading
 from daxfs._types import Stat
 from daxfs.core import Core, Inode
-from daxfs.core.records import Batch, Create, Link, Reclaim, Record, Rename, SetAttr, SetExtents, Unlink
+from daxfs.core.records import (Batch, Create, Link, Quarantine, Reclaim, Record, Rename, SetAttr, SetExtents,
+                                Unlink)
 from daxfs.errors import CorruptVolumeError, fs_error
 from daxfs.format.checkpoint import encode_checkpoint
-from daxfs.format.layout import SUPERBLOCK_OFFSETS
+from daxfs.format.layout import SUPERBLOCK_OFFSETS, SUPERBLOCK_SIZE
 from daxfs.format.superblock import Superblock
 from daxfs.media import FilePool, Pool
 from daxfs.volume.changes import ChangeTable
@@ -54,6 +55,8 @@ class Journal:
         self.deferred: dict[int, int] = {}        # ino -> mtime from in-place writes (lazytime)
         #: per-inode change counters other processes read (the arbiter sets one), or None
         self.changes: ChangeTable | None = None
+        #: metadata pool ranges reported bad whose record is being logged (never written meanwhile)
+        self.failing: list[tuple[int, int]] = []
         self._install(loaded)
         self.block_size = self.layout.block_size
 
@@ -108,6 +111,9 @@ class Journal:
             if not ring.fits(n):
                 self.checkpoint()
             data = ring.encode(record)
+        if ring.bad and ring.blocked(n):
+            self._jump_bad_log(n)
+            data = ring.encode(record)
         seq = ring.next_seq
         ring.append(record, data)
         if self.changes is not None:
@@ -139,6 +145,9 @@ class Journal:
             return out
         if isinstance(record, Batch):
             return [ino for item in record.records() for ino in self._touched(item)]
+        if isinstance(record, Quarantine):
+            # what the owners read changes (poisoned): a client's cached layout of them is stale
+            return sorted({ino for ino, _f, _p, _n in self.core.rmap.owners(record.pblk, record.nblk)})
         return []
 
     def _fail(self, seq: int, record: Record, exc: Exception) -> None:
@@ -157,6 +166,36 @@ class Journal:
             pass     # the old state stays readable; every change is refused anyway
         raise CorruptVolumeError(self.damaged + "; the volume is read-only now") from exc
 
+    def _jump_bad_log(self, n: int) -> None:
+        """The next record would land on bad log memory: move the head past it and checkpoint
+        twice, so both slots start after the gap and no replay (mount, the older slot's
+        fallback, a follower reloading) ever reads across it."""
+        ring = self.ring
+        pos = ring.clear_position(n)
+        if pos is None:
+            raise fs_error(errno.ENOSPC, message="no healthy stretch of the metadata log holds this change "
+                           "(the log has bad memory)")
+        ring.head = pos
+        self.checkpoint()
+        self.checkpoint()
+
+    def superblock_offsets(self) -> list[int]:
+        """The superblock copies on healthy memory (a bad copy is never written again)."""
+        return [off for off in SUPERBLOCK_OFFSETS if self.meta_ok(off, SUPERBLOCK_SIZE)]
+
+    def write_superblocks(self, sb: Superblock) -> None:
+        raw = sb.encode()
+        pool = self.pool
+        for off in self.superblock_offsets():
+            pool.write(off, raw)
+            pool.persist(off, len(raw))
+
+    def meta_ok(self, offset: int, length: int) -> bool:
+        """Whether pool bytes ``[offset, +length)`` outside the data area are healthy memory."""
+        bad = self.core.bad_metadata
+        return not (bad and bad.overlaps(offset, length)) and \
+            not any(s < offset + length and offset < s + n for s, n in self.failing)
+
     def checkpoint(self) -> None:
         """Write the whole state to the older slot, flip the superblocks, free the log before it."""
         core = self.core
@@ -171,15 +210,15 @@ class Journal:
         if len(data) > layout.checkpoint_size:
             raise fs_error(errno.ENOSPC, message="metadata no longer fits the checkpoint area")
         slot = layout.checkpoint_offsets[generation % 2]
+        if not self.meta_ok(slot, layout.checkpoint_size):
+            raise fs_error(errno.EROFS, message=f"checkpoint slot {'AB'[generation % 2]} is bad memory: "
+                           f"no checkpoint can be written")
         pool = self.pool
         pool.write(slot, data)
         pool.persist(slot, len(data))
         sb = Superblock(self.superblock.uuid, layout, generation, self.superblock.version,
                         self.superblock.flags)
-        raw = sb.encode()
-        for off in SUPERBLOCK_OFFSETS:
-            pool.write(off, raw)
-            pool.persist(off, len(raw))
+        self.write_superblocks(sb)
         self.superblock = sb
         self.generation = generation
         ring.tail = self.checkpoint_pos

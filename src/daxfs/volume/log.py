@@ -29,6 +29,8 @@ class LogRing:
         self.tail = tail            # oldest position still needed (older checkpoint)
         self.next_seq = next_seq
         self._packer = new_packer()
+        #: ``(start, end)`` byte ranges of the region (physical) that are bad memory: never written
+        self.bad: list[tuple[int, int]] = []
 
     def encode(self, record: Record) -> bytes:
         return encode_record(record, self.volume_id, self.next_seq, self._packer)
@@ -40,6 +42,34 @@ class LogRing:
 
     def fits(self, n: int) -> bool:
         return self.head - self.tail + self.cost(n) <= self.size
+
+    def _spans(self, head: int, n: int) -> list[tuple[int, int]]:
+        """Physical ranges an append of ``n`` bytes at ``head`` writes (a lap end's PAD too)."""
+        phys = head % self.size
+        rem = self.size - phys
+        if n <= rem:
+            return [(phys, phys + n)]
+        return ([(phys, phys + HEADER.size)] if rem >= HEADER.size else []) + [(0, n)]
+
+    def blocked(self, n: int) -> bool:
+        """Whether appending ``n`` bytes now would write bad memory."""
+        return any(a < e and s < b for a, b in self._spans(self.head, n) for s, e in self.bad)
+
+    def clear_position(self, n: int) -> int | None:
+        """The first virtual position from the head where ``n`` bytes fit in one lap without
+        touching bad memory (None: nowhere).  Jumping there writes nothing: the journal then
+        checkpoints, so no replay ever has to cross the gap."""
+        head = self.head
+        for _ in range(2 * len(self.bad) + 2):
+            phys = head % self.size
+            if n > self.size - phys:
+                head += self.size - phys        # straight to the next lap: no PAD is needed
+                continue
+            hit = [e for s, e in self.bad if s < phys + n and phys < e]
+            if not hit:
+                return head
+            head += max(hit) - phys
+        return None
 
     def append(self, record: Record, data: bytes) -> None:
         """Write and persist ``data`` (``record`` encoded at ``next_seq``)."""

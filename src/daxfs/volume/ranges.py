@@ -17,6 +17,7 @@ import time
 
 from daxfs.core import UNWRITTEN, Inode
 from daxfs.core.records import SetExtents
+from daxfs.volume import poison
 from daxfs.volume.datapath import GROW_RUN, DataPath, Piece
 
 
@@ -130,6 +131,9 @@ class RangeOps:
             whole = emap.pieces(w0, w1 - w0) if w1 > w0 else []  # type: ignore[union-attr]
             edges = [e for e in self._partial_edges(offset, end) if not (w0 <= e[0] < w1)]
             edge_holes = [(blk, 1) for blk, _lo, _hi in edges if emap.lookup(blk) is None]  # type: ignore[union-attr]
+            if journal.core.bad:
+                # whole blocks on bad memory get fresh (unwritten) blocks: that clears their poison
+                whole = poison.bad_as_holes(journal.core, whole)
             holes = sorted([(f, k) for f, k, p, _fl in whole if p < 0] + edge_holes)
             sealed = self.references.sealed(ino, offset // bs, -(-end // bs) - offset // bs)
             plan, singles = self._edge_plan(node, [] if sealed else edges, sum(k for _f, k in holes))
@@ -167,8 +171,8 @@ class RangeOps:
         bs = self.bs
         data = self.data
         old_pblk = data.written_pblk(node, blk)
-        if old_pblk is None:
-            return None
+        if old_pblk is None or poison.is_bad(self.journal.core, old_pblk):
+            return None     # a poisoned block stays so: zeroing part of it cannot bring the rest back
         old = data.data_offset + old_pblk * bs
         pool = data.pool
         if plan:

@@ -24,7 +24,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+import weakref
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from daxfs._types import PinInfo
@@ -67,18 +68,30 @@ class View(Protocol):
 
     ``migrate``/``invalidate`` return False when the memory lives in another process
     that detaches it itself later: its blocks then stay held until ``release_blocks``.
+    ``fence`` makes view bytes over bad memory inaccessible (after a memory failure);
+    False when another process must do that itself.  (A view without ``fence`` — the
+    arbiter's RemoteView until it sends poison events — is told, not fenced.)
     """
 
     def map_pool(self, offset: int, length: int, pool_offset: int, *, populate: bool = False) -> None: ...
     def map_zero(self, offset: int, length: int) -> None: ...
     def migrate(self) -> bool | None: ...
     def invalidate(self) -> bool | None: ...
+    def fence(self, offset: int, length: int) -> bool | None: ...
 
 
 class Reference:
     """One mapping, pin or lease as the volume sees it (the access layer subclasses it)."""
 
     kind = "mapping"        # "mapping" or "pin"; a mapping taken with lease=True lists as "lease"
+    # Memory failure (class defaults: a reference no failure reaches costs nothing to make):
+    #: file ranges ``(offset, length)`` over bad memory: fenced in its memory, told to the holder
+    poisoned: Sequence[tuple[int, int]] = ()
+    #: called (under the lock) with ``(file_offset, length)`` when memory under it fails
+    on_poison: Callable[[int, int], object] | None = None
+    #: where a closed mapping's blocks are still shown (arrays into it live): weak, so it
+    #: does not keep them alive; memory failures fence it too
+    lingering: "weakref.ref[Any] | None" = None
 
     def __init__(self, ino: int, path: str, offset: int, length: int, block_size: int,
                  writable: bool, lease: bool = False, holder: object = None, kind: str = "mapping") -> None:
@@ -177,6 +190,7 @@ class ReferenceTable:
         self._seals: dict[int, set[Reference]] = {}       # ino -> live references over it
         self._inode_refs: dict[int, int] = {}             # ino -> open files + live references
         self._waiting: list[tuple[int, int, int]] = []    # (ino, first, end block) a 'wait' holds
+        self._lingering: set[Reference] = set()           # let go of, blocks still held (shown)
         self._follower_refs = 0                           # a follower's references (shared lock)
         self.closing = False                              # a forced close is under way
         self.process_holder: object = _ProcessHolder()
@@ -278,6 +292,9 @@ class ReferenceTable:
             view.map_zero((f - ref.first_block) * bs, k * bs)
         for f, k, pool_offset in ref.pieces:
             view.map_pool((f - ref.first_block) * bs, k * bs, pool_offset)
+        fence = getattr(view, "fence", None)
+        for lo, n in ref.poisoned if fence is not None else ():
+            fence(lo - ref.first_block * bs, n)     # bad memory is never shown, in any view
         ref.view = view
 
     def show_filled(self, ino: int, filled: list[tuple[int, int, int, int]]) -> None:
@@ -328,6 +345,8 @@ class ReferenceTable:
         self._unseal(ref)
         if unmapped:
             self._unhold(ref)
+        elif ref.held is not None:
+            self._lingering.add(ref)
         self._announce()
 
     def release_blocks(self, ref: Reference) -> None:
@@ -374,6 +393,8 @@ class ReferenceTable:
             for p, k in ref.held:
                 core.unhold(p, k)
         held, ref.held = ref.held, None
+        if self._lingering:
+            self._lingering.discard(ref)
         if ref.on_let_go is not None:
             ref.on_let_go(held)
 
@@ -385,6 +406,10 @@ class ReferenceTable:
 
     def live(self) -> list[Reference]:
         return [r for refs in self._seals.values() for r in refs]
+
+    def lingering(self) -> list[Reference]:
+        """References let go of whose blocks are still held (their memory is still mapped)."""
+        return list(self._lingering)
 
     def covering(self, ino: int, first: int, end: int | None) -> list[Reference]:
         """Live references to file blocks ``[first, end)`` (``end`` None: to the end)."""

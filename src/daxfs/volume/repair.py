@@ -23,6 +23,13 @@ How the discarded records are kept from ever being replayed:
 
 A crash at any point leaves either the old pool (mount read-only as before, or a
 newer checkpoint found by the fallback) or the repaired one.
+
+When bad metadata memory makes the volume mount read-only (a checkpoint slot,
+both superblocks, more than half the log), the bad metadata ranges the pool's
+badblocks list no longer lists are forgotten here — the list is the admin's
+word that the memory is repaired — and the state goes into both slots as
+above.  What the list still lists stays bad.  (Bad metadata that leaves the
+volume writable is cleared with ``clear_badblocks``.)
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ from daxfs.format.layout import SUPERBLOCK_OFFSETS
 from daxfs.format.log import highest_seq
 from daxfs.format.superblock import Superblock
 from daxfs.media import Pool
+from daxfs.media.badblocks import source_for
+from daxfs.volume.badmemory import readonly_reason
 from daxfs.volume.mount import load as _load, open_pool as _open_pool
 
 __all__ = ["repair", "repair_pool"]
@@ -64,6 +73,17 @@ def repair_pool(pool: Pool) -> list[str]:
                        f"but holds valid records after it")
     if loaded.fallback is not None:
         actions.append(f"replaced the newest checkpoint with the other one plus the log ({loaded.fallback})")
+    if readonly_reason(core.bad_metadata, layout) is not None:
+        source = source_for(pool.name, layout.pool_size)
+        listed = source.read() if source is not None else []
+        for start, n in core.bad_metadata.runs():
+            if not any(s < start + n and start < s + k for s, k in listed):
+                core.bad_metadata.remove(start, n)
+                actions.append(f"forgot bad metadata memory at pool bytes [{start:#x}, +{n}): its badblocks "
+                               f"list no longer lists it (repaired)")
+    if readonly_reason(core.bad_metadata, layout) is not None:
+        raise CorruptVolumeError("the metadata memory that keeps the volume read-only is still listed as bad "
+                                 "by the pool's badblocks list: repair the memory (and clear the list) first")
     if not actions:
         return []
     last_seq = max(kept, top if top is not None else -1)
@@ -78,11 +98,18 @@ def repair_pool(pool: Pool) -> list[str]:
         pool.write(slot, data)
         pool.persist(slot, len(data))
         raw = Superblock(sb.uuid, layout, generation, sb.version, sb.flags).encode()
+        bad = core.bad_metadata
         for off in SUPERBLOCK_OFFSETS:
+            if bad and bad.overlaps(off, len(raw)):
+                continue            # still bad memory: never written
             pool.write(off, raw)
             pool.persist(off, len(raw))
-    pool.zero(layout.log_offset, layout.log_size)
-    pool.persist(layout.log_offset, layout.log_size)
+    log_end = layout.log_offset + layout.log_size
+    for start, n in core.bad_metadata.outside(layout.log_offset, layout.log_size) if core.bad_metadata else \
+            [(layout.log_offset, layout.log_size)]:
+        n = min(n, log_end - start)     # (bad memory in the log is never written)
+        pool.zero(start, n)
+        pool.persist(start, n)
     actions.append(f"kept the state through record {kept} ({len(core.inodes)} inodes) as checkpoint "
                    f"generation {generation} in both slots; cleared the log")
     return actions

@@ -12,6 +12,8 @@
 - Unwritten (fallocated) extents are never shared: a clone gives the
   destination fresh unwritten blocks of its own.
 - ``owners`` answers from the core's reverse map in O(log n + owners).
+- A poisoned block (on bad memory) is never shared, compared or copied:
+  clone and copy_file_range refuse it (PoisonError), dedupe skips it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from daxfs.core import UNWRITTEN, Inode
 from daxfs.core.extents import SHARE
 from daxfs.core.records import Batch, Create, SetExtents
 from daxfs.errors import fs_error
+from daxfs.volume import poison
 from daxfs.volume.datapath import GROW_RUN, Piece
 from daxfs.volume.namespace import Namespace, OpenFile
 
@@ -119,6 +122,11 @@ class Sharing:
         own, so a block is never both shared and written into in place.
         """
         runs = snode.extents.slice(sf0, nblk)  # type: ignore[union-attr]
+        core = self.journal.core
+        if core.bad:
+            bad = poison.poisoned_runs(core, snode, sf0, nblk)
+            if bad:     # a bad block never gains an owner
+                raise poison.poison_error(core, snode, bad, self.data.data_offset, "a reflink")
         unwritten = [(df0 + f - sf0, k) for f, k, _p, fl in runs if fl & UNWRITTEN]
         fresh = self.data.assign(unwritten, self.journal.core.plan_blocks(sum(k for _f, k in unwritten), None,
                                                                          exclude), UNWRITTEN) if unwritten else []
@@ -195,8 +203,9 @@ class Sharing:
             for i in range(nblk):
                 sp = written(snode, sf0 + i)
                 dp = written(dnode, df0 + i)
-                if sp is None or dp is None or sp == dp:
-                    continue
+                if sp is None or dp is None or sp == dp or poison.is_bad(self.journal.core, sp) or \
+                        poison.is_bad(self.journal.core, dp):
+                    continue        # (bad memory is never compared: it may not even read)
                 n = min(bs, length - i * bs)
                 if pool.view(base + sp * bs, n) != pool.view(base + dp * bs, n):
                     continue
@@ -292,7 +301,13 @@ class Sharing:
                 fb = f + i
                 lo, hi = max(fb * bs, offset), min((fb + 1) * bs, end)
                 old = data.written_pblk(node, fb)
-                if old is not None and (lo > fb * bs or hi < (fb + 1) * bs):
+                if old is not None and poison.is_bad(self.journal.core, old) and \
+                        (lo > fb * bs or hi < min((fb + 1) * bs, max(size, end))):
+                    raise poison.poison_error(self.journal.core, node, [(fb, 1, old)], base,
+                                              "a copy covering them in part")
+                if old is not None and poison.is_bad(self.journal.core, old):
+                    block = bytearray(bs)       # covered whole: the copy replaces it
+                elif old is not None and (lo > fb * bs or hi < (fb + 1) * bs):
                     block = bytearray(pool.view(base + old * bs, bs))
                     if size < (fb + 1) * bs:        # past the old EOF the bytes are stale
                         block[max(0, size - fb * bs):] = bytes(bs - max(0, size - fb * bs))

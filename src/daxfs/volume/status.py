@@ -65,13 +65,15 @@ class StatusPage:
         status = {"pid": os.getpid(), "time": time.time(),
                   "busy": self._journal.core.busy.blocks * self._journal.block_size,
                   "total": len(live), "refs": refs}
-        self._journal.pool.write(STATUS_OFFSET, encode_status(status, STATUS_SIZE))
+        if self._journal.meta_ok(STATUS_OFFSET, STATUS_SIZE):      # a bad page is not written again
+            self._journal.pool.write(STATUS_OFFSET, encode_status(status, STATUS_SIZE))
 
     def clear(self) -> None:
         """The writer unmounts: nothing is published any more."""
         if self._timer is not None:
             self._timer.cancel()
-        self._journal.pool.write(STATUS_OFFSET, bytes(64))
+        if self._journal.meta_ok(STATUS_OFFSET, STATUS_SIZE):
+            self._journal.pool.write(STATUS_OFFSET, bytes(64))
 
 
 def read_status(journal: Journal) -> dict[str, Any] | None:

@@ -11,6 +11,8 @@ A Volume is made of collaborators, each owning one job:
 - ``Namespace`` (namespace.py): the tree, attributes, open and close.
 - ``Sharing`` (sharing.py): clone, dedupe, copy_file_range, owners.
 - ``StatusPage`` (status.py): what other processes see of the references.
+- ``BadMemory`` (badmemory.py): memory failures — quarantine, fencing, clearing,
+  metadata regions, the badblock source and its watcher.
 
 This module converts and range-checks the public API's arguments
 (``arguments``) and hands each call to its collaborator.  Open files and
@@ -37,6 +39,7 @@ from daxfs.format.layout import OWNER_OFFSET, Layout
 from daxfs.format.superblock import encode_owner
 from daxfs.media import FilePool, Pool
 from daxfs.volume import arguments
+from daxfs.volume.badmemory import BadMemory
 from daxfs.volume.datapath import DataPath
 from daxfs.volume.journal import Journal
 from daxfs.volume.mount import format_pool, held_elsewhere, load, open_pool
@@ -77,6 +80,7 @@ class Volume:
         self.ranges = RangeOps(self.data)
         self.namespace = Namespace(self.data, self.ranges)
         self.sharing = Sharing(self.namespace)
+        self.badmemory = BadMemory(self.data)
 
     def _reclaim(self, ino: int) -> None:
         self.namespace.reclaim(ino)
@@ -107,14 +111,21 @@ class Volume:
             journal.damaged = damaged
             journal.follow = False
             warnings.warn(f"{pool.name}: {damaged}", DamagedVolumeWarning, stacklevel=3)
-        readonly = journal.readonly
         vol = cls(journal, policy=policy, durability=durability, lease_break_s=lease_break_s)
-        if not readonly:
-            pool.write(OWNER_OFFSET, encode_owner(os.getpid(), time.time_ns()))
-            pool.persist(OWNER_OFFSET, 64)
+        bad_metadata = vol.badmemory.mounted()
+        if bad_metadata is not None and not journal.readonly:
+            journal.readonly = True
+            journal.damaged = bad_metadata
+            journal.follow = False
+            warnings.warn(f"{pool.name}: {bad_metadata}", DamagedVolumeWarning, stacklevel=3)
+        if not journal.readonly:
+            if journal.meta_ok(OWNER_OFFSET, 64):
+                pool.write(OWNER_OFFSET, encode_owner(os.getpid(), time.time_ns()))
+                pool.persist(OWNER_OFFSET, 64)
             with journal.lock:
                 for ino in journal.core.orphans():      # left by a crash: nobody can hold them now
                     journal.commit(Reclaim(ino))
+            vol.badmemory.watch(pool.name)              # what the device lists as bad, now and later
         return vol
 
     def close(self, *, force: bool = False, timeout: float | None = None) -> None:
@@ -136,6 +147,22 @@ class Volume:
             live = table.live()
             if live and not force:
                 raise table.busy_error("volume has live references", live)
+        self.badmemory.stop()       # outside the lock: the watcher may be waiting for it
+        try:
+            self._close_locked(force, timeout)
+        finally:
+            if not journal.closed:
+                self.badmemory.resume()     # still open (BusyError): keep watching
+
+    def _close_locked(self, force: bool, timeout: float | None) -> None:
+        journal = self._journal
+        table = self.references
+        with journal.lock:
+            if journal.closed:
+                return
+            live = table.live()
+            if live and not force:
+                raise table.busy_error("volume has live references", live)
             if live:
                 table.force_out(None if timeout is None else time.monotonic() + timeout)
             self.namespace.detach_all()
@@ -147,8 +174,9 @@ class Volume:
                         journal.commit(Reclaim(ino))
                 journal.checkpoint()
                 self._status.clear()
-                journal.pool.write(OWNER_OFFSET, bytes(64))
-                journal.pool.persist(OWNER_OFFSET, 64)
+                if journal.meta_ok(OWNER_OFFSET, 64):
+                    journal.pool.write(OWNER_OFFSET, bytes(64))
+                    journal.pool.persist(OWNER_OFFSET, 64)
             journal.closed = True
             journal.pool.close()
 
@@ -230,15 +258,19 @@ class Volume:
             size = core.data_blocks * bs
             free = core.space.free * bs
             busy = core.busy.blocks * bs
+            bad = core.bad.total * bs       # owned or not: the data there is lost either way
+            shared = core.rmap.shared_blocks
+            for start, n in core.bad.runs() if core.bad else ():
+                shared -= sum(k for _s, k in core.rmap.shared_parts(start, n))   # part of bad, not used
             if journal.follow:
                 # blocks busy in the writer are free in the log we follow
                 status = read_status(journal)
                 if status is not None:
                     busy = min(free, int(status.get("busy", 0)))
                     free -= busy
-            return StatFS(size=size, block_size=bs, free=free, used=size - free - busy, busy=busy, bad=0,
+            return StatFS(size=size, block_size=bs, free=free, used=size - free - busy - bad, busy=busy, bad=bad,
                           files=len(core.inodes), metadata_size=journal.layout.data_offset,
-                          sync_mode=journal.pool.sync_mode, shared=core.rmap.shared_blocks * bs)
+                          sync_mode=journal.pool.sync_mode, shared=shared * bs)
 
     def info(self) -> dict[str, Any]:
         """Identity and geometry of the volume (``daxfs info``)."""
@@ -376,6 +408,32 @@ class Volume:
     def owners(self, pool_offset: int, length: int = 1) -> list[Owner]:
         """Every (file, offset) whose data lives in pool bytes ``[pool_offset, +length)``."""
         return self.sharing.owners(arguments.integer(pool_offset), arguments.integer(length))
+
+    # ---------------------------------------------------------------- media errors
+
+    def memory_failure(self, pool_offset: int, length: int) -> list[Owner]:
+        """Pool bytes ``[pool_offset, +length)`` are bad memory: record it durably and act on
+        every owner, mapping, pin and metadata region there (see ``volume.badmemory``);
+        returns the owners of the bad data.  Rounded out to whole blocks (a
+        MediaErrorWarning says so); reporting a range again changes nothing."""
+        return self.badmemory.memory_failure(arguments.integer(pool_offset), arguments.integer(length))
+
+    def badblocks(self) -> list[tuple[int, int]]:
+        """Every quarantined range ``(pool_offset, length)``: bad metadata pages and data blocks."""
+        return self.badmemory.badblocks()
+
+    def clear_badblocks(self, pool_offset: int, length: int) -> None:
+        """The memory is repaired: return bad blocks to free space (zeroed).  BusyError while
+        a file owns them or a pin or mapping holds them; EINVAL for bytes that are not bad."""
+        self.badmemory.clear_badblocks(arguments.integer(pool_offset), arguments.integer(length))
+
+    def badblock_report(self) -> list[tuple[int, int, str, list[Owner]]]:
+        """``(pool_offset, length, region, owners)`` for each bad range (``daxfs badblocks``)."""
+        return self.badmemory.report()
+
+    def poisoned(self) -> list[Owner]:
+        """Every poisoned file range: file data on bad memory, which reads raise EIO for."""
+        return self.badmemory.poisoned()
 
 
 def _offsets(src_offset: object, dst_offset: object, length: object) -> tuple[int, int, int]:

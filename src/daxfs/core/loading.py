@@ -1,0 +1,188 @@
+"""Rebuilding a Core from a checkpoint's rows, checking every field on the way.
+
+Every field of every row is checked for type and range, and the whole for what
+fsck checks (unique inodes below ``next_ino``, runs sorted, disjoint and inside
+the data area, written blocks below the size, valid unique names that point at
+existing inodes, one tree under a directory root, bad memory runs in range):
+anything else is a CorruptVolumeError saying what and which inode.
+"""
+
+from __future__ import annotations
+
+from daxfs.core.badblocks import load_bad, merge_runs
+from daxfs.core.extents import UNWRITTEN, ExtentMap
+from daxfs.core.records import FILE_TYPES, ID_MAX, INO_MAX, MAX_FILE_SIZE, PERM_BITS, TIME_MAX, TIME_MIN, valid_name
+from daxfs.core.rmap import OwnerMap
+from daxfs.core.space import FreeSpace
+from daxfs.core.state import ROOT_INO, Core, Inode
+from daxfs.errors import CorruptVolumeError
+
+
+def load_rows(core: Core, obj: object) -> None:
+    """Fill the empty ``core`` with the state checkpoint ``obj`` holds (see ``Core.from_checkpoint``)."""
+    if type(obj) is not list or len(obj) not in (2, 3):
+        raise _bad_checkpoint(f"top level is {_show(obj)}, not [next_ino, inodes(, bad memory)]")
+    next_ino, rows = obj[0], obj[1]
+    if len(obj) == 3:
+        load_bad(core, obj[2])
+    if type(next_ino) is not int or not ROOT_INO < next_ino <= INO_MAX + 1:
+        raise _bad_checkpoint(f"next inode number is {_show(next_ino)}, not an int from 2 to {INO_MAX + 1}")
+    if type(rows) is not list:
+        raise _bad_checkpoint(f"inode table is {_show(rows)}, not a list")
+    core.next_ino = next_ino
+    bs = core.block_size
+    data_blocks = core.data_blocks
+    max_blocks = MAX_FILE_SIZE // bs
+    inodes = core.inodes
+    owned: list[tuple[int, int, int, int]] = []
+    dirs: list[tuple[Inode, list[object]]] = []
+    runs = 0
+    for i, row in enumerate(rows):
+        if type(row) is not list or len(row) != 10:
+            raise _bad_checkpoint(f"inode row {i} is {_show(row)}, not a list of 10 fields")
+        ino, mode, uid, gid, size, atime, mtime, ctime, ext, entries = row
+        if not (type(ino) is int and 0 < ino < next_ino):
+            raise _bad_checkpoint(f"inode row {i}: inode number {_show(ino)} is not an int from 1 to "
+                                  f"{next_ino - 1} (below next_ino)")
+        if ino in inodes:
+            raise _bad_checkpoint(f"inode {ino} is stored twice")
+        if not (type(mode) is int and type(uid) is int and type(gid) is int and type(size) is int
+                and type(atime) is int and type(mtime) is int and type(ctime) is int
+                and (mode & ~PERM_BITS) in FILE_TYPES and 0 <= uid <= ID_MAX and 0 <= gid <= ID_MAX
+                and 0 <= size <= MAX_FILE_SIZE and TIME_MIN <= atime <= TIME_MAX
+                and TIME_MIN <= mtime <= TIME_MAX and TIME_MIN <= ctime <= TIME_MAX):
+            raise _bad_checkpoint(_attr_problem(ino, mode, uid, gid, size, atime, mtime, ctime))
+        node = Inode(ino, mode, uid, gid, size, atime, mtime, ctime)
+        inodes[ino] = node
+        if node.entries is not None:
+            if ext is not None or type(entries) is not list or len(entries) & 1:
+                raise _bad_checkpoint(f"directory {ino}: entries {_show(entries)} are not a flat "
+                                      f"[name, ino, ...] list (with extents {_show(ext)}, not None)")
+            node.nlink = 1
+            dirs.append((node, entries))
+            continue
+        if entries is not None or type(ext) is not list or len(ext) & 3:
+            raise _bad_checkpoint(f"file {ino}: extents {_show(ext)} are not a flat [fblk, nblk, pblk, "
+                                  f"flags, ...] list (with entries {_show(entries)}, not None)")
+        if ext:
+            _check_runs(ino, ext, size, bs, data_blocks, max_blocks)
+            emap = ExtentMap.from_flat(ext)
+            node.extents = emap
+            runs += len(emap)
+            owned.extend((r[2], r[1], ino, r[0]) for r in emap)
+    chars = 0
+    for node, flat in dirs:
+        entries_dict = node.entries
+        for i in range(0, len(flat), 2):
+            name = flat[i]
+            child_ino = flat[i + 1]
+            if not valid_name(name):
+                raise _bad_checkpoint(f"directory {node.ino}: entry {i // 2} has an invalid name {_show(name)}")
+            child = inodes.get(child_ino) if type(child_ino) is int else None
+            if child is None:
+                raise _bad_checkpoint(f"directory {node.ino}: entry {name!r} points to {_show(child_ino)}, "
+                                      f"not an inode in the checkpoint")
+            if child_ino == ROOT_INO:
+                raise _bad_checkpoint(f"directory {node.ino}: entry {name!r} names the root")
+            if name in entries_dict:  # type: ignore[operator]
+                raise _bad_checkpoint(f"directory {node.ino}: name {name!r} appears twice")
+            entries_dict[name] = child_ino  # type: ignore[index]
+            chars += len(name)
+            child.nlink += 1
+            if child.entries is not None:
+                if child.parent:
+                    raise _bad_checkpoint(f"directory {child_ino} has two parents "
+                                          f"({child.parent} and {node.ino})")
+                child.parent = node.ino
+                node.nlink += 1
+    root = inodes.get(ROOT_INO)
+    if root is None or root.entries is None:
+        raise _bad_checkpoint("the root (inode 1) is missing or not a directory")
+    root.parent = ROOT_INO
+    root.nlink += 1
+    # Every directory hangs off the root: one parent each is not enough (a cycle of
+    # directories away from the root has that too).
+    reached = 1
+    stack = [root]
+    while stack:
+        for child_ino in stack.pop().entries.values():  # type: ignore[union-attr]
+            child = inodes[child_ino]
+            if child.entries is not None:
+                reached += 1
+                stack.append(child)
+    if reached != len(dirs):
+        lost = sorted(n.ino for n, _f in dirs if not _reaches_root(inodes, n))
+        raise _bad_checkpoint(f"directories {lost[:10]} are not connected to the root")
+    core.runs = runs
+    core.name_chars = chars
+    core.rmap = OwnerMap.build(owned)
+    used = merge_runs(core.rmap.covered(), core.bad.runs()) if core.bad else core.rmap.covered()
+    core.space = FreeSpace.from_used(data_blocks, used, align=core.space.align)
+
+
+# ---- checkpoint checks: the messages say which inode and which field, and why
+
+def _bad_checkpoint(what: str) -> CorruptVolumeError:
+    return CorruptVolumeError(f"checkpoint: {what}")
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def _attr_problem(ino: int, mode: object, uid: object, gid: object, size: object,
+                  atime: object, mtime: object, ctime: object) -> str:
+    """What is wrong with an inode's attributes (the caller found something)."""
+    if type(mode) is not int or (mode & ~PERM_BITS) not in FILE_TYPES:
+        return f"inode {ino}: mode {_show(mode)} is not a regular file or directory with permission bits"
+    for name, value, low, high in (("uid", uid, 0, ID_MAX), ("gid", gid, 0, ID_MAX),
+                                   ("size", size, 0, MAX_FILE_SIZE), ("atime", atime, TIME_MIN, TIME_MAX),
+                                   ("mtime", mtime, TIME_MIN, TIME_MAX), ("ctime", ctime, TIME_MIN, TIME_MAX)):
+        if type(value) is not int or not low <= value <= high:  # type: ignore[operator]
+            return f"inode {ino}: {name} {_show(value)} is not an int from {low} to {high}"
+    return f"inode {ino}: attributes out of range"
+
+
+def _check_runs(ino: int, flat: list[object], size: int, bs: int, data_blocks: int, max_blocks: int) -> None:
+    """A file's stored runs: ints, sorted and disjoint, nblk > 0, inside the data area and the
+    largest file, flags 0 or UNWRITTEN (SHARE lives only in records), written ones below the size."""
+    size_blocks = -(-size // bs)
+    prev_end = 0
+    for i in range(0, len(flat), 4):
+        f, n, p, fl = flat[i], flat[i + 1], flat[i + 2], flat[i + 3]
+        if (type(f) is int and type(n) is int and type(p) is int and type(fl) is int
+                and prev_end <= f and 0 < n and f + n <= max_blocks and 0 <= p and p + n <= data_blocks  # type: ignore[operator]
+                and (fl == 0 and f + n <= size_blocks or fl == UNWRITTEN)):  # type: ignore[operator]
+            prev_end = f + n  # type: ignore[operator]
+            continue
+        where = f"file {ino}: run {i // 4} {flat[i:i + 4]!r}"
+        if not all(type(x) is int for x in (f, n, p, fl)):
+            raise _bad_checkpoint(f"{where} is not four ints")
+        if fl not in (0, UNWRITTEN):
+            raise _bad_checkpoint(f"{where} has unknown flags {fl:#x}")  # type: ignore[str-format]
+        if n <= 0:  # type: ignore[operator]
+            raise _bad_checkpoint(f"{where} has a length of {n}")
+        if f < prev_end:  # type: ignore[operator]
+            raise _bad_checkpoint(f"{where} starts before the previous run ends (block {prev_end}): "
+                                  f"runs must be sorted and disjoint")
+        if f + n > max_blocks:  # type: ignore[operator]
+            raise _bad_checkpoint(f"{where} ends past the largest file ({max_blocks} blocks)")
+        if p < 0 or p + n > data_blocks:  # type: ignore[operator]
+            raise _bad_checkpoint(f"{where} lies outside the data area ({data_blocks} blocks)")
+        raise _bad_checkpoint(f"{where} holds written blocks past the file size {size}")
+
+
+def _reaches_root(inodes: dict[int, Inode], node: Inode) -> bool:
+    """Whether following ``parent`` from ``node`` ends at the root (a bounded walk)."""
+    for _ in range(len(inodes) + 1):
+        if node.ino == ROOT_INO:
+            return True
+        parent = inodes.get(node.parent)
+        if parent is None:
+            return False
+        node = parent
+    return False
+
+
+__all__ = ["load_rows"]

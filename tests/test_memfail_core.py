@@ -1,0 +1,138 @@
+"""The quarantine in the core: records, apply, checkpoints, fsck (no I/O)."""
+
+from __future__ import annotations
+
+import stat as st
+
+import pytest
+
+from daxfs.core import Core, check
+from daxfs.core.badblocks import BlockRuns, merge_runs
+from daxfs.core.extents import SHARE, UNWRITTEN
+from daxfs.core.records import BadMetadata, Batch, ClearQuarantine, Create, Quarantine, SetExtents
+from daxfs.errors import CorruptVolumeError
+
+BS = 4096
+
+
+def _core() -> Core:
+    core = Core.new(BS, 64, time_ns=0, uid=0, gid=0)
+    core.apply(Create(2, 1, "a", st.S_IFREG | 0o644, 0, 0, 0))
+    core.apply(SetExtents(2, [], [0, 4, 10, 0], 4 * BS, 0))
+    core.apply(Create(3, 1, "b", st.S_IFREG | 0o644, 0, 0, 0))
+    core.apply(SetExtents(3, [], [0, 4, 10, SHARE], 4 * BS, 0))      # b shares a's blocks
+    return core
+
+
+def test_records_check_types_at_construction_and_values_in_validate() -> None:
+    for bad in ((1.0, 1), (1, True), ("1", 1)):
+        with pytest.raises(TypeError):
+            Quarantine(*bad)  # type: ignore[arg-type]
+    for bad in ((-1, 1), (0, 0), (0, -3)):
+        with pytest.raises(ValueError):
+            Quarantine(*bad).validate()
+        with pytest.raises(ValueError):
+            ClearQuarantine(*bad).validate()
+    with pytest.raises(TypeError):
+        BadMetadata(0, BS, 1)  # type: ignore[arg-type]
+    for bad in ((100, BS), (0, 100), (0, 0), (-BS, BS)):
+        with pytest.raises(ValueError):
+            BadMetadata(bad[0], bad[1], True).validate()
+    assert Quarantine(3, 2).validate() == (3, 2)
+    assert Batch.of(Quarantine(1, 1), BadMetadata(0, BS, True)).validate().records() == \
+        [Quarantine(1, 1), BadMetadata(0, BS, True)]
+    assert len({Quarantine.CODE, ClearQuarantine.CODE, BadMetadata.CODE} - {1, 2, 3, 4, 5, 6, 7, 8}) == 3
+
+
+def test_block_runs() -> None:
+    runs = BlockRuns()
+    assert not runs and runs.add(5, 3) == [(5, 3)] and runs
+    assert runs.add(6, 4) == [(8, 2)] and runs.runs() == [(5, 5)] and runs.total == 5
+    assert runs.add(10, 1) == [(10, 1)] and runs.runs() == [(5, 6)]         # adjacent: merged
+    runs.remove(7, 2)
+    assert runs.runs() == [(5, 2), (9, 2)] and runs.total == 4
+    assert runs.parts(0, 20) == [(5, 2), (9, 2)] and runs.outside(4, 8) == [(4, 1), (7, 2), (11, 1)]
+    assert runs.overlaps(6, 1) and not runs.overlaps(7, 2)
+    assert merge_runs([(0, 2), (5, 1)], [(1, 3), (9, 1)]) == [(0, 4), (5, 1), (9, 1)]
+
+
+def test_quarantine_of_free_owned_and_busy_blocks() -> None:
+    core = _core()
+    free = core.space.free
+    core.apply(Quarantine(40, 2))                       # free: out of free space at once
+    assert core.space.free == free - 2 and not core.space.overlaps(40, 2)
+    core.apply(Quarantine(11, 1))                       # owned by a and b: stays theirs
+    assert core.space.free == free - 2 and len(core.rmap.owners(11, 1)) == 2
+    core.hold(12, 1)
+    core.apply(SetExtents(2, [2, 1], [], None, None))   # a lets go of block 12, b still owns it
+    core.apply(SetExtents(3, [2, 1], [], None, None))   # b too: held, so busy
+    assert core.busy.blocks == 1
+    core.apply(Quarantine(12, 1))                       # busy: quarantined at once
+    assert core.busy.blocks == 0
+    core.unhold(12, 1)                                  # the hold goes: it stays quarantined
+    assert not core.space.overlaps(12, 1)
+    core.apply(SetExtents(2, [1, 1], [], None, None))   # a and b let go of bad block 11
+    core.apply(SetExtents(3, [1, 1], [], None, None))
+    assert not core.space.overlaps(11, 1) and core.rmap.owners(11, 1) == []
+    assert core.bad.runs() == [(11, 2), (40, 2)] and check(core) == []
+    core.apply(Quarantine(11, 2))                       # again: nothing changes
+    assert core.bad.runs() == [(11, 2), (40, 2)] and check(core) == []
+
+
+def test_a_bad_block_never_gains_an_owner() -> None:
+    core = _core()
+    core.apply(Quarantine(40, 1))
+    core.apply(Quarantine(10, 1))
+    core.apply(Create(4, 1, "c", st.S_IFREG | 0o644, 0, 0, 0))
+    for record in (SetExtents(4, [], [0, 1, 40, 0], BS, 0),            # fresh (fast path)
+                   SetExtents(4, [], [0, 1, 10, SHARE], BS, 0),        # shared
+                   SetExtents(4, [], [0, 2, 39, UNWRITTEN, 5, 1, 1, 0], 6 * BS, 0)):
+        with pytest.raises(CorruptVolumeError):
+            core.apply(record)
+    with pytest.raises(CorruptVolumeError):
+        core.apply(Quarantine(63, 2))                   # past the data area
+
+
+def test_clear_only_unowned_bad_blocks() -> None:
+    core = _core()
+    core.apply(Quarantine(10, 1))
+    with pytest.raises(CorruptVolumeError):
+        core.apply(ClearQuarantine(10, 1))              # owned
+    with pytest.raises(CorruptVolumeError):
+        core.apply(ClearQuarantine(30, 1))              # not bad
+    core.apply(SetExtents(2, [0, 1], [], None, None))
+    core.apply(SetExtents(3, [0, 1], [], None, None))
+    free = core.space.free
+    core.apply(ClearQuarantine(10, 1))
+    assert core.space.free == free + 1 and not core.bad and check(core) == []
+
+
+def test_checkpoints_keep_the_quarantine_and_old_ones_load() -> None:
+    core = _core()
+    assert len(core.to_checkpoint()) == 2                # nothing bad: the old format exactly
+    core.apply(Quarantine(11, 1))
+    core.apply(Quarantine(50, 3))
+    core.apply(BadMetadata(BS, BS, True))
+    state = core.to_checkpoint()
+    assert state[2] == [[11, 1, 50, 3], [BS, BS]]
+    again = Core.from_checkpoint(state, BS, 64)
+    assert again.bad.runs() == [(11, 1), (50, 3)] and again.bad_metadata.runs() == [(BS, BS)]
+    assert again.space.free == core.space.free and check(again) == []
+    old = Core.from_checkpoint(state[:2], BS, 64)        # a checkpoint from before: loads, nothing bad
+    assert not old.bad and check(old) == []
+    for extra in ("x", [[11, 1]], [[11, 1, 50], []], [[50, 3, 11, 1], []], [[60, 10], []], [[0, 0], []],
+                  [[1.0, 1], []], [[], [100, BS]]):
+        with pytest.raises(CorruptVolumeError):
+            Core.from_checkpoint(state[:2] + [extra], BS, 64)
+
+
+def test_fsck_finds_a_bad_block_that_is_free_or_busy() -> None:
+    core = _core()
+    core.bad.add(30, 1)                                 # by hand: bad but still free
+    problems = check(core)
+    assert any("are free" in p for p in problems)
+    core = _core()
+    core.apply(Quarantine(30, 1))
+    core.busy._busy[30] = 1                             # by hand: bad and busy
+    core.busy.blocks += 1
+    assert any("also busy" in p for p in check(core))
