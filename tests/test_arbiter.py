@@ -513,3 +513,36 @@ def test_cli_commands_go_through_the_arbiter(pool: str, serve: Callable[..., Ser
     holder.close()
     run("rm", "-r", f"{pool}:/d")
     assert run("ls", pool).split() == ["moved.bin"]
+
+
+# ---------------------------------------------------------------- memory failure through the arbiter
+
+def test_memory_failure_reaches_clients(client: Any, puppets: Callable[[str], Puppet], pool: str) -> None:
+    a = client
+    _file(a, "/f", 4, b"m")
+    with a.open("/f", "rb") as f:
+        bad = f.extents()[0].pool_offset + BS            # the file's second block
+    b = puppets("B")
+    b.run("told = []; f = c.open('/f', 'rb'); "
+          "m = f.map(on_poison=lambda m, off, n: told.append(('map', off, n))); "
+          "p = f.pin(0, 4 * 4096, on_poison=lambda p, off, n: told.append(('pin', off, n)))")
+    owners = a.memory_failure(bad, BS)
+    assert [(o.path, o.file_offset, o.length) for o in owners] == [("/f", BS, BS)]
+    assert eventually(lambda: sorted(b.eval("told")) == [["map", BS, BS], ["pin", BS, BS]])
+    assert b.eval("m.poisoned") == [[BS, BS]] and b.eval("p.poisoned") == [[BS, BS]]
+    assert b.eval("bytes(m.buffer[:4]).decode() + bytes(m.buffer[2 * 4096:2 * 4096 + 4]).decode()") == "mmmmmmmm"
+    with a.open("/f", "rb") as f:
+        assert f.pread(4, 0) == b"mmmm" and f.pread(4, 2 * BS) == b"mmmm"
+        with pytest.raises(daxfs.PoisonError) as exc:
+            f.pread(10, BS + 5)                           # EIO naming the file range
+        assert exc.value.errno == 5 and exc.value.file_offset == BS
+    with pytest.raises(PuppetError) as lost:
+        b.run("f.pread(10, 4096)")                        # B's own reads say so too
+    assert lost.value.kind == "PoisonError"
+    assert a.badblocks() == [(bad, BS)] and a.statfs().bad == BS
+    with a.open("/f", "r+b") as f:
+        f.pwrite(b"n" * BS, BS)                           # a whole-block write gives a fresh block
+        assert f.pread(2, BS) == b"nn"
+    b.run("m.close(); p.release(); f.close()")
+    assert a.badblocks() == [(bad, BS)]                   # the bad block stays quarantined
+    _clean(a)

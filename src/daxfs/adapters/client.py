@@ -322,6 +322,8 @@ class Client:
                     ref._notify_break()
                 elif kind == "revoke" and isinstance(ref, ClientMapping):
                     ref._revoked_by_server(event[2])
+                elif kind == "poison":
+                    ref._poison(event[2], event[3])
             except Exception:        # a holder's callback failing must not stop the events
                 pass
 
@@ -455,6 +457,17 @@ class Client:
     def owners(self, pool_offset: int, length: int = 1) -> list[Owner]:
         return [Owner(*row) for row in self.call("owners", arguments.integer(pool_offset),
                                                   arguments.integer(length))]
+
+    def memory_failure(self, pool_offset: int, length: int) -> list[Owner]:
+        """Report bad memory to the arbiter (root or the pool's owner); see ``Volume.memory_failure``."""
+        return [Owner(*row) for row in self.call("memory_failure", arguments.integer(pool_offset),
+                                                  arguments.integer(length))]
+
+    def badblocks(self) -> list[tuple[int, int]]:
+        return [tuple(run) for run in self.call("badblocks")]  # type: ignore[misc]
+
+    def clear_badblocks(self, pool_offset: int, length: int) -> None:
+        self.call("clear_badblocks", arguments.integer(pool_offset), arguments.integer(length))
 
     def open(self, path: object, mode: str = "rb", *, holder: object = None) -> ClientFile:
         flags = arguments.open_flags(mode)

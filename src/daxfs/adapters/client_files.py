@@ -24,7 +24,7 @@ from daxfs.access.filebase import FileBase
 from daxfs.access.mapping import array_on
 from daxfs.adapters import wire
 from daxfs.core.extents import UNWRITTEN, ExtentMap
-from daxfs.errors import BusyError, fs_error
+from daxfs.errors import BusyError, PoisonError, fs_error
 from daxfs.media import PoolView
 from daxfs.volume import arguments
 from daxfs.volume.arguments import OpenFlags
@@ -40,12 +40,28 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 class _Layout:
-    __slots__ = ("counter", "stat", "extents")
+    __slots__ = ("counter", "stat", "extents", "poisoned", "data_offset")
 
     def __init__(self, reply: dict[str, Any]) -> None:
         self.counter = reply["counter"]
         self.stat = Stat(*reply["stat"])
         self.extents = ExtentMap.from_flat(reply["extents"]) if reply["extents"] else ExtentMap()
+        #: ``(fblk, n, pblk)`` written blocks on failed memory: reads touching them are EIO
+        self.poisoned: list[tuple[int, int, int]] = [tuple(run) for run in reply.get("poisoned", ())]  # type: ignore[misc]
+        self.data_offset = reply.get("data_offset", 0)
+
+    def poison_error(self, path: str, offset: int, count: int, bs: int) -> PoisonError | None:
+        """The PoisonError for reading ``[offset, +count)`` when it touches poisoned blocks."""
+        first, last = offset // bs, (offset + count - 1) // bs
+        hit = [(f, n, p) for f, n, p in self.poisoned if f <= last and first < f + n]
+        if not hit:
+            return None
+        f, n, p = hit[0]
+        ranges = ", ".join(f"[{rf * bs}, +{rn * bs})" for rf, rn, _rp in hit[:4]) + (" ..." if len(hit) > 4 else "")
+        return PoisonError(f"read: bytes {ranges} of {path} are poisoned (the memory behind them failed, pool "
+                           f"offset {self.data_offset + p * bs:#x}); write them whole, zero_range, punch or "
+                           f"truncate them to replace them", pool_offset=self.data_offset + p * bs,
+                           length=n * bs, filename=path, file_offset=f * bs)
 
 
 class _Handle:
@@ -101,7 +117,8 @@ class ClientFile(FileBase):
         pool = client.pool
         base = client.data_offset
         layout = self._layout
-        if dest is None and layout is not None and changes.get(self.ino) == layout.counter and not client.lost:
+        if dest is None and layout is not None and not layout.poisoned and changes.get(self.ino) == layout.counter \
+                and not client.lost:
             # The common case: one written run holds the whole read (as the embedded fast path).
             size = layout.stat.st_size
             if 0 < n and offset < size:
@@ -118,6 +135,10 @@ class ClientFile(FileBase):
             if offset >= size or n <= 0:
                 return b"" if dest is None else 0
             count = min(n, size - offset)
+            if layout.poisoned:
+                error = layout.poison_error(self._path, offset, count, bs)
+                if error is not None:
+                    raise error
             out = memoryview(bytearray(count)) if dest is None else dest[:count]
             first, last = offset // bs, (offset + count - 1) // bs
             for f, k, p, fl in layout.extents.pieces(first, last - first + 1):
@@ -188,6 +209,7 @@ class ClientFile(FileBase):
         client = self._client
         reply = client.call("map", self.h, offset, length, write, lease, self._holder_name)
         mapping = ClientMapping(client, self._path, reply, write, lease, on_break, self._holder)
+        mapping.on_poison = on_poison
         client.register(mapping)
         owned = getattr(self._holder, "owned", None)
         if owned is not None:
@@ -199,6 +221,7 @@ class ClientFile(FileBase):
         client = self._client
         reply = client.call("pin", self.h, offset, length, write, self._holder_name)
         pin = ClientPin(client, self._path, reply, write, self._holder)
+        pin.on_poison = on_poison
         client.register(pin)
         owned = getattr(self._holder, "owned", None)
         if owned is not None:
@@ -249,6 +272,9 @@ class _ClientRef:
         self.pieces: list[tuple[int, int, int]] = [tuple(p) for p in reply["pieces"]]  # type: ignore[misc]
         self.zero_blocks: list[tuple[int, int]] = [tuple(z) for z in reply["zero"]]  # type: ignore[misc]
         self._view: PoolView | None = None
+        #: file ranges ``(offset, length)`` whose memory failed: fenced in this process's view
+        self.poisoned: list[tuple[int, int]] = [tuple(run) for run in reply.get("poisoned", ())]  # type: ignore[misc]
+        self.on_poison: Callable[[Any, int, int], Any] | None = None
 
     def _lay_out(self, view: PoolView) -> None:
         bs = self._client.block_size
@@ -257,6 +283,24 @@ class _ClientRef:
             view.map_zero((f - base) * bs, k * bs)
         for f, k, pool_offset in self.pieces:
             view.map_pool((f - base) * bs, k * bs, pool_offset, populate=self.writable)
+        for lo, n in self.poisoned:
+            self._fence(view, lo, n)
+
+    def _fence(self, view: PoolView, file_offset: int, length: int) -> None:
+        """Make the pages of file bytes ``[file_offset, +length)`` inaccessible in ``view``."""
+        bs = self._client.block_size
+        first = file_offset // bs
+        end = -(-(file_offset + length) // bs)
+        view.fence((first - self.first_block) * bs, (end - first) * bs)
+
+    def _poison(self, file_offset: int, length: int) -> None:
+        """The arbiter says memory under this reference failed: fence it here, tell the holder."""
+        with self._client.view_lock:
+            if self._view is not None:
+                self._fence(self._view, file_offset, length)
+            self.poisoned.append((file_offset, length))
+        if self.on_poison is not None:
+            self.on_poison(self, file_offset, length)
 
     def _fill(self, fblk: int, nblk: int, pool_offset: int) -> None:
         """The arbiter says: file blocks that showed zeros now live at ``pool_offset``."""

@@ -14,6 +14,7 @@ from typing import Any
 from daxfs._types import Stat
 from daxfs.access.file import File
 from daxfs.volume import arguments, permissions
+from daxfs.volume.poison import poisoned_runs
 from daxfs.volume.references import Reference
 
 # The Session this module serves: not imported, as session.py imports this module.
@@ -60,6 +61,13 @@ class RemoteView:
 
     def invalidate(self) -> bool:
         self._session.event(["revoke", self._rid, "invalidate"])
+        return False
+
+    def fence(self, offset: int, length: int) -> bool:
+        """Memory under the reference failed: the client fences its own pages and tells its
+        holder (``on_poison``); ranges are file offsets."""
+        base = self._ref.first_block * self._ref.block_size
+        self._session.event(["poison", self._rid, base + offset, length])
         return False
 
 
@@ -132,8 +140,14 @@ class Requests:
         """What a client caches of an open file: the change counter, stat and extents."""
         journal = self.vol._journal
         node = journal.node(f.ino)
+        core = journal.core
+        # Poisoned runs go with the extents, so the client refuses to read them (EIO) as the
+        # embedded volume does, without asking.
+        poisoned = [[f, n, p] for f, n, p in poisoned_runs(core, node, 0, node.extents.end)] \
+            if core.bad and node.extents is not None else []
         return {"counter": self.session.server.changes.get(f.ino), "stat": _stat_list(journal.stat_of(node)),
-                "extents": node.extents.to_flat() if node.extents is not None else []}
+                "extents": node.extents.to_flat() if node.extents is not None else [],
+                "poisoned": poisoned, "data_offset": journal.layout.data_offset}
 
     # ---------------------------------------------------------------- namespace
 
@@ -228,6 +242,24 @@ class Requests:
     def op_checkpoint(self, rid: int) -> Any:
         self._writable()
         self.vol.checkpoint()
+
+    def _admin(self) -> None:
+        """Reporting and clearing bad memory is for root and the pool's owner (as ndctl is)."""
+        server = self.session.server
+        if not self.creds.root and self.creds.uid != server.pool_uid:
+            raise PermissionError(1, "only root or the pool's owner may report or clear bad memory",
+                                  server.pool_path)
+
+    def op_memory_failure(self, rid: int, pool_offset: object, length: object) -> Any:
+        self._admin()
+        return [list(o) for o in self.vol.memory_failure(pool_offset, length)]  # type: ignore[arg-type]
+
+    def op_clear_badblocks(self, rid: int, pool_offset: object, length: object) -> Any:
+        self._admin()
+        self.vol.clear_badblocks(pool_offset, length)  # type: ignore[arg-type]
+
+    def op_badblocks(self, rid: int) -> Any:
+        return [list(run) for run in self.vol.badblocks()]
 
     def op_owners(self, rid: int, pool_offset: object, length: object) -> Any:
         return [list(o) for o in self.vol.owners(pool_offset, length)]  # type: ignore[arg-type]
@@ -408,6 +440,7 @@ class Requests:
             layout = vol._journal.layout
             # Replied under the lock: an event about this reference cannot overtake the reply.
             self.session.reply(rid, "ok", {"r": r, "offset": ref.offset, "length": ref.length,
+                                           "poisoned": [list(run) for run in ref.poisoned],
                                    "first_block": ref.first_block, "end_block": ref.end_block,
                                    "pieces": [[fb, k, po] for fb, k, po in ref.pieces],
                                    "zero": [[fb, k] for fb, k in ref.zero_blocks],

@@ -152,6 +152,7 @@ def encode_error(exc: BaseException) -> dict[str, Any]:
             out["what"], out["where"] = exc.what, exc.where
         if isinstance(exc, PoisonError):
             out["pool_offset"], out["length"] = exc.pool_offset, exc.length
+            out["file_offset"] = exc.file_offset
         return out
     name = type(exc).__name__ if type(exc).__name__ in _PLAIN else "RuntimeError"
     return {"type": name, "message": str(exc)}
@@ -180,7 +181,7 @@ def decode_error(error: Any) -> BaseException:
         return exc
     if kind == "PoisonError":
         return PoisonError(text, pool_offset=error.get("pool_offset"), length=error.get("length"),
-                           filename=filename)
+                           filename=filename, file_offset=error.get("file_offset"))
     if kind == "InvalidPathError":
         return InvalidPathError(code, text, filename)
     if not isinstance(code, int):
