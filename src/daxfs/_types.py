@@ -7,25 +7,51 @@ They are immutable named tuples so they compare, print and unpack like the
 from __future__ import annotations
 
 import stat as _stat
-from typing import NamedTuple
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 __all__ = ["Stat", "StatFS", "Extent", "PinInfo", "Owner"]
 
 
-class Stat(NamedTuple):
-    """What ``vol.stat`` returns; field names follow ``os.stat_result``."""
+class Stat(tuple):  # type: ignore[type-arg]
+    """What ``vol.stat`` returns: shaped like ``os.stat_result``, so code written for ``os.stat``
+    runs unchanged.
 
-    st_ino: int
-    st_mode: int
-    st_nlink: int
-    st_uid: int
-    st_gid: int
-    st_size: int
-    st_blocks: int          # 512-byte units actually allocated to the file
+    As a sequence it is the ten fields ``os.stat_result`` has, in the same order
+    (``st_mode, st_ino, st_dev, st_nlink, st_uid, st_gid, st_size`` and the three times
+    as whole seconds); as attributes it has those and ``st_atime``/``st_mtime``/
+    ``st_ctime`` as floats, the ``_ns`` times, ``st_blocks`` (512-byte units),
+    ``st_blksize`` and ``st_rdev``.  ``fields()`` and ``Stat.from_fields`` carry all of
+    them (the arbiter sends a stat that way).
+    """
+
+    _EXTRA = ("st_atime_ns", "st_mtime_ns", "st_ctime_ns", "st_blocks", "st_blksize", "st_rdev")
+    n_sequence_fields = 10
+
+    def __new__(cls, st_mode: int, st_ino: int, st_dev: int, st_nlink: int, st_uid: int, st_gid: int,
+                st_size: int, st_atime_ns: int, st_mtime_ns: int, st_ctime_ns: int, st_blocks: int,
+                st_blksize: int = 4096, st_rdev: int = 0) -> "Stat":
+        self = tuple.__new__(cls, (st_mode, st_ino, st_dev, st_nlink, st_uid, st_gid, st_size,
+                                   st_atime_ns // 1_000_000_000, st_mtime_ns // 1_000_000_000,
+                                   st_ctime_ns // 1_000_000_000))
+        self.__dict__.update(st_atime_ns=st_atime_ns, st_mtime_ns=st_mtime_ns, st_ctime_ns=st_ctime_ns,
+                             st_blocks=st_blocks, st_blksize=st_blksize, st_rdev=st_rdev)
+        return self
+
     st_atime_ns: int
     st_mtime_ns: int
     st_ctime_ns: int
-    st_blksize: int = 4096
+    st_blocks: int
+    st_blksize: int
+    st_rdev: int
+
+    st_mode = property(lambda self: self[0])
+    st_ino = property(lambda self: self[1])
+    st_dev = property(lambda self: self[2])
+    st_nlink = property(lambda self: self[3])
+    st_uid = property(lambda self: self[4])
+    st_gid = property(lambda self: self[5])
+    st_size = property(lambda self: self[6])
 
     @property
     def st_atime(self) -> float:
@@ -39,11 +65,40 @@ class Stat(NamedTuple):
     def st_ctime(self) -> float:
         return self.st_ctime_ns / 1e9
 
+    def fields(self) -> list[int]:
+        """Every field, in ``Stat(...)``'s argument order."""
+        d = self.__dict__
+        return [self[0], self[1], self[2], self[3], self[4], self[5], self[6], d["st_atime_ns"], d["st_mtime_ns"],
+                d["st_ctime_ns"], d["st_blocks"], d["st_blksize"], d["st_rdev"]]
+
+    @classmethod
+    def from_fields(cls, fields: Sequence[int]) -> "Stat":
+        return cls(*fields)
+
+    def _replace(self, **changes: int) -> "Stat":
+        names = ("st_mode", "st_ino", "st_dev", "st_nlink", "st_uid", "st_gid", "st_size", *self._EXTRA)
+        values = dict(zip(names, self.fields()))
+        unknown = set(changes) - set(names)
+        if unknown:
+            raise ValueError(f"Stat has no field {sorted(unknown)[0]!r}")
+        values.update(changes)
+        return Stat(*(values[name] for name in names))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Stat, tuple(self.fields()))
+
+    def __repr__(self) -> str:
+        return ("daxfs.Stat(st_mode=%o, st_ino=%d, st_dev=%d, st_nlink=%d, st_uid=%d, st_gid=%d, st_size=%d, "
+                "st_atime=%d, st_mtime=%d, st_ctime=%d)" % tuple(self))
+
     def is_dir(self) -> bool:
-        return _stat.S_ISDIR(self.st_mode)
+        return _stat.S_ISDIR(self[0])
 
     def is_file(self) -> bool:
-        return _stat.S_ISREG(self.st_mode)
+        return _stat.S_ISREG(self[0])
+
+    def is_symlink(self) -> bool:
+        return _stat.S_ISLNK(self[0])
 
 
 class StatFS(NamedTuple):
@@ -59,6 +114,48 @@ class StatFS(NamedTuple):
     metadata_size: int = 0  # bytes reserved for superblocks, log and checkpoints
     sync_mode: str = "msync"  # how persist reaches the medium: "map_sync", "msync" or "memory"
     shared: int = 0         # bytes in blocks owned by two files or more (counted once in used)
+
+    # The names of ``os.statvfs``'s result, for code written against it (units of f_frsize).
+    @property
+    def f_bsize(self) -> int:
+        return self.block_size
+
+    @property
+    def f_frsize(self) -> int:
+        return self.block_size
+
+    @property
+    def f_blocks(self) -> int:
+        return self.size // self.block_size
+
+    @property
+    def f_bfree(self) -> int:
+        return self.free // self.block_size
+
+    @property
+    def f_bavail(self) -> int:
+        return self.free // self.block_size
+
+    @property
+    def f_files(self) -> int:
+        return self.files + self.f_ffree
+
+    @property
+    def f_ffree(self) -> int:
+        # Inodes are not preallocated: as many more as there are free blocks, roughly.
+        return self.free // self.block_size
+
+    @property
+    def f_favail(self) -> int:
+        return self.f_ffree
+
+    @property
+    def f_flag(self) -> int:
+        return 0
+
+    @property
+    def f_namemax(self) -> int:
+        return 255
 
 
 class Extent(NamedTuple):

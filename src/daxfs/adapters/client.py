@@ -393,7 +393,7 @@ class Client:
     # ---------------------------------------------------------------- the Volume API
 
     def stat(self, path: object) -> Stat:
-        return Stat(*self.call("stat", _path(path)))
+        return Stat.from_fields(self.call("stat", _path(path)))
 
     def exists(self, path: object) -> bool:
         try:

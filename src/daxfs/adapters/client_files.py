@@ -44,7 +44,7 @@ class _Layout:
 
     def __init__(self, reply: dict[str, Any]) -> None:
         self.counter = reply["counter"]
-        self.stat = Stat(*reply["stat"])
+        self.stat = Stat.from_fields(reply["stat"])
         self.extents = ExtentMap.from_flat(reply["extents"]) if reply["extents"] else ExtentMap()
         #: ``(fblk, n, pblk)`` written blocks on failed memory: reads touching them are EIO
         self.poisoned: list[tuple[int, int, int]] = [tuple(run) for run in reply.get("poisoned", ())]  # type: ignore[misc]

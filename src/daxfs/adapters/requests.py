@@ -88,7 +88,7 @@ def _bool(value: object, what: str) -> bool:
 
 
 def _stat_list(stat: Stat) -> list[int]:
-    return list(stat)
+    return stat.fields()
 
 
 class Requests:

@@ -59,6 +59,8 @@ class Journal:
         self.failing: list[tuple[int, int]] = []
         self._install(loaded)
         self.block_size = self.layout.block_size
+        #: what ``stat`` gives as ``st_dev``: stable for the volume (from its uuid)
+        self.st_dev = int.from_bytes(self.superblock.uuid.bytes[:4], "little")
 
     def _install(self, loaded: Loaded) -> None:
         self.superblock: Superblock = loaded.superblock
@@ -249,9 +251,9 @@ class Journal:
             size = node.size
             blocks = node.extents.blocks * (bs // 512)  # type: ignore[union-attr]
         mtime = self.deferred.get(node.ino)
-        return Stat(node.ino, node.mode, node.nlink, node.uid, node.gid, size, blocks,
+        return Stat(node.mode, node.ino, self.st_dev, node.nlink, node.uid, node.gid, size,
                     node.atime_ns, node.mtime_ns if mtime is None else mtime,
-                    node.ctime_ns if mtime is None else max(mtime, node.ctime_ns), bs)
+                    node.ctime_ns if mtime is None else max(mtime, node.ctime_ns), blocks, bs)
 
     def node(self, ino: int) -> Inode:
         node = self.core.inodes.get(ino)
