@@ -1,7 +1,7 @@
 """A client process the tests drive line by line: the "other process" of the seed scenarios.
 
 ``Puppet(pool, name)`` starts ``python tests/_puppet.py`` which connects to the arbiter of
-``pool`` as ``name`` (``c``).  ``puppet.run("f = c.open('/a', 'rb')")`` executes a statement
+``pool`` as ``name`` (``c``).  ``puppet.run("f = c.open('/a', 'rb', buffering=0)")`` executes a statement
 there; ``puppet.eval("f.read()")`` returns the value of an expression (JSON-able, or its
 repr).  Errors come back as ``PuppetError`` naming the exception type and errno.
 """

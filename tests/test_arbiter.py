@@ -126,7 +126,7 @@ def client(pool: str, serve: Callable[..., ServerProcess]) -> Iterator[Any]:
 
 
 def _file(vol: Any, path: str, nblocks: int = 8, fill: bytes = b"d") -> None:
-    with vol.open(path, "wb") as f:
+    with vol.open(path, "wb", buffering=0) as f:
         f.write(fill * (nblocks * BS))
 
 
@@ -140,7 +140,7 @@ def _change(vol: Any, change: str, policy: str | None = None, timeout: float | N
     if change == "unlink":
         vol.unlink("/f", policy=policy)
         return
-    with vol.open("/f", "r+b") as f:
+    with vol.open("/f", "r+b", buffering=0) as f:
         if change == "truncate":
             f.truncate(BS, policy=policy, timeout=timeout)
         elif change == "punch_hole":
@@ -158,7 +158,7 @@ def test_defer_changes_now_blocks_stay_busy_until_the_other_process_lets_go(
     a = client
     _file(a, "/f")
     b = puppets("B")
-    b.run("f = c.open('/f', 'rb')")
+    b.run("f = c.open('/f', 'rb', buffering=0)")
     b.run("r = f.pin(2 * 4096, 4 * 4096)" if kind == "pin" else "r = f.map(2 * 4096, 4 * 4096)")
     _change(a, change, "defer")
     if change == "unlink":
@@ -180,8 +180,8 @@ def test_defer_blocks_of_a_killed_holder_are_freed(client: Any, puppets: Callabl
     a = client
     _file(a, "/f")
     b = puppets("B")
-    b.run("f = c.open('/f', 'rb'); p = f.pin(0, 8 * 4096); m = f.map(0, 4096, lease=True)")
-    with a.open("/f", "r+b") as f:
+    b.run("f = c.open('/f', 'rb', buffering=0); p = f.pin(0, 8 * 4096); m = f.map(0, 4096, lease=True)")
+    with a.open("/f", "r+b", buffering=0) as f:
         f.truncate(4 * BS)                                  # half the pinned blocks leave the file
     a.unlink("/f")                                          # and the rest live on in an orphan
     assert a.statfs().busy == 4 * BS and a.statfs().used == 4 * BS
@@ -198,7 +198,7 @@ def test_wait_blocks_until_the_other_process_releases_and_serves_everyone_meanwh
     a = client
     _file(a, "/f")
     b = puppets("B")
-    b.run("f = c.open('/f', 'rb'); p = f.pin(2 * 4096, 4096)")
+    b.run("f = c.open('/f', 'rb', buffering=0); p = f.pin(2 * 4096, 4096)")
     done = threading.Event()
     errors: list[BaseException] = []
 
@@ -237,7 +237,7 @@ def test_wait_times_out_with_busy_error_and_changes_nothing(client: Any, puppets
     a = client
     _file(a, "/f")
     b = puppets("B")
-    b.run("f = c.open('/f', 'rb'); p = f.pin(2 * 4096, 4096)")
+    b.run("f = c.open('/f', 'rb', buffering=0); p = f.pin(2 * 4096, 4096)")
     with pytest.raises(daxfs.BusyError) as exc:
         _change(a, "truncate", "wait", timeout=0.1)
     assert "B" in exc.value.holders
@@ -251,7 +251,7 @@ def test_wait_same_client_release_from_another_thread_is_served(client: Any) -> 
     its truncate waits on the same connection, still gets through."""
     a = client
     _file(a, "/f")
-    f = a.open("/f", "rb")
+    f = a.open("/f", "rb", buffering=0)
     pin = f.pin(2 * BS, BS)
     result: list[Any] = []
     worker = threading.Thread(target=lambda: result.append(_change(a, "truncate", "wait", timeout=20)))
@@ -278,7 +278,7 @@ def test_refuse_is_busy_error_at_once_and_changes_nothing(client: Any, puppets: 
     a = client
     _file(a, "/f")
     b = puppets("B")
-    b.run("f = c.open('/f', 'rb'); m = f.map(0, 8 * 4096)")
+    b.run("f = c.open('/f', 'rb', buffering=0); m = f.map(0, 8 * 4096)")
     for change in ("truncate", "punch_hole", "unlink"):
         with pytest.raises(daxfs.BusyError):
             _change(a, change, "refuse")
@@ -292,7 +292,7 @@ def test_break_calls_on_break_in_the_holder_and_migrates_a_lease_it_keeps(
     a = client
     _file(a, "/f")
     b = puppets("B")
-    b.run("told = []; f = c.open('/f', 'rb'); "
+    b.run("told = []; f = c.open('/f', 'rb', buffering=0); "
           "m = f.map(0, 8 * 4096, lease=True, on_break=lambda m: told.append(os.getpid())); "
           "arr = m.array('u1')")
     b_pid = b.pid
@@ -310,7 +310,7 @@ def test_break_cooperative_holder_lets_go_in_its_callback(client: Any, puppets: 
     a = client
     _file(a, "/f")
     b = puppets("B")
-    b.run("f = c.open('/f', 'rb'); m = f.map(0, 8 * 4096, lease=True, on_break=lambda m: m.close())")
+    b.run("f = c.open('/f', 'rb', buffering=0); m = f.map(0, 8 * 4096, lease=True, on_break=lambda m: m.close())")
     _change(a, "punch_hole", "break")
     assert b.eval("m.closed and not m.revoked")
     assert eventually(lambda: a.pins() == [] and a.statfs().busy == 0)
@@ -323,7 +323,7 @@ def test_unlink_of_a_mapped_file_leaves_an_orphan_until_the_mapper_goes(
     _file(a, "/f", 16)
     used = a.statfs().used
     b = puppets("B")
-    b.run("f = c.open('/f', 'rb'); m = f.map(); f.close()")
+    b.run("f = c.open('/f', 'rb', buffering=0); m = f.map(); f.close()")
     a.unlink("/f")
     assert not a.exists("/f") and a.listdir("/") == []
     assert [(i.path, i.kind) for i in a.pins()] == [(None, "mapping")]      # an orphan
@@ -339,8 +339,8 @@ def test_stopped_client_keeps_its_blocks_busy_through_a_lease_break(
     a = client
     _file(a, "/f")
     b = puppets("B")
-    b.run("f = c.open('/f', 'rb'); m = f.map(0, 8 * 4096, lease=True); arr = m.array('u1')")
-    pool_offsets = [e.pool_offset for e in a.open("/f", "rb").extents()]
+    b.run("f = c.open('/f', 'rb', buffering=0); m = f.map(0, 8 * 4096, lease=True); arr = m.array('u1')")
+    pool_offsets = [e.pool_offset for e in a.open("/f", "rb", buffering=0).extents()]
     b.kill(signal.SIGSTOP)
     try:
         _change(a, "truncate", "break")                     # B cannot answer: revoked, blocks kept
@@ -367,7 +367,7 @@ def test_arbiter_refuses_to_stop_while_clients_hold_references(
     a = daxfs.connect(pool, name="A")
     _file(a, "/f")
     b = puppets("B")
-    b.run("f = c.open('/f', 'rb'); p = f.pin(0, 4096)")
+    b.run("f = c.open('/f', 'rb', buffering=0); p = f.pin(0, 4096)")
     server.proc.send_signal(signal.SIGTERM)
     assert eventually(lambda: "refusing to stop" in _read_available(server))
     assert server.proc.poll() is None
@@ -399,7 +399,7 @@ def test_arbiter_killed_clients_get_server_lost_and_a_new_one_never_reuses_pinne
     _file(a, "/f", 8, b"p")
     a.close()
     b = puppets("B")
-    b.run("f = c.open('/f', 'rb'); p = f.pin(0, 8 * 4096); m = f.map(0, 8 * 4096); arr = m.array('u1')")
+    b.run("f = c.open('/f', 'rb', buffering=0); p = f.pin(0, 8 * 4096); m = f.map(0, 8 * 4096); arr = m.array('u1')")
     segments = b.eval("p.segments")
     server.stop(signal.SIGKILL)
     with pytest.raises(PuppetError) as lost:
@@ -428,18 +428,18 @@ def test_arbiter_killed_mid_workload_restarts_with_every_acknowledged_write(
     b = puppets("writer")
     acked = []
     for i in range(30):
-        b.run(f"g = c.open('/w{i}', 'wb'); g.write(bytes([{i}]) * {5000 + 997 * i}); g.close()")
+        b.run(f"g = c.open('/w{i}', 'wb', buffering=0); g.write(bytes([{i}]) * {5000 + 997 * i}); g.close()")
         acked.append(i)
         if i == 17:
-            b.run("h = c.open('/big', 'wb'); h.write(b'B' * 300000); h.close()")   # a prepared write
+            b.run("h = c.open('/big', 'wb', buffering=0); h.write(b'B' * 300000); h.close()")   # a prepared write
     server.stop(signal.SIGKILL)
     serve()
     a = daxfs.connect(pool, name="checker")
     assert a.fsck() == []
     for i in acked:
-        with a.open(f"/w{i}", "rb") as g:
+        with a.open(f"/w{i}", "rb", buffering=0) as g:
             assert g.read() == bytes([i]) * (5000 + 997 * i)
-    with a.open("/big", "rb") as g:
+    with a.open("/big", "rb", buffering=0) as g:
         assert g.read() == b"B" * 300000
     a.close()
 
@@ -450,8 +450,8 @@ def test_pins_name_each_holder_with_pid_and_uid(client: Any, puppets: Callable[[
     a = client
     _file(a, "/f")
     b = puppets("loader-3")
-    b.run("f = c.open('/f', 'rb'); p = f.pin(0, 4096)")
-    b.run("h = c.holder('dma-engine'); g = h.open('/f', 'rb'); q = g.pin(4096, 4096)")
+    b.run("f = c.open('/f', 'rb', buffering=0); p = f.pin(0, 4096)")
+    b.run("h = c.holder('dma-engine'); g = h.open('/f', 'rb', buffering=0); q = g.pin(4096, 4096)")
     infos = sorted((i.holder, i.pid, i.uid, i.kind) for i in a.pins())
     assert infos == [("dma-engine", b.pid, os.getuid(), "pin"), ("loader-3", b.pid, os.getuid(), "pin")]
     b.run("h.close()")
@@ -504,7 +504,7 @@ def test_cli_commands_go_through_the_arbiter(pool: str, serve: Callable[..., Ser
     assert "clean" in run("fsck", pool)
     assert pool in run("df", pool)
     holder = daxfs.connect(pool, name="cli-test-holder")
-    f = holder.open("/moved.bin", "rb")
+    f = holder.open("/moved.bin", "rb", buffering=0)
     p = f.pin(0, 100)
     out = run("pins", pool)
     assert "served by the arbiter" in out and "cli-test-holder" in out and str(os.getpid()) in out
@@ -520,10 +520,10 @@ def test_cli_commands_go_through_the_arbiter(pool: str, serve: Callable[..., Ser
 def test_memory_failure_reaches_clients(client: Any, puppets: Callable[[str], Puppet], pool: str) -> None:
     a = client
     _file(a, "/f", 4, b"m")
-    with a.open("/f", "rb") as f:
+    with a.open("/f", "rb", buffering=0) as f:
         bad = f.extents()[0].pool_offset + BS            # the file's second block
     b = puppets("B")
-    b.run("told = []; f = c.open('/f', 'rb'); "
+    b.run("told = []; f = c.open('/f', 'rb', buffering=0); "
           "m = f.map(on_poison=lambda m, off, n: told.append(('map', off, n))); "
           "p = f.pin(0, 4 * 4096, on_poison=lambda p, off, n: told.append(('pin', off, n)))")
     owners = a.memory_failure(bad, BS)
@@ -531,7 +531,7 @@ def test_memory_failure_reaches_clients(client: Any, puppets: Callable[[str], Pu
     assert eventually(lambda: sorted(b.eval("told")) == [["map", BS, BS], ["pin", BS, BS]])
     assert b.eval("m.poisoned") == [[BS, BS]] and b.eval("p.poisoned") == [[BS, BS]]
     assert b.eval("bytes(m.buffer[:4]).decode() + bytes(m.buffer[2 * 4096:2 * 4096 + 4]).decode()") == "mmmmmmmm"
-    with a.open("/f", "rb") as f:
+    with a.open("/f", "rb", buffering=0) as f:
         assert f.pread(4, 0) == b"mmmm" and f.pread(4, 2 * BS) == b"mmmm"
         with pytest.raises(daxfs.PoisonError) as exc:
             f.pread(10, BS + 5)                           # EIO naming the file range
@@ -540,7 +540,7 @@ def test_memory_failure_reaches_clients(client: Any, puppets: Callable[[str], Pu
         b.run("f.pread(10, 4096)")                        # B's own reads say so too
     assert lost.value.kind == "PoisonError"
     assert a.badblocks() == [(bad, BS)] and a.statfs().bad == BS
-    with a.open("/f", "r+b") as f:
+    with a.open("/f", "r+b", buffering=0) as f:
         f.pwrite(b"n" * BS, BS)                           # a whole-block write gives a fresh block
         assert f.pread(2, BS) == b"nn"
     b.run("m.close(); p.release(); f.close()")

@@ -50,7 +50,7 @@ def shared(pool: str, serve: Callable[..., ServerProcess]) -> Iterator[Any]:
     root.mkdir("/sticky", 0o777)
     root.chmod("/open", 0o777)
     root.chmod("/sticky", 0o1777)
-    with root.open("/closed/secret", "wb") as f:
+    with root.open("/closed/secret", "wb", buffering=0) as f:
         f.write(b"root only")
     root.chmod("/closed/secret", 0o600)
     made: list[Puppet] = []
@@ -66,12 +66,12 @@ def test_new_files_belong_to_the_peer_and_mode_bits_hold(shared: Any, pool: str)
     alice = _user(pool, "alice", 1000)
     bob = _user(pool, "bob", 1001)
     made += [alice, bob]
-    alice.run("f = c.open('/open/a', 'wb'); f.write(b'alice'); f.close(); c.chmod('/open/a', 0o644)")
+    alice.run("f = c.open('/open/a', 'wb', buffering=0); f.write(b'alice'); f.close(); c.chmod('/open/a', 0o644)")
     st = root.stat("/open/a")
     assert (st.st_uid, st.st_gid) == (1000, 1000)
-    assert bob.eval("c.open('/open/a', 'rb').read().decode()") == "alice"         # others may read
-    for attempt, code in [("write", "c.open('/open/a', 'r+b')"), ("read secret", "c.open('/closed/secret', 'rb')"),
-                          ("create in 0755", "c.open('/closed/new', 'wb')"),
+    assert bob.eval("c.open('/open/a', 'rb', buffering=0).read().decode()") == "alice"         # others may read
+    for attempt, code in [("write", "c.open('/open/a', 'r+b', buffering=0)"), ("read secret", "c.open('/closed/secret', 'rb', buffering=0)"),
+                          ("create in 0755", "c.open('/closed/new', 'wb', buffering=0)"),
                           ("mkdir in 0755", "c.mkdir('/closed/d')"), ("unlink in 0755", "c.unlink('/closed/secret')")]:
         with pytest.raises(PuppetError) as exc:
             bob.run(code)
@@ -93,14 +93,14 @@ def test_sticky_directory_keeps_others_from_removing_a_users_files(shared: Any, 
     alice = _user(pool, "alice", 1000)
     bob = _user(pool, "bob", 1001)
     made += [alice, bob]
-    alice.run("c.open('/sticky/mine', 'wb').close()")
+    alice.run("c.open('/sticky/mine', 'wb', buffering=0).close()")
     with pytest.raises(PuppetError) as exc:
         bob.run("c.unlink('/sticky/mine')")
     assert exc.value.errno == errno.EPERM
     with pytest.raises(PuppetError) as exc:
         bob.run("c.rename('/sticky/mine', '/sticky/stolen')")
     assert exc.value.errno == errno.EPERM
-    bob.run("c.open('/sticky/bobs', 'wb').close(); c.unlink('/sticky/bobs')")   # his own: fine
+    bob.run("c.open('/sticky/bobs', 'wb', buffering=0).close(); c.unlink('/sticky/bobs')")   # his own: fine
     alice.run("c.unlink('/sticky/mine')")
     assert root.listdir("/sticky") == []
 
@@ -158,7 +158,7 @@ def victim(pool: str, serve: Callable[..., ServerProcess]) -> Iterator[Any]:
     serve()
     vol = daxfs.connect(pool, name="bystander")
     vol.mkdir("/d")
-    with vol.open("/d/f", "wb") as f:
+    with vol.open("/d/f", "wb", buffering=0) as f:
         f.write(b"keep" * 2000)
     before = snapshot(vol)
     yield vol, before

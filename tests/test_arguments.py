@@ -154,13 +154,13 @@ def shm_dir() -> Iterator[Path]:
 
 def _build(root: Path) -> tuple[daxfs.Volume, Any, Any, Any]:
     vol = daxfs.mkfs(str(root / "pool"), 16 << 20)
-    with vol.open("/keep", "wb") as k:
+    with vol.open("/keep", "wb", buffering=0) as k:
         k.write(b"keep me" * 1000)
-    f = vol.open("/f", "w+b")
+    f = vol.open("/f", "w+b", buffering=0)
     f.write(b"a" * SIZE)
-    g = vol.open("/g", "w+b")
+    g = vol.open("/g", "w+b", buffering=0)
     g.write(b"b" * SIZE)
-    with vol.open("/m", "w+b") as h:
+    with vol.open("/m", "w+b", buffering=0) as h:
         m = h.map(0, SIZE, write=True)      # a live write mapping, kept through the call
     return vol, f, g, m
 
@@ -256,7 +256,7 @@ _KILLED_AFTER = textwrap.dedent("""
     import daxfs
     pool, call = sys.argv[1], sys.argv[2]
     vol = daxfs.open_volume(pool)
-    f = vol.open("/f", "r+b")
+    f = vol.open("/f", "r+b", buffering=0)
     try:
         eval(call, {"f": f, "vol": vol})
     except (TypeError, ValueError, OverflowError, OSError):

@@ -162,7 +162,7 @@ def test_put_get_round_trip(pool: str, scratch: Path, capsys: pytest.CaptureFixt
 def test_cat_writes_raw_bytes(scratch: Path, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
     pool = str(scratch / "cat.pool")
     payload = os.urandom(cli.COPY_CHUNK + 999) + b"\n\x00\xff"
-    with daxfs.mkfs(pool, 32 * MiB) as vol, vol.open("/blob", "wb") as f:
+    with daxfs.mkfs(pool, 32 * MiB) as vol, vol.open("/blob", "wb", buffering=0) as f:
         f.write(payload)
     assert main(["cat", f"{pool}:/blob"]) == 0
     captured = capsysbinary.readouterr()
@@ -188,9 +188,9 @@ def test_put_and_get_into_a_directory_keep_the_file_name(pool: str, scratch: Pat
 def test_ls_lists_names_and_long_format(pool: str, scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with daxfs.open_volume(pool) as vol:
         vol.mkdir("/d")
-        with vol.open("/d/zeta", "wb") as f:
+        with vol.open("/d/zeta", "wb", buffering=0) as f:
             f.write(b"z" * 1000)
-        with vol.open("/d/alpha", "wb") as f:
+        with vol.open("/d/alpha", "wb", buffering=0) as f:
             f.write(b"a")
         vol.mkdir("/d/sub")
 
@@ -214,7 +214,7 @@ def test_ls_lists_names_and_long_format(pool: str, scratch: Path, capsys: pytest
 
 
 def test_stat_prints_metadata_and_extents(pool: str, capsys: pytest.CaptureFixture[str]) -> None:
-    with daxfs.open_volume(pool) as vol, vol.open("/f", "wb") as f:
+    with daxfs.open_volume(pool) as vol, vol.open("/f", "wb", buffering=0) as f:
         f.write(b"x" * 10000)
     status, out, err = run(capsys, "stat", f"{pool}:/f")
     assert (status, err) == (0, "")
@@ -230,7 +230,7 @@ def test_stat_prints_metadata_and_extents(pool: str, capsys: pytest.CaptureFixtu
 
 def test_mv_accepts_destination_with_or_without_pool_prefix(pool: str, capsys: pytest.CaptureFixture[str]) -> None:
     with daxfs.open_volume(pool) as vol:
-        with vol.open("/one", "wb") as f:
+        with vol.open("/one", "wb", buffering=0) as f:
             f.write(b"1")
         vol.mkdir("/dir")
     assert run(capsys, "mv", f"{pool}:/one", "/two") == (0, "", "")
@@ -260,7 +260,7 @@ def test_rm_file_directory_and_tree(pool: str, capsys: pytest.CaptureFixture[str
     with daxfs.open_volume(pool) as vol:
         vol.mkdir("/t/u/v", parents=True)
         for name in ("/t/a", "/t/u/b", "/t/u/v/c", "/lone"):
-            with vol.open(name, "wb") as f:
+            with vol.open(name, "wb", buffering=0) as f:
                 f.write(b"data")
     assert run(capsys, "rm", f"{pool}:/lone") == (0, "", "")
 
@@ -305,7 +305,7 @@ def test_fsck_prints_clean_or_the_problems(pool: str, capsys: pytest.CaptureFixt
 
 def test_read_commands_open_the_pool_read_only(pool: str, scratch: Path, capsys: pytest.CaptureFixture[str],
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    with daxfs.open_volume(pool) as vol, vol.open("/f", "wb") as f:
+    with daxfs.open_volume(pool) as vol, vol.open("/f", "wb", buffering=0) as f:
         f.write(b"f")
     real_open = daxfs.open_volume
     modes: list[bool] = []
@@ -458,11 +458,11 @@ def test_pins_lists_what_the_writer_holds_and_df_shows_busy(tmp_path: Path, caps
     pool = str(tmp_path / "held.pool")
     vol = daxfs.mkfs(pool, 16 << 20)
     try:
-        f = vol.open("data", "w+b")
+        f = vol.open("data", "w+b", buffering=0)
         f.write(b"x" * 100_000)
         pin = f.pin(0, 8192)
         worker = vol.holder("worker-1")
-        lease = worker.open("data", "rb").map(lease=True)
+        lease = worker.open("data", "rb", buffering=0).map(lease=True)
         f.truncate(4096)                           # the pinned and mapped tail goes busy
         vol._publish()                             # what the timer would do within 0.2 s
         assert main(["pins", pool]) == 0
@@ -487,17 +487,17 @@ def test_pins_lists_what_the_writer_holds_and_df_shows_busy(tmp_path: Path, caps
 
 
 def _write(pool: str, path: str, payload: bytes) -> None:
-    with daxfs.open_volume(pool) as vol, vol.open(path, "wb") as f:
+    with daxfs.open_volume(pool) as vol, vol.open(path, "wb", buffering=0) as f:
         f.write(payload)
 
 
 def _read(pool: str, path: str) -> bytes:
-    with daxfs.open_volume(pool, readonly=True) as vol, vol.open(path, "rb") as f:
+    with daxfs.open_volume(pool, readonly=True) as vol, vol.open(path, "rb", buffering=0) as f:
         return f.read()
 
 
 def _extents(pool: str, path: str) -> list[daxfs.Extent]:
-    with daxfs.open_volume(pool, readonly=True) as vol, vol.open(path, "rb") as f:
+    with daxfs.open_volume(pool, readonly=True) as vol, vol.open(path, "rb", buffering=0) as f:
         return f.extents()
 
 
@@ -525,7 +525,7 @@ def test_cp_inside_a_pool_shares_the_blocks_by_default(pool: str, capsys: pytest
     with daxfs.open_volume(pool) as vol:
         assert vol.statfs().shared == -(-len(payload) // 4096) * 4096
         assert vol.stat("/a").st_ino != vol.stat("/b").st_ino
-        with vol.open("/b", "r+b") as f:      # the copy is independent: a write unshares
+        with vol.open("/b", "r+b", buffering=0) as f:      # the copy is independent: a write unshares
             f.pwrite(b"changed", 0)
         assert vol.fsck() == []
     assert _read(pool, "/a") == payload
@@ -636,7 +636,7 @@ def test_cp_reflink_auto_falls_back_to_a_byte_copy_only_when_cloning_is_impossib
 
     def cannot_clone(self: Any, src: object, dst: object) -> None:
         calls.append(str(dst))
-        with self.open(dst, "wb"):          # as a clone that fails midway may leave it
+        with self.open(dst, "wb", buffering=0):          # as a clone that fails midway may leave it
             pass
         raise OSError(errno.EOPNOTSUPP, "cannot share these blocks")
 
@@ -701,7 +701,7 @@ def test_owners_lists_every_file_sharing_a_block(pool: str, capsys: pytest.Captu
     with daxfs.open_volume(pool) as vol:
         vol.mkdir("/d")
         vol.clone_file("/a", "/d/b")
-        vol.open("/d/c", "xb").close()
+        vol.open("/d/c", "xb", buffering=0).close()
         vol.clone_range("/a", 4096, "/d/c", 8192, 4096)
         with vol.open("/a") as f:
             a = {e.pool_offset for e in f.extents()}
@@ -738,7 +738,7 @@ def test_owners_of_free_space_and_of_an_unlinked_file(tmp_path: Path, capsys: py
     pool = str(tmp_path / "own.pool")
     vol = daxfs.mkfs(pool, 16 * MiB)
     try:
-        f = vol.open("/f", "w+b")
+        f = vol.open("/f", "w+b", buffering=0)
         f.write(b"x" * 8192)
         vol.clone_file("/f", "/g")
         (extent,) = f.extents()
@@ -836,7 +836,7 @@ def test_cp_never_writes_over_the_pool_file_itself(scratch: Path, capsys: pytest
 def test_get_refuses_to_overwrite_the_pool_itself(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pool = str(tmp_path / "self.pool")
     with daxfs.mkfs(pool, 16 << 20) as vol:
-        with vol.open("a", "wb") as f:
+        with vol.open("a", "wb", buffering=0) as f:
             f.write(b"payload")
     assert main(["get", f"{pool}:/a", pool]) == 1
     assert capsys.readouterr().err.startswith("daxfs:")

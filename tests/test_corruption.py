@@ -44,7 +44,7 @@ def _memory_volume() -> tuple[MemoryPool, Volume]:
 def _populate(vol: Volume, tag: str, n: int = 5) -> None:
     vol.mkdir(f"/{tag}", exist_ok=True)
     for i in range(n):
-        with vol.open(f"/{tag}/f{i}", "wb") as f:
+        with vol.open(f"/{tag}/f{i}", "wb", buffering=0) as f:
             f.write(f"{tag}-{i}".encode() * (100 * (i + 1)))
 
 
@@ -198,7 +198,7 @@ def test_fuzzed_metadata_gives_corrupt_volume_error_or_a_clean_mount() -> None:
     vol.mkdir("/b")
     states.append(snapshot(vol))
     for i in range(3):
-        f = vol.open(f"/b/f{i}", "wb")
+        f = vol.open(f"/b/f{i}", "wb", buffering=0)
         states.append(snapshot(vol))
         f.write(f"b-{i}".encode() * (100 * (i + 1)))
         f.close()

@@ -76,7 +76,7 @@ def test_the_extended_workloads_clone_map_and_pin() -> None:
         pool, vol = recorded_volume(POOL_SIZE)
         for op in Workload(1000 + seed, extended=True).ops(60):
             if op.kind == "pwrite" and vol.exists(op.args[0]) and not vol.stat(op.args[0]).st_mode & 0o040000:
-                with vol.open(op.args[0], "rb") as f:
+                with vol.open(op.args[0], "rb", buffering=0) as f:
                     cow += any("shared" in e.flags for e in f.extents())
             if op.apply(vol) is None and (op.kind != "map_write" or op.result):
                 done.add(op.kind)
@@ -115,9 +115,9 @@ def test_crash_points_across_log_wrap(seed: int) -> None:
 
 def test_orphan_is_reclaimed_after_crash() -> None:
     pool, vol = _fresh_recorded_volume()
-    with vol.open("keep", "wb") as f:
+    with vol.open("keep", "wb", buffering=0) as f:
         f.write(b"k" * 10000)
-    held = vol.open("gone", "w+b")
+    held = vol.open("gone", "w+b", buffering=0)
     held.write(b"g" * 50000)
     free_with_file = vol.statfs().free
     vol.unlink("gone")
@@ -138,18 +138,18 @@ def test_orphan_is_reclaimed_after_crash() -> None:
 def test_unpersisted_metadata_never_exposes_old_bytes() -> None:
     """Blocks freed by one file and reused by another never show the old bytes after a crash."""
     pool, vol = _fresh_recorded_volume()
-    with vol.open("secret", "wb") as f:
+    with vol.open("secret", "wb", buffering=0) as f:
         f.write(b"S" * 40960)
     vol.unlink("secret")
     start = pool.mark()
-    with vol.open("new", "wb") as f:
+    with vol.open("new", "wb", buffering=0) as f:
         f.pwrite(b"n", 40000)           # a sparse file reusing the freed blocks
     for e in range(start, len(pool.events) + 1):
         for image in pool.crash_images(e, seed=e, random_variants=2):
             v = Volume.mount(MemoryPool(image.image))
             try:
                 if v.exists("new"):
-                    with v.open("new", "rb") as f:
+                    with v.open("new", "rb", buffering=0) as f:
                         assert b"S" not in f.read()
             finally:
                 v.close()

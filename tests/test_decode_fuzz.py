@@ -52,36 +52,36 @@ def _build(vol: Volume) -> None:
     vol.mkdir("/d")
     vol.mkdir("/d/sub")
     vol.mkdir("/caf\udce9")
-    with vol.open("/a", "wb") as f:
+    with vol.open("/a", "wb", buffering=0) as f:
         f.write(bytes(range(256)) * 48)             # 3 blocks
-    with vol.open("/d/b", "wb") as f:
+    with vol.open("/d/b", "wb", buffering=0) as f:
         f.write(b"b" * 5000)
-    with vol.open("/d/sub/c", "wb") as f:
+    with vol.open("/d/sub/c", "wb", buffering=0) as f:
         f.write(b"c" * 10)
-    with vol.open("/sparse", "wb") as f:
+    with vol.open("/sparse", "wb", buffering=0) as f:
         f.pwrite(b"s" * 100, 6 * BS)               # a hole, then data
-    with vol.open("/prealloc", "wb") as f:
+    with vol.open("/prealloc", "wb", buffering=0) as f:
         f.fallocate(0, 6 * BS)                      # unwritten
         f.pwrite(b"p" * BS, 2 * BS)                 # one written block inside
-    with vol.open("/punched", "wb") as f:
+    with vol.open("/punched", "wb", buffering=0) as f:
         f.write(b"q" * 5 * BS)
         f.punch_hole(BS, 2 * BS)
     vol.link("/d/b", "/d/b-link")
     vol.clone_file("/a", "/d/a-clone")              # shared blocks (a Batch record)
-    with vol.open("/\u00e9t\u00e9", "wb") as f:
+    with vol.open("/\u00e9t\u00e9", "wb", buffering=0) as f:
         f.write(b"e" * 3)
 
 
 def _more(vol: Volume) -> None:
     """Operations after the checkpoint: one of every record type in the log."""
     vol.mkdir("/new")
-    with vol.open("/new/f", "wb") as f:
+    with vol.open("/new/f", "wb", buffering=0) as f:
         f.write(b"n" * 6000)
     vol.link("/new/f", "/new/g")
     vol.rename("/d/sub/c", "/new/c")
     vol.chmod("/a", 0o600)
     vol.utime("/d/b", ns=(10**18, 2 * 10**18))
-    with vol.open("/prealloc", "r+b") as f:
+    with vol.open("/prealloc", "r+b", buffering=0) as f:
         f.zero_range(0, BS)
         f.truncate(3 * BS)
     vol.clone_file("/new/f", "/new/clone")
@@ -89,9 +89,9 @@ def _more(vol: Volume) -> None:
     vol.unlink("/new/g")
     vol.unlink("/sparse")
     vol.rmdir("/caf\udce9")
-    with vol.open("/new/f", "ab") as f:
+    with vol.open("/new/f", "ab", buffering=0) as f:
         f.write(b"+" * 100)
-    held = vol.open("/new/held", "wb")
+    held = vol.open("/new/held", "wb", buffering=0)
     held.write(b"h" * 10)
     vol.unlink("/new/held")                         # an orphan while held ...
     held.close()                                    # ... reclaimed at the last close
@@ -99,7 +99,7 @@ def _more(vol: Volume) -> None:
     vol.memory_failure(spare, BS)                   # a free block quarantined (Quarantine) ...
     vol.clear_badblocks(spare, BS)                  # ... and repaired (ClearQuarantine)
     vol.memory_failure(STATUS_OFFSET, BS)           # bad metadata: the (advisory) status page
-    with vol.open("/\u00e9t\u00e9", "rb") as f:
+    with vol.open("/\u00e9t\u00e9", "rb", buffering=0) as f:
         vol.memory_failure(f.extents()[0].pool_offset, BS)     # a poisoned file
 
 
@@ -171,11 +171,11 @@ def _outcome(image: bytes | bytearray, what: str, *, bad_seq: int | None = None,
         snapshot(vol)                       # every name, stat and byte reads
         # new changes work on whatever was mounted, and survive a remount
         vol.mkdir("/after-fuzz", exist_ok=True)
-        with vol.open("/after-fuzz/x", "wb") as f:
+        with vol.open("/after-fuzz/x", "wb", buffering=0) as f:
             f.write(b"x" * 5000)
         for path in ("/a", "/d/b"):
             if vol.exists(path) and vol.stat(path).st_mode & 0o170000 == st.S_IFREG:
-                with vol.open(path, "r+b") as f:
+                with vol.open(path, "r+b", buffering=0) as f:
                     try:
                         f.pwrite(b"w", 7)
                     except daxfs.PoisonError:
@@ -584,7 +584,7 @@ def test_bad_record_mounts_read_only_and_says_which() -> None:
         assert f"log record {seq} " in vol.damaged and "fsck --repair" in vol.damaged
         assert snapshot(vol) == expected and vol.fsck() == []
         with pytest.raises(OSError) as info_:
-            with vol.open("/x", "wb"):
+            with vol.open("/x", "wb", buffering=0):
                 pass
         assert info_.value.errno == errno.EROFS and f"log record {seq}" in info_.value.strerror
         with pytest.raises(OSError) as info_:
@@ -622,7 +622,7 @@ def test_repair_keeps_the_state_before_and_nothing_after_comes_back(index_from_e
     # new records land where the discarded ones were, with sequences none of them had
     assert vol._ring.next_seq > info["next_seq"] - 1
     vol.mkdir("/fresh")
-    with vol.open("/fresh/f", "wb") as f:
+    with vol.open("/fresh/f", "wb", buffering=0) as f:
         f.write(b"f" * 7000)
     vol.unlink("/fresh/f")
     vol.mkdir("/fresh2")

@@ -282,7 +282,7 @@ class Differential:
                 if stat.S_ISDIR(st_result.st_mode):
                     walk(child)
                 else:
-                    with self.vol.open(child, "rb") as f:
+                    with self.vol.open(child, "rb", buffering=0) as f:
                         data = f.read()
                     entries[child] = ("file", data, stat_view(st_result))
                     inodes.setdefault(st_result.st_ino, set()).add(child)
@@ -426,7 +426,7 @@ class Differential:
         self.log.append(call)
         dax = ref = None
         try:
-            dax = self.vol.open(path, mode)
+            dax = self.vol.open(path, mode, buffering=0)
         except Exception as exc:  # noqa: BLE001
             got = ("error", error_kind(exc))
         else:

@@ -49,9 +49,9 @@ def test_old_image_mounts_clean_and_holds_what_it_was_given() -> None:
     assert tree["/hard"] == tree["/d/small"]
     assert tree["/d/sparse"][3] == bytes(20 * BS) + b"tail"
     assert vol.stat("/d/small").st_mtime_ns == 2_000_000_000
-    with vol.open("/d/sparse", "rb") as f:
+    with vol.open("/d/sparse", "rb", buffering=0) as f:
         assert any("unwritten" in e.flags for e in f.extents())
-    with vol.open("/clone", "rb") as f:
+    with vol.open("/clone", "rb", buffering=0) as f:
         flags = [e.flags for e in f.extents()]
     assert any("shared" in fl for fl in flags) and any("shared" not in fl for fl in flags)
 
@@ -67,14 +67,14 @@ def test_old_image_takes_new_changes_and_keeps_them(tmp_path: Path) -> None:
     path = tmp_path / "old.pool"
     path.write_bytes(_old_image())
     with daxfs.open_volume(path) as vol:           # replays the log, reclaims nothing, checkpoints at close
-        with vol.open("/d/small", "ab") as f:
+        with vol.open("/d/small", "ab", buffering=0) as f:
             f.write(b"more\n")
         vol.unlink("/clone")
         vol.mkdir("/new", 0o700)
     with daxfs.open_volume(path, readonly=True) as vol:
         assert vol.fsck() == []
         assert vol.listdir("/") == ["d", "hard", "new"]
-        with vol.open("/hard", "rb") as f:
+        with vol.open("/hard", "rb", buffering=0) as f:
             assert f.read() == b"hello, format\nmore\n"
         umask = os.umask(0)
         os.umask(umask)

@@ -85,7 +85,7 @@ def test_importing_daxfs_imports_neither_fsspec_nor_pyarrow() -> None:
 def test_url_forms_reach_the_same_volume(pool: str) -> None:
     with fsspec.open("daxfs:///urls/a.txt", "wb", pool=pool) as f:
         f.write(b"by storage option")
-    with fsspec.open(f"daxfs:///urls/a.txt::{pool}", "rb") as f:          # the chained form
+    with fsspec.open(f"daxfs:///urls/a.txt::{pool}", "rb", buffering=0) as f:          # the chained form
         assert f.read() == b"by storage option"
     fs, path = fsspec.core.url_to_fs("daxfs://urls/a.txt", pool=pool)      # no third slash
     assert path == "/urls/a.txt" and isinstance(fs, DaxFileSystem)
@@ -260,7 +260,7 @@ def test_cp_file_shares_blocks(fs: Any) -> None:
     fs.pipe("/cp/src", payload)
     fs.cp("/cp/src", "/cp/dst")
     assert fs.cat("/cp/dst") == payload
-    with fs.open("/cp/dst", "rb") as f:
+    with fs.open("/cp/dst", "rb", buffering=0) as f:
         extents = f.extents()
     assert extents and all("shared" in extent.flags for extent in extents)
     assert fs.volume.statfs().shared >= 3 * 4096
@@ -290,14 +290,14 @@ def test_cat_file_ranges_and_pipe_file_modes(fs: Any) -> None:
 
 
 def test_open_gives_daxfs_files_behind_a_buffer(fs: Any) -> None:
-    with fs.open("/o/f", "w+b") as f:
+    with fs.open("/o/f", "w+b", buffering=0) as f:
         for _ in range(1000):
             f.write(b"0123456789")                       # buffered: few volume writes
         # daxfs's own calls see what is still in the buffer: it is flushed first
         assert f.pread(10, 9990) == b"0123456789"
         assert f.size == 10_000
         assert sum(extent.length for extent in f.extents()) >= 10_000
-    with fs.open("/o/f", "rb") as f:
+    with fs.open("/o/f", "rb", buffering=0) as f:
         assert f.seekable() and f.readable() and not f.writable()
         embedded = isinstance(fs.volume, daxfs.Volume)
         assert isinstance(f.raw, daxfs.File) if embedded else type(f.raw).__name__ == "ClientFile"
@@ -309,7 +309,7 @@ def test_open_gives_daxfs_files_behind_a_buffer(fs: Any) -> None:
         with f.map(10, 10) as m:                         # zero-copy, as from vol.open
             assert bytes(m.buffer) == b"0123456789"
         assert f.info()["size"] == 10_000
-    with fs.open("/o/f", "r+b") as f:
+    with fs.open("/o/f", "r+b", buffering=0) as f:
         assert f.read(4) == b"0123"                       # and 1 MiB read ahead into the buffer
         f.pwrite(b"ABCD", 4)                               # changed around the buffer ...
         assert f.read(4) == b"ABCD"                        # ... which is dropped, not served stale
@@ -317,8 +317,8 @@ def test_open_gives_daxfs_files_behind_a_buffer(fs: Any) -> None:
         text.write("héllo\n")
     assert fs.read_text("/o/t.txt", encoding="utf-8") == "héllo\n"
     with pytest.raises(FileExistsError):
-        fs.open("/o/f", "xb")
-    with fs.open("/o/f", "ab") as f:
+        fs.open("/o/f", "xb", buffering=0)
+    with fs.open("/o/f", "ab", buffering=0) as f:
         f.write(b"!")
     assert fs.size("/o/f") == 10_001
 
@@ -326,7 +326,7 @@ def test_open_gives_daxfs_files_behind_a_buffer(fs: Any) -> None:
 def test_large_reads_go_around_the_buffer_in_one_call(fs: Any) -> None:
     payload = os.urandom(8 << 20)
     fs.pipe("/big", payload)
-    with fs.open("/big", "rb") as f:
+    with fs.open("/big", "rb", buffering=0) as f:
         calls: list[int] = []
         raw_readinto = f.raw.readinto
 
@@ -350,15 +350,15 @@ def test_large_reads_go_around_the_buffer_in_one_call(fs: Any) -> None:
 def test_transactions_write_at_commit_or_not_at_all(fs: Any) -> None:
     fs.pipe("/tx/kept", b"before")
     with fs.transaction:
-        with fs.open("/tx/kept", "wb") as f:
+        with fs.open("/tx/kept", "wb", buffering=0) as f:
             f.write(b"after")
-        with fs.open("/tx/new", "wb") as f:
+        with fs.open("/tx/new", "wb", buffering=0) as f:
             f.write(b"new")
         assert fs.cat("/tx/kept") == b"before" and not fs.exists("/tx/new")
     assert fs.cat("/tx/kept") == b"after" and fs.cat("/tx/new") == b"new"
     with pytest.raises(RuntimeError, match="abandon"):
         with fs.transaction:
-            with fs.open("/tx/kept", "wb") as f:
+            with fs.open("/tx/kept", "wb", buffering=0) as f:
                 f.write(b"lost")
             raise RuntimeError("abandon")
     assert fs.cat("/tx/kept") == b"after"
@@ -432,7 +432,7 @@ def test_closed_file_system_lets_go(shm_pool: str) -> None:
 def test_an_exclusive_write_in_a_transaction_does_not_replace(fs: Any) -> None:
     with pytest.raises(FileExistsError):
         with fs.transaction:
-            with fs.open("/tx/x", "xb") as f:
+            with fs.open("/tx/x", "xb", buffering=0) as f:
                 f.write(b"first")
             fs.pipe("/tx/x", b"someone else")        # appears before the commit
     assert fs.cat("/tx/x") == b"someone else"

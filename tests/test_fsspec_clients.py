@@ -78,7 +78,7 @@ def test_pandas_csv_round_trip(pool: str, fs: Any) -> None:
 def test_pyarrow_dataset_over_a_directory_of_parquet_files(fs: Any) -> None:
     frames = [_frame(300).assign(part=i) for i in range(4)]
     for i, frame in enumerate(frames):
-        with fs.open(f"/ds/part-{i}.parquet", "wb") as f:
+        with fs.open(f"/ds/part-{i}.parquet", "wb", buffering=0) as f:
             pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), f)
     dataset = pads.dataset("/ds", filesystem=fs, format="parquet")
     assert sorted(dataset.files) == [f"/ds/part-{i}.parquet" for i in range(4)]

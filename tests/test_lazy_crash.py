@@ -85,7 +85,7 @@ class LazyRun:
     def __init__(self, seed: int) -> None:
         self.rng = random.Random(seed)
         self.pool, self.vol = recorded_volume(1 << 20, durability="lazy")   # 48 data blocks: reuse
-        self.handles = {n: self.vol.open(n, "w+b") for n in NAMES}
+        self.handles = {n: self.vol.open(n, "w+b", buffering=0) for n in NAMES}
         self.model = Model()
         self.steps: list[str] = []
         self.starts: list[int] = []
@@ -150,7 +150,7 @@ class LazyRun:
         elif kind == "reopen":
             def reopen() -> None:
                 self._flush(name, "close")
-                self.handles[name] = self.vol.open(name, "r+b")
+                self.handles[name] = self.vol.open(name, "r+b", buffering=0)
             self._run(f"close+reopen({name!r})", reopen)
         elif kind == "truncate":
             new = rng.choice([0, rng.randrange(0, MAX_BLOCKS * BS), rng.randrange(0, size + 1)])
@@ -162,7 +162,7 @@ class LazyRun:
         elif kind == "recreate":
             def recreate() -> None:
                 self._flush(name, "close")           # then open("wb") frees its blocks
-                self.handles[name] = self.vol.open(name, "w+b")
+                self.handles[name] = self.vol.open(name, "w+b", buffering=0)
                 self.model.truncated(name, b"")
             self._run(f"recreate({name!r})", recreate)
         else:
@@ -185,7 +185,7 @@ class LazyRun:
                     assert v.fsck() == [], where
                     assert sorted(v.listdir("/")) == list(NAMES), where
                     for name in NAMES:
-                        with v.open(name, "rb") as f:
+                        with v.open(name, "rb", buffering=0) as f:
                             data = f.read()
                         sizes = {m.size[name] for m in sides}
                         assert len(data) in sizes, f"{where}: {name} has size {len(data)}, expected {sizes}"
@@ -227,9 +227,9 @@ def test_lazy_overwrite_in_place_is_durable_exactly_at_fsync_or_close(flush: str
     new ones."""
     pool, vol = recorded_volume(1 << 20, durability="lazy")
     old = b"o" * (3 * BS)
-    with vol.open("f", "wb") as f:
+    with vol.open("f", "wb", buffering=0) as f:
         f.write(old)
-    f = vol.open("f", "r+b")
+    f = vol.open("f", "r+b", buffering=0)
     new = b"n" * (2 * BS + 10)
     written_from = pool.mark()
     f.pwrite(new, 500)
@@ -244,7 +244,7 @@ def test_lazy_overwrite_in_place_is_durable_exactly_at_fsync_or_close(flush: str
             v = Volume.mount(MemoryPool(image.image))
             try:
                 assert v.fsck() == []
-                with v.open("f", "rb") as g:
+                with v.open("f", "rb", buffering=0) as g:
                     data = g.read()
             finally:
                 v.close()

@@ -91,7 +91,7 @@ def _scattered(vol: daxfs.Volume, seed: int) -> list[daxfs.File]:
     """Three files written interleaved (their blocks interleave in the pool), then punched,
     fallocated and written at unaligned offsets."""
     rng = random.Random(seed)
-    files = [vol.open(f"s{i}", "w+b") for i in range(3)]
+    files = [vol.open(f"s{i}", "w+b", buffering=0) for i in range(3)]
     for _ in range(25):
         for f in files:
             off = rng.randrange(0, 300_000)
@@ -141,7 +141,7 @@ def test_large_scattered_file_over_2mib_is_one_view(vol: daxfs.Volume) -> None:
     chunk = 5 * BS + 123
     size = 3 * (1 << 20) + 77
     data = bytearray(os.urandom(size))
-    with vol.open("big", "w+b") as f, vol.open("side", "w+b") as g:
+    with vol.open("big", "w+b", buffering=0) as f, vol.open("side", "w+b", buffering=0) as g:
         for pos in range(0, size, chunk):
             f.pwrite(data[pos:pos + chunk], pos)
             g.pwrite(b"s" * 100, pos)          # interleaves the files' blocks
@@ -158,7 +158,7 @@ def test_large_scattered_file_over_2mib_is_one_view(vol: daxfs.Volume) -> None:
 
 
 def test_holes_and_unwritten_ranges_read_as_zeros(vol: daxfs.Volume) -> None:
-    with vol.open("z", "w+b") as f:
+    with vol.open("z", "w+b", buffering=0) as f:
         f.pwrite(b"\xaa" * 40_000, 0)
         f.pwrite(b"\xbb" * 5000, 100_000)       # hole at [40000, 100000)
         f.punch_hole(8192, 16384)              # whole-block hole in written data
@@ -178,7 +178,7 @@ def test_holes_and_unwritten_ranges_read_as_zeros(vol: daxfs.Volume) -> None:
 
 
 def test_read_mapping_buffer_is_read_only_write_mapping_is_writable(vol: daxfs.Volume) -> None:
-    with vol.open("rw", "w+b") as f:
+    with vol.open("rw", "w+b", buffering=0) as f:
         f.pwrite(b"x" * 10_000, 0)
         with f.map() as m:
             assert m.buffer.readonly
@@ -213,7 +213,7 @@ def _base_chain(arr: np.ndarray) -> list[object]:
 
 
 def test_array_is_zero_copy(vol: daxfs.Volume) -> None:
-    with vol.open("a", "w+b") as f:
+    with vol.open("a", "w+b", buffering=0) as f:
         f.pwrite(np.arange(20_000, dtype="<u4").tobytes(), 0)
         f.punch_hole(3 * BS, BS)
         with f.map() as m:
@@ -248,7 +248,7 @@ def test_array_is_zero_copy(vol: daxfs.Volume) -> None:
 
 def test_pyarrow_buffer_shares_the_mapping(vol: daxfs.Volume) -> None:
     import pyarrow as pa
-    with vol.open("pa", "w+b") as f:
+    with vol.open("pa", "w+b", buffering=0) as f:
         f.pwrite(os.urandom(50_000), 0)
         with f.map() as m:
             buf = pa.py_buffer(m.buffer)
@@ -271,7 +271,7 @@ def test_arrow_ipc_file_read_through_a_mapping_is_zero_copy(vol: daxfs.Volume) -
     with pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table, max_chunksize=7000)
     data = sink.getvalue().to_pybytes()
-    with vol.open("t.arrow", "w+b") as f, vol.open("other", "w+b") as g:
+    with vol.open("t.arrow", "w+b", buffering=0) as f, vol.open("other", "w+b", buffering=0) as g:
         # written in pieces interleaved with another file: the IPC file is scattered
         for pos in range(0, len(data), 3 * BS):
             f.pwrite(data[pos:pos + 3 * BS], pos)
@@ -298,10 +298,10 @@ def test_arrow_ipc_file_read_through_a_mapping_is_zero_copy(vol: daxfs.Volume) -
 
 def test_write_mapping_populates_holes_unwritten_and_grows(vol: daxfs.Volume) -> None:
     # blocks of a deleted file with a pattern: a populate must never show them
-    with vol.open("old", "wb") as f:
+    with vol.open("old", "wb", buffering=0) as f:
         f.write(b"\x5a" * (2 << 20))
     vol.unlink("old")
-    with vol.open("w", "w+b") as f:
+    with vol.open("w", "w+b", buffering=0) as f:
         f.pwrite(b"D" * 10_000, 0)
         f.pwrite(b"E" * 3000, 60_000)              # hole [10000, 60000); EOF at 63000
         f.fallocate(70_000, 30_000, keep_size=True)  # unwritten blocks past EOF
@@ -332,7 +332,7 @@ def test_write_mapping_populates_holes_unwritten_and_grows(vol: daxfs.Volume) ->
 
 
 def test_write_mapping_past_eof_leaves_the_gap_a_hole(vol: daxfs.Volume) -> None:
-    with vol.open("g", "w+b") as f:
+    with vol.open("g", "w+b", buffering=0) as f:
         f.pwrite(b"g" * 10, 0)
         with f.map(100 * BS + 7, 2 * BS, write=True) as m:
             assert f.stat().st_size == 102 * BS + 7
@@ -345,7 +345,7 @@ def test_write_mapping_past_eof_leaves_the_gap_a_hole(vol: daxfs.Volume) -> None
 
 
 def test_write_mapping_fills_holes_a_read_mapping_shows(vol: daxfs.Volume) -> None:
-    with vol.open("wr", "w+b") as f:
+    with vol.open("wr", "w+b", buffering=0) as f:
         f.pwrite(b"r" * BS, 0)
         f.pwrite(b"r" * BS, 9 * BS)             # hole: blocks 1..8
         with f.map() as r:
@@ -362,7 +362,7 @@ def test_write_mapping_metadata_is_in_the_pool_when_map_returns() -> None:
     pool = MemoryPool(POOL)
     Volume.format(pool)
     v = Volume.mount(pool)
-    f = v.open("m", "w+b")
+    f = v.open("m", "w+b", buffering=0)
     f.pwrite(b"a" * 100, 0)
     m = f.map(BS, 20 * BS, write=True)
     live_extents = f.extents()
@@ -370,7 +370,7 @@ def test_write_mapping_metadata_is_in_the_pool_when_map_returns() -> None:
     try:
         st = copy.stat("m")
         assert st.st_size == 21 * BS
-        with copy.open("m", "rb") as g:
+        with copy.open("m", "rb", buffering=0) as g:
             assert g.extents() == live_extents
             assert g.pread(21 * BS, 0) == b"a" * 100 + bytes(21 * BS - 100)
         assert copy.fsck() == []
@@ -382,7 +382,7 @@ def test_write_mapping_metadata_is_in_the_pool_when_map_returns() -> None:
 
 
 def test_write_mapping_over_written_range_allocates_nothing(vol: daxfs.Volume) -> None:
-    with vol.open("full", "w+b") as f:
+    with vol.open("full", "w+b", buffering=0) as f:
         f.write(b"q" * 50_000)
         before = f.extents()
         free = vol.statfs().free
@@ -400,7 +400,7 @@ def test_write_mapping_over_written_range_allocates_nothing(vol: daxfs.Volume) -
 
 
 def test_zero_range_under_a_mapping_zeroes_in_place(vol: daxfs.Volume) -> None:
-    with vol.open("z", "w+b") as f:
+    with vol.open("z", "w+b", buffering=0) as f:
         f.write(os.urandom(20 * BS))
         with f.map(0, 20 * BS) as m:
             before = f.extents()
@@ -415,7 +415,7 @@ def test_zero_range_under_a_mapping_zeroes_in_place(vol: daxfs.Volume) -> None:
 
 
 def test_punch_under_a_mapping_keeps_edges_in_place_and_parks_blocks(vol: daxfs.Volume) -> None:
-    with vol.open("p", "w+b") as f:
+    with vol.open("p", "w+b", buffering=0) as f:
         data = os.urandom(20 * BS)
         f.write(data)
         m = f.map()
@@ -439,7 +439,7 @@ def test_punch_under_a_mapping_keeps_edges_in_place_and_parks_blocks(vol: daxfs.
 
 def test_truncate_under_a_mapping_parks_blocks_until_close(vol: daxfs.Volume) -> None:
     pattern = b"T" * (64 * BS)
-    with vol.open("t", "w+b") as f:
+    with vol.open("t", "w+b", buffering=0) as f:
         f.write(pattern)
         free_full = vol.statfs().free
         m = f.map()
@@ -450,7 +450,7 @@ def test_truncate_under_a_mapping_parks_blocks_until_close(vol: daxfs.Volume) ->
         assert st.free == free_full                   # nothing freed yet
         assert vol.fsck() == []
         # fill the rest of the pool: the busy blocks are never handed out
-        with vol.open("filler", "wb") as g:
+        with vol.open("filler", "wb", buffering=0) as g:
             g.write(b"F" * (st.free // BS * BS))
             with pytest.raises(OSError) as exc:
                 g.write(b"F" * BS)
@@ -465,9 +465,9 @@ def test_truncate_under_a_mapping_parks_blocks_until_close(vol: daxfs.Volume) ->
 def test_unlinked_mapped_file_lives_until_the_mapping_closes(vol: daxfs.Volume) -> None:
     free0 = vol.statfs().free
     files0 = vol.statfs().files
-    with vol.open("u", "wb") as f:
+    with vol.open("u", "wb", buffering=0) as f:
         f.write(b"U" * 100_000)
-    f = vol.open("u", "rb")
+    f = vol.open("u", "rb", buffering=0)
     m = f.map()
     f.close()
     vol.unlink("u")
@@ -487,7 +487,7 @@ def test_unlinked_mapped_file_lives_until_the_mapping_closes(vol: daxfs.Volume) 
 
 
 def test_revoke_migrate_detaches_and_lets_go(vol: daxfs.Volume) -> None:
-    with vol.open("r", "w+b") as f:
+    with vol.open("r", "w+b", buffering=0) as f:
         f.write(b"m" * (10 * BS))
         m = f.map()
         arr = m.array()
@@ -515,7 +515,7 @@ def test_revoke_migrate_detaches_and_lets_go(vol: daxfs.Volume) -> None:
 
 
 def test_revoke_write_mapping_migrate_keeps_stores_private(vol: daxfs.Volume) -> None:
-    with vol.open("rw", "w+b") as f:
+    with vol.open("rw", "w+b", buffering=0) as f:
         m = f.map(0, 8 * BS, write=True)
         arr = m.array()
         arr[:3] = (1, 2, 3)
@@ -528,7 +528,7 @@ def test_revoke_write_mapping_migrate_keeps_stores_private(vol: daxfs.Volume) ->
 
 
 def test_revoke_unknown_mode_is_value_error(vol: daxfs.Volume) -> None:
-    with vol.open("x", "w+b") as f:
+    with vol.open("x", "w+b", buffering=0) as f:
         f.write(b"x" * 100)
         with f.map() as m:
             with pytest.raises(ValueError):
@@ -541,7 +541,7 @@ def test_revoke_unknown_mode_is_value_error(vol: daxfs.Volume) -> None:
 _INVALIDATE_CHILD = textwrap.dedent("""
     import sys, daxfs
     vol = daxfs.mkfs(sys.argv[1], 4 << 20)
-    f = vol.open("f", "w+b")
+    f = vol.open("f", "w+b", buffering=0)
     f.write(b"i" * 20000)
     m = f.map()
     arr = m.array()
@@ -566,7 +566,7 @@ def test_revoke_invalidate_faults_on_touch(vol: daxfs.Volume, shm_path: str) -> 
     assert proc.returncode == -11, (proc.returncode, proc.stdout, proc.stderr)
     assert "revoked" in proc.stdout and "survived" not in proc.stdout
     # here (no touch): invalidate also detaches and lets go of the blocks
-    with vol.open("f", "w+b") as f:
+    with vol.open("f", "w+b", buffering=0) as f:
         f.write(b"i" * 20000)
         m = f.map()
         m.revoke("invalidate")
@@ -583,7 +583,7 @@ def test_revoke_invalidate_faults_on_touch(vol: daxfs.Volume, shm_path: str) -> 
 
 
 def test_close_with_live_array_keeps_blocks_until_it_goes(vol: daxfs.Volume) -> None:
-    with vol.open("c", "w+b") as f:
+    with vol.open("c", "w+b", buffering=0) as f:
         f.write(b"c" * (16 * BS))
         m = f.map()
         arr = m.array()
@@ -597,7 +597,7 @@ def test_close_with_live_array_keeps_blocks_until_it_goes(vol: daxfs.Volume) -> 
         assert (arr == ord("c")).all()               # no crash, still readable
         assert vol.statfs().busy == 16 * BS          # the array still points at them
         # the busy blocks are not handed to a new file meanwhile
-        with vol.open("n", "wb") as g:
+        with vol.open("n", "wb", buffering=0) as g:
             g.write(b"n" * (vol.statfs().free // BS * BS))
         assert (arr == ord("c")).all()
         del arr
@@ -609,9 +609,9 @@ def test_close_with_live_array_keeps_blocks_until_it_goes(vol: daxfs.Volume) -> 
 
 def test_close_with_live_array_drops_the_inode_at_once(vol: daxfs.Volume) -> None:
     files0 = vol.statfs().files
-    with vol.open("d", "wb") as f:
+    with vol.open("d", "wb", buffering=0) as f:
         f.write(b"d" * (8 * BS))
-    f = vol.open("d", "rb")
+    f = vol.open("d", "rb", buffering=0)
     m = f.map()
     f.close()
     arr = m.array()
@@ -631,7 +631,7 @@ def test_close_with_live_array_drops_the_inode_at_once(vol: daxfs.Volume) -> Non
 
 def test_zero_range_over_blocks_an_array_still_shows_after_close(vol: daxfs.Volume) -> None:
     """A closed mapping's live arrays still hold its blocks; the file may change them."""
-    with vol.open("zr", "w+b") as f:
+    with vol.open("zr", "w+b", buffering=0) as f:
         f.write(b"a" * (8 * BS))
         m = f.map()
         arr = m.array()
@@ -652,7 +652,7 @@ def test_zero_range_over_blocks_an_array_still_shows_after_close(vol: daxfs.Volu
 
 
 def test_pwrite_is_seen_through_a_read_mapping_at_once(vol: daxfs.Volume) -> None:
-    with vol.open("h", "w+b") as f:
+    with vol.open("h", "w+b", buffering=0) as f:
         f.pwrite(b"a" * BS, 0)
         f.pwrite(b"b" * BS, 30 * BS)                 # hole: blocks 1..29
         f.fallocate(10 * BS, 5 * BS)                 # unwritten: blocks 10..14
@@ -679,7 +679,7 @@ def test_pwrite_is_seen_through_a_read_mapping_at_once(vol: daxfs.Volume) -> Non
 
 
 def test_fallocate_then_pwrite_under_a_read_mapping_is_seen(vol: daxfs.Volume) -> None:
-    with vol.open("fa", "w+b") as f:
+    with vol.open("fa", "w+b", buffering=0) as f:
         f.truncate(16 * BS)                      # all hole
         with f.map(BS + 3, 10 * BS) as m:        # an unaligned sub-range
             assert bytes(m.buffer) == bytes(10 * BS)
@@ -694,7 +694,7 @@ def test_fallocate_then_pwrite_under_a_read_mapping_is_seen(vol: daxfs.Volume) -
 
 
 def test_stores_through_a_write_mapping_are_seen_by_pread_and_other_mappings(vol: daxfs.Volume) -> None:
-    with vol.open("s", "w+b") as f:
+    with vol.open("s", "w+b", buffering=0) as f:
         f.pwrite(b"0" * 100, 0)
         with f.map(0, 40 * BS, write=True) as w, f.map(0, 40 * BS) as r:
             w.buffer[10 * BS:10 * BS + 5] = b"hello"
@@ -712,7 +712,7 @@ def test_stores_through_a_write_mapping_are_seen_by_pread_and_other_mappings(vol
 
 def test_threads_read_through_one_mapping_while_another_writes(vol: daxfs.Volume) -> None:
     size = 64 * BS
-    with vol.open("mt", "w+b") as f:
+    with vol.open("mt", "w+b", buffering=0) as f:
         # stable part: the first half; the writer touches only the second half (holes at first)
         stable = os.urandom(size // 2)
         f.pwrite(stable, 0)
@@ -777,7 +777,7 @@ _RACE_CHILD = textwrap.dedent("""
 
     vol = daxfs.mkfs(path, 16 << 20)
     baseline = pool_mappings()
-    f = vol.open("race", "w+b")
+    f = vol.open("race", "w+b", buffering=0)
     errors, writes = [], [0]
     stop = threading.Event()
 
@@ -840,7 +840,7 @@ def test_closing_mappings_while_another_thread_fills_their_holes(shm_path: str, 
 
 def test_volume_close_refuses_under_a_live_mapping_unless_forced(shm_path: str) -> None:
     v = daxfs.mkfs(shm_path, POOL)
-    f = v.open("v", "w+b")
+    f = v.open("v", "w+b", buffering=0)
     f.write(b"v" * 50_000)
     m = f.map()
     arr = m.array()
@@ -858,16 +858,16 @@ def test_volume_close_refuses_under_a_live_mapping_unless_forced(shm_path: str) 
     del arr
     with daxfs.open_volume(shm_path) as again:
         assert again.fsck() == []
-        with again.open("v", "rb") as g:
+        with again.open("v", "rb", buffering=0) as g:
             assert g.read() == b"v" * 50_000
 
 
 def test_volume_close_with_a_mapped_orphan(shm_path: str) -> None:
     v = daxfs.mkfs(shm_path, POOL)
     free0 = v.statfs().free
-    with v.open("o", "wb") as f:
+    with v.open("o", "wb", buffering=0) as f:
         f.write(b"o" * 30_000)
-    f = v.open("o", "rb")
+    f = v.open("o", "rb", buffering=0)
     m = f.map()
     f.close()
     v.unlink("o")
@@ -908,7 +908,7 @@ def _unchanged(vol: daxfs.Volume, f: daxfs.File | None) -> tuple[int, int, int]:
 ])
 def test_bad_ranges_fail_and_allocate_nothing(vol: daxfs.Volume, args: tuple, kwargs: dict,
                                               error: type) -> None:
-    with vol.open("b", "w+b") as f:
+    with vol.open("b", "w+b", buffering=0) as f:
         f.pwrite(b"b" * 10_000, 0)
         f.punch_hole(0, BS)
         before = _unchanged(vol, f)
@@ -926,7 +926,7 @@ def test_bad_ranges_fail_and_allocate_nothing(vol: daxfs.Volume, args: tuple, kw
 
 
 def test_empty_file_read_map_is_value_error(vol: daxfs.Volume) -> None:
-    with vol.open("empty", "w+b") as f:
+    with vol.open("empty", "w+b", buffering=0) as f:
         before = _unchanged(vol, f)
         with pytest.raises(ValueError):
             f.map()
@@ -939,7 +939,7 @@ def test_empty_file_read_map_is_value_error(vol: daxfs.Volume) -> None:
 
 
 def test_write_mapping_bigger_than_free_space_is_enospc_and_allocates_nothing(vol: daxfs.Volume) -> None:
-    with vol.open("big", "w+b") as f:
+    with vol.open("big", "w+b", buffering=0) as f:
         f.pwrite(b"b" * 100, 0)
         before = _unchanged(vol, f)
         with pytest.raises(OSError) as exc:
@@ -951,22 +951,22 @@ def test_write_mapping_bigger_than_free_space_is_enospc_and_allocates_nothing(vo
 
 
 def test_mode_and_type_errors(vol: daxfs.Volume, shm_path: str) -> None:
-    with vol.open("m", "wb") as f:
+    with vol.open("m", "wb", buffering=0) as f:
         f.write(b"m" * 10_000)
     vol.mkdir("d")
     free = vol.statfs().free
-    with vol.open("m", "rb") as f:
+    with vol.open("m", "rb", buffering=0) as f:
         with pytest.raises(PermissionError):
             f.map(write=True)
         with pytest.raises(PermissionError):
             f.map(0, 50_000, write=True)           # would grow the file: still nothing done
         assert f.stat().st_size == 10_000
-    with vol.open("m", "ab") as f:
+    with vol.open("m", "ab", buffering=0) as f:
         with pytest.raises(PermissionError):
             f.map()
-    with vol.open("m", "r+b") as f:
+    with vol.open("m", "r+b", buffering=0) as f:
         pass
-    f = vol.open("m", "wb")                         # truncates: size 0
+    f = vol.open("m", "wb", buffering=0)                         # truncates: size 0
     with pytest.raises(PermissionError):
         f.map()
     with pytest.raises(PermissionError):
@@ -982,7 +982,7 @@ def test_mode_and_type_errors(vol: daxfs.Volume, shm_path: str) -> None:
     vol.close()
     ro = daxfs.open_volume(shm_path, readonly=True)
     try:
-        with ro.open("m", "rb") as f:
+        with ro.open("m", "rb", buffering=0) as f:
             with pytest.raises(PermissionError):
                 f.map(write=True)
             with pytest.raises(PermissionError):
@@ -994,11 +994,11 @@ def test_mode_and_type_errors(vol: daxfs.Volume, shm_path: str) -> None:
 
 def test_read_mapping_on_a_read_only_volume(shm_path: str) -> None:
     with daxfs.mkfs(shm_path, POOL) as v:
-        with v.open("r", "wb") as f:
+        with v.open("r", "wb", buffering=0) as f:
             f.write(b"ro" * 5000)
     ro = daxfs.open_volume(shm_path, readonly=True)
     try:
-        with ro.open("r", "rb") as f:
+        with ro.open("r", "rb", buffering=0) as f:
             with f.map() as m:
                 assert bytes(m.buffer) == b"ro" * 5000
                 assert m.buffer.readonly
@@ -1007,7 +1007,7 @@ def test_read_mapping_on_a_read_only_volume(shm_path: str) -> None:
 
 
 def test_persist_and_array_range_checks(vol: daxfs.Volume) -> None:
-    with vol.open("pc", "w+b") as f:
+    with vol.open("pc", "w+b", buffering=0) as f:
         with f.map(0, 2 * BS, write=True) as m:
             for off, n in [(-1, 1), (0, 2 * BS + 1), (2 * BS, 1), (1, -2)]:
                 with pytest.raises(ValueError):

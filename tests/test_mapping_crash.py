@@ -53,7 +53,7 @@ def _layout(f) -> tuple[int, tuple]:
 
 def _leave_secret(vol: Volume, size: int) -> set[int]:
     """A file full of SECRET bytes, made durable, then deleted: its blocks are free again."""
-    with vol.open("secret", "wb") as f:
+    with vol.open("secret", "wb", buffering=0) as f:
         f.write(bytes([SECRET]) * size)
         f.fsync()
         blocks = _blocks(f.extents())
@@ -62,12 +62,12 @@ def _leave_secret(vol: Volume, size: int) -> set[int]:
 
 
 def _prepare_empty(vol: Volume, secret: set[int]):
-    f = vol.open("new", "w+b")
+    f = vol.open("new", "w+b", buffering=0)
     return f, 0, 2 << 20                                # map [0, 2 MiB) of an empty file
 
 
 def _prepare_mixed(vol: Volume, secret: set[int]):
-    f = vol.open("new", "w+b")
+    f = vol.open("new", "w+b", buffering=0)
     f.pwrite(bytes([OLD]) * 10_000, 0)
     f.fallocate(40_000, 300_000, keep_size=True)       # unwritten blocks: reused, full of SECRET
     assert _blocks([e for e in f.extents() if "unwritten" in e.flags]) & secret
@@ -77,7 +77,7 @@ def _prepare_mixed(vol: Volume, secret: set[int]):
 
 
 def _prepare_grow_over_stale_tail(vol: Volume, secret: set[int]):
-    f = vol.open("new", "w+b")
+    f = vol.open("new", "w+b", buffering=0)
     f.pwrite(bytes([SECRET]) * 7000, 0)                # SECRET bytes of the file's own ...
     f.truncate(100)                                    # ... left past EOF in its first block
     f.pwrite(bytes([OLD]) * 100, 0)
@@ -138,7 +138,7 @@ def test_write_mapping_populate_and_persist_survive_any_crash(case: str) -> None
                 where = f"crash at event {e} ({image.variant}) in {case}"
                 assert v.fsck() == [], where
                 assert v.listdir("/") == ["new"], where
-                with v.open("new", "rb") as g:
+                with v.open("new", "rb", buffering=0) as g:
                     got_layout = _layout(g)
                     assert got_layout in (before_layout, after_layout), where
                     if e >= mapped:
@@ -166,7 +166,7 @@ def test_write_mapping_populate_and_persist_survive_any_crash(case: str) -> None
 def test_persist_of_a_sub_range_makes_exactly_that_durable() -> None:
     pool, vol = _fresh_recorded_volume()
     _leave_secret(vol, 1 << 20)
-    f = vol.open("new", "w+b")
+    f = vol.open("new", "w+b", buffering=0)
     m = f.map(0, 64 * BS, write=True)
     m.buffer[:] = bytes([DATA]) * (64 * BS)
     start = pool.mark()
@@ -178,7 +178,7 @@ def test_persist_of_a_sub_range_makes_exactly_that_durable() -> None:
             v = Volume.mount(MemoryPool(image.image))
             try:
                 assert v.fsck() == []
-                with v.open("new", "rb") as g:
+                with v.open("new", "rb", buffering=0) as g:
                     data = np.frombuffer(g.read(), np.uint8)
                 assert len(data) == 64 * BS
                 assert np.isin(data, (0, DATA)).all(), f"crash at event {e}: bytes neither zero nor stored"
@@ -195,7 +195,7 @@ def test_persist_of_a_sub_range_makes_exactly_that_durable() -> None:
 
 def test_crash_after_map_returns_keeps_the_populate_even_if_nothing_was_stored() -> None:
     pool, vol = _fresh_recorded_volume()
-    f = vol.open("new", "w+b")
+    f = vol.open("new", "w+b", buffering=0)
     f.pwrite(b"x", 0)
     m = f.map(BS, 50 * BS, write=True)
     live = _layout(f)
@@ -203,7 +203,7 @@ def test_crash_after_map_returns_keeps_the_populate_even_if_nothing_was_stored()
         v = Volume.mount(MemoryPool(image.image))
         try:
             assert v.fsck() == []
-            with v.open("new", "rb") as g:
+            with v.open("new", "rb", buffering=0) as g:
                 assert _layout(g) == live
                 assert g.read() == b"x" + bytes(51 * BS - 1)
         finally:
@@ -218,15 +218,15 @@ def test_a_crash_frees_busy_blocks_and_the_orphan_a_mapping_held() -> None:
     under a mapping are free, and a mapped orphan is reclaimed, at mount."""
     pool, vol = _fresh_recorded_volume()
     free0 = vol.statfs().free
-    with vol.open("keep", "wb") as f:
+    with vol.open("keep", "wb", buffering=0) as f:
         f.write(b"k" * (4 * BS))
-    f = vol.open("cut", "w+b")
+    f = vol.open("cut", "w+b", buffering=0)
     f.write(b"c" * (32 * BS))
     m = f.map()
     f.truncate(2 * BS)                           # 30 blocks busy under the mapping
-    with vol.open("gone", "wb") as g:
+    with vol.open("gone", "wb", buffering=0) as g:
         g.write(b"g" * (16 * BS))
-    g = vol.open("gone", "rb")
+    g = vol.open("gone", "rb", buffering=0)
     mg = g.map()
     g.close()
     vol.unlink("gone")                           # an orphan the mapping holds
@@ -240,7 +240,7 @@ def test_a_crash_frees_busy_blocks_and_the_orphan_a_mapping_held() -> None:
             st = v.statfs()
             assert st.busy == 0
             assert st.free == free0 - (4 + 2) * BS
-            with v.open("cut", "rb") as h:
+            with v.open("cut", "rb", buffering=0) as h:
                 assert h.read() == b"c" * (2 * BS)
         finally:
             v.close()

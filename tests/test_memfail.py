@@ -56,12 +56,12 @@ def vol() -> Iterator[Volume]:
 
 
 def _write(vol: Volume, path: str, data: bytes) -> None:
-    with vol.open(path, "wb") as f:
+    with vol.open(path, "wb", buffering=0) as f:
         f.write(data)
 
 
 def _read(vol: Volume, path: str, n: int, offset: int) -> bytes:
-    with vol.open(path, "rb") as f:
+    with vol.open(path, "rb", buffering=0) as f:
         return f.pread(n, offset)
 
 
@@ -80,15 +80,15 @@ def test_one_block_three_reflinks_a_mapping_a_pin_and_an_orphan(vol: Volume) -> 
     vol.clone_file("/a", "/b")
     vol.clone_file("/a", "/c")
     vol.clone_file("/a", "/d")                  # becomes the orphan
-    with vol.open("/a", "rb") as f:
+    with vol.open("/a", "rb", buffering=0) as f:
         bad = f.extents()[0].pool_offset + BS    # file block 1 of all four
     told: list[tuple[str, int, int]] = []
     cpu, dma, keeper = vol.holder("cpu"), vol.holder("dma"), vol.holder("keeper")
-    fa = cpu.open("/a", "rb")
+    fa = cpu.open("/a", "rb", buffering=0)
     m = fa.map(on_poison=lambda r, off, n: told.append(("mapping", off, n)))
-    fb = dma.open("/b", "rb")
+    fb = dma.open("/b", "rb", buffering=0)
     p = fb.pin(0, 4 * BS, on_poison=lambda r, off, n: told.append(("pin", off, n)))
-    fd = keeper.open("/d", "rb")
+    fd = keeper.open("/d", "rb", buffering=0)
     mo = fd.map(on_poison=lambda r, off, n: told.append(("orphan", off, n)))
     vol.unlink("/d")
     fd.close()
@@ -102,7 +102,7 @@ def test_one_block_three_reflinks_a_mapping_a_pin_and_an_orphan(vol: Volume) -> 
         [("(orphan)", BS, BS, bad), ("/a", BS, BS, bad), ("/b", BS, BS, bad), ("/c", BS, BS, bad)]
     # every owner's file range is poisoned: reads there fail naming the range, elsewhere they are as before
     for name in ("/a", "/b", "/c"):
-        with vol.open(name, "rb") as f:
+        with vol.open(name, "rb", buffering=0) as f:
             with pytest.raises(daxfs.PoisonError) as err:
                 f.pread(10, BS + 100)
             assert err.value.errno == errno.EIO and err.value.filename == name
@@ -128,9 +128,9 @@ def test_one_block_three_reflinks_a_mapping_a_pin_and_an_orphan(vol: Volume) -> 
     assert sorted(o.path or "" for o in vol.poisoned()) == ["", "/a", "/b", "/c"]
     # a write or a clone never takes the bad block; a new read mapping shows it fenced; a pin refuses it
     _write(vol, "/new", _pattern(200 * BS, 2))
-    with vol.open("/new", "rb") as f:
+    with vol.open("/new", "rb", buffering=0) as f:
         assert all(not (e.pool_offset <= bad < e.pool_offset + e.length) for e in f.extents())
-    with vol.open("/c", "rb") as f:
+    with vol.open("/c", "rb", buffering=0) as f:
         with f.map() as m2:
             assert m2.poisoned == [(BS, BS)] and bytes(m2.buffer[:BS]) == data[:BS]
         with pytest.raises(daxfs.PoisonError):
@@ -143,16 +143,16 @@ def test_one_block_three_reflinks_a_mapping_a_pin_and_an_orphan(vol: Volume) -> 
         vol.clear_badblocks(bad, BS)                          # owned
 
     # clearing: each owner replaces or drops its block
-    with vol.open("/a", "r+b") as f:
+    with vol.open("/a", "r+b", buffering=0) as f:
         f.zero_range(BS, BS)
         assert f.pread(4 * BS, 0) == data[:BS] + bytes(BS) + data[2 * BS:]
         assert not any("poisoned" in e.flags for e in f.extents())
-    with vol.open("/b", "r+b") as f:
+    with vol.open("/b", "r+b", buffering=0) as f:
         with pytest.raises(daxfs.PoisonError):
             f.pwrite(b"partial", BS + 1)                      # the rest of the block is lost: refused
         f.pwrite(b"w" * BS, BS)                               # whole block: fresh
         assert f.pread(4 * BS, 0) == data[:BS] + b"w" * BS + data[2 * BS:]
-    with vol.open("/c", "r+b") as f:
+    with vol.open("/c", "r+b", buffering=0) as f:
         f.punch_hole(BS, BS)
         assert f.pread(4 * BS, 0) == data[:BS] + bytes(BS) + data[2 * BS:]
     assert [o.path for o in vol.owners(bad, BS)] == [None]    # the orphan still owns it
@@ -181,16 +181,16 @@ def test_one_block_three_reflinks_a_mapping_a_pin_and_an_orphan(vol: Volume) -> 
 def test_truncate_and_whole_file_rewrite_drop_poison(vol: Volume) -> None:
     data = _pattern(3 * BS, 3)
     _write(vol, "/t", data)
-    with vol.open("/t", "rb") as f:
+    with vol.open("/t", "rb", buffering=0) as f:
         base = f.extents()[0].pool_offset
     vol.memory_failure(base + 2 * BS, BS)
-    with vol.open("/t", "r+b") as f:
+    with vol.open("/t", "r+b", buffering=0) as f:
         f.truncate(2 * BS)                                    # the poisoned block is cut off
         assert f.read() == data[:2 * BS] and not any("poisoned" in e.flags for e in f.extents())
         f.truncate(3 * BS)
         assert f.pread(BS, 2 * BS) == bytes(BS)
     vol.memory_failure(base, BS)
-    with vol.open("/t", "wb") as f:                           # O_TRUNC: a new file
+    with vol.open("/t", "wb", buffering=0) as f:                           # O_TRUNC: a new file
         f.write(b"fresh")
     assert _read(vol, "/t", 10, 0) == b"fresh"
     assert vol.statfs().bad == 2 * BS and vol.fsck() == []
@@ -198,7 +198,7 @@ def test_truncate_and_whole_file_rewrite_drop_poison(vol: Volume) -> None:
 
 def test_a_write_covering_a_poisoned_last_block_to_eof_clears_it(vol: Volume) -> None:
     _write(vol, "/e", _pattern(BS + 100, 4))
-    with vol.open("/e", "r+b") as f:
+    with vol.open("/e", "r+b", buffering=0) as f:
         with pytest.warns(MediaErrorWarning):
             vol.memory_failure(f.extents()[0].pool_offset + BS, 1)
         with pytest.raises(daxfs.PoisonError):
@@ -210,7 +210,7 @@ def test_a_write_covering_a_poisoned_last_block_to_eof_clears_it(vol: Volume) ->
 
 
 def test_unwritten_blocks_on_bad_memory_hold_no_data(vol: Volume) -> None:
-    with vol.open("/u", "w+b") as f:
+    with vol.open("/u", "w+b", buffering=0) as f:
         f.fallocate(0, 4 * BS)
         (extent,) = f.extents()
         vol.memory_failure(extent.pool_offset + BS, 2 * BS)
@@ -233,10 +233,10 @@ def test_copies_and_dedupe_never_read_bad_memory(vol: Volume) -> None:
     data = _pattern(4 * BS, 5)
     _write(vol, "/s", data)
     _write(vol, "/t", data)
-    with vol.open("/s", "rb") as f:
+    with vol.open("/s", "rb", buffering=0) as f:
         vol.memory_failure(f.extents()[0].pool_offset + 2 * BS, BS)
     assert vol.dedupe_range("/s", 0, "/t", 0, 4 * BS) == 3 * BS     # the bad block is skipped
-    vol.open("/u", "wb").close()
+    vol.open("/u", "wb", buffering=0).close()
     with pytest.raises(daxfs.PoisonError):
         vol.copy_file_range("/s", 0, "/u", 0, 4 * BS)
     assert vol.stat("/u").st_size == 0                              # all-or-nothing
@@ -252,7 +252,7 @@ def test_free_and_busy_blocks_are_quarantined_at_once(vol: Volume) -> None:
     free_block = layout.block_offset(layout.data_blocks - 1)
     assert vol.memory_failure(free_block, BS) == []
     _write(vol, "/p", _pattern(2 * BS, 6))
-    with vol.open("/p", "r+b") as f:
+    with vol.open("/p", "r+b", buffering=0) as f:
         blk = f.extents()[0].pool_offset
         told: list[int] = []
         pin = f.pin(0, 2 * BS, on_poison=lambda r, off, n: told.append(off))
@@ -266,7 +266,7 @@ def test_free_and_busy_blocks_are_quarantined_at_once(vol: Volume) -> None:
     assert st.busy == 0 and st.bad == 2 * BS
     assert sorted(vol.badblocks()) == sorted([(free_block, BS), (blk, BS)])
     _write(vol, "/fill", b"f" * (st.free))                   # every free block: none of them bad
-    with vol.open("/fill", "rb") as f:
+    with vol.open("/fill", "rb", buffering=0) as f:
         for e in f.extents():
             for b, n in vol.badblocks():
                 assert not (e.pool_offset < b + n and b < e.pool_offset + e.length)
@@ -295,7 +295,7 @@ def test_bad_input_changes_nothing(vol: Volume) -> None:
 
 def test_unaligned_ranges_are_rounded_out_and_said_so_and_repeats_change_nothing(vol: Volume) -> None:
     _write(vol, "/x", _pattern(3 * BS, 8))
-    with vol.open("/x", "rb") as f:
+    with vol.open("/x", "rb", buffering=0) as f:
         base = f.extents()[0].pool_offset
     with pytest.warns(MediaErrorWarning, match="rounded out"):
         owners = vol.memory_failure(base + BS + 100, BS)       # touches blocks 1 and 2
@@ -329,7 +329,7 @@ def test_remount_keeps_quarantine_and_poison(tmp_path: Path) -> None:
     with daxfs.mkfs(path, POOL) as vol:
         _write(vol, "/a", data)
         vol.clone_file("/a", "/b")
-        with vol.open("/a", "rb") as f:
+        with vol.open("/a", "rb", buffering=0) as f:
             base = f.extents()[0].pool_offset
         vol.memory_failure(base + BS, BS)
         spare = vol._layout.block_offset(vol._layout.data_blocks - 2)
@@ -357,9 +357,9 @@ def test_touching_a_fenced_page_dies_explaining_itself(tmp_path: Path) -> None:
         from daxfs.media import MemoryPool
         from daxfs.volume import Volume
         pool = MemoryPool({POOL}); Volume.format(pool); vol = Volume.mount(pool)
-        with vol.open("/victim", "wb") as f:
+        with vol.open("/victim", "wb", buffering=0) as f:
             f.write(b"v" * {3 * BS})
-        f = vol.open("/victim", "rb")
+        f = vol.open("/victim", "rb", buffering=0)
         m = f.map()
         vol.memory_failure(f.extents()[0].pool_offset + {BS}, {BS})
         print("before the touch", bytes(m.buffer[:4]), m.poisoned, flush=True)
@@ -379,7 +379,7 @@ def test_touching_a_fenced_page_dies_explaining_itself(tmp_path: Path) -> None:
 def test_migrating_a_mapping_keeps_its_fence(vol: Volume) -> None:
     data = _pattern(3 * BS, 10)
     _write(vol, "/mig", data)
-    with vol.open("/mig", "rb") as f:
+    with vol.open("/mig", "rb", buffering=0) as f:
         m = f.map()
         vol.memory_failure(f.extents()[0].pool_offset + BS, BS)
         m.revoke("migrate")                         # copies around the fence, never through it
@@ -391,7 +391,7 @@ def test_migrating_a_mapping_keeps_its_fence(vol: Volume) -> None:
 def test_a_pins_cpu_view_made_after_the_failure_is_fenced(vol: Volume) -> None:
     data = _pattern(3 * BS, 11)
     _write(vol, "/pv", data)
-    with vol.open("/pv", "rb") as f:
+    with vol.open("/pv", "rb", buffering=0) as f:
         pin = f.pin(0, 3 * BS)
         vol.memory_failure(f.extents()[0].pool_offset + 2 * BS, BS)
         assert bytes(pin.buffer[:2 * BS]) == data[:2 * BS]    # made now: block 2 fenced in it
@@ -402,7 +402,7 @@ def test_a_pins_cpu_view_made_after_the_failure_is_fenced(vol: Volume) -> None:
 def test_a_closed_mapping_whose_arrays_live_is_fenced_too(vol: Volume) -> None:
     data = _pattern(2 * BS, 12)
     _write(vol, "/arr", data)
-    with vol.open("/arr", "rb") as f:
+    with vol.open("/arr", "rb", buffering=0) as f:
         m = f.map()
         arr = m.array()
         view = m.reference.view
@@ -495,7 +495,7 @@ def test_a_file_pool_acts_on_its_side_file_at_mount_and_while_mounted(tmp_path: 
     data = _pattern(2 * BS, 13)
     with daxfs.mkfs(path, POOL) as vol:
         _write(vol, "/w", data)
-        with vol.open("/w", "rb") as f:
+        with vol.open("/w", "rb", buffering=0) as f:
             base = f.extents()[0].pool_offset
     BadblockSource(path + ".badblocks", "side file").append(base, 512)     # listed while unmounted
     with daxfs.open_volume(path) as vol:
@@ -511,7 +511,7 @@ def test_a_refused_close_keeps_watching(tmp_path: Path) -> None:
     path = str(tmp_path / "busy.pool")
     with daxfs.mkfs(path, POOL) as vol:
         _write(vol, "/m", _pattern(BS, 14))
-        with vol.open("/m", "rb") as f:
+        with vol.open("/m", "rb", buffering=0) as f:
             told = threading.Event()
             m = f.map(on_poison=lambda *_a: told.set())
             with pytest.raises(daxfs.BusyError):

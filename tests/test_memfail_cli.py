@@ -57,10 +57,10 @@ def test_inject_error_while_open_reaches_every_owner(scratch: Path, capsys: pyte
     data = bytes(range(256)) * 48                      # 3 blocks
     vol = daxfs.mkfs(pool, 32 << 20)
     try:
-        with vol.open("/victim", "wb") as f:
+        with vol.open("/victim", "wb", buffering=0) as f:
             f.write(data)
         vol.clone_file("/victim", "/twin")
-        f = vol.open("/victim", "rb")
+        f = vol.open("/victim", "rb", buffering=0)
         bad = f.extents()[0].pool_offset + BS
         told = threading.Event()
         m = f.map(on_poison=lambda _m, off, n: told.set())
@@ -110,9 +110,9 @@ def test_badblocks_lists_metadata_regions_and_orphans(scratch: Path, capsys: pyt
     with daxfs.mkfs(pool, 32 << 20) as vol:
         status, out, _err = run(capsys, "badblocks", pool)
         assert status == 0 and out.strip() == "no bad blocks"
-        with vol.open("/gone", "wb") as f:
+        with vol.open("/gone", "wb", buffering=0) as f:
             f.write(b"g" * BS)
-        keep = vol.open("/gone", "rb")
+        keep = vol.open("/gone", "rb", buffering=0)
         vol.unlink("/gone")
         vol.memory_failure(keep.extents()[0].pool_offset, BS)
         vol.memory_failure(vol._layout.log_offset + 8 * BS, BS)

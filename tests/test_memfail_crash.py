@@ -54,17 +54,17 @@ def test_memory_failure_and_clearing_at_every_crash_point() -> None:
                 owners_at_failure.setdefault(b, set())
 
     def create(name: str) -> None:
-        vol.open(name, "wb").close()
+        vol.open(name, "wb", buffering=0).close()
 
     def write(name: str, data: bytes) -> None:
-        with vol.open(name, "r+b") as f:
+        with vol.open(name, "r+b", buffering=0) as f:
             f.write(data)
 
     step("create a", lambda: create("/a"))
     step("write a", lambda: write("/a", _data(4 * BS, 0x41)))
     step("clone b", lambda: vol.clone_file("/a", "/b"))
     step("clone c", lambda: vol.clone_file("/a", "/c"))
-    with vol.open("/a", "rb") as f:
+    with vol.open("/a", "rb", buffering=0) as f:
         shared = f.extents()[0].pool_offset + BS
     spare = lay.block_offset(lay.data_blocks - 1)
     log_bad = lay.log_offset + (vol._ring.head % lay.log_size + lay.log_size // 2) // BS * BS
@@ -77,7 +77,7 @@ def test_memory_failure_and_clearing_at_every_crash_point() -> None:
     step("fill the volume around the quarantine", lambda: write("/fill", _data(vol.statfs().free - 2 * BS, 0x46)))
 
     def rewrite(name: str, how: str) -> None:
-        with vol.open(name, "r+b") as f:
+        with vol.open(name, "r+b", buffering=0) as f:
             if how == "zero":
                 f.zero_range(BS, BS)
             elif how == "write":

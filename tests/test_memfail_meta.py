@@ -34,7 +34,7 @@ def _fresh(size: int = POOL) -> tuple[MemoryPool, Volume]:
     Volume.format(pool)
     vol = Volume.mount(pool)
     for i in range(4):
-        with vol.open(f"/f{i}", "wb") as f:
+        with vol.open(f"/f{i}", "wb", buffering=0) as f:
             f.write(bytes([65 + i]) * (BS * (i + 1) + 7))
     return pool, vol
 
@@ -42,7 +42,7 @@ def _fresh(size: int = POOL) -> tuple[MemoryPool, Volume]:
 def _busy_work(vol: Volume, rounds: int) -> None:
     """Enough metadata changes to checkpoint, and to wrap the log ring, several times."""
     for i in range(rounds):
-        with vol.open(f"/w{i % 7}", "wb") as f:
+        with vol.open(f"/w{i % 7}", "wb", buffering=0) as f:
             f.write(b"w" * (100 + i))
         vol.chmod(f"/w{i % 7}", 0o600 + i % 64)
 
@@ -106,7 +106,7 @@ def test_bad_owner_and_status_pages_are_not_written_again() -> None:
     pool, vol = _fresh()
     vol.memory_failure(OWNER_OFFSET, STATUS_OFFSET + STATUS_SIZE - OWNER_OFFSET)
     frozen = pool.read(OWNER_OFFSET, STATUS_OFFSET + STATUS_SIZE - OWNER_OFFSET)
-    with vol.open("/f0", "rb") as f, f.pin(0, BS):
+    with vol.open("/f0", "rb", buffering=0) as f, f.pin(0, BS):
         vol._publish()                                       # would write the status page
     assert not vol.readonly
     state = snapshot(vol)
@@ -149,7 +149,7 @@ def test_a_follower_reloads_across_a_jumped_log_range(tmp_path: Path) -> None:
             lay = vol._layout
             vol.memory_failure(lay.log_offset + (vol._ring.head % lay.log_size + lay.log_size // 2) // BS * BS, BS)
             for i in range(2500):
-                with vol.open(f"/x{i % 5}", "wb") as f:
+                with vol.open(f"/x{i % 5}", "wb", buffering=0) as f:
                     f.write(b"x" * (i + 1))
                 if i % 500 == 0:
                     assert follower.stat(f"/x{i % 5}").st_size == i + 1
@@ -169,10 +169,10 @@ def test_more_than_half_the_log_bad_makes_the_volume_read_only() -> None:
 def test_a_bad_checkpoint_slot_saves_the_state_and_goes_read_only(which: str, tmp_path: Path) -> None:
     path = str(tmp_path / "slot.pool")
     with daxfs.mkfs(path, POOL) as vol:
-        with vol.open("/keep", "wb") as f:
+        with vol.open("/keep", "wb", buffering=0) as f:
             f.write(b"k" * 10000)
         vol.checkpoint()
-        with vol.open("/after", "wb") as f:                 # a record after the checkpoint
+        with vol.open("/after", "wb", buffering=0) as f:                 # a record after the checkpoint
             f.write(b"a" * 100)
         lay = vol._layout
         newest = vol._generation % 2

@@ -116,9 +116,9 @@ def build_tree_dax(vol: Any) -> None:
     vol.mkdir("d")
     vol.mkdir("d/sub")
     vol.mkdir("empty")
-    with vol.open("f", "wb") as f:
+    with vol.open("f", "wb", buffering=0) as f:
         f.write(FILE_DATA)
-    with vol.open("d/g", "wb") as f:
+    with vol.open("d/g", "wb", buffering=0) as f:
         f.write(G_DATA)
 
 
@@ -153,7 +153,7 @@ class Sides:
             return sorted(vol.listdir(*args))
         if op == "open":
             path, mode = args
-            with vol.open(path, mode) as f:
+            with vol.open(path, mode, buffering=0) as f:
                 return f.read() if mode in ("rb", "r+b") else None
         return getattr(vol, op)(*args, **kwargs)
 
@@ -205,7 +205,7 @@ class Sides:
                 if self.vol.stat(child).is_dir():
                     walk(child)
                 else:
-                    with self.vol.open(child, "rb") as f:
+                    with self.vol.open(child, "rb", buffering=0) as f:
                         out[child] = (f.read(), stat_view(self.vol.stat(child)))
 
         walk("/")
@@ -617,7 +617,7 @@ def test_failed_calls_leave_free_space_unchanged(sides: Sides) -> None:
 
 def test_open_file_survives_unlink_of_its_name_and_directory(sides: Sides) -> None:
     """Unlinking an open file's name: the handle still reads the data; the name is gone."""
-    with sides.vol.open("d/g", "rb") as dax_file, open(sides.ref.root + "/d/g", "rb", buffering=0) as ref_file:
+    with sides.vol.open("d/g", "rb", buffering=0) as dax_file, open(sides.ref.root + "/d/g", "rb", buffering=0) as ref_file:
         check_same_as_os(sides, "unlink", "d/g")
         check_same_as_os(sides, "rmdir", "d/sub")
         check_same_as_os(sides, "rmdir", "d")

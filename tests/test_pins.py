@@ -119,7 +119,7 @@ def _pattern(n: int, seed: int) -> bytes:
 
 
 def _new_file(vol: daxfs.Volume, path: str, data: bytes, mode: str = "w+b") -> daxfs.File:
-    f = vol.open(path, mode)
+    f = vol.open(path, mode, buffering=0)
     f.pwrite(data, 0)
     return f
 
@@ -203,8 +203,8 @@ def _until_refused(attempt: Callable[[], object], what: str) -> None:
 
 def test_pin_segments_pool_offset_and_buffer_match_the_file(vol: daxfs.Volume, shm_path: str) -> None:
     # two files written interleaved, so each is made of scattered extents
-    a = vol.open("a", "w+b")
-    b = vol.open("b", "w+b")
+    a = vol.open("a", "w+b", buffering=0)
+    b = vol.open("b", "w+b", buffering=0)
     data = _pattern(40 * BS, 1)
     for i in range(0, 40 * BS, 3 * BS):
         a.pwrite(data[i:i + 3 * BS], i)
@@ -242,7 +242,7 @@ def test_write_pin_populates_holes_and_unwritten_durably_and_stores_reach_the_fi
     pool = MemoryPool(POOL)
     Volume.format(pool)
     v = Volume.mount(pool)
-    f = v.open("w", "w+b")
+    f = v.open("w", "w+b", buffering=0)
     f.pwrite(b"w" * BS, 0)
     f.truncate(8 * BS)                                   # blocks 1..7 a hole
     f.fallocate(2 * BS, 2 * BS)                          # blocks 2..3 unwritten
@@ -264,7 +264,7 @@ def test_write_pin_populates_holes_and_unwritten_durably_and_stores_reach_the_fi
     live = f.extents()
     copy = Volume.mount(MemoryPool(pool.image()))           # the population is already in the pool
     try:
-        with copy.open("w", "rb") as g:
+        with copy.open("w", "rb", buffering=0) as g:
             assert g.extents() == live
         assert copy.fsck() == []
     finally:
@@ -307,7 +307,7 @@ def test_seed000_truncate_defer_parks_pinned_blocks_never_reused(vol: daxfs.Volu
     assert p.segments == segs                             # the DMA list does not change
     assert bytes(p.buffer) == data[8 * BS + 10:12 * BS + 10]   # first CPU view made after the truncate
     # fill the volume: the busy blocks are never handed to another file
-    g = vol.open("filler", "w+b")
+    g = vol.open("filler", "w+b", buffering=0)
     chunk = b"\xee" * (64 * BS)
     with pytest.raises(OSError) as exc:
         while True:
@@ -351,7 +351,7 @@ def test_seed000_truncate_wait_blocks_without_a_lock_until_the_pin_goes(vol: dax
     order: list[str] = []
 
     def truncate() -> None:
-        with vol.open("w", "r+b") as g:
+        with vol.open("w", "r+b", buffering=0) as g:
             g.truncate(4 * BS, policy="wait", timeout=JOIN)
             order.append("truncated")
 
@@ -362,7 +362,7 @@ def test_seed000_truncate_wait_blocks_without_a_lock_until_the_pin_goes(vol: dax
     # the waiting truncate holds no lock: the volume is usable meanwhile
     assert f.pread(BS, 10 * BS) == data[10 * BS:11 * BS]
     other.pwrite(b"p" * BS, BS)
-    with vol.open("new", "wb") as n:
+    with vol.open("new", "wb", buffering=0) as n:
         n.write(b"n" * 3 * BS)
     vol.mkdir("d")
     assert _accounting_ok(vol).busy == 0
@@ -391,7 +391,7 @@ def test_seed000_truncate_wait_blocks_without_a_lock_until_the_pin_goes(vol: dax
 
 def test_seed000_truncate_wait_times_out_with_busy_error_and_nothing_changed(vol: daxfs.Volume) -> None:
     h = vol.holder("rdma-nic")
-    f = h.open("tw", "w+b")
+    f = h.open("tw", "w+b", buffering=0)
     f.pwrite(_pattern(8 * BS, 6), 0)
     p = f.pin(6 * BS, BS)
     extents = f.extents()
@@ -461,7 +461,7 @@ def test_seed000_volume_policy_applies_to_open_wb_rename_over_and_zero_range(
     _new_file(vol, "src", b"s" * BS).close()
     p = f.pin(0, BS)
     before = _state(vol)
-    for attempt in (lambda: vol.open("v", "wb"), lambda: vol.rename("src", "v"),
+    for attempt in (lambda: vol.open("v", "wb", buffering=0), lambda: vol.rename("src", "v"),
                     lambda: f.zero_range(0, 10), lambda: vol.unlink("v"),
                     lambda: f.punch_hole(0, BS)):
         with pytest.raises(daxfs.BusyError):
@@ -482,7 +482,7 @@ def test_seed000_open_wb_with_volume_policy_wait_waits_for_the_pin(make_vol: Cal
     f = _new_file(vol, "ow", _pattern(4 * BS, 10))
     p = f.pin(BS, BS)
     opened: list[daxfs.File] = []
-    t = _start(lambda: opened.append(vol.open("ow", "wb")))
+    t = _start(lambda: opened.append(vol.open("ow", "wb", buffering=0)))
     _until_refused(lambda: f.pin(0, BS), "open('wb') waiting on the pin")
     assert t.is_alive() and f.stat().st_size == 4 * BS and opened == []
     p.release()
@@ -550,7 +550,7 @@ def test_seed004_waiting_truncate_does_not_deadlock_the_pinner(vol: daxfs.Volume
     out: dict[str, object] = {}
 
     def thread_a() -> None:
-        with vol.open("dl", "rb") as f:
+        with vol.open("dl", "rb", buffering=0) as f:
             page_a = f.pin(8 * BS, BS)                      # in the range B will truncate
             a_pinned.set()
             go.wait(JOIN)
@@ -567,7 +567,7 @@ def test_seed004_waiting_truncate_does_not_deadlock_the_pinner(vol: daxfs.Volume
             outside.release() if second == "pin" else outside.close()
 
     def thread_b() -> None:
-        with vol.open("dl", "r+b") as g:
+        with vol.open("dl", "r+b", buffering=0) as g:
             g.truncate(4 * BS, policy="wait", timeout=JOIN)
             order.append("b done")
 
@@ -575,7 +575,7 @@ def test_seed004_waiting_truncate_does_not_deadlock_the_pinner(vol: daxfs.Volume
     ta = _start(thread_a)
     assert a_pinned.wait(JOIN)
     tb = _start(thread_b)
-    with vol.open("dl", "rb") as probe:
+    with vol.open("dl", "rb", buffering=0) as probe:
         _until_refused(lambda: probe.pin(13 * BS, 1), "the truncate waiting for page A")
     assert tb.is_alive() and order == [], "the truncate did not wait for page A"
     go.set()
@@ -606,7 +606,7 @@ def test_seed004_stream_of_pins_cannot_starve_a_waiting_truncate(vol: daxfs.Volu
         rng = random.Random(seed)
         held: daxfs.Pin | None = None
         try:
-            with vol.open("st", "rb") as f:
+            with vol.open("st", "rb", buffering=0) as f:
                 held = f.pin(8 * BS + seed * BS, BS)
                 started.wait(JOIN)
                 for _ in range(limit):
@@ -635,7 +635,7 @@ def test_seed004_stream_of_pins_cannot_starve_a_waiting_truncate(vol: daxfs.Volu
 
     threads = [_start(lambda s=s: pinner(s)) for s in range(3)]
     started.wait(JOIN)                                     # every pinner holds a pin in the range
-    with vol.open("st", "r+b") as g:
+    with vol.open("st", "r+b", buffering=0) as g:
         g.truncate(8 * BS, policy="wait", timeout=JOIN)
     stop.set()
     _join(*threads)
@@ -654,7 +654,7 @@ def test_seed002_unlink_pinned_file_leaves_a_readable_orphan(vol: daxfs.Volume) 
     data = _pattern(10 * BS, 14)
     base = vol.statfs()
     h = vol.holder("dma")
-    f = h.open("u", "w+b")
+    f = h.open("u", "w+b", buffering=0)
     f.pwrite(data, 0)
     p = f.pin(BS, 5 * BS)
     ino = f.stat().st_ino
@@ -667,7 +667,7 @@ def test_seed002_unlink_pinned_file_leaves_a_readable_orphan(vol: daxfs.Volume) 
     assert bytes(p.buffer) == data[BS:6 * BS]               # the orphan is still readable by the holder
     st = vol.statfs()
     assert st.used == used and st.busy == 0                 # its blocks are still its own
-    with vol.open("u", "w+b") as again:                     # the name is free for a new inode
+    with vol.open("u", "w+b", buffering=0) as again:                     # the name is free for a new inode
         again.write(b"new")
         assert again.stat().st_ino != ino
     vol.unlink("u")
@@ -685,7 +685,7 @@ def test_seed002_rename_over_and_open_wb_under_a_pin(vol: daxfs.Volume) -> None:
     _new_file(vol, "d/x", data).close()
     _new_file(vol, "src", b"s" * BS).close()
     base_files = vol.statfs().files
-    with vol.open("d/x", "rb") as g:
+    with vol.open("d/x", "rb", buffering=0) as g:
         p = g.pin(0, 2 * BS)
     assert [i.path for i in vol.pins()] == ["/d/x"]
     vol.rename("d", "e")                                    # pins() follows the current name
@@ -696,9 +696,9 @@ def test_seed002_rename_over_and_open_wb_under_a_pin(vol: daxfs.Volume) -> None:
     assert bytes(p.buffer) == data[:2 * BS]
     p.release()
     assert vol.statfs().files == base_files - 1             # reclaimed at the last reference
-    with vol.open("e/x", "rb") as g:
+    with vol.open("e/x", "rb", buffering=0) as g:
         q = g.pin(0, BS)
-    w = vol.open("e/x", "wb")                               # truncating open, defer: block parked
+    w = vol.open("e/x", "wb", buffering=0)                               # truncating open, defer: block parked
     assert vol.statfs().busy == BS and bytes(q.buffer) == b"s" * BS
     w.write(b"n" * BS)
     assert bytes(q.buffer) == b"s" * BS                     # the new data went to another block
@@ -755,12 +755,12 @@ def test_seed002_orphan_and_busy_blocks_pinned_at_crash_are_reclaimed_at_mount()
     keep = _pattern(3 * BS, 16)
     _new_file(v, "keep", keep).close()
     h = v.holder("gpu")
-    gone = h.open("gone", "w+b")
+    gone = h.open("gone", "w+b", buffering=0)
     gone.pwrite(_pattern(20 * BS, 17), 0)
     p_orphan = gone.pin(0, 20 * BS)
     gone.close()
     v.unlink("gone")                                        # orphan held by the pin
-    shrunk = h.open("shrunk", "w+b")
+    shrunk = h.open("shrunk", "w+b", buffering=0)
     shrunk.pwrite(_pattern(12 * BS, 18), 0)
     p_busy = shrunk.pin(4 * BS, 8 * BS)
     shrunk.truncate(2 * BS)                                 # blocks 4..11 busy
@@ -777,9 +777,9 @@ def test_seed002_orphan_and_busy_blocks_pinned_at_crash_are_reclaimed_at_mount()
         assert st.used == 5 * BS                            # keep 3 + shrunk 2: nothing leaked
         assert st.free == empty.free - 5 * BS
         assert after.fsck() == []
-        with after.open("keep", "rb") as k:
+        with after.open("keep", "rb", buffering=0) as k:
             assert k.read() == keep
-        with after.open("shrunk", "rb") as s:
+        with after.open("shrunk", "rb", buffering=0) as s:
             assert s.read() == _pattern(12 * BS, 18)[:2 * BS]
     finally:
         after.close()
@@ -794,7 +794,7 @@ def test_seed002_orphan_and_busy_blocks_pinned_at_crash_are_reclaimed_at_mount()
 def test_seed002_volume_close_with_live_pins_is_busy_error(vol: daxfs.Volume) -> None:
     f = _new_file(vol, "c", _pattern(4 * BS, 19))
     h = vol.holder("capture-card")
-    g = h.open("c", "rb")
+    g = h.open("c", "rb", buffering=0)
     p1 = g.pin(0, BS)
     p2 = f.pin(BS, BS)
     m = f.map(0, 4 * BS)
@@ -846,7 +846,7 @@ def test_seed002_force_close_breaks_revokes_and_waits_for_pins_released_meanwhil
     del arr
     with daxfs.open_volume(shm_path) as again:
         assert again.fsck() == [] and again.statfs().busy == 0
-        with again.open("fc", "rb") as g:
+        with again.open("fc", "rb", buffering=0) as g:
             assert g.read() == data
 
 
@@ -1002,7 +1002,7 @@ def test_seed003_volume_policy_break_covers_rename_over_zero_range_and_unlink(
 def test_seed003_holder_close_wakes_a_waiting_truncate(vol: daxfs.Volume) -> None:
     f = _new_file(vol, "hw", _pattern(8 * BS, 32))
     h = vol.holder("short-lived")
-    g = h.open("hw", "rb")
+    g = h.open("hw", "rb", buffering=0)
     t_before = time.time()
     g.pin(2 * BS, BS)
     g.map(4 * BS, BS)
@@ -1028,8 +1028,8 @@ def test_seed003_holder_owns_and_close_releases_everything(vol: daxfs.Volume) ->
     h = vol.holder("worker-7")
     h.mkdir("hd")                                           # the rest of the volume API, proxied
     assert h.stat("mine").st_size == 8 * BS and sorted(h.listdir()) == ["hd", "mine"]
-    a = h.open("mine", "r+b")
-    b = h.open("hd/other", "w+b")
+    a = h.open("mine", "r+b", buffering=0)
+    b = h.open("hd/other", "w+b", buffering=0)
     b.pwrite(b"o" * 2 * BS, 0)
     p = a.pin(BS, 2 * BS)
     wp = b.pin(0, BS, write=True)
@@ -1063,10 +1063,10 @@ def test_seed003_holder_owns_and_close_releases_everything(vol: daxfs.Volume) ->
 
 def test_seed003_holder_that_never_releases_keeps_blocks_visibly_busy(vol: daxfs.Volume) -> None:
     h = vol.holder("stuck-nic")
-    f = h.open("s", "w+b")
+    f = h.open("s", "w+b", buffering=0)
     f.pwrite(_pattern(16 * BS, 26), 0)
     p1 = f.pin(0, 4 * BS)
-    g = h.open("s2", "w+b")
+    g = h.open("s2", "w+b", buffering=0)
     g.pwrite(b"g" * 4 * BS, 0)
     p2 = g.pin(0, 4 * BS)
     f.truncate(0)
@@ -1077,11 +1077,11 @@ def test_seed003_holder_that_never_releases_keeps_blocks_visibly_busy(vol: daxfs
     assert infos == [("stuck-nic", "/s", 4 * BS), ("stuck-nic", "None", 4 * BS)]
     # everything else carries on
     for i in range(20):
-        with vol.open(f"n{i}", "wb") as n:
+        with vol.open(f"n{i}", "wb", buffering=0) as n:
             n.write(_pattern((i + 1) * 1000, i))
         if i % 3 == 0:
             vol.unlink(f"n{i}")
-    with vol.open("n1", "r+b") as n:
+    with vol.open("n1", "r+b", buffering=0) as n:
         n.truncate(5)
         with n.pin(0, 5) as q:
             assert bytes(q.buffer) == _pattern(2000, 1)[:5]
@@ -1120,7 +1120,7 @@ def test_stress_pinners_vs_truncate_punch_write(vol: daxfs.Volume, mode: str) ->
     def pinner(seed: int) -> None:
         rng = random.Random(seed)
         h = vol.holder(f"pinner-{seed}")
-        handles = {path: h.open(path, "r+b") for path in paths}
+        handles = {path: h.open(path, "r+b", buffering=0) for path in paths}
         live: list[tuple[daxfs.Pin, str]] = []
         try:
             for _ in range(1_000_000):                      # until the mutators are done
@@ -1167,7 +1167,7 @@ def test_stress_pinners_vs_truncate_punch_write(vol: daxfs.Volume, mode: str) ->
 
     def mutator(seed: int) -> None:
         rng = random.Random(seed)
-        handles = {path: vol.open(path, "r+b") for path in paths}
+        handles = {path: vol.open(path, "r+b", buffering=0) for path in paths}
         try:
             for i in range(MUTATIONS):
                 if i % 5 == 4:
@@ -1269,7 +1269,7 @@ def test_bad_pin_ranges_fail_and_change_nothing(vol: daxfs.Volume, offset: int, 
 
 
 def test_pin_empty_file_and_closed_handle(vol: daxfs.Volume) -> None:
-    f = vol.open("e", "w+b")
+    f = vol.open("e", "w+b", buffering=0)
     before = _state(vol)
     with pytest.raises(ValueError):
         f.pin(0, 1)
@@ -1318,13 +1318,13 @@ def test_write_pin_needs_a_writable_handle(vol: daxfs.Volume) -> None:
     f.truncate(4 * BS)                                      # blocks 1..3 a hole
     f.close()
     before = _state(vol)
-    with vol.open("ro", "rb") as g:
+    with vol.open("ro", "rb", buffering=0) as g:
         with pytest.raises(PermissionError):
             g.pin(0, 4 * BS, write=True)
         with g.pin(0, 4 * BS) as p:                          # a read pin is fine
             assert p.segments[1][2] is None
     assert _state(vol) == before
-    assert len(vol.open("ro", "rb").extents()) == 1          # the hole was not filled
+    assert len(vol.open("ro", "rb", buffering=0).extents()) == 1          # the hole was not filled
 
 
 @pytest.mark.parametrize("policy", ["", "Defer", "wait ", "none", "busy"])

@@ -51,10 +51,10 @@ def test_pins_orphans_and_busy_blocks_at_every_crash_point() -> None:
 
     handles = {}
     for name, n, byte in (("keep", 3, 0x4B), ("gone", 10, 0x47), ("shrunk", 12, 0x53)):
-        handles[name] = vol.open(name, "w+b")
+        handles[name] = vol.open(name, "w+b", buffering=0)
         handles[name].pwrite(_data(n * BS, byte), 0)
     holder = vol.holder("dma-engine")
-    gone = holder.open("gone", "rb")
+    gone = holder.open("gone", "rb", buffering=0)
     pins = {
         "gone": gone.pin(0, 10 * BS),
         "shrunk": handles["shrunk"].pin(4 * BS, 8 * BS),
@@ -66,7 +66,7 @@ def test_pins_orphans_and_busy_blocks_at_every_crash_point() -> None:
     pinned_blocks = {name: _pool_ranges(p.segments) for name, p in pins.items()}
 
     def create(name: str) -> Callable[[], None]:
-        return lambda: handles.__setitem__(name, vol.open(name, "w+b"))
+        return lambda: handles.__setitem__(name, vol.open(name, "w+b", buffering=0))
 
     def fill(name: str, n: int, byte: int) -> Callable[[], object]:
         """Write ``n`` blocks (0: all free space but ``byte // 16`` blocks, reusing what was freed)."""

@@ -77,12 +77,12 @@ def _errno_of(fn: Callable[[], Any]) -> tuple[str, Any]:
 
 
 def _write(vol: Volume, path: str, data: bytes) -> None:
-    with vol.open(path, "wb") as f:
+    with vol.open(path, "wb", buffering=0) as f:
         f.write(data)
 
 
 def _read(vol: Volume, path: str) -> bytes:
-    with vol.open(path, "rb") as f:
+    with vol.open(path, "rb", buffering=0) as f:
         return f.read()
 
 
@@ -281,14 +281,14 @@ class Differential:
 
     def _on_file(self, desc: str, target: Any, mid: int | None, call: str,
                  fn: Callable[[daxfs.File], Any], model: Callable[[bytearray], Any]) -> None:
-        self.log.append(f"with vol.open({desc}, 'r+b') as f: f.{call}" if isinstance(target, str)
+        self.log.append(f"with vol.open({desc}, 'r+b', buffering=0) as f: f.{call}" if isinstance(target, str)
                         else f"{desc}.{call}")
         if mid is None:
-            got = _errno_of(lambda: self.vol.open(target, "r+b"))
+            got = _errno_of(lambda: self.vol.open(target, "r+b", buffering=0))
             assert got == ("err", errno.ENOENT), self.fail(f"{call}: expected ENOENT, got {got}")
             return
         if isinstance(target, str):
-            with self.vol.open(target, "r+b") as f:
+            with self.vol.open(target, "r+b", buffering=0) as f:
                 got = _errno_of(lambda: fn(f))
         else:
             got = _errno_of(lambda: fn(target))
@@ -349,8 +349,8 @@ class Differential:
         data = b"".join(rng.choice(self.patterns) for _ in range(rng.randrange(0, MAX_BLOCKS)))
         if data and rng.random() < 0.5:
             data = data[:-rng.randrange(1, BS)]           # an unaligned EOF
-        self.log.append(f"with vol.open({name!r}, 'wb') as f: f.write(<{len(data)} bytes of patterns>)")
-        with self.vol.open(name, "wb") as f:
+        self.log.append(f"with vol.open({name!r}, 'wb', buffering=0) as f: f.write(<{len(data)} bytes of patterns>)")
+        with self.vol.open(name, "wb", buffering=0) as f:
             f.write(data)
         self.model.create(name)
         self.model.data[self.model.names[name]][:] = data
@@ -371,8 +371,8 @@ class Differential:
         if len(self.held) >= 2 or not self.model.names:
             return
         name = self.rng.choice(sorted(self.model.names))
-        self.log.append(f"held.append(vol.open({name!r}, 'r+b'))")
-        self.held.append((self.vol.open(name, "r+b"), self.model.names[name]))
+        self.log.append(f"held.append(vol.open({name!r}, 'r+b', buffering=0))")
+        self.held.append((self.vol.open(name, "r+b", buffering=0), self.model.names[name]))
 
     def _op_release(self) -> None:
         if not self.held:
@@ -476,7 +476,7 @@ class Differential:
 
     def _extents(self, arg: Any) -> list[daxfs.Extent]:
         if isinstance(arg, str):
-            with self.vol.open(arg, "rb") as f:
+            with self.vol.open(arg, "rb", buffering=0) as f:
                 return f.extents()
         return arg.extents()
 
@@ -545,7 +545,7 @@ class Differential:
         self.model.create(dst)
         self.model.data[self.model.names[dst]][:] = self.model.data[self.model.names[src]]
         nblk = -(-len(self.model.data[self.model.names[src]]) // BS)
-        with self.vol.open(src, "rb") as s, self.vol.open(dst, "rb") as d:
+        with self.vol.open(src, "rb", buffering=0) as s, self.vol.open(dst, "rb", buffering=0) as d:
             # every written block inside the source's size is shared (preallocation need not be)
             want = [(fb, po) for fb, po, fl in _blocks(s.extents()) if fb < nblk and "unwritten" not in fl]
             got = [(fb, po) for fb, po, fl in _blocks(d.extents()) if "unwritten" not in fl]
@@ -563,7 +563,7 @@ class Differential:
         files: dict[Any, daxfs.File] = {}
         try:
             for name, mid in model.names.items():
-                f = files[name] = vol.open(name, "rb")
+                f = files[name] = vol.open(name, "rb", buffering=0)
                 data = f.read()
                 if data != bytes(model.data[mid]):
                     first = next((i for i, (x, y) in enumerate(zip(data, model.data[mid])) if x != y),
@@ -677,7 +677,7 @@ def test_copy_file_range_matches_linux(case: tuple, host_dir: str) -> None:
     assert vol.fsck() == []
     if got[0] == "ok" and got[1] and so % BS == do % BS and src != dst:
         # whole blocks inside the copied range that line up are shared, not copied
-        with vol.open(src, "rb") as s, vol.open(dst, "rb") as t:
+        with vol.open(src, "rb", buffering=0) as s, vol.open(dst, "rb", buffering=0) as t:
             s_ext, t_ext = s.extents(), t.extents()
         head = (-so) % BS
         for i in range(max(0, got[1] - head) // BS):
@@ -691,7 +691,7 @@ def test_copy_file_range_shares_the_source_eof_block() -> None:
     _pool, vol = _volume()
     data = _distinct(9, 2 * BS + 100)
     _write(vol, "a", data)
-    vol.open("b", "wb").close()
+    vol.open("b", "wb", buffering=0).close()
     free = vol.statfs().free
     assert vol.copy_file_range("a", 0, "b", 0, len(data)) == len(data)
     assert _read(vol, "b") == data
@@ -762,7 +762,7 @@ def test_owners_match_a_brute_force_scan_of_extents() -> None:
         """Every inode with its current path (None once unlinked), through a handle on it."""
         for name in ("a", "b", "c", "d/x"):
             if vol.exists(name) and name not in handles:
-                handles[name] = vol.open(name, "r+b")
+                handles[name] = vol.open(name, "r+b", buffering=0)
         out = {}
         for key, f in handles.items():
             named = key != "orphan" and vol.exists(key) and vol.stat(key).st_ino == f.ino
@@ -804,7 +804,7 @@ def test_owners_report_an_orphan_with_path_none() -> None:
     _pool, vol = _volume()
     _write(vol, "a", _distinct(3, 2 * BS))
     vol.clone_file("a", "b")
-    held = vol.open("a", "rb")
+    held = vol.open("a", "rb", buffering=0)
     ino_a, ino_b = held.ino, vol.stat("b").st_ino
     vol.unlink("a")
     po = held.extents()[0].pool_offset
@@ -841,7 +841,7 @@ def test_space_accounting_counts_shared_blocks_once() -> None:
     assert vol.stat("a").st_blocks == 12 * BS // 512         # a's own view: 12 blocks
     assert vol.stat("b").st_blocks == 8 * BS // 512
 
-    with vol.open("b", "r+b") as f:
+    with vol.open("b", "r+b", buffering=0) as f:
         f.pwrite(b"x", 5 * BS + 1)                            # COW one block of b
     four = vol.statfs()
     assert four.free == one.free - BS and four.shared == 7 * BS
@@ -856,7 +856,7 @@ def test_space_accounting_counts_shared_blocks_once() -> None:
     vol.unlink("b")                                           # one of two sharers: frees nothing
     six = vol.statfs()
     assert (six.free, six.used, six.shared) == (five.free, five.used, 0)
-    held = vol.open("c", "rb")
+    held = vol.open("c", "rb", buffering=0)
     vol.unlink("c")                                           # the last name, but held open
     assert vol.statfs().free == six.free
     held.close()                                              # the last owner: all comes back
@@ -866,7 +866,7 @@ def test_space_accounting_counts_shared_blocks_once() -> None:
 
 
 def _extents_of(vol: Volume, path: str) -> list[daxfs.Extent]:
-    with vol.open(path, "rb") as f:
+    with vol.open(path, "rb", buffering=0) as f:
         return f.extents()
 
 
@@ -875,7 +875,7 @@ def test_clone_shares_blocks_and_reports_them() -> None:
     data = _distinct(5, 5 * BS + 123)
     _write(vol, "a", data)
     before = vol.statfs()
-    vol.open("b", "wb").close()
+    vol.open("b", "wb", buffering=0).close()
     assert vol.clone_range("a", 0, "b", 0, 0) == len(data)
     after = vol.statfs()
     assert after.free == before.free and after.used == before.used
@@ -900,7 +900,7 @@ def test_a_clone_copies_no_data_and_costs_the_same_for_any_length() -> None:
         vol = Volume.mount(pool)
         data_offset = vol.info()["data_offset"]
         _write(vol, "a", bytes([7]) * (nblocks * BS))
-        vol.open("b", "wb").close()
+        vol.open("b", "wb", buffering=0).close()
         free = vol.statfs().free
         start = pool.mark()
         vol.clone_range("a", 0, "b", 0, 0)
@@ -1043,13 +1043,13 @@ def test_copy_on_write_leaves_other_owners_alone(op: Callable[[daxfs.File, bytea
     _write(vol, "other", _distinct(99, BS))
     vol.clone_file("a", "b")
     name, bystander = ("b", "a") if writer == "clone" else ("a", "b")
-    keep = vol.open(bystander, "rb")
+    keep = vol.open(bystander, "rb", buffering=0)
     ext_before = keep.extents()
     view = keep.map(0, _A_SIZE)
     pin = keep.pin(BS, 2 * BS)
     pin_segments = pin.segments
     model = bytearray(data)
-    with vol.open(name, "r+b") as f:
+    with vol.open(name, "r+b", buffering=0) as f:
         op(f, model)
         after = f.extents()
         assert f.pread(len(model) + 1, 0) == bytes(model)
@@ -1067,7 +1067,7 @@ def test_copy_on_write_leaves_other_owners_alone(op: Callable[[daxfs.File, bytea
     sfs = vol.statfs()
     assert sfs.busy == 0
     files = {bystander: keep}
-    with vol.open(name, "rb") as f, vol.open("other", "rb") as o:
+    with vol.open(name, "rb", buffering=0) as f, vol.open("other", "rb", buffering=0) as o:
         files[name] = f
         files["other"] = o
         _check_accounting(vol, files)
@@ -1084,12 +1084,12 @@ def test_a_pinned_shared_block_outlives_every_other_owner() -> None:
     _write(vol, "a", data)
     vol.clone_file("a", "b")
     vol.clone_file("a", "c")
-    f = vol.open("b", "rb")
+    f = vol.open("b", "rb", buffering=0)
     pin = f.pin(0, 3 * BS)
     view = f.map(0, 3 * BS)
     segments = pin.segments
     f.close()
-    with vol.open("a", "r+b") as g:
+    with vol.open("a", "r+b", buffering=0) as g:
         g.pwrite(b"x" * (3 * BS), 0)         # COW away all of a
     vol.unlink("c")
     assert bytes(pin.buffer) == data and bytes(view.buffer) == data and pin.segments == segments
@@ -1107,7 +1107,7 @@ def test_a_pinned_shared_block_outlives_every_other_owner() -> None:
 def _write_reference(vol: Volume, kind: str) -> tuple[daxfs.File, Any]:
     _write(vol, "a", _distinct(13, 4 * BS))
     _write(vol, "c", _distinct(14, 2 * BS))
-    f = vol.open("a", "r+b")
+    f = vol.open("a", "r+b", buffering=0)
     return f, (f.map(BS, BS, write=True) if kind == "mapping" else f.pin(BS, BS, write=True))
 
 
@@ -1167,7 +1167,7 @@ def _state(vol: Volume) -> tuple:
                 files.append((path, "dir"))
                 stack.append(path)
                 continue
-            with vol.open(path, "rb") as f:
+            with vol.open(path, "rb", buffering=0) as f:
                 files.append((path, f.read(), st.st_size, st.st_blocks, tuple(f.extents())))
     return tuple(files), vol.statfs()
 
@@ -1187,7 +1187,7 @@ class _Env:
         self.handles: list[daxfs.File] = []
 
     def open(self, path: str, mode: str, *, other: bool = False) -> daxfs.File:
-        f = (self.other if other else self.vol).open(path, mode)
+        f = (self.other if other else self.vol).open(path, mode, buffering=0)
         self.handles.append(f)
         return f
 
@@ -1280,7 +1280,7 @@ def test_read_only_volume_is_erofs() -> None:
     for call in (lambda: ro.clone_range("a", 0, "b", 0, BS), lambda: ro.clone_file("a", "b"),
                  lambda: ro.clone_file("a", "new"), lambda: ro.dedupe_range("a", 0, "b", 0, BS),
                  lambda: ro.copy_file_range("a", 0, "b", 0, BS),
-                 lambda: ro.clone_range(ro.open("a", "rb"), 0, "b", 0, BS)):
+                 lambda: ro.clone_range(ro.open("a", "rb", buffering=0), 0, "b", 0, BS)):
         assert _errno_of(call) == ("err", errno.EROFS)
         assert _state(ro) == before
     ro.close()

@@ -64,7 +64,7 @@ def _accounting(vol: Volume) -> tuple[int, int]:
 
 
 def _extents(vol: Volume, path: str) -> list[daxfs.Extent]:
-    with vol.open(path, "rb") as f:
+    with vol.open(path, "rb", buffering=0) as f:
         return f.extents()
 
 
@@ -203,7 +203,7 @@ class Workload:
         names = self._existing()
         if len(names) < 2 or rng.random() < 0.05:
             name = rng.choice([n for n in NAMES if n not in names] or list(NAMES))
-            self.rec.run(Step(f"create({name!r})", lambda: vol.open(name, "wb").close()))
+            self.rec.run(Step(f"create({name!r})", lambda: vol.open(name, "wb", buffering=0).close()))
             return
         kind = rng.choices(["write", "cow", "clone", "clone_all", "dedupe", "copy", "truncate", "punch",
                             "zero", "fallocate", "unlink", "checkpoint"],
@@ -214,7 +214,7 @@ class Workload:
         vol = self.vol
 
         def fn() -> int:
-            with vol.open(name, "r+b") as f:
+            with vol.open(name, "r+b", buffering=0) as f:
                 return f.pwrite(data, off)
         self.rec.run(_write_step(self.rec, f"{what}({name!r}, {data[:1]!r} * {len(data)}, {off})", name, off,
                                  len(data), fn))
@@ -268,7 +268,7 @@ class Workload:
         self.rec.run(Step(f"clone_range({src!r}, 0, {dst!r}, 0, 0)", lambda: self.vol.clone_range(src, 0, dst, 0, 0)))
 
     def _truncate_to(self, name: str, size: int) -> None:
-        with self.vol.open(name, "r+b") as f:
+        with self.vol.open(name, "r+b", buffering=0) as f:
             f.truncate(size)
 
     def _dedupe(self, names: list[str]) -> None:
@@ -303,7 +303,7 @@ class Workload:
         name = self.rng.choice(names)
 
         def fn() -> Any:
-            with self.vol.open(name, "r+b") as f:
+            with self.vol.open(name, "r+b", buffering=0) as f:
                 return call(f)
         self.rec.run(Step(f"{label} on {name!r}", fn))
 
@@ -350,10 +350,10 @@ def test_crash_at_every_persist_point(seed: int) -> None:
 
 def _fill(rec: Recorder, name: str, data: bytes) -> None:
     """Create ``name`` and write ``data`` into it: two steps (a create, then a write)."""
-    rec.run(Step(f"create {name}", lambda: rec.vol.open(name, "wb").close()))
+    rec.run(Step(f"create {name}", lambda: rec.vol.open(name, "wb", buffering=0).close()))
 
     def write() -> int:
-        with rec.vol.open(name, "r+b") as f:
+        with rec.vol.open(name, "r+b", buffering=0) as f:
             return f.pwrite(data, 0)
     rec.run(_write_step(rec, f"write {name}", name, 0, len(data), write))
 
@@ -361,7 +361,7 @@ def _fill(rec: Recorder, name: str, data: bytes) -> None:
 def _two_sharers(rec: Recorder, nblocks: int = 4, tail: int = 0) -> bytes:
     data = random.Random(5).randbytes(nblocks * BS + tail)
     _fill(rec, "a", data)
-    rec.run(Step("create b", lambda: rec.vol.open("b", "wb").close()))
+    rec.run(Step("create b", lambda: rec.vol.open("b", "wb", buffering=0).close()))
     rec.run(Step("clone a to b", lambda: rec.vol.clone_range("a", 0, "b", 0, 0)))
     return data
 
@@ -379,7 +379,7 @@ def test_cow_write_is_all_or_nothing(tail: int, offset: int, length: int) -> Non
     assert _private_blocks(rec.vol, "b") == set()
 
     def write() -> int:
-        with rec.vol.open("b", "r+b") as f:
+        with rec.vol.open("b", "r+b", buffering=0) as f:
             return f.pwrite(bytes([0xEE]) * length, offset)
     step = _write_step(rec, f"cow_pwrite('b', 0xEE * {length}, {offset})", "b", offset, length, write)
     assert step.tearable == {}
@@ -395,14 +395,14 @@ def test_cow_write_may_tear_only_in_private_blocks() -> None:
     _two_sharers(rec)
 
     def own_block() -> int:
-        with rec.vol.open("b", "r+b") as f:
+        with rec.vol.open("b", "r+b", buffering=0) as f:
             return f.pwrite(b"p" * BS, 0)          # block 0 of b is now b's alone
     rec.run(_write_step(rec, "private block 0 of b", "b", 0, BS, own_block))
     private = _private_blocks(rec.vol, "b")
     assert private == {0}
 
     def write() -> int:
-        with rec.vol.open("b", "r+b") as f:
+        with rec.vol.open("b", "r+b", buffering=0) as f:
             return f.pwrite(bytes([0xEE]) * (2 * BS), 0)
     step = _write_step(rec, "pwrite('b', 0xEE * 8192, 0)", "b", 0, 2 * BS, write)
     assert list(step.tearable.values()) == [[(0, BS)]]        # block 0 only: block 1 is shared
@@ -418,7 +418,7 @@ def test_copy_file_range_is_all_or_nothing(so: int, do: int, length: int) -> Non
     rest: no crash image shows a size or bytes from part of it."""
     rec = Recorder()
     _fill(rec, "a", random.Random(8).randbytes(3 * BS + 100))
-    rec.run(Step("create b", lambda: rec.vol.open("b", "wb").close()))
+    rec.run(Step("create b", lambda: rec.vol.open("b", "wb", buffering=0).close()))
     rec.run(Step(f"copy_file_range('a', {so}, 'b', {do}, {length})",
                  lambda: rec.vol.copy_file_range("a", so, "b", do, length)))
     seen = rec.check(list(range(rec.starts[-1], len(rec.pool.events) + 1)), random_variants=2)
@@ -445,12 +445,12 @@ def test_unlinking_sharers_at_every_crash_point() -> None:
     rec = Recorder()
     _two_sharers(rec, 5, 123)
     vol = rec.vol
-    rec.run(Step("create c", lambda: vol.open("c", "wb").close()))
+    rec.run(Step("create c", lambda: vol.open("c", "wb", buffering=0).close()))
     rec.run(Step("clone a to c", lambda: vol.clone_range("a", 0, "c", 0, 0)))
     rec.run(Step("unlink a", lambda: vol.unlink("a")))
 
     def cow() -> int:
-        with vol.open("b", "r+b") as f:
+        with vol.open("b", "r+b", buffering=0) as f:
             return f.pwrite(b"z" * 10, 2 * BS + 5)
     rec.run(_write_step(rec, "cow b", "b", 2 * BS + 5, 10, cow))
     rec.run(Step("dedupe c into b", lambda: vol.dedupe_range("c", 0, "b", 0, 5 * BS + 123), "dedupe"))
@@ -467,16 +467,16 @@ def test_orphan_sharer_is_reclaimed_at_mount() -> None:
     rec = Recorder()
     data = _two_sharers(rec, 4)
     vol = rec.vol
-    held = vol.open("a", "r+b")
+    held = vol.open("a", "r+b", buffering=0)
     rec.orphans += 1
     rec.run(Step("unlink a (held)", lambda: vol.unlink("a")))
-    rec.run(Step("create c", lambda: vol.open("c", "wb").close()))
+    rec.run(Step("create c", lambda: vol.open("c", "wb", buffering=0).close()))
     rec.run(Step("clone the orphan into c", lambda: vol.clone_range(held, BS, "c", 0, 2 * BS)))
     rec.run(Step("cow in the orphan", lambda: held.pwrite(b"o" * 100, 2 * BS)))   # no name: not in snapshots
     rec.run(Step("clone c over a shared block of b", lambda: vol.clone_range("c", 0, "b", 3 * BS, BS)))
     rec.orphans -= 1
     rec.run(Step("close the orphan", held.close))
-    with vol.open("c", "rb") as f:
+    with vol.open("c", "rb", buffering=0) as f:
         assert f.read() == data[BS:3 * BS]
     rec.check(random_variants=2)
     vol.close()

@@ -69,7 +69,7 @@ def test_in_place_ranges_are_the_written_private_bytes_inside_the_file() -> None
     pool = MemoryPool(4 << 20)
     Volume.format(pool)
     vol = Volume.mount(pool)
-    with vol.open("f", "wb") as f:
+    with vol.open("f", "wb", buffering=0) as f:
         f.write(b"x" * (3 * BS + 100))
         f.punch_hole(BS, BS)                                     # block 1 a hole
         f.fallocate(5 * BS, BS, keep_size=True)                  # block 5 unwritten, past EOF
@@ -86,7 +86,7 @@ def test_in_place_ranges_are_the_written_private_bytes_inside_the_file() -> None
 def test_crash_recorder_catches_a_lost_step() -> None:
     """Tamper with a recorded state: the check must notice (it is not comparing with itself)."""
     rec = CrashRecorder(4 << 20)
-    rec.run("create", lambda: rec.vol.open("f", "wb").close())
+    rec.run("create", lambda: rec.vol.open("f", "wb", buffering=0).close())
     rec.run("mkdir", lambda: rec.vol.mkdir("d"))
     assert rec.check()["between"] > 0
     rec.snaps[-1] = dict(rec.snaps[-1])
@@ -101,7 +101,7 @@ def test_close_checked_fails_on_a_leaked_pin_or_mapping() -> None:
         pool = MemoryPool(4 << 20)
         Volume.format(pool)
         vol = Volume.mount(pool)
-        f = vol.open("f", "w+b")
+        f = vol.open("f", "w+b", buffering=0)
         f.write(b"x" * BS)
         ref = f.pin(0, BS) if leak == "pin" else f.map(0, BS) if leak == "map" else None
         if leak is None:

@@ -136,7 +136,7 @@ def test_mkfs_of_a_pool_open_elsewhere_is_busy_and_leaves_it_alone(shm_path: str
     script = f"""
 import os, daxfs
 vol = daxfs.mkfs({shm_path!r}, {32 * MiB})
-with vol.open("f", "wb") as f:
+with vol.open("f", "wb", buffering=0) as f:
     f.write(b"x" * {20 * MiB})
 try:
     daxfs.mkfs({shm_path!r}, {16 * MiB}, force=True)
@@ -145,7 +145,7 @@ except daxfs.BusyError as exc:
 else:
     raise SystemExit("mkfs of a pool open read-write did not fail")
 assert os.path.getsize({shm_path!r}) == {32 * MiB}, f"pool shrunk to {{os.path.getsize({shm_path!r})}}"
-with vol.open("f", "rb") as f:
+with vol.open("f", "rb", buffering=0) as f:
     assert f.read() == b"x" * {20 * MiB}
 vol.close()
 assert holders == [os.getpid()], f"BusyError.holders is {{holders}}, not this pid"
@@ -237,7 +237,7 @@ def test_readonly_handle_goes_stale_when_the_writer_removes_its_file(shm_path: s
     with daxfs.mkfs(shm_path, SUITE_POOL) as vol:
         write_file(vol, "a", b"A" * 300)
         with daxfs.open_volume(shm_path, readonly=True) as ro:
-            handle = ro.open("a", "rb")
+            handle = ro.open("a", "rb", buffering=0)
             assert handle.read(3) == b"AAA"
             vol.unlink("a")
             write_file(vol, "c", b"C" * 300)
@@ -264,7 +264,7 @@ def test_readonly_view_never_shows_another_files_bytes(shm_path: str) -> None:
 def test_readonly_fsck_beside_a_writer_with_an_unlinked_open_file_is_clean(shm_path: str) -> None:
     """An orphan the writer holds open is a healthy state, not a problem for fsck to report."""
     with daxfs.mkfs(shm_path, SUITE_POOL) as vol:
-        held = vol.open("tmp", "w+b")
+        held = vol.open("tmp", "w+b", buffering=0)
         held.write(b"t" * 5000)
         vol.unlink("tmp")
         assert vol.fsck() == []
@@ -279,13 +279,13 @@ def test_readonly_volume_refuses_changes_with_erofs(shm_path: str) -> None:
         write_file(vol, "f", b"data")
         vol.mkdir("d")
     with daxfs.open_volume(shm_path, readonly=True) as ro:
-        with ro.open("f", "rb") as f:
+        with ro.open("f", "rb", buffering=0) as f:
             assert f.read() == b"data"
         changes: list[Callable[[], object]] = [
             lambda: ro.mkdir("x"), lambda: ro.rmdir("d"), lambda: ro.unlink("f"),
             lambda: ro.rename("f", "g"), lambda: ro.link("f", "g"), lambda: ro.chmod("f", 0o600),
-            lambda: ro.utime("f", ns=(1, 2)), lambda: ro.open("f", "r+b"), lambda: ro.open("f", "wb"),
-            lambda: ro.open("f", "ab"), lambda: ro.open("new", "xb"), lambda: ro.open("new", "w+b"),
+            lambda: ro.utime("f", ns=(1, 2)), lambda: ro.open("f", "r+b", buffering=0), lambda: ro.open("f", "wb", buffering=0),
+            lambda: ro.open("f", "ab", buffering=0), lambda: ro.open("new", "xb", buffering=0), lambda: ro.open("new", "w+b", buffering=0),
         ]
         for change in changes:
             with pytest.raises(OSError) as info:
@@ -329,13 +329,13 @@ def test_lazy_durability_keeps_data_across_close(shm_path: str) -> None:
     daxfs.mkfs(shm_path, SUITE_POOL).close()
     with daxfs.open_volume(shm_path, durability="lazy") as vol:
         assert vol.durability == "lazy"
-        with vol.open("f", "w+b") as f:
+        with vol.open("f", "w+b", buffering=0) as f:
             f.write(b"a" * 10000)
             f.pwrite(b"B" * 100, 50)                 # in place: persisted at fsync/close
             assert f.pread(200, 0) == b"a" * 50 + b"B" * 100 + b"a" * 50
             f.fsync()
             f.pwrite(b"C" * 10, 9000)
-        with vol.open("f", "r+b") as f:
+        with vol.open("f", "r+b", buffering=0) as f:
             f.pwrite(b"D", 0)                        # left for the volume's close
     with daxfs.open_volume(shm_path) as vol:
         data = read_file(vol, "f")
@@ -345,12 +345,12 @@ def test_lazy_durability_keeps_data_across_close(shm_path: str) -> None:
 
 def test_closed_volume_refuses_use(shm_path: str) -> None:
     vol = daxfs.mkfs(shm_path, SUITE_POOL)
-    f = vol.open("f", "w+b")
+    f = vol.open("f", "w+b", buffering=0)
     f.write(b"x")
     vol.close()
     assert vol.closed and f.closed
     vol.close()                                        # twice is fine
-    for call in (vol.listdir, vol.statfs, vol.fsck, lambda: vol.stat("f"), lambda: vol.open("f", "rb"),
+    for call in (vol.listdir, vol.statfs, vol.fsck, lambda: vol.stat("f"), lambda: vol.open("f", "rb", buffering=0),
                  lambda: vol.mkdir("d"), lambda: f.read()):
         with pytest.raises(ValueError):
             call()
@@ -367,7 +367,7 @@ def test_threads_share_one_volume(shm_path: str) -> None:
 
         def writer(k: int) -> None:
             try:
-                with vol.open(f"own{k}", "wb") as own, vol.open("shared", "ab") as shared:
+                with vol.open(f"own{k}", "wb", buffering=0) as own, vol.open("shared", "ab", buffering=0) as shared:
                     for i in range(40):
                         own.write(bytes([k + 1]) * chunk)
                         shared.write(bytes([k + 1]) * 1000)
@@ -398,7 +398,7 @@ def test_threads_share_one_volume(shm_path: str) -> None:
 def test_large_sequential_file_is_one_aligned_extent(shm_path: str) -> None:
     with daxfs.mkfs(shm_path, 96 * MiB) as vol:
         chunk = bytes(range(256)) * 4096          # 1 MiB
-        with vol.open("big", "wb") as f:
+        with vol.open("big", "wb", buffering=0) as f:
             for i in range(64):
                 assert f.pwrite(chunk, i * MiB) == MiB
             exts = f.extents()
@@ -406,7 +406,7 @@ def test_large_sequential_file_is_one_aligned_extent(shm_path: str) -> None:
         assert exts[0].file_offset == 0 and exts[0].length == 64 * MiB
         assert exts[0].pool_offset % (2 * MiB) == 0
         assert vol.stat("big").st_blocks * 512 == 64 * MiB
-        with vol.open("big", "rb") as f:
+        with vol.open("big", "rb", buffering=0) as f:
             assert f.pread(MiB, 37 * MiB) == chunk
 
 
@@ -418,7 +418,7 @@ def test_many_small_files_take_one_block_each(shm_path: str) -> None:
         assert vol.statfs().used == 200 * bs
         assert read_file(vol, "f123") == bytes([124]) * 100
         # and a large file after them still starts on a huge page
-        with vol.open("big", "wb") as f:
+        with vol.open("big", "wb", buffering=0) as f:
             f.write(b"x" * (4 * MiB))
             exts = f.extents()
         assert len(exts) == 1 and exts[0].pool_offset % (2 * MiB) == 0
@@ -459,7 +459,7 @@ def test_readonly_mappings_and_pins_exclude_a_writer(shm_path: str) -> None:
     with daxfs.mkfs(shm_path, SUITE_POOL) as vol:
         write_file(vol, "x", b"x" * 20000)
         with daxfs.open_volume(shm_path, readonly=True) as ro:
-            f = ro.open("x", "rb")
+            f = ro.open("x", "rb", buffering=0)
             with pytest.raises(daxfs.BusyError):
                 f.map()
             with pytest.raises(daxfs.BusyError):
@@ -467,7 +467,7 @@ def test_readonly_mappings_and_pins_exclude_a_writer(shm_path: str) -> None:
             f.close()
         write_file(vol, "x", b"y" * 20000)           # the writer's last change before it goes
     with daxfs.open_volume(shm_path, readonly=True) as ro:
-        f = ro.open("x", "rb")
+        f = ro.open("x", "rb", buffering=0)
         m = f.map()
         p = f.pin(0, 4096)
         assert bytes(m.buffer[:3]) == b"yyy" and bytes(p.buffer[:3]) == b"yyy"

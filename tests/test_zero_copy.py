@@ -41,7 +41,7 @@ def _table(rows: int = 100_000) -> pa.Table:
 
 
 def _write_feather(vol: Any, path: str, table: pa.Table) -> None:
-    with vol.open(path, "wb") as f:
+    with vol.open(path, "wb", buffering=0) as f:
         feather.write_feather(table, f, compression="uncompressed")
 
 
@@ -76,7 +76,7 @@ def test_table_buffers_point_into_the_mapping(vol: Any) -> None:
 
 def test_stream_format_and_column_selection(vol: Any) -> None:
     table = _table(5_000)
-    with vol.open("/s.arrows", "wb") as f, pa.ipc.new_stream(f, table.schema) as writer:
+    with vol.open("/s.arrows", "wb", buffering=0) as f, pa.ipc.new_stream(f, table.schema) as writer:
         writer.write_table(table, max_chunksize=1_000)
     gc.collect()
     allocated = pa.total_allocated_bytes()
@@ -119,24 +119,24 @@ def test_policy_refuse_applies_while_a_table_lives(shm_pool: str) -> None:
     with daxfs.open_volume(shm_pool, policy="refuse") as vol:
         _write_feather(vol, "/r.feather", _table(10_000))
         loaded = daxfs.arrow.read_table(vol, "/r.feather")
-        with vol.open("/r.feather", "r+b") as f, pytest.raises(daxfs.BusyError):
+        with vol.open("/r.feather", "r+b", buffering=0) as f, pytest.raises(daxfs.BusyError):
             f.truncate(0)
         del loaded
         gc.collect()
-        with vol.open("/r.feather", "r+b") as f:
+        with vol.open("/r.feather", "r+b", buffering=0) as f:
             f.truncate(0)                          # nothing maps it any more
         assert vol.stat("/r.feather").st_size == 0
 
 
 def test_parquet_parsed_straight_from_the_pool(vol: Any) -> None:
     table = _table(30_000)
-    with vol.open("/t.parquet", "wb") as f:
+    with vol.open("/t.parquet", "wb", buffering=0) as f:
         pq.write_table(table, f)
     assert pq.read_table(daxfs.arrow.buffer(vol, "/t.parquet")).equals(table)
 
 
 def test_feather_v1_is_refused_with_a_reason(vol: Any) -> None:
-    with vol.open("/old.feather", "wb") as f:
+    with vol.open("/old.feather", "wb", buffering=0) as f:
         f.write(b"FEA1" + bytes(60))
     with pytest.raises(ValueError, match="Feather v1"):
         daxfs.arrow.read_table(vol, "/old.feather")
@@ -144,7 +144,7 @@ def test_feather_v1_is_refused_with_a_reason(vol: Any) -> None:
 
 def test_compressed_ipc_still_reads(vol: Any) -> None:
     table = _table(5_000)
-    with vol.open("/z.feather", "wb") as f:
+    with vol.open("/z.feather", "wb", buffering=0) as f:
         feather.write_feather(table, f, compression="zstd")
     assert daxfs.arrow.read_table(vol, "/z.feather").equals(table)
 
@@ -175,7 +175,7 @@ def test_npy_r_plus_writes_through_to_the_file(vol: Any) -> None:
     array = daxfs.numpy.load(vol, "/w.npy", mode="r+")
     array[10:20] = 7
     daxfs.numpy.mapping_of(array).persist()
-    with vol.open("/w.npy", "rb") as f:
+    with vol.open("/w.npy", "rb", buffering=0) as f:
         assert np.array_equal(np.load(f)[10:20], np.full(10, 7, dtype=np.int32))
 
 
@@ -184,7 +184,7 @@ def test_npy_create_fills_a_new_file_in_place(vol: Any) -> None:
     assert array.flags.writeable and not array.any()
     array[:, 1] = np.arange(100)
     daxfs.numpy.mapping_of(array).persist()
-    with vol.open("/new.npy", "rb") as f:
+    with vol.open("/new.npy", "rb", buffering=0) as f:
         back = np.load(f)
     assert back.shape == (100, 3) and np.array_equal(back[:, 1], np.arange(100))
     with pytest.raises(FileExistsError):
@@ -196,7 +196,7 @@ def test_npy_array_and_views_hold_the_mapping(vol: Any) -> None:
     view = daxfs.numpy.load(vol, "/v.npy")[::2]
     gc.collect()
     assert len(_mappings(vol, "/v.npy")) == 1     # the base array is gone, its view holds on
-    with vol.open("/v.npy", "r+b") as f:
+    with vol.open("/v.npy", "r+b", buffering=0) as f:
         f.truncate(0)                             # policy defer: the file shrinks now ...
     assert view[-1] == 4094.0 and vol.statfs().busy >= 4096 * 8   # ... its blocks wait
     del view
@@ -209,16 +209,16 @@ def test_npy_edge_cases(vol: Any) -> None:
     assert daxfs.numpy.load(vol, "/empty.npy").shape == (0, 4)
     daxfs.numpy.save(vol, "/scalar.npy", np.float32(2.5))
     assert daxfs.numpy.load(vol, "/scalar.npy")[()] == 2.5
-    with vol.open("/obj.npy", "wb") as f:
+    with vol.open("/obj.npy", "wb", buffering=0) as f:
         np.save(f, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(ValueError, match="objects"):
         daxfs.numpy.load(vol, "/obj.npy")
-    with vol.open("/short.npy", "wb") as f:
+    with vol.open("/short.npy", "wb", buffering=0) as f:
         np.save(f, np.arange(100))
         f.truncate(f.tell() - 8)
     with pytest.raises(ValueError, match="header says"):
         daxfs.numpy.load(vol, "/short.npy")
-    with vol.open("/not.npy", "wb") as f:
+    with vol.open("/not.npy", "wb", buffering=0) as f:
         f.write(os.urandom(64))
     with pytest.raises(ValueError, match="not a .npy"):
         daxfs.numpy.load(vol, "/not.npy")
@@ -232,7 +232,7 @@ def test_a_leased_array_hears_the_break_and_stays_valid(shm_pool: str) -> None:
         heard: list[Any] = []
         array = daxfs.numpy.load(vol, "/l.npy", lease=True, on_break=heard.append)
         mapping = daxfs.numpy.mapping_of(array)
-        with vol.open("/l.npy", "r+b") as f:
+        with vol.open("/l.npy", "r+b", buffering=0) as f:
             f.truncate(0)
         # told, then revoked: the bytes moved to private memory, the array still reads them
         assert heard == [mapping] and mapping.revoked and array[999] == 999.0

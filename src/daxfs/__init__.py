@@ -11,7 +11,8 @@ holders through the access layer's classes, bound here, so that no module
 imports a layer above its own.
 """
 
-from daxfs._types import Extent, Owner, PinInfo, Stat, StatFS
+from daxfs._types import DirEntry, Extent, Owner, PinInfo, Stat, StatFS
+from daxfs.access import buffered
 from daxfs.access.file import File
 from daxfs.access.holder import Holder
 from daxfs.access.mapping import Mapping
@@ -22,7 +23,7 @@ from daxfs.errors import (BusyError, CorruptVolumeError, DamagedVolumeWarning, I
                           PoisonError)
 from daxfs.volume import Volume, mkfs, open_volume
 
-Volume.bind_handles(file=File, holder=Holder)
+Volume.bind_handles(file=File, holder=Holder, wrap=buffered.wrap, check_options=buffered.check_options)
 
 __version__ = "0.1.0"
 
@@ -39,7 +40,7 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'daxfs' has no attribute {name!r}")
 
 __all__ = [
-    "mkfs", "open_volume", "Volume", "File", "Mapping", "Pin", "Holder", "PinInfo", "Owner", "Stat", "StatFS", "Extent",
+    "mkfs", "open_volume", "Volume", "File", "Mapping", "Pin", "Holder", "PinInfo", "Owner", "Stat", "StatFS", "Extent", "DirEntry",
     "connect", "Client", "ServerLost", "BusyError", "CorruptVolumeError", "DamagedVolumeWarning", "PoisonError", "MediaErrorWarning", "InvalidPathError",
     "__version__",
 ]

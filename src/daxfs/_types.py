@@ -10,7 +10,7 @@ import stat as _stat
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-__all__ = ["Stat", "StatFS", "Extent", "PinInfo", "Owner"]
+__all__ = ["Stat", "StatFS", "Extent", "PinInfo", "Owner", "DirEntry"]
 
 
 class Stat(tuple):  # type: ignore[type-arg]
@@ -34,16 +34,17 @@ class Stat(tuple):  # type: ignore[type-arg]
         self = tuple.__new__(cls, (st_mode, st_ino, st_dev, st_nlink, st_uid, st_gid, st_size,
                                    st_atime_ns // 1_000_000_000, st_mtime_ns // 1_000_000_000,
                                    st_ctime_ns // 1_000_000_000))
-        self.__dict__.update(st_atime_ns=st_atime_ns, st_mtime_ns=st_mtime_ns, st_ctime_ns=st_ctime_ns,
-                             st_blocks=st_blocks, st_blksize=st_blksize, st_rdev=st_rdev)
+        # the fields beyond the sequence, in one attribute (stat is on hot paths)
+        self._extra = (st_atime_ns, st_mtime_ns, st_ctime_ns, st_blocks, st_blksize, st_rdev)
         return self
 
-    st_atime_ns: int
-    st_mtime_ns: int
-    st_ctime_ns: int
-    st_blocks: int
-    st_blksize: int
-    st_rdev: int
+    _extra: tuple[int, int, int, int, int, int]
+    st_atime_ns = property(lambda self: self._extra[0])
+    st_mtime_ns = property(lambda self: self._extra[1])
+    st_ctime_ns = property(lambda self: self._extra[2])
+    st_blocks = property(lambda self: self._extra[3])
+    st_blksize = property(lambda self: self._extra[4])
+    st_rdev = property(lambda self: self._extra[5])
 
     st_mode = property(lambda self: self[0])
     st_ino = property(lambda self: self[1])
@@ -55,21 +56,19 @@ class Stat(tuple):  # type: ignore[type-arg]
 
     @property
     def st_atime(self) -> float:
-        return self.st_atime_ns / 1e9
+        return self._extra[0] / 1e9
 
     @property
     def st_mtime(self) -> float:
-        return self.st_mtime_ns / 1e9
+        return self._extra[1] / 1e9
 
     @property
     def st_ctime(self) -> float:
-        return self.st_ctime_ns / 1e9
+        return self._extra[2] / 1e9
 
     def fields(self) -> list[int]:
         """Every field, in ``Stat(...)``'s argument order."""
-        d = self.__dict__
-        return [self[0], self[1], self[2], self[3], self[4], self[5], self[6], d["st_atime_ns"], d["st_mtime_ns"],
-                d["st_ctime_ns"], d["st_blocks"], d["st_blksize"], d["st_rdev"]]
+        return [*self[:7], *self._extra]
 
     @classmethod
     def from_fields(cls, fields: Sequence[int]) -> "Stat":
@@ -99,6 +98,49 @@ class Stat(tuple):  # type: ignore[type-arg]
 
     def is_symlink(self) -> bool:
         return _stat.S_ISLNK(self[0])
+
+
+class DirEntry:
+    """One entry of ``vol.scandir``, as ``os.DirEntry``: ``name``, ``path``, ``inode()``,
+    ``is_dir()``, ``is_file()``, ``is_symlink()``, ``stat()`` from the listing itself (a
+    symbolic link is followed, with one more lookup, only when asked to)."""
+
+    __slots__ = ("name", "path", "_stat", "_follow")
+
+    def __init__(self, name: str, path: str, stat: Stat, follow: Any = None) -> None:
+        self.name = name
+        self.path = path
+        self._stat = stat       # the entry itself (lstat)
+        self._follow = follow   # stat(path), following links
+
+    def inode(self) -> int:
+        return self._stat.st_ino
+
+    def is_symlink(self) -> bool:
+        return self._stat.is_symlink()
+
+    def stat(self, *, follow_symlinks: bool = True) -> Stat:
+        if follow_symlinks and self._stat.is_symlink() and self._follow is not None:
+            return self._follow(self.path)
+        return self._stat
+
+    def is_dir(self, *, follow_symlinks: bool = True) -> bool:
+        return self._test(_stat.S_ISDIR, follow_symlinks)
+
+    def is_file(self, *, follow_symlinks: bool = True) -> bool:
+        return self._test(_stat.S_ISREG, follow_symlinks)
+
+    def _test(self, test: Any, follow_symlinks: bool) -> bool:
+        try:
+            return bool(test(self.stat(follow_symlinks=follow_symlinks).st_mode))
+        except FileNotFoundError:       # a dangling link: neither, as os.DirEntry says
+            return False
+
+    def __fspath__(self) -> str:
+        return self.path
+
+    def __repr__(self) -> str:
+        return f"<DirEntry {self.name!r}>"
 
 
 class StatFS(NamedTuple):

@@ -51,6 +51,10 @@ class File(FileBase):
     def ino(self) -> int:
         return self._ino
 
+    @property
+    def holder(self) -> object:
+        return self.handle.holder
+
     # ---- the primitives, on the volume's data path
 
     def _do_pread(self, dest: memoryview | None, n: int, offset: int) -> bytes | int:

@@ -25,6 +25,11 @@ from daxfs.volume import arguments, check_policy
 OFF_MAX = (1 << 63) - 1
 
 
+class NotOpenFor(io.UnsupportedOperation):
+    """Reading a write-only file or writing a read-only one: ``io.UnsupportedOperation`` as
+    ``io.FileIO`` raises it, with ``errno`` EBADF as ``os.read`` gives it."""
+
+
 def bytes_view(data: Any) -> memoryview:
     """Any buffer as a flat memoryview of bytes."""
     view = data if isinstance(data, memoryview) else memoryview(data)
@@ -70,6 +75,11 @@ class FileBase(io.RawIOBase):
     def closed(self) -> bool:  # type: ignore[override]
         return self.handle.closed
 
+    @property
+    def holder(self) -> object:
+        """Who owns this file (and what is mapped or pinned through it)."""
+        raise NotImplementedError
+
     def __repr__(self) -> str:
         state = " closed" if self.closed else ""
         return f"<daxfs.{type(self).__name__} {self._path!r} mode={self._mode!r}{state}>"
@@ -98,12 +108,12 @@ class FileBase(io.RawIOBase):
     def _check_read(self) -> None:
         self._check_open()
         if not self._readable:
-            raise fs_error(errno.EBADF, self._path, "file not open for reading")
+            raise NotOpenFor(errno.EBADF, "File not open for reading", self._path)
 
     def _check_write(self) -> None:
         self._check_open()
         if not self._writable:
-            raise fs_error(errno.EBADF, self._path, "file not open for writing")
+            raise NotOpenFor(errno.EBADF, "File not open for writing", self._path)
 
     # ---- positional I/O
 

@@ -33,10 +33,11 @@ class Holder:
     def __str__(self) -> str:
         return self.name
 
-    def open(self, path: object, mode: str = "rb") -> "File":
+    def open(self, path: object, mode: str = "rb", buffering: int = -1, encoding: str | None = None,
+             errors: str | None = None, newline: str | None = None) -> "File":
         if self.closed:
             raise ValueError("holder is closed")
-        return self._vol.open(path, mode, holder=self)
+        return self._vol.open(path, mode, buffering, encoding, errors, newline, holder=self)
 
     def close(self) -> None:
         """Release every file, mapping and pin this holder owns."""

@@ -156,7 +156,7 @@ def cmd_stat(args: argparse.Namespace) -> int:
         st = vol.stat(path)
         extents = []
         if st.is_file():
-            with vol.open(path, "rb") as f:
+            with vol.open(path, "rb", buffering=0) as f:
                 extents = f.extents()
     _print_stat(path, st)
     if st.is_file():

@@ -27,10 +27,12 @@ import socket
 import stat as st
 import threading
 import time
+import warnings
 from typing import Any
 
 from daxfs._types import Owner, PinInfo, Stat, StatFS
 from daxfs.adapters import wire
+from daxfs.access import buffered
 from daxfs.access.holder import Holder
 from daxfs.adapters.client_files import ClientFile, ClientMapping, ClientPin
 from daxfs.adapters.wire import ServerLost
@@ -38,6 +40,7 @@ from daxfs.errors import BusyError
 from daxfs.volume import arguments
 from daxfs.volume.changes import ChangeTable
 from daxfs.volume.holders import HolderTable, drop_slot_lock, take_slot_lock
+from daxfs.volume.pathnames import PathNames
 
 __all__ = ["Client", "connect", "ServerLost"]
 
@@ -82,7 +85,7 @@ def _umask() -> int:
     return mask
 
 
-class Client:
+class Client(PathNames):
     """A connection to an arbiter, with the ``Volume`` API."""
 
     def __init__(self, socket_path: str, *, name: str | None = None) -> None:
@@ -156,6 +159,7 @@ class Client:
         self.files: set[ClientFile] = set()
         self.lost = False
         self.closed = False
+        self._close_when_idle = False   # left by an exception while pinned: close at the last release
         self._reader = threading.Thread(target=self._read_loop, name="daxfs-client-in", daemon=True)
         self._reader.start()
         self._event_thread = threading.Thread(target=self._event_loop, name="daxfs-client-events", daemon=True)
@@ -333,12 +337,14 @@ class Client:
             self.refs.pop(ref.r, None)
             if self.lost:
                 self._publish_pins()
+        self._close_if_idle()
 
     def export_pending(self, delta: int) -> None:
         with self.lock:
             self._exported += delta
             if self.lost or self.closed:
                 self._publish_pins()
+        self._close_if_idle()
 
     # ---------------------------------------------------------------- lifetime
 
@@ -383,8 +389,35 @@ class Client:
     def __enter__(self) -> "Client":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        # As Volume.__exit__: the caller's exception stands; mappings are migrated, and with
+        # pins still held the connection closes when the last is released.
+        try:
+            self.close(force=True, timeout=0)
+        except BusyError:
+            with self.lock:
+                self._close_when_idle = True
+            self._close_if_idle()
+        except Exception as failure:    # noqa: BLE001 - reported on the caller's exception
+            if isinstance(exc, BaseException):
+                exc.add_note(f"daxfs: closing the connection failed too: {failure!r}")
+
+    def _close_if_idle(self) -> None:
+        with self.lock:
+            if not self._close_when_idle or self.closed or any(ref.live for ref in self.refs.values()):
+                return
+            self._close_when_idle = False
+        threading.Thread(target=self._close_deferred, name="daxfs-deferred-close").start()
+
+    def _close_deferred(self) -> None:
+        try:
+            self.close(force=True, timeout=0)
+        except Exception as failure:    # noqa: BLE001 - no caller is left to tell but this
+            warnings.warn(f"daxfs: deferred close of {self.path} failed: {failure!r}", RuntimeWarning,
+                          stacklevel=1)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("lost" if self.lost else ("ro" if self.readonly else "rw"))
@@ -406,6 +439,9 @@ class Client:
 
     def listdir(self, path: object = "/") -> list[str]:
         return self.call("listdir", _path(path))
+
+    def _scan(self, path: object) -> list[tuple[str, Stat]]:
+        return [(name, Stat.from_fields(fields)) for name, fields in self.call("scandir", _path(path))]
 
     def mkdir(self, path: object, mode: int = 0o755, *, parents: bool = False, exist_ok: bool = False) -> None:
         self.call("mkdir", _path(path), arguments.mode_bits(mode), bool(parents), bool(exist_ok), _umask())
@@ -469,14 +505,17 @@ class Client:
     def clear_badblocks(self, pool_offset: int, length: int) -> None:
         self.call("clear_badblocks", arguments.integer(pool_offset), arguments.integer(length))
 
-    def open(self, path: object, mode: str = "rb", *, holder: object = None) -> ClientFile:
-        flags = arguments.open_flags(mode)
+    def open(self, path: object, mode: str = "rb", buffering: int = -1, encoding: str | None = None,
+             errors: str | None = None, newline: str | None = None, *, holder: object = None) -> Any:
+        """Open a file as ``Volume.open`` does (buffered by default, text modes)."""
+        flags, text, binary = arguments.parse_mode(mode)
+        buffering = buffered.check_options(text, buffering, encoding, errors, newline)
         name = None if holder is None else str(holder)
-        reply = self.call("open", _path(path), mode, name, _umask())
-        f = ClientFile(self, reply, _path(path), mode, flags, holder)
+        reply = self.call("open", _path(path), binary, name, _umask())
+        f = ClientFile(self, reply, _path(path), binary, flags, holder)
         with self.lock:
             self.files.add(f)
-        return f
+        return buffered.wrap(f, flags, text, mode, buffering, encoding, errors, newline)
 
     def holder(self, name: str) -> Holder:
         """A named owner: what is opened, mapped or pinned through it, its close() releases."""
@@ -515,8 +554,14 @@ def _off(value: object) -> int:
 
 
 def _target(arg: object) -> object:
-    if isinstance(arg, ClientFile):
-        if arg.closed:
-            raise ValueError("I/O operation on closed file")
-        return {"h": arg.h}
+    for _ in range(3):              # a text or buffered file: flushed, then its raw file
+        if isinstance(arg, ClientFile):
+            if arg.closed:
+                raise ValueError("I/O operation on closed file")
+            return {"h": arg.h}
+        inner = getattr(arg, "buffer", None) or getattr(arg, "raw", None)
+        if inner is None:
+            break
+        arg.flush()  # type: ignore[attr-defined]
+        arg = inner
     return _path(arg)

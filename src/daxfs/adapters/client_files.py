@@ -96,6 +96,10 @@ class ClientFile(FileBase):
         if owned is not None:
             owned.add(self)
 
+    @property
+    def holder(self) -> object:
+        return self._holder
+
     # ---- the cache
 
     def _current(self) -> _Layout:

@@ -192,9 +192,9 @@ def open_buffered(fs: Any, path: str, mode: str, *, buffer_size: int | None = No
         if "x" in mode and volume.exists(path):
             raise FileExistsError(path)
         temp = _temporary_name(path)
-        raw = volume.open(temp, "xb")
+        raw = volume.open(temp, "xb", buffering=0)
     else:
-        raw = volume.open(path, mode)
+        raw = volume.open(path, mode, buffering=0)
     try:
         if "+" in mode:
             kind: type[_DaxfsMethods] = DaxfsBufferedRandom

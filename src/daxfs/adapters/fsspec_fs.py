@@ -293,7 +293,7 @@ class DaxFileSystem(AbstractFileSystem, metaclass=_CachedUnlessGiven):
             if error.errno not in CLONE_IMPOSSIBLE:
                 raise
         # Blocks that cannot be shared now (a write mapping on them): copy the bytes.
-        with vol.open(source, "rb") as reader, vol.open(target, "wb") as writer:
+        with vol.open(source, "rb", buffering=0) as reader, vol.open(target, "wb", buffering=0) as writer:
             copy_stream(reader, writer, total=reader.stat().st_size)
 
     def put_file(self, lpath: Any, rpath: Any, callback: Any = DEFAULT_CALLBACK,
@@ -309,7 +309,7 @@ class DaxFileSystem(AbstractFileSystem, metaclass=_CachedUnlessGiven):
             parent = self._parent(target)
             if parent != self.root_marker:
                 vol.mkdir(parent, parents=True, exist_ok=True)
-            with vol.open(target, "xb" if mode == "create" else "wb") as sink:
+            with vol.open(target, "xb" if mode == "create" else "wb", buffering=0) as sink:
                 copy_stream(source, sink, total=os.fstat(source.fileno()).st_size,
                             progress=callback)
 
@@ -322,7 +322,7 @@ class DaxFileSystem(AbstractFileSystem, metaclass=_CachedUnlessGiven):
         if outfile is None and self.isdir(source):
             os.makedirs(lpath, exist_ok=True)
             return
-        with self.volume.open(source, "rb") as reader:
+        with self.volume.open(source, "rb", buffering=0) as reader:
             total = reader.stat().st_size
             if outfile is not None:
                 copy_stream(reader, outfile, total=total, progress=callback)
@@ -336,7 +336,7 @@ class DaxFileSystem(AbstractFileSystem, metaclass=_CachedUnlessGiven):
 
     def cat_file(self, path: Any, start: int | None = None, end: int | None = None,
                  **kwargs: Any) -> bytes:
-        with self.volume.open(self._strip_protocol(path), "rb") as f:
+        with self.volume.open(self._strip_protocol(path), "rb", buffering=0) as f:
             if start is None and end is None:
                 return bytes(f.readall())
             size = f.stat().st_size
@@ -350,7 +350,7 @@ class DaxFileSystem(AbstractFileSystem, metaclass=_CachedUnlessGiven):
         path = self._strip_protocol(path)
         self._parents_for(path)
         data = memoryview(value).cast("B")
-        with self.volume.open(path, "xb" if mode == "create" else "wb") as f:
+        with self.volume.open(path, "xb" if mode == "create" else "wb", buffering=0) as f:
             while data:
                 written = f.write(data)
                 if not written:
@@ -361,7 +361,7 @@ class DaxFileSystem(AbstractFileSystem, metaclass=_CachedUnlessGiven):
         path = self._strip_protocol(path)
         if truncate or not self.exists(path):
             self._parents_for(path)
-            self.volume.open(path, "wb").close()
+            self.volume.open(path, "wb", buffering=0).close()
         else:
             self.volume.utime(path)
 

@@ -58,7 +58,7 @@ def map_range(volume: Any, path: str, offset: int = 0, length: int | None = None
     a ``Client``, a ``Holder`` or a ``daxfs://`` file system.  The file is closed before
     this returns; the mapping outlives it, as an mmap outlives its descriptor.
     """
-    with volume.open(path, "r+b" if write else "rb") as f:
+    with volume.open(path, "r+b" if write else "rb", buffering=0) as f:
         options: dict[str, Any] = {"write": write}
         if lease:
             options.update(lease=True, on_break=on_break)

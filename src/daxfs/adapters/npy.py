@@ -76,7 +76,7 @@ def load(vol: Any, path: str, *, mode: str = "r", lease: bool = False,
     if mode not in MODES:
         raise ValueError(f"mode must be 'r' or 'r+', not {mode!r}")
     write = mode == "r+"
-    with vol.open(path, "r+b" if write else "rb") as f:
+    with vol.open(path, "r+b" if write else "rb", buffering=0) as f:
         shape, fortran, dtype, offset = _header(f, path)
         size = f.stat().st_size
     if dtype.hasobject:
@@ -105,7 +105,7 @@ def create(vol: Any, path: str, shape: int | tuple[int, ...], dtype: Any = "f8",
         raise ValueError("an array of Python objects cannot live in a mapping")
     header = {"descr": npy_format.dtype_to_descr(dt), "fortran_order": bool(fortran_order),
               "shape": dims}
-    with vol.open(path, "wb" if exist_ok else "xb") as f:
+    with vol.open(path, "wb" if exist_ok else "xb", buffering=0) as f:
         # numpy's header, padded so the data starts aligned, in the oldest version that
         # holds it (1.0 limits the header to 64 KiB).
         stream = io.BytesIO()
@@ -123,7 +123,7 @@ def create(vol: Any, path: str, shape: int | tuple[int, ...], dtype: Any = "f8",
 
 def save(vol: Any, path: str, array: Any) -> None:
     """Write ``array`` to ``path`` as a .npy file (what ``numpy.save`` writes)."""
-    with vol.open(path, "wb") as f:
+    with vol.open(path, "wb", buffering=0) as f:
         npy_format.write_array(f, np.asanyarray(array), allow_pickle=False)
 
 

@@ -163,6 +163,12 @@ class Requests:
             permissions.may_list(self.vol._journal.core, p, self.creds)
             return self.vol.listdir(p)
 
+    def op_scandir(self, rid: int, path: object) -> Any:
+        p = _str(path, "path")
+        with self.vol.lock:
+            permissions.may_list(self.vol._journal.core, p, self.creds)
+            return [[name, _stat_list(st)] for name, st in self.vol._scan(p)]
+
     def op_mkdir(self, rid: int, path: object, mode: object, parents: object, exist_ok: object, umask: object) -> Any:
         p = _str(path, "path")
         self._writable(p)

@@ -124,14 +124,14 @@ def cmd_put(args: argparse.Namespace) -> int:
         total = os.fstat(source.fileno()).st_size
         with open_pool(pool) as vol:
             path = target_in_dir(vol, path, os.path.basename(os.path.normpath(args.local)))
-            with vol.open(path, "wb") as sink:
+            with vol.open(path, "wb", buffering=0) as sink:
                 _copy_stream(source, sink, total, f"put {path}")
     return EXIT_OK
 
 
 def cmd_get(args: argparse.Namespace) -> int:
     pool, path = split_pool_path(args.source)
-    with open_pool(pool, readonly=True) as vol, vol.open(path, "rb") as source:
+    with open_pool(pool, readonly=True) as vol, vol.open(path, "rb", buffering=0) as source:
         total = source.stat().st_size
         local = args.local
         if os.path.isdir(local):
@@ -153,7 +153,7 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 def cmd_cat(args: argparse.Namespace) -> int:
     pool, path = split_pool_path(args.source)
-    with open_pool(pool, readonly=True) as vol, vol.open(path, "rb") as source:
+    with open_pool(pool, readonly=True) as vol, vol.open(path, "rb", buffering=0) as source:
         stdout = sys.stdout.buffer
         buffer = bytearray(COPY_CHUNK)
         view = memoryview(buffer)
@@ -222,7 +222,7 @@ def _copy_in_pool(pool: str, source: str, destination: str, reflink: str) -> int
                         vol.unlink(destination)      # leave no empty file behind a failed clone
                     raise
         try:
-            with vol.open(source, "rb") as reader, vol.open(destination, "wb") as writer:
+            with vol.open(source, "rb", buffering=0) as reader, vol.open(destination, "wb", buffering=0) as writer:
                 _copy_stream(reader, writer, st.st_size, f"cp {destination}")
         except OSError:
             if not existed and vol.exists(destination):
@@ -235,11 +235,11 @@ def _copy_between_pools(source: tuple[str, str], destination: tuple[str, str]) -
     # The source is opened first: a bad source must not create anything in the destination pool.
     with open_pool(source[0], readonly=True) as src_vol:
         st = _source_file(src_vol, source[1])
-        with src_vol.open(source[1], "rb") as reader, open_pool(destination[0]) as dst_vol:
+        with src_vol.open(source[1], "rb", buffering=0) as reader, open_pool(destination[0]) as dst_vol:
             path = target_in_dir(dst_vol, destination[1], posixpath.basename(source[1].rstrip("/")))
             existed = dst_vol.exists(path)
             try:
-                with dst_vol.open(path, "wb") as writer:
+                with dst_vol.open(path, "wb", buffering=0) as writer:
                     _copy_stream(reader, writer, st.st_size, f"cp {path}")
             except OSError:
                 if not existed and dst_vol.exists(path):

@@ -16,8 +16,10 @@ import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:       # numpy is imported where crash images are built, not with daxfs
+    import numpy as np
 
 from daxfs.media._file import FilePool
 from daxfs.media.pool import Buffer
@@ -182,6 +184,7 @@ class RecordingPool(MemoryPool):
         persist_index = sum(1 for ev in events[:event_index] if ev[0] == "persist")
         rng = random.Random(seed * 1_000_003 + event_index)
         flight = set(in_flight)
+        import numpy as np
 
         def build(choose: dict[int, "np.ndarray | None"]) -> bytes:
             # choose[i]: absent = lost, None = kept whole, a bool mask = the bytes kept
@@ -219,6 +222,7 @@ def _torn_mask(offset: int, length: int, gen: "np.random.Generator") -> "np.ndar
     """Which bytes of a store at ``offset`` survive a tear: a random subset of the cache lines
     it touches (aligned in the pool, as the hardware's are), and in one of those lines a
     random subset of 8-byte words."""
+    import numpy as np
     if length == 0:
         return np.zeros(0, bool)
     first = offset // _LINE

@@ -54,7 +54,7 @@ def snapshot(vol: Any, *, times: bool = True) -> dict[str, tuple]:
         if st.S_ISDIR(s.st_mode):
             out[path] = ("dir", st.S_IMODE(s.st_mode), meta)
         else:
-            with vol.open(path, "rb") as f:
+            with vol.open(path, "rb", buffering=0) as f:
                 data, poisoned = _read_around_poison(f, s.st_size)
             if poisoned:
                 meta += (("poisoned", poisoned),)
@@ -97,7 +97,7 @@ def in_place_ranges(vol: Any, path: str, offset: int, length: int) -> dict[int, 
         s = vol.stat(path)
         if st.S_ISDIR(s.st_mode):
             return {}
-        with vol.open(path, "rb") as f:
+        with vol.open(path, "rb", buffering=0) as f:
             extents = f.extents()
     except OSError:
         return {}
@@ -190,9 +190,9 @@ def _run(vol: Any, kind: str, args: tuple) -> Any:
         return vol.clone_range(args[0], 0, args[1], args[2], 0)
     path = args[0]
     if kind == "create":
-        vol.open(path, "wb").close()
+        vol.open(path, "wb", buffering=0).close()
         return None
-    with vol.open(path, "r+b") as f:
+    with vol.open(path, "r+b", buffering=0) as f:
         if kind == "pwrite":
             return f.pwrite(args[1], args[2])
         if kind == "append":

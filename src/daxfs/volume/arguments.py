@@ -152,3 +152,19 @@ def open_flags(mode: object) -> OpenFlags:
     if canonical not in _MODES or len(mode) != len(canonical):
         raise ValueError(f"invalid mode {mode!r}")
     return _MODES[canonical]
+
+
+def parse_mode(mode: object) -> tuple[OpenFlags, bool, str]:
+    """``(flags, text, binary mode)`` for any ``open()`` mode: ``"r"``, ``"w+"``, ``"ab"``,
+    ``"rt"``... (letters in any order; ValueError for an invalid one, as ``open()``)."""
+    known = _MODES.get(mode)  # type: ignore[call-overload]
+    if known is not None:
+        return known, False, mode  # type: ignore[return-value]
+    if not isinstance(mode, str):
+        raise TypeError(f"open() argument 'mode' must be str, not {type(mode).__name__}")
+    letters = set(mode)
+    if len(letters) != len(mode) or not letters <= set("rwxa+bt") or "b" in letters and "t" in letters \
+            or sum(c in letters for c in "rwxa") != 1:
+        raise ValueError(f"invalid mode: {mode!r}")
+    binary = "".join(c for c in "rwxa+" if c in letters) + "b"
+    return _MODES[binary], "b" not in letters, binary

@@ -82,9 +82,18 @@ class OpenFile:
 
     @staticmethod
     def of(arg: object) -> "OpenFile | None":
-        """The OpenFile behind a file object (anything with a ``handle``), or None for a path."""
-        handle = getattr(arg, "handle", None)
-        return handle if isinstance(handle, OpenFile) else None
+        """The OpenFile behind a file object (anything with a ``handle``, or a buffered or text
+        file over one: its buffer is flushed first), or None for a path."""
+        for _ in range(3):             # text -> buffered -> raw
+            handle = getattr(arg, "handle", None)
+            if isinstance(handle, OpenFile):
+                return handle
+            inner = getattr(arg, "buffer", None) or getattr(arg, "raw", None)
+            if inner is None or not callable(getattr(arg, "flush", None)):
+                return None
+            arg.flush()  # type: ignore[attr-defined]
+            arg = inner
+        return None
 
 
 class Namespace:
@@ -130,6 +139,16 @@ class Namespace:
             if node.entries is None:
                 raise fs_error(errno.ENOTDIR, p)
             return list(node.entries)
+
+    def scan(self, path: object) -> list[tuple[str, Stat]]:
+        """Each entry of a directory with its stat, at one moment (one lock)."""
+        with self.lock:
+            self.journal.check_open()
+            p, node = self.lookup(path)
+            if node.entries is None:
+                raise fs_error(errno.ENOTDIR, p)
+            inodes, stat_of = self.journal.core.inodes, self.journal.stat_of
+            return [(name, stat_of(inodes[ino])) for name, ino in node.entries.items()]
 
     def _new_name(self, path: str) -> tuple[int, str]:
         """``(parent, name)`` for a name about to be created; EEXIST if taken."""

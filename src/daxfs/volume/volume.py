@@ -25,6 +25,7 @@ from __future__ import annotations
 import errno
 import os
 import stat as st
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -34,7 +35,7 @@ from daxfs._types import Owner, PinInfo, Stat, StatFS
 from daxfs.core import check
 from daxfs.core.namespace import fspath
 from daxfs.core.records import Reclaim
-from daxfs.errors import DamagedVolumeWarning, fs_error
+from daxfs.errors import BusyError, DamagedVolumeWarning, fs_error
 from daxfs.format.layout import OWNER_OFFSET, Layout
 from daxfs.format.superblock import encode_owner
 from daxfs.media import FilePool, Pool
@@ -44,6 +45,7 @@ from daxfs.volume.datapath import DataPath
 from daxfs.volume.journal import Journal
 from daxfs.volume.mount import format_pool, held_elsewhere, load, open_pool
 from daxfs.volume.namespace import Namespace, OpenFile
+from daxfs.volume.pathnames import PathNames
 from daxfs.volume.ranges import RangeOps
 from daxfs.volume.references import POLICIES, ReferenceTable, check_policy
 from daxfs.volume.sharing import Sharing
@@ -52,19 +54,24 @@ from daxfs.volume.status import StatusPage, read_status
 DURABILITIES = ("sync", "lazy")
 
 
-class Volume:
+class Volume(PathNames):
     """A mounted daxfs volume (see ``daxfs.open_volume``)."""
 
     # The access layer's handle classes, bound at the package face (daxfs/__init__.py).
     _make_file: Callable[["Volume", OpenFile], Any] | None = None
     _make_holder: Callable[["Volume", str], Any] | None = None
+    _wrap_file: Callable[..., Any] | None = None
+    _check_options: Callable[..., int] | None = None
 
     @classmethod
-    def bind_handles(cls, *, file: Callable[["Volume", OpenFile], Any],
-                     holder: Callable[["Volume", str], Any]) -> None:
-        """Say what ``open`` and ``holder`` return (the access layer's File and Holder)."""
+    def bind_handles(cls, *, file: Callable[["Volume", OpenFile], Any], holder: Callable[["Volume", str], Any],
+                     wrap: Callable[..., Any], check_options: Callable[..., int]) -> None:
+        """Say what ``open`` and ``holder`` return: the access layer's File (buffered and
+        text as ``open()`` makes them: ``wrap``, after ``check_options``) and Holder."""
         cls._make_file = file
         cls._make_holder = holder
+        cls._wrap_file = wrap
+        cls._check_options = check_options
 
     def __init__(self, journal: Journal, *, policy: str, durability: str, lease_break_s: float) -> None:
         self._journal = journal
@@ -73,8 +80,9 @@ class Volume:
         self.lease_break_s = lease_break_s
         self.path = journal.pool.name
         self._status = StatusPage(journal)
+        self._close_when_idle = False       # left by an exception while pinned: close at the last release
         self.references = ReferenceTable(journal, policy=policy, lease_break_s=lease_break_s,
-                                         reclaim=self._reclaim, changed=self._status.changed)
+                                         reclaim=self._reclaim, changed=self._references_changed)
         self._status.references = self.references
         self.data = DataPath(journal, self.references, durability=durability)
         self.ranges = RangeOps(self.data)
@@ -183,8 +191,36 @@ class Volume:
     def __enter__(self) -> "Volume":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        # Leaving by an exception: the caller must see *that* exception, and the pool must be
+        # let go.  Mappings are migrated to private memory and leases broken; pins cannot be
+        # revoked (a device may be writing), so the close finishes when the last is released.
+        try:
+            self.close(force=True, timeout=0)
+        except BusyError:
+            with self._journal.lock:
+                self._close_when_idle = True
+            self._references_changed()
+        except Exception as failure:    # noqa: BLE001 - reported on the caller's exception
+            if isinstance(exc, BaseException):
+                exc.add_note(f"daxfs: closing the volume failed too: {failure!r}")
+
+    def _references_changed(self) -> None:
+        self._status.changed()
+        if self._close_when_idle and not self._journal.closed and not self.references.live():
+            self._close_when_idle = False
+            # Not here: this runs inside the release, under the volume's lock.
+            threading.Thread(target=self._close_deferred, name="daxfs-deferred-close").start()
+
+    def _close_deferred(self) -> None:
+        try:
+            self.close(force=True, timeout=0)
+        except Exception as failure:    # noqa: BLE001 - no caller is left to tell but this
+            warnings.warn(f"daxfs: deferred close of {self.path} failed: {failure!r}", RuntimeWarning,
+                          stacklevel=1)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("ro" if self.readonly else "rw")
@@ -315,6 +351,9 @@ class Volume:
     def listdir(self, path: object = "/") -> list[str]:
         return self.namespace.listdir(path)
 
+    def _scan(self, path: object) -> list[tuple[str, Stat]]:
+        return self.namespace.scan(path)
+
     def mkdir(self, path: object, mode: int = 0o755, *, parents: bool = False, exist_ok: bool = False) -> None:
         self.namespace.mkdir(path, arguments.mode_bits(mode), parents=parents, exist_ok=exist_ok)
 
@@ -348,19 +387,24 @@ class Volume:
 
     # ---------------------------------------------------------------- files and holders
 
-    def open(self, path: object, mode: str = "rb", *, holder: object = None) -> Any:
-        """Open a file (modes as ``open()``, binary); see ``daxfs.File``."""
-        flags = arguments.open_flags(mode)
-        make = type(self)._make_file
-        if make is None:
+    def open(self, path: object, mode: str = "rb", buffering: int = -1, encoding: str | None = None,
+             errors: str | None = None, newline: str | None = None, *, holder: object = None) -> Any:
+        """Open a file as ``open()`` does: buffered by default (``buffering=0`` gives the raw
+        ``daxfs.File``), text modes through ``io.TextIOWrapper``; see ``access.buffered``."""
+        flags, text, binary = arguments.parse_mode(mode)
+        cls = type(self)
+        make, wrap = cls._make_file, cls._wrap_file
+        if make is None or wrap is None or cls._check_options is None:
             raise RuntimeError("daxfs.volume used without the access layer: import daxfs")
-        handle = self.namespace.open(path, mode, flags, holder if holder is not None else
+        buffering = cls._check_options(text, buffering, encoding, errors, newline)
+        handle = self.namespace.open(path, binary, flags, holder if holder is not None else
                                      self.references.process_holder)
         try:
-            return make(self, handle)
+            raw = make(self, handle)
         except BaseException:
             self.namespace.close_file(handle)
             raise
+        return wrap(raw, flags, text, mode, buffering, encoding, errors, newline)
 
     def holder(self, name: str) -> Any:
         """A named owner: what is opened, mapped or pinned through it, its close() releases."""

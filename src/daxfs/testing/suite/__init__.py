@@ -42,16 +42,17 @@ from daxfs.testing.suite.data import DataTests
 from daxfs.testing.suite.lifetime import LifetimeTests
 from daxfs.testing.suite.namespace import NamespaceTests
 from daxfs.testing.suite.open_modes import OpenModeTests
+from daxfs.testing.suite.pythonic import PythonHabitTests
 from daxfs.testing.suite.references import ReferenceTests
 from daxfs.testing.suite.sharing import SharingTests
 from daxfs.testing.suite.sparse import SparseTests
 
 __all__ = ["VolumeSuite", "SuiteBase", "Remount", "NamespaceTests", "OpenModeTests", "SparseTests",
-           "DataTests", "LifetimeTests", "ReferenceTests", "SharingTests", "allocated", "errno_of", "pattern", "read_file", "tree_state",
+           "DataTests", "LifetimeTests", "ReferenceTests", "SharingTests", "PythonHabitTests", "allocated", "errno_of", "pattern", "read_file", "tree_state",
            "write_file"]
 
 
 class VolumeSuite(NamespaceTests, OpenModeTests, SparseTests, DataTests, LifetimeTests, ReferenceTests,
-                  SharingTests):
+                  SharingTests, PythonHabitTests):
     """Behaviour every daxfs front end shows: every part of the suite.  Subclasses provide
     ``volume`` and ``reopen``; a front end that supports only some parts may combine those."""

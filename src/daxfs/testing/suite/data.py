@@ -33,8 +33,8 @@ class DataTests(SuiteBase):
         def touched(off: int, n: int) -> set[int]:
             return set(range(off // bs, (off + n - 1) // bs + 1))
 
-        f = vol.open("f", "w+b")
-        app = vol.open("f", "ab")
+        f = vol.open("f", "w+b", buffering=0)
+        app = vol.open("f", "ab", buffering=0)
         for step in range(200):
             kind = rng.choice(["pwrite", "pwrite", "append", "truncate", "fallocate", "punch", "zero",
                                "reopen" if step % 50 == 49 else "pwrite"])
@@ -80,8 +80,8 @@ class DataTests(SuiteBase):
                 model[lo:hi] = bytes(hi - lo)
             else:
                 vol = remount(vol)
-                f = vol.open("f", "r+b")
-                app = vol.open("f", "ab")
+                f = vol.open("f", "r+b", buffering=0)
+                app = vol.open("f", "ab", buffering=0)
             where = f"seed {seed} step {step} {kind}(off={off}, n={n}, keep={keep})"
             s = f.stat()
             assert s.st_size == len(model), where
@@ -95,7 +95,7 @@ class DataTests(SuiteBase):
 
     def test_readinto_and_preadinto_buffers(self, volume: Any) -> None:
         values = np.arange(1000, dtype=np.float64)
-        with volume.open("f", "w+b") as f:
+        with volume.open("f", "w+b", buffering=0) as f:
             assert f.write(values) == values.nbytes
             f.pwrite(np.arange(4, dtype=np.uint16).reshape(2, 2), values.nbytes)
             f.seek(0)
@@ -118,7 +118,7 @@ class DataTests(SuiteBase):
             assert f.readinto(bytearray(10)) == 0
             with pytest.raises(TypeError):
                 f.preadinto(b"immutable", 0)
-        with volume.open("sparse", "w+b") as f:
+        with volume.open("sparse", "w+b", buffering=0) as f:
             bs = volume.statfs().block_size
             f.pwrite(b"\xff" * 10, 3 * bs)
             out = np.full(3 * bs + 10, 7, dtype=np.uint8)
@@ -141,7 +141,7 @@ class DataTests(SuiteBase):
             assert volume.statfs().free == left
             assert read_file(volume, "small") == b"s" * 10
 
-        with volume.open("big", "r+b") as f:
+        with volume.open("big", "r+b", buffering=0) as f:
             for call in (lambda: f.pwrite(b"Q" * (3 * bs), len(fill)),              # append
                          lambda: f.pwrite(b"Q" * (4 * bs), len(fill) - 2 * bs),     # overlap + grow
                          lambda: f.fallocate(len(fill), 5 * bs),
@@ -152,12 +152,12 @@ class DataTests(SuiteBase):
                 assert errno_of(info) == errno.ENOSPC
                 unchanged()
             assert f.pread(len(fill), 0) == fill, "a failed write changed the file"
-        with volume.open("small", "r+b") as f:
+        with volume.open("small", "r+b", buffering=0) as f:
             with pytest.raises(OSError) as info:
                 f.write(b"t" * (3 * bs))
             assert errno_of(info) == errno.ENOSPC
         unchanged()
-        with volume.open("big", "r+b") as f:                  # the last block can still be used
+        with volume.open("big", "r+b", buffering=0) as f:                  # the last block can still be used
             f.pwrite(b"E" * 10, len(fill) + bs)
         assert volume.statfs().free == 0
         with pytest.raises(OSError) as info:
@@ -173,19 +173,19 @@ class DataTests(SuiteBase):
         n = 64 * bs
         write_file(volume, "secret", b"S" * n)
         volume.unlink("secret")
-        with volume.open("a", "w+b") as f:
+        with volume.open("a", "w+b", buffering=0) as f:
             f.truncate(n)
             assert b"S" not in f.read()
-        with volume.open("b", "w+b") as f:
+        with volume.open("b", "w+b", buffering=0) as f:
             f.fallocate(0, n)
             assert b"S" not in f.read()
             f.pwrite(b"b", n // 2)                    # converting an unwritten block
             assert b"S" not in f.pread(n, 0)
-        with volume.open("c", "w+b") as f:
+        with volume.open("c", "w+b", buffering=0) as f:
             f.pwrite(b"c", n - 1)
             f.pwrite(b"c" * 10, 5)
             assert b"S" not in f.pread(n, 0)
-        with volume.open("d", "w+b") as f:
+        with volume.open("d", "w+b", buffering=0) as f:
             f.zero_range(0, n)
             f.write(b"d" * 10)
             f.truncate(n + 5)
@@ -194,7 +194,7 @@ class DataTests(SuiteBase):
         for name in "abcd":
             volume.unlink(name)
         write_file(volume, "e", b"")
-        with volume.open("e", "r+b") as f:
+        with volume.open("e", "r+b", buffering=0) as f:
             for i in range(0, n, 3 * bs):
                 f.pwrite(b"e", i + 17)
             data = f.pread(n, 0)
@@ -203,12 +203,12 @@ class DataTests(SuiteBase):
     def test_mtime_follows_writes(self, volume: Any) -> None:
         write_file(volume, "f", b"x" * 100)
         volume.utime("f", ns=(1, 1))
-        with volume.open("f", "r+b") as f:
+        with volume.open("f", "r+b", buffering=0) as f:
             f.pwrite(b"y", 5)                          # in place: no new blocks
             in_place = f.stat().st_mtime_ns
         assert in_place > 1 and volume.stat("f").st_mtime_ns == in_place
         volume.utime("f", ns=(1, 1))
-        with volume.open("f", "ab") as f:
+        with volume.open("f", "ab", buffering=0) as f:
             f.write(b"z")
         assert volume.stat("f").st_mtime_ns > 1
 

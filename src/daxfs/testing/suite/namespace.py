@@ -122,7 +122,7 @@ class NamespaceTests(SuiteBase):
         volume.link("a", "d/b")
         sa, sb = volume.stat("a"), volume.stat("d/b")
         assert sa.st_ino == sb.st_ino and sa.st_nlink == sb.st_nlink == 2
-        with volume.open("d/b", "r+b") as f:
+        with volume.open("d/b", "r+b", buffering=0) as f:
             f.pwrite(b"ONE!", 0)
         assert read_file(volume, "a") == b"ONE!"
         with pytest.raises(FileExistsError):
@@ -190,11 +190,11 @@ class NamespaceTests(SuiteBase):
     def test_open_missing_and_directories(self, volume: Any) -> None:
         for mode in ("rb", "r+b"):
             with pytest.raises(FileNotFoundError):
-                volume.open("missing", mode)
+                volume.open("missing", mode, buffering=0)
         assert not volume.exists("missing")
         volume.mkdir("d")
         for mode in ("rb", "r+b", "wb", "ab"):
             with pytest.raises(IsADirectoryError):
-                volume.open("d", mode)
+                volume.open("d", mode, buffering=0)
         with pytest.raises(FileNotFoundError):
-            volume.open("nodir/f", "wb")
+            volume.open("nodir/f", "wb", buffering=0)

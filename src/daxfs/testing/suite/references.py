@@ -27,7 +27,7 @@ class ReferenceTests(SuiteBase):
         bs = volume.statfs().block_size
         data = pattern(3 * bs + 100)
         write_file(volume, "m", data)
-        with volume.open("m", "rb") as f:
+        with volume.open("m", "rb", buffering=0) as f:
             with f.map() as m:
                 assert bytes(m.buffer) == data and len(m.buffer) == len(data)
                 assert m.buffer.readonly
@@ -43,7 +43,7 @@ class ReferenceTests(SuiteBase):
     def test_write_mapping_populates_grows_and_persists(self, volume: Any, remount: Any) -> None:
         self.require("mappings")
         bs = volume.statfs().block_size
-        with volume.open("w", "w+b") as f:
+        with volume.open("w", "w+b", buffering=0) as f:
             with f.map(0, 2 * bs + 5, write=True) as m:
                 assert f.stat().st_size == 2 * bs + 5 and bytes(m.buffer) == bytes(2 * bs + 5)
                 m.array("u1")[:] = 7
@@ -55,7 +55,7 @@ class ReferenceTests(SuiteBase):
     def test_write_into_a_hole_shows_through_a_mapping(self, volume: Any) -> None:
         self.require("mappings")
         bs = volume.statfs().block_size
-        with volume.open("h", "w+b") as f:
+        with volume.open("h", "w+b", buffering=0) as f:
             f.truncate(4 * bs)
             with f.map() as m:
                 assert bytes(m.buffer[bs:bs + 4]) == bytes(4)
@@ -68,7 +68,7 @@ class ReferenceTests(SuiteBase):
         self.require("mappings")
         bs = volume.statfs().block_size
         write_file(volume, "t", pattern(8 * bs))
-        with volume.open("t", "r+b") as f:
+        with volume.open("t", "r+b", buffering=0) as f:
             m = f.map()
             f.truncate(bs, policy="defer")
             assert f.stat().st_size == bs
@@ -83,9 +83,9 @@ class ReferenceTests(SuiteBase):
         self.require("mappings")
         bs = volume.statfs().block_size
         write_file(volume, "u", pattern(2 * bs))
-        f = volume.open("u", "rb")
+        f = volume.open("u", "rb", buffering=0)
         m = f.map()
-        with volume.open("u", "r+b") as g:
+        with volume.open("u", "r+b", buffering=0) as g:
             with pytest.raises(BusyError):
                 g.truncate(0, policy="refuse")
         assert volume.stat("u").st_size == 2 * bs
@@ -101,7 +101,7 @@ class ReferenceTests(SuiteBase):
         bs = volume.statfs().block_size
         data = pattern(4 * bs)
         write_file(volume, "p", data)
-        with volume.open("p", "r+b") as f:
+        with volume.open("p", "r+b", buffering=0) as f:
             with f.pin(bs, 2 * bs) as p:
                 assert sum(n for _o, n, _p in p.segments) == 2 * bs
                 assert all(pool_offset is not None for _o, _n, pool_offset in p.segments)
@@ -121,7 +121,7 @@ class ReferenceTests(SuiteBase):
         bs = volume.statfs().block_size
         write_file(volume, "l", pattern(2 * bs))
         told: list[Any] = []
-        with volume.open("l", "r+b") as f:
+        with volume.open("l", "r+b", buffering=0) as f:
             lease = f.map(lease=True, on_break=lambda m: (told.append(m), m.close()))
             f.truncate(0, policy="break")
             assert told == [lease] and lease.closed
@@ -131,7 +131,7 @@ class ReferenceTests(SuiteBase):
         self.require("mappings")
         bs = volume.statfs().block_size
         write_file(volume, "a", b"\x05" * (2 * bs))
-        with volume.open("a", "r+b") as f:
+        with volume.open("a", "r+b", buffering=0) as f:
             m = f.map()
             arr = m.array("u1")
             m.close()
@@ -151,7 +151,7 @@ class ReferenceTests(SuiteBase):
         bs = volume.statfs().block_size
         write_file(volume, "o", pattern(2 * bs))
         h = volume.holder("worker-1")
-        f = h.open("o", "rb")
+        f = h.open("o", "rb", buffering=0)
         f.map()
         f.pin(0, bs)
         assert sorted((i.holder, i.kind) for i in volume.pins()) == [("worker-1", "mapping"), ("worker-1", "pin")]

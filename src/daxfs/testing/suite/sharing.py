@@ -26,11 +26,11 @@ class SharingTests(SuiteBase):
         used = volume.statfs().used
         volume.clone_file("src", "dst")
         assert volume.statfs().used == used and volume.statfs().shared == 4 * bs
-        with volume.open("dst", "rb") as f:
+        with volume.open("dst", "rb", buffering=0) as f:
             assert all("shared" in e.flags for e in f.extents())
             pool_offset = f.extents()[0].pool_offset
         assert sorted(o.path for o in volume.owners(pool_offset, bs)) == ["/dst", "/src"]
-        with volume.open("dst", "r+b") as f:
+        with volume.open("dst", "r+b", buffering=0) as f:
             f.pwrite(b"mine", bs)
         assert read_file(volume, "src") == data
         assert read_file(volume, "dst") == data[:bs] + b"mine" + data[bs + 4:]
@@ -42,7 +42,7 @@ class SharingTests(SuiteBase):
         bs = volume.statfs().block_size
         write_file(volume, "a", pattern(3 * bs))
         write_file(volume, "b", b"b" * (3 * bs))
-        with volume.open("a", "rb") as src, volume.open("b", "r+b") as dst:
+        with volume.open("a", "rb", buffering=0) as src, volume.open("b", "r+b", buffering=0) as dst:
             assert volume.clone_range(src, 0, dst, bs, bs) == bs
             with pytest.raises(OSError) as exc:
                 volume.clone_range(src, 1, dst, 0, bs)          # offsets must be block multiples

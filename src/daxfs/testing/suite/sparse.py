@@ -16,7 +16,7 @@ class SparseTests(SuiteBase):
 
     def test_sparse_file_holes_read_as_zeros(self, volume: Any) -> None:
         bs = volume.statfs().block_size
-        with volume.open("f", "w+b") as f:
+        with volume.open("f", "w+b", buffering=0) as f:
             f.pwrite(b"tail", 50 * bs + 3)
             assert f.stat().st_size == 50 * bs + 7
             assert f.pread(10, 7 * bs) == bytes(10)
@@ -26,7 +26,7 @@ class SparseTests(SuiteBase):
     def test_truncate_down_then_up_shows_zeros(self, volume: Any) -> None:
         bs = volume.statfs().block_size
         data = pattern(3 * bs + 100)
-        with volume.open("f", "w+b") as f:
+        with volume.open("f", "w+b", buffering=0) as f:
             f.write(data)
             f.truncate(100)
             assert f.stat().st_size == 100 and allocated(volume, "f") == bs
@@ -41,7 +41,7 @@ class SparseTests(SuiteBase):
             f.seek(7)
             assert f.truncate() == 7                   # no argument: at the position
             assert f.stat().st_size == 7
-        with volume.open("f", "r+b") as f:
+        with volume.open("f", "r+b", buffering=0) as f:
             f.truncate(0)
         assert volume.stat("f").st_size == 0 and volume.stat("f").st_blocks == 0
 
@@ -49,7 +49,7 @@ class SparseTests(SuiteBase):
     def test_growing_over_a_truncated_tail_shows_zeros(self, volume: Any, regrow: str) -> None:
         """Bytes cut off by truncate never come back, whatever grows the file again."""
         bs = volume.statfs().block_size
-        with volume.open("f", "w+b") as f:
+        with volume.open("f", "w+b", buffering=0) as f:
             f.write(b"x" * (2 * bs))
             f.truncate(100)
             if regrow == "truncate":
@@ -72,7 +72,7 @@ class SparseTests(SuiteBase):
     def test_fallocate(self, volume: Any) -> None:
         bs = volume.statfs().block_size
         free = volume.statfs().free
-        with volume.open("f", "w+b") as f:
+        with volume.open("f", "w+b", buffering=0) as f:
             f.fallocate(0, 3 * bs)
             assert f.stat().st_size == 3 * bs and allocated(volume, "f") == 3 * bs
             assert volume.statfs().free == free - 3 * bs
@@ -90,14 +90,14 @@ class SparseTests(SuiteBase):
             f.truncate(12 * bs)
             assert f.pread(12 * bs, 0) == bytes(bs + 10) + b"mid" + bytes(11 * bs - 13)
         for call in (lambda g: g.fallocate(0, 0), lambda g: g.fallocate(-1, 10)):
-            with volume.open("f", "r+b") as g, pytest.raises(OSError) as info:
+            with volume.open("f", "r+b", buffering=0) as g, pytest.raises(OSError) as info:
                 call(g)
             assert errno_of(info) == errno.EINVAL
 
     def test_punch_hole(self, volume: Any) -> None:
         bs = volume.statfs().block_size
         data = pattern(4 * bs)
-        with volume.open("f", "w+b") as f:
+        with volume.open("f", "w+b", buffering=0) as f:
             f.write(data)
             free = volume.statfs().free
             f.punch_hole(bs, 2 * bs)
@@ -118,7 +118,7 @@ class SparseTests(SuiteBase):
     def test_zero_range(self, volume: Any) -> None:
         bs = volume.statfs().block_size
         data = pattern(4 * bs)
-        with volume.open("f", "w+b") as f:
+        with volume.open("f", "w+b", buffering=0) as f:
             f.write(data)
             f.zero_range(bs - 10, 2 * bs)
             assert f.stat().st_size == 4 * bs and allocated(volume, "f") == 4 * bs
@@ -133,7 +133,7 @@ class SparseTests(SuiteBase):
 
     def test_seek_data_and_seek_hole(self, volume: Any) -> None:
         bs = volume.statfs().block_size
-        with volume.open("f", "w+b") as f:
+        with volume.open("f", "w+b", buffering=0) as f:
             f.pwrite(b"a" * bs, 0)
             f.pwrite(b"b" * (bs + 10), 3 * bs)
             size = 4 * bs + 10
@@ -158,7 +158,7 @@ class SparseTests(SuiteBase):
 
     def test_extents_after_fallocate_punch_and_write(self, volume: Any) -> None:
         bs = volume.statfs().block_size
-        with volume.open("f", "w+b") as f:
+        with volume.open("f", "w+b", buffering=0) as f:
             assert f.extents() == []
             f.write(pattern(2 * bs))
             f.fallocate(2 * bs, 2 * bs)
