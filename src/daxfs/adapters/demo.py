@@ -107,9 +107,11 @@ def _tour(tour: _Tour, pool_path: str) -> None:
     info = vol.info()
     tour.report("mkfs 256 MiB", timer, f"block size {info['block_size']}, "
                 f"{info['data_size'] // MiB} MiB for data, persist by {info['sync_mode']}")
+    tour.note(f"    ({SYNC_MODES.get(info['sync_mode'], info['sync_mode'])})")
     try:
         _namespace_and_data(tour, vol)
         _sparse_file(tour, vol)
+        _headline_features(tour, vol)
         with _Timer() as timer:
             fs = vol.statfs()
         tour.report("df (statfs)", timer, f"used {fs.used // MiB} MiB, free {fs.free // MiB} MiB, "
@@ -145,6 +147,15 @@ def _fsck(tour: _Tour, vol: daxfs.Volume, name: str) -> None:
 
 
 HELLO = b"hello, daxfs\n"
+
+#: what "persist by ..." means: how a durable write reaches the medium
+SYNC_MODES = {
+    "memory": "persist by memory: the pool is RAM (/dev/shm), so a store is as durable as it "
+              "gets; nothing to flush",
+    "msync": "persist by msync: the pool is a file; a durable write ends with msync of its range",
+    "map_sync": "persist by map_sync: persistent memory mapped MAP_SYNC; a durable write ends "
+                "with a CPU cache flush",
+}
 
 
 def _namespace_and_data(tour: _Tour, vol: daxfs.Volume) -> None:
@@ -235,3 +246,57 @@ def _sparse_file(tour: _Tour, vol: daxfs.Volume) -> None:
         tour.report("pread across the hole", timer, f"{zeros // MiB} MiB of zeros in the hole")
         _check(data == b"\xab" * hole_offset + bytes(hole_length) + b"\xab" * (length - hole_offset - hole_length),
                "the punched file reads back wrong")
+
+
+def _headline_features(tour: _Tour, vol: daxfs.Volume) -> None:
+    """The three things a plain file system does not give: a NumPy array that *is* the file's
+    memory, a pin that a truncate cannot pull the memory from under, and a clone that copies
+    nothing."""
+    import numpy as np      # a dependency, imported only when the tour gets here
+
+    vol.mkdir("/features")
+    with vol.open("/data/big.bin", "rb") as f:
+        with _Timer() as timer:
+            mapping = f.map()
+            array = mapping.array(np.uint64)
+        first = int(array[0])
+        tour.report("map big.bin as a NumPy array", timer,
+                    f"{array.nbytes // MiB} MiB, zero-copy: array[0] = chunk {first}, no bytes copied")
+        _check(first == 0 and int(array[CHUNK_SIZE // 8]) == 1, "the array does not show the file")
+        del array
+        mapping.close()
+
+    with vol.open("/features/dma.bin", "w+b") as f:
+        f.write(b"\x5a" * MiB)
+        f.flush()
+        pin = f.pin(0, 64 * 1024)
+        with _Timer() as timer:
+            f.truncate(0)               # policy "defer": the file shrinks, the pinned blocks wait
+        busy = vol.statfs().busy
+        still = bytes(pin.buffer[:4])
+        tour.report("truncate a file a pin holds", timer,
+                    f"size now {f.stat().st_size}; the pinned 64 KiB is busy ({busy} bytes), "
+                    f"still reads {still!r}")
+        _check(busy == 64 * 1024 and still == b"\x5a" * 4, "the pinned blocks were not kept")
+        with _Timer() as timer:
+            pin.release()
+        freed = vol.statfs().busy
+        tour.report("release the pin", timer, f"busy {freed} bytes: freed only now")
+        _check(freed == 0, "releasing the pin did not free its blocks")
+
+    used = vol.statfs().used
+    with _Timer() as timer:
+        vol.clone_file("/data/big.bin", "/features/clone.bin")
+    after = vol.statfs()
+    tour.report("clone_file big.bin (reflink)", timer,
+                f"{(after.used - used) // MiB} MiB more used, {after.shared // MiB} MiB shared")
+    _check(after.used == used and after.shared == BIG_FILE_SIZE, "the clone copied data")
+    with vol.open("/features/clone.bin", "r+b") as f:
+        with _Timer() as timer:
+            f.pwrite(b"changed!", 0)
+        with vol.open("/data/big.bin", "rb") as original:
+            kept = original.pread(8, 0)
+        tour.report("write into the clone (copy-on-write)", timer,
+                    f"the clone reads {f.pread(8, 0)!r}, big.bin still {kept!r}")
+        _check(kept == bytes(8), "a write into the clone changed the original")
+    vol.unlink("/features/clone.bin")

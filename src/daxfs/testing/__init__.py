@@ -6,7 +6,8 @@
 - ``close_checked``: close a volume in a fixture, failing when references leaked.
 - ``Workload``: seeded random operation sequences over a small name space.
 - ``VolumeSuite`` (in ``daxfs.testing.suite``): the volume tests, written once;
-  a front end subclasses it and provides the ``volume`` factory fixture.
+  a front end subclasses it and provides the ``volume`` factory fixture.  It is a
+  pytest suite: ``pip install 'daxfs[testing]'``.  This package itself needs only daxfs.
 """
 
 from daxfs.testing.workload import (Op, Workload, close_checked, in_place_ranges, recorded_volume, snapshot,

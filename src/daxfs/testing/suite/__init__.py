@@ -3,7 +3,7 @@
 A front end (the embedded ``Volume``, a client of the server, ...) subclasses
 ``VolumeSuite`` (or the parts it supports: ``NamespaceTests``, ``OpenModeTests``,
 ``SparseTests``, ``DataTests``, ``LifetimeTests``, ``ReferenceTests``,
-``SharingTests``; ``supports`` names its capabilities, as zarr's ``supports_*``)
+``SharingTests``, ``PythonHabitTests``; ``supports`` names its capabilities, as zarr's ``supports_*``)
 in its own test module and provides two pytest fixtures:
 
 - ``volume``: a fresh, empty, read-write volume (small: 8 to 32 MiB of data
