@@ -15,6 +15,7 @@ path.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +33,8 @@ class File(FileBase):
     """An open daxfs file (see ``Volume.open``)."""
 
     def __init__(self, volume: "Volume", handle: OpenFile) -> None:
-        self.handle = handle        # first: ``closed`` reads it
+        self.handle = handle
+        handle.wrapper = weakref.ref(self)      # so closing the handle marks this closed
         super().__init__()
         self._vol = volume
         self._data = volume.data

@@ -71,9 +71,10 @@ class FileBase(io.RawIOBase):
     def mode(self) -> str:
         return self._mode
 
-    @property
-    def closed(self) -> bool:  # type: ignore[override]
-        return self.handle.closed
+    #: A plain attribute, not a property: io's buffered files read ``raw.closed`` on every
+    #: call (each line of a loop), and a property costs more than the line.  The handle sets
+    #: it (``mark_closed``) when the file closes or its volume unmounts.
+    closed: bool = False  # type: ignore[assignment]
 
     @property
     def holder(self) -> object:

@@ -67,10 +67,18 @@ class _Layout:
 class _Handle:
     """What says a client's file is open (FileBase reads ``closed``)."""
 
-    __slots__ = ("closed",)
+    __slots__ = ("closed", "wrapper")
 
     def __init__(self) -> None:
         self.closed = False
+        self.wrapper: Any = None
+
+    def mark_closed(self) -> None:
+        """As ``OpenFile.mark_closed``: the wrapper's ``closed`` is told too."""
+        self.closed = True
+        wrapper = self.wrapper() if self.wrapper is not None else None
+        if wrapper is not None:
+            wrapper.closed = True
 
 
 class ClientFile(FileBase):
@@ -79,6 +87,7 @@ class ClientFile(FileBase):
     def __init__(self, client: "Client", reply: dict[str, Any], path: str, mode: str, flags: OpenFlags,
                  holder: object) -> None:
         self.handle = _Handle()
+        self.handle.wrapper = weakref.ref(self)     # so closing the handle marks this closed
         super().__init__()
         self._client = client
         self.h = reply["h"]
@@ -237,7 +246,7 @@ class ClientFile(FileBase):
     def close(self) -> None:
         if self.handle.closed:
             return
-        self.handle.closed = True
+        self.handle.mark_closed()
         client = self._client
         with client.lock:
             client.files.discard(self)
@@ -254,7 +263,7 @@ class ClientFile(FileBase):
 
     def _detach(self) -> None:
         """The client disconnects: this handle dies with it."""
-        self.handle.closed = True
+        self.handle.mark_closed()
         super().close()
 
 

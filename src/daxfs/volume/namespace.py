@@ -15,6 +15,7 @@ import errno
 import os
 import stat as st
 import time
+from typing import Any
 
 from daxfs._types import Stat
 from daxfs.core import ROOT_INO, Inode
@@ -55,7 +56,7 @@ class OpenFile:
     closed when it unmounts, so the handle dies with it.
     """
 
-    __slots__ = ("journal", "ino", "path", "mode", "flags", "holder", "closed", "start")
+    __slots__ = ("journal", "ino", "path", "mode", "flags", "holder", "closed", "start", "wrapper")
 
     def __init__(self, journal: object, ino: int, path: str, mode: str, flags: OpenFlags, holder: object,
                  start: int) -> None:
@@ -67,6 +68,15 @@ class OpenFile:
         self.holder = holder
         self.closed = False
         self.start = start          # the first position: EOF for an append handle, as open() does
+        self.wrapper: Any = None    # a weak reference to what wraps this (the access layer's File)
+
+    def mark_closed(self) -> None:
+        """Closed, by its own close or the volume's; the wrapper's ``closed`` is a plain
+        attribute (io's buffered files read it on every call), so it is told too."""
+        self.closed = True
+        wrapper = self.wrapper() if self.wrapper is not None else None
+        if wrapper is not None:
+            wrapper.closed = True
 
     @property
     def readable(self) -> bool:
@@ -375,7 +385,7 @@ class Namespace:
         with self.lock:
             if handle.closed:
                 return
-            handle.closed = True
+            handle.mark_closed()
             self.open_files.discard(handle)
             journal = self.journal
             if journal.closed:
@@ -395,5 +405,5 @@ class Namespace:
     def detach_all(self) -> None:
         """The volume unmounts: every open file dies with it."""
         for handle in self.open_files:
-            handle.closed = True
+            handle.mark_closed()
         self.open_files.clear()
