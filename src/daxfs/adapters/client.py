@@ -27,7 +27,6 @@ import socket
 import stat as st
 import threading
 import time
-import warnings
 from typing import Any
 
 from daxfs._types import Owner, PinInfo, Stat, StatFS
@@ -40,6 +39,7 @@ from daxfs.errors import BusyError
 from daxfs.volume import arguments
 from daxfs.volume.changes import ChangeTable
 from daxfs.volume.holders import HolderTable, drop_slot_lock, take_slot_lock
+from daxfs.volume.exiting import ClosesOnExit
 from daxfs.volume.pathnames import PathNames
 
 __all__ = ["Client", "connect", "ServerLost"]
@@ -85,7 +85,7 @@ def _umask() -> int:
     return mask
 
 
-class Client(PathNames):
+class Client(ClosesOnExit, PathNames):
     """A connection to an arbiter, with the ``Volume`` API."""
 
     def __init__(self, socket_path: str, *, name: str | None = None) -> None:
@@ -386,38 +386,17 @@ class Client(PathNames):
                 drop_slot_lock(self._table.fd, self._slot)
             self.changes.close()
 
-    def __enter__(self) -> "Client":
-        return self
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self.close()
-            return
-        # As Volume.__exit__: the caller's exception stands; mappings are migrated, and with
-        # pins still held the connection closes when the last is released.
-        try:
-            self.close(force=True, timeout=0)
-        except BusyError:
-            with self.lock:
-                self._close_when_idle = True
-            self._close_if_idle()
-        except Exception as failure:    # noqa: BLE001 - reported on the caller's exception
-            if isinstance(exc, BaseException):
-                exc.add_note(f"daxfs: closing the connection failed too: {failure!r}")
+    def _defer_close(self) -> None:
+        with self.lock:
+            self._close_when_idle = True
+        self._close_if_idle()
 
     def _close_if_idle(self) -> None:
         with self.lock:
             if not self._close_when_idle or self.closed or any(ref.live for ref in self.refs.values()):
                 return
             self._close_when_idle = False
-        threading.Thread(target=self._close_deferred, name="daxfs-deferred-close").start()
-
-    def _close_deferred(self) -> None:
-        try:
-            self.close(force=True, timeout=0)
-        except Exception as failure:    # noqa: BLE001 - no caller is left to tell but this
-            warnings.warn(f"daxfs: deferred close of {self.path} failed: {failure!r}", RuntimeWarning,
-                          stacklevel=1)
+        self._close_in_background()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("lost" if self.lost else ("ro" if self.readonly else "rw"))

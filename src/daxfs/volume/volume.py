@@ -25,7 +25,6 @@ from __future__ import annotations
 import errno
 import os
 import stat as st
-import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -35,7 +34,7 @@ from daxfs._types import Owner, PinInfo, Stat, StatFS
 from daxfs.core import check
 from daxfs.core.namespace import fspath
 from daxfs.core.records import Reclaim
-from daxfs.errors import BusyError, DamagedVolumeWarning, fs_error
+from daxfs.errors import DamagedVolumeWarning, fs_error
 from daxfs.format.layout import OWNER_OFFSET, Layout
 from daxfs.format.superblock import encode_owner
 from daxfs.media import FilePool, Pool
@@ -45,6 +44,7 @@ from daxfs.volume.datapath import DataPath
 from daxfs.volume.journal import Journal
 from daxfs.volume.mount import format_pool, held_elsewhere, load, open_pool
 from daxfs.volume.namespace import Namespace, OpenFile
+from daxfs.volume.exiting import ClosesOnExit
 from daxfs.volume.pathnames import PathNames
 from daxfs.volume.ranges import RangeOps
 from daxfs.volume.references import POLICIES, ReferenceTable, check_policy
@@ -54,7 +54,7 @@ from daxfs.volume.status import StatusPage, read_status
 DURABILITIES = ("sync", "lazy")
 
 
-class Volume(PathNames):
+class Volume(ClosesOnExit, PathNames):
     """A mounted daxfs volume (see ``daxfs.open_volume``)."""
 
     # The access layer's handle classes, bound at the package face (daxfs/__init__.py).
@@ -188,39 +188,16 @@ class Volume(PathNames):
             journal.closed = True
             journal.pool.close()
 
-    def __enter__(self) -> "Volume":
-        return self
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self.close()
-            return
-        # Leaving by an exception: the caller must see *that* exception, and the pool must be
-        # let go.  Mappings are migrated to private memory and leases broken; pins cannot be
-        # revoked (a device may be writing), so the close finishes when the last is released.
-        try:
-            self.close(force=True, timeout=0)
-        except BusyError:
-            with self._journal.lock:
-                self._close_when_idle = True
-            self._references_changed()
-        except Exception as failure:    # noqa: BLE001 - reported on the caller's exception
-            if isinstance(exc, BaseException):
-                exc.add_note(f"daxfs: closing the volume failed too: {failure!r}")
+    def _defer_close(self) -> None:
+        with self._journal.lock:
+            self._close_when_idle = True
+        self._references_changed()
 
     def _references_changed(self) -> None:
         self._status.changed()
         if self._close_when_idle and not self._journal.closed and not self.references.live():
             self._close_when_idle = False
-            # Not here: this runs inside the release, under the volume's lock.
-            threading.Thread(target=self._close_deferred, name="daxfs-deferred-close").start()
-
-    def _close_deferred(self) -> None:
-        try:
-            self.close(force=True, timeout=0)
-        except Exception as failure:    # noqa: BLE001 - no caller is left to tell but this
-            warnings.warn(f"daxfs: deferred close of {self.path} failed: {failure!r}", RuntimeWarning,
-                          stacklevel=1)
+            self._close_in_background()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("ro" if self.readonly else "rw")
