@@ -842,3 +842,72 @@ def test_get_refuses_to_overwrite_the_pool_itself(tmp_path: Path, capsys: pytest
     assert capsys.readouterr().err.startswith("daxfs:")
     with daxfs.open_volume(pool) as vol:              # the pool survived
         assert vol.fsck() == [] and vol.open("a").read() == b"payload"
+
+
+# ------------------------------------------------------------ who holds the pool (issue 15, item 6)
+
+
+def _holder_child(pool: str, code: str) -> subprocess.Popen[bytes]:
+    """A python process that runs ``code`` on ``pool`` (``vol``), says "ready", and waits for stdin to close."""
+    package_parent = str(Path(cli.__file__).resolve().parents[2])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")])))
+    script = f"import sys, daxfs\n{code}\nprint('ready', flush=True)\nsys.stdin.read()\n"
+    child = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             env=env)
+    assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+    return child
+
+
+def _end(child: subprocess.Popen[bytes]) -> None:
+    assert child.stdin is not None
+    child.stdin.close()
+    assert child.wait(60) == 0
+
+
+def test_pins_names_an_idle_writer_at_once(pool: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A writer that has done nothing since it opened the pool is still its writer."""
+    child = _holder_child(pool, f"vol = daxfs.open_volume({pool!r})")
+    try:
+        status, out, err = run(capsys, "pins", pool)
+        assert (status, err) == (0, "")
+        assert out == f"held read-write by process {child.pid}: 0 reference(s), busy 0 B\n"
+        status, _, err = run(capsys, "mkdir", f"{pool}:/d")       # a second writer is refused, saying who
+        assert status == 1
+        assert_one_error_line(err)
+        assert f"open read-write by process {child.pid}" in err and "this process" not in err
+    finally:
+        _end(child)
+    assert run(capsys, "pins", pool) == (0, "no process holds the pool read-write: nothing is pinned or busy\n", "")
+
+
+def test_pins_and_busy_errors_call_this_process_this_process(pool: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with daxfs.open_volume(pool) as vol:
+        status, out, _ = run(capsys, "pins", pool)
+        assert out == f"held read-write by process {os.getpid()} (this process): 0 reference(s), busy 0 B\n"
+        with pytest.raises(daxfs.BusyError) as info:
+            daxfs.open_volume(pool)
+        assert info.value.holders == [os.getpid()]
+        assert f"open read-write by process {os.getpid()} (this process)" in str(info.value)
+        vol.mkdir("/still-works")
+
+
+def test_a_read_only_openers_mapping_is_not_called_a_writer(pool: str, capsys: pytest.CaptureFixture[str]) -> None:
+    _write(pool, "/f", b"x" * 8192)
+    child = _holder_child(pool, f"vol = daxfs.open_volume({pool!r}, readonly=True)\n"
+                                "f = vol.open('/f', 'rb', buffering=0)\nm = f.map()")
+    try:
+        status, out, err = run(capsys, "pins", pool)
+        assert (status, err) == (0, "")
+        assert out.startswith("no process holds the pool read-write; it is mapped or pinned by a read-only "
+                              f"opener, process {child.pid}:")
+        status, _, err = run(capsys, "rm", f"{pool}:/f")
+        assert status == 1
+        assert_one_error_line(err)
+        assert f"mapped or pinned by a read-only opener, process {child.pid}" in err
+        assert "read-write" not in err
+        with pytest.raises(daxfs.BusyError) as info:
+            daxfs.open_volume(pool)
+        assert info.value.holders == [child.pid]
+    finally:
+        _end(child)
+    assert run(capsys, "rm", f"{pool}:/f") == (0, "", "")

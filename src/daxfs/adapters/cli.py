@@ -25,6 +25,7 @@ from daxfs.adapters.transfer import COPY_CHUNK, cmd_cat, cmd_cp, cmd_get, cmd_pu
 from daxfs.adapters.client import Client
 from daxfs.adapters.mediacmds import add_commands as add_media_commands, poisoned_lines
 from daxfs.volume import repair
+from daxfs.volume.mount import describe_openers, openers
 
 if TYPE_CHECKING:
     from daxfs._types import Stat
@@ -36,6 +37,10 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141   # what a shell reports for a writer killed by SIGPIPE
+
+def _pid(pid: int) -> str:
+    return f"process {pid}" + (" (this process)" if pid == os.getpid() else "")
+
 
 def _format_time(ns: int) -> str:
     seconds, fraction = divmod(ns, 1_000_000_000)
@@ -203,11 +208,19 @@ def cmd_pins(args: argparse.Namespace) -> int:
         else:
             status = vol.published()
     if status is None:
-        print("no process holds the pool read-write: nothing is pinned or busy")
+        # No writer publishes: say who else has the pool, if anyone (the kernel's lock list).
+        found = openers(args.pool)
+        if not found:
+            print("no process holds the pool read-write: nothing is pinned or busy")
+        elif any(read_write for _pid, read_write in found):
+            print(f"pool is {describe_openers(found)}, which publishes no references")
+        else:
+            print(f"no process holds the pool read-write; it is {describe_openers(found)}: "
+                  f"what read-only openers hold is not published")
         return EXIT_OK
     refs = status["refs"]
-    who = "served by the arbiter, pid" if status.get("served") else "held by pid"
-    print(f"{who} {status['pid']}: {status['total']} reference(s), busy {format_size(status['busy'])}")
+    who = "served by the arbiter," if status.get("served") else "held read-write by"
+    print(f"{who} {_pid(status['pid'])}: {status['total']} reference(s), busy {format_size(status['busy'])}")
     if refs:
         header = ("HOLDER", "PID", "UID", "KIND", "INO", "OFFSET", "LENGTH", "SINCE", "PATH")
         rows = [(r.holder, "-" if r.pid is None else str(r.pid), "-" if r.uid is None else str(r.uid), r.kind,
@@ -344,7 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("df", cmd_df, "show space: size, used, shared, free, busy, bad, files")
     sub.add_argument("pool", metavar="POOL")
 
-    sub = command("pins", cmd_pins, "list the pins, mappings and leases the pool's writer holds, and busy space")
+    sub = command("pins", cmd_pins, "say who holds the pool, and list the pins, mappings and leases its "
+                                    "writer holds, and busy space")
     sub.add_argument("pool", metavar="POOL")
 
     sub = command("fsck", cmd_fsck, "check a pool's invariants and list poisoned files; exit 1 if there are "

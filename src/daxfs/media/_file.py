@@ -56,6 +56,26 @@ def _device_size(fd: int) -> int:
     return os.lseek(fd, 0, os.SEEK_END)
 
 
+def flock_holders(path: str) -> list[tuple[int, bool]] | None:
+    """Who holds a ``flock`` on ``path``: ``(pid, exclusive)`` per lock, read from
+    /proc/locks (a pool's writer holds it exclusive, a read-only opener that maps
+    or pins shared); None where that list cannot be read."""
+    try:
+        info = os.stat(path)
+        with open("/proc/locks", encoding="ascii", errors="replace") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return None
+    want = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    found = []
+    for line in lines:
+        # "1: FLOCK  ADVISORY  WRITE 29207 00:1b:822912 0 EOF"; waiters read "1: -> FLOCK ..."
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == want and fields[4].isdigit():
+            found.append((int(fields[4]), fields[3] == "WRITE"))
+    return found
+
+
 class FilePool(Pool):
     """A memory-mapped file or device (``/dev/shm/x``, ``/dev/dax0.0``, a plain file)."""
 

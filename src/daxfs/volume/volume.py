@@ -133,6 +133,7 @@ class Volume(PathNames):
             with journal.lock:
                 for ino in journal.core.orphans():      # left by a crash: nobody can hold them now
                     journal.commit(Reclaim(ino))
+                vol._status.publish()     # other processes see the writer (``daxfs pins``) from now on
             vol.badmemory.watch(pool.name)              # what the device lists as bad, now and later
         return vol
 
