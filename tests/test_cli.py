@@ -911,3 +911,38 @@ def test_a_read_only_openers_mapping_is_not_called_a_writer(pool: str, capsys: p
     finally:
         _end(child)
     assert run(capsys, "rm", f"{pool}:/f") == (0, "", "")
+
+
+# ------------------------------------------------------------ space and failed mkfs
+
+
+def test_enospc_says_bytes_asked_for_and_free(tmp_path: Path) -> None:
+    import errno
+
+    with daxfs.mkfs(str(tmp_path / "small.pool"), 16 * MiB) as vol:
+        free = vol.statfs().free
+        with vol.open("/big", "wb", buffering=0) as f:
+            with pytest.raises(OSError) as info:
+                f.write(b"x" * (free + 4096))
+    assert info.value.errno == errno.ENOSPC
+    text = str(info.value)
+    assert f"asked for {free + 4096} bytes ({(free + 4096) / MiB:.1f} MiB)" in text
+    assert f"{free} bytes ({free / MiB:.1f} MiB) free" in text and "block" not in text
+
+
+def test_a_failed_mkfs_removes_only_the_file_it_made(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fs = os.statvfs(scratch)
+    too_big = str(2 * fs.f_blocks * fs.f_frsize)        # more than the whole file system: fails at once
+    if not str(scratch).startswith("/dev/shm"):
+        pytest.skip("needs tmpfs, where an allocation too big for it fails before it starts")
+    new = scratch / "new.pool"
+    status, _, err = run(capsys, "mkfs", str(new), "--size", too_big)
+    assert status == 1
+    assert_one_error_line(err)
+    assert err.startswith(f"daxfs: {new}: no space left on device: asked for {too_big} bytes")
+    assert "free there" in err
+    assert not new.exists()
+    existing = scratch / "empty.pool"
+    existing.write_bytes(b"")
+    assert run(capsys, "mkfs", str(existing), "--size", too_big)[0] == 1
+    assert existing.exists() and existing.read_bytes() == b""

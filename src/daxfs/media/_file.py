@@ -81,7 +81,8 @@ class FilePool(Pool):
 
     def __init__(self, path: str, *, readonly: bool = False, create_size: int | None = None,
                  exclusive_create: bool = False, lock: bool = False) -> None:
-        """Open and map ``path``; ``create_size`` creates or resizes a regular file to it.
+        """Open and map ``path``; ``create_size`` creates or resizes a regular file to it
+        (``exclusive_create``: creates it, or FileExistsError; removed again if this fails).
 
         With ``lock`` the exclusive writer lock is taken first, before the file
         is resized, so a pool someone else holds is never changed under them;
@@ -107,6 +108,8 @@ class FilePool(Pool):
             self._attach(fd, path, readonly)
         except BaseException:
             os.close(fd)
+            if exclusive_create:
+                os.unlink(path)         # the file this call created (O_EXCL): nobody else's
             raise
 
     def _attach(self, fd: int, name: str, readonly: bool) -> None:
