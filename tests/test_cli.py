@@ -946,3 +946,25 @@ def test_a_failed_mkfs_removes_only_the_file_it_made(scratch: Path, capsys: pyte
     existing.write_bytes(b"")
     assert run(capsys, "mkfs", str(existing), "--size", too_big)[0] == 1
     assert existing.exists() and existing.read_bytes() == b""
+
+
+def test_info_shows_the_sync_mode_a_writer_gets(pool: str, capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """info maps the pool read-only, yet reports the pool's mode: on a medium that gives
+    MAP_SYNC (played here by a mmap that takes the flag) that is map_sync."""
+    import mmap as mmap_module
+
+    from daxfs.media import _file
+
+    real_mmap = mmap_module.mmap
+    asked: list[int] = []
+
+    def dax_like_mmap(fd: int, size: int, flags: int = mmap_module.MAP_SHARED, **kwargs: Any) -> Any:
+        asked.append(flags)
+        return real_mmap(fd, size, flags=mmap_module.MAP_SHARED, **kwargs)
+
+    monkeypatch.setattr(_file.mmap, "mmap", dax_like_mmap)
+    status, out, _ = run(capsys, "info", pool)
+    assert status == 0
+    assert "\nsync_mode:       map_sync\n" in out
+    assert asked and asked[0] & _file._MAP_SYNC

@@ -135,12 +135,13 @@ class FilePool(Pool):
     @staticmethod
     def _map(fd: int, size: int, readonly: bool) -> tuple[mmap.mmap, str]:
         prot = mmap.PROT_READ if readonly else mmap.PROT_READ | mmap.PROT_WRITE
-        if not readonly:
-            try:
-                return mmap.mmap(fd, size, flags=_MAP_SHARED_VALIDATE | _MAP_SYNC, prot=prot), "map_sync"
-            except OSError as exc:
-                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOTSUP):
-                    raise
+        # Asked read-only too: it changes nothing for loads, and sync_mode then says what the
+        # medium gives a writer (``daxfs info`` reports the pool, not its own mapping).
+        try:
+            return mmap.mmap(fd, size, flags=_MAP_SHARED_VALIDATE | _MAP_SYNC, prot=prot), "map_sync"
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOTSUP):
+                raise
         return mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=prot), "msync"
 
     @property
