@@ -2,33 +2,29 @@
 
 Every command maps onto the public volume API; this module parses arguments
 and turns errors into one line on stderr.  How ``POOL:PATH`` and sizes are
-read is in ``poolpaths``; the commands that move bytes are in ``transfer``.
+read is in ``poolpaths``; the commands that move bytes are in ``transfer``,
+those on names (ls, mkdir, rm, mv, stat) in ``namespacecmds``.
 """
 
 from __future__ import annotations
 
 import argparse
-import errno
 import os
-import posixpath
-import stat as stat_mode
 import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn
 
 import daxfs
-from daxfs.adapters.poolpaths import (describe_error, format_size, is_dir, open_pool, parse_length, parse_offset,
-                                      parse_size, same_file, split_pool_path, target_in_dir)
+from daxfs.adapters.namespacecmds import cmd_ls, cmd_mkdir, cmd_mv, cmd_rm, cmd_stat
+from daxfs.adapters.poolpaths import (describe_error, format_size, open_pool, parse_length, parse_offset,
+                                      parse_size, split_pool_path)
 from daxfs.adapters.transfer import COPY_CHUNK, cmd_cat, cmd_cp, cmd_get, cmd_put
 from daxfs.adapters.client import Client
 from daxfs.adapters.mediacmds import add_commands as add_media_commands, poisoned_lines
 from daxfs.volume import repair
 from daxfs.volume.mount import describe_openers, openers
-
-if TYPE_CHECKING:
-    from daxfs._types import Stat
 
 __all__ = ["main", "parse_size", "parse_offset", "split_pool_path", "format_size", "COPY_CHUNK"]
 
@@ -38,24 +34,9 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141   # what a shell reports for a writer killed by SIGPIPE
 
+
 def _pid(pid: int) -> str:
     return f"process {pid}" + (" (this process)" if pid == os.getpid() else "")
-
-
-def _format_time(ns: int) -> str:
-    seconds, fraction = divmod(ns, 1_000_000_000)
-    local = time.localtime(seconds)
-    return f"{time.strftime('%Y-%m-%d %H:%M:%S', local)}.{fraction:09d} {time.strftime('%z', local)}"
-
-
-def _file_type(mode: int) -> str:
-    if stat_mode.S_ISDIR(mode):
-        return "directory"
-    if stat_mode.S_ISREG(mode):
-        return "regular file"
-    if stat_mode.S_ISLNK(mode):
-        return "symbolic link"
-    return "other"
 
 
 # ---------------------------------------------------------------- commands
@@ -84,104 +65,6 @@ def _is_byte_count(key: str, value: object) -> bool:
     # block_size is a unit, not an amount; a human form of it would only add noise.
     return isinstance(value, int) and not isinstance(value, bool) and key != "block_size" and (
         key == "size" or key.endswith("_size") or key.endswith("_offset"))
-
-
-def cmd_ls(args: argparse.Namespace) -> int:
-    pool, path = split_pool_path(args.target)
-    with open_pool(pool, readonly=True) as vol:
-        if is_dir(vol, path):
-            names = sorted(vol.listdir(path))
-            entries = [(name, vol.stat(posixpath.join(path, name)) if args.long else None) for name in names]
-        else:
-            # ls of a file lists just that file, as coreutils does; stat raises ENOENT if it is missing.
-            entries = [(path, vol.stat(path))]
-    if not args.long:
-        for name, _ in entries:
-            print(name)
-        return EXIT_OK
-    rows = [(stat_mode.filemode(st.st_mode), str(st.st_nlink), str(st.st_size),
-             time.strftime("%Y-%m-%d %H:%M", time.localtime(st.st_mtime_ns // 1_000_000_000)), name)
-            for name, st in entries if st is not None]
-    link_width = max((len(row[1]) for row in rows), default=1)
-    size_width = max((len(row[2]) for row in rows), default=1)
-    for mode, links, size, mtime, name in rows:
-        print(f"{mode} {links:>{link_width}} {size:>{size_width}} {mtime} {name}")
-    return EXIT_OK
-
-
-def cmd_mkdir(args: argparse.Namespace) -> int:
-    pool, path = split_pool_path(args.target)
-    with open_pool(pool) as vol:
-        vol.mkdir(path, parents=args.parents, exist_ok=args.parents)
-    return EXIT_OK
-
-
-def _remove_tree(vol: daxfs.Volume, path: str) -> None:
-    for name in vol.listdir(path):
-        child = posixpath.join(path, name)
-        if vol.stat(child).is_dir():
-            _remove_tree(vol, child)
-        else:
-            vol.unlink(child)
-    vol.rmdir(path)
-
-
-def cmd_rm(args: argparse.Namespace) -> int:
-    pool, path = split_pool_path(args.target)
-    with open_pool(pool) as vol:
-        if args.recursive and vol.stat(path).is_dir():
-            if not [part for part in path.split("/") if part not in ("", ".")]:
-                raise OSError(errno.EPERM, "refusing to remove the root directory", args.target)
-            _remove_tree(vol, path)
-        else:
-            vol.unlink(path)
-    return EXIT_OK
-
-
-def cmd_mv(args: argparse.Namespace) -> int:
-    pool, source = split_pool_path(args.source)
-    destination = args.destination
-    if destination.startswith(pool + ":"):
-        destination = destination[len(pool) + 1:] or "/"
-    else:
-        other_pool, other_path = split_pool_path(destination)
-        if other_pool != destination and os.path.exists(other_pool):
-            if not same_file(pool, other_pool):
-                raise OSError(errno.EXDEV, f"cannot move between pools (to {destination})", args.source)
-            destination = other_path
-    with open_pool(pool) as vol:
-        destination = target_in_dir(vol, destination, posixpath.basename(source.rstrip("/")))
-        vol.rename(source, destination)
-    return EXIT_OK
-
-
-def cmd_stat(args: argparse.Namespace) -> int:
-    pool, path = split_pool_path(args.target)
-    with open_pool(pool, readonly=True) as vol:
-        st = vol.stat(path)
-        extents = []
-        if st.is_file():
-            with vol.open(path, "rb", buffering=0) as f:
-                extents = f.extents()
-    _print_stat(path, st)
-    if st.is_file():
-        print(f"Extents: {len(extents)}")
-        for extent in extents:
-            flags = ",".join(sorted(extent.flags)) or "-"
-            print(f"  file {extent.file_offset:>14} +{extent.length:<14} pool {extent.pool_offset:#014x}  {flags}")
-    return EXIT_OK
-
-
-def _print_stat(path: str, st: Stat) -> None:
-    print(f"  File: {path}")
-    print(f"  Type: {_file_type(st.st_mode)}")
-    print(f"  Size: {st.st_size:<14} Blocks: {st.st_blocks:<10} IO Block: {st.st_blksize}")
-    print(f" Inode: {st.st_ino:<14} Links: {st.st_nlink}")
-    print(f"Access: ({stat_mode.S_IMODE(st.st_mode):04o}/{stat_mode.filemode(st.st_mode)})  "
-          f"Uid: {st.st_uid}  Gid: {st.st_gid}")
-    print(f"Access: {_format_time(st.st_atime_ns)}")
-    print(f"Modify: {_format_time(st.st_mtime_ns)}")
-    print(f"Change: {_format_time(st.st_ctime_ns)}")
 
 
 def cmd_df(args: argparse.Namespace) -> int:
@@ -268,8 +151,6 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# errnos with which a clone cannot be made although a byte copy could: --reflink=auto falls
-# back on them (as cp does when FICLONE fails), any other error is the copy's own.
 def cmd_owners(args: argparse.Namespace) -> int:
     """Who owns pool bytes [OFFSET, +LENGTH): one line per owner, from the reverse map."""
     with open_pool(args.pool, readonly=True) as vol:
