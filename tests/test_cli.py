@@ -1238,6 +1238,20 @@ def test_mv_and_cp_read_a_bare_destination_alike(pool: str, scratch: Path, capsy
     assert _names(pool, "/d") == ["a"] and out_dir.is_dir()
 
 
+def test_mv_out_of_a_pool_another_process_writes_copies_nothing(pool: str, scratch: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    _write(pool, "/a", b"aaa")
+    child = _holder_child(pool, f"vol = daxfs.open_volume({pool!r})")
+    try:
+        status, _, err = run(capsys, "mv", f"{pool}:/a", str(scratch / "a"))
+        assert status == 1
+        assert_one_error_line(err)
+        assert f"open read-write by process {child.pid}" in err
+    finally:
+        _end(child)
+    assert not (scratch / "a").exists() and _names(pool) == ["a"]
+
+
 def test_every_command_explains_its_arguments_and_shows_an_example(capsys: pytest.CaptureFixture[str]) -> None:
     parser = cli.build_parser()
     (commands,) = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]

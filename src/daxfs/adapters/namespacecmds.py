@@ -274,19 +274,18 @@ def cmd_mv(args: argparse.Namespace) -> int:
         return EXIT_OK
     # Across a pool's edge: copy the file, then remove the source (directories stay put).
     where = "between pools" if source and destination else ("out of a pool" if source else "into a pool")
+    refused = f"cannot move a directory {where} (mv moves directories only inside one pool)"
     if source is None:
         if os.path.isdir(args.source):
-            raise IsADirectoryError(errno.EISDIR, f"cannot move a directory {where} (mv moves "
-                                    f"directories only inside one pool)", args.source)
-    else:
-        with open_pool(source[0], readonly=True) as vol:
-            if vol.stat(source[1]).is_dir():
-                raise IsADirectoryError(errno.EISDIR, f"cannot move a directory {where} (mv moves "
-                                        f"directories only inside one pool)", source[1])
-    copy(args.source, args.destination)
-    if source is None:
+            raise IsADirectoryError(errno.EISDIR, refused, args.source)
+        copy(args.source, args.destination)
         os.unlink(args.source)
-    else:
-        with open_pool(source[0]) as vol:
-            vol.unlink(source[1])
+        return EXIT_OK
+    # Opened read-write first: a source that cannot be removed (a pool another process
+    # writes) is refused before anything is copied.
+    with open_pool(source[0]) as vol:
+        if vol.stat(source[1]).is_dir():
+            raise IsADirectoryError(errno.EISDIR, refused, source[1])
+        copy(args.source, args.destination)
+        vol.unlink(source[1])
     return EXIT_OK
