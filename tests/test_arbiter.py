@@ -497,12 +497,15 @@ def test_cli_commands_go_through_the_arbiter(pool: str, serve: Callable[..., Ser
     assert run("ls", f"{pool}:/d").split() == ["local.bin"]
     assert run("cat", f"{pool}:/d/local.bin") == (b"served bytes\n" * 1000).decode()
     run("cp", f"{pool}:/d/local.bin", f"{pool}:/d/copy.bin")
-    run("mv", f"{pool}:/d/copy.bin", "/moved.bin")
+    run("mv", f"{pool}:/d/copy.bin", f"{pool}:/moved.bin")
     assert "Extents:" in run("stat", f"{pool}:/moved.bin")
     run("get", f"{pool}:/moved.bin", str(tmp_path / "back.bin"))
     assert (tmp_path / "back.bin").read_bytes() == local.read_bytes()
     assert "clean" in run("fsck", pool)
     assert pool in run("df", pool)
+    info = run("info", pool)
+    assert "writer:          the arbiter (daxfs serve), process " in info and "readonly" not in info
+    assert "\nfiles:           4\n" in info            # /, /d, /d/local.bin, /moved.bin
     holder = daxfs.connect(pool, name="cli-test-holder")
     f = holder.open("/moved.bin", "rb", buffering=0)
     p = f.pin(0, 100)

@@ -125,11 +125,17 @@ def test_mkfs_then_info_describes_the_pool(scratch: Path, capsys: pytest.Capture
 
     status, out, err = run(capsys, "info", path)
     assert status == 0 and err == ""
-    fields = dict(line.split(":", 1) for line in out.splitlines())
-    assert fields["block_size"].strip() == "4096"
-    assert fields["size"].strip().startswith(str(32 * MiB))
-    assert fields["readonly"].strip() == "True"
-    assert fields["sync_mode"].strip() in {"map_sync", "msync", "memory"}
+    fields = {key: value.strip() for key, value in (line.split(":", 1) for line in out.splitlines())}
+    assert fields["block_size"] == "4096"
+    assert fields["size"].startswith(str(32 * MiB))
+    assert fields["sync_mode"] in {"map_sync", "msync", "memory"}
+    # the pool's properties, not those of the command's own read-only handle on it
+    assert not {"readonly", "policy", "durability", "path"} & set(fields)
+    with daxfs.open_volume(path, readonly=True) as vol:
+        fs, info = vol.statfs(), vol.info()
+    assert fields["free"].startswith(f"{fs.free} (") and fields["used"].split()[0] == str(fs.used)
+    assert fields["files"] == str(fs.files) == "1" and fields["version"] == str(info["version"])
+    assert fields["uuid"] == info["uuid"] and fields["pool"] == path and fields["writer"] == "none"
 
 
 def test_mkfs_refuses_to_format_over_a_volume_without_force(pool: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -228,15 +234,15 @@ def test_stat_prints_metadata_and_extents(pool: str, capsys: pytest.CaptureFixtu
     assert status == 0 and "Type: directory" in out and "Extents" not in out
 
 
-def test_mv_accepts_destination_with_or_without_pool_prefix(pool: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_mv_renames_inside_a_pool_and_into_a_directory(pool: str, capsys: pytest.CaptureFixture[str]) -> None:
     with daxfs.open_volume(pool) as vol:
         with vol.open("/one", "wb", buffering=0) as f:
             f.write(b"1")
         vol.mkdir("/dir")
-    assert run(capsys, "mv", f"{pool}:/one", "/two") == (0, "", "")
+    assert run(capsys, "mv", f"{pool}:/one", f"{pool}:two") == (0, "", "")
     assert run(capsys, "mv", f"{pool}:/two", f"{pool}:/three") == (0, "", "")
     # Into an existing directory, as mv does.
-    assert run(capsys, "mv", f"{pool}:/three", "/dir") == (0, "", "")
+    assert run(capsys, "mv", f"{pool}:/three", f"{pool}:/dir") == (0, "", "")
     with daxfs.open_volume(pool, readonly=True) as vol:
         assert sorted(vol.listdir("/")) == ["dir"]
         assert vol.listdir("/dir") == ["three"]
@@ -642,7 +648,8 @@ def test_cp_reflink_auto_falls_back_to_a_byte_copy_only_when_cloning_is_impossib
 
     monkeypatch.setattr(volume_type, "clone_file", cannot_clone)
     assert run(capsys, "cp", f"{pool}:/a", f"{pool}:/auto") == (0, "", "")
-    assert calls == ["/auto"]
+    # cloned to a temporary name beside /auto, to be renamed over it
+    assert len(calls) == 1 and calls[0].startswith("/.auto.daxfs-tmp-")
     assert _read(pool, "/auto") == payload
     assert not any("shared" in e.flags for e in _extents(pool, "/auto"))
 
@@ -842,3 +849,465 @@ def test_get_refuses_to_overwrite_the_pool_itself(tmp_path: Path, capsys: pytest
     assert capsys.readouterr().err.startswith("daxfs:")
     with daxfs.open_volume(pool) as vol:              # the pool survived
         assert vol.fsck() == [] and vol.open("a").read() == b"payload"
+
+
+# ------------------------------------------------------------ who holds the pool (issue 15, item 6)
+
+
+def _holder_child(pool: str, code: str) -> subprocess.Popen[bytes]:
+    """A python process that runs ``code`` on ``pool`` (``vol``), says "ready", and waits for stdin to close."""
+    package_parent = str(Path(cli.__file__).resolve().parents[2])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")])))
+    script = f"import sys, daxfs\n{code}\nprint('ready', flush=True)\nsys.stdin.read()\n"
+    child = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             env=env)
+    assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+    return child
+
+
+def _end(child: subprocess.Popen[bytes]) -> None:
+    assert child.stdin is not None
+    child.stdin.close()
+    assert child.wait(60) == 0
+
+
+def test_pins_names_an_idle_writer_at_once(pool: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A writer that has done nothing since it opened the pool is still its writer."""
+    child = _holder_child(pool, f"vol = daxfs.open_volume({pool!r})")
+    try:
+        status, out, err = run(capsys, "pins", pool)
+        assert (status, err) == (0, "")
+        assert out == f"held read-write by process {child.pid}: 0 reference(s), busy 0 B\n"
+        status, out, _ = run(capsys, "info", pool)
+        assert f"writer:          process {child.pid}\n" in out
+        status, _, err = run(capsys, "mkdir", f"{pool}:/d")       # a second writer is refused, saying who
+        assert status == 1
+        assert_one_error_line(err)
+        assert f"open read-write by process {child.pid}" in err and "this process" not in err
+    finally:
+        _end(child)
+    assert run(capsys, "pins", pool) == (0, "no process holds the pool read-write: nothing is pinned or busy\n", "")
+
+
+def test_pins_and_busy_errors_call_this_process_this_process(pool: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with daxfs.open_volume(pool) as vol:
+        status, out, _ = run(capsys, "pins", pool)
+        assert out == f"held read-write by process {os.getpid()} (this process): 0 reference(s), busy 0 B\n"
+        with pytest.raises(daxfs.BusyError) as info:
+            daxfs.open_volume(pool)
+        assert info.value.holders == [os.getpid()]
+        assert f"open read-write by process {os.getpid()} (this process)" in str(info.value)
+        vol.mkdir("/still-works")
+
+
+def test_a_read_only_openers_mapping_is_not_called_a_writer(pool: str, capsys: pytest.CaptureFixture[str]) -> None:
+    _write(pool, "/f", b"x" * 8192)
+    child = _holder_child(pool, f"vol = daxfs.open_volume({pool!r}, readonly=True)\n"
+                                "f = vol.open('/f', 'rb', buffering=0)\nm = f.map()")
+    try:
+        status, out, err = run(capsys, "pins", pool)
+        assert (status, err) == (0, "")
+        assert out.startswith("no process holds the pool read-write; it is mapped or pinned by a read-only "
+                              f"opener, process {child.pid}:")
+        status, _, err = run(capsys, "rm", f"{pool}:/f")
+        assert status == 1
+        assert_one_error_line(err)
+        assert f"mapped or pinned by a read-only opener, process {child.pid}" in err
+        assert "read-write" not in err
+        with pytest.raises(daxfs.BusyError) as info:
+            daxfs.open_volume(pool)
+        assert info.value.holders == [child.pid]
+    finally:
+        _end(child)
+    assert run(capsys, "rm", f"{pool}:/f") == (0, "", "")
+
+
+# ------------------------------------------------------------ messages (item 7)
+
+
+def test_mkfs_without_force_says_the_flag(pool: str, scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = run(capsys, "mkfs", pool, "--size", "64M")
+    assert status == 1
+    assert_one_error_line(err)
+    assert "--force" in err and "force=True" not in err and pool in err
+    text = scratch / "notes.txt"
+    text.write_bytes(b"not a pool")
+    status, _, err = run(capsys, "mkfs", str(text), "--size", "16M")
+    assert status == 1 and "--force" in err and "force=True" not in err and str(text) in err
+    assert text.read_bytes() == b"not a pool"
+
+
+def test_enospc_says_bytes_asked_for_and_free(tmp_path: Path) -> None:
+    import errno
+
+    with daxfs.mkfs(str(tmp_path / "small.pool"), 16 * MiB) as vol:
+        free = vol.statfs().free
+        with vol.open("/big", "wb", buffering=0) as f:
+            with pytest.raises(OSError) as info:
+                f.write(b"x" * (free + 4096))
+    assert info.value.errno == errno.ENOSPC
+    text = str(info.value)
+    assert f"asked for {free + 4096} bytes ({(free + 4096) / MiB:.1f} MiB)" in text
+    assert f"{free} bytes ({free / MiB:.1f} MiB) free" in text and "block" not in text
+
+
+def test_put_that_cannot_fit_says_how_much_and_changes_nothing(scratch: Path, capsys: pytest.CaptureFixture[str],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    pool = str(scratch / "small.pool")
+    assert run(capsys, "mkfs", pool, "--size", "16M")[0] == 0
+    _write(pool, "/keep", b"old contents")
+    with daxfs.open_volume(pool, readonly=True) as vol:
+        free = vol.statfs().free
+    big = scratch / "big.bin"
+    big.write_bytes(b"\x07" * (free + 1))
+    status, out, err = run(capsys, "put", str(big), f"{pool}:/keep")
+    assert status == 1 and out == ""
+    assert_one_error_line(err)
+    assert err.startswith("daxfs: /keep: no space left")
+    assert f"asked for {free + 4096} bytes" in err and f"{free} bytes ({free / MiB:.1f} MiB) free" in err
+    # stdin has no size to check first: the pool fills up midway, and still nothing changes
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(big.read_bytes())))
+    status, _, err = run(capsys, "put", "-", f"{pool}:/keep")
+    assert status == 1
+    assert_one_error_line(err)
+    assert "/keep" in err and "no space left" in err and "free" in err and "daxfs-tmp" not in err
+    with daxfs.open_volume(pool, readonly=True) as vol:
+        assert vol.listdir("/") == ["keep"]             # no temporary left behind
+        assert vol.statfs().free == free
+        assert vol.fsck() == []
+    assert _read(pool, "/keep") == b"old contents"
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["mkfs", "{scratch}/new.pool", "--size", "64M", "--block-size", "1000"], "{scratch}/new.pool"),
+    (["mkfs", "{scratch}/new.pool", "--size", "0"], "{scratch}/new.pool"),
+    (["cp", "{pool}:/ghost", "{pool}:/x"], "/ghost"),
+    (["put", "{scratch}/absent", "{pool}:/x"], "{scratch}/absent"),
+    (["put", "{scratch}/local", "{pool}:/no/such/dir/x"], "/no/such/dir/x"),
+    (["cp", "{pool}:/a", "{pool}:/no/such/dir/"], "/no/such/dir/a"),
+    (["mkdir", "{pool}:/a/b"], "/a/b"),
+    (["rmdir", "{pool}:/a"], "/a"),
+    (["mv", "{pool}:/ghost", "{pool}:/x"], "/ghost"),
+    (["owners", "{scratch}/absent.pool", "0"], "{scratch}/absent.pool"),
+    (["stat", "{pool}:/a/x"], "/a/x"),
+])
+def test_every_error_names_its_path(pool: str, scratch: Path, capsys: pytest.CaptureFixture[str],
+                                    argv: list[str], named: str) -> None:
+    _write(pool, "/a", b"a file")
+    (scratch / "local").write_bytes(b"local")
+    fill = {"pool": pool, "scratch": str(scratch)}
+    status, out, err = run(capsys, *(arg.format(**fill) for arg in argv))
+    assert status == 1 and out == ""
+    assert_one_error_line(err)
+    assert err.startswith(f"daxfs: {named.format(**fill)}: "), err
+    assert "daxfs-tmp" not in err
+    with daxfs.open_volume(pool, readonly=True) as vol:
+        assert vol.listdir("/") == ["a"]
+    assert not (scratch / "new.pool").exists()
+
+
+# ------------------------------------------------------------ whole files or none (item 8)
+
+
+def _names(pool: str, path: str = "/") -> list[str]:
+    with daxfs.open_volume(pool, readonly=True) as vol:
+        return sorted(vol.listdir(path))
+
+
+@pytest.mark.parametrize("argv", [
+    ["put", "{local}", "{pool}:/d/keep"],
+    ["put", "{local}", "{pool}:/d/new"],
+    ["cp", "{local}", "{pool}:/d/"],
+    ["cp", "--reflink=never", "{pool}:/src", "{pool}:/d/keep"],
+    ["cp", "{other}:/src", "{pool}:/d/keep"],
+], ids=["put-over", "put-new", "cp-in", "cp-inside", "cp-between"])
+@pytest.mark.parametrize("failure", ["interrupt", "eio"])
+def test_a_copy_into_a_pool_that_fails_leaves_nothing_behind(
+        pool: str, scratch: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        argv: list[str], failure: str) -> None:
+    import errno
+
+    from daxfs.adapters import transfer
+
+    other = str(scratch / "other.pool")
+    assert run(capsys, "mkfs", other, "--size", "16M")[0] == 0
+    payload = os.urandom(3 * cli.COPY_CHUNK)
+    _write(other, "/src", payload)
+    _write(pool, "/src", payload)
+    with daxfs.open_volume(pool) as vol:
+        vol.mkdir("/d")
+        with vol.open("/d/keep", "wb") as f:
+            f.write(b"old contents")
+        vol.chmod("/d/keep", 0o640)
+    local = scratch / "local"
+    local.write_bytes(payload)
+    real_copy = transfer.copy_stream
+    seen: list[str] = []
+
+    def failing_copy(source: Any, sink: Any, **kwargs: Any) -> int:
+        sink.write(source.read(cli.COPY_CHUNK))         # part of it is written, then it fails
+        seen.append(sink.name if hasattr(sink, "name") else "?")
+        if failure == "interrupt":
+            raise KeyboardInterrupt
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(transfer, "copy_stream", failing_copy)
+    status, out, err = run(capsys, *(arg.format(pool=pool, other=other, local=local) for arg in argv))
+    assert seen, "the copy never started"
+    if failure == "interrupt":
+        assert (status, out, err) == (130, "", "")
+    else:
+        assert status == 1
+        assert_one_error_line(err)
+        assert "daxfs-tmp" not in err
+    assert _names(pool, "/d") == ["keep"]               # no partial file, no temporary
+    assert _read(pool, "/d/keep") == b"old contents"
+    monkeypatch.setattr(transfer, "copy_stream", real_copy)
+    # the same copy, not interrupted: the file is replaced whole and keeps its mode
+    assert run(capsys, *(arg.format(pool=pool, other=other, local=local) for arg in argv))[0] == 0
+    name = "/d/local" if argv[0] == "cp" and argv[-1].endswith("/") else argv[-1].split(":", 1)[1]
+    assert _read(pool, name) == payload
+    with daxfs.open_volume(pool, readonly=True) as vol:
+        assert not [n for n in vol.listdir("/d") if "daxfs-tmp" in n]
+        if name == "/d/keep":
+            assert vol.stat(name).st_mode & 0o777 == 0o640
+        assert vol.fsck() == []
+
+
+def test_temporary_names_are_hidden_random_and_legal() -> None:
+    from daxfs.adapters.transfer import temp_name
+
+    first, second = temp_name("/d/weights.bin"), temp_name("/d/weights.bin")
+    assert first != second
+    assert first.startswith("/d/.weights.bin.daxfs-tmp-") and len(first) == len("/d/.weights.bin.daxfs-tmp-") + 16
+    long = temp_name("/" + "é" * 127)                   # 254 bytes of name
+    assert len(long[1:].encode()) <= 255
+
+
+def test_a_failed_mkfs_removes_only_the_file_it_made(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fs = os.statvfs(scratch)
+    too_big = str(2 * fs.f_blocks * fs.f_frsize)        # more than the whole file system: fails at once
+    if not str(scratch).startswith("/dev/shm"):
+        pytest.skip("needs tmpfs, where an allocation too big for it fails before it starts")
+    new = scratch / "new.pool"
+    status, _, err = run(capsys, "mkfs", str(new), "--size", too_big)
+    assert status == 1
+    assert_one_error_line(err)
+    assert err.startswith(f"daxfs: {new}: no space left on device: asked for {too_big} bytes")
+    assert "free there" in err
+    assert not new.exists()
+    existing = scratch / "empty.pool"
+    existing.write_bytes(b"")
+    assert run(capsys, "mkfs", str(existing), "--size", too_big)[0] == 1
+    assert existing.exists() and existing.read_bytes() == b""
+
+
+# ------------------------------------------------------------ habits (item 9)
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib import metadata
+
+    status, out, err = run(capsys, "--version")
+    assert (status, err) == (0, "")
+    assert out == f"daxfs {metadata.version('daxfs')}\n"
+
+
+def test_dash_is_stdin_and_stdout(pool: str, scratch: Path) -> None:
+    result = _python_m_daxfs("put", "-", f"{pool}:/from-stdin", stdin=b"piped bytes\n")
+    assert (result.returncode, result.stderr) == (0, b"")
+    assert _read(pool, "/from-stdin") == b"piped bytes\n"
+    result = _python_m_daxfs("get", f"{pool}:/from-stdin", "-")
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"piped bytes\n", b"")
+    result = _python_m_daxfs("cat", f"{pool}:/from-stdin", "-", f"{pool}:/from-stdin", stdin=b"middle\n")
+    assert (result.returncode, result.stdout) == (0, b"piped bytes\nmiddle\npiped bytes\n")
+    result = _python_m_daxfs("put", "-", f"{pool}:/", stdin=b"no name")    # a directory needs a name
+    assert result.returncode == 1
+    assert_one_error_line(result.stderr.decode())
+    assert "stdin has no name" in result.stderr.decode()
+    assert _names(pool) == ["from-stdin"]
+
+
+def test_rm_several_and_force(pool: str, capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("/a", "/b", "/c"):
+        _write(pool, name, b"x")
+    status, _, err = run(capsys, "rm", f"{pool}:/a", f"{pool}:/ghost", f"{pool}:/b")
+    assert status == 1
+    assert_one_error_line(err)
+    assert "/ghost" in err
+    assert _names(pool) == ["a", "b", "c"]                  # a bad operand: nothing removed
+    assert run(capsys, "rm", "-f", f"{pool}:/a", f"{pool}:/ghost", f"{pool}:/no/dir/x", f"{pool}:/b") == (0, "", "")
+    assert _names(pool) == ["c"]
+    assert run(capsys, "rm", "-f", f"{pool}:/ghost") == (0, "", "")
+    with daxfs.open_volume(pool) as vol:
+        vol.mkdir("/t/u", parents=True)
+    assert run(capsys, "rm", "-r", f"{pool}:/t", f"{pool}:/t/u", f"{pool}:/c") == (0, "", "")
+    assert _names(pool) == []
+
+
+def test_mkdir_and_rmdir_take_several(pool: str, capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = run(capsys, "mkdir", f"{pool}:/a", f"{pool}:/b/c")
+    assert status == 1
+    assert_one_error_line(err)
+    assert "/b/c" in err and "-p" in err
+    assert _names(pool) == []                               # /a was not made either
+    assert run(capsys, "mkdir", f"{pool}:/a", f"{pool}:/b") == (0, "", "")
+    assert run(capsys, "mkdir", "-p", f"{pool}:/a", f"{pool}:/b/c/d", f"{pool}:/e") == (0, "", "")
+    assert _names(pool) == ["a", "b", "e"] and _names(pool, "/b/c") == ["d"]
+    _write(pool, "/f", b"x")
+    status, _, err = run(capsys, "mkdir", "-p", f"{pool}:/f/g")
+    assert status == 1 and "/f is not a directory" in err
+    for argv, says in ((["rmdir", f"{pool}:/b"], "not empty"), (["rmdir", f"{pool}:/f"], "not a directory"),
+                       (["rmdir", pool], "root"), (["rmdir", f"{pool}:/a", f"{pool}:/ghost"], "No such file")):
+        status, _, err = run(capsys, *argv)
+        assert status == 1, argv
+        assert_one_error_line(err)
+        assert says in err, (argv, err)
+    assert run(capsys, "rmdir", f"{pool}:/b/c/d", f"{pool}:/b/c", f"{pool}:/b", f"{pool}:/a") == (0, "", "")
+    assert _names(pool) == ["e", "f"]
+
+
+def test_put_several_files_into_a_directory(pool: str, scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("one", "two", "three"):
+        (scratch / name).write_bytes(name.encode())
+    sources = [str(scratch / name) for name in ("one", "two", "three")]
+    assert run(capsys, "mkdir", f"{pool}:/d")[0] == 0
+    _write(pool, "/file", b"x")
+    for argv, says in (([*sources, f"{pool}:/file"], "not a directory"),
+                       ([*sources, f"{pool}:/ghost"], "not a directory"),
+                       ([sources[0], str(scratch / "absent"), f"{pool}:/d"], "absent"),
+                       ([sources[0], str(scratch), f"{pool}:/d"], "is a directory")):
+        status, _, err = run(capsys, "put", *argv)
+        assert status == 1, argv
+        assert_one_error_line(err)
+        assert says in err, (argv, err)
+    assert _names(pool, "/d") == []                         # nothing copied for a bad command
+    assert run(capsys, "put", *sources, f"{pool}:/d") == (0, "", "")
+    assert _names(pool, "/d") == ["one", "three", "two"] and _read(pool, "/d/two") == b"two"
+    assert run(capsys, "cp", f"{pool}:/d/one", f"{pool}:/d/two", f"{pool}:/") == (0, "", "")
+    out_dir = scratch / "out"
+    out_dir.mkdir()
+    assert run(capsys, "get", f"{pool}:/one", f"{pool}:/d/three", str(out_dir)) == (0, "", "")
+    assert sorted(os.listdir(out_dir)) == ["one", "three"]
+    status, _, err = run(capsys, "cp", f"{pool}:/one", f"{pool}:/two", str(scratch / "one"))
+    assert status == 1 and "not a directory" in err
+
+
+def test_ls_lh_shows_human_sizes_and_h_is_not_help(pool: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from daxfs.adapters.namespacecmds import human_size
+
+    assert [human_size(n) for n in (0, 1023, 1024, 1536, 10 * 1024 - 1, 10 * 1024, 1024 * 1024 - 1, 3 * MiB)] == \
+        ["0", "1023", "1.0K", "1.5K", "10K", "10K", "1.0M", "3.0M"]
+    _write(pool, "/big", b"x" * (3 * MiB))
+    _write(pool, "/small", b"x" * 100)
+    status, out, err = run(capsys, "ls", "-lh", pool)
+    assert (status, err) == (0, "")
+    assert [line.split()[2] for line in out.splitlines()] == ["3.0M", "100"]
+    status, out, _ = run(capsys, "ls", "-l", "-h", pool)
+    assert [line.split()[2] for line in out.splitlines()] == ["3.0M", "100"]
+    status, out, _ = run(capsys, "ls", "--help")
+    assert status == 0 and "--human-readable" in out and "example:" in out
+
+
+def test_mv_and_cp_read_a_bare_destination_alike(pool: str, scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A DST without POOL: is local in both, and an existing directory takes SRC inside it."""
+    _write(pool, "/a", b"aaa")
+    _write(pool, "/b", b"bbb")
+    out_dir = scratch / "out"
+    out_dir.mkdir()
+    assert run(capsys, "cp", f"{pool}:/a", str(out_dir)) == (0, "", "")
+    assert run(capsys, "mv", f"{pool}:/b", str(out_dir)) == (0, "", "")
+    assert sorted(os.listdir(out_dir)) == ["a", "b"] and (out_dir / "b").read_bytes() == b"bbb"
+    assert _names(pool) == ["a"]                            # mv removed its source
+    # back in: into an existing directory of the pool, the name kept
+    assert run(capsys, "mkdir", f"{pool}:/d")[0] == 0
+    assert run(capsys, "mv", str(out_dir / "b"), f"{pool}:/d") == (0, "", "")
+    assert run(capsys, "cp", str(out_dir / "a"), f"{pool}:/d") == (0, "", "")
+    assert _names(pool, "/d") == ["a", "b"] and not (out_dir / "b").exists() and (out_dir / "a").exists()
+    # between pools: a file moves, a directory does not
+    other = str(scratch / "other.pool")
+    assert run(capsys, "mkfs", other, "--size", "16M")[0] == 0
+    assert run(capsys, "mv", f"{pool}:/d/b", f"{other}:/") == (0, "", "")
+    assert _names(other) == ["b"] and _read(other, "/b") == b"bbb" and _names(pool, "/d") == ["a"]
+    status, _, err = run(capsys, "mv", f"{pool}:/d", str(out_dir))
+    assert status == 1 and "cannot move a directory out of a pool" in err
+    status, _, err = run(capsys, "mv", str(out_dir), f"{pool}:/")
+    assert status == 1 and "cannot move a directory into a pool" in err
+    assert _names(pool, "/d") == ["a"] and out_dir.is_dir()
+
+
+def test_mv_out_of_a_pool_another_process_writes_copies_nothing(pool: str, scratch: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    _write(pool, "/a", b"aaa")
+    child = _holder_child(pool, f"vol = daxfs.open_volume({pool!r})")
+    try:
+        status, _, err = run(capsys, "mv", f"{pool}:/a", str(scratch / "a"))
+        assert status == 1
+        assert_one_error_line(err)
+        assert f"open read-write by process {child.pid}" in err
+    finally:
+        _end(child)
+    assert not (scratch / "a").exists() and _names(pool) == ["a"]
+
+
+def test_every_command_explains_its_arguments_and_shows_an_example(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = cli.build_parser()
+    (commands,) = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    assert {"rmdir", "mkfs", "ls", "cp", "mv", "badblocks"} <= set(commands.choices)
+    for name, sub in commands.choices.items():
+        assert sub.epilog and f"example:\n  daxfs {name}" in sub.epilog, name
+        for action in sub._actions:
+            if not action.option_strings:
+                assert action.help, f"daxfs {name} {action.metavar}: no help"
+        status, out, _ = run(capsys, name, "--help")
+        assert status == 0 and out.startswith(f"usage: daxfs {name} ") and "example:" in out, name
+
+
+@pytest.mark.parametrize("argv, command", [
+    (["stat", "p.pool:/a", "extra"], "stat"),
+    (["ls", "p.pool", "--bogus"], "ls"),
+    (["df", "p.pool", "-x"], "df"),
+])
+def test_unrecognized_arguments_point_at_the_commands_help(argv: list[str], command: str,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = run(capsys, *argv)
+    assert status == 2 and out == ""
+    assert_one_error_line(err)
+    assert "unrecognized arguments" in err and f"try 'daxfs {command} --help'" in err
+
+
+def test_mkfs_rounds_the_size_to_whole_blocks_and_says_so(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = scratch / "odd.pool"
+    status, out, err = run(capsys, "mkfs", str(path), "--size", str(16 * MiB + 1000), "--block-size", "4096")
+    assert (status, err) == (0, "")
+    assert os.path.getsize(path) == 16 * MiB
+    assert out.splitlines()[-1] == (f"--size {16 * MiB + 1000} was rounded down to {16 * MiB} bytes: "
+                                    "a whole number of 4096-byte blocks")
+    status, out, _ = run(capsys, "mkfs", str(path), "--size", "16M", "--force")
+    assert status == 0 and "rounded" not in out
+    status, _, err = run(capsys, "mkfs", str(scratch / "tiny.pool"), "--size", "100")
+    assert status == 1 and "less than one block" in err and not (scratch / "tiny.pool").exists()
+
+
+def test_info_shows_the_sync_mode_a_writer_gets(pool: str, capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """info maps the pool read-only, yet reports the pool's mode: on a medium that gives
+    MAP_SYNC (played here by a mmap that takes the flag) that is map_sync."""
+    import mmap as mmap_module
+
+    from daxfs.media import _file
+
+    real_mmap = mmap_module.mmap
+    asked: list[int] = []
+
+    def dax_like_mmap(fd: int, size: int, flags: int = mmap_module.MAP_SHARED, **kwargs: Any) -> Any:
+        asked.append(flags)
+        return real_mmap(fd, size, flags=mmap_module.MAP_SHARED, **kwargs)
+
+    monkeypatch.setattr(_file.mmap, "mmap", dax_like_mmap)
+    status, out, _ = run(capsys, "info", pool)
+    assert status == 0
+    assert "\nsync_mode:       map_sync\n" in out
+    assert asked and asked[0] & _file._MAP_SYNC

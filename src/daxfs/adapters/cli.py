@@ -2,7 +2,8 @@
 
 Every command maps onto the public volume API; this module parses arguments
 and turns errors into one line on stderr.  How ``POOL:PATH`` and sizes are
-read is in ``poolpaths``; the commands that move bytes are in ``transfer``.
+read is in ``poolpaths``; the commands that move bytes are in ``transfer``,
+those on names (ls, mkdir, rm, mv, ...) in ``namespacecmds``.
 """
 
 from __future__ import annotations
@@ -10,26 +11,24 @@ from __future__ import annotations
 import argparse
 import errno
 import os
-import posixpath
-import stat as stat_mode
 import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NoReturn
+from importlib import metadata
+from typing import Any, NoReturn
 
 import daxfs
-from daxfs.adapters.poolpaths import (describe_error, format_size, is_dir, open_pool, parse_length, parse_offset,
-                                      parse_size, same_file, split_pool_path, target_in_dir)
-from daxfs.adapters.transfer import COPY_CHUNK, cmd_cat, cmd_cp, cmd_get, cmd_put
 from daxfs.adapters.client import Client
 from daxfs.adapters.mediacmds import add_commands as add_media_commands, poisoned_lines
+from daxfs.adapters.namespacecmds import cmd_ls, cmd_mkdir, cmd_mv, cmd_rm, cmd_rmdir, cmd_stat
+from daxfs.adapters.poolpaths import (describe_error, format_size, open_pool, parse_length, parse_offset,
+                                      parse_size, split_pool_path)
+from daxfs.adapters.transfer import COPY_CHUNK, cmd_cat, cmd_cp, cmd_get, cmd_put
 from daxfs.volume import repair
+from daxfs.volume.mount import describe_openers, openers
 
-if TYPE_CHECKING:
-    from daxfs._types import Stat
-
-__all__ = ["main", "parse_size", "parse_offset", "split_pool_path", "format_size", "COPY_CHUNK"]
+__all__ = ["main", "build_parser", "parse_size", "parse_offset", "split_pool_path", "format_size", "COPY_CHUNK"]
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -37,146 +36,75 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141   # what a shell reports for a writer killed by SIGPIPE
 
-def _format_time(ns: int) -> str:
-    seconds, fraction = divmod(ns, 1_000_000_000)
-    local = time.localtime(seconds)
-    return f"{time.strftime('%Y-%m-%d %H:%M:%S', local)}.{fraction:09d} {time.strftime('%z', local)}"
+
+def _version() -> str:
+    try:
+        return metadata.version("daxfs")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
-def _file_type(mode: int) -> str:
-    if stat_mode.S_ISDIR(mode):
-        return "directory"
-    if stat_mode.S_ISREG(mode):
-        return "regular file"
-    if stat_mode.S_ISLNK(mode):
-        return "symbolic link"
-    return "other"
+def _pid(pid: int) -> str:
+    return f"process {pid}" + (" (this process)" if pid == os.getpid() else "")
 
 
 # ---------------------------------------------------------------- commands
 
 
 def cmd_mkfs(args: argparse.Namespace) -> int:
-    with daxfs.mkfs(args.pool, args.size, block_size=args.block_size, force=args.force) as vol:
+    size, block_size = args.size, args.block_size
+    if size <= 0:
+        raise OSError(errno.EINVAL, "--size must be more than 0 bytes", args.pool)
+    # The pool is whole blocks; a tail shorter than one would only be wasted.
+    rounded = size - size % block_size if block_size > 0 else size
+    if rounded == 0:
+        raise OSError(errno.EINVAL, f"--size {size} is less than one block ({block_size} bytes)", args.pool)
+    try:
+        vol = daxfs.mkfs(args.pool, rounded, block_size=block_size, force=args.force)
+    except OSError as error:
+        if error.strerror:                      # the Python API's words, in the command line's
+            error.strerror = error.strerror.replace("force=True", "--force")
+        raise
+    with vol:
         info = vol.info()
     print(f"formatted {args.pool}: {format_size(info['size'])} pool, "
           f"{format_size(info['data_size'])} for data, block size {info['block_size']}, "
           f"uuid {info['uuid']}")
+    if rounded != size:
+        print(f"--size {size} was rounded down to {rounded} bytes: a whole number of "
+              f"{block_size}-byte blocks")
     return EXIT_OK
+
+
+# What ``daxfs info`` shows: the pool's own properties, not those of the command's handle on it
+# (which is read-only, with its own policy and durability).
+_INFO_KEYS = ("uuid", "version", "size", "block_size", "data_size", "free", "used", "shared", "busy", "bad",
+              "files", "data_offset", "log_size", "log_used", "checkpoint_size", "generation", "sync_mode")
+_BYTE_KEYS = frozenset({"size", "data_size", "free", "used", "shared", "busy", "bad", "data_offset",
+                        "log_size", "log_used", "checkpoint_size"})
 
 
 def cmd_info(args: argparse.Namespace) -> int:
     with open_pool(args.pool, readonly=True) as vol:
         info = vol.info()
-    width = max(map(len, info), default=0)
-    for key, value in info.items():
-        shown = f"{value} ({format_size(value)})" if _is_byte_count(key, value) else value
+        fs = vol.statfs()
+        served = vol.info_["server_pid"] if isinstance(vol, Client) else None
+    known = {**info, "free": fs.free, "used": fs.used, "shared": fs.shared, "busy": fs.busy, "bad": fs.bad,
+             "files": fs.files}
+    fields: dict[str, Any] = {"pool": args.pool}
+    fields.update((key, known[key]) for key in _INFO_KEYS if key in known)
+    if served is not None:
+        fields["writer"] = f"the arbiter (daxfs serve), {_pid(served)}"
+    else:
+        writers = [pid for pid, read_write in openers(args.pool) if read_write]
+        fields["writer"] = ", ".join(map(_pid, writers)) or "none"
+    if info.get("damaged"):
+        fields["damaged"] = info["damaged"]
+    width = max(map(len, fields))
+    for key, value in fields.items():
+        shown = f"{value} ({format_size(value)})" if key in _BYTE_KEYS and value >= 1024 else value
         print(f"{key + ':':<{width + 1}} {shown}")
     return EXIT_OK
-
-
-def _is_byte_count(key: str, value: object) -> bool:
-    # block_size is a unit, not an amount; a human form of it would only add noise.
-    return isinstance(value, int) and not isinstance(value, bool) and key != "block_size" and (
-        key == "size" or key.endswith("_size") or key.endswith("_offset"))
-
-
-def cmd_ls(args: argparse.Namespace) -> int:
-    pool, path = split_pool_path(args.target)
-    with open_pool(pool, readonly=True) as vol:
-        if is_dir(vol, path):
-            names = sorted(vol.listdir(path))
-            entries = [(name, vol.stat(posixpath.join(path, name)) if args.long else None) for name in names]
-        else:
-            # ls of a file lists just that file, as coreutils does; stat raises ENOENT if it is missing.
-            entries = [(path, vol.stat(path))]
-    if not args.long:
-        for name, _ in entries:
-            print(name)
-        return EXIT_OK
-    rows = [(stat_mode.filemode(st.st_mode), str(st.st_nlink), str(st.st_size),
-             time.strftime("%Y-%m-%d %H:%M", time.localtime(st.st_mtime_ns // 1_000_000_000)), name)
-            for name, st in entries if st is not None]
-    link_width = max((len(row[1]) for row in rows), default=1)
-    size_width = max((len(row[2]) for row in rows), default=1)
-    for mode, links, size, mtime, name in rows:
-        print(f"{mode} {links:>{link_width}} {size:>{size_width}} {mtime} {name}")
-    return EXIT_OK
-
-
-def cmd_mkdir(args: argparse.Namespace) -> int:
-    pool, path = split_pool_path(args.target)
-    with open_pool(pool) as vol:
-        vol.mkdir(path, parents=args.parents, exist_ok=args.parents)
-    return EXIT_OK
-
-
-def _remove_tree(vol: daxfs.Volume, path: str) -> None:
-    for name in vol.listdir(path):
-        child = posixpath.join(path, name)
-        if vol.stat(child).is_dir():
-            _remove_tree(vol, child)
-        else:
-            vol.unlink(child)
-    vol.rmdir(path)
-
-
-def cmd_rm(args: argparse.Namespace) -> int:
-    pool, path = split_pool_path(args.target)
-    with open_pool(pool) as vol:
-        if args.recursive and vol.stat(path).is_dir():
-            if not [part for part in path.split("/") if part not in ("", ".")]:
-                raise OSError(errno.EPERM, "refusing to remove the root directory", args.target)
-            _remove_tree(vol, path)
-        else:
-            vol.unlink(path)
-    return EXIT_OK
-
-
-def cmd_mv(args: argparse.Namespace) -> int:
-    pool, source = split_pool_path(args.source)
-    destination = args.destination
-    if destination.startswith(pool + ":"):
-        destination = destination[len(pool) + 1:] or "/"
-    else:
-        other_pool, other_path = split_pool_path(destination)
-        if other_pool != destination and os.path.exists(other_pool):
-            if not same_file(pool, other_pool):
-                raise OSError(errno.EXDEV, f"cannot move between pools (to {destination})", args.source)
-            destination = other_path
-    with open_pool(pool) as vol:
-        destination = target_in_dir(vol, destination, posixpath.basename(source.rstrip("/")))
-        vol.rename(source, destination)
-    return EXIT_OK
-
-
-def cmd_stat(args: argparse.Namespace) -> int:
-    pool, path = split_pool_path(args.target)
-    with open_pool(pool, readonly=True) as vol:
-        st = vol.stat(path)
-        extents = []
-        if st.is_file():
-            with vol.open(path, "rb", buffering=0) as f:
-                extents = f.extents()
-    _print_stat(path, st)
-    if st.is_file():
-        print(f"Extents: {len(extents)}")
-        for extent in extents:
-            flags = ",".join(sorted(extent.flags)) or "-"
-            print(f"  file {extent.file_offset:>14} +{extent.length:<14} pool {extent.pool_offset:#014x}  {flags}")
-    return EXIT_OK
-
-
-def _print_stat(path: str, st: Stat) -> None:
-    print(f"  File: {path}")
-    print(f"  Type: {_file_type(st.st_mode)}")
-    print(f"  Size: {st.st_size:<14} Blocks: {st.st_blocks:<10} IO Block: {st.st_blksize}")
-    print(f" Inode: {st.st_ino:<14} Links: {st.st_nlink}")
-    print(f"Access: ({stat_mode.S_IMODE(st.st_mode):04o}/{stat_mode.filemode(st.st_mode)})  "
-          f"Uid: {st.st_uid}  Gid: {st.st_gid}")
-    print(f"Access: {_format_time(st.st_atime_ns)}")
-    print(f"Modify: {_format_time(st.st_mtime_ns)}")
-    print(f"Change: {_format_time(st.st_ctime_ns)}")
 
 
 def cmd_df(args: argparse.Namespace) -> int:
@@ -203,11 +131,19 @@ def cmd_pins(args: argparse.Namespace) -> int:
         else:
             status = vol.published()
     if status is None:
-        print("no process holds the pool read-write: nothing is pinned or busy")
+        # No writer publishes: say who else has the pool, if anyone (the kernel's lock list).
+        found = openers(args.pool)
+        if not found:
+            print("no process holds the pool read-write: nothing is pinned or busy")
+        elif any(read_write for _pid, read_write in found):
+            print(f"pool is {describe_openers(found)}, which publishes no references")
+        else:
+            print(f"no process holds the pool read-write; it is {describe_openers(found)}: "
+                  f"what read-only openers hold is not published")
         return EXIT_OK
     refs = status["refs"]
-    who = "served by the arbiter, pid" if status.get("served") else "held by pid"
-    print(f"{who} {status['pid']}: {status['total']} reference(s), busy {format_size(status['busy'])}")
+    who = "served by the arbiter," if status.get("served") else "held read-write by"
+    print(f"{who} {_pid(status['pid'])}: {status['total']} reference(s), busy {format_size(status['busy'])}")
     if refs:
         header = ("HOLDER", "PID", "UID", "KIND", "INO", "OFFSET", "LENGTH", "SINCE", "PATH")
         rows = [(r.holder, "-" if r.pid is None else str(r.pid), "-" if r.uid is None else str(r.uid), r.kind,
@@ -255,8 +191,6 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# errnos with which a clone cannot be made although a byte copy could: --reflink=auto falls
-# back on them (as cp does when FICLONE fails), any other error is the copy's own.
 def cmd_owners(args: argparse.Namespace) -> int:
     """Who owns pool bytes [OFFSET, +LENGTH): one line per owner, from the reverse map."""
     with open_pool(args.pool, readonly=True) as vol:
@@ -290,92 +224,124 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"daxfs: {where}{message}; try '{hint}'\n")
 
 
+_POOL_HELP = "the pool: a file or device formatted by daxfs mkfs"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="daxfs", description="A user-space DAX file system on a memory pool.",
                      epilog="POOL:PATH names a path inside a pool, e.g. /dev/shm/p.pool:/a/b; "
-                            "a bare POOL means its root directory.")
+                            "a bare POOL means its root directory; a path without POOL: is local. "
+                            "'daxfs COMMAND --help' shows a command's options and an example.")
+    parser.add_argument("--version", action="version", version=f"daxfs {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(name: str, handler: Callable[[argparse.Namespace], int], summary: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=summary, description=summary)
-        sub.set_defaults(handler=handler)
+    def command(name: str, handler: Callable[[argparse.Namespace], int], summary: str,
+                example: str | None = None, **options: Any) -> argparse.ArgumentParser:
+        epilog = f"example:\n  {example}" if example else None
+        sub = commands.add_parser(name, help=summary, description=summary, epilog=epilog,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter, **options)
+        sub.set_defaults(handler=handler, parser=sub)
         return sub
 
-    sub = command("mkfs", cmd_mkfs, "format a pool (a new file, or an existing file or device)")
-    sub.add_argument("pool", metavar="POOL")
+    sub = command("mkfs", cmd_mkfs, "format a pool (a new file, or an existing file or device)",
+                  "daxfs mkfs /dev/shm/data.pool --size 1G")
+    sub.add_argument("pool", metavar="POOL", help="the file or device to format (a new file is made)")
     sub.add_argument("--size", type=parse_size, required=True,
-                     help="pool size: bytes, or with a suffix (64M, 1G, 1GiB; KB/MB/GB are powers of 1000)")
-    sub.add_argument("--block-size", type=parse_size, default=4096, metavar="N")
-    sub.add_argument("--force", action="store_true", help="format over an existing volume")
+                     help="pool size: bytes, or with a suffix (64M, 1G, 1GiB; KB/MB/GB are powers of 1000); "
+                          "rounded down to whole blocks")
+    sub.add_argument("--block-size", type=parse_size, default=4096, metavar="N",
+                     help="bytes per block: a power of two (default 4096)")
+    sub.add_argument("--force", action="store_true", help="format over an existing volume or non-empty file")
 
-    sub = command("info", cmd_info, "show a pool's superblock: version, layout, generation")
-    sub.add_argument("pool", metavar="POOL")
+    sub = command("info", cmd_info, "show a pool's properties: size, block size, space, files, layout, "
+                                    "sync mode, format version, writer", "daxfs info /dev/shm/data.pool")
+    sub.add_argument("pool", metavar="POOL", help=_POOL_HELP)
 
-    sub = command("ls", cmd_ls, "list a directory")
-    sub.add_argument("target", metavar="POOL[:PATH]")
+    sub = command("ls", cmd_ls, "list a directory", "daxfs ls -lh /dev/shm/data.pool:/runs", add_help=False)
+    sub.add_argument("target", metavar="POOL[:PATH]", help="the directory (or file) to list; POOL alone: the root")
     sub.add_argument("-l", dest="long", action="store_true", help="long listing: mode, links, size, mtime")
+    sub.add_argument("-h", "--human-readable", dest="human", action="store_true",
+                     help="with -l, sizes as 1.5K, 12M, 3.0G")
+    sub.add_argument("--help", action="help", help="show this help and exit")
 
-    sub = command("mkdir", cmd_mkdir, "make a directory")
-    sub.add_argument("target", metavar="POOL:PATH")
+    sub = command("mkdir", cmd_mkdir, "make directories", "daxfs mkdir -p /dev/shm/data.pool:/runs/42")
+    sub.add_argument("targets", metavar="POOL:PATH", nargs="+", help="a directory to make")
     sub.add_argument("-p", "--parents", action="store_true", help="make parents as needed; no error if it exists")
 
-    sub = command("put", cmd_put, "copy a local file into a pool")
-    sub.add_argument("local", metavar="LOCAL")
-    sub.add_argument("target", metavar="POOL:PATH")
+    sub = command("rmdir", cmd_rmdir, "remove empty directories", "daxfs rmdir /dev/shm/data.pool:/runs/42")
+    sub.add_argument("targets", metavar="POOL:PATH", nargs="+", help="an empty directory to remove")
 
-    sub = command("get", cmd_get, "copy a file out of a pool")
-    sub.add_argument("source", metavar="POOL:PATH")
-    sub.add_argument("local", metavar="LOCAL")
+    sub = command("put", cmd_put, "copy local files into a pool (several go into a directory)",
+                  "daxfs put weights.bin config.json /dev/shm/data.pool:/runs/42/")
+    sub.add_argument("sources", metavar="LOCAL", nargs="+", help="a local file; - reads stdin")
+    sub.add_argument("target", metavar="POOL:PATH",
+                     help="where it goes; an existing directory (or PATH ending in /) keeps LOCAL's name")
 
-    sub = command("cat", cmd_cat, "write a file's bytes to stdout")
-    sub.add_argument("source", metavar="POOL:PATH")
+    sub = command("get", cmd_get, "copy files out of a pool (several go into a directory)",
+                  "daxfs get /dev/shm/data.pool:/runs/42/weights.bin copy.bin")
+    sub.add_argument("sources", metavar="POOL:PATH", nargs="+", help="a file in a pool")
+    sub.add_argument("local", metavar="LOCAL",
+                     help="the local file to write; an existing directory keeps the name; - writes stdout")
 
-    sub = command("rm", cmd_rm, "remove a file (or, with -r, a directory tree)")
-    sub.add_argument("target", metavar="POOL:PATH")
-    sub.add_argument("-r", "--recursive", action="store_true")
+    sub = command("cat", cmd_cat, "write files' bytes to stdout, one after another",
+                  "daxfs cat /dev/shm/data.pool:/runs/42/weights.bin | sha256sum")
+    sub.add_argument("sources", metavar="POOL:PATH", nargs="+", help="a file in a pool; - reads stdin")
 
-    sub = command("mv", cmd_mv, "rename within a pool; DST may omit the POOL: prefix")
-    sub.add_argument("source", metavar="POOL:SRC")
-    sub.add_argument("destination", metavar="DST")
+    sub = command("rm", cmd_rm, "remove files (with -r, directory trees)", "daxfs rm -r /dev/shm/data.pool:/runs")
+    sub.add_argument("targets", metavar="POOL:PATH", nargs="+", help="a file (with -r, a directory) to remove")
+    sub.add_argument("-r", "--recursive", action="store_true", help="remove directories and all they hold")
+    sub.add_argument("-f", "--force", action="store_true", help="no error for a path that does not exist")
 
-    sub = command("stat", cmd_stat, "show a file's metadata and extents")
-    sub.add_argument("target", metavar="POOL:PATH")
+    sub = command("mv", cmd_mv, "move or rename: inside a pool, or a file into, out of or between pools",
+                  "daxfs mv /dev/shm/data.pool:/runs/42 /dev/shm/data.pool:/runs/best")
+    sub.add_argument("source", metavar="SRC", help="POOL:PATH, or a local file")
+    sub.add_argument("destination", metavar="DST",
+                     help="POOL:PATH, or a local path (as in cp); an existing directory keeps SRC's name")
 
-    sub = command("df", cmd_df, "show space: size, used, shared, free, busy, bad, files")
-    sub.add_argument("pool", metavar="POOL")
+    sub = command("stat", cmd_stat, "show a file's metadata and extents",
+                  "daxfs stat /dev/shm/data.pool:/runs/42/weights.bin")
+    sub.add_argument("target", metavar="POOL:PATH", help="the file or directory to describe")
 
-    sub = command("pins", cmd_pins, "list the pins, mappings and leases the pool's writer holds, and busy space")
-    sub.add_argument("pool", metavar="POOL")
+    sub = command("df", cmd_df, "show space: size, used, shared, free, busy, bad, files",
+                  "daxfs df /dev/shm/data.pool")
+    sub.add_argument("pool", metavar="POOL", help=_POOL_HELP)
+
+    sub = command("pins", cmd_pins, "say who holds the pool, and list the pins, mappings and leases its "
+                                    "writer holds, and busy space", "daxfs pins /dev/shm/data.pool")
+    sub.add_argument("pool", metavar="POOL", help=_POOL_HELP)
 
     sub = command("fsck", cmd_fsck, "check a pool's invariants and list poisoned files; exit 1 if there are "
-                                    "problems")
-    sub.add_argument("pool", metavar="POOL")
+                                    "problems", "daxfs fsck /dev/shm/data.pool")
+    sub.add_argument("pool", metavar="POOL", help=_POOL_HELP)
     sub.add_argument("--repair", action="store_true",
                      help="first make a pool that mounts read-only because of a bad log record writable "
                           "again: keep everything before the record, discard it and the records after it "
                           "(and forget bad metadata memory its badblocks list no longer lists: repaired)")
 
-    sub = command("cp", cmd_cp, "copy a file inside a pool (sharing its blocks), between pools, "
-                                "or in or out of a pool")
-    sub.add_argument("source", metavar="SRC", help="POOL:PATH, or a local file")
+    sub = command("cp", cmd_cp, "copy files inside a pool (sharing their blocks), between pools, "
+                                "or in or out of a pool", "daxfs cp /dev/shm/data.pool:/a /dev/shm/data.pool:/b")
+    sub.add_argument("sources", metavar="SRC", nargs="+", help="POOL:PATH, or a local file (- reads stdin)")
     sub.add_argument("destination", metavar="DST",
-                     help="POOL:PATH, or a local path; an existing directory keeps SRC's name")
+                     help="POOL:PATH, or a local path (- writes stdout); an existing directory keeps SRC's "
+                          "name, and several SRCs need one")
     sub.add_argument("--reflink", choices=("auto", "always", "never"), default="auto",
                      help="inside one pool: auto (default) shares the blocks and copies bytes only "
                           "if that is impossible, always fails instead, never copies bytes "
                           "(always is an error when SRC and DST are not in one pool)")
 
     sub = command("owners", cmd_owners, "list the files whose data lives in pool bytes "
-                                        "[OFFSET, +LENGTH): ino, file offset, length, pool offset, path")
-    sub.add_argument("pool", metavar="POOL")
+                                        "[OFFSET, +LENGTH): ino, file offset, length, pool offset, path",
+                  "daxfs owners /dev/shm/data.pool 0x8402000 4K")
+    sub.add_argument("pool", metavar="POOL", help=_POOL_HELP)
     sub.add_argument("offset", metavar="OFFSET", type=parse_offset,
                      help="pool byte offset: bytes, a suffix (4K, 1M) or hexadecimal (0x1000)")
     sub.add_argument("length", metavar="LENGTH", type=parse_length, nargs="?", default=1,
                      help="bytes from OFFSET (default 1), written like OFFSET")
 
     sub = command("serve", cmd_serve, "be the pool's one writer and serve other processes "
-                                      "(daxfs.connect, and every daxfs command on the pool)")
-    sub.add_argument("pool", metavar="POOL")
+                                      "(daxfs.connect, and every daxfs command on the pool)",
+                  "daxfs serve /dev/shm/data.pool --policy wait &")
+    sub.add_argument("pool", metavar="POOL", help=_POOL_HELP)
     sub.add_argument("--socket", metavar="PATH", default=None,
                      help="where to listen (default: POOL.sock next to the pool; /run/daxfs/NAME.sock "
                           "for a device)")
@@ -391,15 +357,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_media_commands(command)
 
-    command("demo", cmd_demo, "a timed tour on a scratch pool")
+    command("demo", cmd_demo, "a timed tour on a scratch pool", "daxfs demo")
     return parser
+
+
+def _operand(args: argparse.Namespace) -> str | None:
+    """What a command is about, to name in an error that names nothing (its first path)."""
+    for name in ("target", "targets", "source", "sources", "pool"):
+        value = getattr(args, name, None)
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if isinstance(value, str) and value:
+            return value
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one daxfs command; returns the exit status instead of exiting."""
     parser = build_parser()
+    args = None
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            # Said by the command's own parser, so the hint is 'daxfs CMD --help'.
+            args.parser.error(f"unrecognized arguments: {' '.join(extra)}")
         handler: Callable[[argparse.Namespace], int] = args.handler
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
@@ -416,6 +397,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _silence_stdout()
         return EXIT_BROKEN_PIPE
     except OSError as error:
+        if error.filename is None and args is not None:
+            error.filename = _operand(args)     # every error names what it is about
         print(f"daxfs: {describe_error(error)}", file=sys.stderr)
         return EXIT_ERROR
 

@@ -88,15 +88,16 @@ def poisoned_lines(pool: str | daxfs.Volume) -> list[str]:
 
 
 def add_commands(command: object) -> None:
-    """Register the commands with the CLI's ``command(name, handler, summary)``."""
+    """Register the commands with the CLI's ``command(name, handler, summary, example)``."""
     from daxfs.adapters.poolpaths import parse_length, parse_offset
 
     sub = command("badblocks", cmd_badblocks, "list a pool's bad memory: each range, its region, and "  # type: ignore[operator]
-                  "the files that own it")
-    sub.add_argument("pool", metavar="POOL")
+                  "the files that own it", "daxfs badblocks /dev/shm/data.pool")
+    sub.add_argument("pool", metavar="POOL", help="the pool: a file or device formatted by daxfs mkfs")
     sub = command("inject-error", cmd_inject_error, "simulate a media error: list pool bytes "  # type: ignore[operator]
-                  "[OFFSET, +LENGTH) as bad in the pool's badblocks side file (as ndctl inject-error)")
-    sub.add_argument("pool", metavar="POOL")
+                  "[OFFSET, +LENGTH) as bad in the pool's badblocks side file (as ndctl inject-error)",
+                  "daxfs inject-error /dev/shm/data.pool 0x8402000 4K")
+    sub.add_argument("pool", metavar="POOL", help="the pool: a file or device formatted by daxfs mkfs")
     sub.add_argument("offset", metavar="OFFSET", type=parse_offset,
                      help="pool byte offset: bytes, a suffix (4K, 1M) or hexadecimal (0x1000)")
     sub.add_argument("length", metavar="LENGTH", type=parse_length, nargs="?", default=512,

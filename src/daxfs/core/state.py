@@ -187,14 +187,25 @@ class Core:
         ``exclude``: runs already promised to the same operation (planned, not yet applied).
         """
         if not exclude:
-            return self.space.plan(n, goal)
+            return self._plan(n, goal)
         for start, k in exclude:
             self.space.take(start, k)
         try:
-            return self.space.plan(n, goal)
+            return self._plan(n, goal)
         finally:
             for start, k in exclude:
                 self.space.release(start, k)
+
+    def _plan(self, n: int, goal: int | None) -> list[tuple[int, int]]:
+        try:
+            return self.space.plan(n, goal)
+        except OSError as error:
+            if error.errno != errno.ENOSPC:
+                raise
+            # In bytes, which is what the caller asked for (a block count means nothing to it).
+            raise fs_error(errno.ENOSPC, message=f"no space left on device: asked for "
+                           f"{_bytes(n * self.block_size)}, {_bytes(self.space.free * self.block_size)} "
+                           f"free") from None
 
     def goal_after(self, node: Inode, fblk: int) -> int | None:
         """The data block that would continue the file's run just before ``fblk``."""
@@ -565,3 +576,7 @@ def _subtract(runs: list[tuple[int, int]], minus: list[tuple[int, int]]) -> list
 
 
 __all__ = ["Core", "Inode", "ROOT_INO", "UNWRITTEN"]
+
+
+def _bytes(n: int) -> str:
+    return f"{n} bytes ({n / (1 << 20):.1f} MiB)"

@@ -7,9 +7,9 @@ bytearray for tests; ``RecordingPool`` also records every store and persist
 so tests can build the images a crash could leave.
 """
 
-from daxfs.media._file import FilePool
+from daxfs.media._file import FilePool, flock_holders
 from daxfs.media._view import PoolView
 from daxfs.media._memory import MemoryPool, RecordingPool, CrashImage
 from daxfs.media.pool import Pool
 
-__all__ = ["Pool", "FilePool", "MemoryPool", "RecordingPool", "CrashImage", "PoolView"]
+__all__ = ["Pool", "FilePool", "MemoryPool", "RecordingPool", "CrashImage", "PoolView", "flock_holders"]

@@ -56,12 +56,33 @@ def _device_size(fd: int) -> int:
     return os.lseek(fd, 0, os.SEEK_END)
 
 
+def flock_holders(path: str) -> list[tuple[int, bool]] | None:
+    """Who holds a ``flock`` on ``path``: ``(pid, exclusive)`` per lock, read from
+    /proc/locks (a pool's writer holds it exclusive, a read-only opener that maps
+    or pins shared); None where that list cannot be read."""
+    try:
+        info = os.stat(path)
+        with open("/proc/locks", encoding="ascii", errors="replace") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return None
+    want = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    found = []
+    for line in lines:
+        # "1: FLOCK  ADVISORY  WRITE 29207 00:1b:822912 0 EOF"; waiters read "1: -> FLOCK ..."
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == want and fields[4].isdigit():
+            found.append((int(fields[4]), fields[3] == "WRITE"))
+    return found
+
+
 class FilePool(Pool):
     """A memory-mapped file or device (``/dev/shm/x``, ``/dev/dax0.0``, a plain file)."""
 
     def __init__(self, path: str, *, readonly: bool = False, create_size: int | None = None,
                  exclusive_create: bool = False, lock: bool = False) -> None:
-        """Open and map ``path``; ``create_size`` creates or resizes a regular file to it.
+        """Open and map ``path``; ``create_size`` creates or resizes a regular file to it
+        (``exclusive_create``: creates it, or FileExistsError; removed again if this fails).
 
         With ``lock`` the exclusive writer lock is taken first, before the file
         is resized, so a pool someone else holds is never changed under them;
@@ -87,6 +108,8 @@ class FilePool(Pool):
             self._attach(fd, path, readonly)
         except BaseException:
             os.close(fd)
+            if exclusive_create:
+                os.unlink(path)         # the file this call created (O_EXCL): nobody else's
             raise
 
     def _attach(self, fd: int, name: str, readonly: bool) -> None:
@@ -112,12 +135,13 @@ class FilePool(Pool):
     @staticmethod
     def _map(fd: int, size: int, readonly: bool) -> tuple[mmap.mmap, str]:
         prot = mmap.PROT_READ if readonly else mmap.PROT_READ | mmap.PROT_WRITE
-        if not readonly:
-            try:
-                return mmap.mmap(fd, size, flags=_MAP_SHARED_VALIDATE | _MAP_SYNC, prot=prot), "map_sync"
-            except OSError as exc:
-                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOTSUP):
-                    raise
+        # Asked read-only too: it changes nothing for loads, and sync_mode then says what the
+        # medium gives a writer (``daxfs info`` reports the pool, not its own mapping).
+        try:
+            return mmap.mmap(fd, size, flags=_MAP_SHARED_VALIDATE | _MAP_SYNC, prot=prot), "map_sync"
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOTSUP):
+                raise
         return mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=prot), "msync"
 
     @property

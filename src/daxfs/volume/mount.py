@@ -25,7 +25,7 @@ from daxfs.format.log import BadRecordError
 from daxfs.format.layout import HEADER_SIZE, OWNER_OFFSET, SUPERBLOCK_OFFSETS, Layout
 from daxfs.format.superblock import (SUPERBLOCK_BYTES, Superblock, decode_owner, decode_superblock,
                                      has_magic)
-from daxfs.media import FilePool, Pool
+from daxfs.media import FilePool, Pool, flock_holders
 from daxfs.volume.log import LogRing
 
 
@@ -207,11 +207,44 @@ def open_pool(path: str, readonly: bool) -> FilePool:
 
 
 def held_elsewhere(path: str) -> BusyError:
-    """The BusyError for a pool another opener holds, naming its pid when the owner page has it."""
-    try:
-        with FilePool(path, readonly=True) as peek:
-            pid = decode_owner(peek.read(OWNER_OFFSET, 64)) if peek.size >= HEADER_SIZE else None
-    except OSError:
-        pid = None
-    who = f"process {pid}" if pid else "another process"
-    return BusyError(f"pool is open read-write by {who}", holders=[pid] if pid else [], filename=path)
+    """The BusyError for a pool another opener holds, saying who holds it and how.
+
+    The kernel's lock list says which processes hold the pool's lock: the writer's is
+    exclusive; read-only openers that map or pin hold it shared.  Where that list cannot
+    be read, the owner page names the writer.  ``holders`` are their pids.
+    """
+    found = openers(path)
+    return BusyError(f"pool is {describe_openers(found)}", holders=[pid for pid, _rw in found], filename=path)
+
+
+def openers(path: str) -> list[tuple[int, bool]]:
+    """Processes that hold the pool at ``path`` open: ``(pid, read_write)``, the writer first."""
+    found = flock_holders(path)
+    if found is None:           # no lock list: the owner page names the writer, if any
+        try:
+            with FilePool(path, readonly=True) as peek:
+                pid = decode_owner(peek.read(OWNER_OFFSET, 64)) if peek.size >= HEADER_SIZE else None
+        except OSError:
+            pid = None
+        found = [(pid, True)] if pid else []
+    found = [(pid, rw) for pid, rw in found if pid > 0]      # 0: a process in another pid namespace
+    return sorted(set(found), key=lambda held: (not held[1], held[0]))
+
+
+def describe_openers(found: list[tuple[int, bool]]) -> str:
+    """``openers`` in words: "open read-write by process 12 (this process)", ..."""
+    writers = [pid for pid, rw in found if rw]
+    readers = [pid for pid, rw in found if not rw]
+    parts = []
+    if writers:
+        parts.append("open read-write by " + _processes(writers))
+    if readers:
+        parts.append(("mapped or pinned by a read-only opener, " if len(readers) == 1 else
+                      "mapped or pinned by read-only openers: ") + _processes(readers))
+    return "; ".join(parts) or "locked by another opener (one this process cannot see)"
+
+
+def _processes(pids: list[int]) -> str:
+    me = os.getpid()
+    names = [f"process {pid}" + (" (this process)" if pid == me else "") for pid in pids]
+    return ", ".join(names)

@@ -133,6 +133,7 @@ class Volume(ClosesOnExit, PathNames):
             with journal.lock:
                 for ino in journal.core.orphans():      # left by a crash: nobody can hold them now
                     journal.commit(Reclaim(ino))
+                vol._status.publish()     # other processes see the writer (``daxfs pins``) from now on
             vol.badmemory.watch(pool.name)              # what the device lists as bad, now and later
         return vol
 
@@ -529,9 +530,17 @@ def mkfs(path: object, size: int | None = None, *, block_size: int = 4096, force
     if regular:
         Layout.compute(target, block_size)      # EINVAL before anything is created
     try:
-        pool = FilePool(p, create_size=target if regular else None, lock=True)
+        # A new file is made with O_EXCL, so the cleanup below can never remove one that
+        # appeared meanwhile; FilePool removes it itself if it fails to map it.
+        pool = FilePool(p, create_size=target if regular else None, exclusive_create=existing is None,
+                        lock=True)
     except BlockingIOError:
         raise held_elsewhere(p) from None
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise
+        raise fs_error(errno.ENOSPC, p, f"no space left on device: asked for {_bytes(target)}, "
+                       f"{_bytes(_fs_free(p))} free there") from None
     try:
         Volume.format(pool, block_size=block_size)
         return Volume.mount(pool)
@@ -540,6 +549,19 @@ def mkfs(path: object, size: int | None = None, *, block_size: int = 4096, force
         if existing is None:
             os.unlink(p)
         raise
+
+
+def _fs_free(path: str) -> int:
+    """Bytes an unprivileged writer may still allocate on the file system holding ``path``."""
+    try:
+        fs = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return 0
+    return fs.f_bavail * fs.f_frsize
+
+
+def _bytes(n: int) -> str:
+    return f"{n} bytes ({n / (1 << 20):.1f} MiB)"
 
 
 __all__ = ["Volume", "open_volume", "mkfs", "DURABILITIES"]
