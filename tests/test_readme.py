@@ -61,8 +61,28 @@ def test_readme_python_examples_run(tmp_path: Path) -> None:
                 assert server.wait(30) == 0
         assert done.returncode == 0, f"{block[:200]}...\n{done.stderr[-2000:]}"
         out.append(done.stdout)
+    # ... and the README's clean-up leaves nothing behind
+    [cleanup] = [b for b in re.findall(r"```sh\n(.*?)```", text, re.S) if b.strip() == "rm /dev/shm/data.pool"]
+    subprocess.run(["bash", "-c", cleanup.replace("/dev/shm/data.pool", pool)], check=True)
+    assert list(tmp_path.iterdir()) == []
     stdout = "".join(out)
     assert "Owner(" in stdout and "weights.bin" in stdout
     assert "('loader-3', " in stdout                  # the served example saw its own holder
     # the fsspec/Arrow example: 1000 rows read in place, no Arrow memory allocated
     assert "\n1000 0\n" in stdout
+
+
+def test_readme_shell_example_runs_and_cleans_up(tmp_path: Path) -> None:
+    text = README.read_text(encoding="utf-8")
+    [block] = [b for b in re.findall(r"```sh\n(.*?)```", text, re.S) if "mktemp -d" in b]
+    pool = str(tmp_path / "shell.pool")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    # the installed command if there is one, else this interpreter's daxfs
+    script = (f'daxfs() {{ "{sys.executable}" -m daxfs "$@"; }}\n'
+              f"mktemp() {{ echo {scratch}; }}\nset -eo pipefail\n" + block.replace("/dev/shm/shell.pool", pool))
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "clean" in done.stdout and "weights.bin" in done.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scratch"]     # the pool and its side files are gone
