@@ -188,13 +188,7 @@ class Core:
         """
         if not exclude:
             return self.space.plan(n, goal)
-        for start, k in exclude:
-            self.space.take(start, k)
-        try:
-            return self.space.plan(n, goal)
-        finally:
-            for start, k in exclude:
-                self.space.release(start, k)
+        return self.space.plan_excluding(n, goal, exclude)
 
     def goal_after(self, node: Inode, fblk: int) -> int | None:
         """The data block that would continue the file's run just before ``fblk``."""
