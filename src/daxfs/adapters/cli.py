@@ -24,6 +24,7 @@ from daxfs.adapters.poolpaths import (describe_error, format_size, is_dir, open_
 from daxfs.adapters.transfer import COPY_CHUNK, cmd_cat, cmd_cp, cmd_get, cmd_put
 from daxfs.adapters.client import Client
 from daxfs.adapters.mediacmds import add_commands as add_media_commands, poisoned_lines
+from daxfs.adapters.spacecmds import add_commands as add_space_commands
 from daxfs.volume import repair
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ def _file_type(mode: int) -> str:
 
 
 def cmd_mkfs(args: argparse.Namespace) -> int:
-    with daxfs.mkfs(args.pool, args.size, block_size=args.block_size, force=args.force) as vol:
+    with daxfs.mkfs(args.pool, args.size, block_size=args.block_size, force=args.force, sparse=args.sparse) as vol:
         info = vol.info()
     print(f"formatted {args.pool}: {format_size(info['size'])} pool, "
           f"{format_size(info['data_size'])} for data, block size {info['block_size']}, "
@@ -183,10 +184,13 @@ def cmd_df(args: argparse.Namespace) -> int:
     with open_pool(args.pool, readonly=True) as vol:
         fs = vol.statfs()
     use = f"{100 * fs.used // fs.size}%" if fs.size else "-"
-    # Shared bytes are part of Used (counted once however many files share them).
-    header = ("Pool", "Size", "Used", "Shared", "Free", "Busy", "Bad", "Files", "Use%")
+    # Shared bytes are part of Used (counted once however many files share them).  Resident:
+    # the pool's memory (metadata too) the medium holds now: less than Size + metadata in a
+    # sparse or discarded pool, and free blocks not yet discarded count in it.
+    header = ("Pool", "Size", "Used", "Shared", "Free", "Busy", "Bad", "Files", "Use%", "Resident")
     row = (args.pool, format_size(fs.size), format_size(fs.used), format_size(fs.shared),
-           format_size(fs.free), format_size(fs.busy), format_size(fs.bad), str(fs.files), use)
+           format_size(fs.free), format_size(fs.busy), format_size(fs.bad), str(fs.files), use,
+           format_size(fs.resident))
     widths = [max(len(h), len(v)) for h, v in zip(header, row)]
     print("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths))))
     print("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths))))
@@ -226,7 +230,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the arbiter in the foreground until SIGTERM/SIGINT stop it."""
     from daxfs.adapters.server import serve
     return serve(args.pool, socket_path=args.socket, force=args.force, timeout=args.timeout,
-                 policy=args.policy, lease_break_s=args.lease_break_s)
+                 policy=args.policy, lease_break_s=args.lease_break_s, discard=False if args.no_discard else None)
 
 
 def cmd_fsck(args: argparse.Namespace) -> int:
@@ -307,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="pool size: bytes, or with a suffix (64M, 1G, 1GiB; KB/MB/GB are powers of 1000)")
     sub.add_argument("--block-size", type=parse_size, default=4096, metavar="N")
     sub.add_argument("--force", action="store_true", help="format over an existing volume")
+    sub.add_argument("--sparse", action="store_true",
+                     help="do not preallocate the data area: blocks take memory as they are handed out "
+                          "(ENOSPC, never SIGBUS, when the file system is full)")
 
     sub = command("info", cmd_info, "show a pool's superblock: version, layout, generation")
     sub.add_argument("pool", metavar="POOL")
@@ -341,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("stat", cmd_stat, "show a file's metadata and extents")
     sub.add_argument("target", metavar="POOL:PATH")
 
-    sub = command("df", cmd_df, "show space: size, used, shared, free, busy, bad, files")
+    sub = command("df", cmd_df, "show space: size, used, shared, free, busy, bad, files, resident memory")
     sub.add_argument("pool", metavar="POOL")
 
     sub = command("pins", cmd_pins, "list the pins, mappings and leases the pool's writer holds, and busy space")
@@ -388,8 +395,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "revoke mappings, wait for pins up to --timeout")
     sub.add_argument("--timeout", type=float, default=None, metavar="S",
                      help="with --force, how long to wait for pins to be released")
+    sub.add_argument("--no-discard", action="store_true",
+                     help="keep freed blocks' memory until `daxfs trim` (by default a pool in memory "
+                          "gives it back as blocks are freed)")
 
     add_media_commands(command)
+    add_space_commands(command)
 
     command("demo", cmd_demo, "a timed tour on a scratch pool")
     return parser
