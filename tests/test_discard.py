@@ -257,6 +257,33 @@ def test_discarded_blocks_are_known_zero_and_not_zeroed_again() -> None:
     vol.close()
 
 
+def test_a_write_that_fails_after_its_stores_leaves_its_blocks_no_longer_known_zero() -> None:
+    """Blocks planned as known-zero, written, then not taken (the record failed) hold the
+    failed write's bytes: the next file given them must not see those."""
+    pool, vol = _quiet_volume()
+    vol.trim()
+    journal = vol._journal
+    real = journal.commit
+
+    def full(record: object, grow: int = 0) -> None:
+        raise OSError(errno.ENOSPC, "no space left for metadata")
+
+    vol.open("/a", "wb").close()
+    journal.commit = full  # type: ignore[method-assign]
+    try:
+        with vol.open("/a", "r+b") as f:
+            with pytest.raises(OSError):
+                f.pwrite(b"\xaa" * (2 * BS), 0)
+    finally:
+        journal.commit = real  # type: ignore[method-assign]
+    with vol.open("/b", "wb") as f:
+        f.pwrite(b"b" * 10, 100)                     # into the same (free) first block
+    with vol.open("/b", "rb") as f:
+        assert f.read() == bytes(100) + b"b" * 10
+    assert vol.fsck() == []
+    vol.close()
+
+
 def test_blocks_freed_without_a_discard_are_zeroed_when_reused() -> None:
     pool = MemoryPool(16 * MiB)
     Volume.format(pool)

@@ -146,7 +146,8 @@ def _check(core: Core, referenced: Collection[int], problems: list[str]) -> None
         if core.space.overlaps(start, end - start):
             problems.append(f"held blocks {start}..{end} include free blocks: a pin or mapping "
                             f"points at memory that may be handed to another file")
-    for what, runs in (("known-zero", core.space.zero), ("unbacked", core.space.unbacked)):
+    for what, runs in (("known-zero", core.space.zero), ("claimed known-zero", core.space.claimed),
+                       ("unbacked", core.space.unbacked)):
         for start, n in runs.runs() if runs else ():
             if not core.space.is_free(start, n):
                 # a block handed out must have been dropped from both (see FreeSpace.take)

@@ -19,8 +19,11 @@ to read as zeros (discarded, or never written), which a fresh write need not zer
 sparse or discarded pool file), which must be reserved before they are handed
 out.  Both only ever hold free blocks: ``take`` drops what it takes from them, so
 a block that was handed out and freed again is neither until the volume learns
-so anew.  ``on_free`` is told of every run that becomes free (the volume queues
-it for discarding).
+so anew.  Planning blocks for a write moves their zero marks to ``claimed``
+(``claim``): that write may skip zeroing them, but if it fails after storing into
+them (they stay free) nothing else will — a block is known zero for one plan
+only.  ``on_free`` is told of every run that becomes free (the volume queues it
+for discarding).
 
 Structure: a sorted list of run starts (bisect; taking from the front of a
 run, the common case, rewrites one slot in place), a dict start -> length,
@@ -42,7 +45,7 @@ class FreeSpace:
     """Free block runs, indexed by start and by size class."""
 
     __slots__ = ("_starts", "_length", "_classes", "total", "free", "align", "align_threshold", "zero",
-                 "unbacked", "on_free")
+                 "claimed", "unbacked", "on_free")
 
     _SCAN = 64      # runs looked at in a size class that may not fit, before moving up
 
@@ -55,6 +58,7 @@ class FreeSpace:
         self.align = max(1, align)
         self.align_threshold = align_threshold if align_threshold is not None else max(1, self.align // 2)
         self.zero = BlockRuns()         # free blocks known to read as zeros
+        self.claimed = BlockRuns()      # ... and planned since, by the write that may rely on it
         self.unbacked = BlockRuns()     # free blocks that may have no memory behind them
         self.on_free: Callable[[int, int], None] | None = None
 
@@ -179,6 +183,8 @@ class FreeSpace:
         # (one truth test each on the hot path when the medium tells nothing)
         if self.zero:
             self.zero.remove(start, n)
+        if self.claimed:
+            self.claimed.remove(start, n)
         if self.unbacked:
             self.unbacked.remove(start, n)
         if start == s:
@@ -220,7 +226,8 @@ class FreeSpace:
     def plan_excluding(self, n: int, goal: int | None, exclude: list[tuple[int, int]]) -> list[tuple[int, int]]:
         """``plan``, as if the runs of ``exclude`` (already promised) were not free; it changes
         nothing, not even what is known of the excluded runs."""
-        marks = [(runs, runs.parts(s, k)) for runs in (self.zero, self.unbacked) if runs for s, k in exclude]
+        marks = [(runs, runs.parts(s, k)) for runs in (self.zero, self.claimed, self.unbacked) if runs
+                 for s, k in exclude]
         hook, self.on_free = self.on_free, None
         taken = []
         try:
@@ -235,6 +242,17 @@ class FreeSpace:
             for runs, parts in marks:
                 for s, k in parts:
                     runs.add(s, k)
+
+    def claim(self, plan: list[tuple[int, int]]) -> None:
+        """Blocks of ``plan`` are about to be written: what of them is known zero is so for
+        this plan alone (``claimed``), no longer for any later one."""
+        for start, n in plan:
+            if self.claimed:
+                self.claimed.remove(start, n)
+            for s, k in self.zero.parts(start, n) if self.zero else ():
+                self.claimed.add(s, k)
+            if self.zero:
+                self.zero.remove(start, n)
 
     def plan(self, n: int, goal: int | None = None) -> list[tuple[int, int]]:
         """Choose ``n`` free blocks as runs ``(start, count)``, taking nothing.

@@ -335,9 +335,9 @@ class DataPath(PreparedWrites):
         stores.append((base, k * bs))
 
     def zero_fresh(self, offset: int, length: int) -> None:
-        """Zero pool bytes ``[offset, +length)`` of blocks about to be handed out, but for the
-        free blocks known to read as zeros already (discarded, or never written)."""
-        zero = self.journal.core.space.zero
+        """Zero pool bytes ``[offset, +length)`` of blocks this operation planned, but for those
+        known to read as zeros already (discarded, or never written: ``FreeSpace.claimed``)."""
+        zero = self.journal.core.space.claimed
         if not zero:
             self.pool.zero(offset, length)
             return

@@ -99,7 +99,10 @@ class Journal:
         The caller holds the lock from here to the record that takes the blocks: until
         then they are free, and only that keeps the discarder away from them."""
         plan = self.core.plan_blocks(n, goal, exclude)
-        if self.reserve is not None and self.core.space.unbacked:
+        space = self.core.space
+        if space.zero or space.claimed:
+            space.claim(plan)
+        if self.reserve is not None and space.unbacked:
             self.reserve(plan)
         return plan
 
