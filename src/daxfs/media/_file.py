@@ -25,6 +25,7 @@ _MADV_POPULATE_WRITE = 23   # Linux 5.14+: fault pages in, writable, in one call
 _MAP_SHARED_VALIDATE = 0x03
 _MAP_SYNC = 0x80000
 _MAP_NORESERVE = 0x4000
+_FRESH_BY_FILE = 64 * 1024    # smaller fresh stores are cheaper through the mapping than a syscall
 _PAGE = mmap.PAGESIZE
 
 
@@ -201,23 +202,24 @@ class FilePool(Pool):
         if not self._memory_only and not self.readonly and self._regular:
             os.fdatasync(self._fd)
 
+    def write_fresh(self, offset: int, data: Buffer) -> None:
+        if not self._memory_only or len(data) < _FRESH_BY_FILE:
+            self.write(offset, data)
+            return
+        if self.readonly:
+            raise PermissionError(errno.EROFS, "pool is read-only", self.name)
+        # Through the file, tmpfs copies into pages it does not zero first when they are
+        # new (a fault from a store through the mapping would); twice as fast on fresh memory.
+        view = memoryview(data).cast("B")
+        done = 0
+        while done < len(view):
+            done += os.pwrite(self._fd, view[done:], offset + done)
+
     def reserve(self, offset: int, length: int) -> None:
         if not self._regular or self.readonly or length <= 0:
             return
         try:
-            if self._memory_only and self._populate and offset % _PAGE == 0:
-                # On tmpfs, populating the pages takes their memory and maps them in one go
-                # (the faults the stores would take anyway); a full file system makes it
-                # fail with EFAULT — where a store would have had SIGBUS.
-                try:
-                    self._mmap.madvise(_MADV_POPULATE_WRITE, offset, length)
-                    return
-                except OSError as exc:
-                    if exc.errno == errno.EFAULT:
-                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) from None
-                    if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-                        raise
-                    # (an older kernel, or a hugetlbfs range not in whole huge pages)
+            # Allocates the pages (tmpfs does not zero them until first use), or ENOSPC now.
             os.posix_fallocate(self._fd, offset, length)
         except OSError as exc:
             raise OSError(exc.errno, f"cannot reserve memory for pool bytes [{offset:#x}, "

@@ -104,6 +104,9 @@ class RecordingPool(MemoryPool):
             raw = bytes(data)
             self.events.append(("store", offset, raw))
 
+    def write_fresh(self, offset: int, data: Buffer) -> None:
+        self.write(offset, data)        # (recorded as any store)
+
     def zero(self, offset: int, length: int) -> None:
         super().zero(offset, length)
         if self.recording:

@@ -56,6 +56,12 @@ class Pool(abc.ABC):
     def write(self, offset: int, data: Buffer) -> None:
         """Store ``data`` at ``offset`` (not yet durable)."""
 
+    def write_fresh(self, offset: int, data: Buffer) -> None:
+        """``write`` into memory known to be untouched zeros (a hole, a fallocate'd page): the
+        medium may store it more cheaply (on tmpfs, a write through the file fills the pages
+        without zero-filling them first, as a store through the mapping makes the fault do)."""
+        self.write(offset, data)
+
     @abc.abstractmethod
     def zero(self, offset: int, length: int) -> None:
         """Store zeros over the range (not yet durable)."""

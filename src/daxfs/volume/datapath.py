@@ -265,9 +265,13 @@ class DataPath(PreparedWrites):
         discards, or a sparse one), only the new blocks themselves: populating a whole
         chunk would take memory for free blocks around them, unreserved ones included."""
         if self.journal.reserve is not None:
+            claimed = self.journal.core.space.claimed
             for pblk, k in plan:
-                if k * self.bs >= _PREFAULT_MIN:
-                    self.pool.prefault(self.data_offset + pblk * self.bs, k * self.bs)
+                # known-zero blocks are written through the file (write_fresh): faulting them
+                # in now would zero-fill them for nothing
+                for s, n in claimed.outside(pblk, k) if claimed else [(pblk, k)]:
+                    if n * self.bs >= _PREFAULT_MIN:
+                        self.pool.prefault(self.data_offset + s * self.bs, n * self.bs)
             return
         shift = self._chunk_shift
         faulted = self._faulted
@@ -329,7 +333,9 @@ class DataPath(PreparedWrites):
         if lo > first:
             self.zero_fresh(base, lo - first)
         if hi > lo:
-            pool.write(base + lo - first, data[lo - offset:hi - offset])
+            claimed = self.journal.core.space.claimed
+            known_zero = bool(claimed) and claimed.parts(p, k) == [(p, k)]
+            (pool.write_fresh if known_zero else pool.write)(base + lo - first, data[lo - offset:hi - offset])
         if hi < last:
             self.zero_fresh(base + max(hi, lo) - first, last - max(hi, lo))
         stores.append((base, k * bs))
