@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import errno
 import threading
-import time
 from typing import TYPE_CHECKING
 
 from daxfs.core.badblocks import BlockRuns
@@ -43,7 +42,8 @@ if TYPE_CHECKING:
     from daxfs.volume.journal import Journal
 
 CHUNK = 4 << 20          # bytes punched per hold of the volume lock
-BATCH_DELAY_S = 0.01     # the worker waits this long after a free, so that an rm -r coalesces
+BATCH_DELAY_S = 0.01     # the worker looks for queued runs this often while frees keep coming
+IDLE_S = 0.5             # ... and sleeps until woken after this long with nothing queued
 
 
 class MediaSpace:
@@ -67,6 +67,7 @@ class MediaSpace:
         self.discarded = 0                  # bytes discarded since mount
         self.error: str | None = None       # why online discard stopped, if it did
         self._wake = threading.Event()
+        self._sleeping = False              # the worker waits to be woken (else it polls)
         self._stopping = False
         self._thread: threading.Thread | None = None
         if not self.capable:
@@ -166,24 +167,38 @@ class MediaSpace:
             thread = threading.Thread(target=self._work, name=f"daxfs discard {self.pool.name}", daemon=True)
             thread.start()
             self._thread = thread       # (only once started: stop() may join it from another thread)
-        self._wake.set()
+        # Waking a thread costs the caller tens of µs (it wants the GIL back at once): only
+        # when it sleeps; while frees keep coming it looks for them by itself.
+        if self._sleeping:
+            self._wake.set()
 
     def _work(self) -> None:
         while not self._stopping:
-            self._wake.wait()
-            if self._stopping:
-                return
-            time.sleep(BATCH_DELAY_S)
+            self._sleeping = True
+            # (after saying so: a run queued before it was said is seen here, one after wakes us)
+            if not self.pending:
+                self._wake.wait()
+            self._sleeping = False
             self._wake.clear()
-            try:
-                self._drain(background=True)
-            except OSError as exc:
-                # The medium refused (an odd file system): stop trying, say why in info().
-                # (Not under the lock: whoever closes the volume may hold it while joining us.)
-                self.error = f"online discard stopped: {exc}"
-                self.online = False
-                self.pending = BlockRuns()
-                return
+            quiet = 0.0
+            while not self._stopping and quiet < IDLE_S:
+                # what a burst of frees (rm -r) queues meanwhile is coalesced; stop() sets the
+                # event, so a close never waits out the delay
+                if self._wake.wait(BATCH_DELAY_S):
+                    break
+                if not self.pending:
+                    quiet += BATCH_DELAY_S
+                    continue
+                quiet = 0.0
+                try:
+                    self._drain(background=True)
+                except OSError as exc:
+                    # The medium refused (an odd file system): stop trying, say why in info().
+                    # (Not under the lock: whoever closes the volume may hold it while joining us.)
+                    self.error = f"online discard stopped: {exc}"
+                    self.online = False
+                    self.pending = BlockRuns()
+                    return
 
     def _units(self, start: int, end: int, *, outward: bool) -> tuple[int, int]:
         """Blocks ``[start, end)`` rounded to whole discard units (pages, huge pages), in
