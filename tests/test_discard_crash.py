@@ -74,7 +74,7 @@ def test_crash_at_every_persist_point_with_online_discard(seed: int) -> None:
     vol = rec.vol
     for i, op in enumerate(Workload(700 + seed, extended=True).ops(80)):
         rec.run_op(op)
-        if vol.space.pending:
+        if vol.space.queued():
             _discard_step(rec, f"discard after {op}", vol.flush_discards)
         if i % 23 == 22:
             _discard_step(rec, "trim", vol.trim)

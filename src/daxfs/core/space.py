@@ -246,13 +246,16 @@ class FreeSpace:
     def claim(self, plan: list[tuple[int, int]]) -> None:
         """Blocks of ``plan`` are about to be written: what of them is known zero is so for
         this plan alone (``claimed``), no longer for any later one."""
+        zero, claimed = self.zero, self.claimed
         for start, n in plan:
-            if self.claimed:
-                self.claimed.remove(start, n)
-            for s, k in self.zero.parts(start, n) if self.zero else ():
-                self.claimed.add(s, k)
-            if self.zero:
-                self.zero.remove(start, n)
+            if claimed:
+                claimed.remove(start, n)
+            if zero:
+                parts = zero.parts(start, n)
+                if parts:
+                    for s, k in parts:
+                        claimed.add(s, k)
+                    zero.remove(start, n)
 
     def plan(self, n: int, goal: int | None = None) -> list[tuple[int, int]]:
         """Choose ``n`` free blocks as runs ``(start, count)``, taking nothing.

@@ -125,6 +125,7 @@ class FilePool(Pool):
             self.discard_granularity = max(_PAGE, os.fstat(fd).st_blksize if not self._memory_only else _PAGE)
         self.discards_durable = self._memory_only
         self.discard_default = self._memory_only and self.discard_granularity > 0
+        self.fresh_write_min = _FRESH_BY_FILE if self._memory_only and not readonly else 0
         self._fd = fd
         self._populate = True
         self.size = size
@@ -203,7 +204,7 @@ class FilePool(Pool):
             os.fdatasync(self._fd)
 
     def write_fresh(self, offset: int, data: Buffer) -> None:
-        if not self._memory_only or len(data) < _FRESH_BY_FILE:
+        if not self.fresh_write_min or len(data) < self.fresh_write_min:
             self.write(offset, data)
             return
         if self.readonly:
@@ -233,6 +234,12 @@ class FilePool(Pool):
             # page may be missing.
             return [], [(offset, length)]
         holes = _holes.holes(self._fd, offset, offset + length)
+        st = os.fstat(self._fd)
+        if st.st_blocks * 512 >= st.st_size:
+            # Every page is allocated: the "holes" are pages fallocate'd and not yet written
+            # (tmpfs calls them holes, mincore absent), which read as zeros but have memory.
+            # (Reserving them again would zero-fill them for nothing.)
+            return holes, []
         return holes, holes
 
     def resident(self) -> int | None:

@@ -43,6 +43,8 @@ class Pool(abc.ABC):
     #: whether discards may run on a thread of their own (a recording pool's events must
     #: come from the test's thread alone, in order)
     discard_in_background: bool = True
+    #: bytes from which ``write_fresh`` beats ``write`` (0: it never does)
+    fresh_write_min: int = 0
 
     @abc.abstractmethod
     def read(self, offset: int, length: int) -> bytes:

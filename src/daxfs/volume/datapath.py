@@ -267,6 +267,8 @@ class DataPath(PreparedWrites):
         if self.journal.reserve is not None:
             claimed = self.journal.core.space.claimed
             for pblk, k in plan:
+                if k * self.bs < _PREFAULT_MIN:
+                    continue
                 # known-zero blocks are written through the file (write_fresh): faulting them
                 # in now would zero-fill them for nothing
                 for s, n in claimed.outside(pblk, k) if claimed else [(pblk, k)]:
@@ -334,8 +336,9 @@ class DataPath(PreparedWrites):
             self.zero_fresh(base, lo - first)
         if hi > lo:
             claimed = self.journal.core.space.claimed
-            known_zero = bool(claimed) and claimed.parts(p, k) == [(p, k)]
-            (pool.write_fresh if known_zero else pool.write)(base + lo - first, data[lo - offset:hi - offset])
+            fresh = pool.fresh_write_min and hi - lo >= pool.fresh_write_min and bool(claimed) and \
+                claimed.parts(p, k) == [(p, k)]         # (all of it known zero)
+            (pool.write_fresh if fresh else pool.write)(base + lo - first, data[lo - offset:hi - offset])
         if hi < last:
             self.zero_fresh(base + max(hi, lo) - first, last - max(hi, lo))
         stores.append((base, k * bs))

@@ -42,8 +42,9 @@ if TYPE_CHECKING:
     from daxfs.volume.journal import Journal
 
 CHUNK = 4 << 20          # bytes punched per hold of the volume lock
-BATCH_DELAY_S = 0.01     # the worker looks for queued runs this often while frees keep coming
-IDLE_S = 0.5             # ... and sleeps until woken after this long with nothing queued
+BATCH_DELAY_S = 0.01     # the worker looks for queued runs this often while frees keep coming,
+IDLE_POLL_S = 0.25       # ... backing off to this when idle (as the badblock watcher polls)
+RESERVE_AHEAD = 256 << 10    # bytes of free, unbacked blocks reserved past a plan's end
 
 
 class MediaSpace:
@@ -63,11 +64,13 @@ class MediaSpace:
         #: free blocks are discarded as they become free
         self.online = self.capable and (pool.discard_default if discard is None else bool(discard))
         self.background = pool.discard_in_background
-        self.pending = BlockRuns()          # freed runs not yet discarded (coalesced)
+        #: freed runs not yet looked at (appended by whoever frees: the cheapest thing to do
+        #: on the caller's path), and the coalesced runs the discarder works through
+        self.pending: list[tuple[int, int]] = []
+        self._queue = BlockRuns()
         self.discarded = 0                  # bytes discarded since mount
         self.error: str | None = None       # why online discard stopped, if it did
-        self._wake = threading.Event()
-        self._sleeping = False              # the worker waits to be woken (else it polls)
+        self._wake = threading.Event()      # set by stop() only
         self._stopping = False
         self._thread: threading.Thread | None = None
         if not self.capable:
@@ -90,7 +93,8 @@ class MediaSpace:
             self.online = want
             self.journal.core.space.on_free = self._freed if want else None
             if not want:
-                self.pending = BlockRuns()
+                self.pending = []
+                self._queue = BlockRuns()
 
     def _check(self, discard: bool | None) -> None:
         """Asking for discard where the medium cannot is an error (a read-only mount never
@@ -151,6 +155,23 @@ class MediaSpace:
                                f"memory left for {sum(k for _p, k in plan) * self.bs} more bytes "
                                f"({self.pool.name} is sparse or discarded, and its file system is full)") from None
             raise
+        if done:        # (blocks reserved ahead by an earlier call need nothing)
+            self._reserve_ahead(plan[-1][0] + plan[-1][1])
+
+    def _reserve_ahead(self, pos: int) -> None:
+        """Reserve a little of the free, unbacked blocks from ``pos`` on, which the allocator
+        hands out next: small files then cost one fallocate in many.  Only where memory is
+        there to be had: a failure here is no one's."""
+        space = self.journal.core.space
+        got = space.unbacked.parts(pos, max(1, RESERVE_AHEAD // self.bs))
+        if not got or got[0][0] != pos:
+            return
+        s, n = got[0]
+        try:
+            self.pool.reserve(self.data_offset + s * self.bs, n * self.bs)
+        except OSError:
+            return
+        space.unbacked.remove(s, n)
 
     # ---------------------------------------------------------------- discarding
 
@@ -158,7 +179,7 @@ class MediaSpace:
         """Free space got ``[start, +n)`` (under the volume lock): queue it for the worker."""
         if not self.online:
             return
-        self.pending.add(start, n)
+        self.pending.append((start, n))
         if not self.background:
             return
         if self._thread is None or not self._thread.is_alive():
@@ -167,38 +188,30 @@ class MediaSpace:
             thread = threading.Thread(target=self._work, name=f"daxfs discard {self.pool.name}", daemon=True)
             thread.start()
             self._thread = thread       # (only once started: stop() may join it from another thread)
-        # Waking a thread costs the caller tens of µs (it wants the GIL back at once): only
-        # when it sleeps; while frees keep coming it looks for them by itself.
-        if self._sleeping:
-            self._wake.set()
+        # Nothing is signalled: waking a thread would cost the caller tens of µs (the woken
+        # thread takes the GIL at once).  The worker looks for queued runs by itself.
 
     def _work(self) -> None:
+        delay = BATCH_DELAY_S
         while not self._stopping:
-            self._sleeping = True
-            # (after saying so: a run queued before it was said is seen here, one after wakes us)
-            if not self.pending:
-                self._wake.wait()
-            self._sleeping = False
-            self._wake.clear()
-            quiet = 0.0
-            while not self._stopping and quiet < IDLE_S:
-                # what a burst of frees (rm -r) queues meanwhile is coalesced; stop() sets the
-                # event, so a close never waits out the delay
-                if self._wake.wait(BATCH_DELAY_S):
-                    break
-                if not self.pending:
-                    quiet += BATCH_DELAY_S
-                    continue
-                quiet = 0.0
-                try:
-                    self._drain(background=True)
-                except OSError as exc:
-                    # The medium refused (an odd file system): stop trying, say why in info().
-                    # (Not under the lock: whoever closes the volume may hold it while joining us.)
-                    self.error = f"online discard stopped: {exc}"
-                    self.online = False
-                    self.pending = BlockRuns()
-                    return
+            # What a burst of frees (rm -r) queues meanwhile is coalesced; stop() sets the
+            # event, so a close never waits out the delay.
+            if self._wake.wait(delay):
+                return
+            if not self.queued():
+                delay = min(IDLE_POLL_S, delay * 2)
+                continue
+            delay = BATCH_DELAY_S
+            try:
+                self._drain(background=True)
+            except OSError as exc:
+                # The medium refused (an odd file system): stop trying, say why in info().
+                # (Not under the lock: whoever closes the volume may hold it while joining us.)
+                self.error = f"online discard stopped: {exc}"
+                self.online = False
+                self.pending = []
+                self._queue = BlockRuns()
+                return
 
     def _units(self, start: int, end: int, *, outward: bool) -> tuple[int, int]:
         """Blocks ``[start, end)`` rounded to whole discard units (pages, huge pages), in
@@ -255,17 +268,28 @@ class MediaSpace:
             if not self._acquire(background):
                 break
             try:
-                if journal.closed or journal.readonly or not self.pending:
+                if journal.closed or journal.readonly:
                     break
-                start = self.pending.starts[0]
-                n = min(chunk, self.pending[start])
-                self.pending.remove(start, n)
+                queue = self._queue
+                if self.pending:
+                    freed, self.pending = self.pending, []
+                    for start, n in freed:
+                        queue.add(start, n)
+                if not queue:
+                    break
+                start = queue.starts[0]
+                n = min(chunk, queue[start])
+                queue.remove(start, n)
                 total += self._discard_free(start, n, undurable)
             finally:
                 journal.lock.release()
         self._settle(undurable, background)
         self.discarded += total
         return total
+
+    def queued(self) -> bool:
+        """Whether freed runs wait to be discarded."""
+        return bool(self.pending or self._queue)
 
     def _acquire(self, background: bool) -> bool:
         """Take the volume lock; the worker gives up when the volume is closing (whoever
@@ -344,6 +368,7 @@ class MediaSpace:
     def resume(self) -> None:
         """The close was refused (BusyError): the volume stays open, so does discarding."""
         self._stopping = False
+        self._wake.clear()
 
     # ---------------------------------------------------------------- questions
 
