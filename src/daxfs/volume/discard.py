@@ -182,7 +182,7 @@ class MediaSpace:
         self.pending.append((start, n))
         if not self.background:
             return
-        if self._thread is None or not self._thread.is_alive():
+        if self._thread is None:        # (it runs until stop(), or until the medium refuses)
             if self._stopping or self.journal.closed:
                 return
             thread = threading.Thread(target=self._work, name=f"daxfs discard {self.pool.name}", daemon=True)
@@ -273,7 +273,7 @@ class MediaSpace:
                 queue = self._queue
                 if self.pending:
                     freed, self.pending = self.pending, []
-                    for start, n in freed:
+                    for start, n in _coalesce(freed):
                         queue.add(start, n)
                 if not queue:
                     break
@@ -384,4 +384,17 @@ class MediaSpace:
         return self.pool.size if got is None else got
 
 
-__all__ = ["MediaSpace", "CHUNK"]
+def _coalesce(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Block runs sorted, and merged where they touch (an rm -r frees neighbours)."""
+    runs.sort()
+    out: list[tuple[int, int]] = []
+    for start, n in runs:
+        if out and out[-1][0] + out[-1][1] >= start:
+            last, k = out[-1]
+            out[-1] = (last, max(k, start + n - last))
+        else:
+            out.append((start, n))
+    return out
+
+
+__all__ = ["MediaSpace", "CHUNK", "RESERVE_AHEAD"]
