@@ -66,3 +66,4 @@ def test_readme_python_examples_run(tmp_path: Path) -> None:
     assert "('loader-3', " in stdout                  # the served example saw its own holder
     # the fsspec/Arrow example: 1000 rows read in place, no Arrow memory allocated
     assert "\n1000 0\n" in stdout
+    assert "returned 64 MiB" in stdout                # the discard example gave the memory back
