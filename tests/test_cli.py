@@ -289,13 +289,16 @@ def test_df_reports_space_and_files(pool: str, scratch: Path, capsys: pytest.Cap
     status, out, err = run(capsys, "df", pool)
     assert (status, err) == (0, "")
     header, values = out.splitlines()
-    assert header.split() == ["Pool", "Size", "Used", "Shared", "Free", "Busy", "Bad", "Files", "Use%"]
+    assert header.split() == ["Pool", "Size", "Used", "Shared", "Free", "Busy", "Bad", "Files", "Use%",
+                              "Resident"]
     with daxfs.open_volume(pool, readonly=True) as vol:
         fs = vol.statfs()
     assert fs.used >= MiB
     assert values.split()[0] == pool
-    assert values.split()[-2] == str(fs.files)
-    assert format_size(fs.used) in values and format_size(fs.free) in values
+    cells = dict(zip(header.split(), (c.strip() for c in values.split("  ") if c.strip())))
+    assert cells["Files"] == str(fs.files)
+    assert cells["Used"] == format_size(fs.used) and cells["Free"] == format_size(fs.free)
+    assert cells["Resident"] == format_size(fs.resident) == format_size(os.stat(pool).st_blocks * 512)
 
 
 def test_fsck_prints_clean_or_the_problems(pool: str, capsys: pytest.CaptureFixture[str],

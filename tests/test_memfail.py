@@ -338,7 +338,9 @@ def test_remount_keeps_quarantine_and_poison(tmp_path: Path) -> None:
         bad = vol.badblocks()
     for _ in range(2):          # once from the log, once from the checkpoint close wrote
         with daxfs.open_volume(path) as vol:
-            assert vol.badblocks() == bad and vol.statfs() == st and vol.fsck() == []
+            # (residency is the medium's, not the volume's: the owner page is written at mount)
+            assert vol.badblocks() == bad and vol.statfs()._replace(resident=0) == st._replace(resident=0)
+            assert vol.fsck() == []
             for name in ("/a", "/b"):
                 with pytest.raises(daxfs.PoisonError):
                     _read(vol, name, BS, BS)

@@ -70,6 +70,7 @@ def test_readme_python_examples_run(tmp_path: Path) -> None:
     assert "('loader-3', " in stdout                  # the served example saw its own holder
     # the fsspec/Arrow example: 1000 rows read in place, no Arrow memory allocated
     assert "\n1000 0\n" in stdout
+    assert "returned 64 MiB" in stdout                # the discard example gave the memory back
 
 
 def test_readme_shell_example_runs_and_cleans_up(tmp_path: Path) -> None:

@@ -156,6 +156,7 @@ class StatFS(NamedTuple):
     metadata_size: int = 0  # bytes reserved for superblocks, log and checkpoints
     sync_mode: str = "msync"  # how persist reaches the medium: "map_sync", "msync" or "memory"
     shared: int = 0         # bytes in blocks owned by two files or more (counted once in used)
+    resident: int = 0       # bytes of the whole pool (metadata too) the medium holds in memory now
 
     # The names of ``os.statvfs``'s result, for code written against it (units of f_frsize).
     @property

@@ -25,6 +25,7 @@ from daxfs.adapters.namespacecmds import cmd_ls, cmd_mkdir, cmd_mv, cmd_rm, cmd_
 from daxfs.adapters.poolpaths import (describe_error, format_size, open_pool, parse_length, parse_offset,
                                       parse_size, split_pool_path)
 from daxfs.adapters.transfer import COPY_CHUNK, cmd_cat, cmd_cp, cmd_get, cmd_put
+from daxfs.adapters.spacecmds import add_commands as add_space_commands
 from daxfs.volume import repair
 from daxfs.volume.mount import describe_openers, openers
 
@@ -60,7 +61,8 @@ def cmd_mkfs(args: argparse.Namespace) -> int:
     if rounded == 0:
         raise OSError(errno.EINVAL, f"--size {size} is less than one block ({block_size} bytes)", args.pool)
     try:
-        vol = daxfs.mkfs(args.pool, rounded, block_size=block_size, force=args.force)
+        vol = daxfs.mkfs(args.pool, rounded, block_size=block_size, force=args.force,
+                         sparse=args.sparse)
     except OSError as error:
         if error.strerror:                      # the Python API's words, in the command line's
             error.strerror = error.strerror.replace("force=True", "--force")
@@ -111,10 +113,13 @@ def cmd_df(args: argparse.Namespace) -> int:
     with open_pool(args.pool, readonly=True) as vol:
         fs = vol.statfs()
     use = f"{100 * fs.used // fs.size}%" if fs.size else "-"
-    # Shared bytes are part of Used (counted once however many files share them).
-    header = ("Pool", "Size", "Used", "Shared", "Free", "Busy", "Bad", "Files", "Use%")
+    # Shared bytes are part of Used (counted once however many files share them).  Resident:
+    # the pool's memory (metadata too) the medium holds now: less than Size + metadata in a
+    # sparse or discarded pool, and free blocks not yet discarded count in it.
+    header = ("Pool", "Size", "Used", "Shared", "Free", "Busy", "Bad", "Files", "Use%", "Resident")
     row = (args.pool, format_size(fs.size), format_size(fs.used), format_size(fs.shared),
-           format_size(fs.free), format_size(fs.busy), format_size(fs.bad), str(fs.files), use)
+           format_size(fs.free), format_size(fs.busy), format_size(fs.bad), str(fs.files), use,
+           format_size(fs.resident))
     widths = [max(len(h), len(v)) for h, v in zip(header, row)]
     print("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths))))
     print("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths))))
@@ -162,7 +167,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the arbiter in the foreground until SIGTERM/SIGINT stop it."""
     from daxfs.adapters.server import serve
     return serve(args.pool, socket_path=args.socket, force=args.force, timeout=args.timeout,
-                 policy=args.policy, lease_break_s=args.lease_break_s)
+                 policy=args.policy, lease_break_s=args.lease_break_s, discard=False if args.no_discard else None)
 
 
 def cmd_fsck(args: argparse.Namespace) -> int:
@@ -252,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--block-size", type=parse_size, default=4096, metavar="N",
                      help="bytes per block: a power of two (default 4096)")
     sub.add_argument("--force", action="store_true", help="format over an existing volume or non-empty file")
+    sub.add_argument("--sparse", action="store_true",
+                     help="do not preallocate the data area: blocks take memory as they are handed out "
+                          "(ENOSPC, never SIGBUS, when the file system is full)")
 
     sub = command("info", cmd_info, "show a pool's properties: size, block size, space, files, layout, "
                                     "sync mode, format version, writer", "daxfs info /dev/shm/data.pool")
@@ -302,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
                   "daxfs stat /dev/shm/data.pool:/runs/42/weights.bin")
     sub.add_argument("target", metavar="POOL:PATH", help="the file or directory to describe")
 
-    sub = command("df", cmd_df, "show space: size, used, shared, free, busy, bad, files",
+    sub = command("df", cmd_df, "show space: size, used, shared, free, busy, bad, files, resident memory",
                   "daxfs df /dev/shm/data.pool")
     sub.add_argument("pool", metavar="POOL", help=_POOL_HELP)
 
@@ -354,8 +362,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "revoke mappings, wait for pins up to --timeout")
     sub.add_argument("--timeout", type=float, default=None, metavar="S",
                      help="with --force, how long to wait for pins to be released")
+    sub.add_argument("--no-discard", action="store_true",
+                     help="keep freed blocks' memory until `daxfs trim` (by default a pool in memory "
+                          "gives it back as blocks are freed)")
 
     add_media_commands(command)
+    add_space_commands(command)
 
     command("demo", cmd_demo, "a timed tour on a scratch pool", "daxfs demo")
     return parser

@@ -466,6 +466,10 @@ class Client(ClosesOnExit, PathNames):
     def checkpoint(self) -> None:
         self.call("checkpoint")
 
+    def trim(self) -> int:
+        """The arbiter gives the memory of every free block back (``Volume.trim``); bytes."""
+        return self.call("trim")
+
     def pins(self) -> list[PinInfo]:
         return [PinInfo(*row) for row in self.call("pins")]
 

@@ -249,6 +249,12 @@ class Requests:
         self._writable()
         self.vol.checkpoint()
 
+    def op_trim(self, rid: int) -> Any:
+        # Giving free memory back changes no byte anyone can read: whoever may write the
+        # pool may ask (it costs the arbiter time, as a checkpoint does).
+        self._writable()
+        return self.vol.trim()
+
     def _admin(self) -> None:
         """Reporting and clearing bad memory is for root and the pool's owner (as ndctl is)."""
         server = self.session.server

@@ -43,12 +43,15 @@ class Server:
     """One arbiter: a volume, a listening socket and its sessions."""
 
     def __init__(self, pool: str, *, socket_path: str | None = None, policy: str = "defer",
-                 durability: str = "sync", lease_break_s: float = 45.0, log: TextIO | None = sys.stderr) -> None:
+                 durability: str = "sync", lease_break_s: float = 45.0, log: TextIO | None = sys.stderr,
+                 discard: bool | None = None) -> None:
         self.pool_path = os.path.abspath(pool)
         self.socket_path = socket_path or wire.default_socket(self.pool_path)
         self._log = log
+        # Online discard starts only after _inherit: blocks the mount frees (orphans) may be
+        # pinned by a live client of an earlier arbiter until they are held again.
         self.volume = daxfs.open_volume(self.pool_path, policy=policy, durability=durability,
-                                        lease_break_s=lease_break_s)
+                                        lease_break_s=lease_break_s, discard=False)
         try:
             info = os.stat(self.pool_path)
             self.pool_mode, self.pool_uid, self.pool_gid = st.S_IMODE(info.st_mode), info.st_uid, info.st_gid
@@ -65,6 +68,7 @@ class Server:
             self._stopping = False
             self.stopped = threading.Event()
             self._inherit()
+            self.volume.space.set_online(discard)
             self._listener = self._listen()
         except BaseException:
             self.volume.close(force=True, timeout=0)
@@ -260,9 +264,9 @@ class Server:
 
 
 def serve(pool: str, *, socket_path: str | None = None, force: bool = False, timeout: float | None = None,
-          policy: str = "defer", lease_break_s: float = 45.0) -> int:
+          policy: str = "defer", lease_break_s: float = 45.0, discard: bool | None = None) -> int:
     """``daxfs serve``: run an arbiter in the foreground until SIGTERM/SIGINT stop it."""
-    server = Server(pool, socket_path=socket_path, policy=policy, lease_break_s=lease_break_s)
+    server = Server(pool, socket_path=socket_path, policy=policy, lease_break_s=lease_break_s, discard=discard)
 
     def on_signal(signum: int, _frame: object) -> None:
         server.log(f"{signal.Signals(signum).name}: stopping")

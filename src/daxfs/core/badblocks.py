@@ -58,7 +58,10 @@ class BlockRuns(dict[int, int]):
         end = start + n
         starts = self.starts
         out = []
-        i = max(0, bisect_right(starts, start) - 1)
+        i = bisect_right(starts, start) - 1
+        if i >= 0 and starts[i] + self[starts[i]] >= end:
+            return [(start, n)] if n > 0 else []     # (the common case: inside one run)
+        i = max(0, i)
         while i < len(starts) and starts[i] < end:
             s = starts[i]
             e = s + self[s]
@@ -81,6 +84,14 @@ class BlockRuns(dict[int, int]):
 
     def add(self, start: int, n: int) -> list[tuple[int, int]]:
         """Add ``[start, start+n)``; returns the parts that were not in the set before."""
+        starts = self.starts
+        i = bisect_left(starts, start)
+        if n > 0 and (i == 0 or starts[i - 1] + self[starts[i - 1]] < start) and \
+                (i == len(starts) or starts[i] > start + n):
+            starts.insert(i, start)     # (the common case: touching no run)
+            self[start] = n
+            self.total += n
+            return [(start, n)]
         new = self.outside(start, n)
         if not new:
             return []
@@ -104,6 +115,32 @@ class BlockRuns(dict[int, int]):
 
     def remove(self, start: int, n: int) -> None:
         """Take ``[start, start+n)`` out of the set (parts not in it are ignored)."""
+        starts = self.starts
+        i = bisect_right(starts, start) - 1
+        if i >= 0 and n > 0:
+            s = starts[i]
+            e = s + self[s]
+            if e >= start + n:
+                # The common case, taken from a run (allocations come from the front of one):
+                # cut it in place.
+                if s == start:
+                    del self[s]
+                    if e > start + n:
+                        starts[i] = start + n
+                        self[start + n] = e - start - n
+                    else:
+                        del starts[i]
+                else:
+                    self[s] = start - s
+                    if e > start + n:
+                        starts.insert(i + 1, start + n)
+                        self[start + n] = e - start - n
+                self.total -= n
+                return
+            if e <= start and (i + 1 == len(starts) or starts[i + 1] >= start + n):
+                return      # nothing of it is in the set
+        elif n > 0 and (not starts or starts[0] >= start + n):
+            return
         for s, k in self.parts(start, n):
             run_start = self.starts[bisect_right(self.starts, s) - 1]
             run_end = run_start + self[run_start]

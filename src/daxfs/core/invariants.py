@@ -146,6 +146,12 @@ def _check(core: Core, referenced: Collection[int], problems: list[str]) -> None
         if core.space.overlaps(start, end - start):
             problems.append(f"held blocks {start}..{end} include free blocks: a pin or mapping "
                             f"points at memory that may be handed to another file")
+    for what, runs in (("known-zero", core.space.zero), ("claimed known-zero", core.space.claimed),
+                       ("unbacked", core.space.unbacked)):
+        for start, n in runs.runs() if runs else ():
+            if not core.space.is_free(start, n):
+                # a block handed out must have been dropped from both (see FreeSpace.take)
+                problems.append(f"{what} blocks {start}..{start + n} are not free")
     if sum(n for _s, n in busy.runs()) != busy.blocks:
         problems.append(f"busy count is {busy.blocks}, the busy list holds {sum(n for _s, n in busy.runs())}")
     quarantined = _check_bad(core, problems)

@@ -12,6 +12,19 @@ from the smallest size class that fits, so small files do not eat into large
 aligned runs.  When no single run is big enough the request is split over the
 largest runs first.
 
+Beside free space, two things the medium knows about free blocks are kept here
+(derived at mount and kept in memory, never logged): ``zero`` — free blocks known
+to read as zeros (discarded, or never written), which a fresh write need not zero
+— and ``unbacked`` — free blocks that may have no memory behind them (holes of a
+sparse or discarded pool file), which must be reserved before they are handed
+out.  Both only ever hold free blocks: ``take`` drops what it takes from them, so
+a block that was handed out and freed again is neither until the volume learns
+so anew.  Planning blocks for a write moves their zero marks to ``claimed``
+(``claim``): that write may skip zeroing them, but if it fails after storing into
+them (they stay free) nothing else will — a block is known zero for one plan
+only.  ``on_free`` is told of every run that becomes free (the volume queues it
+for discarding).
+
 Structure: a sorted list of run starts (bisect; taking from the front of a
 run, the common case, rewrites one slot in place), a dict start -> length,
 and size classes (sets of starts by ``length.bit_length()``) for the fits.
@@ -22,14 +35,17 @@ from __future__ import annotations
 import errno
 
 from bisect import bisect_left, bisect_right, insort
+from collections.abc import Callable
 
+from daxfs.core.badblocks import BlockRuns
 from daxfs.errors import CorruptVolumeError, fs_error
 
 
 class FreeSpace:
     """Free block runs, indexed by start and by size class."""
 
-    __slots__ = ("_starts", "_length", "_classes", "total", "free", "align", "align_threshold")
+    __slots__ = ("_starts", "_length", "_classes", "total", "free", "align", "align_threshold", "zero",
+                 "claimed", "unbacked", "on_free")
 
     _SCAN = 64      # runs looked at in a size class that may not fit, before moving up
 
@@ -41,6 +57,19 @@ class FreeSpace:
         self.free = 0
         self.align = max(1, align)
         self.align_threshold = align_threshold if align_threshold is not None else max(1, self.align // 2)
+        self.zero = BlockRuns()         # free blocks known to read as zeros
+        self.claimed = BlockRuns()      # ... and planned since, by the write that may rely on it
+        self.unbacked = BlockRuns()     # free blocks that may have no memory behind them
+        self.on_free: Callable[[int, int], None] | None = None
+
+    def __deepcopy__(self, memo: dict) -> "FreeSpace":
+        """A copy of the state; not of ``on_free``, which belongs to the volume that listens."""
+        from copy import deepcopy
+
+        out = FreeSpace.__new__(FreeSpace)
+        for name in self.__slots__:
+            setattr(out, name, None if name == "on_free" else deepcopy(getattr(self, name), memo))
+        return out
 
     @classmethod
     def from_used(cls, total: int, used: list[tuple[int, int]], **kw: int) -> "FreeSpace":
@@ -130,6 +159,16 @@ class FreeSpace:
             i += 1
         return out
 
+    def next_run(self, pos: int) -> tuple[int, int] | None:
+        """The free run holding block ``pos`` (from ``pos`` on), else the first one after it."""
+        i = bisect_right(self._starts, pos) - 1
+        if i >= 0 and self._starts[i] + self._length[self._starts[i]] > pos:
+            return pos, self._starts[i] + self._length[self._starts[i]] - pos
+        if i + 1 < len(self._starts):
+            s = self._starts[i + 1]
+            return s, self._length[s]
+        return None
+
     def is_free(self, start: int, n: int) -> bool:
         found = self._containing(start)
         return found is not None and start + n <= found[1] + found[2]
@@ -141,6 +180,13 @@ class FreeSpace:
             raise CorruptVolumeError(f"blocks {start}..{start + n} taken but not free")
         i, s, length = found
         end = s + length
+        # (one truth test each on the hot path when the medium tells nothing)
+        if self.zero:
+            self.zero.remove(start, n)
+        if self.claimed:
+            self.claimed.remove(start, n)
+        if self.unbacked:
+            self.unbacked.remove(start, n)
         if start == s:
             if n == length:
                 self._remove(s)
@@ -162,6 +208,8 @@ class FreeSpace:
         right = starts[i] if i < len(starts) else None
         if left is not None and left + length[left] > start or right is not None and right < start + n:
             raise CorruptVolumeError(f"blocks {start}..{start + n} released twice")
+        if self.on_free is not None:
+            self.on_free(start, n)
         merge_left = left is not None and left + length[left] == start
         merge_right = right is not None and right == start + n
         if merge_left and merge_right:
@@ -174,6 +222,40 @@ class FreeSpace:
             self._move_start(i, right, start, old, old + n)  # type: ignore[arg-type]
         else:
             self._add(start, n)
+
+    def plan_excluding(self, n: int, goal: int | None, exclude: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """``plan``, as if the runs of ``exclude`` (already promised) were not free; it changes
+        nothing, not even what is known of the excluded runs."""
+        marks = [(runs, runs.parts(s, k)) for runs in (self.zero, self.claimed, self.unbacked) if runs
+                 for s, k in exclude]
+        hook, self.on_free = self.on_free, None
+        taken = []
+        try:
+            for start, k in exclude:
+                self.take(start, k)
+                taken.append((start, k))
+            return self.plan(n, goal)
+        finally:
+            for start, k in taken:
+                self.release(start, k)
+            self.on_free = hook
+            for runs, parts in marks:
+                for s, k in parts:
+                    runs.add(s, k)
+
+    def claim(self, plan: list[tuple[int, int]]) -> None:
+        """Blocks of ``plan`` are about to be written: what of them is known zero is so for
+        this plan alone (``claimed``), no longer for any later one."""
+        zero, claimed = self.zero, self.claimed
+        for start, n in plan:
+            if claimed:
+                claimed.remove(start, n)
+            if zero:
+                parts = zero.parts(start, n)
+                if parts:
+                    for s, k in parts:
+                        claimed.add(s, k)
+                    zero.remove(start, n)
 
     def plan(self, n: int, goal: int | None = None) -> list[tuple[int, int]]:
         """Choose ``n`` free blocks as runs ``(start, count)``, taking nothing.

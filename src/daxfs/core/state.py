@@ -186,19 +186,8 @@ class Core:
 
         ``exclude``: runs already promised to the same operation (planned, not yet applied).
         """
-        if not exclude:
-            return self._plan(n, goal)
-        for start, k in exclude:
-            self.space.take(start, k)
         try:
-            return self._plan(n, goal)
-        finally:
-            for start, k in exclude:
-                self.space.release(start, k)
-
-    def _plan(self, n: int, goal: int | None) -> list[tuple[int, int]]:
-        try:
-            return self.space.plan(n, goal)
+            return self.space.plan_excluding(n, goal, exclude) if exclude else self.space.plan(n, goal)
         except OSError as error:
             if error.errno != errno.ENOSPC:
                 raise

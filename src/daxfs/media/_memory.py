@@ -79,10 +79,19 @@ class CrashImage:
 
 
 class RecordingPool(MemoryPool):
-    """A MemoryPool that logs stores and persists, to enumerate crash images."""
+    """A MemoryPool that logs stores and persists, to enumerate crash images.
+
+    A discard is logged as a store of zeros and a persist of its range (on memory the
+    punch is done, and durable, when it returns).  The volume discards on a recording
+    pool only when asked (``open_volume(discard=True)``), and never from a thread of
+    its own: the events come from the test's thread, in an order it can replay.
+    """
+
+    discard_in_background = False
 
     def __init__(self, size_or_image: int | bytes | bytearray, *, name: str = "<recording>") -> None:
         super().__init__(size_or_image, name=name)
+        self.discard_default = False
         self.initial = self.image()
         #: ("store", offset, bytes) or ("persist", offset, length), in issue order
         self.events: list[tuple[str, int, bytes | int]] = []
@@ -97,10 +106,19 @@ class RecordingPool(MemoryPool):
             raw = bytes(data)
             self.events.append(("store", offset, raw))
 
+    def write_fresh(self, offset: int, data: Buffer) -> None:
+        self.write(offset, data)        # (recorded as any store)
+
     def zero(self, offset: int, length: int) -> None:
         super().zero(offset, length)
         if self.recording:
             self.events.append(("store", offset, bytes(length)))
+
+    def discard(self, offset: int, length: int) -> None:
+        super().discard(offset, length)
+        if self.recording and length > 0:
+            self.events.append(("store", offset, bytes(length)))
+            self.persist(offset, length)
 
     def persist(self, offset: int, length: int) -> None:
         if self.recording and length > 0:

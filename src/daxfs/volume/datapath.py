@@ -31,6 +31,9 @@ from daxfs.volume.journal import Journal
 from daxfs.volume.prepared import GROW_RUN, Piece, PreparedWrites
 from daxfs.volume.references import Reference, ReferenceTable, View
 
+_PREFAULT_MIN = 64 * 1024      # smaller runs are cheaper to fault on first touch than to populate
+
+
 class DataPath(PreparedWrites):
     """File data of one volume: reads, writes, COW, prefault, lazy durability, references
     (and writes another process makes itself: ``PreparedWrites``)."""
@@ -236,7 +239,7 @@ class DataPath(PreparedWrites):
         """
         journal = self.journal
         core = journal.core
-        plan = core.plan_blocks(nblk, core.goal_after(node, f0))
+        plan = self.journal.plan_blocks(nblk, core.goal_after(node, f0))
         if len(plan) != 1:
             return False
         if core.checkpoint_bound + 2 * GROW_RUN > journal.layout.checkpoint_size - 64:
@@ -258,7 +261,20 @@ class DataPath(PreparedWrites):
 
     def prefault(self, plan: list[tuple[int, int]]) -> None:
         """Map in the huge-page chunks new blocks fall in, once per mount (cheaper than a
-        page fault per block on first touch)."""
+        page fault per block on first touch).  Where free blocks may be holes (a pool that
+        discards, or a sparse one), only the new blocks themselves: populating a whole
+        chunk would take memory for free blocks around them, unreserved ones included."""
+        if self.journal.reserve is not None:
+            claimed = self.journal.core.space.claimed
+            for pblk, k in plan:
+                if k * self.bs < _PREFAULT_MIN:
+                    continue
+                # known-zero blocks are written through the file (write_fresh): faulting them
+                # in now would zero-fill them for nothing
+                for s, n in claimed.outside(pblk, k) if claimed else [(pblk, k)]:
+                    if n * self.bs >= _PREFAULT_MIN:
+                        self.pool.prefault(self.data_offset + s * self.bs, n * self.bs)
+            return
         shift = self._chunk_shift
         faulted = self._faulted
         for pblk, k in plan:
@@ -297,7 +313,7 @@ class DataPath(PreparedWrites):
         holes = [(f, k) for f, k, p, _fl in pieces if p < 0]
         fresh: list[Piece] = []
         if holes:
-            plan = core.plan_blocks(sum(k for _f, k in holes), core.goal_after(node, holes[0][0]),
+            plan = self.journal.plan_blocks(sum(k for _f, k in holes), core.goal_after(node, holes[0][0]),
                                     [(p, k) for _f, k, p, _fl in promised])
             fresh = self.assign(holes, plan, 0)
             self.prefault(plan)
@@ -317,12 +333,28 @@ class DataPath(PreparedWrites):
         lo = first if first > offset else offset
         hi = last if last < end else end
         if lo > first:
-            pool.zero(base, lo - first)
+            self.zero_fresh(base, lo - first)
         if hi > lo:
-            pool.write(base + lo - first, data[lo - offset:hi - offset])
+            claimed = self.journal.core.space.claimed
+            fresh = pool.fresh_write_min and hi - lo >= pool.fresh_write_min and bool(claimed) and \
+                claimed.parts(p, k) == [(p, k)]         # (all of it known zero)
+            (pool.write_fresh if fresh else pool.write)(base + lo - first, data[lo - offset:hi - offset])
         if hi < last:
-            pool.zero(base + max(hi, lo) - first, last - max(hi, lo))
+            self.zero_fresh(base + max(hi, lo) - first, last - max(hi, lo))
         stores.append((base, k * bs))
+
+    def zero_fresh(self, offset: int, length: int) -> None:
+        """Zero pool bytes ``[offset, +length)`` of blocks this operation planned, but for those
+        known to read as zeros already (discarded, or never written: ``FreeSpace.claimed``)."""
+        zero = self.journal.core.space.claimed
+        if not zero:
+            self.pool.zero(offset, length)
+            return
+        bs, base = self.bs, self.data_offset
+        first, end = (offset - base) // bs, -(-(offset + length - base) // bs)
+        for s, k in zero.outside(first, end - first):
+            lo, hi = max(offset, base + s * bs), min(offset + length, base + (s + k) * bs)
+            self.pool.zero(lo, hi - lo)
 
     def zero_tail_for_growth(self, node: Inode, new_end: int, stores: list[tuple[int, int]]) -> None:
         """Zero the stale bytes past EOF in the last block before the size grows over them."""
@@ -383,7 +415,7 @@ class DataPath(PreparedWrites):
             return []
         self.references.settle(node.ino, min(v[0] for v in victims), max(v[0] + v[1] for v in victims),
                                None, "copy on write")
-        plan = journal.core.plan_blocks(sum(k for _f, k, _p in victims))
+        plan = journal.plan_blocks(sum(k for _f, k, _p in victims))
         pool = self.pool
         stores: list[tuple[int, int]] = []
         mapping: list[Piece] = []
@@ -427,7 +459,7 @@ class DataPath(PreparedWrites):
             self.zero_tail_for_growth(node, end, stores)
         for _f, k, p, _fl in mapping:
             base = self.data_offset + p * bs
-            self.pool.zero(base, k * bs)
+            self.zero_fresh(base, k * bs)
             stores.append((base, k * bs))
         self.persist(stores)
         self.journal.commit(SetExtents(node.ino, [], [x for m in mapping for x in m], end if grows else None,

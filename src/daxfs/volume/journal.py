@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import errno
 import threading
+from collections.abc import Callable
+
 from daxfs._types import Stat
 from daxfs.core import Core, Inode
 from daxfs.core.records import (Batch, Create, Link, Quarantine, Reclaim, Record, Rename, SetAttr, SetExtents,
@@ -57,6 +59,9 @@ class Journal:
         self.changes: ChangeTable | None = None
         #: metadata pool ranges reported bad whose record is being logged (never written meanwhile)
         self.failing: list[tuple[int, int]] = []
+        #: puts memory behind planned blocks that may have none (holes of a sparse or discarded
+        #: pool) before anything stores there; set by the volume's MediaSpace (discard.py)
+        self.reserve: Callable[[list[tuple[int, int]]], None] | None = None
         self._install(loaded)
         self.block_size = self.layout.block_size
         #: what ``stat`` gives as ``st_dev``: stable for the volume (from its uuid)
@@ -85,6 +90,23 @@ class Journal:
             if self.damaged is not None:
                 raise fs_error(errno.EROFS, path, f"Read-only file system: {self.damaged}")
             raise fs_error(errno.EROFS, path)
+
+    # ---------------------------------------------------------------- blocks
+
+    def plan_blocks(self, n: int, goal: int | None = None,
+                    exclude: list[tuple[int, int]] | None = None) -> list[tuple[int, int]]:
+        """Free blocks for a request of ``n`` (``Core.plan_blocks``: nothing taken), with memory
+        behind them: ENOSPC, with nothing changed, when the medium has no more.
+
+        The caller holds the lock from here to the record that takes the blocks: until
+        then they are free, and only that keeps the discarder away from them."""
+        plan = self.core.plan_blocks(n, goal, exclude)
+        space = self.core.space
+        if space.zero or space.claimed:
+            space.claim(plan)
+        if self.reserve is not None and space.unbacked:
+            self.reserve(plan)
+        return plan
 
     # ---------------------------------------------------------------- commit
 

@@ -46,7 +46,7 @@ class PreparedWrites(_Base):
             bs = self.bs
             f0, f1 = offset // bs, -(-(offset + length) // bs)
             core = journal.core
-            plan = core.plan_blocks(f1 - f0)
+            plan = journal.plan_blocks(f1 - f0)
             if core.checkpoint_bound + GROW_RUN * (len(plan) + 2) > journal.layout.checkpoint_size - 64:
                 raise fs_error(errno.ENOSPC, message="no space left for metadata")
             self.prefault(plan)

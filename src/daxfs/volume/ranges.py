@@ -73,7 +73,7 @@ class RangeOps:
             holes = [(f, k) for f, k, p, _fl in node.extents.pieces(f0, f1 - f0) if p < 0]  # type: ignore[union-attr]
             mapping: list[Piece] = []
             if holes:
-                plan = core.plan_blocks(sum(k for _f, k in holes), core.goal_after(node, holes[0][0]))
+                plan = journal.plan_blocks(sum(k for _f, k in holes), core.goal_after(node, holes[0][0]))
                 mapping = data.assign(holes, plan, UNWRITTEN)
             new_size = end if not keep_size and end > node.size else None
             if not mapping and new_size is None:
@@ -205,13 +205,12 @@ class RangeOps:
         When there is no room for the copies, plan only ``extra`` (edges zero in place).
         """
         cow = [e for e in edges if self.data.written_pblk(node, e[0]) is not None]
-        core = self.journal.core
         try:
-            plan = core.plan_blocks(extra + len(cow))
+            plan = self.journal.plan_blocks(extra + len(cow))
         except OSError as exc:
             if exc.errno != errno.ENOSPC or not cow:
                 raise
-            return core.plan_blocks(extra), None
+            return self.journal.plan_blocks(extra), None
         if not cow:
             return plan, None
         # split off single blocks for the copies from the end of the plan

@@ -128,7 +128,7 @@ class Sharing:
             if bad:     # a bad block never gains an owner
                 raise poison.poison_error(core, snode, bad, self.data.data_offset, "a reflink")
         unwritten = [(df0 + f - sf0, k) for f, k, _p, fl in runs if fl & UNWRITTEN]
-        fresh = self.data.assign(unwritten, self.journal.core.plan_blocks(sum(k for _f, k in unwritten), None,
+        fresh = self.data.assign(unwritten, self.journal.plan_blocks(sum(k for _f, k in unwritten), None,
                                                                          exclude), UNWRITTEN) if unwritten else []
         mapping = [x for f, k, p, fl in runs if not fl & UNWRITTEN for x in (df0 + f - sf0, k, p, SHARE)]
         mapping += [x for piece in fresh for x in piece]
@@ -291,7 +291,7 @@ class Sharing:
         data = self.data
         end = offset + len(chunk)
         f0, f1 = offset // bs, -(-end // bs)
-        plan = self.journal.core.plan_blocks(f1 - f0, None, [(p, k) for _f, k, p, _fl in promised])
+        plan = self.journal.plan_blocks(f1 - f0, None, [(p, k) for _f, k, p, _fl in promised])
         targets = data.assign([(f0, f1 - f0)], plan, 0)
         pool = data.pool
         base = data.data_offset

@@ -13,6 +13,8 @@ A Volume is made of collaborators, each owning one job:
 - ``StatusPage`` (status.py): what other processes see of the references.
 - ``BadMemory`` (badmemory.py): memory failures — quarantine, fencing, clearing,
   metadata regions, the badblock source and its watcher.
+- ``MediaSpace`` (discard.py): giving free blocks' memory back (online discard, trim),
+  blocks known to read as zeros, reserving memory before blocks are handed out.
 
 This module converts and range-checks the public API's arguments
 (``arguments``) and hands each call to its collaborator.  Open files and
@@ -41,6 +43,7 @@ from daxfs.media import FilePool, Pool
 from daxfs.volume import arguments
 from daxfs.volume.badmemory import BadMemory
 from daxfs.volume.datapath import DataPath
+from daxfs.volume.discard import MediaSpace
 from daxfs.volume.journal import Journal
 from daxfs.volume.mount import format_pool, held_elsewhere, load, open_pool
 from daxfs.volume.namespace import Namespace, OpenFile
@@ -73,12 +76,14 @@ class Volume(ClosesOnExit, PathNames):
         cls._wrap_file = wrap
         cls._check_options = check_options
 
-    def __init__(self, journal: Journal, *, policy: str, durability: str, lease_break_s: float) -> None:
+    def __init__(self, journal: Journal, *, policy: str, durability: str, lease_break_s: float,
+                 discard: bool | None = None) -> None:
         self._journal = journal
         self.policy = policy
         self.durability = durability
         self.lease_break_s = lease_break_s
         self.path = journal.pool.name
+        self.space = MediaSpace(journal, discard=discard)     # before DataPath: it prefaults by it
         self._status = StatusPage(journal)
         self._close_when_idle = False       # left by an exception while pinned: close at the last release
         self.references = ReferenceTable(journal, policy=policy, lease_break_s=lease_break_s,
@@ -102,7 +107,7 @@ class Volume(ClosesOnExit, PathNames):
 
     @classmethod
     def mount(cls, pool: Pool, *, readonly: bool = False, policy: str = "defer",
-              durability: str = "sync", lease_break_s: float = 45.0) -> "Volume":
+              durability: str = "sync", lease_break_s: float = 45.0, discard: bool | None = None) -> "Volume":
         """Mount the volume on ``pool``: newest valid checkpoint, then replay the log after it.
 
         A log record that does not decode or apply stops the replay before it: the volume
@@ -119,7 +124,7 @@ class Volume(ClosesOnExit, PathNames):
             journal.damaged = damaged
             journal.follow = False
             warnings.warn(f"{pool.name}: {damaged}", DamagedVolumeWarning, stacklevel=3)
-        vol = cls(journal, policy=policy, durability=durability, lease_break_s=lease_break_s)
+        vol = cls(journal, policy=policy, durability=durability, lease_break_s=lease_break_s, discard=discard)
         bad_metadata = vol.badmemory.mounted()
         if bad_metadata is not None and not journal.readonly:
             journal.readonly = True
@@ -157,11 +162,13 @@ class Volume(ClosesOnExit, PathNames):
             if live and not force:
                 raise table.busy_error("volume has live references", live)
         self.badmemory.stop()       # outside the lock: the watcher may be waiting for it
+        self.space.stop()           # (so may the discarder)
         try:
             self._close_locked(force, timeout)
         finally:
             if not journal.closed:
                 self.badmemory.resume()     # still open (BusyError): keep watching
+                self.space.resume()
 
     def _close_locked(self, force: bool, timeout: float | None) -> None:
         journal = self._journal
@@ -181,6 +188,7 @@ class Volume(ClosesOnExit, PathNames):
                     node = journal.core.inodes.get(ino)
                     if node is not None and node.nlink == 0:
                         journal.commit(Reclaim(ino))
+                self.space.flush()      # what was freed and not yet given back
                 journal.checkpoint()
                 self._status.clear()
                 if journal.meta_ok(OWNER_OFFSET, 64):
@@ -284,7 +292,7 @@ class Volume(ClosesOnExit, PathNames):
                     free -= busy
             return StatFS(size=size, block_size=bs, free=free, used=size - free - busy - bad, busy=busy, bad=bad,
                           files=len(core.inodes), metadata_size=journal.layout.data_offset,
-                          sync_mode=journal.pool.sync_mode, shared=shared * bs)
+                          sync_mode=journal.pool.sync_mode, shared=shared * bs, resident=self.space.resident())
 
     def info(self) -> dict[str, Any]:
         """Identity and geometry of the volume (``daxfs info``)."""
@@ -300,8 +308,21 @@ class Volume(ClosesOnExit, PathNames):
                 "checkpoint_size": lay.checkpoint_size, "generation": journal.generation,
                 "log_used": journal.ring.head - journal.ring.tail, "sync_mode": journal.pool.sync_mode,
                 "readonly": journal.readonly, "policy": self.policy, "durability": self.durability,
-                "damaged": journal.damaged,
+                "damaged": journal.damaged, "discard": self.space.error or self.space.mode(),
+                "resident": self.space.resident(),
             }
+
+    def trim(self) -> int:
+        """Give the memory of every free block back to the system (like fstrim); returns the
+        bytes discarded.  Busy and bad blocks and metadata are never discarded.  EOPNOTSUPP
+        where the medium cannot (device-dax, a block device) or the mount is read-only."""
+        return self.space.trim()
+
+    def flush_discards(self) -> int:
+        """Do the online discards queued so far now, in this thread (they otherwise run on the
+        volume's discard thread shortly after the blocks are freed); returns bytes discarded."""
+        self._journal.check_open()
+        return self.space.flush()
 
     def fsck(self) -> list[str]:
         """Problems in the volume's metadata; [] means clean."""
@@ -470,13 +491,15 @@ def _offsets(src_offset: object, dst_offset: object, length: object) -> tuple[in
 
 
 def open_volume(path: object, *, readonly: bool = False, policy: str = "defer", durability: str = "sync",
-                lease_break_s: float = 45.0) -> Volume:
+                lease_break_s: float = 45.0, discard: bool | None = None) -> Volume:
     """Mount the volume in the pool at ``path``.
 
     One process may open a pool read-write at a time (BusyError names the
     holder).  Read-only opens work beside it and follow it: each call first
     catches up with the records the writer has logged, so they see its changes
-    as another process on the same mount would.
+    as another process on the same mount would.  ``discard``: give freed blocks'
+    memory back as they are freed (None: where the pool is memory — tmpfs,
+    hugetlbfs; False: only at ``trim``).
     """
     check_policy(policy)
     if policy is None:
@@ -491,18 +514,21 @@ def open_volume(path: object, *, readonly: bool = False, policy: str = "defer", 
     pool = open_pool(p, readonly)
     try:
         return Volume.mount(pool, readonly=readonly, policy=policy, durability=durability,
-                            lease_break_s=float(lease_break_s))
+                            lease_break_s=float(lease_break_s), discard=discard)
     except BaseException:
         pool.close()
         raise
 
 
-def mkfs(path: object, size: int | None = None, *, block_size: int = 4096, force: bool = False) -> Volume:
+def mkfs(path: object, size: int | None = None, *, block_size: int = 4096, force: bool = False,
+         sparse: bool = False, discard: bool | None = None) -> Volume:
     """Format a pool and return it opened read-write.
 
-    A new path becomes a preallocated file of ``size`` bytes.  An existing
-    file or device is formatted in place (``size`` None: all of it); an
-    existing daxfs volume, or a non-empty regular file, needs ``force=True``.
+    A new path becomes a preallocated file of ``size`` bytes (``sparse``: only its
+    metadata is; data blocks take memory as they are handed out, ENOSPC when the
+    file system has none left).  An existing file or device is formatted in place
+    (``size`` None: all of it); an existing daxfs volume, or a non-empty regular
+    file, needs ``force=True``.  ``discard`` as for ``open_volume``.
     """
     p = fspath(path)
     if size is not None:
@@ -527,13 +553,15 @@ def mkfs(path: object, size: int | None = None, *, block_size: int = 4096, force
     if existing is not None and st.S_ISDIR(existing.st_mode):
         raise fs_error(errno.EISDIR, p)
     target = size if size is not None else existing.st_size  # type: ignore[union-attr]
+    if sparse and not regular:
+        raise fs_error(errno.EINVAL, p, "a sparse pool must be a regular file (tmpfs, hugetlbfs, a file system)")
     if regular:
-        Layout.compute(target, block_size)      # EINVAL before anything is created
+        layout = Layout.compute(target, block_size)      # EINVAL before anything is created
     try:
         # A new file is made with O_EXCL, so the cleanup below can never remove one that
         # appeared meanwhile; FilePool removes it itself if it fails to map it.
         pool = FilePool(p, create_size=target if regular else None, exclusive_create=existing is None,
-                        lock=True)
+                        lock=True, preallocate=not sparse)
     except BlockingIOError:
         raise held_elsewhere(p) from None
     except OSError as error:
@@ -542,8 +570,10 @@ def mkfs(path: object, size: int | None = None, *, block_size: int = 4096, force
         raise fs_error(errno.ENOSPC, p, f"no space left on device: asked for {_bytes(target)}, "
                        f"{_bytes(_fs_free(p))} free there") from None
     try:
+        if sparse:
+            pool.reserve(0, layout.data_offset)     # metadata is never a hole
         Volume.format(pool, block_size=block_size)
-        return Volume.mount(pool)
+        return Volume.mount(pool, discard=discard)
     except BaseException:
         pool.close()
         if existing is None:
