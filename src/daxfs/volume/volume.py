@@ -346,16 +346,39 @@ class Volume:
         else:
             self.namespace.setattr(path, times=arguments.times_ns(ns))
 
+    # ---- symlinks and special files (issue 13)
+
+    def symlink(self, target: object, path: object) -> None:
+        """Make ``path`` a symbolic link to ``target`` (as ``os.symlink``).  An absolute target
+        is resolved from the volume's root when the volume follows it (from the host's root
+        through a FUSE mount, as any symlink there)."""
+        self.namespace.symlink(target, path)
+
+    def readlink(self, path: object) -> str:
+        """The target of the symlink ``path`` (EINVAL for anything else)."""
+        return self.namespace.readlink(path)
+
+    def lstat(self, path: object) -> Stat:
+        """``stat`` of a symlink itself rather than what it points at."""
+        return self.namespace.stat(path, follow=False)
+
+    def mknod(self, path: object, mode: int = 0o600 | st.S_IFIFO, device: int = 0) -> None:
+        """Make a FIFO, socket or device node (as ``os.mknod``; the umask applies).  Such a
+        file can be listed, stat'ed, renamed and removed; opening it through the volume is
+        ENXIO (through a FUSE mount the kernel serves it, as on tmpfs)."""
+        self.namespace.mknod(path, arguments.integer(mode), arguments.integer(device))
+
     # ---------------------------------------------------------------- files and holders
 
-    def open(self, path: object, mode: str = "rb", *, holder: object = None) -> Any:
-        """Open a file (modes as ``open()``, binary); see ``daxfs.File``."""
+    def open(self, path: object, mode: str = "rb", *, holder: object = None, follow_symlinks: bool = True) -> Any:
+        """Open a file (modes as ``open()``, binary); see ``daxfs.File``.  ``follow_symlinks``
+        False is O_NOFOLLOW: a symlink in the last place is ELOOP."""
         flags = arguments.open_flags(mode)
         make = type(self)._make_file
         if make is None:
             raise RuntimeError("daxfs.volume used without the access layer: import daxfs")
         handle = self.namespace.open(path, mode, flags, holder if holder is not None else
-                                     self.references.process_holder)
+                                     self.references.process_holder, follow=bool(follow_symlinks))
         try:
             return make(self, handle)
         except BaseException:

@@ -53,6 +53,10 @@ def tree_state(vol: Any) -> dict[str, tuple]:
     for path, s in walk(vol):
         if st.S_ISDIR(s.st_mode):
             out[path] = ("dir", s.st_mode, s.st_nlink, s.st_mtime_ns)
+        elif st.S_ISLNK(s.st_mode):
+            out[path] = ("link", s.st_nlink, vol.readlink(path))
+        elif not st.S_ISREG(s.st_mode):
+            out[path] = ("node", s.st_mode, s.st_nlink, s.st_mtime_ns)
         else:
             out[path] = ("file", s.st_mode, s.st_nlink, s.st_size, s.st_blocks, s.st_mtime_ns,
                          s.st_ino, read_file(vol, path))
