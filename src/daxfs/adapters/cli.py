@@ -24,6 +24,7 @@ from daxfs.adapters.poolpaths import (describe_error, format_size, is_dir, open_
 from daxfs.adapters.transfer import COPY_CHUNK, cmd_cat, cmd_cp, cmd_get, cmd_put
 from daxfs.adapters.client import Client
 from daxfs.adapters.mediacmds import add_commands as add_media_commands, poisoned_lines
+from daxfs.adapters.fusecmds import add_fuse_commands
 from daxfs.volume import repair
 
 if TYPE_CHECKING:
@@ -225,8 +226,10 @@ def cmd_pins(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the arbiter in the foreground until SIGTERM/SIGINT stop it."""
     from daxfs.adapters.server import serve
+    from daxfs.adapters.fuse_mount import parse_options
     return serve(args.pool, socket_path=args.socket, force=args.force, timeout=args.timeout,
-                 policy=args.policy, lease_break_s=args.lease_break_s)
+                 policy=args.policy, lease_break_s=args.lease_break_s, mount=args.mount,
+                 mount_options=parse_options(args.options))
 
 
 def cmd_fsck(args: argparse.Namespace) -> int:
@@ -388,8 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "revoke mappings, wait for pins up to --timeout")
     sub.add_argument("--timeout", type=float, default=None, metavar="S",
                      help="with --force, how long to wait for pins to be released")
+    sub.add_argument("--mount", metavar="DIR", default=None,
+                     help="also mount the volume at DIR (FUSE) while serving; unmounting it stops the server")
+    sub.add_argument("-o", dest="options", metavar="OPTS", default=None, help="mount options (see daxfs mount)")
 
     add_media_commands(command)
+    add_fuse_commands(command)
 
     command("demo", cmd_demo, "a timed tour on a scratch pool")
     return parser

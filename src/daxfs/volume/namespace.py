@@ -386,12 +386,14 @@ class Namespace:
     # ---------------------------------------------------------------- open files
 
     def open(self, path: object, mode: str, flags: OpenFlags, holder: object,
-             creator: tuple[int, int, int] | None = None, follow: bool = True) -> OpenFile:
+             creator: tuple[int, int, int] | None = None, follow: bool = True,
+             perm: int = 0o666) -> OpenFile:
         """Resolve (creating or truncating as ``flags`` say) and hold the inode.
 
         A symlink in the last place is followed (a dangling one: O_CREAT creates its
         target), but not with O_CREAT|O_EXCL (EEXIST) nor without ``follow`` (O_NOFOLLOW:
-        ELOOP).  A special file cannot be opened through the volume (ENXIO, as a socket)."""
+        ELOOP).  A special file cannot be opened through the volume (ENXIO, as a socket).
+        A new file gets ``perm`` less the umask (open(2)'s mode argument)."""
         p = path if type(path) is str else fspath(path)
         journal = self.journal
         with self.lock:
@@ -408,7 +410,7 @@ class Namespace:
                     raise fs_error(errno.ENOENT, p)
                 ino = core.next_ino
                 uid, gid, umask = self.creator(creator)
-                journal.commit(Create(ino, parent, name, st.S_IFREG | (0o666 & ~umask),  # type: ignore[arg-type]
+                journal.commit(Create(ino, parent, name, st.S_IFREG | (perm & 0o7777 & ~umask),  # type: ignore[arg-type]
                                       uid, gid, time.time_ns()), GROW_INODE + 4 * len(name))  # type: ignore[arg-type]
             else:
                 if flags.exclusive:
@@ -422,7 +424,7 @@ class Namespace:
                     raise fs_error(errno.ELOOP if node.target is not None else errno.ENXIO, p)
                 if flags.truncate and (node.size or node.extents):
                     if self.references.settle(ino, 0, None, None, "open with truncation"):
-                        return self.open(path, mode, flags, holder, creator)     # waited: look again
+                        return self.open(path, mode, flags, holder, creator, follow, perm)     # waited: look again
                     self.ranges.truncate_node(node, 0)
             self.references.open_inode(ino)
             handle = OpenFile(journal, ino, p, mode, flags, holder, core.inodes[ino].size if flags.append else 0)
