@@ -33,8 +33,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from daxfs.core import UNWRITTEN, Core, ExtentMap, FreeSpace, check
 from daxfs.core.busy import BusyList
-from daxfs.core.records import (Batch, RECORD_TYPES, BadMetadata, ClearQuarantine, Create, Link, Quarantine,
-                                Reclaim, Rename, SetAttr, SetExtents, Unlink, valid_name)
+from daxfs.core.records import (Batch, RECORD_TYPES, BadMetadata, ClearQuarantine, Create, CreateNode, Link,
+                                Quarantine, Reclaim, Rename, SetAttr, SetExtents, Unlink, valid_name, valid_target)
 from daxfs.core.state import ROOT_INO
 from daxfs.errors import CorruptVolumeError
 from daxfs.format.checkpoint import HEADER as CKPT_HEADER
@@ -843,12 +843,18 @@ records = hs.one_of(
     hs.builds(Quarantine, small, hs.integers(1, 2**32)),
     hs.builds(ClearQuarantine, small, hs.integers(1, 2**32)),
     hs.builds(BadMetadata, small.map(lambda x: x * 4096), hs.integers(1, 2**20).map(lambda x: x * 4096), hs.booleans()),
+    hs.builds(CreateNode, inos, inos, names, hs.integers(0, 0o7777).map(lambda p: st.S_IFLNK | p), ids, ids, times,
+              hs.just(0), hs.text(min_size=1, max_size=60).filter(valid_target)),
+    hs.builds(CreateNode, inos, inos, names,
+              hs.builds(lambda kind, perm: kind | perm, hs.sampled_from([st.S_IFIFO, st.S_IFSOCK, st.S_IFCHR,
+                                                                           st.S_IFBLK]), hs.integers(0, 0o7777)),
+              ids, ids, times, hs.integers(0, 2**64 - 1), hs.just("")),
 )
 
 
 def test_every_record_type_is_covered() -> None:
     assert set(RECORD_TYPES.values()) == {Create, Link, Unlink, Rename, SetAttr, SetExtents, Reclaim, Batch,
-                                          Quarantine, ClearQuarantine, BadMetadata}
+                                          Quarantine, ClearQuarantine, BadMetadata, CreateNode}
 
 
 @settings(max_examples=200, deadline=None)

@@ -70,6 +70,8 @@ def _build(vol: Volume) -> None:
     vol.clone_file("/a", "/d/a-clone")              # shared blocks (a Batch record)
     with vol.open("/\u00e9t\u00e9", "wb", buffering=0) as f:
         f.write(b"e" * 3)
+    vol.symlink("d/b", "/link")                      # an 11-field checkpoint row
+    vol.mknod("/fifo", st.S_IFIFO | 0o640)
 
 
 def _more(vol: Volume) -> None:
@@ -78,6 +80,7 @@ def _more(vol: Volume) -> None:
     with vol.open("/new/f", "wb", buffering=0) as f:
         f.write(b"n" * 6000)
     vol.link("/new/f", "/new/g")
+    vol.symlink("../a", "/new/to-a")               # CreateNode
     vol.rename("/d/sub/c", "/new/c")
     vol.chmod("/a", 0o600)
     vol.utime("/d/b", ns=(10**18, 2 * 10**18))

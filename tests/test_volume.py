@@ -480,3 +480,15 @@ def test_readonly_mappings_and_pins_exclude_a_writer(shm_path: str) -> None:
         with daxfs.open_volume(shm_path) as writer:   # nothing held: a writer may open again
             write_file(writer, "z", b"z")
         f.close()
+
+
+def test_info_counts_the_files_open_on_the_volume(shm_path: str) -> None:
+    with daxfs.mkfs(shm_path, 8 * MiB) as vol:
+        assert vol.info()["open_files"] == 0
+        a = vol.open("/a", "wb")
+        b = vol.open("/a", "rb")
+        assert vol.info()["open_files"] == 2
+        a.close()
+        assert vol.info()["open_files"] == 1
+        b.close()
+        assert vol.info()["open_files"] == 0

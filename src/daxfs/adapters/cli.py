@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 import daxfs
 from daxfs.adapters.client import Client
 from daxfs.adapters.mediacmds import add_commands as add_media_commands, poisoned_lines
+from daxfs.adapters.fusecmds import add_fuse_commands, add_serve_options
 from daxfs.adapters.namespacecmds import cmd_ls, cmd_mkdir, cmd_mv, cmd_rm, cmd_rmdir, cmd_stat
 from daxfs.adapters.poolpaths import (describe_error, format_size, open_pool, parse_length, parse_offset,
                                       parse_size, split_pool_path)
@@ -166,8 +167,10 @@ def cmd_pins(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the arbiter in the foreground until SIGTERM/SIGINT stop it."""
     from daxfs.adapters.server import serve
+    from daxfs.adapters.fuse_mount import parse_options
     return serve(args.pool, socket_path=args.socket, force=args.force, timeout=args.timeout,
-                 policy=args.policy, lease_break_s=args.lease_break_s, discard=False if args.no_discard else None)
+                 policy=args.policy, lease_break_s=args.lease_break_s, discard=False if args.no_discard else None,
+                 mount=args.mount, mount_options=parse_options(args.options))
 
 
 def cmd_fsck(args: argparse.Namespace) -> int:
@@ -350,24 +353,14 @@ def build_parser() -> argparse.ArgumentParser:
                                       "(daxfs.connect, and every daxfs command on the pool)",
                   "daxfs serve /dev/shm/data.pool --policy wait &")
     sub.add_argument("pool", metavar="POOL", help=_POOL_HELP)
-    sub.add_argument("--socket", metavar="PATH", default=None,
-                     help="where to listen (default: POOL.sock next to the pool; /run/daxfs/NAME.sock "
-                          "for a device)")
-    sub.add_argument("--policy", choices=("defer", "wait", "break", "refuse"), default="defer",
-                     help="pin policy for changes that meet a pinned or mapped range (default defer)")
-    sub.add_argument("--lease-break-s", type=float, default=45.0, metavar="S",
-                     help="how long a lease holder has to let go before it is revoked (default 45)")
-    sub.add_argument("--force", action="store_true",
-                     help="on SIGTERM/SIGINT, stop even while clients hold references: break leases, "
-                          "revoke mappings, wait for pins up to --timeout")
-    sub.add_argument("--timeout", type=float, default=None, metavar="S",
-                     help="with --force, how long to wait for pins to be released")
-    sub.add_argument("--no-discard", action="store_true",
-                     help="keep freed blocks' memory until `daxfs trim` (by default a pool in memory "
-                          "gives it back as blocks are freed)")
+    add_serve_options(sub)
+    sub.add_argument("--mount", metavar="DIR", default=None,
+                     help="also mount the volume at DIR (FUSE) while serving; unmounting it stops the server")
+    sub.add_argument("-o", dest="options", metavar="OPTS", default=None, help="mount options (see daxfs mount)")
 
     add_media_commands(command)
     add_space_commands(command)
+    add_fuse_commands(command)
 
     command("demo", cmd_demo, "a timed tour on a scratch pool", "daxfs demo")
     return parser

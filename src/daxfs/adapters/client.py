@@ -449,6 +449,18 @@ class Client(ClosesOnExit, PathNames):
     def utime(self, path: object, ns: tuple[int, int] | None = None) -> None:
         self.call("utime", _path(path), None if ns is None else list(arguments.times_ns(ns)))
 
+    def lstat(self, path: object) -> Stat:
+        return Stat(*self.call("lstat", _path(path)))
+
+    def readlink(self, path: object) -> str:
+        return self.call("readlink", _path(path))
+
+    def symlink(self, target: object, path: object) -> None:
+        self.call("symlink", _path(target), _path(path))
+
+    def mknod(self, path: object, mode: int = 0o600 | 0o010000, device: int = 0) -> None:
+        self.call("mknod", _path(path), arguments.integer(mode), arguments.integer(device), _umask())
+
     def statfs(self) -> StatFS:
         return StatFS(*self.call("statfs"))
 

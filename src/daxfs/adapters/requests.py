@@ -233,6 +233,37 @@ class Requests:
                                     touch=times is None)
             self.vol.utime(p, times)
 
+    # ---- symlinks and special files (issue 13)
+
+    def op_lstat(self, rid: int, path: object) -> Any:
+        p = _str(path, "path")
+        with self.vol.lock:
+            permissions.walk(self.vol._journal.core, p, self.creds, False)
+            return _stat_list(self.vol.lstat(p))
+
+    def op_readlink(self, rid: int, path: object) -> Any:
+        p = _str(path, "path")
+        with self.vol.lock:
+            permissions.walk(self.vol._journal.core, p, self.creds, False)
+            return self.vol.readlink(p)
+
+    def op_symlink(self, rid: int, target: object, path: object) -> Any:
+        t, p = _str(target, "target"), _str(path, "path")
+        self._writable(p)
+        with self.vol.lock:
+            permissions.may_change_name(self.vol._journal.core, p, self.creds)
+            self.vol.namespace.symlink(t, p, creator=self._creator(0))
+
+    def op_mknod(self, rid: int, path: object, mode: object, device: object, umask: object) -> Any:
+        p = _str(path, "path")
+        m, dev = arguments.integer(mode), arguments.integer(device)
+        self._writable(p)
+        if m & 0o170000 in (0o020000, 0o060000) and not self.creds.root:
+            raise PermissionError(1, "only root may make device nodes", p)     # as CAP_MKNOD
+        with self.vol.lock:
+            permissions.may_change_name(self.vol._journal.core, p, self.creds)
+            self.vol.namespace.mknod(p, m, dev, creator=self._creator(umask))
+
     def op_statfs(self, rid: int) -> Any:
         return list(self.vol.statfs())
 

@@ -27,6 +27,7 @@ import stat as st
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 import daxfs
@@ -44,7 +45,8 @@ class Server:
 
     def __init__(self, pool: str, *, socket_path: str | None = None, policy: str = "defer",
                  durability: str = "sync", lease_break_s: float = 45.0, log: TextIO | None = sys.stderr,
-                 discard: bool | None = None) -> None:
+                 discard: bool | None = None, mount: str | None = None,
+                 mount_options: dict[str, Any] | None = None) -> None:
         self.pool_path = os.path.abspath(pool)
         self.socket_path = socket_path or wire.default_socket(self.pool_path)
         self._log = log
@@ -70,7 +72,14 @@ class Server:
             self._inherit()
             self.volume.space.set_online(discard)
             self._listener = self._listen()
+            self.fuse: Any = None
+            if mount is not None:       # the FUSE front end: another user of the same volume
+                self._start_mount(mount, mount_options)
         except BaseException:
+            listener = getattr(self, "_listener", None)
+            if listener is not None:
+                listener.close()
+                os.unlink(self.socket_path)
             self.volume.close(force=True, timeout=0)
             raise
 
@@ -136,6 +145,16 @@ class Server:
             pass
         sock.listen(128)
         return sock
+
+    def _start_mount(self, mountpoint: str, options: dict[str, Any] | None) -> None:
+        from daxfs.adapters.fuse_mount import FuseMount
+
+        def ended() -> None:
+            self.log(f"{mountpoint} was unmounted: stopping")
+            self.stop_in_background()
+
+        self.fuse = FuseMount(self.volume, mountpoint, options=options, on_end=ended).start()
+        self.log(f"mounted at {self.fuse.mountpoint}")
 
     # ---------------------------------------------------------------- serving
 
@@ -231,6 +250,14 @@ class Server:
     def stop(self, *, force: bool = False, timeout: float | None = None) -> bool:
         """Close the volume as ``vol.close`` does; False (still serving) if it refused."""
         vol = self.volume
+        if self.fuse is not None and self.fuse.mounted:
+            with vol.lock:
+                live = [] if vol.closed else vol.references.live()
+            if live and not force:
+                self.log(f"refusing to stop: {len(live)} live reference(s); the mount stays (--force revokes "
+                         f"mappings)")
+                return False
+            self.fuse.stop()
         try:
             vol.close(force=force, timeout=timeout)
         except BusyError as exc:
@@ -264,16 +291,28 @@ class Server:
 
 
 def serve(pool: str, *, socket_path: str | None = None, force: bool = False, timeout: float | None = None,
-          policy: str = "defer", lease_break_s: float = 45.0, discard: bool | None = None) -> int:
-    """``daxfs serve``: run an arbiter in the foreground until SIGTERM/SIGINT stop it."""
-    server = Server(pool, socket_path=socket_path, policy=policy, lease_break_s=lease_break_s, discard=discard)
+          policy: str = "defer", lease_break_s: float = 45.0, discard: bool | None = None,
+          mount: str | None = None, mount_options: dict[str, Any] | None = None,
+          ready: Callable[[], None] | None = None) -> int:
+    """``daxfs serve``: run an arbiter in the foreground until SIGTERM/SIGINT stop it; with
+    ``mount``, the volume is also mounted there (FUSE) until then.  ``ready`` is called once
+    it serves (``daxfs mount`` tells its parent)."""
+    started: list[Server] = []
 
     def on_signal(signum: int, _frame: object) -> None:
-        server.log(f"{signal.Signals(signum).name}: stopping")
-        server.stop_in_background(force=force, timeout=timeout)
+        if not started:
+            raise KeyboardInterrupt     # still starting: give up
+        started[0].log(f"{signal.Signals(signum).name}: stopping")
+        started[0].stop_in_background(force=force, timeout=timeout)
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    # Ours before libfuse starts: it takes SIGTERM/SIGHUP for itself only where they are unset.
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, on_signal)
+    server = Server(pool, socket_path=socket_path, policy=policy, lease_break_s=lease_break_s, discard=discard,
+                    mount=mount, mount_options=mount_options)
+    started.append(server)
+    if ready is not None:
+        ready()
     server.serve_forever()
     server.stopped.wait()
     return 0

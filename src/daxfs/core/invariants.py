@@ -15,8 +15,8 @@ import stat as st
 from collections.abc import Collection
 
 from daxfs.core.extents import UNWRITTEN, ExtentMap
-from daxfs.core.records import (ID_MAX, MAX_FILE_SIZE, TIME_MAX, TIME_MIN, valid_mode,
-                                valid_name)
+from daxfs.core.records import (ID_MAX, MAX_FILE_SIZE, TIME_MAX, TIME_MIN, target_size, valid_mode, valid_node_mode,
+                                valid_name, valid_target)
 from daxfs.core.rmap import OwnerMap
 from daxfs.core.state import ROOT_INO, Core, Inode
 from daxfs.errors import CorruptVolumeError
@@ -40,8 +40,10 @@ def _value_problems(ino: object, node: object) -> tuple[list[str], bool]:
     out = []
     if type(ino) is not int or ino < 1:
         out.append(f"inode number {ino!r} is not an int >= 1")
-    if not valid_mode(node.mode):
-        out.append(f"inode {ino}: mode {node.mode!r} is not a regular file or directory with permission bits")
+    special = valid_node_mode(node.mode)
+    if not valid_mode(node.mode) and not special:
+        out.append(f"inode {ino}: mode {node.mode!r} is not a regular file, directory, symlink or special "
+                   f"file with permission bits")
     for name, low, high in (("ino", 1, 1 << 64), ("uid", 0, ID_MAX), ("gid", 0, ID_MAX),
                             ("size", 0, MAX_FILE_SIZE), ("atime_ns", TIME_MIN, TIME_MAX),
                             ("mtime_ns", TIME_MIN, TIME_MAX), ("ctime_ns", TIME_MIN, TIME_MAX),
@@ -50,7 +52,18 @@ def _value_problems(ino: object, node: object) -> tuple[list[str], bool]:
         if type(value) is not int or not low <= value <= high:
             out.append(f"inode {ino}: {name} {value!r} is not an int from {low} to {high}")
     entries, extents = node.entries, node.extents
-    if (entries is None) == (extents is None):
+    target = getattr(node, "target", None)
+    if special:
+        if entries is not None or extents is not None:
+            out.append(f"inode {ino}: a symlink or special file with directory entries or a block map")
+        elif st.S_ISLNK(node.mode) != (target is not None):
+            out.append(f"inode {ino}: {'a symlink without' if target is None else 'a target on a non-symlink'} "
+                       f"a target")
+        elif target is not None and (not valid_target(target) or node.size != target_size(target)):
+            out.append(f"symlink {ino}: target {target!r} is not a valid path, or size {node.size} is not its length")
+    elif target is not None:
+        out.append(f"inode {ino}: a regular file or directory with a symlink target")
+    elif (entries is None) == (extents is None):
         out.append(f"inode {ino} has {'both' if entries is not None else 'neither'} directory entries "
                    f"and a block map")
     elif entries is not None:
@@ -95,7 +108,7 @@ def _check(core: Core, referenced: Collection[int], problems: list[str]) -> None
         if node.ino != ino:
             problems.append(f"inode {ino} is stored as {node.ino}")
         if node.extents is None:
-            if not st.S_ISDIR(node.mode):
+            if not st.S_ISDIR(node.mode) and not valid_node_mode(node.mode):
                 problems.append(f"inode {ino} has no block map but is not a directory")
             continue
         if not st.S_ISREG(node.mode):
@@ -193,6 +206,9 @@ def _check(core: Core, referenced: Collection[int], problems: list[str]) -> None
     links[ROOT_INO] += 1               # the root's ".." is itself
     if chars != core.name_chars and not broken:
         problems.append(f"name length total is {core.name_chars}, entries hold {chars}")
+    targets = sum(len(node.target) for node in inodes.values() if getattr(node, "target", None) is not None)
+    if targets != core.target_chars and not broken:
+        problems.append(f"symlink target length total is {core.target_chars}, symlinks hold {targets}")
     for ino, node in inodes.items():
         if ino not in seen:
             if node.entries is not None:

@@ -9,9 +9,12 @@ anything else is a CorruptVolumeError saying what and which inode.
 
 from __future__ import annotations
 
+from stat import S_IFLNK, S_IFREG
+
 from daxfs.core.badblocks import load_bad, merge_runs
 from daxfs.core.extents import UNWRITTEN, ExtentMap
-from daxfs.core.records import FILE_TYPES, ID_MAX, INO_MAX, MAX_FILE_SIZE, PERM_BITS, TIME_MAX, TIME_MIN, valid_name
+from daxfs.core.records import (FILE_TYPES, ID_MAX, INO_MAX, MAX_FILE_SIZE, NODE_TYPES, PERM_BITS, RDEV_MAX, TIME_MAX,
+                                TIME_MIN, target_size, valid_name, valid_target)
 from daxfs.core.rmap import OwnerMap
 from daxfs.core.space import FreeSpace
 from daxfs.core.state import ROOT_INO, Core, Inode
@@ -37,9 +40,15 @@ def load_rows(core: Core, obj: object) -> None:
     owned: list[tuple[int, int, int, int]] = []
     dirs: list[tuple[Inode, list[object]]] = []
     runs = 0
+    targets = 0
     for i, row in enumerate(rows):
         if type(row) is not list or len(row) != 10:
-            raise _bad_checkpoint(f"inode row {i} is {_show(row)}, not a list of 10 fields")
+            if type(row) is list and len(row) == 11:      # a symlink or special file
+                node = _load_node(i, row, next_ino, inodes)
+                targets += len(node.target or "")
+                continue
+            raise _bad_checkpoint(f"inode row {i} is {_show(row)}, not a list of 10 fields "
+                                  f"(11 for a symlink or special file)")
         ino, mode, uid, gid, size, atime, mtime, ctime, ext, entries = row
         if not (type(ino) is int and 0 < ino < next_ino):
             raise _bad_checkpoint(f"inode row {i}: inode number {_show(ino)} is not an int from 1 to "
@@ -115,9 +124,45 @@ def load_rows(core: Core, obj: object) -> None:
         raise _bad_checkpoint(f"directories {lost[:10]} are not connected to the root")
     core.runs = runs
     core.name_chars = chars
+    core.target_chars = targets
     core.rmap = OwnerMap.build(owned)
     used = merge_runs(core.rmap.covered(), core.bad.runs()) if core.bad else core.rmap.covered()
     core.space = FreeSpace.from_used(data_blocks, used, align=core.space.align)
+
+
+def _load_node(i: int, row: list[object], next_ino: int, inodes: dict[int, Inode]) -> Inode:
+    """A symlink's or special file's row: the ten fields of every inode (no extents, no
+    entries) and its target (a symlink) or device number (any other)."""
+    ino, mode, uid, gid, size, atime, mtime, ctime, ext, entries, extra = row
+    if not (type(ino) is int and 0 < ino < next_ino):
+        raise _bad_checkpoint(f"inode row {i}: inode number {_show(ino)} is not an int from 1 to "
+                              f"{next_ino - 1} (below next_ino)")
+    if ino in inodes:
+        raise _bad_checkpoint(f"inode {ino} is stored twice")
+    if not (type(mode) is int and (mode & ~PERM_BITS) in NODE_TYPES):
+        raise _bad_checkpoint(f"inode {ino}: mode {_show(mode)} is not a symlink or special file with "
+                              f"permission bits (its row has 11 fields)")
+    if not (type(uid) is int and type(gid) is int and type(size) is int and type(atime) is int
+            and type(mtime) is int and type(ctime) is int and 0 <= uid <= ID_MAX and 0 <= gid <= ID_MAX
+            and 0 <= size <= MAX_FILE_SIZE and TIME_MIN <= atime <= TIME_MAX
+            and TIME_MIN <= mtime <= TIME_MAX and TIME_MIN <= ctime <= TIME_MAX):
+        raise _bad_checkpoint(_attr_problem(ino, S_IFREG, uid, gid, size, atime, mtime, ctime))
+    if ext is not None or entries is not None:
+        raise _bad_checkpoint(f"inode {ino}: a symlink or special file with extents {_show(ext)} or "
+                              f"entries {_show(entries)}, not None")
+    node = Inode(ino, mode, uid, gid, size, atime, mtime, ctime)     # type: ignore[arg-type]
+    if mode & ~PERM_BITS == S_IFLNK:
+        if not valid_target(extra) or size != target_size(extra):   # type: ignore[arg-type]
+            raise _bad_checkpoint(f"symlink {ino}: target {_show(extra)} is not a path of at most 4095 bytes "
+                                  f"without NUL, or its size {size} is not the target's length")
+        node.target = extra     # type: ignore[assignment]
+    elif not (type(extra) is int and 0 <= extra <= RDEV_MAX and size == 0):
+        raise _bad_checkpoint(f"special file {ino}: device number {_show(extra)} is not an int from 0 to "
+                              f"{RDEV_MAX}, or its size {size} is not 0")
+    else:
+        node.rdev = extra
+    inodes[ino] = node      # type: ignore[index]
+    return node
 
 
 # ---- checkpoint checks: the messages say which inode and which field, and why

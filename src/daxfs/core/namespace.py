@@ -12,11 +12,17 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 
 from daxfs.errors import InvalidPathError, fs_error
 
 NAME_MAX = 255
 PATH_MAX = 4096
+
+#: Threads whose paths are not a syscall's argument but a whole path from a mount's root (the
+#: FUSE front end's, ``whole.paths = True``): PATH_MAX does not apply to them, as the kernel
+#: applies it to what a program passes, relative to its working directory, not to depth.
+whole = threading.local()
 
 
 def fspath(path: object) -> str:
@@ -34,7 +40,8 @@ def split_path(path: str) -> tuple[list[str], bool]:
         raise InvalidPathError(errno.EINVAL, "embedded null byte", path)
     if not path:
         raise fs_error(errno.ENOENT, path)
-    if len(path) >= PATH_MAX // 4 and len(path.encode("utf-8", "surrogateescape")) >= PATH_MAX:
+    if len(path) >= PATH_MAX // 4 and len(path.encode("utf-8", "surrogateescape")) >= PATH_MAX \
+            and not getattr(whole, "paths", False):
         raise fs_error(errno.ENAMETOOLONG, path)
     # Name lengths are checked by the walk, when it reaches each name (as Linux does).
     return [c for c in path.split("/") if c], path.endswith("/")

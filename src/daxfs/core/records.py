@@ -53,7 +53,13 @@ PAGE = 4096
 NAME_MAX = 255
 #: The file types an inode may have, and the bits of ``mode`` beyond them.
 FILE_TYPES = frozenset({_st.S_IFREG, _st.S_IFDIR})
+#: The types a ``CreateNode`` makes: symbolic links and special files (no blocks, no entries).
+NODE_TYPES = frozenset({_st.S_IFLNK, _st.S_IFIFO, _st.S_IFSOCK, _st.S_IFCHR, _st.S_IFBLK})
 PERM_BITS = 0o7777
+#: A symlink's target is at most this many bytes of UTF-8 (Linux's PATH_MAX less its NUL).
+TARGET_MAX = 4095
+#: A device number is a 64-bit unsigned int (``st_rdev``).
+RDEV_MAX = (1 << 64) - 1
 
 _NOT_PERM = ~PERM_BITS
 _S_IFREG = _st.S_IFREG
@@ -78,6 +84,26 @@ def valid_name(name: object) -> bool:
 def valid_mode(mode: object) -> bool:
     """Whether ``mode`` is an inode's mode: a regular file or a directory, plus permission bits."""
     return type(mode) is int and (mode & ~PERM_BITS) in FILE_TYPES
+
+
+def valid_node_mode(mode: object) -> bool:
+    """Whether ``mode`` is a ``CreateNode``'s: a symlink or special file plus permission bits."""
+    return type(mode) is int and (mode & ~PERM_BITS) in NODE_TYPES
+
+
+def target_size(target: str) -> int:
+    """A symlink target's length in bytes, as ``st_size`` and ``readlink`` count it."""
+    return len(target.encode("utf-8", "surrogateescape"))
+
+
+def valid_target(target: object) -> bool:
+    """Whether ``target`` can be a symlink's: a non-empty str without NUL, at most 4095 bytes."""
+    if type(target) is not str or not target or "\0" in target:
+        return False
+    try:
+        return target_size(target) <= TARGET_MAX
+    except UnicodeEncodeError:          # a lone surrogate the pool could never store
+        return False
 
 
 def _is_int(x: object, low: int, high: int) -> bool:
@@ -133,6 +159,11 @@ _KINDS: dict[str, tuple[_Check, str]] = {
     "name": (valid_name, "a directory entry name (a non-empty str without '/' or NUL, not '.' or '..', "
                          f"at most {NAME_MAX} bytes of UTF-8)"),
     "mode": (valid_mode, "a mode (S_IFREG or S_IFDIR plus permission bits 0o7777)"),
+    "nodemode": (valid_node_mode, "a mode (S_IFLNK, S_IFIFO, S_IFSOCK, S_IFCHR or S_IFBLK plus permission "
+                                  "bits 0o7777)"),
+    "rdev": (lambda x: _is_int(x, 0, RDEV_MAX), f"a device number (an int from 0 to {RDEV_MAX})"),
+    "target": (lambda x: type(x) is str and (x == "" or valid_target(x)),
+               f"a symlink target (a str without NUL, at most {TARGET_MAX} bytes of UTF-8; '' for no link)"),
     "perm?": (lambda x: x is None or _is_int(x, 0, PERM_BITS), "None or permission bits (an int 0..0o7777)"),
     "id": (lambda x: _is_int(x, 0, ID_MAX), f"a uid/gid (an int from 0 to {ID_MAX})"),
     "id?": (lambda x: x is None or _is_int(x, 0, ID_MAX), f"None or a uid/gid (an int from 0 to {ID_MAX})"),
@@ -157,7 +188,7 @@ def _wrong_type(kind: str, value: object) -> bool:
     if kind.endswith("?") and value is None:
         return False
     plain = kind.rstrip("?")
-    if plain == "name":
+    if plain in ("name", "target"):
         return type(value) is not str
     if plain == "items":
         return False            # _batch_items_error says what is wrong with a batch
@@ -244,6 +275,51 @@ class Create(_Checked, _Create):  # type: ignore[misc]
         if not (0 < ino <= INO_MAX and 0 < parent <= INO_MAX and valid_name(name)
                 and (mode & _NOT_PERM == _S_IFREG or mode & _NOT_PERM == _S_IFDIR)
                 and 0 <= uid <= ID_MAX and 0 <= gid <= ID_MAX and TIME_MIN <= time_ns <= TIME_MAX):
+            _reject(type(self), self)
+        return self
+
+
+class _CreateNode(NamedTuple):
+    ino: int
+    parent: int
+    name: str
+    mode: int
+    uid: int
+    gid: int
+    time_ns: int
+    rdev: int
+    target: str
+
+
+class CreateNode(_Checked, _CreateNode):  # type: ignore[misc]
+    """A new symbolic link (``target``, never empty) or special file (FIFO, socket, character or
+    block device ``rdev``; ``target`` empty) linked as ``parent/name``.  Neither has blocks or
+    entries: a record of its own rather than a wider ``Create``, so pools written before it
+    still decode and its fields are checked for what each type needs."""
+
+    __slots__ = ()
+    CODE = 12
+    _KINDS = ("ino", "ino", "name", "nodemode", "id", "id", "time", "rdev", "target")
+
+    def __new__(cls, ino: int, parent: int, name: str, mode: int, uid: int, gid: int, time_ns: int,
+                rdev: int, target: str) -> "CreateNode":
+        if not (type(ino) is int and type(parent) is int and type(mode) is int and type(uid) is int
+                and type(gid) is int and type(time_ns) is int and type(rdev) is int and type(name) is str
+                and type(target) is str):
+            _reject(cls, (ino, parent, name, mode, uid, gid, time_ns, rdev, target))
+        return _new(cls, (ino, parent, name, mode, uid, gid, time_ns, rdev, target))
+
+    def validate(self) -> "CreateNode":
+        ino, parent, name, mode, uid, gid, time_ns, rdev, target = self
+        link = mode & _NOT_PERM == _st.S_IFLNK
+        if not (0 < ino <= INO_MAX and 0 < parent <= INO_MAX and valid_name(name) and valid_node_mode(mode)
+                and 0 <= uid <= ID_MAX and 0 <= gid <= ID_MAX and TIME_MIN <= time_ns <= TIME_MAX
+                and 0 <= rdev <= RDEV_MAX and (valid_target(target) and rdev == 0 if link else target == "")):
+            if valid_node_mode(mode) and link != (target != ""):
+                raise ValueError(f"CreateNode.target must be {'a symlink target' if link else 'empty'} for "
+                                 f"mode {mode:#o}, not {_show(target)}")
+            if link and rdev:
+                raise ValueError(f"CreateNode.rdev must be 0 for a symlink, not {rdev}")
             _reject(type(self), self)
         return self
 
@@ -557,8 +633,8 @@ class BadMetadata(_Checked, _BadMetadata):  # type: ignore[misc]
 
 
 Record = Create | Link | Unlink | Rename | SetAttr | SetExtents | Reclaim | Batch | Quarantine | ClearQuarantine | \
-    BadMetadata
+    BadMetadata | CreateNode
 
 RECORD_TYPES: dict[int, type] = {cls.CODE: cls for cls in (Create, Link, Unlink, Rename, SetAttr, SetExtents,
                                                             Reclaim, Batch, Quarantine, ClearQuarantine,
-                                                            BadMetadata)}
+                                                            BadMetadata, CreateNode)}

@@ -19,8 +19,8 @@ from daxfs.core.busy import BusyList
 from daxfs.core.extents import SHARE, UNWRITTEN, ExtentMap
 from daxfs.core.rmap import OwnerMap
 from daxfs.core.namespace import check_name, split_path
-from daxfs.core.records import (MAX_FILE_SIZE, Batch, BadMetadata, ClearQuarantine, Create, Link, Quarantine,
-                                Reclaim, Record, Rename, SetAttr, SetExtents, Unlink)
+from daxfs.core.records import (MAX_FILE_SIZE, Batch, BadMetadata, ClearQuarantine, Create, CreateNode, Link,
+                                Quarantine, Reclaim, Record, Rename, SetAttr, SetExtents, Unlink, target_size)
 from daxfs.core.space import FreeSpace
 from daxfs.errors import CorruptVolumeError, fs_error
 
@@ -35,11 +35,16 @@ _CKPT_ENTRY = 16
 _CKPT_CHAR = 4
 
 
+#: Symlinks followed in one path walk before ELOOP (Linux's MAXSYMLINKS).
+MAX_SYMLINKS = 40
+
+
 class Inode:
-    """One file or directory.  ``entries`` is None for files, ``extents`` None for directories."""
+    """One inode.  ``entries`` is None but for directories, ``extents`` None but for regular
+    files; a symlink has its ``target`` (else None), a device node its ``rdev``."""
 
     __slots__ = ("ino", "mode", "nlink", "uid", "gid", "size", "atime_ns", "mtime_ns", "ctime_ns",
-                 "extents", "entries", "parent")
+                 "extents", "entries", "parent", "target", "rdev")
 
     def __init__(self, ino: int, mode: int, uid: int, gid: int, size: int,
                  atime_ns: int, mtime_ns: int, ctime_ns: int) -> None:
@@ -53,12 +58,17 @@ class Inode:
         self.ctime_ns = ctime_ns
         self.nlink = 0
         self.parent = 0
+        self.target: str | None = None
+        self.rdev = 0
         if st.S_ISDIR(mode):
             self.entries: dict[str, int] | None = {}
             self.extents: ExtentMap | None = None
-        else:
+        elif st.S_ISREG(mode):
             self.entries = None
             self.extents = ExtentMap()
+        else:                       # a symlink or special file: no blocks
+            self.entries = None
+            self.extents = None
 
     @property
     def is_dir(self) -> bool:
@@ -83,11 +93,12 @@ class Core:
         self.bad_metadata = BlockRuns()     # bad pool byte ranges outside the data area
         self.runs = 0           # extent runs over all files
         self.name_chars = 0     # characters over all directory entries
+        self.target_chars = 0   # characters over all symlink targets
         self._apply = {
             Create: self._create, Link: self._link, Unlink: self._unlink, Rename: self._rename,
             SetAttr: self._setattr, SetExtents: self._setextents, Reclaim: self._reclaim,
             Batch: self._batch, Quarantine: self._quarantine, ClearQuarantine: self._clear_quarantine,
-            BadMetadata: self._bad_metadata,
+            BadMetadata: self._bad_metadata, CreateNode: self._create_node,
         }
 
     # ------------------------------------------------------------------ build
@@ -114,6 +125,9 @@ class Core:
                     flat.append(child)
                 out.append([node.ino, node.mode, node.uid, node.gid, node.size,
                             node.atime_ns, node.mtime_ns, node.ctime_ns, None, flat])
+            elif node.extents is None:      # an 11th field: the symlink's target or the device number
+                out.append([node.ino, node.mode, node.uid, node.gid, node.size, node.atime_ns, node.mtime_ns,
+                            node.ctime_ns, None, None, node.target if node.target is not None else node.rdev])
             else:
                 out.append([node.ino, node.mode, node.uid, node.gid, node.size,
                             node.atime_ns, node.mtime_ns, node.ctime_ns, node.extents.to_flat(), None])  # type: ignore[union-attr]
@@ -145,40 +159,78 @@ class Core:
 
     # ------------------------------------------------------------------ queries
 
-    def resolve(self, path: str) -> tuple[int, str | None, int | None, bool]:
+    def resolve(self, path: str, follow: bool | None = None,
+                searched: list[Inode] | None = None) -> tuple[int, str | None, int | None, bool]:
         """``(parent ino, last name, ino or None, trailing slash)`` for a path.
 
         The last name is None when the path ends in ``/``, ``.`` or ``..``
         (it then names an existing directory, given as ``ino``).
         Raises ENOENT/ENOTDIR for a missing or non-directory prefix.
+
+        Symlinks on the way are followed (an absolute target starts again at the volume's
+        root).  One in the last place is followed as Linux does: with ``follow`` True (stat,
+        open), with False only when the path ends in ``/`` (lstat), with None never (what
+        makes or removes the name: unlink, rmdir, rename, link, mkdir).  Followed, the
+        result names what the link points at (a dangling link gives its target's parent and
+        name with ino None, which is where O_CREAT creates).  More than MAX_SYMLINKS links
+        in one walk is ELOOP.  ``searched`` collects every directory looked in, for the
+        permission check.
         """
         components, trailing = split_path(path)
         inodes = self.inodes
         cur = inodes[ROOT_INO]
+        links = 0
+        i = 0
         last = len(components) - 1
-        for i, name in enumerate(components):
+        while i <= last:
+            name = components[i]
             entries = cur.entries
             if entries is None:
                 raise fs_error(errno.ENOTDIR, path)
+            if searched is not None:
+                searched.append(cur)
             if name == ".":
                 if i == last:
                     return cur.ino, None, cur.ino, True
+                i += 1
                 continue
             if name == "..":
                 parent = inodes[cur.parent]
                 if i == last:
                     return parent.ino, None, parent.ino, True
                 cur = parent
+                i += 1
                 continue
             if len(name) > 63:
                 check_name(name, path)
             child = entries.get(name)
             if i == last:
-                return cur.ino, name, child, trailing
-            if child is None:
+                if child is None or not (follow or trailing and follow is not None) \
+                        or inodes[child].target is None:
+                    return cur.ino, name, child, trailing
+                node = inodes[child]
+            elif child is None:
                 raise fs_error(errno.ENOENT, path)
-            cur = inodes[child]
-        return ROOT_INO, None, ROOT_INO, True
+            else:
+                node = inodes[child]
+                if node.target is None:
+                    cur = node
+                    i += 1
+                    continue
+            # a symlink to follow: its target's components take its place
+            links += 1
+            if links > MAX_SYMLINKS:
+                raise fs_error(errno.ELOOP, path)
+            target = node.target
+            more, slash = split_path(target)    # type: ignore[arg-type]
+            if target.startswith("/"):          # type: ignore[union-attr]
+                cur = inodes[ROOT_INO]
+            if i == last:
+                trailing = trailing or slash
+            components = more + components[i + 1:]
+            i = 0
+            last = len(components) - 1
+        return cur.ino if cur.ino == ROOT_INO else cur.parent, None, cur.ino, True
 
     def plan_blocks(self, n: int, goal: int | None = None,
                     exclude: list[tuple[int, int]] | None = None) -> list[tuple[int, int]]:
@@ -208,7 +260,7 @@ class Core:
         """An upper bound, in bytes, of this state's checkpoint."""
         inodes = len(self.inodes)
         return 256 + _CKPT_INODE * inodes + _CKPT_RUN * (self.runs + len(self.bad) + len(self.bad_metadata)) + \
-            _CKPT_ENTRY * inodes + _CKPT_CHAR * self.name_chars
+            _CKPT_ENTRY * inodes + _CKPT_CHAR * (self.name_chars + self.target_chars)
 
     def paths_of(self, inos: set[int], hints: dict[int, str] | None = None) -> dict[int, str | None]:
         """A current name of each inode (None for an orphan), in one walk of the tree.
@@ -315,6 +367,20 @@ class Core:
         node.mtime_ns = node.ctime_ns = time_ns
 
     def _create(self, ino: int, parent: int, name: str, mode: int, uid: int, gid: int, time_ns: int) -> None:
+        self._add_inode(Inode(ino, mode, uid, gid, 0, time_ns, time_ns, time_ns), parent, name, time_ns)
+
+    def _create_node(self, ino: int, parent: int, name: str, mode: int, uid: int, gid: int, time_ns: int,
+                     rdev: int, target: str) -> None:
+        node = Inode(ino, mode, uid, gid, target_size(target) if target else 0, time_ns, time_ns, time_ns)
+        if target:
+            node.target = target
+            self.target_chars += len(target)
+        node.rdev = rdev
+        self._add_inode(node, parent, name, time_ns)
+
+    def _add_inode(self, node: Inode, parent: int, name: str, time_ns: int) -> None:
+        """Link a new inode as ``parent/name`` (a create)."""
+        ino = node.ino
         pnode = self.inodes.get(parent)
         entries = None if pnode is None else pnode.entries
         # Inode numbers are never reused (next_ino is above every inode): a lower one
@@ -323,7 +389,6 @@ class Core:
             pnode = self._dir(parent, f"create of {name!r}")
             raise CorruptVolumeError(f"create of {name!r} in {parent} as inode {ino}: the name exists, or the "
                                      f"inode number is below the next one ({self.next_ino})")
-        node = Inode(ino, mode, uid, gid, 0, time_ns, time_ns, time_ns)
         if node.entries is not None:
             node.nlink = 2
             node.parent = parent
@@ -516,6 +581,8 @@ class Core:
             raise CorruptVolumeError(f"inode {ino} holds written blocks past its size {new_size}")
 
     def _free_inode(self, node: Inode) -> None:
+        if node.target is not None:
+            self.target_chars -= len(node.target)
         if node.extents is not None:
             for f, n, p, _fl in node.extents:
                 for start, k in self.rmap.remove(p, n, node.ino, f):

@@ -24,13 +24,15 @@ DIRS = ("d", "e", "e/f")
 
 
 def walk(vol: Any) -> Iterator[tuple[str, Any]]:
-    """Every path below the root with its stat, directories before what they hold."""
+    """Every path below the root with its stat (of a symlink itself: ``lstat`` where the
+    front end has it), directories before what they hold."""
+    lstat = getattr(vol, "lstat", vol.stat)
     stack = ["/"]
     while stack:
         d = stack.pop()
         for name in vol.listdir(d):
             path = d.rstrip("/") + "/" + name
-            s = vol.stat(path)
+            s = lstat(path)
             yield path, s
             if st.S_ISDIR(s.st_mode):
                 stack.append(path)
@@ -39,7 +41,8 @@ def walk(vol: Any) -> Iterator[tuple[str, Any]]:
 def snapshot(vol: Any, *, times: bool = True) -> dict[str, tuple]:
     """Every path in the volume, the root included, with all a user can see of it.
 
-    Directories: ``("dir", perm, meta)``; files: ``("file", perm, nlink, bytes, meta)``,
+    Directories: ``("dir", perm, meta)``; files: ``("file", perm, nlink, bytes, meta)``;
+    symlinks: ``("link", target, meta)``; special files: ``("node", mode, meta)``;
     where ``meta`` is ``(ino, nlink, uid, gid, size, blocks, atime, mtime, ctime)``.
     ``times=False`` leaves the three timestamps out (for states where the README does
     not promise them durable: in-place writes through a handle still open).  A file
@@ -53,6 +56,10 @@ def snapshot(vol: Any, *, times: bool = True) -> dict[str, tuple]:
             meta += (s.st_atime_ns, s.st_mtime_ns, s.st_ctime_ns)
         if st.S_ISDIR(s.st_mode):
             out[path] = ("dir", st.S_IMODE(s.st_mode), meta)
+        elif st.S_ISLNK(s.st_mode):
+            out[path] = ("link", vol.readlink(path), meta)
+        elif not st.S_ISREG(s.st_mode):
+            out[path] = ("node", s.st_mode, meta)
         else:
             with vol.open(path, "rb", buffering=0) as f:
                 data, poisoned = _read_around_poison(f, s.st_size)

@@ -29,8 +29,8 @@ from collections.abc import Callable
 
 from daxfs._types import Stat
 from daxfs.core import Core, Inode
-from daxfs.core.records import (Batch, Create, Link, Quarantine, Reclaim, Record, Rename, SetAttr, SetExtents,
-                                Unlink)
+from daxfs.core.records import (Batch, Create, CreateNode, Link, Quarantine, Reclaim, Record, Rename, SetAttr,
+                                SetExtents, Unlink)
 from daxfs.errors import CorruptVolumeError, fs_error
 from daxfs.format.checkpoint import encode_checkpoint
 from daxfs.format.layout import SUPERBLOCK_OFFSETS, SUPERBLOCK_SIZE
@@ -152,7 +152,7 @@ class Journal:
         """The inodes ``record`` changes (looked up before it is applied)."""
         if isinstance(record, (SetExtents, SetAttr, Reclaim)):
             return [record.ino]
-        if isinstance(record, (Create, Link)):
+        if isinstance(record, (Create, Link, CreateNode)):
             return [record.ino, record.parent]
         inodes = self.core.inodes
         if isinstance(record, Unlink):
@@ -268,6 +268,9 @@ class Journal:
         bs = self.block_size
         if node.entries is not None:
             size = 40 + 20 * len(node.entries)     # what tmpfs reports, so tools see the same
+            blocks = 0
+        elif node.extents is None:      # a symlink (its target's length) or a special file (0)
+            size = node.size
             blocks = 0
         else:
             size = node.size

@@ -20,7 +20,7 @@ from typing import Any
 from daxfs._types import Stat
 from daxfs.core import ROOT_INO, Inode
 from daxfs.core.namespace import fspath, split_path
-from daxfs.core.records import Create, Link, Reclaim, Rename, SetAttr, Unlink
+from daxfs.core.records import Batch, Create, CreateNode, Link, Reclaim, Rename, SetAttr, Unlink, valid_target
 from daxfs.errors import fs_error
 from daxfs.volume.arguments import OpenFlags
 from daxfs.volume.datapath import DataPath
@@ -125,11 +125,12 @@ class Namespace:
     def path_arg(path: object) -> str:
         return path if type(path) is str else fspath(path)
 
-    def lookup(self, path: object) -> tuple[str, Inode]:
-        """The inode a path names (ENOENT, ENOTDIR as Linux gives them)."""
+    def lookup(self, path: object, follow: bool = True) -> tuple[str, Inode]:
+        """The inode a path names (ENOENT, ENOTDIR, ELOOP as Linux gives them); a symlink in
+        the last place is followed unless ``follow`` is False (lstat)."""
         p = self.path_arg(path)
         core = self.journal.core
-        _parent, _name, ino, trailing = core.resolve(p)
+        _parent, _name, ino, trailing = core.resolve(p, follow)
         if ino is None:
             raise fs_error(errno.ENOENT, p)
         node = core.inodes[ino]
@@ -137,10 +138,10 @@ class Namespace:
             raise fs_error(errno.ENOTDIR, p)
         return p, node
 
-    def stat(self, path: object) -> Stat:
+    def stat(self, path: object, follow: bool = True) -> Stat:
         with self.lock:
             self.journal.check_open()
-            return self.journal.stat_of(self.lookup(path)[1])
+            return self.journal.stat_of(self.lookup(path, follow)[1])
 
     def listdir(self, path: object) -> list[str]:
         with self.lock:
@@ -195,7 +196,7 @@ class Namespace:
                 prefix = ""
                 for comp in components[:-1]:
                     prefix += "/" + comp
-                    _par, _nm, ino, _t = core.resolve(prefix)
+                    _par, _nm, ino, _t = core.resolve(prefix, True)
                     if ino is None:
                         self._mkdir_one(prefix, 0o777, creator)
                     elif core.inodes[ino].entries is None:
@@ -203,7 +204,7 @@ class Namespace:
             try:
                 self._mkdir_one(p, mode, creator)
             except FileExistsError:
-                _par, _nm, ino, _t = core.resolve(p)
+                _par, _nm, ino, _t = core.resolve(p, True)
                 if not (exist_ok and ino is not None and core.inodes[ino].entries is not None):
                     raise
 
@@ -322,14 +323,85 @@ class Namespace:
                 raise fs_error(errno.EPERM, s)
             self.journal.commit(Link(sino, dparent, dname, time.time_ns()), GROW_INODE + 4 * len(dname))
 
+    def exchange(self, src: object, dst: object) -> None:
+        """Swap two names atomically (RENAME_EXCHANGE): both must exist.  One record: a batch
+        of three renames through a temporary name no entry has, so a crash shows either both
+        names as they were or both swapped."""
+        s = self.path_arg(src)
+        d = self.path_arg(dst)
+        with self.lock:
+            self.journal.check_writable(s)
+            core = self.journal.core
+            sparent, sname, sino, _st = core.resolve(s)
+            dparent, dname, dino, _dt = core.resolve(d)
+            if sname is None or dname is None:
+                raise fs_error(errno.EBUSY, s if sname is None else d)
+            if sino is None or dino is None:
+                raise fs_error(errno.ENOENT, s if sino is None else d)
+            if sino == dino:
+                return
+            if self._is_ancestor(sino, dparent) or self._is_ancestor(dino, sparent):
+                raise fs_error(errno.EINVAL, s, "cannot exchange a directory with one inside it")
+            entries = core.inodes[sparent].entries
+            spare = f".daxfs-exchange-{sino}"
+            while spare in entries:  # type: ignore[operator]
+                spare += "~"
+            now = time.time_ns()
+            self.journal.commit(Batch.of(Rename(sparent, sname, sparent, spare, now, False),
+                                         Rename(dparent, dname, sparent, sname, now, False),
+                                         Rename(sparent, spare, dparent, dname, now, False)),
+                                4 * (len(spare) + len(sname) + len(dname)))
+
+    # ---------------------------------------------------------------- symlinks and special files
+
+    def symlink(self, target: object, path: object, creator: tuple[int, int, int] | None = None) -> None:
+        """A symbolic link ``path`` -> ``target`` (stored as given, resolved when followed)."""
+        t = self.path_arg(target)
+        p = self.path_arg(path)
+        if not valid_target(t):
+            raise fs_error(errno.ENOENT if not t else errno.ENAMETOOLONG if "\0" not in t else errno.EINVAL, p)
+        self._make_node(p, stat_mode=st.S_IFLNK | 0o777, rdev=0, target=t, creator=creator, umask=False)
+
+    def mknod(self, path: object, mode: int, rdev: int, creator: tuple[int, int, int] | None = None) -> None:
+        """A FIFO, socket, or character or block device node (``mode`` holds the type)."""
+        kind = st.S_IFMT(mode)
+        if kind not in (st.S_IFIFO, st.S_IFSOCK, st.S_IFCHR, st.S_IFBLK):
+            raise fs_error(errno.EINVAL, self.path_arg(path), "mknod makes FIFOs, sockets and device nodes")
+        self._make_node(self.path_arg(path), stat_mode=mode & (st.S_IFMT(mode) | 0o7777),
+                        rdev=rdev if kind in (st.S_IFCHR, st.S_IFBLK) else 0, target="", creator=creator,
+                        umask=True)
+
+    def _make_node(self, path: str, *, stat_mode: int, rdev: int, target: str,
+                   creator: tuple[int, int, int] | None, umask: bool) -> None:
+        with self.lock:
+            self.journal.check_writable(path)
+            parent, name = self._new_name(path)
+            if split_path(path)[1]:
+                raise fs_error(errno.ENOENT, path)
+            uid, gid, mask = self.creator(creator)
+            mode = stat_mode & ~mask if umask else stat_mode
+            self.journal.commit(CreateNode(self.journal.core.next_ino, parent, name, mode, uid, gid,
+                                           time.time_ns(), rdev, target),
+                                GROW_INODE + 4 * (len(name) + len(target)))
+
+    def readlink(self, path: object) -> str:
+        with self.lock:
+            self.journal.check_open()
+            p, node = self.lookup(path, False)
+            if node.target is None:
+                raise fs_error(errno.EINVAL, p)
+            return node.target
+
     # ---------------------------------------------------------------- attributes
 
     def setattr(self, path: object, *, mode: int | None = None, uid: int | None = None,
-                gid: int | None = None, times: tuple[int, int] | None = None, touch: bool = False) -> None:
-        """chmod, chown and utime: the values are already checked (``arguments``)."""
+                gid: int | None = None, times: tuple[int, int] | None = None, touch: bool = False,
+                follow: bool = True) -> None:
+        """chmod, chown and utime (of a symlink itself with ``follow`` False, as lchown): the
+        values are already checked (``arguments``)."""
         with self.lock:
             self.journal.check_writable(self.path_arg(path))
-            _p, node = self.lookup(path)
+            _p, node = self.lookup(path, follow)
             now = time.time_ns()
             atime = mtime = None
             if times is not None:
@@ -343,8 +415,14 @@ class Namespace:
     # ---------------------------------------------------------------- open files
 
     def open(self, path: object, mode: str, flags: OpenFlags, holder: object,
-             creator: tuple[int, int, int] | None = None) -> OpenFile:
-        """Resolve (creating or truncating as ``flags`` say) and hold the inode."""
+             creator: tuple[int, int, int] | None = None, follow: bool = True,
+             perm: int = 0o666) -> OpenFile:
+        """Resolve (creating or truncating as ``flags`` say) and hold the inode.
+
+        A symlink in the last place is followed (a dangling one: O_CREAT creates its
+        target), but not with O_CREAT|O_EXCL (EEXIST) nor without ``follow`` (O_NOFOLLOW:
+        ELOOP).  A special file cannot be opened through the volume (ENXIO, as a socket).
+        A new file gets ``perm`` less the umask (open(2)'s mode argument)."""
         p = path if type(path) is str else fspath(path)
         journal = self.journal
         with self.lock:
@@ -353,7 +431,7 @@ class Namespace:
             else:
                 journal.check_open()
             core = journal.core
-            parent, name, ino, trailing = core.resolve(p)
+            parent, name, ino, trailing = core.resolve(p, None if flags.exclusive else follow)
             if flags.create and trailing:
                 raise fs_error(errno.EISDIR, p)     # O_CREAT never makes a directory
             if ino is None:
@@ -361,7 +439,7 @@ class Namespace:
                     raise fs_error(errno.ENOENT, p)
                 ino = core.next_ino
                 uid, gid, umask = self.creator(creator)
-                journal.commit(Create(ino, parent, name, st.S_IFREG | (0o666 & ~umask),  # type: ignore[arg-type]
+                journal.commit(Create(ino, parent, name, st.S_IFREG | (perm & 0o7777 & ~umask),  # type: ignore[arg-type]
                                       uid, gid, time.time_ns()), GROW_INODE + 4 * len(name))  # type: ignore[arg-type]
             else:
                 if flags.exclusive:
@@ -371,9 +449,11 @@ class Namespace:
                     raise fs_error(errno.EISDIR, p)
                 if trailing:
                     raise fs_error(errno.ENOTDIR, p)
+                if node.extents is None:
+                    raise fs_error(errno.ELOOP if node.target is not None else errno.ENXIO, p)
                 if flags.truncate and (node.size or node.extents):
                     if self.references.settle(ino, 0, None, None, "open with truncation"):
-                        return self.open(path, mode, flags, holder, creator)     # waited: look again
+                        return self.open(path, mode, flags, holder, creator, follow, perm)     # waited: look again
                     self.ranges.truncate_node(node, 0)
             self.references.open_inode(ino)
             handle = OpenFile(journal, ino, p, mode, flags, holder, core.inodes[ino].size if flags.append else 0)

@@ -18,8 +18,7 @@ import errno
 import stat as st
 from typing import NamedTuple
 
-from daxfs.core import ROOT_INO, Core, Inode
-from daxfs.core.namespace import split_path
+from daxfs.core import Core, Inode
 from daxfs.errors import fs_error
 
 R, W, X = 4, 2, 1
@@ -57,28 +56,18 @@ def require(node: Inode, creds: Credentials, want: int, path: str) -> None:
         raise fs_error(errno.EACCES, path)
 
 
-def walk(core: Core, path: str, creds: Credentials) -> None:
-    """EACCES unless every directory the path goes through may be searched."""
+def walk(core: Core, path: str, creds: Credentials, follow: bool | None = None) -> None:
+    """EACCES unless every directory the path goes through may be searched (those a symlink
+    on the way leads through too; the last one as ``Core.resolve`` follows it)."""
     if creds.root:
         return
-    components, _trailing = split_path(path)
-    inodes = core.inodes
-    cur = inodes[ROOT_INO]
-    for name in components[:-1]:
-        if cur.entries is None:
-            return              # ENOTDIR is the operation's to raise
-        require(cur, creds, X, path)
-        if name == "..":
-            cur = inodes[cur.parent]
-            continue
-        if name == ".":
-            continue
-        child = cur.entries.get(name)
-        if child is None:
-            return              # ENOENT likewise
-        cur = inodes[child]
-    if cur.entries is not None and components:
-        require(cur, creds, X, path)
+    searched: list[Inode] = []
+    try:
+        core.resolve(path, follow, searched)
+    except OSError:
+        pass                    # ENOENT, ENOTDIR, ELOOP are the operation's to raise
+    for node in searched:
+        require(node, creds, X, path)
 
 
 def parent_of(core: Core, path: str) -> Inode | None:
@@ -104,16 +93,16 @@ def may_change_name(core: Core, path: str, creds: Credentials) -> None:
             raise fs_error(errno.EPERM, path)
 
 
-def node_of(core: Core, path: str) -> Inode | None:
+def node_of(core: Core, path: str, follow: bool | None = True) -> Inode | None:
     try:
-        _parent, _name, ino, _trailing = core.resolve(path)
+        _parent, _name, ino, _trailing = core.resolve(path, follow)
     except OSError:
         return None
     return None if ino is None else core.inodes[ino]
 
 
 def may_open(core: Core, path: str, creds: Credentials, *, read: bool, write: bool, create: bool) -> None:
-    walk(core, path, creds)
+    walk(core, path, creds, True)
     node = node_of(core, path)
     if node is None:
         if create:
@@ -128,7 +117,7 @@ def may_setattr(core: Core, path: str, creds: Credentials, *, mode: bool = False
                 times: bool = False, touch: bool = False) -> None:
     """chmod and explicit times: the owner or root; chown of the uid: root; of the gid: the
     owner, to a group it is in; utime to now: the owner or anyone who may write."""
-    walk(core, path, creds)
+    walk(core, path, creds, True)
     node = node_of(core, path)
     if node is None or creds.root:
         return
@@ -144,7 +133,7 @@ def may_setattr(core: Core, path: str, creds: Credentials, *, mode: bool = False
 
 
 def may_list(core: Core, path: str, creds: Credentials) -> None:
-    walk(core, path, creds)
+    walk(core, path, creds, True)
     node = node_of(core, path)
     if node is not None and node.entries is not None:
         require(node, creds, R, path)

@@ -64,6 +64,8 @@ class Sharing:
         path, node = self.namespace.lookup(arg)
         if node.entries is not None:
             raise fs_error(errno.EISDIR, path)
+        if node.extents is None:        # a special file (symlinks were followed): as Linux's remap
+            raise fs_error(errno.EINVAL, path, "not a regular file")
         return node
 
     # ---------------------------------------------------------------- clone
@@ -149,7 +151,7 @@ class Sharing:
             self.references.wait_for_writers(snode.ino, 0, nblk,    # before dst is touched
                                              "cannot share blocks a write mapping or write pin can still change")
             path = self.namespace.path_arg(dst)
-            parent, name, ino, trailing = journal.core.resolve(path)
+            parent, name, ino, trailing = journal.core.resolve(path, True)
             if ino is not None:
                 dnode = self._file_arg(dst, write=True)
                 if self.references.settle(dnode.ino, 0, None, None, "clone over"):

@@ -309,7 +309,7 @@ class Volume(ClosesOnExit, PathNames):
                 "log_used": journal.ring.head - journal.ring.tail, "sync_mode": journal.pool.sync_mode,
                 "readonly": journal.readonly, "policy": self.policy, "durability": self.durability,
                 "damaged": journal.damaged, "discard": self.space.error or self.space.mode(),
-                "resident": self.space.resident(),
+                "resident": self.space.resident(), "open_files": len(self.namespace.open_files),
             }
 
     def trim(self) -> int:
@@ -384,12 +384,36 @@ class Volume(ClosesOnExit, PathNames):
         else:
             self.namespace.setattr(path, times=arguments.times_ns(ns))
 
+    # ---- symlinks and special files (issue 13)
+
+    def symlink(self, target: object, path: object) -> None:
+        """Make ``path`` a symbolic link to ``target`` (as ``os.symlink``).  An absolute target
+        is resolved from the volume's root when the volume follows it (from the host's root
+        through a FUSE mount, as any symlink there)."""
+        self.namespace.symlink(target, path)
+
+    def readlink(self, path: object) -> str:
+        """The target of the symlink ``path`` (EINVAL for anything else)."""
+        return self.namespace.readlink(path)
+
+    def lstat(self, path: object) -> Stat:
+        """``stat`` of a symlink itself rather than what it points at."""
+        return self.namespace.stat(path, follow=False)
+
+    def mknod(self, path: object, mode: int = 0o600 | st.S_IFIFO, device: int = 0) -> None:
+        """Make a FIFO, socket or device node (as ``os.mknod``; the umask applies).  Such a
+        file can be listed, stat'ed, renamed and removed; opening it through the volume is
+        ENXIO (through a FUSE mount the kernel serves it, as on tmpfs)."""
+        self.namespace.mknod(path, arguments.integer(mode), arguments.integer(device))
+
     # ---------------------------------------------------------------- files and holders
 
     def open(self, path: object, mode: str = "rb", buffering: int = -1, encoding: str | None = None,
-             errors: str | None = None, newline: str | None = None, *, holder: object = None) -> Any:
+             errors: str | None = None, newline: str | None = None, *, holder: object = None,
+             follow_symlinks: bool = True) -> Any:
         """Open a file as ``open()`` does: buffered by default (``buffering=0`` gives the raw
-        ``daxfs.File``), text modes through ``io.TextIOWrapper``; see ``access.buffered``."""
+        ``daxfs.File``), text modes through ``io.TextIOWrapper``; see ``access.buffered``.
+        ``follow_symlinks`` False is O_NOFOLLOW: a symlink in the last place is ELOOP."""
         flags, text, binary = arguments.parse_mode(mode)
         cls = type(self)
         make, wrap = cls._make_file, cls._wrap_file
@@ -397,7 +421,7 @@ class Volume(ClosesOnExit, PathNames):
             raise RuntimeError("daxfs.volume used without the access layer: import daxfs")
         buffering = cls._check_options(text, buffering, encoding, errors, newline)
         handle = self.namespace.open(path, binary, flags, holder if holder is not None else
-                                     self.references.process_holder)
+                                     self.references.process_holder, follow=bool(follow_symlinks))
         try:
             raw = make(self, handle)
         except BaseException:

@@ -53,6 +53,10 @@ def tree_state(vol: Any) -> dict[str, tuple]:
     for path, s in walk(vol):
         if st.S_ISDIR(s.st_mode):
             out[path] = ("dir", s.st_mode, s.st_nlink, s.st_mtime_ns)
+        elif st.S_ISLNK(s.st_mode):
+            out[path] = ("link", s.st_nlink, vol.readlink(path))
+        elif not st.S_ISREG(s.st_mode):
+            out[path] = ("node", s.st_mode, s.st_nlink, s.st_mtime_ns)
         else:
             out[path] = ("file", s.st_mode, s.st_nlink, s.st_size, s.st_blocks, s.st_mtime_ns,
                          s.st_ino, read_file(vol, path))
@@ -82,7 +86,8 @@ class SuiteBase:
     """The fixtures every part of the suite uses, and what the front end can do.
 
     ``supports`` names the capabilities a front end has (zarr's ``supports_*``): tests
-    of one it lacks skip through ``require``.  Every daxfs front end so far has them all.
+    of one it lacks skip through ``require``.  The embedded volume and the arbiter's client
+    have them all; a FUSE mount has none (its files are plain descriptors).
     """
 
     supports: frozenset[str] = frozenset({"mappings", "pins", "reflink"})

@@ -108,6 +108,7 @@ class LifetimeTests(SuiteBase):
 
     def test_leaving_with_by_an_exception_raises_it_and_lets_go(self, volume: Any,
                                                                 reopen: Callable[[Any], Any]) -> None:
+        self.require("mappings")
         data = pattern(3 * volume.statfs().block_size, 4)
         write_file(volume, "f", data)
         f = volume.open("f", "rb", buffering=0)
@@ -123,6 +124,7 @@ class LifetimeTests(SuiteBase):
 
     def test_leaving_with_by_an_exception_while_pinned_closes_at_the_last_release(
             self, volume: Any, reopen: Callable[[Any], Any]) -> None:
+        self.require("pins")
         data = pattern(2 * volume.statfs().block_size, 5)
         write_file(volume, "f", data)
         f = volume.open("f", "r+b", buffering=0)

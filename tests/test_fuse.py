@@ -1,0 +1,281 @@
+"""The FUSE mount (issue 13): the shipped VolumeSuite through ``os`` calls on the mount, what
+only a mount shows (symlinks, special files, rename flags, permissions of the caller), pin
+policies met through the mount, and the kernel's caches kept true to a Python client's
+changes; ``daxfs mount``/``umount`` and a daemon killed with SIGKILL.  The mount is
+``daxfs serve POOL --mount DIR`` in a process of its own (``_fusemount``): this process only
+makes syscalls on it, and asks the volume what only it can say through a client.
+
+Skipped only where a mount cannot exist at all: no /dev/fuse, or no libfuse 3 (the README's
+test command installs Debian's fuse3).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat as st
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import daxfs
+from daxfs.testing.oscalls import RENAME_EXCHANGE, OsVolume, fallocate, renameat2
+from daxfs.testing.suite import VolumeSuite
+
+from _fusemount import WHY, Mounted, mount_dir, mounted, pool_path  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.skipif(WHY is not None, reason=f"no FUSE here: {WHY}")
+
+#: Suite tests whose promise is the daxfs API's and not one a mount can make, and why.
+NOT_FOR_A_MOUNT = {
+    "test_enospc_is_all_or_nothing": "the kernel may split one write(2) into several requests, each "
+                                     "all-or-nothing: a write that meets ENOSPC can be short, as on "
+                                     "any Linux file system",
+}
+
+
+class TestFuseVolume(VolumeSuite):
+    """Every part of the suite whose calls have a syscall, through the mount."""
+
+    supports = frozenset()      # mappings, pins, reflink: the daxfs API's, not a mount's
+
+    @pytest.fixture(autouse=True)
+    def _not_for_a_mount(self, request: pytest.FixtureRequest) -> None:
+        reason = NOT_FOR_A_MOUNT.get(request.node.originalname)
+        if reason is not None:
+            pytest.skip(reason)
+
+    @pytest.fixture
+    def volume(self, mounted: Mounted) -> OsVolume:
+        return OsVolume(mounted.root, mounted.client)
+
+    @pytest.fixture
+    def reopen(self, mounted: Mounted) -> Callable[[Any], Any]:
+        def reopen(vol: Any) -> Any:
+            vol.close()
+            mounted.stop()
+            vol.drop_orphaned()
+            mounted.start()
+            return OsVolume(mounted.root, mounted.client)
+        return reopen
+
+
+# ---------------------------------------------------------------- what only a mount shows
+
+
+def test_symlinks_special_files_and_rename_flags(mounted: Mounted) -> None:
+    root = mounted.root
+    os.mkdir(f"{root}/d")
+    with open(f"{root}/d/f", "wb") as fh:
+        fh.write(b"hello")
+    os.symlink("d/f", f"{root}/link")
+    os.symlink("nowhere", f"{root}/dangling")
+    assert os.readlink(f"{root}/link") == "d/f" and st.S_ISLNK(os.lstat(f"{root}/link").st_mode)
+    assert os.stat(f"{root}/link").st_size == 5 and os.lstat(f"{root}/link").st_size == 3
+    with open(f"{root}/link", "rb") as fh:
+        assert fh.read() == b"hello"
+    with pytest.raises(OSError) as info:
+        os.open(f"{root}/link", os.O_RDONLY | os.O_NOFOLLOW)
+    assert info.value.errno == errno.ELOOP
+    os.symlink("loop", f"{root}/loop")
+    with pytest.raises(OSError) as info:
+        os.stat(f"{root}/loop")
+    assert info.value.errno == errno.ELOOP
+    assert mounted.client.readlink("/link") == "d/f"                # the volume holds the link
+    os.mkfifo(f"{root}/fifo", 0o640)
+    os.mknod(f"{root}/null", st.S_IFCHR | 0o666, os.makedev(1, 3))
+    assert st.S_ISFIFO(os.stat(f"{root}/fifo").st_mode) and os.stat(f"{root}/null").st_rdev == os.makedev(1, 3)
+    # a FIFO on the mount works as one (the kernel serves it, as on tmpfs)
+    reader = os.open(f"{root}/fifo", os.O_RDONLY | os.O_NONBLOCK)
+    writer = os.open(f"{root}/fifo", os.O_WRONLY)
+    os.write(writer, b"through the fifo")
+    assert os.read(reader, 100) == b"through the fifo"
+    os.close(writer)
+    os.close(reader)
+    with pytest.raises(FileExistsError):
+        renameat2(f"{root}/d/f", f"{root}/link", 1)                  # RENAME_NOREPLACE
+    ino_f, ino_link = os.lstat(f"{root}/d/f").st_ino, os.lstat(f"{root}/link").st_ino
+    renameat2(f"{root}/d/f", f"{root}/link", RENAME_EXCHANGE)
+    assert os.lstat(f"{root}/link").st_ino == ino_f and os.lstat(f"{root}/d/f").st_ino == ino_link
+    assert sorted(os.listdir(root)) == ["d", "dangling", "fifo", "link", "loop", "null"]
+    assert mounted.client.fsck() == []
+
+
+def test_space_calls_and_block_sharing(mounted: Mounted) -> None:
+    root = mounted.root
+    bs = 4096
+    fd = os.open(f"{root}/f", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.pwrite(fd, b"x" * (4 * bs), 0)
+        os.pwrite(fd, b"y" * bs, 10 * bs)
+        assert os.lseek(fd, 0, os.SEEK_HOLE) == 4 * bs and os.lseek(fd, 4 * bs, os.SEEK_DATA) == 10 * bs
+        fallocate(fd, 0x02 | 0x01, bs, bs)                              # punch
+        assert os.pread(fd, bs, bs) == bytes(bs) and os.lseek(fd, 0, os.SEEK_HOLE) == bs
+        fallocate(fd, 0x10, 2 * bs + 1, 10)                             # zero range
+        assert os.pread(fd, 12, 2 * bs) == b"x" + bytes(10) + b"x"
+        fallocate(fd, 0x01, 20 * bs, bs)                                # keep size
+        assert os.fstat(fd).st_size == 11 * bs
+        with pytest.raises(OSError) as info:
+            fallocate(fd, 0x08, 0, bs)                                  # collapse: not here, as on tmpfs
+        assert info.value.errno == errno.EOPNOTSUPP
+        out = os.open(f"{root}/copy", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            assert os.copy_file_range(fd, out, 11 * bs, 0, 0) == 11 * bs
+            with pytest.raises(OSError) as info:                        # the kernel takes FICLONE
+                import fcntl
+                fcntl.ioctl(out, 0x40049409, fd)                        # FICLONE: EOPNOTSUPP on FUSE
+            assert info.value.errno in (errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV)
+        finally:
+            os.close(out)
+    finally:
+        os.close(fd)
+    with mounted.client.open("/copy") as f:                            # aligned: the blocks are shared
+        assert any("shared" in e.flags for e in f.extents())
+    vfs = os.statvfs(root)
+    fs = mounted.client.statfs()
+    assert vfs.f_bsize == bs and vfs.f_blocks * bs == fs.size and vfs.f_bfree * bs == fs.free
+    assert vfs.f_namemax == 255
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+def test_owner_is_the_caller_and_modes_are_enforced(mounted: Mounted) -> None:
+    root = mounted.root
+    os.chmod(root, 0o777)
+    code = ("import os, sys, errno\n"
+            "os.setgid(1234); os.setuid(4321)\n"
+            "fd = os.open(sys.argv[1] + '/mine', os.O_CREAT | os.O_WRONLY, 0o640); os.close(fd)\n"
+            "os.mkdir(sys.argv[1] + '/mydir', 0o700)\n"
+            "try:\n    open(sys.argv[1] + '/roots', 'ab')\nexcept PermissionError:\n    print('denied')\n")
+    with open(f"{root}/roots", "wb") as fh:
+        fh.write(b"r")
+    os.chmod(f"{root}/roots", 0o644)
+    result = subprocess.run([sys.executable, "-c", code, root], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "denied"
+    s = os.stat(f"{root}/mine")
+    assert (s.st_uid, s.st_gid, st.S_IMODE(s.st_mode)) == (4321, 1234, 0o640 & ~_umask())
+    assert (mounted.client.stat("/mydir").st_uid, mounted.client.stat("/mydir").st_gid) == (4321, 1234)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def test_pin_policy_defer_through_the_mount(mounted: Mounted) -> None:
+    root = mounted.root
+    with open(f"{root}/pinned", "wb") as fh:
+        fh.write(b"p" * 8192)
+    client = mounted.client
+    with client.open("/pinned", "r+b") as f:
+        with f.pin(0, 8192) as pin:
+            os.unlink(f"{root}/pinned")                  # rm: the name goes, the file lives on
+            assert not os.path.exists(f"{root}/pinned") and client.statfs().used == 8192
+            assert bytes(pin.buffer[:4]) == b"pppp"
+            f.truncate(0)                                # now its pinned blocks are busy
+            assert client.statfs().busy == 8192
+        assert client.statfs().busy == 0
+    assert client.statfs().used == 0 and client.fsck() == []
+
+
+def test_pin_policy_refuse_through_the_mount(pool_path: str, mount_dir: str) -> None:
+    root = mount_dir
+    mounted = Mounted(pool_path, root, "--policy", "refuse")
+    try:
+        with open(f"{root}/pinned", "wb") as fh:
+            fh.write(b"p" * 8192)
+        with mounted.client.open("/pinned", "rb") as f, f.pin(0, 4096):
+            for call in (lambda: os.unlink(f"{root}/pinned"), lambda: os.truncate(f"{root}/pinned", 0)):
+                with pytest.raises(OSError) as info:
+                    call()
+                assert info.value.errno == errno.EBUSY
+            assert os.path.getsize(f"{root}/pinned") == 8192
+        os.truncate(f"{root}/pinned", 0)                 # released: allowed now
+        os.unlink(f"{root}/pinned")
+    finally:
+        mounted.stop()
+
+
+def test_a_clients_changes_reach_the_kernels_caches(pool_path: str, mount_dir: str) -> None:
+    """With attributes and names cached for an hour, what a client changes shows on the mount:
+    only the invalidation can make it (nothing here waits for a cache to expire)."""
+    root = mount_dir
+    mounted = Mounted(pool_path, root, "-o", "attr_timeout=3600,entry_timeout=3600")
+    try:
+        with open(f"{root}/f", "wb") as fh:
+            fh.write(b"one")
+        assert os.stat(f"{root}/f").st_size == 3
+        with mounted.client.open("/f", "ab") as f:
+            f.write(b" two")
+        _until(lambda: os.stat(f"{root}/f").st_size == 7)
+        with open(f"{root}/f", "rb") as fh:
+            assert fh.read() == b"one two"
+        mounted.client.chmod("/f", 0o600)
+        _until(lambda: st.S_IMODE(os.stat(f"{root}/f").st_mode) == 0o600)
+        mounted.client.rename("/f", "/g")
+        _until(lambda: not os.path.exists(f"{root}/f") and os.path.exists(f"{root}/g"))
+    finally:
+        mounted.stop()
+
+
+def _until(condition: Callable[[], bool], limit: float = 30.0) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, "the mount never showed the client's change"
+        time.sleep(0.01)
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def _daxfs(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([sys.executable, "-m", "daxfs", *args], capture_output=True, text=True, timeout=120)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_mount_umount_and_a_killed_daemon(pool_path: str, mount_dir: str) -> None:
+    root = mount_dir
+    _daxfs("mount", pool_path, root)                     # detached: returns once mounted
+    assert os.path.ismount(root)
+    with open(f"{root}/kept", "wb") as fh:
+        fh.write(b"kept")
+    _daxfs("umount", root)                               # waits until the daemon closed the pool
+    assert not os.path.ismount(root)
+    with daxfs.open_volume(pool_path) as vol:            # the pool is free again, and clean
+        assert vol.listdir("/") == ["kept"] and vol.fsck() == []
+    # a daemon killed with SIGKILL: a dead mount point, a pool that mounts clean
+    _daxfs("mount", pool_path, root)
+    with open(f"{root}/during", "wb") as fh:
+        fh.write(b"x" * 10000)
+    os.kill(_daemon_pid(pool_path), 9)
+    _until(lambda: _dead(root))
+    _daxfs("umount", root)
+    assert not os.path.ismount(root)
+    with daxfs.open_volume(pool_path) as vol:
+        assert sorted(vol.listdir("/")) == ["during", "kept"] and vol.fsck() == []
+    assert "not a FUSE mount" in _daxfs("umount", root, check=False).stderr
+
+
+def _daemon_pid(pool: str) -> int:
+    from daxfs.format.layout import OWNER_OFFSET
+    from daxfs.format.superblock import decode_owner
+    with open(pool, "rb") as fh:
+        fh.seek(OWNER_OFFSET)
+        pid = decode_owner(fh.read(64))
+    assert pid
+    return pid
+
+
+def _dead(root: str) -> bool:
+    try:
+        os.stat(root)
+    except OSError as exc:
+        return exc.errno == errno.ENOTCONN
+    return False
