@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import entry_point_installed
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -87,3 +89,34 @@ def test_readme_shell_example_runs_and_cleans_up(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "clean" in done.stdout and "weights.bin" in done.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scratch"]     # the pool and its side files are gone
+
+
+def test_the_ci_script_runs_exactly_the_readmes_test_command() -> None:
+    text = README.read_text(encoding="utf-8")
+    [command] = [b.strip() for b in re.findall(r"```sh\n(.*?)```", text, re.S) if "python -m pytest" in b]
+    ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8").strip().splitlines()[-1]
+    assert ci == command
+
+
+def test_readme_mount_example_runs(tmp_path: Path) -> None:
+    from _fusemount import WHY
+    if WHY is not None:
+        pytest.skip(WHY)
+    import daxfs
+    text = README.read_text(encoding="utf-8")
+    [block] = [b for b in re.findall(r"```sh\n(.*?)```", text, re.S) if "daxfs mount " in b]
+    pool, mnt = str(tmp_path / "data.pool"), str(tmp_path / "mnt")
+    daxfs.mkfs(pool, 64 << 20).close()
+    script = (f'daxfs() {{ "{sys.executable}" -m daxfs "$@"; }}\npython() {{ "{sys.executable}" "$@"; }}\n'
+              "set -eo pipefail\n" + block.replace("/dev/shm/data.pool", pool).replace("/mnt/data", mnt))
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    try:
+        done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    finally:
+        if os.path.ismount(mnt):
+            subprocess.run(["fusermount3", "-uz", mnt])
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "['copy.txt', 'hello.txt']" in done.stdout or "['hello.txt', 'copy.txt']" in done.stdout
+    assert not os.path.ismount(mnt)
+    with daxfs.open_volume(pool) as vol:              # umount waited for the daemon to let go
+        assert vol.fsck() == [] and vol.open("/copy.txt").read() == b"hello\n"
