@@ -110,6 +110,22 @@ class ReferenceHandle:
         return list(self._ref.poisoned)
 
 
+def persist_range(mapping: Any, offset: object, length: object) -> tuple[int, int]:
+    """``persist``'s checks, for any mapping (embedded or a client's): the range as ints,
+    inside the mapping, which must be live."""
+    start = arguments.integer(offset)
+    count = None if length is None else arguments.integer(length)
+    if mapping.closed:
+        raise ValueError("mapping is closed")
+    if mapping.revoked:
+        raise BusyError("mapping was revoked: its memory is no longer the file", filename=mapping.path)
+    if count is None:
+        count = mapping.length - start
+    if start < 0 or count < 0 or start + count > mapping.length:
+        raise ValueError(f"persist range {start}+{count} outside the mapping of {mapping.length} bytes")
+    return start, count
+
+
 class Mapping(ReferenceHandle):
     """A view of ``length`` bytes of a file from ``offset`` (see ``File.map``)."""
 
@@ -158,17 +174,7 @@ class Mapping(ReferenceHandle):
 
     def persist(self, offset: int = 0, length: int | None = None) -> None:
         """Make stores made through the mapping in ``[offset, offset+length)`` durable."""
-        offset = arguments.integer(offset)
-        if length is not None:
-            length = arguments.integer(length)
-        if self.closed:
-            raise ValueError("mapping is closed")
-        if self.revoked:
-            raise BusyError("mapping was revoked: its memory is no longer the file", filename=self.path)
-        if length is None:
-            length = self.length - offset
-        if offset < 0 or length < 0 or offset + length > self.length:
-            raise ValueError(f"persist range {offset}+{length} outside the mapping of {self.length} bytes")
+        offset, length = persist_range(self, offset, length)
         self._vol.references.persist(self._ref, self._skip + offset, length)
 
     def revoke(self, mode: str = "migrate") -> None:
@@ -211,4 +217,4 @@ class Mapping(ReferenceHandle):
         self.close()
 
 
-__all__ = ["Mapping", "REVOKE_MODES", "array_on"]
+__all__ = ["Mapping", "REVOKE_MODES", "array_on", "persist_range"]

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from daxfs._types import Extent, Stat
 from daxfs.access.filebase import FileBase
-from daxfs.access.mapping import array_on
+from daxfs.access.mapping import array_on, persist_range
 from daxfs.adapters import wire
 from daxfs.core.extents import UNWRITTEN, ExtentMap
-from daxfs.errors import BusyError, PoisonError, fs_error
+from daxfs.errors import PoisonError, fs_error
 from daxfs.media import PoolView
 from daxfs.volume import arguments
 from daxfs.volume.arguments import OpenFlags
@@ -409,17 +409,7 @@ class ClientMapping(_ClientRef):
         return array_on(self.buffer, dtype, shape, offset)
 
     def persist(self, offset: int = 0, length: int | None = None) -> None:
-        offset = arguments.integer(offset)
-        if length is not None:
-            length = arguments.integer(length)
-        if self.closed:
-            raise ValueError("mapping is closed")
-        if self.revoked:
-            raise BusyError("mapping was revoked: its memory is no longer the file", filename=self.path)
-        if length is None:
-            length = self.length - offset
-        if offset < 0 or length < 0 or offset + length > self.length:
-            raise ValueError(f"persist range {offset}+{length} outside the mapping of {self.length} bytes")
+        offset, length = persist_range(self, offset, length)
         if self._client.sync_mode != "memory" and self._view is not None:
             self._view.persist(self._skip + offset, length)
 
