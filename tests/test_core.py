@@ -32,9 +32,11 @@ from hypothesis import strategies as hs
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from daxfs.core import UNWRITTEN, Core, ExtentMap, FreeSpace, check
-from daxfs.core.busy import BusyList
+from daxfs.core.busy import BusyList, RunCounts
+from daxfs.core.extents import SHARE
 from daxfs.core.records import (Batch, RECORD_TYPES, BadMetadata, ClearQuarantine, Create, CreateNode, Link,
                                 Quarantine, Reclaim, Rename, SetAttr, SetExtents, Unlink, valid_name, valid_target)
+from daxfs.core.rmap import OwnerMap
 from daxfs.core.state import ROOT_INO
 from daxfs.errors import CorruptVolumeError
 from daxfs.format.checkpoint import HEADER as CKPT_HEADER
@@ -407,6 +409,39 @@ def test_take_of_used_and_double_release_are_corruption() -> None:
     assert space.runs() == [(0, 10), (20, 44)] and space.free == 54
 
 
+def test_overlaps_and_next_run_at_the_edges_of_free_runs() -> None:
+    """fsck asks ``overlaps`` whether held, busy or bad blocks are also free, and trim walks
+    free space with ``next_run``: both must see a free block at either end of a range."""
+    space = FreeSpace.from_used(64, [(4, 6), (20, 10)])     # free: [0,4) [10,20) [30,64)
+    assert space.overlaps(0, 1) and space.overlaps(3, 1)    # the first run, at block 0
+    assert not space.overlaps(4, 6) and not space.overlaps(20, 10)
+    assert space.overlaps(5, 6)                             # only its last block (10) is free
+    assert space.overlaps(25, 10)                           # only its tail is free
+    assert not space.overlaps(4, 1) and space.overlaps(9, 2)
+    assert space.next_run(12) == (12, 8)                    # from pos to the run's end
+    assert space.next_run(0) == (0, 4)
+    assert space.next_run(5) == (10, 10)                    # used: the next run
+    assert space.next_run(40) == (40, 24) and space.next_run(64) is None
+
+
+def test_plan_excluding_continues_the_goal_and_keeps_the_free_hook() -> None:
+    """A write whose earlier part is already planned (``exclude``) still appends after the
+    file's last block, and planning tells ``on_free`` nothing and leaves it listening."""
+    space = FreeSpace(1000)
+    space.release(0, 1000)
+    space.take(0, 100)
+    space.take(300, 10)
+    space.take(320, 680)                # free: [100,300) and the best fit for 10, [310,320)
+    freed: list[tuple[int, int]] = []
+    space.on_free = lambda s, n: freed.append((s, n))
+    assert space.plan(10) == [(310, 10)]
+    assert space.plan_excluding(10, 100, [(200, 5)]) == [(100, 10)]
+    assert space.plan_excluding(20, 120, [(100, 20)]) == [(120, 20)]
+    assert freed == [] and space.free == 210 and space.runs() == [(100, 200), (310, 10)]
+    space.release(300, 10)
+    assert freed == [(300, 10)], "plan_excluding left on_free unset: freed blocks go undiscarded"
+
+
 # ---------------------------------------------------------------------------- BusyList
 
 
@@ -459,6 +494,109 @@ def test_busy_list_frees_every_run_the_last_unhold_lets_go() -> None:
     assert busy.unhold(4, 2) == [] and busy.unhold(8, 1) == []
     assert _blocks(busy.unhold(0, 12)) == list(range(12))
     assert busy.blocks == 0 and busy.runs() == []
+
+
+def test_busy_list_keeps_the_rest_of_a_busy_run_taken_in_part() -> None:
+    """A busy run freed or quarantined in part: what is left stays busy and counted."""
+    busy = BusyList()
+    busy.hold(0, 10)
+    assert busy.park(0, 10) == [] and busy.runs() == [(0, 10)]
+    busy.hold(3, 2)                     # holds [0,3):1 [3,5):2 [5,10):1
+    assert busy.unhold(0, 10) == [(0, 3), (5, 5)]
+    assert busy.runs() == [(3, 2)] and busy.blocks == 2
+    busy.hold(20, 10)
+    busy.park(20, 10)
+    assert busy.take_busy(24, 2) == [(24, 2)]               # quarantine from the middle
+    assert busy.runs() == [(3, 2), (20, 4), (26, 4)] and busy.blocks == 10
+
+
+def test_run_counts_refuse_a_release_of_what_is_not_held() -> None:
+    counts = RunCounts()
+    with pytest.raises(CorruptVolumeError, match=r"blocks 0\.\.4 released more often than held"):
+        counts.add(0, 4, -1)
+    counts.add(0, 4, 1)
+    with pytest.raises(CorruptVolumeError, match=r"blocks 0\.\.4 released more often than held"):
+        counts.add(0, 4, -2)
+
+
+# ---------------------------------------------------------------------------- OwnerMap
+
+
+def _owner_model(ops: list[tuple[int, int, int, int]]) -> dict[int, set[tuple[int, int]]]:
+    model: dict[int, set[tuple[int, int]]] = {}
+    for pblk, n, ino, fblk in ops:
+        for b in range(pblk, pblk + n):
+            model.setdefault(b, set()).add((ino, fblk - pblk))
+    return model
+
+
+def test_owner_map_is_owned_needs_every_block_owned() -> None:
+    """``is_owned`` is what refuses a reflink record that shares blocks nobody owns."""
+    rmap = OwnerMap.build([(5, 5, 2, 0), (10, 2, 3, 0), (14, 2, 2, 5)])    # [5,10) [10,12) [14,16)
+    assert rmap.is_owned(5, 7) and rmap.is_owned(6, 1) and rmap.is_owned(11, 1) and rmap.is_owned(14, 2)
+    for start, n in ((3, 4), (4, 1), (8, 7), (11, 2), (12, 2), (15, 2), (16, 1), (20, 1), (0, 30)):
+        assert not rmap.is_owned(start, n), (start, n)
+
+
+def test_owner_map_remove_of_blocks_not_owned_is_corruption() -> None:
+    rmap = OwnerMap.build([(5, 5, 2, 0)])
+    for start, n, ino in ((3, 4, 2), (8, 4, 2), (12, 2, 2), (5, 2, 9)):
+        with pytest.raises(CorruptVolumeError, match="does not own"):
+            rmap.remove(start, n, ino, start - 5)
+
+
+def test_core_refuses_sharing_blocks_nobody_owns() -> None:
+    core = fresh_core()
+    core.apply(Create(2, ROOT_INO, "a", st.S_IFREG | 0o644, 0, 0, 0))
+    core.apply(SetExtents(2, [], [0, 4, 10, 0], 4 * BS, 0))
+    core.apply(Create(3, ROOT_INO, "b", st.S_IFREG | 0o644, 0, 0, 0))
+    for pblk, n in ((8, 4), (13, 2), (14, 1), (30, 1)):     # a owns [10,14)
+        with pytest.raises(CorruptVolumeError, match="nobody owns"):
+            core.apply(SetExtents(3, [], [0, n, pblk, SHARE], n * BS, 0))
+    core.apply(SetExtents(3, [], [0, 4, 10, SHARE], 4 * BS, 0))
+    assert core.rmap.shared_blocks == 4 and check(core) == []
+
+
+@settings(max_examples=150, deadline=None)
+@given(hs.lists(hs.tuples(hs.booleans(), hs.integers(0, 30), hs.integers(1, 8), hs.integers(2, 4),
+                          hs.integers(0, 3)), max_size=25))
+def test_owner_map_matches_a_model_of_per_block_owners(ops: list[tuple[bool, int, int, int, int]]) -> None:
+    """Owners, shared counts and freed blocks agree with a per-block model of who owns what,
+    under any sequence of adds and removes (a remove gives up part of an earlier add)."""
+    rmap = OwnerMap()
+    added: list[tuple[int, int, int, int]] = []
+    for is_add, pblk, n, ino, shift in ops:
+        if is_add:
+            fblk = pblk + shift
+            model = _owner_model(added)
+            if any((ino, shift) in model.get(b, ()) for b in range(pblk, pblk + n)):
+                continue                # the same file block at the same place twice
+            rmap.add(pblk, n, ino, fblk)
+            added.append((pblk, n, ino, fblk))
+        elif added:
+            p, k, i, f = added.pop(pblk % len(added))
+            lo = p + shift % k
+            hi = min(p + k, lo + n)
+            before = _owner_model(added + [(p, k, i, f)])
+            if lo > p:
+                added.append((p, lo - p, i, f))
+            if hi < p + k:
+                added.append((hi, p + k - hi, i, f + hi - p))
+            after = _owner_model(added)
+            freed = rmap.remove(lo, hi - lo, i, f + lo - p)
+            assert _blocks(freed) == sorted(b for b in before if b not in after)
+            assert all(a[0] + a[1] < b[0] for a, b in zip(freed, freed[1:])), "freed runs not merged"
+        model = _owner_model(added)
+        assert rmap.shared_blocks == sum(1 for o in model.values() if len(o) > 1)
+        assert _blocks(rmap.covered()) == sorted(model)
+        for start in range(0, 40, 3):
+            for n in (1, 4, 11):
+                blocks = range(start, start + n)
+                assert rmap.is_owned(start, n) == all(b in model for b in blocks)
+                got = sorted((ino, fb, pb) for ino, fb0, pb0, m in rmap.owners(start, n)
+                             for pb, fb in zip(range(pb0, pb0 + m), range(fb0, fb0 + m)))
+                assert got == sorted((ino, b + d, b) for b in blocks for ino, d in model.get(b, ()))
+                assert _blocks(rmap.shared_parts(start, n)) == [b for b in blocks if len(model.get(b, ())) > 1]
 
 
 # ---------------------------------------------------------------------------- Core
