@@ -424,6 +424,15 @@ def test_overlaps_and_next_run_at_the_edges_of_free_runs() -> None:
     assert space.next_run(40) == (40, 24) and space.next_run(64) is None
 
 
+def test_free_parts_clips_to_the_range_and_sees_every_run() -> None:
+    """``free_parts`` is what a hold adopted at mount takes out of free space: every free
+    run inside the range, clipped, and no empty part for a run that starts at its end."""
+    space = FreeSpace.from_used(64, [(4, 6), (12, 2), (20, 10)])   # free: [0,4) [10,12) [14,20) [30,64)
+    assert space.free_parts(0, 64) == [(0, 4), (10, 2), (14, 6), (30, 34)]
+    assert space.free_parts(2, 28) == [(2, 2), (10, 2), (14, 6)]    # up to 30, where a run starts
+    assert space.free_parts(11, 4) == [(11, 1), (14, 1)]
+    assert space.free_parts(4, 6) == [] and space.free_parts(20, 10) == []
+
 def test_plan_excluding_continues_the_goal_and_keeps_the_free_hook() -> None:
     """A write whose earlier part is already planned (``exclude``) still appends after the
     file's last block, and planning tells ``on_free`` nothing and leaves it listening."""
@@ -544,6 +553,32 @@ def test_owner_map_remove_of_blocks_not_owned_is_corruption() -> None:
         with pytest.raises(CorruptVolumeError, match="does not own"):
             rmap.remove(start, n, ino, start - 5)
 
+
+def test_owner_map_merges_neighbours_with_the_same_owners() -> None:
+    """A file written in pieces is one run, and giving a clone back merges the runs again
+    (the map stays as small as the files' extent maps)."""
+    rmap = OwnerMap()
+    rmap.add(5, 5, 2, 5)
+    rmap.add(0, 5, 2, 0)                # before its neighbour: merged with the next run
+    assert rmap.runs() == [(0, 10, ((2, 0),))]
+    rmap.add(20, 5, 9, 0)
+    rmap.add(30, 5, 9, 10)
+    rmap.add(25, 5, 9, 5)               # between two: merged with both
+    assert rmap.runs() == [(0, 10, ((2, 0),)), (20, 35, ((9, -20),))]
+    rmap.add(10, 3, 2, 10)              # after it: merged with the previous run
+    assert rmap.runs() == [(0, 13, ((2, 0),)), (20, 35, ((9, -20),))]
+    rmap.add(3, 2, 7, 0)                # a clone of the middle splits the run ...
+    assert len(rmap) == 4 and rmap.shared_blocks == 2
+    assert rmap.remove(3, 2, 7, 0) == []    # ... and its end joins the pieces again
+    assert rmap.runs() == [(0, 13, ((2, 0),)), (20, 35, ((9, -20),))] and rmap.shared_blocks == 0
+
+
+def test_owner_map_refuses_the_same_owner_twice() -> None:
+    rmap = OwnerMap.build([(0, 5, 2, 0)])
+    for start, n in ((0, 5), (1, 2), (3, 4)):
+        with pytest.raises(CorruptVolumeError, match="twice"):
+            rmap.add(start, n, 2, start)
+    assert rmap.shared_blocks == 0 and rmap.covered() == [(0, 5)]      # refused: still one owner
 
 def test_core_refuses_sharing_blocks_nobody_owns() -> None:
     core = fresh_core()
