@@ -325,11 +325,53 @@ def test_freespace_from_used_is_the_complement() -> None:
     space = FreeSpace.from_used(20, [(12, 3), (0, 2), (5, 1)])
     assert space.runs() == [(2, 3), (6, 6), (15, 5)]
     assert space.free == 14
-    with pytest.raises(CorruptVolumeError):
-        FreeSpace.from_used(20, [(0, 5), (4, 2)])       # block 4 owned twice
-    with pytest.raises(CorruptVolumeError):
-        FreeSpace.from_used(20, [(18, 5)])              # past the data area
+    with pytest.raises(CorruptVolumeError, match="data block 4 is owned twice"):
+        FreeSpace.from_used(20, [(0, 5), (4, 2)])
+    with pytest.raises(CorruptVolumeError, match=r"extent ends at block 23, past the data area \(20 blocks\)"):
+        FreeSpace.from_used(20, [(18, 5)])
 
+
+def test_freespace_from_used_keeps_the_policy_and_the_last_block() -> None:
+    """Free space as mount rebuilds it: a file may own the data area's last block, the size
+    classes are right (best fit still works) and the alignment policy survives."""
+    space = FreeSpace.from_used(20, [(15, 5)])
+    assert space.runs() == [(0, 15)] and space.free == 15
+    space = FreeSpace.from_used(64, [(3, 20), (31, 29)])    # free: [0,3) [23,31) [60,64)
+    assert space.plan(4) == [(60, 4)]                       # the 4-block run, not the 8
+    space = FreeSpace.from_used(2048, [(0, 3)], align=512, align_threshold=256)
+    assert (space.align, space.align_threshold) == (512, 256) and space.plan(300) == [(512, 300)]
+
+
+def test_plan_policy_edges() -> None:
+    """An exact aligned fit beats carving a bigger run; alignment applies from align=2; the
+    goal's run is skipped, not the rest of its size class; a size class crowded with runs
+    that do not fit is left for the next one, not given up on."""
+    space = FreeSpace(4096, align=512, align_threshold=256)
+    space.release(512, 512)
+    space.release(2048, 2048)
+    assert space.plan(512) == [(512, 512)]
+    space = FreeSpace(16, align=2, align_threshold=1)
+    space.release(1, 15)
+    assert space.plan(2) == [(2, 2)]
+    space = FreeSpace(4096, align=512, align_threshold=256)
+    space.release(512, 600)                     # the file's next blocks (the goal) ...
+    space.release(2049, 1000)                   # ... and a run of the same size class
+    assert space.plan(900, goal=512) == [(512, 600), (2560, 300)]
+    space = FreeSpace(200)
+    space.release(8, 10)
+    space.release(33, 12)
+    space.release(100, 100)
+    assert space.plan(15, goal=8) == [(8, 10), (33, 5)]     # best fit for the rest: not 100..
+    space = FreeSpace(1000)
+    for k in range(70):
+        space.release(10 * k, 5)                # 70 runs too short for 7 blocks, one class
+    space.release(800, 100)
+    assert space.plan(7) == [(800, 7)]
+    space = FreeSpace(2200, align=8, align_threshold=4)
+    for k in range(70):
+        space.release(16 * k + 2, 5)            # long enough for 4 blocks, but not aligned
+    space.release(2000, 100)
+    assert space.plan(4) == [(2000, 4)]
 
 def test_freespace_release_outside_area_is_corruption() -> None:
     space = FreeSpace(10)
@@ -542,6 +584,7 @@ def _owner_model(ops: list[tuple[int, int, int, int]]) -> dict[int, set[tuple[in
 def test_owner_map_is_owned_needs_every_block_owned() -> None:
     """``is_owned`` is what refuses a reflink record that shares blocks nobody owns."""
     rmap = OwnerMap.build([(5, 5, 2, 0), (10, 2, 3, 0), (14, 2, 2, 5)])    # [5,10) [10,12) [14,16)
+    assert rmap.covered() == [(5, 7), (14, 2)]
     assert rmap.is_owned(5, 7) and rmap.is_owned(6, 1) and rmap.is_owned(11, 1) and rmap.is_owned(14, 2)
     for start, n in ((3, 4), (4, 1), (8, 7), (11, 2), (12, 2), (15, 2), (16, 1), (20, 1), (0, 30)):
         assert not rmap.is_owned(start, n), (start, n)
