@@ -363,6 +363,15 @@ def test_plan_policy_edges() -> None:
     space.release(100, 100)
     assert space.plan(15, goal=8) == [(8, 10), (33, 5)]     # best fit for the rest: not 100..
     space = FreeSpace(1000)
+    space.release(8, 100)                       # the goal's run, as big as the next one:
+    space.release(201, 100)
+    space.release(400, 10)
+    space.release(500, 20)
+    assert space.plan(215, goal=8) == [(8, 100), (201, 100), (500, 15)]    # largest runs first
+    space = FreeSpace(2048, align=512)          # the threshold a mounted volume gets: align/2
+    space.release(1, 2047)
+    assert space.plan(255) == [(1, 255)] and space.plan(256) == [(512, 256)]
+    space = FreeSpace(1000)
     for k in range(70):
         space.release(10 * k, 5)                # 70 runs too short for 7 blocks, one class
     space.release(800, 100)
@@ -375,7 +384,7 @@ def test_plan_policy_edges() -> None:
 
 def test_freespace_release_outside_area_is_corruption() -> None:
     space = FreeSpace(10)
-    with pytest.raises(CorruptVolumeError):
+    with pytest.raises(CorruptVolumeError, match=r"blocks 8\.\.13 released outside the data area"):
         space.release(8, 5)
     with pytest.raises(CorruptVolumeError):
         space.release(-1, 2)
@@ -440,14 +449,19 @@ def test_take_of_used_and_double_release_are_corruption() -> None:
     space = FreeSpace(64)
     space.release(0, 64)
     space.take(10, 10)
-    with pytest.raises(CorruptVolumeError):
+    with pytest.raises(CorruptVolumeError, match=r"blocks 15\.\.17 taken but not free"):
         space.take(15, 2)
     with pytest.raises(CorruptVolumeError):
         space.take(5, 10)                # straddles free and used
-    with pytest.raises(CorruptVolumeError):
+    with pytest.raises(CorruptVolumeError, match=r"blocks 0\.\.4 released twice"):
         space.release(0, 4)              # never taken
     with pytest.raises(CorruptVolumeError):
         space.release(18, 4)             # half used, half free
+    for start in (5, 10, 15):            # nothing taken or freed is a bad record, not a no-op
+        with pytest.raises(CorruptVolumeError):
+            space.take(start, 0)
+        with pytest.raises(CorruptVolumeError):
+            space.release(start, 0)
     assert space.runs() == [(0, 10), (20, 44)] and space.free == 54
 
 
