@@ -628,6 +628,9 @@ def test_owner_map_merges_neighbours_with_the_same_owners() -> None:
     assert len(rmap) == 4 and rmap.shared_blocks == 2
     assert rmap.remove(3, 2, 7, 0) == []    # ... and its end joins the pieces again
     assert rmap.runs() == [(0, 13, ((2, 0),)), (20, 35, ((9, -20),))] and rmap.shared_blocks == 0
+    rmap.add(8, 5, 7, 8)                # a clone of the tail (a split) ...
+    rmap.add(5, 3, 7, 5)                # ... grown by its head: one run again
+    assert rmap.runs()[:2] == [(0, 5, ((2, 0),)), (5, 13, ((2, 0), (7, 0)))] and rmap.shared_blocks == 8
 
 
 def test_owner_map_refuses_the_same_owner_twice() -> None:
