@@ -32,9 +32,11 @@ from hypothesis import strategies as hs
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from daxfs.core import UNWRITTEN, Core, ExtentMap, FreeSpace, check
-from daxfs.core.busy import BusyList
+from daxfs.core.busy import BusyList, RunCounts
+from daxfs.core.extents import SHARE
 from daxfs.core.records import (Batch, RECORD_TYPES, BadMetadata, ClearQuarantine, Create, CreateNode, Link,
                                 Quarantine, Reclaim, Rename, SetAttr, SetExtents, Unlink, valid_name, valid_target)
+from daxfs.core.rmap import OwnerMap
 from daxfs.core.state import ROOT_INO
 from daxfs.errors import CorruptVolumeError
 from daxfs.format.checkpoint import HEADER as CKPT_HEADER
@@ -323,15 +325,66 @@ def test_freespace_from_used_is_the_complement() -> None:
     space = FreeSpace.from_used(20, [(12, 3), (0, 2), (5, 1)])
     assert space.runs() == [(2, 3), (6, 6), (15, 5)]
     assert space.free == 14
-    with pytest.raises(CorruptVolumeError):
-        FreeSpace.from_used(20, [(0, 5), (4, 2)])       # block 4 owned twice
-    with pytest.raises(CorruptVolumeError):
-        FreeSpace.from_used(20, [(18, 5)])              # past the data area
+    with pytest.raises(CorruptVolumeError, match="data block 4 is owned twice"):
+        FreeSpace.from_used(20, [(0, 5), (4, 2)])
+    with pytest.raises(CorruptVolumeError, match=r"extent ends at block 23, past the data area \(20 blocks\)"):
+        FreeSpace.from_used(20, [(18, 5)])
 
+
+def test_freespace_from_used_keeps_the_policy_and_the_last_block() -> None:
+    """Free space as mount rebuilds it: a file may own the data area's last block, the size
+    classes are right (best fit still works) and the alignment policy survives."""
+    space = FreeSpace.from_used(20, [(15, 5)])
+    assert space.runs() == [(0, 15)] and space.free == 15
+    space = FreeSpace.from_used(64, [(3, 20), (31, 29)])    # free: [0,3) [23,31) [60,64)
+    assert space.plan(4) == [(60, 4)]                       # the 4-block run, not the 8
+    space = FreeSpace.from_used(2048, [(0, 3)], align=512, align_threshold=256)
+    assert (space.align, space.align_threshold) == (512, 256) and space.plan(300) == [(512, 300)]
+
+
+def test_plan_policy_edges() -> None:
+    """An exact aligned fit beats carving a bigger run; alignment applies from align=2; the
+    goal's run is skipped, not the rest of its size class; a size class crowded with runs
+    that do not fit is left for the next one, not given up on."""
+    space = FreeSpace(4096, align=512, align_threshold=256)
+    space.release(512, 512)
+    space.release(2048, 2048)
+    assert space.plan(512) == [(512, 512)]
+    space = FreeSpace(16, align=2, align_threshold=1)
+    space.release(1, 15)
+    assert space.plan(2) == [(2, 2)]
+    space = FreeSpace(4096, align=512, align_threshold=256)
+    space.release(512, 600)                     # the file's next blocks (the goal) ...
+    space.release(2049, 1000)                   # ... and a run of the same size class
+    assert space.plan(900, goal=512) == [(512, 600), (2560, 300)]
+    space = FreeSpace(200)
+    space.release(8, 10)
+    space.release(33, 12)
+    space.release(100, 100)
+    assert space.plan(15, goal=8) == [(8, 10), (33, 5)]     # best fit for the rest: not 100..
+    space = FreeSpace(1000)
+    space.release(8, 100)                       # the goal's run, as big as the next one:
+    space.release(201, 100)
+    space.release(400, 10)
+    space.release(500, 20)
+    assert space.plan(215, goal=8) == [(8, 100), (201, 100), (500, 15)]    # largest runs first
+    space = FreeSpace(2048, align=512)          # the threshold a mounted volume gets: align/2
+    space.release(1, 2047)
+    assert space.plan(255) == [(1, 255)] and space.plan(256) == [(512, 256)]
+    space = FreeSpace(1000)
+    for k in range(70):
+        space.release(10 * k, 5)                # 70 runs too short for 7 blocks, one class
+    space.release(800, 100)
+    assert space.plan(7) == [(800, 7)]
+    space = FreeSpace(2200, align=8, align_threshold=4)
+    for k in range(70):
+        space.release(16 * k + 2, 5)            # long enough for 4 blocks, but not aligned
+    space.release(2000, 100)
+    assert space.plan(4) == [(2000, 4)]
 
 def test_freespace_release_outside_area_is_corruption() -> None:
     space = FreeSpace(10)
-    with pytest.raises(CorruptVolumeError):
+    with pytest.raises(CorruptVolumeError, match=r"blocks 8\.\.13 released outside the data area"):
         space.release(8, 5)
     with pytest.raises(CorruptVolumeError):
         space.release(-1, 2)
@@ -396,15 +449,62 @@ def test_take_of_used_and_double_release_are_corruption() -> None:
     space = FreeSpace(64)
     space.release(0, 64)
     space.take(10, 10)
-    with pytest.raises(CorruptVolumeError):
+    with pytest.raises(CorruptVolumeError, match=r"blocks 15\.\.17 taken but not free"):
         space.take(15, 2)
     with pytest.raises(CorruptVolumeError):
         space.take(5, 10)                # straddles free and used
-    with pytest.raises(CorruptVolumeError):
+    with pytest.raises(CorruptVolumeError, match=r"blocks 0\.\.4 released twice"):
         space.release(0, 4)              # never taken
     with pytest.raises(CorruptVolumeError):
         space.release(18, 4)             # half used, half free
+    for start in (5, 10, 15):            # nothing taken or freed is a bad record, not a no-op
+        with pytest.raises(CorruptVolumeError):
+            space.take(start, 0)
+        with pytest.raises(CorruptVolumeError):
+            space.release(start, 0)
     assert space.runs() == [(0, 10), (20, 44)] and space.free == 54
+
+
+def test_overlaps_and_next_run_at_the_edges_of_free_runs() -> None:
+    """fsck asks ``overlaps`` whether held, busy or bad blocks are also free, and trim walks
+    free space with ``next_run``: both must see a free block at either end of a range."""
+    space = FreeSpace.from_used(64, [(4, 6), (20, 10)])     # free: [0,4) [10,20) [30,64)
+    assert space.overlaps(0, 1) and space.overlaps(3, 1)    # the first run, at block 0
+    assert not space.overlaps(4, 6) and not space.overlaps(20, 10)
+    assert space.overlaps(5, 6)                             # only its last block (10) is free
+    assert space.overlaps(25, 10)                           # only its tail is free
+    assert not space.overlaps(4, 1) and space.overlaps(9, 2)
+    assert space.next_run(12) == (12, 8)                    # from pos to the run's end
+    assert space.next_run(0) == (0, 4)
+    assert space.next_run(5) == (10, 10)                    # used: the next run
+    assert space.next_run(40) == (40, 24) and space.next_run(64) is None
+
+
+def test_free_parts_clips_to_the_range_and_sees_every_run() -> None:
+    """``free_parts`` is what a hold adopted at mount takes out of free space: every free
+    run inside the range, clipped, and no empty part for a run that starts at its end."""
+    space = FreeSpace.from_used(64, [(4, 6), (12, 2), (20, 10)])   # free: [0,4) [10,12) [14,20) [30,64)
+    assert space.free_parts(0, 64) == [(0, 4), (10, 2), (14, 6), (30, 34)]
+    assert space.free_parts(2, 28) == [(2, 2), (10, 2), (14, 6)]    # up to 30, where a run starts
+    assert space.free_parts(11, 4) == [(11, 1), (14, 1)]
+    assert space.free_parts(4, 6) == [] and space.free_parts(20, 10) == []
+
+def test_plan_excluding_continues_the_goal_and_keeps_the_free_hook() -> None:
+    """A write whose earlier part is already planned (``exclude``) still appends after the
+    file's last block, and planning tells ``on_free`` nothing and leaves it listening."""
+    space = FreeSpace(1000)
+    space.release(0, 1000)
+    space.take(0, 100)
+    space.take(300, 10)
+    space.take(320, 680)                # free: [100,300) and the best fit for 10, [310,320)
+    freed: list[tuple[int, int]] = []
+    space.on_free = lambda s, n: freed.append((s, n))
+    assert space.plan(10) == [(310, 10)]
+    assert space.plan_excluding(10, 100, [(200, 5)]) == [(100, 10)]
+    assert space.plan_excluding(20, 120, [(100, 20)]) == [(120, 20)]
+    assert freed == [] and space.free == 210 and space.runs() == [(100, 200), (310, 10)]
+    space.release(300, 10)
+    assert freed == [(300, 10)], "plan_excluding left on_free unset: freed blocks go undiscarded"
 
 
 # ---------------------------------------------------------------------------- BusyList
@@ -459,6 +559,139 @@ def test_busy_list_frees_every_run_the_last_unhold_lets_go() -> None:
     assert busy.unhold(4, 2) == [] and busy.unhold(8, 1) == []
     assert _blocks(busy.unhold(0, 12)) == list(range(12))
     assert busy.blocks == 0 and busy.runs() == []
+
+
+def test_busy_list_keeps_the_rest_of_a_busy_run_taken_in_part() -> None:
+    """A busy run freed or quarantined in part: what is left stays busy and counted."""
+    busy = BusyList()
+    busy.hold(0, 10)
+    assert busy.park(0, 10) == [] and busy.runs() == [(0, 10)]
+    busy.hold(3, 2)                     # holds [0,3):1 [3,5):2 [5,10):1
+    assert busy.unhold(0, 10) == [(0, 3), (5, 5)]
+    assert busy.runs() == [(3, 2)] and busy.blocks == 2
+    busy.hold(20, 10)
+    busy.park(20, 10)
+    assert busy.take_busy(24, 2) == [(24, 2)]               # quarantine from the middle
+    assert busy.runs() == [(3, 2), (20, 4), (26, 4)] and busy.blocks == 10
+
+
+def test_run_counts_refuse_a_release_of_what_is_not_held() -> None:
+    counts = RunCounts()
+    with pytest.raises(CorruptVolumeError, match=r"blocks 0\.\.4 released more often than held"):
+        counts.add(0, 4, -1)
+    counts.add(0, 4, 1)
+    with pytest.raises(CorruptVolumeError, match=r"blocks 0\.\.4 released more often than held"):
+        counts.add(0, 4, -2)
+
+
+# ---------------------------------------------------------------------------- OwnerMap
+
+
+def _owner_model(ops: list[tuple[int, int, int, int]]) -> dict[int, set[tuple[int, int]]]:
+    model: dict[int, set[tuple[int, int]]] = {}
+    for pblk, n, ino, fblk in ops:
+        for b in range(pblk, pblk + n):
+            model.setdefault(b, set()).add((ino, fblk - pblk))
+    return model
+
+
+def test_owner_map_is_owned_needs_every_block_owned() -> None:
+    """``is_owned`` is what refuses a reflink record that shares blocks nobody owns."""
+    rmap = OwnerMap.build([(5, 5, 2, 0), (10, 2, 3, 0), (14, 2, 2, 5)])    # [5,10) [10,12) [14,16)
+    assert rmap.covered() == [(5, 7), (14, 2)]
+    assert rmap.is_owned(5, 7) and rmap.is_owned(6, 1) and rmap.is_owned(11, 1) and rmap.is_owned(14, 2)
+    for start, n in ((3, 4), (4, 1), (8, 7), (11, 2), (12, 2), (15, 2), (16, 1), (20, 1), (0, 30)):
+        assert not rmap.is_owned(start, n), (start, n)
+
+
+def test_owner_map_remove_of_blocks_not_owned_is_corruption() -> None:
+    rmap = OwnerMap.build([(5, 5, 2, 0)])
+    for start, n, ino in ((3, 4, 2), (8, 4, 2), (12, 2, 2), (5, 2, 9)):
+        with pytest.raises(CorruptVolumeError, match="does not own"):
+            rmap.remove(start, n, ino, start - 5)
+
+
+def test_owner_map_merges_neighbours_with_the_same_owners() -> None:
+    """A file written in pieces is one run, and giving a clone back merges the runs again
+    (the map stays as small as the files' extent maps)."""
+    rmap = OwnerMap()
+    rmap.add(5, 5, 2, 5)
+    rmap.add(0, 5, 2, 0)                # before its neighbour: merged with the next run
+    assert rmap.runs() == [(0, 10, ((2, 0),))]
+    rmap.add(20, 5, 9, 0)
+    rmap.add(30, 5, 9, 10)
+    rmap.add(25, 5, 9, 5)               # between two: merged with both
+    assert rmap.runs() == [(0, 10, ((2, 0),)), (20, 35, ((9, -20),))]
+    rmap.add(10, 3, 2, 10)              # after it: merged with the previous run
+    assert rmap.runs() == [(0, 13, ((2, 0),)), (20, 35, ((9, -20),))]
+    rmap.add(3, 2, 7, 0)                # a clone of the middle splits the run ...
+    assert len(rmap) == 4 and rmap.shared_blocks == 2
+    assert rmap.remove(3, 2, 7, 0) == []    # ... and its end joins the pieces again
+    assert rmap.runs() == [(0, 13, ((2, 0),)), (20, 35, ((9, -20),))] and rmap.shared_blocks == 0
+    rmap.add(8, 5, 7, 8)                # a clone of the tail (a split) ...
+    rmap.add(5, 3, 7, 5)                # ... grown by its head: one run again
+    assert rmap.runs()[:2] == [(0, 5, ((2, 0),)), (5, 13, ((2, 0), (7, 0)))] and rmap.shared_blocks == 8
+
+
+def test_owner_map_refuses_the_same_owner_twice() -> None:
+    rmap = OwnerMap.build([(0, 5, 2, 0)])
+    for start, n in ((0, 5), (1, 2), (3, 4)):
+        with pytest.raises(CorruptVolumeError, match="twice"):
+            rmap.add(start, n, 2, start)
+    assert rmap.shared_blocks == 0 and rmap.covered() == [(0, 5)]      # refused: still one owner
+
+def test_core_refuses_sharing_blocks_nobody_owns() -> None:
+    core = fresh_core()
+    core.apply(Create(2, ROOT_INO, "a", st.S_IFREG | 0o644, 0, 0, 0))
+    core.apply(SetExtents(2, [], [0, 4, 10, 0], 4 * BS, 0))
+    core.apply(Create(3, ROOT_INO, "b", st.S_IFREG | 0o644, 0, 0, 0))
+    for pblk, n in ((8, 4), (13, 2), (14, 1), (30, 1)):     # a owns [10,14)
+        with pytest.raises(CorruptVolumeError, match="nobody owns"):
+            core.apply(SetExtents(3, [], [0, n, pblk, SHARE], n * BS, 0))
+    core.apply(SetExtents(3, [], [0, 4, 10, SHARE], 4 * BS, 0))
+    assert core.rmap.shared_blocks == 4 and check(core) == []
+
+
+@settings(max_examples=150, deadline=None)
+@given(hs.lists(hs.tuples(hs.booleans(), hs.integers(0, 30), hs.integers(1, 8), hs.integers(2, 4),
+                          hs.integers(0, 3)), max_size=25))
+def test_owner_map_matches_a_model_of_per_block_owners(ops: list[tuple[bool, int, int, int, int]]) -> None:
+    """Owners, shared counts and freed blocks agree with a per-block model of who owns what,
+    under any sequence of adds and removes (a remove gives up part of an earlier add)."""
+    rmap = OwnerMap()
+    added: list[tuple[int, int, int, int]] = []
+    for is_add, pblk, n, ino, shift in ops:
+        if is_add:
+            fblk = pblk + shift
+            model = _owner_model(added)
+            if any((ino, shift) in model.get(b, ()) for b in range(pblk, pblk + n)):
+                continue                # the same file block at the same place twice
+            rmap.add(pblk, n, ino, fblk)
+            added.append((pblk, n, ino, fblk))
+        elif added:
+            p, k, i, f = added.pop(pblk % len(added))
+            lo = p + shift % k
+            hi = min(p + k, lo + n)
+            before = _owner_model(added + [(p, k, i, f)])
+            if lo > p:
+                added.append((p, lo - p, i, f))
+            if hi < p + k:
+                added.append((hi, p + k - hi, i, f + hi - p))
+            after = _owner_model(added)
+            freed = rmap.remove(lo, hi - lo, i, f + lo - p)
+            assert _blocks(freed) == sorted(b for b in before if b not in after)
+            assert all(a[0] + a[1] < b[0] for a, b in zip(freed, freed[1:])), "freed runs not merged"
+        model = _owner_model(added)
+        assert rmap.shared_blocks == sum(1 for o in model.values() if len(o) > 1)
+        assert _blocks(rmap.covered()) == sorted(model)
+        for start in range(0, 40, 3):
+            for n in (1, 4, 11):
+                blocks = range(start, start + n)
+                assert rmap.is_owned(start, n) == all(b in model for b in blocks)
+                got = sorted((ino, fb, pb) for ino, fb0, pb0, m in rmap.owners(start, n)
+                             for pb, fb in zip(range(pb0, pb0 + m), range(fb0, fb0 + m)))
+                assert got == sorted((ino, b + d, b) for b in blocks for ino, d in model.get(b, ()))
+                assert _blocks(rmap.shared_parts(start, n)) == [b for b in blocks if len(model.get(b, ())) > 1]
 
 
 # ---------------------------------------------------------------------------- Core

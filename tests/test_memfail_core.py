@@ -56,6 +56,20 @@ def test_block_runs() -> None:
     assert merge_runs([(0, 2), (5, 1)], [(1, 3), (9, 1)]) == [(0, 4), (5, 1), (9, 1)]
 
 
+def test_quarantine_inside_a_busy_run_keeps_the_rest_busy() -> None:
+    """Blocks quarantined out of the middle of a busy run: the rest stays busy, counted, and
+    is freed when the hold goes."""
+    core = Core.new(BS, 64, time_ns=0, uid=0, gid=0)
+    core.apply(Create(2, 1, "f", st.S_IFREG | 0o644, 0, 0, 0))
+    core.apply(SetExtents(2, [], [0, 8, 10, 0], 8 * BS, 0))
+    core.hold(10, 8)
+    core.apply(SetExtents(2, [0, -1], [], 0, 0))            # truncated under the hold: busy
+    free = core.space.free
+    core.apply(Quarantine(13, 2))
+    assert core.busy.runs() == [(10, 3), (15, 3)] and core.busy.blocks == 6 and check(core) == []
+    core.unhold(10, 8)
+    assert core.busy.blocks == 0 and core.space.free == free + 6 and check(core) == []
+
 def test_quarantine_of_free_owned_and_busy_blocks() -> None:
     core = _core()
     free = core.space.free
