@@ -241,3 +241,16 @@ def test_client_symlinks_and_nodes(served: str) -> None:
         assert client.lstat("/ld").st_uid == os.getuid()
         assert errno_of(lambda: client.readlink("/d")) == errno.EINVAL
         assert client.fsck() == []
+
+
+def test_client_open_follows_links_unless_told_not_to(served: str) -> None:
+    with daxfs.connect(served) as client:
+        with client.open("/target", "wb") as f:
+            f.write(b"made")
+        client.symlink("target", "/link")
+        with client.open("/link", "rb") as f:
+            assert f.read() == b"made"
+        assert errno_of(lambda: client.open("/link", "rb", follow_symlinks=False)) == errno.ELOOP
+        with client.open("/target", "rb", follow_symlinks=False) as f:
+            assert f.read() == b"made"
+        assert client.fsck() == []

@@ -501,12 +501,14 @@ class Client(ClosesOnExit, PathNames):
         self.call("clear_badblocks", arguments.integer(pool_offset), arguments.integer(length))
 
     def open(self, path: object, mode: str = "rb", buffering: int = -1, encoding: str | None = None,
-             errors: str | None = None, newline: str | None = None, *, holder: object = None) -> Any:
-        """Open a file as ``Volume.open`` does (buffered by default, text modes)."""
+             errors: str | None = None, newline: str | None = None, *, holder: object = None,
+             follow_symlinks: bool = True) -> Any:
+        """Open a file as ``Volume.open`` does (buffered by default, text modes;
+        ``follow_symlinks=False`` is O_NOFOLLOW)."""
         flags, text, binary = arguments.parse_mode(mode)
         buffering = buffered.check_options(text, buffering, encoding, errors, newline)
         name = None if holder is None else str(holder)
-        reply = self.call("open", _path(path), binary, name, _umask())
+        reply = self.call("open", _path(path), binary, name, _umask(), bool(follow_symlinks))
         f = ClientFile(self, reply, _path(path), binary, flags, holder)
         with self.lock:
             self.files.add(f)

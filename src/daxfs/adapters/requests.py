@@ -336,9 +336,12 @@ class Requests:
 
     # ---------------------------------------------------------------- files
 
-    def op_open(self, rid: int, path: object, mode: object, holder: object, umask: object) -> Any:
+    def op_open(self, rid: int, path: object, mode: object, holder: object, umask: object,
+                follow: object = True) -> Any:
         p = _str(path, "path")
         flags = arguments.open_flags(mode)
+        if type(follow) is not bool:
+            raise TypeError("follow must be a bool")
         if flags.writable or flags.create:
             self._writable(p)
         vol = self.vol
@@ -346,7 +349,7 @@ class Requests:
             permissions.may_open(vol._journal.core, p, self.creds, read=flags.readable, write=flags.writable,
                                  create=flags.create)
             handle = vol.namespace.open(p, mode, flags, self._sub_holder(holder),  # type: ignore[arg-type]
-                                        creator=self._creator(umask))
+                                        creator=self._creator(umask), follow=follow)
             f = File(vol, handle)
             h = self.session.next_id()
             self.files[h] = f
