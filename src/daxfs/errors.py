@@ -21,6 +21,7 @@ __all__ = [
     "MediaErrorWarning",
     "InvalidPathError",
     "fs_error",
+    "describe_bytes",
 ]
 
 
@@ -102,3 +103,8 @@ def fs_error(code: int, path: str | None = None, message: str | None = None) -> 
     if path is None:
         return OSError(code, text)
     return OSError(code, text, path)
+
+
+def describe_bytes(n: int) -> str:
+    """A byte count as space errors say it: ``1048576 bytes (1.0 MiB)``."""
+    return f"{n} bytes ({n / (1 << 20):.1f} MiB)"

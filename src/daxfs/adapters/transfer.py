@@ -30,6 +30,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 from tqdm import tqdm
 
 from daxfs.adapters.poolpaths import is_dir, open_pool, pool_spec, same_file, split_pool_path, target_in_dir
+from daxfs.errors import describe_bytes
 
 if TYPE_CHECKING:
     from daxfs._types import Stat
@@ -165,9 +166,6 @@ def replacing(vol: Any, path: str) -> Iterator[str]:
         raise
 
 
-def _bytes(n: int) -> str:
-    return f"{n} bytes ({n / (1 << 20):.1f} MiB)"
-
 
 def check_room(vol: Any, path: str, total: int | None) -> None:
     """ENOSPC before anything is written when ``total`` bytes cannot fit in the pool's free space."""
@@ -176,8 +174,8 @@ def check_room(vol: Any, path: str, total: int | None) -> None:
     fs = vol.statfs()
     need = -(-total // fs.block_size) * fs.block_size
     if need > fs.free:
-        raise OSError(errno.ENOSPC, f"no space left in the pool: asked for {_bytes(need)}, "
-                      f"{_bytes(fs.free)} free", path)
+        raise OSError(errno.ENOSPC, f"no space left in the pool: asked for {describe_bytes(need)}, "
+                      f"{describe_bytes(fs.free)} free", path)
 
 
 # ---------------------------------------------------------------- one file

@@ -8,7 +8,8 @@ makes a volume damaged by a bad log record writable again.
 from daxfs.volume.references import POLICIES, Reference, ReferenceTable, check_policy
 from daxfs.volume.namespace import OpenFile
 from daxfs.volume.repair import repair, repair_pool
-from daxfs.volume.volume import DURABILITIES, Volume, mkfs, open_volume
+from daxfs.volume.opening import mkfs, open_volume
+from daxfs.volume.volume import DURABILITIES, Volume
 
 __all__ = ["Volume", "mkfs", "open_volume", "OpenFile", "Reference", "ReferenceTable", "POLICIES",
            "DURABILITIES", "check_policy", "repair", "repair_pool"]

@@ -24,7 +24,6 @@ package face, so nothing here imports a layer above.
 
 from __future__ import annotations
 
-import errno
 import os
 import stat as st
 import time
@@ -34,23 +33,22 @@ from typing import Any
 
 from daxfs._types import Owner, PinInfo, Stat, StatFS
 from daxfs.core import check
-from daxfs.core.namespace import fspath
 from daxfs.core.records import Reclaim
-from daxfs.errors import DamagedVolumeWarning, fs_error
+from daxfs.errors import DamagedVolumeWarning
 from daxfs.format.layout import OWNER_OFFSET, Layout
 from daxfs.format.superblock import encode_owner
-from daxfs.media import FilePool, Pool
+from daxfs.media import Pool
 from daxfs.volume import arguments
 from daxfs.volume.badmemory import BadMemory
 from daxfs.volume.datapath import DataPath
 from daxfs.volume.discard import MediaSpace
 from daxfs.volume.journal import Journal
-from daxfs.volume.mount import format_pool, held_elsewhere, load, open_pool
+from daxfs.volume.mount import format_pool, load
 from daxfs.volume.namespace import Namespace, OpenFile
 from daxfs.volume.exiting import ClosesOnExit
 from daxfs.volume.pathnames import PathNames
 from daxfs.volume.ranges import RangeOps
-from daxfs.volume.references import POLICIES, ReferenceTable, check_policy
+from daxfs.volume.references import ReferenceTable, check_policy
 from daxfs.volume.sharing import Sharing
 from daxfs.volume.status import StatusPage, read_status
 
@@ -514,108 +512,4 @@ def _offsets(src_offset: object, dst_offset: object, length: object) -> tuple[in
     return out[0], out[1], out[2]
 
 
-def open_volume(path: object, *, readonly: bool = False, policy: str = "defer", durability: str = "sync",
-                lease_break_s: float = 45.0, discard: bool | None = None) -> Volume:
-    """Mount the volume in the pool at ``path``.
-
-    One process may open a pool read-write at a time (BusyError names the
-    holder).  Read-only opens work beside it and follow it: each call first
-    catches up with the records the writer has logged, so they see its changes
-    as another process on the same mount would.  ``discard``: give freed blocks'
-    memory back as they are freed (None: where the pool is memory — tmpfs,
-    hugetlbfs; False: only at ``trim``).
-    """
-    check_policy(policy)
-    if policy is None:
-        raise ValueError("policy must be one of " + ", ".join(POLICIES))
-    if durability not in DURABILITIES:
-        raise ValueError(f"unknown durability {durability!r}; expected 'sync' or 'lazy'")
-    if isinstance(lease_break_s, (str, bytes)) or lease_break_s is None:
-        raise TypeError(f"lease_break_s must be a number of seconds, not {type(lease_break_s).__name__}")
-    if not lease_break_s >= 0:
-        raise ValueError("lease_break_s must be >= 0")
-    p = fspath(path)
-    pool = open_pool(p, readonly)
-    try:
-        return Volume.mount(pool, readonly=readonly, policy=policy, durability=durability,
-                            lease_break_s=float(lease_break_s), discard=discard)
-    except BaseException:
-        pool.close()
-        raise
-
-
-def mkfs(path: object, size: int | None = None, *, block_size: int = 4096, force: bool = False,
-         sparse: bool = False, discard: bool | None = None) -> Volume:
-    """Format a pool and return it opened read-write.
-
-    A new path becomes a preallocated file of ``size`` bytes (``sparse``: only its
-    metadata is; data blocks take memory as they are handed out, ENOSPC when the
-    file system has none left).  An existing file or device is formatted in place
-    (``size`` None: all of it); an existing daxfs volume, or a non-empty regular
-    file, needs ``force=True``.  ``discard`` as for ``open_volume``.
-    """
-    p = fspath(path)
-    if size is not None:
-        size = arguments.integer(size)
-        if size <= 0:
-            raise fs_error(errno.EINVAL, p, "size must be a positive number of bytes")
-    block_size = arguments.integer(block_size)
-    try:
-        existing = os.stat(p)
-    except FileNotFoundError:
-        existing = None
-    if existing is None and size is None:
-        raise fs_error(errno.EINVAL, p, "size is needed to create a new pool")
-    regular = existing is None or st.S_ISREG(existing.st_mode)
-    if existing is not None and not force:
-        with open(p, "rb") as fh:
-            head = fh.read(8)
-        if head[:8] == b"DAXFS\x00SB":
-            raise fs_error(errno.EEXIST, p, "already a daxfs volume (force=True formats it again)")
-        if regular and existing.st_size > 0:
-            raise fs_error(errno.EEXIST, p, "file exists and is not empty (force=True formats it)")
-    if existing is not None and st.S_ISDIR(existing.st_mode):
-        raise fs_error(errno.EISDIR, p)
-    target = size if size is not None else existing.st_size  # type: ignore[union-attr]
-    if sparse and not regular:
-        raise fs_error(errno.EINVAL, p, "a sparse pool must be a regular file (tmpfs, hugetlbfs, a file system)")
-    if regular:
-        layout = Layout.compute(target, block_size)      # EINVAL before anything is created
-    try:
-        # A new file is made with O_EXCL, so the cleanup below can never remove one that
-        # appeared meanwhile; FilePool removes it itself if it fails to map it.
-        pool = FilePool(p, create_size=target if regular else None, exclusive_create=existing is None,
-                        lock=True, preallocate=not sparse)
-    except BlockingIOError:
-        raise held_elsewhere(p) from None
-    except OSError as error:
-        if error.errno != errno.ENOSPC:
-            raise
-        raise fs_error(errno.ENOSPC, p, f"no space left on device: asked for {_bytes(target)}, "
-                       f"{_bytes(_fs_free(p))} free there") from None
-    try:
-        if sparse:
-            pool.reserve(0, layout.data_offset)     # metadata is never a hole
-        Volume.format(pool, block_size=block_size)
-        return Volume.mount(pool, discard=discard)
-    except BaseException:
-        pool.close()
-        if existing is None:
-            os.unlink(p)
-        raise
-
-
-def _fs_free(path: str) -> int:
-    """Bytes an unprivileged writer may still allocate on the file system holding ``path``."""
-    try:
-        fs = os.statvfs(os.path.dirname(os.path.abspath(path)))
-    except OSError:
-        return 0
-    return fs.f_bavail * fs.f_frsize
-
-
-def _bytes(n: int) -> str:
-    return f"{n} bytes ({n / (1 << 20):.1f} MiB)"
-
-
-__all__ = ["Volume", "open_volume", "mkfs", "DURABILITIES"]
+__all__ = ["Volume", "DURABILITIES"]
