@@ -34,8 +34,9 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from daxfs.core import UNWRITTEN, Core, ExtentMap, FreeSpace, check
 from daxfs.core.busy import BusyList, RunCounts
 from daxfs.core.extents import SHARE
+from daxfs.core.fields import valid_name, valid_target
 from daxfs.core.records import (Batch, RECORD_TYPES, BadMetadata, ClearQuarantine, Create, CreateNode, Link,
-                                Quarantine, Reclaim, Rename, SetAttr, SetExtents, Unlink, valid_name, valid_target)
+                                Quarantine, Reclaim, Rename, SetAttr, SetExtents, Unlink)
 from daxfs.core.rmap import OwnerMap
 from daxfs.core.state import ROOT_INO
 from daxfs.errors import CorruptVolumeError

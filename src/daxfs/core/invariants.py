@@ -15,8 +15,8 @@ import stat as st
 from collections.abc import Collection
 
 from daxfs.core.extents import UNWRITTEN, ExtentMap
-from daxfs.core.records import (ID_MAX, MAX_FILE_SIZE, TIME_MAX, TIME_MIN, target_size, valid_mode, valid_node_mode,
-                                valid_name, valid_target)
+from daxfs.core.fields import (ID_MAX, MAX_FILE_SIZE, TIME_MAX, TIME_MIN, target_size, valid_mode, valid_node_mode,
+                               valid_name, valid_target)
 from daxfs.core.rmap import OwnerMap
 from daxfs.core.state import ROOT_INO, Core, Inode
 from daxfs.errors import CorruptVolumeError

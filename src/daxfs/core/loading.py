@@ -13,8 +13,8 @@ from stat import S_IFLNK, S_IFREG
 
 from daxfs.core.badblocks import load_bad, merge_runs
 from daxfs.core.extents import UNWRITTEN, ExtentMap
-from daxfs.core.records import (FILE_TYPES, ID_MAX, INO_MAX, MAX_FILE_SIZE, NODE_TYPES, PERM_BITS, RDEV_MAX, TIME_MAX,
-                                TIME_MIN, target_size, valid_name, valid_target)
+from daxfs.core.fields import (FILE_TYPES, ID_MAX, INO_MAX, MAX_FILE_SIZE, NODE_TYPES, PERM_BITS, RDEV_MAX, TIME_MAX,
+                               TIME_MIN, target_size, valid_name, valid_target)
 from daxfs.core.rmap import OwnerMap
 from daxfs.core.space import FreeSpace
 from daxfs.core.state import ROOT_INO, Core, Inode

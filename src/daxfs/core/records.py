@@ -34,152 +34,44 @@ import stat as _st
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
-#: Largest file size, in bytes (also the bound the volume enforces on writes).
-MAX_FILE_SIZE = 1 << 62
-#: Largest block number or block count in a record (MAX_FILE_SIZE in the smallest blocks).
-MAX_BLOCKS = MAX_FILE_SIZE // 4096
-#: Inode numbers are 1 .. INO_MAX (ROOT_INO is 1; 0 means none).
-INO_MAX = (1 << 63) - 1
-#: uid and gid are 32-bit, as on Linux.
-ID_MAX = (1 << 32) - 1
-#: Timestamps are signed 64-bit nanoseconds.
-TIME_MIN = -(1 << 63)
-TIME_MAX = (1 << 63) - 1
-#: Every flag bit a record's map may carry (extents.UNWRITTEN | extents.SHARE).
-MAP_FLAGS = 0b11
-#: Bad metadata is recorded in whole pages of this many bytes.
-PAGE = 4096
-#: A name is at most this many bytes of UTF-8 (as Linux's NAME_MAX).
-NAME_MAX = 255
-#: The file types an inode may have, and the bits of ``mode`` beyond them.
-FILE_TYPES = frozenset({_st.S_IFREG, _st.S_IFDIR})
-#: The types a ``CreateNode`` makes: symbolic links and special files (no blocks, no entries).
-NODE_TYPES = frozenset({_st.S_IFLNK, _st.S_IFIFO, _st.S_IFSOCK, _st.S_IFCHR, _st.S_IFBLK})
-PERM_BITS = 0o7777
-#: A symlink's target is at most this many bytes of UTF-8 (Linux's PATH_MAX less its NUL).
-TARGET_MAX = 4095
-#: A device number is a 64-bit unsigned int (``st_rdev``).
-RDEV_MAX = (1 << 64) - 1
+# The limits are fields.py's (importers of records still find the ones records uses).
+from daxfs.core.fields import (ID_MAX, INO_MAX, MAP_FLAGS, MAX_BLOCKS, MAX_FILE_SIZE, NAME_MAX, NOT_PERM, PAGE,
+                               PERM_BITS, RDEV_MAX, TARGET_MAX, TIME_MAX, TIME_MIN, all_ints, is_int_in, valid_map,
+                               valid_mode, valid_name, valid_node_mode, valid_target, valid_unmap)
 
-_NOT_PERM = ~PERM_BITS
 _S_IFREG = _st.S_IFREG
 _S_IFDIR = _st.S_IFDIR
 _new = tuple.__new__
-_types = map            # the builtin: several records have a field called ``map``
-
-
-def valid_name(name: object) -> bool:
-    """Whether ``name`` can be a directory entry: a non-empty str, no ``/`` or NUL, not
-    ``.`` or ``..``, at most 255 bytes of UTF-8 (undecodable bytes as surrogate escapes)."""
-    if type(name) is not str or "/" in name or "\0" in name or name == "." or name == "..":
-        return False
-    if 0 < len(name) <= NAME_MAX // 4:     # 63 characters cannot exceed 255 bytes: skip the encode
-        return True
-    try:
-        return 0 < len(name.encode("utf-8", "surrogateescape")) <= NAME_MAX
-    except UnicodeEncodeError:          # a lone surrogate the pool could never store
-        return False
-
-
-def valid_mode(mode: object) -> bool:
-    """Whether ``mode`` is an inode's mode: a regular file or a directory, plus permission bits."""
-    return type(mode) is int and (mode & ~PERM_BITS) in FILE_TYPES
-
-
-def valid_node_mode(mode: object) -> bool:
-    """Whether ``mode`` is a ``CreateNode``'s: a symlink or special file plus permission bits."""
-    return type(mode) is int and (mode & ~PERM_BITS) in NODE_TYPES
-
-
-def target_size(target: str) -> int:
-    """A symlink target's length in bytes, as ``st_size`` and ``readlink`` count it."""
-    return len(target.encode("utf-8", "surrogateescape"))
-
-
-def valid_target(target: object) -> bool:
-    """Whether ``target`` can be a symlink's: a non-empty str without NUL, at most 4095 bytes."""
-    if type(target) is not str or not target or "\0" in target:
-        return False
-    try:
-        return target_size(target) <= TARGET_MAX
-    except UnicodeEncodeError:          # a lone surrogate the pool could never store
-        return False
-
-
-def _is_int(x: object, low: int, high: int) -> bool:
-    return type(x) is int and low <= x <= high       # type: ignore[operator]
-
-
-def _all_ints(values: list[Any]) -> bool:
-    return set(_types(type, values)) <= {int}
-
-
-def valid_unmap(unmap: object) -> bool:
-    """Flat ``[fblk, nblk, ...]``: ``fblk >= 0``; ``nblk >= 0``, or -1 for "to the end".
-
-    ``nblk == 0`` is an empty range (a clone of an empty file logs one); it changes nothing.
-    """
-    if type(unmap) is not list:
-        return False
-    n = len(unmap)
-    if n == 0:
-        return True
-    if n & 1:
-        return False
-    if n == 2:
-        f, k = unmap
-        return type(f) is int and type(k) is int and 0 <= f <= MAX_BLOCKS and -1 <= k <= MAX_BLOCKS
-    return (_all_ints(unmap) and min(unmap[0::2]) >= 0 and min(unmap[1::2]) >= -1
-            and max(unmap) <= MAX_BLOCKS)
-
-
-def valid_map(runs: object) -> bool:
-    """Flat ``[fblk, nblk, pblk, flags, ...]``: block numbers >= 0, ``nblk > 0``, known flag bits."""
-    if type(runs) is not list:
-        return False
-    n = len(runs)
-    if n == 0:
-        return True
-    if n & 3:
-        return False
-    if n == 4:
-        f, k, p, fl = runs
-        return (type(f) is int and type(k) is int and type(p) is int and type(fl) is int
-                and 0 <= f <= MAX_BLOCKS and 0 < k <= MAX_BLOCKS and 0 <= p <= MAX_BLOCKS
-                and 0 <= fl <= MAP_FLAGS)
-    return (_all_ints(runs) and min(runs) >= 0 and max(runs) <= MAX_BLOCKS
-            and min(runs[1::4]) > 0 and max(runs[3::4]) <= MAP_FLAGS)
-
 
 # ---- field kinds: what each field may hold, used to say which field is wrong and why
 
 _Check = Callable[[object], bool]
 _KINDS: dict[str, tuple[_Check, str]] = {
-    "ino": (lambda x: _is_int(x, 1, INO_MAX), f"an inode number (an int from 1 to {INO_MAX})"),
+    "ino": (lambda x: is_int_in(x, 1, INO_MAX), f"an inode number (an int from 1 to {INO_MAX})"),
     "name": (valid_name, "a directory entry name (a non-empty str without '/' or NUL, not '.' or '..', "
                          f"at most {NAME_MAX} bytes of UTF-8)"),
     "mode": (valid_mode, "a mode (S_IFREG or S_IFDIR plus permission bits 0o7777)"),
     "nodemode": (valid_node_mode, "a mode (S_IFLNK, S_IFIFO, S_IFSOCK, S_IFCHR or S_IFBLK plus permission "
                                   "bits 0o7777)"),
-    "rdev": (lambda x: _is_int(x, 0, RDEV_MAX), f"a device number (an int from 0 to {RDEV_MAX})"),
+    "rdev": (lambda x: is_int_in(x, 0, RDEV_MAX), f"a device number (an int from 0 to {RDEV_MAX})"),
     "target": (lambda x: type(x) is str and (x == "" or valid_target(x)),
                f"a symlink target (a str without NUL, at most {TARGET_MAX} bytes of UTF-8; '' for no link)"),
-    "perm?": (lambda x: x is None or _is_int(x, 0, PERM_BITS), "None or permission bits (an int 0..0o7777)"),
-    "id": (lambda x: _is_int(x, 0, ID_MAX), f"a uid/gid (an int from 0 to {ID_MAX})"),
-    "id?": (lambda x: x is None or _is_int(x, 0, ID_MAX), f"None or a uid/gid (an int from 0 to {ID_MAX})"),
-    "time": (lambda x: _is_int(x, TIME_MIN, TIME_MAX), "a time in ns (a signed 64-bit int)"),
-    "time?": (lambda x: x is None or _is_int(x, TIME_MIN, TIME_MAX), "None or a time in ns (a signed 64-bit int)"),
-    "size?": (lambda x: x is None or _is_int(x, 0, MAX_FILE_SIZE), f"None or a size (an int from 0 to {MAX_FILE_SIZE})"),
+    "perm?": (lambda x: x is None or is_int_in(x, 0, PERM_BITS), "None or permission bits (an int 0..0o7777)"),
+    "id": (lambda x: is_int_in(x, 0, ID_MAX), f"a uid/gid (an int from 0 to {ID_MAX})"),
+    "id?": (lambda x: x is None or is_int_in(x, 0, ID_MAX), f"None or a uid/gid (an int from 0 to {ID_MAX})"),
+    "time": (lambda x: is_int_in(x, TIME_MIN, TIME_MAX), "a time in ns (a signed 64-bit int)"),
+    "time?": (lambda x: x is None or is_int_in(x, TIME_MIN, TIME_MAX), "None or a time in ns (a signed 64-bit int)"),
+    "size?": (lambda x: x is None or is_int_in(x, 0, MAX_FILE_SIZE), f"None or a size (an int from 0 to {MAX_FILE_SIZE})"),
     "bool": (lambda x: type(x) is bool, "a bool"),
     "unmap": (valid_unmap, "a flat list [fblk, nblk, ...] of ints, fblk >= 0, nblk >= 0 or -1"),
     "map": (valid_map, "a flat list [fblk, nblk, pblk, flags, ...] of ints >= 0, nblk > 0, "
                        f"flags within {MAP_FLAGS:#b}"),
     "items": (lambda x: _batch_items_error(x) is None, "a non-empty list of [CODE, *fields] records (no Batch)"),
-    "blk": (lambda x: _is_int(x, 0, MAX_BLOCKS), f"a data block number (an int from 0 to {MAX_BLOCKS})"),
-    "count": (lambda x: _is_int(x, 1, MAX_BLOCKS), f"a block count (an int from 1 to {MAX_BLOCKS})"),
-    "page": (lambda x: _is_int(x, 0, MAX_FILE_SIZE) and not x % PAGE,  # type: ignore[operator]
+    "blk": (lambda x: is_int_in(x, 0, MAX_BLOCKS), f"a data block number (an int from 0 to {MAX_BLOCKS})"),
+    "count": (lambda x: is_int_in(x, 1, MAX_BLOCKS), f"a block count (an int from 1 to {MAX_BLOCKS})"),
+    "page": (lambda x: is_int_in(x, 0, MAX_FILE_SIZE) and not x % PAGE,  # type: ignore[operator]
              f"a pool byte offset (an int from 0 to {MAX_FILE_SIZE}, a multiple of {PAGE})"),
-    "pages": (lambda x: _is_int(x, PAGE, MAX_FILE_SIZE) and not x % PAGE,  # type: ignore[operator]
+    "pages": (lambda x: is_int_in(x, PAGE, MAX_FILE_SIZE) and not x % PAGE,  # type: ignore[operator]
               f"a byte length (an int from {PAGE} to {MAX_FILE_SIZE}, a multiple of {PAGE})"),
 }
 
@@ -220,7 +112,7 @@ def _show(value: object) -> str:
 
 def _ints(values: object, arity: int) -> bool:
     """Whether ``values`` is a flat list of ints (not bools) whose length is a multiple of ``arity``."""
-    return type(values) is list and not len(values) % arity and (not values or _all_ints(values))
+    return type(values) is list and not len(values) % arity and (not values or all_ints(values))
 
 
 class _Checked(tuple):  # type: ignore[type-arg]
@@ -273,7 +165,7 @@ class Create(_Checked, _Create):  # type: ignore[misc]
     def validate(self) -> "Create":
         ino, parent, name, mode, uid, gid, time_ns = self
         if not (0 < ino <= INO_MAX and 0 < parent <= INO_MAX and valid_name(name)
-                and (mode & _NOT_PERM == _S_IFREG or mode & _NOT_PERM == _S_IFDIR)
+                and (mode & NOT_PERM == _S_IFREG or mode & NOT_PERM == _S_IFDIR)
                 and 0 <= uid <= ID_MAX and 0 <= gid <= ID_MAX and TIME_MIN <= time_ns <= TIME_MAX):
             _reject(type(self), self)
         return self
@@ -311,7 +203,7 @@ class CreateNode(_Checked, _CreateNode):  # type: ignore[misc]
 
     def validate(self) -> "CreateNode":
         ino, parent, name, mode, uid, gid, time_ns, rdev, target = self
-        link = mode & _NOT_PERM == _st.S_IFLNK
+        link = mode & NOT_PERM == _st.S_IFLNK
         if not (0 < ino <= INO_MAX and 0 < parent <= INO_MAX and valid_name(name) and valid_node_mode(mode)
                 and 0 <= uid <= ID_MAX and 0 <= gid <= ID_MAX and TIME_MIN <= time_ns <= TIME_MAX
                 and 0 <= rdev <= RDEV_MAX and (valid_target(target) and rdev == 0 if link else target == "")):

@@ -19,10 +19,11 @@ from daxfs.core.busy import BusyList
 from daxfs.core.extents import SHARE, UNWRITTEN, ExtentMap
 from daxfs.core.rmap import OwnerMap
 from daxfs.core.namespace import check_name, split_path
-from daxfs.core.records import (MAX_FILE_SIZE, Batch, BadMetadata, ClearQuarantine, Create, CreateNode, Link,
-                                Quarantine, Reclaim, Record, Rename, SetAttr, SetExtents, Unlink, target_size)
+from daxfs.core.fields import MAX_FILE_SIZE, target_size
+from daxfs.core.records import (Batch, BadMetadata, ClearQuarantine, Create, CreateNode, Link, Quarantine, Reclaim,
+                                Record, Rename, SetAttr, SetExtents, Unlink)
 from daxfs.core.space import FreeSpace
-from daxfs.errors import CorruptVolumeError, fs_error
+from daxfs.errors import CorruptVolumeError, describe_bytes, fs_error
 
 ROOT_INO = 1
 
@@ -245,7 +246,7 @@ class Core:
                 raise
             # In bytes, which is what the caller asked for (a block count means nothing to it).
             raise fs_error(errno.ENOSPC, message=f"no space left on device: asked for "
-                           f"{_bytes(n * self.block_size)}, {_bytes(self.space.free * self.block_size)} "
+                           f"{describe_bytes(n * self.block_size)}, {describe_bytes(self.space.free * self.block_size)} "
                            f"free") from None
 
     def goal_after(self, node: Inode, fblk: int) -> int | None:
@@ -261,45 +262,6 @@ class Core:
         inodes = len(self.inodes)
         return 256 + _CKPT_INODE * inodes + _CKPT_RUN * (self.runs + len(self.bad) + len(self.bad_metadata)) + \
             _CKPT_ENTRY * inodes + _CKPT_CHAR * (self.name_chars + self.target_chars)
-
-    def paths_of(self, inos: set[int], hints: dict[int, str] | None = None) -> dict[int, str | None]:
-        """A current name of each inode (None for an orphan), in one walk of the tree.
-
-        ``hints``: a path each inode was known by; used when it still names that inode
-        (so a file with several names is listed under the one its user gave).
-        """
-        out: dict[int, str | None] = {}
-        wanted = set()
-        inodes = self.inodes
-        for ino in inos:
-            node = inodes.get(ino)
-            if node is None or node.nlink == 0:
-                out[ino] = None
-                continue
-            hint = hints.get(ino) if hints else None
-            if hint is not None:
-                try:
-                    if self.resolve(hint)[2] == ino:
-                        components = split_path(hint)[0]
-                        if ".." not in components and "." not in components:
-                            out[ino] = "/" + "/".join(components)
-                            continue
-                except (OSError, ValueError):
-                    pass
-            wanted.add(ino)
-        stack = [("", inodes[ROOT_INO])]
-        while stack and wanted:
-            prefix, d = stack.pop()
-            for name, child in d.entries.items():  # type: ignore[union-attr]
-                if child in wanted:
-                    out[child] = prefix + "/" + name
-                    wanted.discard(child)
-                cnode = inodes[child]
-                if cnode.entries is not None:
-                    stack.append((prefix + "/" + name, cnode))
-        for ino in wanted:
-            out[ino] = None
-        return out
 
     def orphans(self) -> list[int]:
         """Files with no names left (kept alive by open handles, or left by a crash)."""
@@ -633,6 +595,3 @@ def _subtract(runs: list[tuple[int, int]], minus: list[tuple[int, int]]) -> list
 
 __all__ = ["Core", "Inode", "ROOT_INO", "UNWRITTEN"]
 
-
-def _bytes(n: int) -> str:
-    return f"{n} bytes ({n / (1 << 20):.1f} MiB)"

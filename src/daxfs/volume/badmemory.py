@@ -49,7 +49,9 @@ import weakref
 
 from daxfs._types import Owner
 from daxfs.core.badblocks import BlockRuns
-from daxfs.core.records import PAGE, BadMetadata, Batch, ClearQuarantine, Quarantine, Record
+from daxfs.core.fields import PAGE
+from daxfs.core.inode_paths import paths_of
+from daxfs.core.records import BadMetadata, Batch, ClearQuarantine, Quarantine, Record
 from daxfs.errors import BusyError, MediaErrorWarning, fs_error
 from daxfs.format.layout import OWNER_OFFSET, STATUS_OFFSET, STATUS_SIZE, SUPERBLOCK_SIZE, Layout
 from daxfs.media.badblocks import BadblockSource, source_for
@@ -189,7 +191,7 @@ class BadMemory:
         bs = core.block_size
         base = self.data.data_offset
         found = core.rmap.owners(first, n)
-        paths = core.paths_of({ino for ino, _f, _p, _n in found})
+        paths = paths_of(core, {ino for ino, _f, _p, _n in found})
         out = [Owner(ino, paths[ino], f * bs, k * bs, base + p * bs) for ino, f, p, k in found]
         out.sort(key=lambda o: (o.pool_offset, o.ino, o.file_offset))
         return out

@@ -20,7 +20,8 @@ from typing import Any
 from daxfs._types import Stat
 from daxfs.core import ROOT_INO, Inode
 from daxfs.core.namespace import fspath, split_path
-from daxfs.core.records import Batch, Create, CreateNode, Link, Reclaim, Rename, SetAttr, Unlink, valid_target
+from daxfs.core.fields import valid_target
+from daxfs.core.records import Batch, Create, CreateNode, Link, Reclaim, Rename, SetAttr, Unlink
 from daxfs.errors import fs_error
 from daxfs.volume.arguments import OpenFlags
 from daxfs.volume.datapath import DataPath

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from daxfs._types import Extent
 from daxfs.core import UNWRITTEN, Inode
+from daxfs.core.inode_paths import paths_of
 from daxfs.errors import PoisonError
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ def poison_error(core: "Core", node: Inode, runs: list[tuple[int, int, int]], da
     bs = core.block_size
     f, n, p = runs[0]
     if path is None:
-        path = core.paths_of({node.ino})[node.ino]
+        path = paths_of(core, {node.ino})[node.ino]
     ranges = ", ".join(f"[{rf * bs}, +{rn * bs})" for rf, rn, _rp in runs[:4]) + (" ..." if len(runs) > 4 else "")
     name = path if path is not None else f"(unlinked inode {node.ino})"
     message = (f"{what}: bytes {ranges} of {name} are poisoned (the memory behind them failed, pool offset "

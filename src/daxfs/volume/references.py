@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from daxfs._types import PinInfo
 from daxfs.core import UNWRITTEN
+from daxfs.core.inode_paths import paths_of
 from daxfs.errors import BusyError
 
 if TYPE_CHECKING:
@@ -432,7 +433,7 @@ class ReferenceTable:
     def infos(self, refs: list[Reference] | None = None) -> list[PinInfo]:
         """PinInfo for ``refs`` (default: every live reference), oldest first."""
         refs = self.live() if refs is None else refs
-        paths = self._journal.core.paths_of({ref.ino for ref in refs})
+        paths = paths_of(self._journal.core, {ref.ino for ref in refs})
         out = [PinInfo(self.holder_name(ref.holder), ref.ino, paths[ref.ino], ref.offset, ref.length,
                        ref.listed_kind, ref.since, getattr(ref.holder, "pid", None),
                        getattr(ref.holder, "uid", None)) for ref in refs]

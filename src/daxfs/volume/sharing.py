@@ -25,6 +25,7 @@ import time
 from daxfs._types import Owner
 from daxfs.core import UNWRITTEN, Inode
 from daxfs.core.extents import SHARE
+from daxfs.core.inode_paths import paths_of
 from daxfs.core.records import Batch, Create, SetExtents
 from daxfs.errors import fs_error
 from daxfs.volume import poison
@@ -359,7 +360,7 @@ class Sharing:
             last = -(-(end - data_offset) // bs)
             out = []
             found = core.rmap.owners(first, last - first)
-            paths = core.paths_of({ino for ino, _f, _p, _n in found})
+            paths = paths_of(core, {ino for ino, _f, _p, _n in found})
             for ino, fblk, pblk, n in found:
                 lo = max(start, data_offset + pblk * bs)
                 hi = min(end, data_offset + (pblk + n) * bs)
