@@ -41,7 +41,12 @@ def load_rows(core: Core, obj: object) -> None:
     dirs: list[tuple[Inode, list[object]]] = []
     runs = 0
     targets = 0
+    ascending = True
+    prev_ino = 0
     for i, row in enumerate(rows):
+        if type(row) is list and row and type(row[0]) is int:
+            ascending = ascending and row[0] > prev_ino
+            prev_ino = row[0]
         if type(row) is not list or len(row) != 10:
             if type(row) is list and len(row) == 11:      # a symlink or special file
                 node = _load_node(i, row, next_ino, inodes)
@@ -122,6 +127,10 @@ def load_rows(core: Core, obj: object) -> None:
     if reached != len(dirs):
         lost = sorted(n.ino for n, _f in dirs if not _reaches_root(inodes, n))
         raise _bad_checkpoint(f"directories {lost[:10]} are not connected to the root")
+    if not ascending:       # (a checkpoint daxfs did not write) Core keeps inodes in ino order
+        ordered = sorted(inodes.items())
+        inodes.clear()
+        inodes.update(ordered)
     core.runs = runs
     core.name_chars = chars
     core.target_chars = targets

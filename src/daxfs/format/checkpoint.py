@@ -3,6 +3,12 @@
 Header: magic, crc32, generation, the last log sequence the state includes,
 the virtual log position where the next record goes, body length.  The crc
 covers the header fields after it and the body.
+
+The body is ``msgpack([next_ino, rows(, bad memory)])``.  ``body_prefix`` and
+``RowPacker`` give the same bytes a piece at a time (the rows' array header is
+always the 32-bit form, which every msgpack decoder reads), so a checkpoint can
+be written in slices between operations; ``encode_checkpoint`` is the one-shot
+form.
 """
 
 from __future__ import annotations
@@ -31,6 +37,53 @@ def encode_checkpoint(state: object, generation: int, last_seq: int, log_pos: in
     fields = HEADER.pack(MAGIC, 0, generation, last_seq, log_pos, len(body))[12:]
     crc = zlib.crc32(body, zlib.crc32(fields))
     return HEADER.pack(MAGIC, crc, generation, last_seq, log_pos, len(body)) + body
+
+
+def header_fields(generation: int, last_seq: int, log_pos: int, body_len: int) -> bytes:
+    """The header bytes after magic and crc: what the crc covers before the body."""
+    return HEADER.pack(MAGIC, 0, generation, last_seq, log_pos, body_len)[12:]
+
+
+def encode_header(crc: int, generation: int, last_seq: int, log_pos: int, body_len: int) -> bytes:
+    return HEADER.pack(MAGIC, crc, generation, last_seq, log_pos, body_len)
+
+
+def body_prefix(next_ino: int, rows: int, has_bad: bool) -> bytes:
+    """What a body holds before its first row: the top array, ``next_ino``, the rows' header."""
+    top = msgpack.packb([next_ino, None, None] if has_bad else [next_ino, None])
+    return top[:-2 if has_bad else -1] + b"\xdd" + struct.pack(">I", rows)    # (a None was a placeholder)
+
+
+class RowPacker:
+    """Packs rows (and a large directory's entries a slice at a time) into body bytes."""
+
+    def __init__(self) -> None:
+        self._packer = msgpack.Packer(use_bin_type=True, unicode_errors="surrogateescape", autoreset=False)
+
+    def row(self, row: object) -> None:
+        self._packer.pack(row)
+
+    def row_head(self, fields: list[object], entries: int) -> None:
+        """A directory row's first nine fields and the header of its ``2 * entries`` flat list."""
+        packer = self._packer
+        packer.pack_array_header(10)
+        for value in fields:
+            packer.pack(value)
+        packer.pack_array_header(2 * entries)
+
+    def entry(self, name: str, ino: int) -> None:
+        packer = self._packer
+        packer.pack(name)
+        packer.pack(ino)
+
+    def value(self, value: object) -> None:
+        self._packer.pack(value)
+
+    def take(self) -> bytes:
+        """The bytes packed since the last take."""
+        out = self._packer.bytes()
+        self._packer.reset()
+        return out
 
 
 def decode_checkpoint(buf: memoryview | bytes, where: int) -> Checkpoint:
