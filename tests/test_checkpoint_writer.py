@@ -10,7 +10,9 @@ never writes its whole state within one operation.
 
 from __future__ import annotations
 
+import gc
 import random
+import weakref
 
 import pytest
 
@@ -19,7 +21,7 @@ from daxfs.core.rows import state_rows
 from daxfs.format.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
 from daxfs.testing import Op
 from daxfs.testing.crash import CrashRecorder
-from daxfs.volume import checkpointer, journal as journal_module
+from daxfs.volume import checkpointer, heap, journal as journal_module
 from daxfs.volume.checkpointer import CheckpointWriter
 
 
@@ -30,7 +32,7 @@ def slow_writer(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(checkpointer, "SLICE_ENTRIES", 3)
     monkeypatch.setattr(checkpointer, "FLUSH_BYTES", 96)
     monkeypatch.setattr(journal_module, "MIN_UNITS", 1)
-    monkeypatch.setattr(journal_module, "START_FRACTION", 1)
+    monkeypatch.setattr(journal_module, "START_AT", 1.0)
 
 
 def _written(journal: journal_module.Journal, writer: CheckpointWriter) -> Checkpoint:
@@ -176,7 +178,7 @@ def test_crash_while_a_checkpoint_is_written_in_slices(seed: int, monkeypatch: p
     points fall inside one; every crash image there mounts to what the oracle allows."""
     monkeypatch.setattr(checkpointer, "FLUSH_BYTES", 64)
     monkeypatch.setattr(journal_module, "MIN_UNITS", 1)
-    monkeypatch.setattr(journal_module, "START_FRACTION", 512)
+    monkeypatch.setattr(journal_module, "START_AT", 1 / 512)
     rec = CrashRecorder(4 << 20)
     first = rec.vol._journal.generation
     during = 0
@@ -188,3 +190,34 @@ def test_crash_while_a_checkpoint_is_written_in_slices(seed: int, monkeypatch: p
     seen = rec.check()
     assert seen["between"] > 0 and seen["before"] + seen["after"] > 0, seen
     rec.vol.close()
+
+
+def test_a_large_volume_keeps_its_metadata_out_of_the_collector_until_it_closes(
+        shm_pool: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(heap, "FREEZE_FROM", 200)
+    monkeypatch.setattr(heap, "FREEZE_STEP", 100)
+    gc.unfreeze()
+    vol = daxfs.mkfs(shm_pool, size=16 << 20, force=True)
+    core = weakref.ref(vol._journal.core)
+    for i in range(150):
+        vol.open(f"/f{i}", "wb").close()
+    assert gc.get_freeze_count() == 0, "a small volume leaves the collector alone"
+    for i in range(150, 260):
+        vol.open(f"/f{i}", "wb").close()
+    frozen = gc.get_freeze_count()
+    assert frozen > 0 and vol._journal.heap.next_at == 300
+    vol.open("/f260", "wb").close()
+    assert gc.get_freeze_count() == frozen, "frozen again only after FREEZE_STEP more inodes"
+    vol.close()
+    assert gc.get_freeze_count() == 0
+    del vol
+    gc.collect()
+    assert core() is None, "a closed volume's metadata is freed"
+    # mounting a volume that large freezes at once; the environment can say no
+    again = daxfs.open_volume(shm_pool)
+    assert gc.get_freeze_count() > 0
+    again.close()
+    monkeypatch.setenv("DAXFS_GC_FREEZE", "0")
+    again = daxfs.open_volume(shm_pool)
+    assert gc.get_freeze_count() == 0
+    again.close()

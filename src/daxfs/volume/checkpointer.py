@@ -2,8 +2,8 @@
 
 A checkpoint is the state as of one log position (its *snapshot*).  Writing the
 whole state at once holds the volume lock for as long as that takes (0.6 s at
-300,000 files), so the journal starts a writer when the log passes an eighth
-of its ring, and each commit advances it by a slice sized to finish before the
+300,000 files), so the journal starts a writer when the log passes three
+eighths of its ring, and each commit advances it by a slice sized to finish before the
 log reaches half the ring (``Journal.commit``).
 
 Rows are packed in ascending inode number (``Core.inodes`` keeps that order).

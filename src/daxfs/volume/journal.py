@@ -8,7 +8,7 @@ change is durable when the call returns, and a crash at any point leaves it
 all-or-nothing.  Checkpoints bound the log: the whole state goes to the older
 slot, then both superblocks flip to it, then the log before the previous
 checkpoint may be overwritten.  A checkpoint starts once the log since the
-last one passes an eighth of the ring and is written a slice per commit
+last one passes three eighths of the ring and is written a slice per commit
 (``checkpointer``), so no operation waits for the whole state to be written.
 
 Timestamps that in-place data writes change (mtime, ctime) are kept here as
@@ -39,13 +39,16 @@ from daxfs.format.superblock import Superblock
 from daxfs.media import FilePool, Pool
 from daxfs.volume.changes import ChangeTable
 from daxfs.volume.checkpointer import CheckpointWriter
+from daxfs.volume.heap import HeapKeeper
 from daxfs.volume.log import LogRing
 from daxfs.volume.mount import Loaded, load, read_superblock
 
 
 #: A checkpoint starts, to be written a slice per commit, once the log since the last one
-#: passes this fraction of the ring; it must be complete by half the ring.
-START_FRACTION = 8
+#: passes this fraction of the ring; it must be complete by half the ring.  Late, so that
+#: checkpoints come about as seldom as when each was written at once at the half mark;
+#: early enough that the slices stay small (the pacing spreads one over the eighth left).
+START_AT = 0.375
 #: The least work a commit does on it (units of about a microsecond: see checkpointer).
 MIN_UNITS = 16
 #: Log bytes a record takes beyond its encoding (its share of lap skips), for pacing.
@@ -75,6 +78,7 @@ class Journal:
         self.reserve: Callable[[list[tuple[int, int]]], None] | None = None
         #: the checkpoint being written a slice per commit, or None
         self.writer: CheckpointWriter | None = None
+        self.heap = HeapKeeper()
         self._install(loaded)
         self.block_size = self.layout.block_size
         #: what ``stat`` gives as ``st_dev``: stable for the volume (from its uuid)
@@ -82,6 +86,8 @@ class Journal:
 
     def _install(self, loaded: Loaded) -> None:
         self.writer = None
+        if len(loaded.core.inodes) >= self.heap.next_at:
+            self.heap.grown(len(loaded.core.inodes))
         self.superblock: Superblock = loaded.superblock
         self.layout = loaded.superblock.layout
         self.core: Core = loaded.core
@@ -171,8 +177,10 @@ class Journal:
             self._fail(seq, record, exc)
         if writer is not None:
             self._finish(writer, n)
-        elif ring.head - self.checkpoint_pos > ring.size // START_FRACTION:
+        elif ring.head - self.checkpoint_pos > ring.size * START_AT:
             self._start()
+        if len(core.inodes) >= self.heap.next_at:
+            self.heap.grown(len(core.inodes))
 
     def _touched(self, record: Record) -> list[int]:
         """The inodes ``record`` changes (looked up before it is applied)."""
@@ -367,6 +375,8 @@ class Journal:
                                        first_seq=ring.next_seq, apply=self.core.apply, check_damage=False)
             ring.head, ring.next_seq = head, seq
             self.generation = max(self.generation, generation)
+            if len(self.core.inodes) >= self.heap.next_at:
+                self.heap.grown(len(self.core.inodes))
             return
         for attempt in range(3):
             try:

@@ -194,6 +194,7 @@ class Volume(ClosesOnExit, PathNames):
                     journal.pool.persist(OWNER_OFFSET, 64)
             journal.closed = True
             journal.pool.close()
+            journal.heap.release()
 
     def _defer_close(self) -> None:
         with self._journal.lock:

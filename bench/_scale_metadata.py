@@ -1,0 +1,192 @@
+"""Metadata at scale (issue 12): create latency while a volume grows, checkpoints, mount, memory.
+
+Each measure runs in a fresh interpreter (``python _scale_metadata.py PROBE ...`` prints one
+JSON object), so no heap, cache or GC state carries from one to the next.
+
+* ``grow N``: a volume (a sparse pool on /dev/shm) and a /dev/shm directory grow from 0 to N
+  empty files, 1,000 per directory, created and closed one at a time, interleaved in blocks
+  of 1,000 (daxfs block, os block, ...).  Reports p50 / p99 / max of one create, the longest
+  time one operation spent on checkpoint work (the stop-the-world part: slices of the
+  checkpoint being written and any whole checkpoint), the longest cyclic-GC pause met on the
+  way, then a whole checkpoint of the grown volume (µs per file).
+* ``mount N``: mounting that volume in a fresh process (s), and the private memory it takes
+  (RssAnon growth, KiB per file), beside an ``os.scandir`` walk with ``stat`` of the same tree.
+* ``small N``: create + 4 KiB write + close, in interleaved rounds of N files, both sides
+  unlinking their files after each round (fresh pages on both sides).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+try:
+    import daxfs
+except ModuleNotFoundError:  # running from a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+    import daxfs
+
+PER_DIR = 1000
+OS_CREATE_FLAGS = os.O_CREAT | os.O_EXCL | os.O_WRONLY
+
+
+def _percentiles(ns: list[int]) -> dict[str, float]:
+    ns = sorted(ns)
+    n = len(ns)
+    return {"p50_us": ns[n // 2] / 1e3, "p99_us": ns[n * 99 // 100] / 1e3, "max_ms": ns[-1] / 1e6}
+
+
+def _pool_size(files: int) -> int:
+    # the checkpoint area is a 64th of the pool: room for each file's row, twice over
+    return max(1 << 30, files * 16 * 1024)
+
+
+def probe_grow(files: int, where: Path) -> dict[str, object]:
+    from daxfs.volume.journal import Journal
+
+    longest = [0]
+    finish, checkpoint = Journal._finish, Journal.checkpoint
+
+    def timed_finish(self: Journal, writer: object, n: int | None) -> None:
+        t = time.perf_counter_ns()
+        try:
+            finish(self, writer, n)         # type: ignore[arg-type]
+        finally:
+            longest[0] = max(longest[0], time.perf_counter_ns() - t)
+
+    def timed_checkpoint(self: Journal) -> None:
+        t = time.perf_counter_ns()
+        try:
+            checkpoint(self)
+        finally:
+            longest[0] = max(longest[0], time.perf_counter_ns() - t)
+
+    Journal._finish = timed_finish          # type: ignore[method-assign]
+    Journal.checkpoint = timed_checkpoint   # type: ignore[method-assign]
+    gc_pause = [0, 0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_pause[1] = time.perf_counter_ns()
+        else:
+            gc_pause[0] = max(gc_pause[0], time.perf_counter_ns() - gc_pause[1])
+
+    gc.callbacks.append(on_gc)
+    pool = where / "grow.pool"
+    tree = where / "grow.tree"
+    tree.mkdir()
+    vol = daxfs.mkfs(str(pool), size=_pool_size(files), sparse=True)
+    ours: list[int] = []
+    theirs: list[int] = []
+    clock = time.perf_counter_ns
+    for start in range(0, files, PER_DIR):
+        d = start // PER_DIR
+        vol.mkdir(f"/d{d}")
+        os.mkdir(tree / f"d{d}")
+        for i in range(start, min(files, start + PER_DIR)):
+            name = f"/d{d}/f{i}"
+            t = clock()
+            vol.open(name, "wb", buffering=0).close()
+            ours.append(clock() - t)
+        base = str(tree / f"d{d}")
+        for i in range(start, min(files, start + PER_DIR)):
+            name = f"{base}/f{i}"
+            t = clock()
+            os.close(os.open(name, OS_CREATE_FLAGS, 0o644))
+            theirs.append(clock() - t)
+    gc.callbacks.remove(on_gc)
+    in_op_checkpoint = longest[0]
+    Journal._finish, Journal.checkpoint = finish, checkpoint     # type: ignore[method-assign]
+    t = clock()
+    vol.checkpoint()
+    whole = clock() - t
+    vol.close()
+    return {"daxfs": _percentiles(ours), "os": _percentiles(theirs),
+            "checkpoint_in_op_ms": in_op_checkpoint / 1e6, "gc_pause_ms": gc_pause[0] / 1e6,
+            "whole_checkpoint_us_per_file": whole / 1e3 / files}
+
+
+def _rss_anon_kib() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+    raise RuntimeError("no RssAnon in /proc/self/status")
+
+
+def probe_mount(files: int, where: Path) -> dict[str, object]:
+    before = _rss_anon_kib()
+    t = time.perf_counter_ns()
+    vol = daxfs.open_volume(str(where / "grow.pool"))
+    took = time.perf_counter_ns() - t
+    gc.collect()
+    grown = _rss_anon_kib() - before
+    assert len(vol.listdir("/")) == -(-files // PER_DIR)
+    vol.close()
+    t = time.perf_counter_ns()
+    seen = 0
+    stack = [str(where / "grow.tree")]
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                entry.stat(follow_symlinks=False)
+                seen += 1
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+    walk = time.perf_counter_ns() - t
+    return {"mount_s": took / 1e9, "walk_s": walk / 1e9, "rss_kib_per_file": grown / files}
+
+
+def probe_small(files: int, where: Path) -> dict[str, object]:
+    vol = daxfs.mkfs(str(where / "small.pool"), size=1 << 30)
+    tree = where / "small.tree"
+    tree.mkdir()
+    payload = b"x" * 4096
+    ours: list[float] = []
+    theirs: list[float] = []
+    clock = time.perf_counter_ns
+    for rnd in range(7):
+        for side in (("daxfs", "os") if rnd % 2 else ("os", "daxfs")):
+            if side == "daxfs":
+                t = clock()
+                for i in range(files):
+                    with vol.open(f"/f{i}", "wb", buffering=0) as f:
+                        f.write(payload)
+                took = clock() - t
+                for i in range(files):
+                    vol.unlink(f"/f{i}")
+                ours.append(took / files)
+            else:
+                base = str(tree)
+                t = clock()
+                for i in range(files):
+                    fd = os.open(f"{base}/f{i}", OS_CREATE_FLAGS, 0o644)
+                    os.write(fd, payload)
+                    os.close(fd)
+                took = clock() - t
+                for i in range(files):
+                    os.unlink(f"{base}/f{i}")
+                theirs.append(took / files)
+    vol.close()
+    ours.sort()
+    theirs.sort()
+    return {"daxfs_us": ours[3] / 1e3, "os_us": theirs[3] / 1e3}
+
+
+PROBES = {"grow": probe_grow, "mount": probe_mount, "small": probe_small}
+
+
+def run_probe(name: str, files: int, where: Path) -> dict[str, object]:
+    """``name``'s figures, measured in a fresh interpreter."""
+    done = subprocess.run([sys.executable, __file__, name, str(files), str(where)], check=True,
+                          capture_output=True, text=True)
+    return json.loads(done.stdout)     # type: ignore[no-any-return]
+
+
+if __name__ == "__main__":
+    print(json.dumps(PROBES[sys.argv[1]](int(sys.argv[2]), Path(sys.argv[3]))))
