@@ -27,6 +27,7 @@ import errno
 import stat as st
 import uuid
 
+import msgpack
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as hs
@@ -42,7 +43,7 @@ from daxfs.core.rmap import OwnerMap
 from daxfs.core.state import ROOT_INO
 from daxfs.errors import CorruptVolumeError
 from daxfs.format.checkpoint import HEADER as CKPT_HEADER
-from daxfs.format.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
+from daxfs.format.checkpoint import Checkpoint, decode_checkpoint, decode_checkpoint_streamed, encode_checkpoint
 from daxfs.format.layout import Layout
 from daxfs.format.log import HEADER as RECORD_HEADER
 from daxfs.format.log import decode_record, encode_pad, encode_record
@@ -724,8 +725,23 @@ def core_summary(core: Core) -> dict[str, object]:
 
 
 def rebuilt_from_checkpoint(core: Core) -> Core:
-    return Core.from_checkpoint(core.to_checkpoint(), core.block_size, core.data_blocks,
-                                align_blocks=core.space.align)
+    """``core`` through a checkpoint, decoded both ways (whole, and a row at a time as mount
+    does): both must give the same state."""
+    whole = Core.from_checkpoint(core.to_checkpoint(), core.block_size, core.data_blocks,
+                                 align_blocks=core.space.align)
+    raw = encode_checkpoint(core.to_checkpoint(), 1, 0, 0)
+    streamed = Core.from_checkpoint(decode_checkpoint_streamed(raw, 0).state, core.block_size,
+                                    core.data_blocks, align_blocks=core.space.align)
+    assert core_summary(streamed) == core_summary(whole)
+    return whole
+
+
+@pytest.mark.parametrize("body", [msgpack.packb(5), msgpack.packb([2]), msgpack.packb([2, 3]),
+                                  msgpack.packb([2, [], [[], []]]) + b"\x00", msgpack.packb([2, [[1]]])])
+def test_a_streamed_checkpoint_of_the_wrong_shape_is_corrupt(body: bytes) -> None:
+    from daxfs.format.checkpoint import StreamedState
+    with pytest.raises(CorruptVolumeError):
+        Core.from_checkpoint(StreamedState(body), BS, 64)
 
 
 def test_checkpoint_round_trip_keeps_every_inode_field_apart() -> None:

@@ -9,6 +9,7 @@ anything else is a CorruptVolumeError saying what and which inode.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from stat import S_IFLNK, S_IFREG
 
 from daxfs.core.badblocks import load_bad, merge_runs
@@ -22,16 +23,23 @@ from daxfs.errors import CorruptVolumeError
 
 
 def load_rows(core: Core, obj: object) -> None:
-    """Fill the empty ``core`` with the state checkpoint ``obj`` holds (see ``Core.from_checkpoint``)."""
-    if type(obj) is not list or len(obj) not in (2, 3):
-        raise _bad_checkpoint(f"top level is {_show(obj)}, not [next_ino, inodes(, bad memory)]")
-    next_ino, rows = obj[0], obj[1]
-    if len(obj) == 3:
-        load_bad(core, obj[2])
+    """Fill the empty ``core`` with the state checkpoint ``obj`` holds (see ``Core.from_checkpoint``).
+
+    ``obj`` is the decoded ``[next_ino, rows(, bad memory)]``, or a body decoded a row at a
+    time (anything with ``parts()``, as ``format.checkpoint.StreamedState``): then no more
+    than one row is alive at once besides what the state keeps."""
+    rows: Iterable[object]
+    if hasattr(obj, "parts"):
+        next_ino, rows, rest = obj.parts()
+    else:
+        if type(obj) is not list or len(obj) not in (2, 3):
+            raise _bad_checkpoint(f"top level is {_show(obj)}, not [next_ino, inodes(, bad memory)]")
+        next_ino, rows = obj[0], obj[1]
+        if type(rows) is not list:
+            raise _bad_checkpoint(f"inode table is {_show(rows)}, not a list")
+        rest = (lambda: obj[2]) if len(obj) == 3 else (lambda: None)
     if type(next_ino) is not int or not ROOT_INO < next_ino <= INO_MAX + 1:
         raise _bad_checkpoint(f"next inode number is {_show(next_ino)}, not an int from 2 to {INO_MAX + 1}")
-    if type(rows) is not list:
-        raise _bad_checkpoint(f"inode table is {_show(rows)}, not a list")
     core.next_ino = next_ino
     bs = core.block_size
     data_blocks = core.data_blocks
@@ -43,6 +51,7 @@ def load_rows(core: Core, obj: object) -> None:
     targets = 0
     ascending = True
     prev_ino = 0
+    modes: dict[int, int] = {}
     for i, row in enumerate(rows):
         if type(row) is list and row and type(row[0]) is int:
             ascending = ascending and row[0] > prev_ino
@@ -66,6 +75,13 @@ def load_rows(core: Core, obj: object) -> None:
                 and 0 <= size <= MAX_FILE_SIZE and TIME_MIN <= atime <= TIME_MAX
                 and TIME_MIN <= mtime <= TIME_MAX and TIME_MIN <= ctime <= TIME_MAX):
             raise _bad_checkpoint(_attr_problem(ino, mode, uid, gid, size, atime, mtime, ctime))
+        # Equal values share one int object (msgpack decodes each field to its own): the
+        # few distinct modes, and the times of a file never touched since it was made.
+        mode = modes.setdefault(mode, mode)
+        if mtime == atime:
+            mtime = atime
+        if ctime == mtime:
+            ctime = mtime
         node = Inode(ino, mode, uid, gid, size, atime, mtime, ctime)
         inodes[ino] = node
         if node.entries is not None:
@@ -100,7 +116,7 @@ def load_rows(core: Core, obj: object) -> None:
                 raise _bad_checkpoint(f"directory {node.ino}: entry {name!r} names the root")
             if name in entries_dict:  # type: ignore[operator]
                 raise _bad_checkpoint(f"directory {node.ino}: name {name!r} appears twice")
-            entries_dict[name] = child_ino  # type: ignore[index]
+            entries_dict[name] = child.ino  # type: ignore[index]     # (the inode's own int object)
             chars += len(name)
             child.nlink += 1
             if child.entries is not None:
@@ -127,6 +143,9 @@ def load_rows(core: Core, obj: object) -> None:
     if reached != len(dirs):
         lost = sorted(n.ino for n, _f in dirs if not _reaches_root(inodes, n))
         raise _bad_checkpoint(f"directories {lost[:10]} are not connected to the root")
+    bad = rest()
+    if bad is not None:
+        load_bad(core, bad)
     if not ascending:       # (a checkpoint daxfs did not write) Core keeps inodes in ino order
         ordered = sorted(inodes.items())
         inodes.clear()

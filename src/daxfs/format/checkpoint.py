@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import msgpack
@@ -88,6 +89,17 @@ class RowPacker:
 
 def decode_checkpoint(buf: memoryview | bytes, where: int) -> Checkpoint:
     """The checkpoint stored in ``buf``; CorruptVolumeError unless it is intact."""
+    gen, last_seq, log_pos, body = _checked_body(buf, where)
+    try:
+        state = msgpack.unpackb(body, raw=False, unicode_errors="surrogateescape",
+                                strict_map_key=False)
+    except Exception as exc:
+        raise CorruptVolumeError(f"checkpoint body does not decode ({exc})", where=where) from None
+    return Checkpoint(gen, last_seq, log_pos, state)
+
+
+def _checked_body(buf: memoryview | bytes, where: int) -> tuple[int, int, int, memoryview | bytes]:
+    """``(generation, last_seq, log_pos, body)`` of an intact checkpoint; CorruptVolumeError else."""
     if len(buf) < HEADER.size:
         raise CorruptVolumeError("checkpoint slot truncated", where=where)
     magic, crc, gen, last_seq, log_pos, body_len = HEADER.unpack_from(buf, 0)
@@ -98,12 +110,46 @@ def decode_checkpoint(buf: memoryview | bytes, where: int) -> Checkpoint:
     body = buf[HEADER.size:HEADER.size + body_len]
     if zlib.crc32(body, zlib.crc32(buf[12:HEADER.size])) != crc:
         raise CorruptVolumeError("checkpoint checksum mismatch", where=where)
-    try:
-        state = msgpack.unpackb(body, raw=False, unicode_errors="surrogateescape",
-                                strict_map_key=False)
-    except Exception as exc:
-        raise CorruptVolumeError(f"checkpoint body does not decode ({exc})", where=where) from None
-    return Checkpoint(gen, last_seq, log_pos, state)
+    return gen, last_seq, log_pos, body
+
+
+class StreamedState:
+    """A checkpoint body (checked already) decoded a row at a time, for mount: the decoded
+    rows never all live at once, so loading a large volume leaves less memory behind.
+    ``parts()`` starts again each time it is called."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def parts(self) -> tuple[object, Iterator[object], Callable[[], object]]:
+        """``(next_ino, rows, rest)``: ``rest()``, once the rows are read, gives the bad
+        memory field (None without one).  ValueError when the body is not that shape."""
+        unpacker = msgpack.Unpacker(raw=False, unicode_errors="surrogateescape", strict_map_key=False,
+                                    max_buffer_size=max(len(self.body), 1 << 20))
+        unpacker.feed(self.body)
+        fields = unpacker.read_array_header()
+        if fields not in (2, 3):
+            raise ValueError(f"top level has {fields} fields, not [next_ino, inodes(, bad memory)]")
+        next_ino = unpacker.unpack()
+        count = unpacker.read_array_header()
+
+        def rows() -> Iterator[object]:
+            for _ in range(count):
+                yield unpacker.unpack()
+
+        def rest() -> object:
+            bad = unpacker.unpack() if fields == 3 else None
+            if unpacker.tell() != len(self.body):
+                raise ValueError("bytes follow the checkpoint's last field")
+            return bad
+
+        return next_ino, rows(), rest
+
+
+def decode_checkpoint_streamed(buf: memoryview | bytes, where: int) -> Checkpoint:
+    """``decode_checkpoint`` whose state is a ``StreamedState`` (checked, not yet decoded)."""
+    gen, last_seq, log_pos, body = _checked_body(buf, where)
+    return Checkpoint(gen, last_seq, log_pos, StreamedState(bytes(body)))
 
 
 def peek_checkpoint(buf: memoryview | bytes) -> tuple[int, int, int] | None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import gc
 import os
 
-FREEZE_FROM = 50_000
+FREEZE_FROM = 16_384
 FREEZE_STEP = 16_384
 
 
