@@ -21,10 +21,12 @@ from __future__ import annotations
 import gc
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 try:
     import daxfs
@@ -195,6 +197,56 @@ def probe_small(files: int, where: Path) -> dict[str, object]:
 
 
 PROBES = {"grow": probe_grow, "mount": probe_mount, "small": probe_small}
+
+
+def metadata_rows(sizes: list[int], small_files: int, where: Path) -> tuple[list[Any], list[str]]:
+    """Issue 12's metadata rows for volumes of each size in ``sizes``, and notes."""
+    from _table import Row, Target, absolute_row, latency_row
+
+    rows: list[Row] = []
+    notes: list[str] = []
+    for files in sizes:
+        scratch = where / f"meta-{files}"
+        scratch.mkdir()
+        try:
+            grow = run_probe("grow", files, scratch)
+            mount = run_probe("mount", files, scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        ours, theirs = grow["daxfs_cpu"], grow["os_cpu"]
+        label = f"{files:,} files"
+        rows += [
+            absolute_row(f"create, slowest (CPU) growing to {label}", "ms", ours["max_ms"], theirs["max_ms"],
+                         Target.max_value(10.0)),
+            absolute_row(f"create, slowest (wall) growing to {label}", "ms", grow["daxfs"]["max_ms"],
+                         grow["os"]["max_ms"], Target.none()),
+            latency_row(f"create, p99 (wall) growing to {label}", grow["daxfs"]["p99_us"] * 1e3,
+                        grow["os"]["p99_us"] * 1e3, Target.none()),
+            latency_row(f"create, p50 (wall) growing to {label}", grow["daxfs"]["p50_us"] * 1e3,
+                        grow["os"]["p50_us"] * 1e3, Target.none()),
+            absolute_row(f"checkpoint work in one operation, {label}", "ms", grow["checkpoint_in_op_ms"], None,
+                         Target.max_value(10.0)),
+            absolute_row(f"whole checkpoint per file, {label}", "µs", grow["whole_checkpoint_us_per_file"],
+                         None, Target.none()),
+            absolute_row(f"mount per file, {label} (os: scandir+stat walk)", "µs",
+                         mount["mount_s"] * 1e6 / files, mount["walk_s"] * 1e6 / files, Target.max_value(2.0)),
+            absolute_row(f"private memory per file after mount, {label}", "KiB", mount["rss_kib_per_file"],
+                         None, Target.max_value(0.5)),
+        ]
+        notes.append(f"{label}: longest cyclic-GC pause {grow['gc_pause_ms']:.1f} ms (CPU) at file "
+                     f"{grow['gc_pause_at']:,}; mount {mount['mount_s']:.2f} s, os walk {mount['walk_s']:.2f} s")
+    scratch = where / "meta-small"
+    scratch.mkdir()
+    try:
+        small = run_probe("small", small_files, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    rows.append(latency_row("create + 4 KiB write + close (both unlink each round)", small["daxfs_us"] * 1e3,
+                            small["os_us"] * 1e3, Target.max_ratio(1.5)))
+    notes.append("create rows: empty files, 1,000 per directory, daxfs and os interleaved a directory at a "
+                 "time; CPU time is the thread's (time.thread_time), which preemption by other "
+                 "processes does not inflate; each size measured in a fresh interpreter")
+    return rows, notes
 
 
 def run_probe(name: str, files: int, where: Path) -> dict[str, object]:

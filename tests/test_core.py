@@ -1271,3 +1271,23 @@ def test_owner_map_build_equals_adding_every_run(seed: int) -> None:
     built = OwnerMap.build(owned)
     assert built.runs() == one_by_one.runs()
     assert built.shared_blocks == one_by_one.shared_blocks
+
+
+@pytest.mark.parametrize("order", [[1, 2, 3, 2], [1, 3, 2, 3], [3, 1, 2, 1], [1, 4, 4]])
+def test_from_checkpoint_refuses_an_inode_stored_twice_in_any_order(order: list[int]) -> None:
+    rows = {1: [1, st.S_IFDIR | 0o755, 0, 0, 0, 0, 0, 0, None, ["a", 2, "b", 3, "c", 4]],
+            2: [2, st.S_IFREG | 0o644, 0, 0, 0, 0, 0, 0, [], None],
+            3: [3, st.S_IFREG | 0o644, 0, 0, 0, 0, 0, 0, [], None],
+            4: [4, st.S_IFLNK | 0o777, 0, 0, 1, 0, 0, 0, None, None, "a"]}
+    with pytest.raises(CorruptVolumeError, match="stored twice"):
+        Core.from_checkpoint([5, [rows[i] for i in order]], BS, 64)
+
+
+def test_from_checkpoint_puts_inodes_in_number_order() -> None:
+    """Rows stored out of order (not as daxfs writes them) load in inode order, which the
+    checkpoint writer relies on."""
+    state = [5, [[3, st.S_IFREG | 0o644, 0, 0, 0, 0, 0, 0, [], None],
+                 [1, st.S_IFDIR | 0o755, 0, 0, 0, 0, 0, 0, None, ["a", 2, "b", 3, "c", 4]],
+                 [4, st.S_IFLNK | 0o777, 0, 0, 1, 0, 0, 0, None, None, "a"],
+                 [2, st.S_IFREG | 0o644, 0, 0, 0, 0, 0, 0, [], None]]]
+    assert list(Core.from_checkpoint(state, BS, 64).inodes) == [1, 2, 3, 4]

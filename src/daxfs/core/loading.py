@@ -50,16 +50,17 @@ def load_rows(core: Core, obj: object) -> None:
     runs = 0
     targets = 0
     ascending = True
-    prev_ino = 0
+    top = 0                 # the highest inode number so far: one above it cannot be a repeat
     modes: dict[int, int] = {}
     for i, row in enumerate(rows):
-        if type(row) is list and row and type(row[0]) is int:
-            ascending = ascending and row[0] > prev_ino
-            prev_ino = row[0]
         if type(row) is not list or len(row) != 10:
             if type(row) is list and len(row) == 11:      # a symlink or special file
                 node = _load_node(i, row, next_ino, inodes)
                 targets += len(node.target or "")
+                if node.ino > top:
+                    top = node.ino
+                else:
+                    ascending = False
                 continue
             raise _bad_checkpoint(f"inode row {i} is {_show(row)}, not a list of 10 fields "
                                   f"(11 for a symlink or special file)")
@@ -67,8 +68,12 @@ def load_rows(core: Core, obj: object) -> None:
         if not (type(ino) is int and 0 < ino < next_ino):
             raise _bad_checkpoint(f"inode row {i}: inode number {_show(ino)} is not an int from 1 to "
                                   f"{next_ino - 1} (below next_ino)")
-        if ino in inodes:
-            raise _bad_checkpoint(f"inode {ino} is stored twice")
+        if ino > top:
+            top = ino
+        else:
+            if ino in inodes:
+                raise _bad_checkpoint(f"inode {ino} is stored twice")
+            ascending = False
         if not (type(mode) is int and type(uid) is int and type(gid) is int and type(size) is int
                 and type(atime) is int and type(mtime) is int and type(ctime) is int
                 and (mode & ~PERM_BITS) in FILE_TYPES and 0 <= uid <= ID_MAX and 0 <= gid <= ID_MAX
@@ -94,7 +99,16 @@ def load_rows(core: Core, obj: object) -> None:
         if entries is not None or type(ext) is not list or len(ext) & 3:
             raise _bad_checkpoint(f"file {ino}: extents {_show(ext)} are not a flat [fblk, nblk, pblk, "
                                   f"flags, ...] list (with entries {_show(entries)}, not None)")
-        if ext:
+        if len(ext) == 4:           # most files: one run, checked here as _check_runs does
+            f, n, p, fl = ext
+            if not (type(f) is int and type(n) is int and type(p) is int and type(fl) is int
+                    and 0 <= f and 0 < n and f + n <= max_blocks and 0 <= p and p + n <= data_blocks
+                    and (fl == 0 and f + n <= -(-size // bs) or fl == UNWRITTEN)):
+                _check_runs(ino, ext, size, bs, data_blocks, max_blocks)    # (raises, saying what)
+            node.extents = ExtentMap.from_flat(ext)
+            runs += 1
+            owned.append((p, n, ino, f))
+        elif ext:
             _check_runs(ino, ext, size, bs, data_blocks, max_blocks)
             emap = ExtentMap.from_flat(ext)
             node.extents = emap
