@@ -43,7 +43,7 @@ def _written(journal: journal_module.Journal, writer: CheckpointWriter) -> Check
 
 def _random_op(vol: daxfs.Volume, rng: random.Random, names: list[str]) -> None:
     """One random namespace or data change over a small tree (some directories large)."""
-    kind = rng.randrange(9)
+    kind = rng.randrange(14)
     name = rng.choice(names)
     try:
         if kind <= 2:
@@ -60,8 +60,19 @@ def _random_op(vol: daxfs.Volume, rng: random.Random, names: list[str]) -> None:
             vol.chmod(name, rng.randrange(0o1000))
         elif kind == 7:
             vol.link(name, rng.choice(names))
-        else:
+        elif kind == 8:
             vol.utime(name, ns=(rng.randrange(1 << 40), rng.randrange(1 << 40)))
+        elif kind == 9:
+            vol.clone_file(name, rng.choice(names))         # shared blocks; COW on later writes
+        elif kind == 10:
+            vol.symlink(rng.choice(names), name)
+        elif kind == 11:
+            vol.mkdir(name)
+        elif kind == 12:
+            vol.rmdir(name)
+        else:
+            with vol.open(name, "r+b") as f:
+                f.punch_hole(rng.randrange(0, 8192), rng.randrange(1, 8192))
     except OSError:
         pass        # (a missing name, an existing one: the state is unchanged, which is fine)
 
