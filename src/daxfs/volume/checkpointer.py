@@ -14,6 +14,11 @@ exactly those a one-shot checkpoint of the snapshot gives (``decode_checkpoint``
 reads both).  A large directory is copied once (a C-level dict copy) and its
 names packed a slice at a time.
 
+Rows of inodes no record changed since the previous checkpoint's snapshot are
+copied from that checkpoint's slot (a run of them at a time) instead of packed
+again, once its crc has been checked afresh: so a checkpoint costs what changed,
+plus a memory copy and two checksum passes.
+
 Phases: rows (each slice packed, written and persisted into the older slot),
 then the crc (read back from the slot, a slice at a time), then the header,
 last.  No superblock names the slot being written until the journal flips
@@ -33,7 +38,7 @@ from typing import NamedTuple
 from daxfs.core import Core
 from daxfs.core.rows import bad_field, dir_row, inode_row
 from daxfs.errors import fs_error
-from daxfs.format.checkpoint import HEADER, RowPacker, body_prefix, encode_header, header_fields
+from daxfs.format.checkpoint import HEADER, MAGIC, RowPacker, body_prefix, encode_header, header_fields
 from daxfs.media import Pool
 
 #: Directory entries packed per unit of work (a row is one unit, as are FLUSH_BYTES // 16
@@ -93,6 +98,16 @@ class CheckpointWriter:
         #: the checkpoint before (its rows' places) and the inodes changed since its snapshot:
         #: every other row is copied from it as it is, not packed again
         self.previous = previous if changed is not None else None
+        #: (checked, body length, crc so far, crc wanted) of the previous checkpoint, until checked
+        self.verify: tuple[int, int, int, int] | None = None
+        if self.previous is not None:
+            with pool.view(self.previous.body - HEADER.size, HEADER.size) as head:
+                magic, want, gen, last_seq, log_pos, body_len = HEADER.unpack_from(head, 0)
+            if magic != MAGIC or gen != self.previous.generation or \
+                    body_len > slot_size - HEADER.size:
+                self.previous = None
+            else:
+                self.verify = (0, body_len, zlib.crc32(header_fields(gen, last_seq, log_pos, body_len)), want)
         self.changed: set[int] = changed if changed is not None else set()
         self.prev_i = 0                     # previous.keys[:prev_i] are below the next inode
         self.copy_start = self.copy_end = 0     # a run of the previous body waiting to be copied
@@ -127,13 +142,34 @@ class CheckpointWriter:
         """Units of work left (an estimate: rows not packed, bytes not written or checked)."""
         rows = len(self.keys) - self.index
         unwritten = rows * self.row_bytes + len(self.pending)
+        verify = 0 if self.verify is None else self.verify[1] - self.verify[0]
         return (rows + self.entries_left // ENTRIES_PER_UNIT
-                + int(self.written + unwritten - self.checked) // CRC_BYTES_PER_UNIT + 1)
+                + int(self.written + unwritten - self.checked + verify) // CRC_BYTES_PER_UNIT + 1)
+
+    def _verify_previous(self, units: int) -> int:
+        """Check the previous checkpoint's crc a slice at a time before any row is copied
+        from it: bytes that changed in the pool since it was written are never carried on
+        (then every row is packed from memory)."""
+        assert self.verify is not None and self.previous is not None
+        done, end, crc, want = self.verify
+        n = min(end - done, units * CRC_BYTES_PER_UNIT)
+        with self.pool.view(self.previous.body + done, n) as body:
+            crc = zlib.crc32(body, crc)
+        done += n
+        if done < end:
+            self.verify = (done, end, crc, want)
+        else:
+            self.verify = None
+            if crc != want:
+                self.previous = None
+        return n // CRC_BYTES_PER_UNIT + 1
 
     def step(self, units: int) -> bool:
         """Do about ``units`` of work; True when the checkpoint is complete in the slot."""
         while units > 0:
-            if self.entries is not None:
+            if self.verify is not None:
+                units -= self._verify_previous(units)
+            elif self.entries is not None:
                 units -= self._pack_entries()
             elif self.index < len(self.keys):
                 units -= self._pack_rows(units)
