@@ -2,16 +2,16 @@
 
 A checkpoint is the state as of one log position (its *snapshot*).  Writing the
 whole state at once holds the volume lock for as long as that takes (0.6 s at
-300,000 files), so the journal starts a writer when the log passes three
-eighths of its ring, and each commit advances it by a slice sized to finish before the
+300,000 files), so the journal starts a writer when the log passes three eighths
+of its ring, and each commit advances it by a slice sized to finish before the
 log reaches half the ring (``Journal.commit``).
 
 Rows are packed in ascending inode number (``Core.inodes`` keeps that order).
 Before a record changes an inode the writer has not packed yet, the journal
 calls ``touch`` and the writer copies that inode's row first: so every row is
-the inode as it was at the snapshot, whatever changed since, and the bytes are
-exactly those a one-shot checkpoint of the snapshot gives (``decode_checkpoint``
-reads both).  A large directory is copied once (a C-level dict copy) and its
+the inode as it was at the snapshot, whatever changed since, and the body
+decodes to what a one-shot checkpoint of the snapshot holds (only the rows'
+array header takes its 32-bit form).  A large directory is copied once (a C-level dict copy) and its
 names packed a slice at a time.
 
 Rows of inodes no record changed since the previous checkpoint's snapshot are
@@ -41,17 +41,17 @@ from daxfs.errors import fs_error
 from daxfs.format.checkpoint import HEADER, MAGIC, RowPacker, body_prefix, encode_header, header_fields
 from daxfs.media import Pool
 
-#: Directory entries packed per unit of work (a row is one unit, as are FLUSH_BYTES // 16
-#: bytes read back for the crc): a unit costs about a microsecond.
+#: Work is paced in units of about a microsecond: a row packed is one, as are this many
+#: directory entries, this many bytes read for a crc, and this many rows copied.
 ENTRIES_PER_UNIT = 8
 CRC_BYTES_PER_UNIT = 1024
+ROWS_COPIED_PER_UNIT = 16
 #: Packed bytes gathered before they are written and persisted into the slot.
 FLUSH_BYTES = 64 * 1024
 #: A large directory's names go a slice at a time past this many.
 SLICE_ENTRIES = 4096
 #: Rows compared, and copied from the previous checkpoint when all are unchanged, at once.
 COPY_CHUNK = 64
-ROWS_COPIED_PER_UNIT = 16
 
 _ABSENT = object()
 
