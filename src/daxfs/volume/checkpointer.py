@@ -19,9 +19,10 @@ copied from that checkpoint's slot (a run of them at a time) instead of packed
 again, once its crc has been checked afresh: so a checkpoint costs what changed,
 plus a memory copy and two checksum passes.
 
-Phases: rows (each slice packed, written and persisted into the older slot),
-then the crc (read back from the slot, a slice at a time), then the header,
-last.  No superblock names the slot being written until the journal flips
+Phases: the previous checkpoint's crc (when rows are to be copied from it),
+rows (each slice packed, written and persisted into the older slot), the crc
+(read back from the slot, a slice at a time), where each row starts (for the
+next checkpoint), then the header, last.  No superblock names the slot being written until the journal flips
 them after ``step`` returns True, so a crash at any point mounts the previous
 checkpoint and the log after it.
 """
@@ -32,7 +33,7 @@ import errno
 import zlib
 from array import array
 from collections.abc import Iterable, Iterator
-from itertools import accumulate
+from itertools import accumulate, islice
 from typing import NamedTuple
 
 from daxfs.core import Core
@@ -46,6 +47,7 @@ from daxfs.media import Pool
 ENTRIES_PER_UNIT = 8
 CRC_BYTES_PER_UNIT = 1024
 ROWS_COPIED_PER_UNIT = 16
+OFFSETS_PER_UNIT = 32
 #: Packed bytes gathered before they are written and persisted into the slot.
 FLUSH_BYTES = 64 * 1024
 #: A large directory's names go a slice at a time past this many.
@@ -88,7 +90,8 @@ class CheckpointWriter:
         self.bad = bad_field(core)
         self.packer = RowPacker()
         self.pending = bytearray(body_prefix(core.next_ino, len(self.keys), self.bad is not None))
-        self.first_row = len(self.pending)  # where the first row starts in the body
+        #: where each row starts in the body, and past the last (built once all are written)
+        self.offsets = array("Q", [len(self.pending)])
         self.written = 0                    # body bytes in the slot
         self.entries: Iterator[tuple[str, int]] | None = None     # a directory being packed
         self.entries_left = 0
@@ -144,7 +147,8 @@ class CheckpointWriter:
         unwritten = rows * self.row_bytes + len(self.pending)
         verify = 0 if self.verify is None else self.verify[1] - self.verify[0]
         return (rows + self.entries_left // ENTRIES_PER_UNIT
-                + int(self.written + unwritten - self.checked + verify) // CRC_BYTES_PER_UNIT + 1)
+                + int(self.written + unwritten - self.checked + verify) // CRC_BYTES_PER_UNIT
+                + (len(self.keys) - len(self.offsets)) // OFFSETS_PER_UNIT + 2)
 
     def _verify_previous(self, units: int) -> int:
         """Check the previous checkpoint's crc a slice at a time before any row is copied
@@ -184,6 +188,12 @@ class CheckpointWriter:
                 self.crc = zlib.crc32(self.pool.view(start, n), self.crc)
                 self.checked += n
                 units -= n // CRC_BYTES_PER_UNIT + 1
+            elif len(self.offsets) <= len(self.lengths):
+                # where each row starts, for the next checkpoint to copy from
+                n = len(self.offsets) - 1
+                k = min(len(self.lengths) - n, units * OFFSETS_PER_UNIT)
+                self.offsets.extend(islice(accumulate(self.lengths[n:n + k], initial=self.offsets[-1]), 1, None))
+                units -= k // OFFSETS_PER_UNIT + 1
             else:
                 header = encode_header(self.crc, self.generation, self.last_seq, self.log_pos, self.written)
                 self.pool.write(self.slot, header)
@@ -291,8 +301,7 @@ class CheckpointWriter:
 
     def index_of(self) -> RowIndex:
         """Where this checkpoint's rows lie, for the next one to copy from (once complete)."""
-        offsets = array("Q", accumulate(self.lengths, initial=self.first_row))
-        return RowIndex(self.generation, self.slot + HEADER.size, self.keys, self.lengths, offsets)
+        return RowIndex(self.generation, self.slot + HEADER.size, self.keys, self.lengths, self.offsets)
 
     def _pack_entries(self) -> int:
         """Pack the next slice of a large directory's names."""

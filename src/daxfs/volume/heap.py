@@ -22,7 +22,7 @@ import gc
 import os
 
 FREEZE_FROM = 16_384
-FREEZE_STEP = 16_384
+FREEZE_STEP = 8_192
 
 
 class HeapKeeper:
