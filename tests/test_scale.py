@@ -196,3 +196,131 @@ def test_unmount_ends_the_flusher_and_clears_the_page(shm_path: str) -> None:
     assert not flusher.is_alive()
     with daxfs.open_volume(shm_path, readonly=True) as reader:
         assert reader.published() is None
+
+
+# ---------------------------------------------------------------- a read-only follower
+
+
+def test_follower_sees_each_change_as_soon_as_it_lands(shm_path: str) -> None:
+    """After every writer call, the follower's very next stat and pread show it: records,
+    one checkpoint, two (the follower reloads), and a ring that laps while it looks away."""
+    with daxfs.mkfs(shm_path, 64 << 20) as writer, daxfs.open_volume(shm_path, readonly=True) as ro:
+        with writer.open("/f", "w+b", buffering=0) as wf:
+            wf.write(b"0" * BS)
+            rf = ro.open("/f", "rb", buffering=0)
+            rng = random.Random(5)
+            for step in range(300):
+                size = rng.randrange(1, 8 * BS)
+                payload = bytes([48 + step % 10]) * size
+                wf.truncate(0)
+                wf.pwrite(payload, 0)
+                if step % 37 == 0:
+                    writer.checkpoint()
+                if step % 91 == 0:
+                    writer.checkpoint()
+                    writer.checkpoint()
+                assert ro.stat("/f").st_size == size
+                assert rf.pread(size + BS, 0) == payload
+            for index in range(3000):              # the follower looks away while the log laps it
+                wf.truncate(0)
+                wf.pwrite(bytes([index % 251]) * 8, 0)
+            assert rf.pread(8, 0) == bytes([2999 % 251]) * 8
+            writer.mkdir("/d")
+            assert ro.stat("/d").st_nlink >= 2 and sorted(ro.listdir("/")) == ["d", "f"]
+            rf.close()
+        assert ro.fsck() == []
+
+
+def test_follower_never_returns_bytes_of_a_reused_block(shm_path: str) -> None:
+    """The writer unlinks files and reuses their blocks for others with other bytes while the
+    follower reads through handles opened on the old ones: each read is the file's own bytes
+    (or nothing, before its write lands) or ESTALE, never another file's.  A tiny switch interval interleaves the two threads
+    between the follower's check, its copy and its check again."""
+    import errno
+    import sys
+
+    rounds = 150
+    with daxfs.mkfs(shm_path, 16 << 20) as writer, daxfs.open_volume(shm_path, readonly=True) as ro:
+        size = 24 * BS
+        with writer.open("/f0", "wb", buffering=0) as first:
+            first.write(bytes([1]) * size)
+        opened: list[tuple[int, daxfs.File]] = []
+        done = threading.Event()
+        problems: list[str] = []
+
+        def write() -> None:
+            try:
+                for index in range(1, rounds):
+                    with writer.open(f"/f{index}", "wb", buffering=0) as f:
+                        f.write(bytes([1 + index % 250]) * size)
+                    writer.unlink(f"/f{index - 1}")     # its blocks are free: the next file reuses them
+            finally:
+                done.set()
+
+        old = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)
+        thread = threading.Thread(target=write)
+        thread.start()
+        try:
+            reads = stale = 0
+            while not done.is_set() or reads == 0:
+                for name in ro.listdir("/"):
+                    try:
+                        opened.append((int(name[1:]), ro.open("/" + name, "rb", buffering=0)))
+                    except OSError:
+                        pass            # gone between the listing and the open
+                for index, handle in opened[-4:]:
+                    try:
+                        got = handle.pread(size, 0)
+                    except OSError as exc:
+                        assert exc.errno == errno.ESTALE
+                        stale += 1
+                        continue
+                    reads += 1
+                    if got not in (b"", bytes([1 + index % 250]) * size):     # (b"": opened just
+                        # after its create, before its write)
+                        problems.append(f"/f{index} read {sorted(set(got))[:4]}")
+        finally:
+            thread.join(60)
+            sys.setswitchinterval(old)
+            for _index, handle in opened:
+                handle.close()
+        assert problems == []
+        assert reads > 0
+        assert ro.fsck() == []
+
+
+def test_follower_copy_raced_by_a_reuse_is_never_returned(shm_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer frees a file's blocks and fills them for another file between the follower's
+    check and its copy (played in order: the copy is made to run just after): the follower
+    must see the record that landed meanwhile and answer ESTALE, not the other file's bytes."""
+    import errno
+
+    size = 16 * BS
+    with daxfs.mkfs(shm_path, 16 << 20) as writer, daxfs.open_volume(shm_path, readonly=True) as ro:
+        with writer.open("/a", "wb", buffering=0) as f:
+            f.write(b"A" * size)
+            old = {(e.pool_offset, e.length) for e in f.extents()}
+        handle = ro.open("/a", "rb", buffering=0)
+        assert handle.pread(size, 0) == b"A" * size
+        data = ro.data
+        copy = data.read_locked
+        raced: list[bool] = []
+
+        def racing_copy(ino: int, dest: memoryview | None, n: int, offset: int) -> bytes | int:
+            if not raced:
+                raced.append(True)
+                writer.unlink("/a")
+                with writer.open("/b", "wb", buffering=0) as g:
+                    g.write(b"B" * size)
+                    assert {(e.pool_offset, e.length) for e in g.extents()} == old   # the same blocks
+            return copy(ino, dest, n, offset)
+
+        monkeypatch.setattr(data, "read_locked", racing_copy)
+        with pytest.raises(OSError) as info:
+            handle.pread(size, 0)
+        assert info.value.errno == errno.ESTALE and raced
+        monkeypatch.undo()
+        handle.close()
+        with ro.open("/b", "rb", buffering=0) as b:
+            assert b.pread(size, 0) == b"B" * size

@@ -108,6 +108,19 @@ def decode_record(buf: memoryview | bytes, pos: int, volume_id: int, seq: int
     return record, length
 
 
+#: a header's magic, (crc,) volume id and sequence: what ``claims`` reads
+CLAIM = struct.Struct("<4s4xQQ")
+
+
+def claims(buf: memoryview | bytes, pos: int, volume_id: int, seq: int) -> bool:
+    """Whether the header at ``pos`` says it is record ``seq`` of the volume (its checksum
+    unchecked): False means record ``seq`` is surely not there, True only maybe."""
+    if pos + HEADER.size > len(buf):
+        return False
+    magic, vid, rseq = CLAIM.unpack_from(buf, pos)
+    return rseq == seq and magic == MAGIC and vid == volume_id
+
+
 def frame_at(buf: memoryview | bytes, pos: int, volume_id: int, seq: int) -> tuple[int, int] | None:
     """``(type code, length)`` if a record ``seq`` with a valid checksum starts at ``pos``, else None.
 
