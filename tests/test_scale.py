@@ -324,3 +324,131 @@ def test_follower_copy_raced_by_a_reuse_is_never_returned(shm_path: str, monkeyp
         handle.close()
         with ro.open("/b", "rb", buffering=0) as b:
             assert b.pread(size, 0) == b"B" * size
+
+
+# ---------------------------------------------------------------- clone and copy-on-write
+
+
+def _interleaved(vol: daxfs.Volume, path: str, other: str, pieces: int, piece: int, seed: int) -> bytes:
+    """Write ``path`` and ``other`` in alternating pieces (``path`` gets ``pieces`` extents)."""
+    rng = random.Random(seed)
+    content = rng.randbytes(pieces * piece)
+    with vol.open(path, "xb", buffering=0) as a, vol.open(other, "xb", buffering=0) as b:
+        for index in range(pieces):
+            a.pwrite(content[index * piece:(index + 1) * piece], index * piece)
+            b.pwrite(rng.randbytes(piece), index * piece)
+    return content
+
+
+def test_clone_of_a_many_extent_file_reads_alike_and_writes_apart(shm_path: str) -> None:
+    pieces, piece = 600, 2 * BS
+    with daxfs.mkfs(shm_path, 64 << 20) as vol:
+        content = _interleaved(vol, "/src", "/partner", pieces, piece, 1)
+        with vol.open("/src", "rb") as f:
+            assert len(f.extents()) == pieces
+        vol.clone_file("/src", "/new")                     # into a new name (one Batch record)
+        with vol.open("/over", "wb") as f:
+            f.write(b"o" * 5 * BS)
+        vol.clone_file("/src", "/over")                    # over a file: its blocks go first
+        for name in ("/new", "/over"):
+            with vol.open(name, "rb") as f:
+                assert f.read() == content and len(f.extents()) == pieces
+        assert vol.statfs().shared == pieces * piece
+        assert vol.fsck() == []
+        with vol.open("/new", "r+b", buffering=0) as f:   # copy-on-write, one block
+            f.pwrite(b"N" * BS, 7 * piece)
+        with vol.open("/src", "r+b", buffering=0) as f:
+            f.pwrite(b"S" * BS, 9 * piece + BS)
+        expect_new = bytearray(content)
+        expect_new[7 * piece:7 * piece + BS] = b"N" * BS
+        expect_src = bytearray(content)
+        expect_src[9 * piece + BS:10 * piece] = b"S" * BS
+        for name, expected in (("/new", expect_new), ("/src", expect_src), ("/over", content)):
+            with vol.open(name, "rb") as f:
+                assert f.read() == expected, name
+        assert vol.fsck() == []
+    with daxfs.open_volume(shm_path) as vol:               # the log replays the same way
+        for name, expected in (("/new", expect_new), ("/src", expect_src), ("/over", content)):
+            with vol.open(name, "rb") as f:
+                assert f.read() == expected, name
+        assert vol.fsck() == []
+
+
+def test_clone_whose_runs_are_shared_in_part_already(shm_path: str) -> None:
+    """Runs of the source split in the reverse map by an earlier partial clone, and runs that
+    are unwritten: the clone still reads like its source, and fsck is clean."""
+    pieces, piece = 40, 4 * BS
+    with daxfs.mkfs(shm_path, 64 << 20) as vol:
+        content = _interleaved(vol, "/src", "/partner", pieces, piece, 2)
+        with vol.open("/part", "wb") as f:
+            f.write(b"p" * 3 * BS)
+        vol.clone_range("/src", BS, "/part", 0, 2 * BS)    # half an extent: its reverse-map run splits
+        with vol.open("/src", "r+b", buffering=0) as f:
+            f.fallocate(pieces * piece, 3 * BS, keep_size=True)  # an unwritten run past EOF
+        vol.clone_file("/src", "/copy")
+        with vol.open("/copy", "rb") as f:
+            assert f.read() == content
+        assert vol.fsck() == []
+
+
+def _file(core: daxfs.core.Core, ino: int, name: str) -> None:
+    import stat as st
+
+    from daxfs.core.records import Create
+    core.apply(Create(ino, 1, name, st.S_IFREG | 0o644, 0, 0, 0))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_bulk_share_into_an_empty_file_is_the_entries_one_by_one(seed: int) -> None:
+    """A many-entry SHARE map into an empty file (the bulk path) leaves the same state as its
+    entries applied one record each (the general path), or both refuse it."""
+    from daxfs.core import Core, check
+    from daxfs.core.extents import SHARE
+    from daxfs.core.invariants import _canonical
+    from daxfs.core.records import SetExtents
+    from daxfs.errors import CorruptVolumeError
+
+    rng = random.Random(seed)
+
+    def build() -> Core:
+        core = Core.new(BS, 256, time_ns=1, uid=0, gid=0)
+        _file(core, 2, "a")
+        core.apply(SetExtents(2, [], [0, 6, 10, 0, 6, 4, 30, 0, 10, 8, 50, 0, 18, 2, 17, 0], 20 * BS, 0))
+        _file(core, 3, "b")
+        core.apply(SetExtents(3, [], [0, 2, 12, SHARE, 2, 3, 60, 0], 5 * BS, 0))    # splits a's run at 12
+        _file(core, 4, "c")
+        return core
+
+    whole_runs = [(10, 2), (12, 2), (14, 2), (30, 4), (50, 8), (17, 2), (60, 3)]   # the reverse map's runs
+    other = [(10, 6), (54, 2), (61, 1), (5, 2)]         # parts or several runs; (5, 2): nobody's
+    entries = []
+    fblk = 0
+    if seed % 4 == 0:       # a's first three runs in a row, in the file too: they merge
+        entries = [[0, 2, 10, SHARE], [2, 2, 12, SHARE], [4, 2, 14, SHARE]]
+        fblk = 6
+    picks = rng.sample(whole_runs[3:] if entries else whole_runs, rng.randrange(2, 5))
+    if rng.random() < 0.3:
+        picks.insert(rng.randrange(len(picks) + 1), rng.choice(other + whole_runs))
+    for pblk, n in picks:
+        if rng.random() < 0.1:
+            fblk = max(0, fblk - rng.randrange(1, 4))      # now and then out of order or overlapping
+        entries.append([fblk, n, pblk, SHARE])
+        fblk += n + rng.choice((0, 0, 1, 3))
+    size = max(e[0] + e[1] for e in entries) * BS
+
+    bulk, one_by_one = build(), build()
+    outcomes = []
+    for core, records in ((bulk, [[x for e in entries for x in e]]), (one_by_one, entries)):
+        try:
+            for flat in records:
+                core.apply(SetExtents(4, [], flat, size, 0))
+            outcomes.append(None)
+        except CorruptVolumeError as exc:
+            outcomes.append(type(exc))
+    assert outcomes[0] == outcomes[1]
+    if outcomes[0] is None:
+        assert list(bulk.inodes[4].extents) == list(one_by_one.inodes[4].extents)
+        assert sorted(bulk.rmap.covered()) == sorted(one_by_one.rmap.covered())
+        assert bulk.rmap.shared_blocks == one_by_one.rmap.shared_blocks
+        assert _canonical(bulk.rmap) == _canonical(one_by_one.rmap)
+        assert check(bulk) == [] and bulk.runs == one_by_one.runs

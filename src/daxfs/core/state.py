@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import errno
 import stat as st
+from builtins import map as _map
+from operator import add, le
 
 from daxfs.core.badblocks import BlockRuns, apply_bad_metadata, apply_clear, apply_quarantine
 from daxfs.core.busy import BusyList
@@ -499,12 +501,8 @@ class Core:
             return
         max_blocks = self.max_blocks
         bad = self.bad
-        for i in range(0, len(map), 4):
-            if map[i] + map[i + 1] > max_blocks:
-                raise CorruptVolumeError(f"inode {ino} maps file block {map[i] + map[i + 1]}, past the largest file")
-            if bad and bad.overlaps(map[i + 2], map[i + 1]):
-                # a bad block never gains an owner: only the files it failed under keep it
-                raise CorruptVolumeError(f"inode {ino} maps bad data blocks {map[i + 2]}..{map[i + 2] + map[i + 1]}")
+        if map and max(_map(add, map[0::4], map[1::4])) > max_blocks or bad:
+            self._check_map(ino, map)
         unowned: list[tuple[int, int]] = []     # blocks this record leaves with no owner
         for i in range(0, len(unmap), 2):
             fblk, nblk = unmap[i], unmap[i + 1]
@@ -513,6 +511,8 @@ class Core:
             for f, n, p, _fl in emap.remove(fblk, nblk):
                 unowned.extend(rmap.remove(p, n, ino, f))
         taken: list[tuple[int, int]] = []       # blocks this record takes from free space
+        if not emap and len(map) > 4 and self._share_into_empty(ino, emap, map):
+            map = []                            # (done: a clone of whole extents into an empty map)
         for i in range(0, len(map), 4):
             fblk, nblk, pblk, flags = map[i], map[i + 1], map[i + 2], map[i + 3]
             if not emap.is_hole(fblk, nblk):
@@ -541,6 +541,32 @@ class Core:
             node.mtime_ns = node.ctime_ns = time_ns
         if emap.last_written_end() > -(-new_size // self.block_size):
             raise CorruptVolumeError(f"inode {ino} holds written blocks past its size {new_size}")
+
+    def _check_map(self, ino: int, map: list[int]) -> None:
+        """Refuse a map that reaches past the largest file or gives bad blocks an owner."""
+        max_blocks = self.max_blocks
+        bad = self.bad
+        for i in range(0, len(map), 4):
+            if map[i] + map[i + 1] > max_blocks:
+                raise CorruptVolumeError(f"inode {ino} maps file block {map[i] + map[i + 1]}, past the largest file")
+            if bad and bad.overlaps(map[i + 2], map[i + 1]):
+                # a bad block never gains an owner: only the files it failed under keep it
+                raise CorruptVolumeError(f"inode {ino} maps bad data blocks {map[i + 2]}..{map[i + 2] + map[i + 1]}")
+
+    def _share_into_empty(self, ino: int, emap: ExtentMap, map: list[int]) -> bool:
+        """A clone's map into an empty file — every entry SHARE, in file order, none
+        overlapping, each naming exactly one owned run — applied in bulk (C-level passes
+        over the columns, no Python step per extent).  False, with nothing changed, for any
+        other map: the general loop does it."""
+        fblks, nblks, pblks = map[0::4], map[1::4], map[2::4]
+        if set(map[3::4]) != {SHARE} or min(nblks) <= 0:
+            return False
+        if not all(_map(le, _map(add, fblks[:-1], nblks[:-1]), fblks[1:])):
+            return False            # not in file order, or overlapping
+        if not self.rmap.share_whole_runs(ino, fblks, nblks, pblks):
+            return False
+        emap.fill_sorted(fblks, nblks, pblks)
+        return True
 
     def _free_inode(self, node: Inode) -> None:
         if node.target is not None:
