@@ -14,11 +14,12 @@ from __future__ import annotations
 import errno
 import stat as st
 from builtins import map as _map
-from operator import add, le
+from operator import add
 
 from daxfs.core.badblocks import BlockRuns, apply_bad_metadata, apply_clear, apply_quarantine
 from daxfs.core.busy import BusyList
 from daxfs.core.extents import SHARE, UNWRITTEN, ExtentMap
+from daxfs.core.fastpaths import check_map, replace_in_run, share_into_empty
 from daxfs.core.rmap import OwnerMap
 from daxfs.core.namespace import check_name, split_path
 from daxfs.core.fields import MAX_FILE_SIZE, target_size
@@ -499,10 +500,10 @@ class Core:
             if time_ns is not None:
                 node.mtime_ns = node.ctime_ns = time_ns
             return
-        max_blocks = self.max_blocks
-        bad = self.bad
-        if map and max(_map(add, map[0::4], map[1::4])) > max_blocks or bad:
-            self._check_map(ino, map)
+        if len(map) == 4 and not unmap and size is None and replace_in_run(self, ino, emap, map, time_ns):
+            return                              # (done: a copy-on-write's fresh blocks inside a run)
+        if map and max(_map(add, map[0::4], map[1::4])) > self.max_blocks or self.bad:
+            check_map(self, ino, map)
         unowned: list[tuple[int, int]] = []     # blocks this record leaves with no owner
         for i in range(0, len(unmap), 2):
             fblk, nblk = unmap[i], unmap[i + 1]
@@ -511,7 +512,7 @@ class Core:
             for f, n, p, _fl in emap.remove(fblk, nblk):
                 unowned.extend(rmap.remove(p, n, ino, f))
         taken: list[tuple[int, int]] = []       # blocks this record takes from free space
-        if not emap and len(map) > 4 and self._share_into_empty(ino, emap, map):
+        if not emap and len(map) > 4 and share_into_empty(self.rmap, ino, emap, map):
             map = []                            # (done: a clone of whole extents into an empty map)
         for i in range(0, len(map), 4):
             fblk, nblk, pblk, flags = map[i], map[i + 1], map[i + 2], map[i + 3]
@@ -541,32 +542,6 @@ class Core:
             node.mtime_ns = node.ctime_ns = time_ns
         if emap.last_written_end() > -(-new_size // self.block_size):
             raise CorruptVolumeError(f"inode {ino} holds written blocks past its size {new_size}")
-
-    def _check_map(self, ino: int, map: list[int]) -> None:
-        """Refuse a map that reaches past the largest file or gives bad blocks an owner."""
-        max_blocks = self.max_blocks
-        bad = self.bad
-        for i in range(0, len(map), 4):
-            if map[i] + map[i + 1] > max_blocks:
-                raise CorruptVolumeError(f"inode {ino} maps file block {map[i] + map[i + 1]}, past the largest file")
-            if bad and bad.overlaps(map[i + 2], map[i + 1]):
-                # a bad block never gains an owner: only the files it failed under keep it
-                raise CorruptVolumeError(f"inode {ino} maps bad data blocks {map[i + 2]}..{map[i + 2] + map[i + 1]}")
-
-    def _share_into_empty(self, ino: int, emap: ExtentMap, map: list[int]) -> bool:
-        """A clone's map into an empty file — every entry SHARE, in file order, none
-        overlapping, each naming exactly one owned run — applied in bulk (C-level passes
-        over the columns, no Python step per extent).  False, with nothing changed, for any
-        other map: the general loop does it."""
-        fblks, nblks, pblks = map[0::4], map[1::4], map[2::4]
-        if set(map[3::4]) != {SHARE} or min(nblks) <= 0:
-            return False
-        if not all(_map(le, _map(add, fblks[:-1], nblks[:-1]), fblks[1:])):
-            return False            # not in file order, or overlapping
-        if not self.rmap.share_whole_runs(ino, fblks, nblks, pblks):
-            return False
-        emap.fill_sorted(fblks, nblks, pblks)
-        return True
 
     def _free_inode(self, node: Inode) -> None:
         if node.target is not None:
