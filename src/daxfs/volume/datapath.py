@@ -8,7 +8,8 @@ Rules that keep every write all-or-nothing (the journal logs the record):
   grows over them they are zeroed first (before the record).
 - A shared (reflinked) block is never written in place: ``unshare`` gives the
   writing file a private copy first, swapped in by a record of its own or by
-  the write's own record, so the other owners never see the write.
+  the write's own record, so the other owners never see the write (a write
+  inside one shared run does it in one pass: ``cow.cow_in_run``).
 - Overwrites of private blocks a file already owns go in place and are not
   atomic per byte, as on any DAX file system.  With ``durability="lazy"`` they
   are persisted at fsync/close instead of at once.
@@ -27,6 +28,7 @@ from daxfs.errors import fs_error
 from daxfs.format.layout import HUGE_PAGE
 from daxfs.volume.arguments import MAX_FILE_SIZE
 from daxfs.volume import poison
+from daxfs.volume.cow import cow_in_run
 from daxfs.volume.journal import Journal
 from daxfs.volume.prepared import GROW_RUN, Piece, PreparedWrites
 from daxfs.volume.references import Reference, ReferenceTable, View
@@ -176,7 +178,7 @@ class DataPath(PreparedWrites):
             tail = node.size // bs if grows and node.size % bs else -1
             if tail >= 0 and not f0 <= tail < f1:
                 self.unshare(node, 0, 0, grows_to=end)     # the old last block, before zeroing its tail
-            if not grows and journal.core.rmap.shared_blocks and self._cow_in_run(node, data, offset, end):
+            if not grows and journal.core.rmap.shared_blocks and cow_in_run(self, node, data, offset, end):
                 return n
             # Shared blocks the write covers are copied, and the write goes into the copies,
             # which the write's own record swaps in: all-or-nothing.
@@ -225,45 +227,6 @@ class DataPath(PreparedWrites):
             else:
                 journal.defer_mtime(ino, now)
             return n
-
-    def _cow_in_run(self, node: Inode, data: memoryview, offset: int, end: int) -> bool:
-        """The common copy-on-write: a write inside the file into one written run whose blocks
-        are all shared (the first writes into a clone).  Fresh blocks get the write, and of
-        the old blocks only the bytes around it; they are persisted whole, then one record
-        swaps them in.  False, with nothing changed, for anything else (``unshare`` does it)."""
-        journal = self.journal
-        core = journal.core
-        bs = self.bs
-        f0, f1 = offset // bs, (end - 1) // bs + 1
-        run = node.extents.lookup(f0)  # type: ignore[union-attr]
-        if run is None or run[3] & UNWRITTEN or run[0] + run[1] < f1 or core.bad:
-            return False
-        nblk = f1 - f0
-        old = run[2] + f0 - run[0]
-        if core.rmap.shared_parts(old, nblk) != [(old, nblk)]:
-            return False
-        if self.references.settle(node.ino, f0, f1, None, "copy on write"):
-            return False        # waited (the lock was let go): look at the file again
-        if core.checkpoint_bound + 3 * GROW_RUN > journal.layout.checkpoint_size - 64:
-            raise fs_error(errno.ENOSPC, message="no space left for metadata")
-        plan = journal.plan_blocks(nblk)
-        pool = self.pool
-        base = self.data_offset
-        pieces = self.assign([(f0, nblk)], plan, 0)
-        for f, k, p, _fl in pieces:
-            first, last = f * bs, (f + k) * bs
-            lo, hi = max(first, offset), min(last, end)
-            dst, src = base + p * bs, base + (old + f - f0) * bs
-            if lo > first:
-                pool.write(dst, pool.view(src, lo - first))
-            pool.write(dst + lo - first, data[lo - offset:hi - offset])
-            if hi < last:
-                pool.write(dst + hi - first, pool.view(src + hi - first, last - hi))
-            pool.persist(dst, k * bs)   # whole, whatever the durability: the record shows them next
-        journal.deferred.pop(node.ino, None)
-        journal.commit(SetExtents(node.ino, [], [x for piece in pieces for x in piece], None, time.time_ns()))
-        self.references.show_filled(node.ino, pieces)
-        return True
 
     def append(self, ino: int, data: memoryview) -> tuple[int, int]:
         """O_APPEND write: ``(bytes written, the size after it)``, atomically."""

@@ -21,7 +21,6 @@ sealed references of ``ino``.  Every method runs under ``lock`` (the volume's).
 
 from __future__ import annotations
 
-import operator
 import os
 import threading
 import time
@@ -31,8 +30,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from daxfs._types import PinInfo
 from daxfs.core import UNWRITTEN
-from daxfs.core.inode_paths import paths_of
 from daxfs.errors import BusyError
+from daxfs.volume.listing import PinListing
 
 if TYPE_CHECKING:
     from daxfs.volume.journal import Journal
@@ -58,10 +57,6 @@ TRANSITIONS: dict[str, dict[str, str]] = {
     REVOKED: {},
     RELEASED: {},
 }
-
-
-# PinInfo order in a listing: oldest first (since, then ino and offset).
-_LISTING_ORDER = operator.itemgetter(6, 1, 3)
 
 
 def check_policy(policy: str | None) -> None:
@@ -200,10 +195,8 @@ class ReferenceTable:
         self._waiting: list[tuple[int, int, int]] = []    # (ino, first, end block) a 'wait' holds
         self._lingering: set[Reference] = set()           # let go of, blocks still held (shown)
         self._follower_refs = 0                           # a follower's references (shared lock)
-        #: ino -> (path, [(holder, its fields)]) its references' ``listed`` PinInfo were made
-        #: with; dropped when the inode's references change (see ``_all_infos``)
-        self._listed: dict[int, tuple[str | None, list[tuple[object, tuple[str, int | None, int | None]]]]] = {}
-        self._taken: dict[Reference, None] = {}          # the live references, in the order taken
+        #: ``vol.pins()``: the live references as PinInfo, kept between listings
+        self.listing = PinListing(journal, self.holder_name)
         self.closing = False                              # a forced close is under way
         self.process_holder: object = _ProcessHolder()
 
@@ -294,8 +287,7 @@ class ReferenceTable:
         if refs is None:
             self._seals[ino] = refs = set()
         refs.add(ref)
-        self._listed.pop(ino, None)
-        self._taken[ref] = None
+        self.listing.taken(ref)
         ref.since = time.time()
         self._changed_hook()
 
@@ -389,8 +381,7 @@ class ReferenceTable:
         if refs is None or ref not in refs:
             return
         refs.discard(ref)
-        self._listed.pop(ref.ino, None)
-        self._taken.pop(ref, None)
+        self.listing.gone(ref)
         if not refs:
             del self._seals[ref.ino]
         if not self._journal.closed:
@@ -445,63 +436,9 @@ class ReferenceTable:
     def holder_name(self, holder: object) -> str:
         return str(holder if holder is not None else self.process_holder)
 
-    def _holder_fields(self, holder: object) -> tuple[str, int | None, int | None]:
-        """What a listing says of ``holder``: its name, pid and uid (asked each listing: the
-        process holder's change after a fork)."""
-        return self.holder_name(holder), getattr(holder, "pid", None), getattr(holder, "uid", None)
-
-    def _list(self, ino: int, refs: Iterable[Reference], path: str | None) -> None:
-        """Make the PinInfo of each of ``ino``'s references (``ref.listed``)."""
-        fields = {id(ref.holder): self._holder_fields(ref.holder) for ref in refs}
-        for ref in refs:
-            name, pid, uid = fields[id(ref.holder)]
-            ref.listed = PinInfo(name, ino, path, ref.offset, ref.length, ref.listed_kind, ref.since, pid, uid)
-
     def infos(self, refs: list[Reference] | None = None) -> list[PinInfo]:
         """PinInfo for ``refs`` (default: every live reference), oldest first."""
-        if refs is None:
-            return self._all_infos()
-        paths = paths_of(self._journal.core, {ref.ino for ref in refs})
-        for ino in {ref.ino for ref in refs}:
-            self._list(ino, [ref for ref in refs if ref.ino == ino], paths[ino])
-        out = [ref.listed for ref in refs]
-        out.sort(key=_LISTING_ORDER)
-        return out  # type: ignore[return-value]
-
-    def _all_infos(self) -> list[PinInfo]:
-        """Every live reference as PinInfo, from what the last listing made.
-
-        A reference's PinInfo (``ref.listed``) is remade when its inode's references
-        change (``register``/``_unseal`` forget the inode's), when the inode's path
-        changed, or when one of its holders now gives another name, pid or uid; else
-        it is reused.  The references are kept in the order they were taken, which is
-        the listing's order but for clock steps and ties: the sort only checks it.
-        So 10,000 pins cost a walk of their inodes, one list and a sort of sorted data.
-        """
-        seals = self._seals
-        paths = paths_of(self._journal.core, set(seals))
-        asked: dict[int, tuple[str, int | None, int | None]] = {}      # id(holder) -> fields, this call
-        listed = self._listed
-        for ino, refs in seals.items():
-            path = paths[ino]
-            entry = listed.get(ino)
-            if entry is not None and entry[0] == path:
-                for holder, said in entry[1]:
-                    now = asked.get(id(holder))
-                    if now is None:
-                        asked[id(holder)] = now = self._holder_fields(holder)
-                    if now != said:
-                        entry = None
-                        break
-            else:
-                entry = None
-            if entry is None:
-                holders = {id(ref.holder): ref.holder for ref in refs}.values()
-                listed[ino] = (path, [(holder, self._holder_fields(holder)) for holder in holders])
-                self._list(ino, refs, path)
-        out = [ref.listed for ref in self._taken]
-        out.sort(key=_LISTING_ORDER)
-        return out  # type: ignore[return-value]
+        return self.listing.infos(self._seals, refs)
 
     def busy_error(self, what: str, refs: list[Reference], *, filename: str | None = None) -> BusyError:
         kinds = ", ".join(f"{r.listed_kind} on {r.path} [{r.offset}, +{r.length}) "
