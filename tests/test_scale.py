@@ -546,3 +546,24 @@ def test_writes_into_clones_match_a_byte_model(shm_path: str, durability: str) -
             with vol.open(name, "rb") as f:
                 assert f.read() == expected
         assert vol.fsck() == []
+
+
+def test_a_flusher_ends_when_its_page_is_gone(vol: daxfs.Volume, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flusher holds its page weakly: a page (a volume) dropped without close() does not
+    keep a thread, nor the volume, alive."""
+    import gc
+    import weakref
+
+    from daxfs.volume import status
+
+    monkeypatch.setattr(status, "IDLE_CHECK", 0.01)
+    page = status.StatusPage(vol._journal)          # a second page of the same volume: refs none
+    page.changed()
+    flusher = page._flusher
+    assert flusher is not None and flusher.is_alive()
+    gone = weakref.ref(page)
+    del page
+    gc.collect()
+    assert gone() is None
+    flusher.join(10)
+    assert not flusher.is_alive()

@@ -5,9 +5,9 @@ and ``daxfs df`` run in other processes.  So the writer publishes a snapshot
 (its pid, the time, busy bytes, as many references as fit) into a reserved
 page of the pool header, within ``PUBLISH_EVERY`` seconds of a change and at
 most once per interval.  The publishing is done by one long-lived flusher
-thread per volume (started at the first change, ended at unmount): a change
-only marks the page stale and wakes it, so taking or letting go of a
-reference starts no thread and writes no page.
+thread per volume (started at the first change, ended at unmount or when the
+volume is dropped unclosed): a change only marks the page stale and wakes it,
+so taking or letting go of a reference starts no thread and writes no page.
 Informational only: never persisted on purpose, never read by mount.
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from typing import Any
 
 from daxfs._types import PinInfo
@@ -51,29 +52,26 @@ class StatusPage:
             return
         self._stale = True
         if self._flusher is None:
-            flusher = threading.Thread(target=self._flush_loop, name=f"daxfs status {journal.pool.name}",
-                                       daemon=True)
+            # The thread holds the page weakly: a volume dropped without close() is still
+            # collected, and its flusher ends (it looks every IDLE_CHECK seconds).
+            flusher = threading.Thread(target=_flush_loop, args=(weakref.ref(self), self._wake),
+                                       name=f"daxfs status {journal.pool.name}", daemon=True)
             self._flusher = flusher
             flusher.start()
         self._wake.set()
 
-    def _flush_loop(self) -> None:
-        """The flusher: wait for a change, keep the interval since the last publish, publish."""
-        journal = self._journal
-        wake = self._wake
-        while True:
-            wake.wait()
-            if self._stopped:
-                return
-            pause = self._published + self.PUBLISH_EVERY - time.monotonic()
-            if pause > 0:
-                time.sleep(pause)
-            with journal.lock:
-                wake.clear()
-                if self._stopped or journal.closed:
-                    return
-                if self._stale:
-                    self.publish()
+    def _flush(self) -> bool:
+        """Keep the interval since the last publish, then publish; False once unmounted."""
+        pause = self._published + self.PUBLISH_EVERY - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        with self._journal.lock:
+            self._wake.clear()
+            if self._stopped or self._journal.closed:
+                return False
+            if self._stale:
+                self.publish()
+        return True
 
     def publish(self) -> None:
         """Write the page now (the caller holds the volume's lock)."""
@@ -95,6 +93,21 @@ class StatusPage:
         self._wake.set()
         if self._journal.meta_ok(STATUS_OFFSET, STATUS_SIZE):
             self._journal.pool.write(STATUS_OFFSET, bytes(64))
+
+
+IDLE_CHECK = 5.0         # how often an idle flusher looks whether its volume still exists
+
+
+def _flush_loop(page_ref: "weakref.ref[StatusPage]", wake: threading.Event) -> None:
+    """The flusher thread: wait for a change, publish it; end at unmount or with the page."""
+    while True:
+        woken = wake.wait(IDLE_CHECK)
+        page = page_ref()
+        if page is None or page._stopped:
+            return
+        if woken and not page._flush():
+            return
+        del page                # (not held while waiting)
 
 
 def read_status(journal: Journal) -> dict[str, Any] | None:
