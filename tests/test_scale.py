@@ -567,3 +567,17 @@ def test_a_flusher_ends_when_its_page_is_gone(vol: daxfs.Volume, monkeypatch: py
     assert gone() is None
     flusher.join(10)
     assert not flusher.is_alive()
+
+
+def test_the_unchecked_generation_read_finds_each_copys_generation() -> None:
+    """What a follower's quick check reads is the generation field of each superblock copy
+    (so a change of the superblock's layout cannot silently blind it)."""
+    from daxfs.format.layout import HEADER_SIZE, SUPERBLOCK_OFFSETS, Layout
+    from daxfs.format.superblock import GENERATIONS, Superblock
+
+    header = bytearray(HEADER_SIZE)
+    layout = Layout.compute(64 << 20, BS)
+    for where, generation in zip(SUPERBLOCK_OFFSETS, (7, 123456789012)):
+        raw = Superblock(uuid.uuid4(), layout, generation).encode()
+        header[where:where + len(raw)] = raw
+    assert GENERATIONS.unpack_from(header) == (7, 123456789012)

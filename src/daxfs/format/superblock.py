@@ -60,14 +60,9 @@ def _generations_struct() -> struct.Struct:
     return struct.Struct(fmt)
 
 
-_GENERATIONS = _generations_struct()
-
-
-def raw_generations(header: memoryview | bytes) -> tuple[int, ...]:
-    """The generation field of every superblock copy in ``header`` (the pool's first bytes),
-    unchecked: no crc, so only a reader that acts on them when they say nothing is newer
-    than what it knows may skip reading the superblock properly."""
-    return _GENERATIONS.unpack_from(header)
+#: every copy's generation field, in one unpack of the pool's first bytes: unchecked (no crc),
+#: so only for a reader that acts on them when they say nothing is newer than what it knows
+GENERATIONS = _generations_struct()
 
 
 def has_magic(raw: bytes) -> bool:

@@ -38,7 +38,7 @@ from daxfs.errors import CorruptVolumeError, fs_error
 from daxfs.format.checkpoint import encode_checkpoint
 from daxfs.format.layout import HEADER_SIZE, SUPERBLOCK_OFFSETS, SUPERBLOCK_SIZE
 from daxfs.format.log import CLAIM, HEADER, MAGIC
-from daxfs.format.superblock import Superblock, raw_generations
+from daxfs.format.superblock import GENERATIONS, Superblock
 from daxfs.media import FilePool, Pool
 from daxfs.volume.changes import ChangeTable
 from daxfs.volume.log import LogRing
@@ -361,12 +361,20 @@ class Journal:
         its head past bad log memory it checkpoints, and a superblock copy shows a
         newer generation.  So: no header at our head claiming that record, and no
         copy's generation field past ours.  Any other value (a torn or damaged copy
-        included) only sends us down the full, checked ``refresh``.
+        included) only sends us down the full, checked ``refresh``.  (``_claimed``
+        inlined: this runs before every call a follower answers.)
         """
-        if self._claimed():
+        header, log = self._views or self._make_views()
+        ring = self.ring
+        size = ring.size
+        phys = ring.head % size
+        if size - phys < HEADER.size:
+            phys = 0
+        magic, vid, seq = CLAIM.unpack_from(log, phys)
+        if seq == ring.next_seq and magic == MAGIC and vid == ring.volume_id:
             return False
         generation = self.generation
-        for seen in raw_generations(self._views[0]):  # type: ignore[index]
+        for seen in GENERATIONS.unpack_from(header):
             if seen > generation:
                 return False
         return True
