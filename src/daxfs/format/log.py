@@ -108,17 +108,9 @@ def decode_record(buf: memoryview | bytes, pos: int, volume_id: int, seq: int
     return record, length
 
 
-#: a header's magic, (crc,) volume id and sequence: what ``claims`` reads
+#: a header's magic, (crc,) volume id and sequence: enough to tell that record ``seq`` is
+#: surely *not* at a position (a follower's quick check), its checksum unchecked
 CLAIM = struct.Struct("<4s4xQQ")
-
-
-def claims(buf: memoryview | bytes, pos: int, volume_id: int, seq: int) -> bool:
-    """Whether the header at ``pos`` says it is record ``seq`` of the volume (its checksum
-    unchecked): False means record ``seq`` is surely not there, True only maybe."""
-    if pos + HEADER.size > len(buf):
-        return False
-    magic, vid, rseq = CLAIM.unpack_from(buf, pos)
-    return rseq == seq and magic == MAGIC and vid == volume_id
 
 
 def frame_at(buf: memoryview | bytes, pos: int, volume_id: int, seq: int) -> tuple[int, int] | None:
