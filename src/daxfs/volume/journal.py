@@ -66,7 +66,7 @@ class Journal:
         #: puts memory behind planned blocks that may have none (holes of a sparse or discarded
         #: pool) before anything stores there; set by the volume's MediaSpace (discard.py)
         self.reserve: Callable[[list[tuple[int, int]]], None] | None = None
-        #: a follower's views of the pool header and of the log (see ``_quiet``), made at its
+        #: a follower's views of the pool header and of the log (see ``quiet``), made at its
         #: first check and released by ``drop_views`` before the pool closes
         self._views: tuple[memoryview, memoryview] | None = None
         self._install(loaded)
@@ -87,7 +87,7 @@ class Journal:
     def check_open(self) -> None:
         if self.closed:
             raise ValueError("I/O operation on closed volume")
-        if self.follow and not self._quiet():
+        if self.follow and not self.quiet():
             self._catch_up()
 
     def check_writable(self, path: str | None = None) -> None:
@@ -305,7 +305,7 @@ class Journal:
         stale (ESTALE on use), as on NFS: without an arbiter the writer cannot
         know it is held.
         """
-        if not self._quiet():
+        if not self.quiet():
             self._catch_up()
 
     def _catch_up(self) -> None:
@@ -353,8 +353,9 @@ class Journal:
         magic, vid, seq = CLAIM.unpack_from(log, phys)
         return seq == ring.next_seq and magic == MAGIC and vid == ring.volume_id
 
-    def _quiet(self) -> bool:
-        """Whether the writer has surely changed nothing since we caught up (a follower).
+    def quiet(self) -> bool:
+        """Whether the writer has surely changed nothing since we caught up (a follower;
+        ``DataPath.pread`` asks it once, after its copy).
 
         Nothing is logged without record ``next_seq`` landing at our head (or a PAD
         there, or at 0 past a lap's end); when the ring laps us or the writer jumps
