@@ -22,10 +22,12 @@ What these tests prove:
 
 from __future__ import annotations
 
+import random
 import errno
 import stat as st
 import uuid
 
+import msgpack
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as hs
@@ -41,7 +43,7 @@ from daxfs.core.rmap import OwnerMap
 from daxfs.core.state import ROOT_INO
 from daxfs.errors import CorruptVolumeError
 from daxfs.format.checkpoint import HEADER as CKPT_HEADER
-from daxfs.format.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
+from daxfs.format.checkpoint import Checkpoint, decode_checkpoint, decode_checkpoint_streamed, encode_checkpoint
 from daxfs.format.layout import Layout
 from daxfs.format.log import HEADER as RECORD_HEADER
 from daxfs.format.log import decode_record, encode_pad, encode_record
@@ -723,8 +725,23 @@ def core_summary(core: Core) -> dict[str, object]:
 
 
 def rebuilt_from_checkpoint(core: Core) -> Core:
-    return Core.from_checkpoint(core.to_checkpoint(), core.block_size, core.data_blocks,
-                                align_blocks=core.space.align)
+    """``core`` through a checkpoint, decoded both ways (whole, and a row at a time as mount
+    does): both must give the same state."""
+    whole = Core.from_checkpoint(core.to_checkpoint(), core.block_size, core.data_blocks,
+                                 align_blocks=core.space.align)
+    raw = encode_checkpoint(core.to_checkpoint(), 1, 0, 0)
+    streamed = Core.from_checkpoint(decode_checkpoint_streamed(raw, 0).state, core.block_size,
+                                    core.data_blocks, align_blocks=core.space.align)
+    assert core_summary(streamed) == core_summary(whole)
+    return whole
+
+
+@pytest.mark.parametrize("body", [msgpack.packb(5), msgpack.packb([2]), msgpack.packb([2, 3]),
+                                  msgpack.packb([2, [], [[], []]]) + b"\x00", msgpack.packb([2, [[1]]])])
+def test_a_streamed_checkpoint_of_the_wrong_shape_is_corrupt(body: bytes) -> None:
+    from daxfs.format.checkpoint import StreamedState
+    with pytest.raises(CorruptVolumeError):
+        Core.from_checkpoint(StreamedState(body), BS, 64)
 
 
 def test_checkpoint_round_trip_keeps_every_inode_field_apart() -> None:
@@ -1230,3 +1247,47 @@ def test_decode_checkpoint_of_garbage_raises_only_corruption(junk: bytes) -> Non
     framed = CKPT_HEADER.pack(b"DAXFSCKP", zlib.crc32(body), 1, 0, 0, len(body)) + body
     with pytest.raises(CorruptVolumeError):
         decode_checkpoint(framed, 0)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_owner_map_build_equals_adding_every_run(seed: int) -> None:
+    """The one-pass build of disjoint runs (and its fallback once runs share blocks) gives
+    the map that adding the runs one by one gives: same runs, same merges, same counts."""
+    rng = random.Random(seed)
+    owned = []
+    pblk = 0
+    for _ in range(rng.randrange(1, 40)):
+        pblk += rng.choice([0, 0, 1, 5])
+        n = rng.randrange(1, 6)
+        ino = rng.choice([2, 3, 4])
+        owned.append((pblk, n, ino, rng.choice([0, pblk, pblk + 3])))
+        pblk += n
+        if seed % 3 == 0 and rng.random() < 0.2:        # a reflinked run: blocks owned twice
+            owned.append((pblk - n, n, ino + 10, 0))
+    rng.shuffle(owned)
+    one_by_one = OwnerMap()
+    for run in sorted(owned):
+        one_by_one.add(*run)
+    built = OwnerMap.build(owned)
+    assert built.runs() == one_by_one.runs()
+    assert built.shared_blocks == one_by_one.shared_blocks
+
+
+@pytest.mark.parametrize("order", [[1, 2, 3, 2], [1, 3, 2, 3], [3, 1, 2, 1], [1, 4, 4]])
+def test_from_checkpoint_refuses_an_inode_stored_twice_in_any_order(order: list[int]) -> None:
+    rows = {1: [1, st.S_IFDIR | 0o755, 0, 0, 0, 0, 0, 0, None, ["a", 2, "b", 3, "c", 4]],
+            2: [2, st.S_IFREG | 0o644, 0, 0, 0, 0, 0, 0, [], None],
+            3: [3, st.S_IFREG | 0o644, 0, 0, 0, 0, 0, 0, [], None],
+            4: [4, st.S_IFLNK | 0o777, 0, 0, 1, 0, 0, 0, None, None, "a"]}
+    with pytest.raises(CorruptVolumeError, match="stored twice"):
+        Core.from_checkpoint([5, [rows[i] for i in order]], BS, 64)
+
+
+def test_from_checkpoint_puts_inodes_in_number_order() -> None:
+    """Rows stored out of order (not as daxfs writes them) load in inode order, which the
+    checkpoint writer relies on."""
+    state = [5, [[3, st.S_IFREG | 0o644, 0, 0, 0, 0, 0, 0, [], None],
+                 [1, st.S_IFDIR | 0o755, 0, 0, 0, 0, 0, 0, None, ["a", 2, "b", 3, "c", 4]],
+                 [4, st.S_IFLNK | 0o777, 0, 0, 1, 0, 0, 0, None, None, "a"],
+                 [2, st.S_IFREG | 0o644, 0, 0, 0, 0, 0, 0, [], None]]]
+    assert list(Core.from_checkpoint(state, BS, 64).inodes) == [1, 2, 3, 4]

@@ -9,6 +9,7 @@ anything else is a CorruptVolumeError saying what and which inode.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from stat import S_IFLNK, S_IFREG
 
 from daxfs.core.badblocks import load_bad, merge_runs
@@ -22,16 +23,23 @@ from daxfs.errors import CorruptVolumeError
 
 
 def load_rows(core: Core, obj: object) -> None:
-    """Fill the empty ``core`` with the state checkpoint ``obj`` holds (see ``Core.from_checkpoint``)."""
-    if type(obj) is not list or len(obj) not in (2, 3):
-        raise _bad_checkpoint(f"top level is {_show(obj)}, not [next_ino, inodes(, bad memory)]")
-    next_ino, rows = obj[0], obj[1]
-    if len(obj) == 3:
-        load_bad(core, obj[2])
+    """Fill the empty ``core`` with the state checkpoint ``obj`` holds (see ``Core.from_checkpoint``).
+
+    ``obj`` is the decoded ``[next_ino, rows(, bad memory)]``, or a body decoded a row at a
+    time (anything with ``parts()``, as ``format.checkpoint.StreamedState``): then no more
+    than one row is alive at once besides what the state keeps."""
+    rows: Iterable[object]
+    if hasattr(obj, "parts"):
+        next_ino, rows, rest = obj.parts()
+    else:
+        if type(obj) is not list or len(obj) not in (2, 3):
+            raise _bad_checkpoint(f"top level is {_show(obj)}, not [next_ino, inodes(, bad memory)]")
+        next_ino, rows = obj[0], obj[1]
+        if type(rows) is not list:
+            raise _bad_checkpoint(f"inode table is {_show(rows)}, not a list")
+        rest = (lambda: obj[2]) if len(obj) == 3 else (lambda: None)
     if type(next_ino) is not int or not ROOT_INO < next_ino <= INO_MAX + 1:
         raise _bad_checkpoint(f"next inode number is {_show(next_ino)}, not an int from 2 to {INO_MAX + 1}")
-    if type(rows) is not list:
-        raise _bad_checkpoint(f"inode table is {_show(rows)}, not a list")
     core.next_ino = next_ino
     bs = core.block_size
     data_blocks = core.data_blocks
@@ -41,11 +49,18 @@ def load_rows(core: Core, obj: object) -> None:
     dirs: list[tuple[Inode, list[object]]] = []
     runs = 0
     targets = 0
+    ascending = True
+    top = 0                 # the highest inode number so far: one above it cannot be a repeat
+    modes: dict[int, int] = {}
     for i, row in enumerate(rows):
         if type(row) is not list or len(row) != 10:
             if type(row) is list and len(row) == 11:      # a symlink or special file
                 node = _load_node(i, row, next_ino, inodes)
                 targets += len(node.target or "")
+                if node.ino > top:
+                    top = node.ino
+                else:
+                    ascending = False
                 continue
             raise _bad_checkpoint(f"inode row {i} is {_show(row)}, not a list of 10 fields "
                                   f"(11 for a symlink or special file)")
@@ -53,14 +68,25 @@ def load_rows(core: Core, obj: object) -> None:
         if not (type(ino) is int and 0 < ino < next_ino):
             raise _bad_checkpoint(f"inode row {i}: inode number {_show(ino)} is not an int from 1 to "
                                   f"{next_ino - 1} (below next_ino)")
-        if ino in inodes:
-            raise _bad_checkpoint(f"inode {ino} is stored twice")
+        if ino > top:
+            top = ino
+        else:
+            if ino in inodes:
+                raise _bad_checkpoint(f"inode {ino} is stored twice")
+            ascending = False
         if not (type(mode) is int and type(uid) is int and type(gid) is int and type(size) is int
                 and type(atime) is int and type(mtime) is int and type(ctime) is int
                 and (mode & ~PERM_BITS) in FILE_TYPES and 0 <= uid <= ID_MAX and 0 <= gid <= ID_MAX
                 and 0 <= size <= MAX_FILE_SIZE and TIME_MIN <= atime <= TIME_MAX
                 and TIME_MIN <= mtime <= TIME_MAX and TIME_MIN <= ctime <= TIME_MAX):
             raise _bad_checkpoint(_attr_problem(ino, mode, uid, gid, size, atime, mtime, ctime))
+        # Equal values share one int object (msgpack decodes each field to its own): the
+        # few distinct modes, and the times of a file never touched since it was made.
+        mode = modes.setdefault(mode, mode)
+        if mtime == atime:
+            mtime = atime
+        if ctime == mtime:
+            ctime = mtime
         node = Inode(ino, mode, uid, gid, size, atime, mtime, ctime)
         inodes[ino] = node
         if node.entries is not None:
@@ -73,7 +99,16 @@ def load_rows(core: Core, obj: object) -> None:
         if entries is not None or type(ext) is not list or len(ext) & 3:
             raise _bad_checkpoint(f"file {ino}: extents {_show(ext)} are not a flat [fblk, nblk, pblk, "
                                   f"flags, ...] list (with entries {_show(entries)}, not None)")
-        if ext:
+        if len(ext) == 4:           # most files: one run, checked here as _check_runs does
+            f, n, p, fl = ext
+            if not (type(f) is int and type(n) is int and type(p) is int and type(fl) is int
+                    and 0 <= f and 0 < n and f + n <= max_blocks and 0 <= p and p + n <= data_blocks
+                    and (fl == 0 and f + n <= -(-size // bs) or fl == UNWRITTEN)):
+                _check_runs(ino, ext, size, bs, data_blocks, max_blocks)    # (raises, saying what)
+            node.extents = ExtentMap.from_flat(ext)
+            runs += 1
+            owned.append((p, n, ino, f))
+        elif ext:
             _check_runs(ino, ext, size, bs, data_blocks, max_blocks)
             emap = ExtentMap.from_flat(ext)
             node.extents = emap
@@ -95,7 +130,7 @@ def load_rows(core: Core, obj: object) -> None:
                 raise _bad_checkpoint(f"directory {node.ino}: entry {name!r} names the root")
             if name in entries_dict:  # type: ignore[operator]
                 raise _bad_checkpoint(f"directory {node.ino}: name {name!r} appears twice")
-            entries_dict[name] = child_ino  # type: ignore[index]
+            entries_dict[name] = child.ino  # type: ignore[index]     # (the inode's own int object)
             chars += len(name)
             child.nlink += 1
             if child.entries is not None:
@@ -122,6 +157,13 @@ def load_rows(core: Core, obj: object) -> None:
     if reached != len(dirs):
         lost = sorted(n.ino for n, _f in dirs if not _reaches_root(inodes, n))
         raise _bad_checkpoint(f"directories {lost[:10]} are not connected to the root")
+    bad = rest()
+    if bad is not None:
+        load_bad(core, bad)
+    if not ascending:       # (a checkpoint daxfs did not write) Core keeps inodes in ino order
+        ordered = sorted(inodes.items())
+        inodes.clear()
+        inodes.update(ordered)
     core.runs = runs
     core.name_chars = chars
     core.target_chars = targets

@@ -36,10 +36,29 @@ class OwnerMap:
 
     @classmethod
     def build(cls, owned: list[tuple[int, int, int, int]]) -> "OwnerMap":
-        """From ``(pblk, n, ino, fblk)`` runs of every file (any order)."""
+        """From ``(pblk, n, ino, fblk)`` runs of every file (any order).
+
+        Sorted, runs that share no block (no reflinks: the usual volume) are laid
+        down in one pass, merged as ``add`` merges them; the first shared block
+        sends the whole build through ``add``."""
         rmap = cls()
-        for pblk, n, ino, fblk in sorted(owned):
-            rmap.add(pblk, n, ino, fblk)
+        ordered = sorted(owned)
+        starts, runs = rmap._starts, rmap._runs
+        prev_start = prev_end = -1
+        for pblk, n, ino, fblk in ordered:
+            if pblk < prev_end:
+                rmap = cls()
+                for run in ordered:
+                    rmap.add(*run)
+                return rmap
+            owner = (ino, fblk - pblk)
+            if pblk == prev_end and runs[prev_start][1] == (owner,):
+                runs[prev_start] = (pblk + n, (owner,))
+            else:
+                starts.append(pblk)
+                runs[pblk] = (pblk + n, (owner,))
+                prev_start = pblk
+            prev_end = pblk + n
         return rmap
 
     def __len__(self) -> int:

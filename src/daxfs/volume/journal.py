@@ -7,7 +7,9 @@ give, with nothing changed) and make and persist its data stores; then
 change is durable when the call returns, and a crash at any point leaves it
 all-or-nothing.  Checkpoints bound the log: the whole state goes to the older
 slot, then both superblocks flip to it, then the log before the previous
-checkpoint may be overwritten.
+checkpoint may be overwritten.  A checkpoint starts once the log since the
+last one passes three eighths of the ring and is written a slice per commit
+(``checkpointer``), so no operation waits for the whole state to be written.
 
 Timestamps that in-place data writes change (mtime, ctime) are kept here as
 ``deferred`` and logged at fsync/close/checkpoint, like Linux's ``lazytime``.
@@ -35,14 +37,26 @@ from daxfs.core import Core, Inode
 from daxfs.core.records import (Batch, Create, CreateNode, Link, Quarantine, Reclaim, Record, Rename, SetAttr,
                                 SetExtents, Unlink)
 from daxfs.errors import CorruptVolumeError, fs_error
-from daxfs.format.checkpoint import encode_checkpoint
 from daxfs.format.layout import HEADER_SIZE, SUPERBLOCK_OFFSETS, SUPERBLOCK_SIZE
 from daxfs.format.log import CLAIM, HEADER, MAGIC
 from daxfs.format.superblock import GENERATIONS, Superblock
 from daxfs.media import FilePool, Pool
 from daxfs.volume.changes import ChangeTable
+from daxfs.volume.checkpointer import CheckpointWriter
+from daxfs.volume.heap import HeapKeeper
 from daxfs.volume.log import LogRing
 from daxfs.volume.mount import Loaded, load, read_superblock
+
+
+#: A checkpoint starts, to be written a slice per commit, once the log since the last one
+#: passes this fraction of the ring; it must be complete by half the ring.  Late, so that
+#: checkpoints come about as seldom as when each was written at once at the half mark;
+#: early enough that the slices stay small (the pacing spreads one over the eighth left).
+START_AT = 0.375
+#: The least work a commit does on it (units of about a microsecond: see checkpointer).
+MIN_UNITS = 16
+#: Log bytes a record takes beyond its encoding (its share of lap skips), for pacing.
+RECORD_SLACK = 64
 
 
 class Journal:
@@ -66,6 +80,9 @@ class Journal:
         #: puts memory behind planned blocks that may have none (holes of a sparse or discarded
         #: pool) before anything stores there; set by the volume's MediaSpace (discard.py)
         self.reserve: Callable[[list[tuple[int, int]]], None] | None = None
+        #: the checkpoint being written a slice per commit, or None
+        self.writer: CheckpointWriter | None = None
+        self.heap = HeapKeeper()
         #: a follower's views of the pool header and of the log (see ``quiet``), made at its
         #: first check and released by ``drop_views`` before the pool closes
         self._views: tuple[memoryview, memoryview] | None = None
@@ -75,6 +92,9 @@ class Journal:
         self.st_dev = int.from_bytes(self.superblock.uuid.bytes[:4], "little")
 
     def _install(self, loaded: Loaded) -> None:
+        self.writer = None
+        if len(loaded.core.inodes) >= self.heap.next_at:
+            self.heap.grown(len(loaded.core.inodes))
         self.superblock: Superblock = loaded.superblock
         self.layout = loaded.superblock.layout
         self.core: Core = loaded.core
@@ -138,22 +158,36 @@ class Journal:
         # n + its worst-case lap skip stays under half the ring since the last checkpoint,
         # which with the records before that one keeps the ring from overrunning its tail.
         if ring.head - self.checkpoint_pos + 2 * n > ring.size // 2 or not ring.fits(n):
-            self.checkpoint()
-            if not ring.fits(n):
+            if self.writer is not None:         # the one being written, finished now
+                self._finish(self.writer, None)
+            if ring.head - self.checkpoint_pos + 2 * n > ring.size // 2 or not ring.fits(n):
                 self.checkpoint()
+                if not ring.fits(n):
+                    self.checkpoint()
             data = ring.encode(record)
         if ring.bad and ring.blocked(n):
             self._jump_bad_log(n)
             data = ring.encode(record)
         seq = ring.next_seq
         ring.append(record, data)
-        if self.changes is not None:
-            for ino in self._touched(record):
-                self.changes.bump(ino)
+        writer = self.writer
+        if self.changes is not None or writer is not None:
+            touched = self._touched(record)
+            if self.changes is not None:
+                for ino in touched:
+                    self.changes.bump(ino)
+            if writer is not None:
+                writer.touch(touched)
         try:
             core.apply(record)
         except Exception as exc:
             self._fail(seq, record, exc)
+        if writer is not None:
+            self._finish(writer, n)
+        elif ring.head - self.checkpoint_pos > ring.size * START_AT:
+            self._start()
+        if len(core.inodes) >= self.heap.next_at:
+            self.heap.grown(len(core.inodes))
 
     def _touched(self, record: Record) -> list[int]:
         """The inodes ``record`` changes (looked up before it is applied)."""
@@ -228,32 +262,65 @@ class Journal:
             not any(s < offset + length and offset < s + n for s, n in self.failing)
 
     def checkpoint(self) -> None:
-        """Write the whole state to the older slot, flip the superblocks, free the log before it."""
+        """Write the whole state to the older slot, flip the superblocks, free the log before it.
+
+        A checkpoint being written a slice at a time is dropped: this one, of the state
+        now, goes to the same slot."""
+        self.writer = None
+        self._finish(self._new_writer(), None)
+
+    def _start(self) -> None:
+        """Start a checkpoint of the state now, to be written a slice per commit."""
+        try:
+            self.writer = self._new_writer()
+        except OSError:
+            pass    # (a bad slot: the checkpoint at the half-full mark says so to its caller)
+
+    def _new_writer(self) -> CheckpointWriter:
         core = self.core
         for ino, mtime in self.deferred.items():
             if ino in core.inodes:
                 core.apply(SetAttr(ino, None, None, None, None, mtime, mtime))
         self.deferred.clear()
-        ring = self.ring
-        generation = self.generation + 1
-        data = encode_checkpoint(core.to_checkpoint(), generation, ring.next_seq - 1, ring.head)
         layout = self.layout
-        if len(data) > layout.checkpoint_size:
-            raise fs_error(errno.ENOSPC, message="metadata no longer fits the checkpoint area")
+        generation = self.generation + 1
         slot = layout.checkpoint_offsets[generation % 2]
         if not self.meta_ok(slot, layout.checkpoint_size):
             raise fs_error(errno.EROFS, message=f"checkpoint slot {'AB'[generation % 2]} is bad memory: "
                            f"no checkpoint can be written")
-        pool = self.pool
-        pool.write(slot, data)
-        pool.persist(slot, len(data))
-        sb = Superblock(self.superblock.uuid, layout, generation, self.superblock.version,
+        ring = self.ring
+        return CheckpointWriter(core, self.pool, slot, layout.checkpoint_size, generation, ring.next_seq - 1,
+                                ring.head)
+
+    def _finish(self, writer: CheckpointWriter, n: int | None) -> None:
+        """Advance ``writer``: by a slice sized so it completes before the log is half full
+        (after a commit of ``n`` log bytes), or to the end (``n`` None); once complete,
+        flip the superblocks to it."""
+        if n is None:
+            units = 1 << 62
+        else:
+            ring = self.ring
+            room = ring.size // 2 - (ring.head - self.checkpoint_pos)
+            units = max(MIN_UNITS, writer.remaining() * (n + RECORD_SLACK) // max(room, 1))
+        try:
+            done = writer.step(units)
+        except OSError:
+            if n is None:
+                self.writer = None
+                raise
+            self.writer = None      # (ENOSPC: the checkpoint at the half-full mark says so to its caller)
+            return
+        if not done:
+            self.writer = writer
+            return
+        self.writer = None
+        sb = Superblock(self.superblock.uuid, self.layout, writer.generation, self.superblock.version,
                         self.superblock.flags)
         self.write_superblocks(sb)
         self.superblock = sb
-        self.generation = generation
-        ring.tail = self.checkpoint_pos
-        self.checkpoint_pos = ring.head
+        self.generation = writer.generation
+        self.ring.tail = self.checkpoint_pos
+        self.checkpoint_pos = writer.log_pos
 
     # ---------------------------------------------------------------- lazytime
 
@@ -319,6 +386,8 @@ class Journal:
                                        first_seq=ring.next_seq, apply=self.core.apply, check_damage=False)
             ring.head, ring.next_seq = head, seq
             self.generation = max(self.generation, generation)
+            if len(self.core.inodes) >= self.heap.next_at:
+                self.heap.grown(len(self.core.inodes))
             return
         for attempt in range(3):
             try:

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 from daxfs.core import Core
 from daxfs.errors import BusyError, CorruptVolumeError, fs_error
-from daxfs.format.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint, peek_checkpoint
+from daxfs.format.checkpoint import Checkpoint, decode_checkpoint_streamed, encode_checkpoint, peek_checkpoint
 from daxfs.format.log import BadRecordError
 from daxfs.format.layout import HEADER_SIZE, OWNER_OFFSET, SUPERBLOCK_OFFSETS, Layout
 from daxfs.format.superblock import (SUPERBLOCK_BYTES, Superblock, decode_owner, decode_superblock,
@@ -119,7 +119,7 @@ def load(pool: Pool, *, check_damage: bool, stop_before_seq: int | None = None) 
     bad: tuple[BadRecordError, Checkpoint, int | None] | None = None   # the furthest a bad record let us get
     for index, (off, generations) in enumerate(candidates):
         try:
-            ckpt = decode_checkpoint(pool.view(off, size), off)
+            ckpt = decode_checkpoint_streamed(pool.view(off, size), off)
             if ckpt.generation not in generations:
                 raise CorruptVolumeError(f"checkpoint slot holds generation {ckpt.generation}, "
                                          f"superblock wants {want}" if index == 0 else

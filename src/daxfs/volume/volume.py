@@ -195,6 +195,7 @@ class Volume(ClosesOnExit, PathNames):
             journal.closed = True
             journal.drop_views()
             journal.pool.close()
+            journal.heap.release()
 
     def _defer_close(self) -> None:
         with self._journal.lock:

@@ -1,0 +1,51 @@
+"""Keeping a large volume's metadata out of the cyclic garbage collector's way.
+
+CPython's full collections walk every tracked object, and each inode is a few
+(its ``Inode``, ``ExtentMap`` and lists): at a million files one collection
+stops the process for a few hundred milliseconds, at a moment nobody chooses
+(the slowest create of a growing volume was such a pause, not daxfs's work).
+The metadata holds no reference cycles among its inodes: reference counting
+frees it.  So once a volume holds ``FREEZE_FROM`` inodes, each time it has
+grown by ``FREEZE_STEP`` more, ``gc.freeze()`` moves what is alive to the
+permanent generation (an O(1) list splice), and a full collection only ever
+walks the few objects made since.
+
+``gc.freeze`` is process-wide: objects of the caller alive at that moment are
+frozen too.  They are still freed by reference counting; only cycles among them
+wait, until the volume closes and ``gc.unfreeze()`` hands them back to the
+collector.  ``DAXFS_GC_FREEZE=0`` in the environment turns this off.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+
+FREEZE_FROM = 16_384
+FREEZE_STEP = 16_384
+
+
+class HeapKeeper:
+    """When to freeze the heap, for one mounted volume."""
+
+    def __init__(self) -> None:
+        self.enabled = os.environ.get("DAXFS_GC_FREEZE", "1") != "0"
+        #: the inode count at which the next freeze happens
+        self.next_at = FREEZE_FROM if self.enabled else 1 << 62
+        self.froze = False
+
+    def grown(self, inodes: int) -> None:
+        """The volume holds ``inodes`` inodes now (called when ``inodes >= next_at``)."""
+        if inodes >= self.next_at:
+            gc.freeze()
+            self.froze = True
+            self.next_at = inodes + FREEZE_STEP
+
+    def release(self) -> None:
+        """The volume is closing: what was frozen goes back to the collector."""
+        if self.froze:
+            self.froze = False
+            gc.unfreeze()
+
+
+__all__ = ["HeapKeeper", "FREEZE_FROM", "FREEZE_STEP"]

@@ -1,0 +1,234 @@
+"""Checkpoints written a slice per commit (volume/checkpointer.py).
+
+A checkpoint started at some point must hold exactly the state of that point,
+whatever the operations interleaved with its slices change (files written,
+truncated, unlinked, renamed, directories grown and emptied); the bytes must
+decode as the one-shot encoder's do; a crash at any persist point while one is
+being written must mount as the oracle says; and a volume with many files
+never writes its whole state within one operation.
+"""
+
+from __future__ import annotations
+
+import gc
+import random
+import weakref
+
+import pytest
+
+import daxfs
+from daxfs.core.rows import state_rows
+from daxfs.format.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
+from daxfs.testing import Op
+from daxfs.testing.crash import CrashRecorder
+from daxfs.volume import checkpointer, heap, journal as journal_module
+from daxfs.volume.checkpointer import CheckpointWriter
+
+
+@pytest.fixture
+def slow_writer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slices as small as they go: a row per commit, tiny flushes, directories sliced by 3
+    names; checkpoints start only when a test starts one."""
+    monkeypatch.setattr(checkpointer, "SLICE_ENTRIES", 3)
+    monkeypatch.setattr(checkpointer, "FLUSH_BYTES", 96)
+    monkeypatch.setattr(journal_module, "MIN_UNITS", 1)
+    monkeypatch.setattr(journal_module, "START_AT", 1.0)
+
+
+def _written(journal: journal_module.Journal, writer: CheckpointWriter) -> Checkpoint:
+    """The checkpoint ``writer`` wrote, decoded from its slot."""
+    with journal.pool.view(writer.slot, journal.layout.checkpoint_size) as view:
+        return decode_checkpoint(bytes(view), writer.slot)
+
+
+def _random_op(vol: daxfs.Volume, rng: random.Random, names: list[str]) -> None:
+    """One random namespace or data change over a small tree (some directories large)."""
+    kind = rng.randrange(14)
+    name = rng.choice(names)
+    try:
+        if kind <= 2:
+            with vol.open(name, "r+b" if vol.exists(name) else "wb") as f:
+                f.seek(rng.randrange(0, 20000))
+                f.write(bytes([rng.randrange(256)]) * rng.randrange(1, 9000))
+        elif kind == 3:
+            vol.unlink(name)
+        elif kind == 4:
+            vol.rename(name, rng.choice(names))
+        elif kind == 5:
+            vol.truncate(name, rng.randrange(0, 12000))
+        elif kind == 6:
+            vol.chmod(name, rng.randrange(0o1000))
+        elif kind == 7:
+            vol.link(name, rng.choice(names))
+        elif kind == 8:
+            vol.utime(name, ns=(rng.randrange(1 << 40), rng.randrange(1 << 40)))
+        elif kind == 9:
+            vol.clone_file(name, rng.choice(names))         # shared blocks; COW on later writes
+        elif kind == 10:
+            vol.symlink(rng.choice(names), name)
+        elif kind == 11:
+            vol.mkdir(name)
+        elif kind == 12:
+            vol.rmdir(name)
+        else:
+            with vol.open(name, "r+b") as f:
+                f.punch_hole(rng.randrange(0, 8192), rng.randrange(1, 8192))
+    except OSError:
+        pass        # (a missing name, an existing one: the state is unchanged, which is fine)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_checkpoint_written_in_slices_holds_the_state_it_started_from(
+        seed: int, slow_writer: None, shm_pool: str) -> None:
+    rng = random.Random(seed)
+    vol = daxfs.mkfs(shm_pool, size=16 << 20, force=True)
+    try:
+        for d in ("/a", "/b", "/a/c"):
+            vol.mkdir(d)
+        names = [f"{d}/f{i}" for d in ("/a", "/b", "/a/c", "") for i in range(12)]
+        for _ in range(rng.randrange(20, 80)):
+            _random_op(vol, rng, names)
+        journal = vol._journal
+        journal._start()
+        writer = journal.writer
+        assert writer is not None
+        expected = state_rows(journal.core)
+        for _ in range(400):
+            _random_op(vol, rng, names)
+            if journal.writer is None:
+                break
+        assert journal.writer is None, "the writer should finish within 400 commits"
+        assert journal.generation == writer.generation
+        got = _written(journal, writer)
+        assert got.state == expected
+        assert (got.last_seq, got.log_pos) == (writer.last_seq, writer.log_pos)
+        assert not writer.before, "every kept row was packed"
+        # what the one-shot encoder of the same state gives decodes the same
+        raw = encode_checkpoint(expected, writer.generation, writer.last_seq, writer.log_pos)
+        assert decode_checkpoint(raw, 0) == got
+        assert vol.fsck() == []
+    finally:
+        vol.close()
+    # and what was logged since it mounts on top of it
+    again = daxfs.open_volume(shm_pool)
+    assert again.fsck() == []
+    again.close()
+
+
+def test_a_large_directory_is_packed_a_slice_at_a_time_from_a_copy(slow_writer: None, shm_pool: str) -> None:
+    vol = daxfs.mkfs(shm_pool, size=16 << 20, force=True)
+    try:
+        vol.mkdir("/big")
+        for i in range(40):
+            vol.open(f"/big/n{i}", "wb").close()
+        journal = vol._journal
+        journal._start()
+        writer = journal.writer
+        expected = state_rows(journal.core)
+        # the directory is reached, its copy started: names change under it meanwhile
+        for i in range(200):
+            if journal.writer is None or writer.entries is not None:
+                break
+            vol.open(f"/big/x{i}", "wb").close()
+        assert writer.entries is not None
+        for i in range(10):
+            vol.unlink(f"/big/n{i}")
+        for _ in range(400):
+            if journal.writer is None:
+                break
+            vol.chmod("/big", 0o700)
+        assert journal.writer is None
+        got = _written(journal, writer)
+        assert got.state == expected
+    finally:
+        vol.close()
+
+
+def test_a_checkpoint_starts_on_its_own_and_no_commit_writes_it_whole(shm_pool: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the shipped pacing: checkpoints start as the log fills and each commit does a
+    slice of one (far fewer rows than the volume holds), until it is done."""
+    slices: list[int] = []
+    step = CheckpointWriter.step
+
+    def counting(self: CheckpointWriter, units: int) -> bool:
+        slices.append(units)
+        return step(self, units)
+
+    monkeypatch.setattr(CheckpointWriter, "step", counting)
+    vol = daxfs.mkfs(shm_pool, size=64 << 20, force=True)
+    try:
+        start = vol._journal.generation
+        for i in range(6000):
+            vol.open(f"/f{i}", "wb").close()
+        assert vol._journal.generation >= start + 2, "checkpoints were written"
+        assert slices and max(slices) < 1000, max(slices)
+        assert vol.fsck() == []
+    finally:
+        vol.close()
+    again = daxfs.open_volume(shm_pool)
+    assert len(again.listdir("/")) == 6000
+    again.close()
+
+
+def _churn(n: int, seed: int) -> list[Op]:
+    rng = random.Random(seed)
+    ops = []
+    for _ in range(n):
+        name = f"f{rng.randrange(9)}"
+        ops.append(rng.choice([Op("create", (name,)), Op("unlink", (name,)),
+                               Op("rename", (name, f"f{rng.randrange(9)}")),
+                               Op("pwrite", (name, bytes([rng.randrange(1, 256)]) * rng.randrange(1, 5000),
+                                             rng.randrange(0, 5000)))]))
+    return ops
+
+
+@pytest.mark.parametrize("seed", [7, 8])
+def test_crash_while_a_checkpoint_is_written_in_slices(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkpoint starts every few records and is written a row per commit, so most persist
+    points fall inside one; every crash image there mounts to what the oracle allows."""
+    monkeypatch.setattr(checkpointer, "FLUSH_BYTES", 64)
+    monkeypatch.setattr(journal_module, "MIN_UNITS", 1)
+    monkeypatch.setattr(journal_module, "START_AT", 1 / 512)
+    rec = CrashRecorder(4 << 20)
+    first = rec.vol._journal.generation
+    during = 0
+    for op in _churn(240, seed):
+        rec.run_op(op)
+        during += rec.vol._journal.writer is not None
+    assert rec.vol._journal.generation >= first + 2, "checkpoints were completed during the workload"
+    assert during > 80, "much of the workload ran while a checkpoint was being written"
+    seen = rec.check()
+    assert seen["between"] > 0 and seen["before"] + seen["after"] > 0, seen
+    rec.vol.close()
+
+
+def test_a_large_volume_keeps_its_metadata_out_of_the_collector_until_it_closes(
+        shm_pool: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(heap, "FREEZE_FROM", 200)
+    monkeypatch.setattr(heap, "FREEZE_STEP", 100)
+    gc.unfreeze()
+    vol = daxfs.mkfs(shm_pool, size=16 << 20, force=True)
+    core = weakref.ref(vol._journal.core)
+    for i in range(150):
+        vol.open(f"/f{i}", "wb").close()
+    assert gc.get_freeze_count() == 0, "a small volume leaves the collector alone"
+    for i in range(150, 260):
+        vol.open(f"/f{i}", "wb").close()
+    frozen = gc.get_freeze_count()
+    assert frozen > 0 and vol._journal.heap.next_at == 300
+    vol.open("/f260", "wb").close()
+    assert gc.get_freeze_count() == frozen, "frozen again only after FREEZE_STEP more inodes"
+    vol.close()
+    assert gc.get_freeze_count() == 0
+    del vol
+    gc.collect()
+    assert core() is None, "a closed volume's metadata is freed"
+    # mounting a volume that large freezes at once; the environment can say no
+    again = daxfs.open_volume(shm_pool)
+    assert gc.get_freeze_count() > 0
+    again.close()
+    monkeypatch.setenv("DAXFS_GC_FREEZE", "0")
+    again = daxfs.open_volume(shm_pool)
+    assert gc.get_freeze_count() == 0
+    again.close()
