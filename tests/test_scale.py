@@ -581,3 +581,28 @@ def test_the_unchecked_generation_read_finds_each_copys_generation() -> None:
         raw = Superblock(uuid.uuid4(), layout, generation).encode()
         header[where:where + len(raw)] = raw
     assert GENERATIONS.unpack_from(header) == (7, 123456789012)
+
+
+def test_pins_listing_orders_ties_and_clock_steps(vol: daxfs.Volume, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pins taken at one same time are listed by inode then offset; a clock that steps back
+    puts the later pin first (oldest first, as the times say)."""
+    from daxfs.volume import references
+
+    files = []
+    for name in ("/x", "/y"):
+        f = vol.open(name, "w+b", buffering=0)
+        f.pwrite(b"t" * 8 * BS, 0)
+        files.append(f)
+    clock = [1000.0]
+    monkeypatch.setattr(references.time, "time", lambda: clock[0])
+    pins = [files[1].pin(3 * BS, BS), files[0].pin(5 * BS, BS), files[1].pin(0, BS), files[0].pin(BS, BS)]
+    clock[0] = 999.0                            # the clock steps back
+    pins.append(files[1].pin(7 * BS, BS))
+    listed = [(i.since, i.ino, i.offset) for i in vol.pins()]
+    assert listed == sorted(listed) and listed[0][0] == 999.0
+    assert [(i.path, i.offset) for i in vol.pins()] == [("/y", 7 * BS), ("/x", BS), ("/x", 5 * BS),
+                                                         ("/y", 0), ("/y", 3 * BS)]
+    for pin in pins:
+        pin.release()
+    for f in files:
+        f.close()

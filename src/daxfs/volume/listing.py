@@ -7,7 +7,7 @@ taken or let go: ``taken``/``gone`` forget the inode), the inode's path (renamed
 unlinked), or what one of its holders says of itself (name, pid, uid: asked again at
 every listing, since the process holder's change after a fork).  The live references
 are kept in the order taken, which is the listing's order but for clock steps and
-ties, so the final sort only checks sorted data.
+ties: the listing is sorted only when their times say it is not in order already.
 
 The reference table owns one and calls it under the volume's lock.
 """
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 # PinInfo order in a listing: oldest first (since, then ino and offset).
 _ORDER = operator.itemgetter(6, 1, 3)
+_SINCE = operator.itemgetter(6)
 
 HolderFields = tuple[str, "int | None", "int | None"]
 
@@ -97,7 +98,9 @@ class PinListing:
                 listed[ino] = (path, [(holder, self._fields(holder)) for holder in holders])
                 self._list(ino, refs, path)
         out = [ref.listed for ref in self._taken]
-        out.sort(key=_ORDER)
+        since = list(map(_SINCE, out))
+        if not all(map(operator.lt, since, since[1:])):
+            out.sort(key=_ORDER)    # a tie or a clock step: else taken order is listing order
         return out  # type: ignore[return-value]
 
 
