@@ -28,8 +28,9 @@ from daxfs.volume.checkpointer import CheckpointWriter
 @pytest.fixture
 def slow_writer(monkeypatch: pytest.MonkeyPatch) -> None:
     """Slices as small as they go: a row per commit, tiny flushes, directories sliced by 3
-    names; checkpoints start only when a test starts one."""
+    names, unchanged rows copied 3 at a time; checkpoints start only when a test starts one."""
     monkeypatch.setattr(checkpointer, "SLICE_ENTRIES", 3)
+    monkeypatch.setattr(checkpointer, "COPY_CHUNK", 3)
     monkeypatch.setattr(checkpointer, "FLUSH_BYTES", 96)
     monkeypatch.setattr(journal_module, "MIN_UNITS", 1)
     monkeypatch.setattr(journal_module, "START_AT", 1.0)
@@ -89,9 +90,13 @@ def test_a_checkpoint_written_in_slices_holds_the_state_it_started_from(
         for _ in range(rng.randrange(20, 80)):
             _random_op(vol, rng, names)
         journal = vol._journal
+        if seed % 2:        # a checkpoint to copy unchanged rows from, then more changes
+            vol.checkpoint()
+            for _ in range(rng.randrange(5, 30)):
+                _random_op(vol, rng, names)
         journal._start()
         writer = journal.writer
-        assert writer is not None
+        assert writer is not None and (writer.previous is not None) == bool(seed % 2)
         expected = state_rows(journal.core)
         for _ in range(400):
             _random_op(vol, rng, names)
@@ -103,6 +108,7 @@ def test_a_checkpoint_written_in_slices_holds_the_state_it_started_from(
         assert got.state == expected
         assert (got.last_seq, got.log_pos) == (writer.last_seq, writer.log_pos)
         assert not writer.before, "every kept row was packed"
+        assert (writer.copied > 0) == bool(seed % 2), "rows unchanged since the checkpoint before are copied"
         # what the one-shot encoder of the same state gives decodes the same
         raw = encode_checkpoint(expected, writer.generation, writer.last_seq, writer.log_pos)
         assert decode_checkpoint(raw, 0) == got
@@ -232,3 +238,52 @@ def test_a_large_volume_keeps_its_metadata_out_of_the_collector_until_it_closes(
     again = daxfs.open_volume(shm_pool)
     assert gc.get_freeze_count() == 0
     again.close()
+
+
+def test_a_deferred_mtime_reaches_a_checkpoint_that_copies_unchanged_rows(shm_pool: str) -> None:
+    """An in-place write logs no record (its mtime waits, as with lazytime); the checkpoint that
+    takes the waiting mtime must pack that row again, not copy the one from before."""
+    vol = daxfs.mkfs(shm_pool, size=16 << 20, force=True)
+    with vol.open("/f", "wb") as f:
+        f.write(b"a" * 8192)
+    vol.utime("/f", ns=(10**18, 10**18))
+    vol.checkpoint()                              # the rows a later checkpoint copies from
+    with vol.open("/f", "r+b") as f:
+        f.pwrite(b"b" * 100, 0)                   # in place: mtime deferred, nothing logged
+        mtime = vol.stat("/f").st_mtime_ns
+        assert mtime != 10**18
+        vol.checkpoint()                          # takes the deferred mtime into its rows
+    vol.close()
+    again = daxfs.open_volume(shm_pool)
+    try:
+        assert again.stat("/f").st_mtime_ns == mtime
+    finally:
+        again.close()
+
+
+def test_rows_are_not_copied_from_a_previous_checkpoint_whose_bytes_changed(shm_pool: str) -> None:
+    """The slot a checkpoint copies unchanged rows from is checked first: a byte changed there
+    since it was written (a bad byte the medium did not report) sends every row through
+    packing from memory, so nothing wrong is carried on."""
+    vol = daxfs.mkfs(shm_pool, size=16 << 20, force=True)
+    for i in range(50):
+        vol.open(f"/f{i}", "wb").close()
+    vol.checkpoint()
+    journal = vol._journal
+    previous = journal.row_index
+    assert previous is not None
+    at = previous.body + previous.offsets[10] + 1            # inside a row nobody changes again
+    byte = journal.pool.read(at, 1)
+    journal.pool.write(at, bytes([byte[0] ^ 0x01]))
+    vol.chmod("/f0", 0o600)
+    journal._start()
+    writer = journal.writer
+    assert writer.previous is not None and writer.verify is not None
+    for _ in range(1000):
+        if journal.writer is None:
+            break
+        journal._finish(writer, 100)
+    assert journal.writer is None and writer.previous is None and writer.copied == 0
+    got = _written(journal, writer)
+    assert got.state == state_rows(journal.core)
+    vol.close()

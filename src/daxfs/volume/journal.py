@@ -37,12 +37,14 @@ from daxfs.core import Core, Inode
 from daxfs.core.records import (Batch, Create, CreateNode, Link, Quarantine, Reclaim, Record, Rename, SetAttr,
                                 SetExtents, Unlink)
 from daxfs.errors import CorruptVolumeError, fs_error
+from daxfs.format.checkpoint import HEADER
 from daxfs.format.layout import HEADER_SIZE, SUPERBLOCK_OFFSETS, SUPERBLOCK_SIZE
-from daxfs.format.log import CLAIM, HEADER, MAGIC
+from daxfs.format.log import CLAIM, MAGIC
+from daxfs.format.log import HEADER as RECORD_HEADER
 from daxfs.format.superblock import GENERATIONS, Superblock
 from daxfs.media import FilePool, Pool
 from daxfs.volume.changes import ChangeTable
-from daxfs.volume.checkpointer import CheckpointWriter
+from daxfs.volume.checkpointer import CheckpointWriter, RowIndex
 from daxfs.volume.heap import HeapKeeper
 from daxfs.volume.log import LogRing
 from daxfs.volume.mount import Loaded, load, read_superblock
@@ -93,6 +95,10 @@ class Journal:
 
     def _install(self, loaded: Loaded) -> None:
         self.writer = None
+        #: where the current checkpoint's rows lie (once this journal wrote one), and the
+        #: inodes changed since the snapshot of the checkpoint being written or last written
+        self.row_index: RowIndex | None = None
+        self.changed: set[int] = set()
         if len(loaded.core.inodes) >= self.heap.next_at:
             self.heap.grown(len(loaded.core.inodes))
         self.superblock: Superblock = loaded.superblock
@@ -171,13 +177,13 @@ class Journal:
         seq = ring.next_seq
         ring.append(record, data)
         writer = self.writer
-        if self.changes is not None or writer is not None:
-            touched = self._touched(record)
-            if self.changes is not None:
-                for ino in touched:
-                    self.changes.bump(ino)
-            if writer is not None:
-                writer.touch(touched)
+        touched = self._touched(record)
+        self.changed.update(touched)
+        if self.changes is not None:
+            for ino in touched:
+                self.changes.bump(ino)
+        if writer is not None:
+            writer.touch(touched)
         try:
             core.apply(record)
         except Exception as exc:
@@ -266,8 +272,13 @@ class Journal:
 
         A checkpoint being written a slice at a time is dropped: this one, of the state
         now, goes to the same slot."""
-        self.writer = None
+        self._drop_writer()
         self._finish(self._new_writer(), None)
+
+    def _drop_writer(self) -> None:
+        if self.writer is not None:
+            self.changed |= self.writer.changed     # (changed since the checkpoint it copies from)
+            self.writer = None
 
     def _start(self) -> None:
         """Start a checkpoint of the state now, to be written a slice per commit."""
@@ -278,6 +289,7 @@ class Journal:
 
     def _new_writer(self) -> CheckpointWriter:
         core = self.core
+        self.changed.update(self.deferred)
         for ino, mtime in self.deferred.items():
             if ino in core.inodes:
                 core.apply(SetAttr(ino, None, None, None, None, mtime, mtime))
@@ -289,8 +301,13 @@ class Journal:
             raise fs_error(errno.EROFS, message=f"checkpoint slot {'AB'[generation % 2]} is bad memory: "
                            f"no checkpoint can be written")
         ring = self.ring
+        previous = self.row_index
+        if previous is not None and (previous.generation != self.generation
+                                     or not self.meta_ok(previous.body, layout.checkpoint_size - HEADER.size)):
+            previous = None
+        changed, self.changed = self.changed, set()
         return CheckpointWriter(core, self.pool, slot, layout.checkpoint_size, generation, ring.next_seq - 1,
-                                ring.head)
+                                ring.head, previous, changed)
 
     def _finish(self, writer: CheckpointWriter, n: int | None) -> None:
         """Advance ``writer``: by a slice sized so it completes before the log is half full
@@ -302,18 +319,18 @@ class Journal:
             ring = self.ring
             room = ring.size // 2 - (ring.head - self.checkpoint_pos)
             units = max(MIN_UNITS, writer.remaining() * (n + RECORD_SLACK) // max(room, 1))
+        self.writer = writer
         try:
             done = writer.step(units)
         except OSError:
+            self._drop_writer()
             if n is None:
-                self.writer = None
                 raise
-            self.writer = None      # (ENOSPC: the checkpoint at the half-full mark says so to its caller)
-            return
+            return      # (ENOSPC: the checkpoint at the half-full mark says so to its caller)
         if not done:
-            self.writer = writer
             return
         self.writer = None
+        self.row_index = writer.index_of()
         sb = Superblock(self.superblock.uuid, self.layout, writer.generation, self.superblock.version,
                         self.superblock.flags)
         self.write_superblocks(sb)
@@ -417,7 +434,7 @@ class Journal:
         ring = self.ring
         size = ring.size
         phys = ring.head % size
-        if size - phys < HEADER.size:
+        if size - phys < RECORD_HEADER.size:
             phys = 0            # no room for a header at the lap's end: the writer went on at 0
         magic, vid, seq = CLAIM.unpack_from(log, phys)
         return seq == ring.next_seq and magic == MAGIC and vid == ring.volume_id
@@ -438,7 +455,7 @@ class Journal:
         ring = self.ring
         size = ring.size
         phys = ring.head % size
-        if size - phys < HEADER.size:
+        if size - phys < RECORD_HEADER.size:
             phys = 0
         magic, vid, seq = CLAIM.unpack_from(log, phys)
         if seq == ring.next_seq and magic == MAGIC and vid == ring.volume_id:
