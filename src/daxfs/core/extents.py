@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Iterator
+from itertools import repeat
+from operator import add, and_, eq
 
 UNWRITTEN = 1   # blocks allocated but never written: they read as zeros
 SHARE = 2       # in a record's map only: the blocks are owned already; add an owner (reflink)
@@ -98,9 +100,11 @@ class ExtentMap:
     def slice(self, fblk: int, nblk: int) -> list[Run]:
         """The runs inside ``[fblk, fblk+nblk)``, clipped to it (holes omitted)."""
         end = fblk + nblk
+        runs = self._runs
+        if runs and fblk <= runs[0][0] and end >= runs[-1][0] + runs[-1][1]:
+            return runs[:]          # all of it (a whole-file clone): nothing to clip
         i = max(0, bisect_right(self._starts, fblk) - 1)
         out: list[Run] = []
-        runs = self._runs
         while i < len(runs):
             f, n, p, fl = runs[i]
             if f >= end:
@@ -179,6 +183,18 @@ class ExtentMap:
                 del starts[i]
         runs.insert(i, (fblk, nblk, pblk, flags))
         starts.insert(i, fblk)
+
+    def fill_sorted(self, fblks: list[int], nblks: list[int], pblks: list[int]) -> None:
+        """Map runs ``(fblks[i], nblks[i], pblks[i])`` (written) into this empty map: in file
+        order, none overlapping (the caller checked); runs that continue each other in the
+        file and in the pool are merged."""
+        ends = list(map(add, fblks, nblks))
+        if any(map(and_, map(eq, ends[:-1], fblks[1:]), map(eq, map(add, pblks[:-1], nblks[:-1]), pblks[1:]))):
+            for f, n, p in zip(fblks, nblks, pblks):       # (seldom: a clone of unmerged runs)
+                self.insert(f, n, p, 0)
+            return
+        self._runs = list(zip(fblks, nblks, pblks, repeat(0)))
+        self._starts = list(fblks)
 
     def last_written_end(self) -> int:
         """One past the last file block holding written (not unwritten) data."""

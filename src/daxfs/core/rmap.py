@@ -15,6 +15,8 @@ with the same owners merge, so a file written sequentially is one run.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from itertools import compress
+from operator import add, itemgetter, sub
 
 from daxfs.errors import CorruptVolumeError
 
@@ -208,6 +210,23 @@ class OwnerMap:
             j = bisect_left(starts, s)
             if j < len(starts) and starts[j] == s:
                 self._merge_around(j)
+
+    def share_whole_runs(self, ino: int, fblks: list[int], nblks: list[int], pblks: list[int]) -> bool:
+        """Add owner ``ino`` to blocks ``pblks[i]..+nblks[i]`` (file blocks ``fblks[i]..``) in
+        bulk — what ``add`` does for each — when each is exactly one owned run and no run is
+        named twice (a clone of whole extents).  The caller's file maps nothing yet, so ``ino``
+        owns none of them (this map is derived from the extent maps): no owner is added twice.
+        False, with nothing changed, when that does not hold."""
+        runs = self._runs
+        found = list(map(runs.get, pblks))
+        if None in found or len(set(pblks)) != len(pblks):
+            return False
+        if list(map(itemgetter(0), found)) != list(map(add, pblks, nblks)):
+            return False        # not exactly one run each
+        deltas = list(map(sub, fblks, pblks))
+        runs.update(zip(pblks, [(end, owners + ((ino, delta),)) for (end, owners), delta in zip(found, deltas)]))
+        self.shared_blocks += sum(compress(nblks, [len(owners) == 1 for _end, owners in found]))
+        return True
 
     def remove(self, start: int, n: int, ino: int, fblk: int) -> list[tuple[int, int]]:
         """File ``ino`` no longer owns ``start..start+n``; return the blocks nobody owns now."""

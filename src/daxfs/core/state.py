@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import errno
 import stat as st
+from builtins import map as _map
+from operator import add
 
 from daxfs.core.badblocks import BlockRuns, apply_bad_metadata, apply_clear, apply_quarantine
 from daxfs.core.busy import BusyList
 from daxfs.core.extents import SHARE, UNWRITTEN, ExtentMap
+from daxfs.core.fastpaths import check_map, replace_in_run, share_into_empty
 from daxfs.core.rmap import OwnerMap
 from daxfs.core.namespace import check_name, split_path
 from daxfs.core.fields import MAX_FILE_SIZE, target_size
@@ -485,14 +488,10 @@ class Core:
             if time_ns is not None:
                 node.mtime_ns = node.ctime_ns = time_ns
             return
-        max_blocks = self.max_blocks
-        bad = self.bad
-        for i in range(0, len(map), 4):
-            if map[i] + map[i + 1] > max_blocks:
-                raise CorruptVolumeError(f"inode {ino} maps file block {map[i] + map[i + 1]}, past the largest file")
-            if bad and bad.overlaps(map[i + 2], map[i + 1]):
-                # a bad block never gains an owner: only the files it failed under keep it
-                raise CorruptVolumeError(f"inode {ino} maps bad data blocks {map[i + 2]}..{map[i + 2] + map[i + 1]}")
+        if len(map) == 4 and not unmap and size is None and replace_in_run(self, ino, emap, map, time_ns):
+            return                              # (done: a copy-on-write's fresh blocks inside a run)
+        if map and max(_map(add, map[0::4], map[1::4])) > self.max_blocks or self.bad:
+            check_map(self, ino, map)
         unowned: list[tuple[int, int]] = []     # blocks this record leaves with no owner
         for i in range(0, len(unmap), 2):
             fblk, nblk = unmap[i], unmap[i + 1]
@@ -501,6 +500,8 @@ class Core:
             for f, n, p, _fl in emap.remove(fblk, nblk):
                 unowned.extend(rmap.remove(p, n, ino, f))
         taken: list[tuple[int, int]] = []       # blocks this record takes from free space
+        if not emap and len(map) > 4 and share_into_empty(self.rmap, ino, emap, map):
+            map = []                            # (done: a clone of whole extents into an empty map)
         for i in range(0, len(map), 4):
             fblk, nblk, pblk, flags = map[i], map[i + 1], map[i + 2], map[i + 3]
             if not emap.is_hole(fblk, nblk):

@@ -112,6 +112,11 @@ def decode_record(buf: memoryview | bytes, pos: int, volume_id: int, seq: int
     return record, length
 
 
+#: a header's magic, (crc,) volume id and sequence: enough to tell that record ``seq`` is
+#: surely *not* at a position (a follower's quick check), its checksum unchecked
+CLAIM = struct.Struct("<4s4xQQ")
+
+
 def frame_at(buf: memoryview | bytes, pos: int, volume_id: int, seq: int) -> tuple[int, int] | None:
     """``(type code, length)`` if a record ``seq`` with a valid checksum starts at ``pos``, else None.
 

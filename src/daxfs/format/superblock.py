@@ -13,7 +13,7 @@ import zlib
 from dataclasses import dataclass
 
 from daxfs.errors import CorruptVolumeError
-from daxfs.format.layout import Layout
+from daxfs.format.layout import SUPERBLOCK_OFFSETS, Layout
 
 MAGIC = b"DAXFS\x00SB"
 VERSION = 1
@@ -46,6 +46,23 @@ class Superblock:
                         lay.checkpoint_offsets[1], lay.checkpoint_size, lay.data_offset,
                         lay.data_blocks, self.generation)
         return body + _CRC.pack(zlib.crc32(body))
+
+
+#: where a superblock copy keeps its generation (the last field before the crc)
+GENERATION_AT = _SB.size - 8
+
+
+def _generations_struct() -> struct.Struct:
+    fmt, pos = "<", 0
+    for where in SUPERBLOCK_OFFSETS:
+        fmt += f"{where + GENERATION_AT - pos}xQ"
+        pos = where + GENERATION_AT + 8
+    return struct.Struct(fmt)
+
+
+#: every copy's generation field, in one unpack of the pool's first bytes: unchecked (no crc),
+#: so only for a reader that acts on them when they say nothing is newer than what it knows
+GENERATIONS = _generations_struct()
 
 
 def has_magic(raw: bytes) -> bool:

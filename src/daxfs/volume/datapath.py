@@ -8,7 +8,8 @@ Rules that keep every write all-or-nothing (the journal logs the record):
   grows over them they are zeroed first (before the record).
 - A shared (reflinked) block is never written in place: ``unshare`` gives the
   writing file a private copy first, swapped in by a record of its own or by
-  the write's own record, so the other owners never see the write.
+  the write's own record, so the other owners never see the write (a write
+  inside one shared run does it in one pass: ``cow.cow_in_run``).
 - Overwrites of private blocks a file already owns go in place and are not
   atomic per byte, as on any DAX file system.  With ``durability="lazy"`` they
   are persisted at fsync/close instead of at once.
@@ -27,6 +28,7 @@ from daxfs.errors import fs_error
 from daxfs.format.layout import HUGE_PAGE
 from daxfs.volume.arguments import MAX_FILE_SIZE
 from daxfs.volume import poison
+from daxfs.volume.cow import cow_in_run
 from daxfs.volume.journal import Journal
 from daxfs.volume.prepared import GROW_RUN, Piece, PreparedWrites
 from daxfs.volume.references import Reference, ReferenceTable, View
@@ -58,6 +60,18 @@ class DataPath(PreparedWrites):
         with self.lock:
             if not journal.follow and not journal.closed:
                 return self.read_locked(ino, dest, n, offset)
+            if journal.follow and not journal.closed:
+                # A follower reads first and checks once after: if the writer has changed
+                # nothing since we caught up, the read used today's state and no block it
+                # copied can have been reused (that needs a record first).  Else, as below.
+                try:
+                    got = self.read_locked(ino, dest, n, offset)
+                except OSError:
+                    if journal.quiet():
+                        raise
+                else:
+                    if journal.quiet():
+                        return got
             while True:
                 journal.check_open()
                 got = self.read_locked(ino, dest, n, offset)
@@ -176,6 +190,8 @@ class DataPath(PreparedWrites):
             tail = node.size // bs if grows and node.size % bs else -1
             if tail >= 0 and not f0 <= tail < f1:
                 self.unshare(node, 0, 0, grows_to=end)     # the old last block, before zeroing its tail
+            if not grows and journal.core.rmap.shared_blocks and cow_in_run(self, node, data, offset, end):
+                return n
             # Shared blocks the write covers are copied, and the write goes into the copies,
             # which the write's own record swaps in: all-or-nothing.
             cow = self.unshare(node, f0, f1, commit=False, zero_past_eof=grows)

@@ -15,7 +15,10 @@ Timestamps that in-place data writes change (mtime, ctime) are kept here as
 ``deferred`` and logged at fsync/close/checkpoint, like Linux's ``lazytime``.
 
 A read-only journal on a shared pool *follows* the writer: ``check_open``
-first replays what the writer has logged since (``refresh``).
+first replays what the writer has logged since (``refresh``).  When nothing
+changed — no header at our log head claims to be our next record, and no
+superblock copy has a newer generation — that is two reads of the pool through
+views kept for it, not a superblock decode and a replay.
 
 If ``apply`` ever raises after its record was persisted (a bug: validation
 let through a record the core rejects), the state in memory no longer
@@ -35,8 +38,10 @@ from daxfs.core.records import (Batch, Create, CreateNode, Link, Quarantine, Rec
                                 SetExtents, Unlink)
 from daxfs.errors import CorruptVolumeError, fs_error
 from daxfs.format.checkpoint import HEADER
-from daxfs.format.layout import SUPERBLOCK_OFFSETS, SUPERBLOCK_SIZE
-from daxfs.format.superblock import Superblock
+from daxfs.format.layout import HEADER_SIZE, SUPERBLOCK_OFFSETS, SUPERBLOCK_SIZE
+from daxfs.format.log import CLAIM, MAGIC
+from daxfs.format.log import HEADER as RECORD_HEADER
+from daxfs.format.superblock import GENERATIONS, Superblock
 from daxfs.media import FilePool, Pool
 from daxfs.volume.changes import ChangeTable
 from daxfs.volume.checkpointer import CheckpointWriter, RowIndex
@@ -80,6 +85,9 @@ class Journal:
         #: the checkpoint being written a slice per commit, or None
         self.writer: CheckpointWriter | None = None
         self.heap = HeapKeeper()
+        #: a follower's views of the pool header and of the log (see ``quiet``), made at its
+        #: first check and released by ``drop_views`` before the pool closes
+        self._views: tuple[memoryview, memoryview] | None = None
         self._install(loaded)
         self.block_size = self.layout.block_size
         #: what ``stat`` gives as ``st_dev``: stable for the volume (from its uuid)
@@ -105,8 +113,8 @@ class Journal:
     def check_open(self) -> None:
         if self.closed:
             raise ValueError("I/O operation on closed volume")
-        if self.follow:
-            self.refresh()
+        if self.follow and not self.quiet():
+            self._catch_up()
 
     def check_writable(self, path: str | None = None) -> None:
         if self.closed:
@@ -381,6 +389,10 @@ class Journal:
         stale (ESTALE on use), as on NFS: without an arbiter the writer cannot
         know it is held.
         """
+        if not self.quiet():
+            self._catch_up()
+
+    def _catch_up(self) -> None:
         ring = self.ring
         try:
             generation = read_superblock(self.pool).generation
@@ -405,5 +417,59 @@ class Journal:
 
     def log_moved(self) -> bool:
         """Whether a record has landed at our head since we last caught up (read-only)."""
+        if not self._claimed():
+            return False        # no header there even says so: no record landed (the common case)
         ring = self.ring
         return LogRing.peek(self.pool, ring.offset, ring.size, ring.volume_id, ring.head, ring.next_seq)
+
+    def _make_views(self) -> tuple[memoryview, memoryview]:
+        layout = self.layout
+        self._views = (self.pool.view(0, HEADER_SIZE), self.pool.view(layout.log_offset, layout.log_size))
+        return self._views
+
+    def _claimed(self) -> bool:
+        """Whether the header at our log head says it is our next record (or a PAD in its
+        place); unchecked, so True means maybe, False means surely not."""
+        log = (self._views or self._make_views())[1]
+        ring = self.ring
+        size = ring.size
+        phys = ring.head % size
+        if size - phys < RECORD_HEADER.size:
+            phys = 0            # no room for a header at the lap's end: the writer went on at 0
+        magic, vid, seq = CLAIM.unpack_from(log, phys)
+        return seq == ring.next_seq and magic == MAGIC and vid == ring.volume_id
+
+    def quiet(self) -> bool:
+        """Whether the writer has surely changed nothing since we caught up (a follower;
+        ``DataPath.pread`` asks it once, after its copy).
+
+        Nothing is logged without record ``next_seq`` landing at our head (or a PAD
+        there, or at 0 past a lap's end); when the ring laps us or the writer jumps
+        its head past bad log memory it checkpoints, and a superblock copy shows a
+        newer generation.  So: no header at our head claiming that record, and no
+        copy's generation field past ours.  Any other value (a torn or damaged copy
+        included) only sends us down the full, checked ``refresh``.  (``_claimed``
+        inlined: this runs before every call a follower answers.)
+        """
+        header, log = self._views or self._make_views()
+        ring = self.ring
+        size = ring.size
+        phys = ring.head % size
+        if size - phys < RECORD_HEADER.size:
+            phys = 0
+        magic, vid, seq = CLAIM.unpack_from(log, phys)
+        if seq == ring.next_seq and magic == MAGIC and vid == ring.volume_id:
+            return False
+        generation = self.generation
+        for seen in GENERATIONS.unpack_from(header):
+            if seen > generation:
+                return False
+        return True
+
+    def drop_views(self) -> None:
+        """Release the follower's views of the pool (before the pool closes: they would keep
+        its mapping from closing)."""
+        views, self._views = self._views, None
+        if views is not None:
+            for view in views:
+                view.release()

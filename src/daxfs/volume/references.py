@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from daxfs._types import PinInfo
 from daxfs.core import UNWRITTEN
-from daxfs.core.inode_paths import paths_of
 from daxfs.errors import BusyError
+from daxfs.volume.listing import PinListing
 
 if TYPE_CHECKING:
     from daxfs.volume.journal import Journal
@@ -93,6 +93,8 @@ class Reference:
     #: where a closed mapping's blocks are still shown (arrays into it live): weak, so it
     #: does not keep them alive; memory failures fence it too
     lingering: "weakref.ref[Any] | None" = None
+    #: what ``vol.pins()`` last listed for it (remade when its path or holder changes)
+    listed: PinInfo | None = None
 
     def __init__(self, ino: int, path: str, offset: int, length: int, block_size: int,
                  writable: bool, lease: bool = False, holder: object = None, kind: str = "mapping") -> None:
@@ -193,6 +195,8 @@ class ReferenceTable:
         self._waiting: list[tuple[int, int, int]] = []    # (ino, first, end block) a 'wait' holds
         self._lingering: set[Reference] = set()           # let go of, blocks still held (shown)
         self._follower_refs = 0                           # a follower's references (shared lock)
+        #: ``vol.pins()``: the live references as PinInfo, kept between listings
+        self.listing = PinListing(journal, self.holder_name)
         self.closing = False                              # a forced close is under way
         self.process_holder: object = _ProcessHolder()
 
@@ -283,6 +287,7 @@ class ReferenceTable:
         if refs is None:
             self._seals[ino] = refs = set()
         refs.add(ref)
+        self.listing.taken(ref)
         ref.since = time.time()
         self._changed_hook()
 
@@ -376,6 +381,7 @@ class ReferenceTable:
         if refs is None or ref not in refs:
             return
         refs.discard(ref)
+        self.listing.gone(ref)
         if not refs:
             del self._seals[ref.ino]
         if not self._journal.closed:
@@ -432,13 +438,7 @@ class ReferenceTable:
 
     def infos(self, refs: list[Reference] | None = None) -> list[PinInfo]:
         """PinInfo for ``refs`` (default: every live reference), oldest first."""
-        refs = self.live() if refs is None else refs
-        paths = paths_of(self._journal.core, {ref.ino for ref in refs})
-        out = [PinInfo(self.holder_name(ref.holder), ref.ino, paths[ref.ino], ref.offset, ref.length,
-                       ref.listed_kind, ref.since, getattr(ref.holder, "pid", None),
-                       getattr(ref.holder, "uid", None)) for ref in refs]
-        out.sort(key=lambda info: (info.since, info.ino, info.offset))
-        return out
+        return self.listing.infos(self._seals, refs)
 
     def busy_error(self, what: str, refs: list[Reference], *, filename: str | None = None) -> BusyError:
         kinds = ", ".join(f"{r.listed_kind} on {r.path} [{r.offset}, +{r.length}) "

@@ -3,8 +3,11 @@
 Pins, mappings and the busy list live in the writer's memory; ``daxfs pins``
 and ``daxfs df`` run in other processes.  So the writer publishes a snapshot
 (its pid, the time, busy bytes, as many references as fit) into a reserved
-page of the pool header, at most every ``PUBLISH_EVERY`` seconds: a change
-right after a publish is published by a timer when the interval has passed.
+page of the pool header, within ``PUBLISH_EVERY`` seconds of a change and at
+most once per interval.  The publishing is done by one long-lived flusher
+thread per volume (started at the first change, ended at unmount or when the
+volume is dropped unclosed): a change only marks the page stale and wakes it,
+so taking or letting go of a reference starts no thread and writes no page.
 Informational only: never persisted on purpose, never read by mount.
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from typing import Any
 
 from daxfs._types import PinInfo
@@ -34,29 +38,44 @@ class StatusPage:
         #: whose references are published (set once the volume has built its table)
         self.references: ReferenceTable | None = None
         self._published = 0.0                    # when the page was last written
-        self._timer: threading.Timer | None = None
+        self._stale = False                      # a change is not published yet
+        self._wake = threading.Event()           # set: the flusher has a change to publish
+        self._flusher: threading.Thread | None = None
+        self._stopped = False
 
     def changed(self) -> None:
-        """Publish soon: at once if the last publish is old, else once the interval passes."""
+        """Publish soon: within ``PUBLISH_EVERY`` seconds, by the flusher thread."""
+        if self._stale:
+            return              # already woken for an earlier change: it publishes this one too
         journal = self._journal
-        if journal.readonly or journal.closed:
+        if journal.readonly or journal.closed or self._stopped:
             return
-        now = time.monotonic()
-        if now - self._published >= self.PUBLISH_EVERY:
-            self.publish()
-        elif self._timer is None:
-            timer = threading.Timer(self.PUBLISH_EVERY - (now - self._published), self._publish_later)
-            timer.daemon = True
-            self._timer = timer
-            timer.start()
+        self._stale = True
+        if self._flusher is None:
+            # The thread holds the page weakly: a volume dropped without close() is still
+            # collected, and its flusher ends (it looks every IDLE_CHECK seconds).
+            flusher = threading.Thread(target=_flush_loop, args=(weakref.ref(self), self._wake),
+                                       name=f"daxfs status {journal.pool.name}", daemon=True)
+            self._flusher = flusher
+            flusher.start()
+        self._wake.set()
 
-    def _publish_later(self) -> None:
+    def _flush(self) -> bool:
+        """Keep the interval since the last publish, then publish; False once unmounted."""
+        pause = self._published + self.PUBLISH_EVERY - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
         with self._journal.lock:
-            self._timer = None
-            if not self._journal.closed:
+            self._wake.clear()
+            if self._stopped or self._journal.closed:
+                return False
+            if self._stale:
                 self.publish()
+        return True
 
     def publish(self) -> None:
+        """Write the page now (the caller holds the volume's lock)."""
+        self._stale = False
         self._published = time.monotonic()
         table = self.references
         live = table.live() if table is not None else []
@@ -70,10 +89,25 @@ class StatusPage:
 
     def clear(self) -> None:
         """The writer unmounts: nothing is published any more."""
-        if self._timer is not None:
-            self._timer.cancel()
+        self._stopped = True        # the flusher ends at its next wake-up, writing nothing
+        self._wake.set()
         if self._journal.meta_ok(STATUS_OFFSET, STATUS_SIZE):
             self._journal.pool.write(STATUS_OFFSET, bytes(64))
+
+
+IDLE_CHECK = 5.0         # how often an idle flusher looks whether its volume still exists
+
+
+def _flush_loop(page_ref: "weakref.ref[StatusPage]", wake: threading.Event) -> None:
+    """The flusher thread: wait for a change, publish it; end at unmount or with the page."""
+    while True:
+        woken = wake.wait(IDLE_CHECK)
+        page = page_ref()
+        if page is None or page._stopped:
+            return
+        if woken and not page._flush():
+            return
+        del page                # (not held while waiting)
 
 
 def read_status(journal: Journal) -> dict[str, Any] | None:

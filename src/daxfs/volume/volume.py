@@ -193,6 +193,7 @@ class Volume(ClosesOnExit, PathNames):
                     journal.pool.write(OWNER_OFFSET, bytes(64))
                     journal.pool.persist(OWNER_OFFSET, 64)
             journal.closed = True
+            journal.drop_views()
             journal.pool.close()
             journal.heap.release()
 
