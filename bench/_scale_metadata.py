@@ -74,12 +74,12 @@ def probe_grow(files: int, where: Path) -> dict[str, object]:
         finally:
             longest[0] = max(longest[0], cpu() - t - (gc_pause[2] - paused))
 
-    start = Journal._start
+    start_writer = Journal._start
 
     def timed_start(self: Journal) -> None:
         t, paused = cpu(), gc_pause[2]
         try:
-            start(self)
+            start_writer(self)
         finally:
             longest[0] = max(longest[0], cpu() - t - (gc_pause[2] - paused))
 
@@ -127,7 +127,7 @@ def probe_grow(files: int, where: Path) -> dict[str, object]:
             theirs_cpu.append(cpu() - c)
     gc.callbacks.remove(on_gc)
     in_op_checkpoint = longest[0]
-    Journal._finish, Journal.checkpoint, Journal._start = finish, checkpoint, start  # type: ignore[method-assign]
+    Journal._finish, Journal.checkpoint, Journal._start = finish, checkpoint, start_writer  # type: ignore[method-assign]
     t = clock()
     vol.checkpoint()
     whole = clock() - t
