@@ -61,6 +61,11 @@ MIN_UNITS = 16
 RECORD_SLACK = 64
 
 
+#: Record types that change one inode (``ino``), and an inode and its parent directory.
+_ONE_INODE = frozenset({SetExtents, SetAttr, Reclaim})
+_INODE_AND_PARENT = frozenset({Create, Link, CreateNode})
+
+
 class Journal:
     """The lock, the core state and the log of one mounted volume."""
 
@@ -197,10 +202,11 @@ class Journal:
 
     def _touched(self, record: Record) -> list[int]:
         """The inodes ``record`` changes (looked up before it is applied)."""
-        if isinstance(record, (SetExtents, SetAttr, Reclaim)):
-            return [record.ino]
-        if isinstance(record, (Create, Link, CreateNode)):
-            return [record.ino, record.parent]
+        kind = type(record)     # (records are never subclassed: a set lookup, not isinstance calls)
+        if kind in _ONE_INODE:
+            return [record.ino]                         # type: ignore[attr-defined]
+        if kind in _INODE_AND_PARENT:
+            return [record.ino, record.parent]          # type: ignore[attr-defined]
         inodes = self.core.inodes
         if isinstance(record, Unlink):
             parent = inodes.get(record.parent)
