@@ -96,7 +96,7 @@ def test_a_checkpoint_written_in_slices_holds_the_state_it_started_from(
                 _random_op(vol, rng, names)
         journal._start()
         writer = journal.writer
-        assert writer is not None and (writer.previous is not None) == bool(seed % 2)
+        assert writer is not None and (writer.copy_from is not None) == bool(seed % 2)
         expected = state_rows(journal.core)
         for _ in range(400):
             _random_op(vol, rng, names)
@@ -278,12 +278,12 @@ def test_rows_are_not_copied_from_a_previous_checkpoint_whose_bytes_changed(shm_
     vol.chmod("/f0", 0o600)
     journal._start()
     writer = journal.writer
-    assert writer.previous is not None and writer.verify is not None
+    assert writer.copy_from is not None and writer.verify is not None
     for _ in range(1000):
         if journal.writer is None:
             break
         journal._finish(writer, 100)
-    assert journal.writer is None and writer.previous is None and writer.copied == 0
+    assert journal.writer is None and writer.copy_from is None and writer.copied == 0
     got = _written(journal, writer)
     assert got.state == state_rows(journal.core)
     vol.close()

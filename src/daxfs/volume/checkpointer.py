@@ -64,7 +64,8 @@ class RowIndex(NamedTuple):
 
     generation: int
     body: int
-    keys: list[int]
+    end: int            # its snapshot's next_ino: every inode made since is numbered from here
+    keys: array
     lengths: array
     offsets: array
 
@@ -82,16 +83,21 @@ class CheckpointWriter:
         self.generation = generation
         self.last_seq = last_seq
         self.log_pos = log_pos
-        self.keys = list(core.inodes)       # ascending: see Core
-        self.index = 0                      # keys[:index] are packed
         self.end = core.next_ino            # inodes from here on were made after the snapshot
+        self.count = len(core.inodes)       # rows in this checkpoint
+        # The inodes to look at, ascending: with a previous checkpoint, its inodes and then the
+        # numbers given out since (``tail`` up to ``end``): no list of a million keys is made
+        # here, under the lock.  Without one: every inode (``Core.inodes`` is in ino order).
+        previous = previous if changed is not None else None
+        self.keys: list[int] | array = previous.keys if previous is not None else list(core.inodes)
+        self.index = 0                      # keys[:index] are done
+        self.tail = previous.end if previous is not None else self.end
+        self.out_keys = array("Q")          # the inodes this checkpoint holds, in order
         #: rows of inodes changed since the snapshot before they were packed (ino -> row)
         self.before: dict[int, list[object]] = {}
         self.bad = bad_field(core)
         self.packer = RowPacker()
-        self.pending = bytearray(body_prefix(core.next_ino, len(self.keys), self.bad is not None))
-        #: where each row starts in the body, and past the last (built once all are written)
-        self.offsets = array("Q", [len(self.pending)])
+        self.pending = bytearray(body_prefix(core.next_ino, self.count, self.bad is not None))
         self.written = 0                    # body bytes in the slot
         self.entries: Iterator[tuple[str, int]] | None = None     # a directory being packed
         self.entries_left = 0
@@ -99,40 +105,46 @@ class CheckpointWriter:
         self.checked = 0                    # body bytes the crc covers
         self.row_bytes = 64.0               # packed bytes per row so far (for ``remaining``)
         #: the checkpoint before (its rows' places) and the inodes changed since its snapshot:
-        #: every other row is copied from it as it is, not packed again
-        self.previous = previous if changed is not None else None
+        #: every other row is copied from it as it is, not packed again.  None when there is
+        #: none, or its bytes are not what it wrote (its crc is checked first: ``verify``).
+        self.copy_from = previous
+        self.previous_keys = previous is not None     # (then an inode looked at may be gone)
         #: (checked, body length, crc so far, crc wanted) of the previous checkpoint, until checked
         self.verify: tuple[int, int, int, int] | None = None
-        if self.previous is not None:
-            with pool.view(self.previous.body - HEADER.size, HEADER.size) as head:
+        if previous is not None:
+            with pool.view(previous.body - HEADER.size, HEADER.size) as head:
                 magic, want, gen, last_seq, log_pos, body_len = HEADER.unpack_from(head, 0)
-            if magic != MAGIC or gen != self.previous.generation or \
-                    body_len > slot_size - HEADER.size:
-                self.previous = None
+            if magic != MAGIC or gen != previous.generation or body_len > slot_size - HEADER.size:
+                self.copy_from = None
             else:
                 self.verify = (0, body_len, zlib.crc32(header_fields(gen, last_seq, log_pos, body_len)), want)
         self.changed: set[int] = changed if changed is not None else set()
-        self.prev_i = 0                     # previous.keys[:prev_i] are below the next inode
         self.copy_start = self.copy_end = 0     # a run of the previous body waiting to be copied
         self.copied = 0                     # rows copied
         self.lengths = array("I")           # each row's length in this body
         self.dir_start = 0                  # where the directory being packed starts
         self.row_by_row = 0                 # keys[index:row_by_row] hold a change: no chunk copy
+        #: where each row starts in the body, and past the last (built once all are written)
+        self.offsets = array("Q", [len(self.pending)])
 
     # ------------------------------------------------------------ keeping the snapshot
 
     def touch(self, inos: Iterable[int]) -> None:
         """A record is about to change these inodes: keep the rows not packed yet."""
         keys = self.keys
-        if self.index >= len(keys):
+        if self.index < len(keys):
+            first = keys[self.index]        # every inode below it is done already
+        elif self.tail < self.end:
+            first = self.tail
+        else:
             return
-        first = keys[self.index]            # every inode below it is packed already
         end = self.end
         before = self.before
         inodes = self.core.inodes
-        # a row unchanged since the previous checkpoint is copied from it, not from the inode
-        # (an inode not in ``changed`` existed then: its create would be in ``changed``)
-        copied = self.changed if self.previous is not None else None
+        # A row unchanged since the previous checkpoint is copied from it, not from the inode
+        # (an inode not in ``changed`` existed then: its create would be in ``changed``); until
+        # that checkpoint's crc is checked, every row is kept.
+        copied = self.changed if self.copy_from is not None and self.verify is None else None
         for ino in inos:
             if first <= ino < end and ino not in before and (copied is None or ino in copied):
                 node = inodes.get(ino)
@@ -143,21 +155,21 @@ class CheckpointWriter:
 
     def remaining(self) -> int:
         """Units of work left (an estimate: rows not packed, bytes not written or checked)."""
-        rows = len(self.keys) - self.index
+        rows = len(self.keys) - self.index + self.end - self.tail
         unwritten = rows * self.row_bytes + len(self.pending)
         verify = 0 if self.verify is None else self.verify[1] - self.verify[0]
         return (rows + self.entries_left // ENTRIES_PER_UNIT
                 + int(self.written + unwritten - self.checked + verify) // CRC_BYTES_PER_UNIT
-                + (len(self.keys) - len(self.offsets)) // OFFSETS_PER_UNIT + 2)
+                + (self.count - len(self.offsets)) // OFFSETS_PER_UNIT + 2)
 
     def _verify_previous(self, units: int) -> int:
         """Check the previous checkpoint's crc a slice at a time before any row is copied
         from it: bytes that changed in the pool since it was written are never carried on
         (then every row is packed from memory)."""
-        assert self.verify is not None and self.previous is not None
+        assert self.verify is not None and self.copy_from is not None
         done, end, crc, want = self.verify
         n = min(end - done, units * CRC_BYTES_PER_UNIT)
-        with self.pool.view(self.previous.body + done, n) as body:
+        with self.pool.view(self.copy_from.body + done, n) as body:
             crc = zlib.crc32(body, crc)
         done += n
         if done < end:
@@ -165,7 +177,11 @@ class CheckpointWriter:
         else:
             self.verify = None
             if crc != want:
-                self.previous = None
+                self.copy_from = None
+            else:       # rows kept meanwhile that will be copied after all
+                before = self.before
+                for ino in [ino for ino in before if ino not in self.changed]:
+                    del before[ino]
         return n // CRC_BYTES_PER_UNIT + 1
 
     def step(self, units: int) -> bool:
@@ -175,9 +191,11 @@ class CheckpointWriter:
                 units -= self._verify_previous(units)
             elif self.entries is not None:
                 units -= self._pack_entries()
-            elif self.index < len(self.keys):
+            elif self.index < len(self.keys) or self.tail < self.end:
                 units -= self._pack_rows(units)
             elif self.crc is None:
+                if len(self.out_keys) != self.count:
+                    raise RuntimeError(f"checkpoint writer: {len(self.out_keys)} rows for {self.count} inodes")
                 if self.bad is not None:
                     self.packer.value(self.bad)
                 self._flush(force=True)
@@ -204,59 +222,68 @@ class CheckpointWriter:
     def _pack_rows(self, units: int) -> int:
         """Pack up to ``units`` rows (stopping at a directory too large for one slice); rows
         unchanged since the previous checkpoint are copied from it, a chunk at a time where
-        a chunk of inodes is the same in both and none changed."""
+        none of a chunk's inodes changed."""
         keys = self.keys
         inodes = self.core.inodes
         before = self.before
         packer = self.packer
         lengths = self.lengths
-        previous = self.previous
+        out = self.out_keys
+        copy_from = self.copy_from
         changed = self.changed
         done = 0
         start_len = self._body_len()
-        while done < units and self.index < len(keys):
+        while done < units:
             index = self.index
-            if previous is not None and index >= self.row_by_row:
-                i = self.prev_i
-                k = min(COPY_CHUNK, len(keys) - index)
-                chunk = keys[index:index + k]
-                if chunk == previous.keys[i:i + k] and changed.isdisjoint(chunk):
-                    self._copy(previous.offsets[i], previous.offsets[i + k])
-                    lengths.extend(previous.lengths[i:i + k])
-                    self.index += k
-                    self.prev_i = i + k
-                    self.copied += k
-                    done += k // ROWS_COPIED_PER_UNIT + 1
-                    continue
-                self.row_by_row = index + k     # a change in there: this stretch row by row
-            ino = keys[index]
-            self.index += 1
-            done += 1
-            row_start = self._body_len()
-            if previous is not None:
-                prev_keys = previous.keys
-                i = self.prev_i
-                while i < len(prev_keys) and prev_keys[i] < ino:
-                    i += 1
-                if i < len(prev_keys) and prev_keys[i] == ino:
-                    self.prev_i = i + 1
+            if index < len(keys):
+                if copy_from is not None:           # keys are copy_from's: row ``index`` is there
+                    if index >= self.row_by_row:
+                        k = min(COPY_CHUNK, len(keys) - index)
+                        chunk = keys[index:index + k]
+                        if changed.isdisjoint(chunk):
+                            self._copy(copy_from.offsets[index], copy_from.offsets[index + k])
+                            lengths.extend(copy_from.lengths[index:index + k])
+                            out.extend(chunk)
+                            self.index = index + k
+                            self.copied += k
+                            done += k // ROWS_COPIED_PER_UNIT + 1
+                            continue
+                        self.row_by_row = index + k     # a change in there: this stretch row by row
+                    ino = keys[index]
+                    self.index = index + 1
+                    done += 1
                     if ino not in changed:
-                        self._copy(previous.offsets[i], previous.offsets[i + 1])
-                        lengths.append(previous.lengths[i])
+                        self._copy(copy_from.offsets[index], copy_from.offsets[index + 1])
+                        lengths.append(copy_from.lengths[index])
+                        out.append(ino)
                         self.copied += 1
                         continue
                 else:
-                    self.prev_i = i
+                    ino = keys[index]
+                    self.index = index + 1
+                    done += 1
+            elif self.tail < self.end:
+                ino = self.tail
+                self.tail = ino + 1
+                done += 1
+            else:
+                break
+            row_start = self._body_len()
             row = before.pop(ino, _ABSENT)
             if row is _ABSENT:
                 node = inodes.get(ino)
                 if node is None:
+                    if self.previous_keys:
+                        continue    # made or removed since the previous snapshot: gone at this one
                     raise RuntimeError(f"checkpoint writer: inode {ino} went away with no record naming it")
+                out.append(ino)
                 if node.entries is None:
                     self._append(packer.packed(inode_row(node)))
                     lengths.append(self._body_len() - row_start)
                     continue
                 row = dir_row(node) if len(node.entries) > SLICE_ENTRIES else inode_row(node)
+            else:
+                out.append(ino)
             entries = row[9]                # type: ignore[index]
             if type(entries) is not dict:
                 self._append(packer.packed(row))
@@ -269,9 +296,9 @@ class CheckpointWriter:
             self.entries_left = len(entries)
             break
         self._flush()
-        if self.index:
+        if done:
             produced = self._body_len() - start_len
-            self.row_bytes += (produced / max(done, 1) - self.row_bytes) / 8
+            self.row_bytes += (produced / done - self.row_bytes) / 8
         return done
 
     def _copy(self, start: int, end: int) -> None:
@@ -294,14 +321,15 @@ class CheckpointWriter:
         """Copy the waiting run of the previous body into ``pending``."""
         n = self.copy_end - self.copy_start
         if n:
-            assert self.previous is not None
-            with self.pool.view(self.previous.body + self.copy_start, n) as old:
+            assert self.copy_from is not None
+            with self.pool.view(self.copy_from.body + self.copy_start, n) as old:
                 self.pending += old
         self.copy_start = self.copy_end = 0
 
     def index_of(self) -> RowIndex:
         """Where this checkpoint's rows lie, for the next one to copy from (once complete)."""
-        return RowIndex(self.generation, self.slot + HEADER.size, self.keys, self.lengths, self.offsets)
+        return RowIndex(self.generation, self.slot + HEADER.size, self.end, self.out_keys, self.lengths,
+                        self.offsets)
 
     def _pack_entries(self) -> int:
         """Pack the next slice of a large directory's names."""
