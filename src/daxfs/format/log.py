@@ -35,7 +35,7 @@ HEADER = struct.Struct("<4sIQQHHI")
 ALIGN = 8
 _MAGIC_WORD = int.from_bytes(MAGIC, "little")
 #: Rings at least this large are searched with numpy (``later_record``).
-SCAN_WITH_NUMPY = 16 << 20
+SCAN_WITH_NUMPY = 8 << 20
 PAD_CODE = 0
 
 
