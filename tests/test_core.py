@@ -190,6 +190,8 @@ def test_extent_map_does_not_merge_across_flags_or_pool_gaps() -> None:
     assert emap.pieces(2, 12) == [(2, 2, 12, 0), (4, 4, 14, UNWRITTEN), (8, 4, 30, UNWRITTEN),
                                   (12, 2, -1, 0)]
     assert emap.last_written_end() == 4
+    emap.remove(4, 4)                   # a hole before a run and one after: both (f, n, -1, 0)
+    assert emap.pieces(3, 10) == [(3, 1, 13, 0), (4, 4, -1, 0), (8, 4, 30, UNWRITTEN), (12, 1, -1, 0)]
 
 
 # ---------------------------------------------------------------------------- FreeSpace
@@ -861,6 +863,19 @@ def test_symlink_targets_are_counted_until_the_link_is_freed() -> None:
     assert core.target_chars == 2                    # an orphan keeps its target
     core.apply(Reclaim(3))
     assert core.target_chars == 0 and core.checkpoint_bound == bound
+
+
+def test_core_plan_blocks_continues_the_goal_past_excluded_runs_and_says_enospc_in_bytes() -> None:
+    core = fresh_core()
+    core.apply(Create(2, ROOT_INO, "a", st.S_IFREG | 0o644, 0, 0, 1))
+    core.apply(SetExtents(2, [], [0, 4, 0, 0, 4, 3, 20, 0], 7 * BS, 2))   # free: 4..19, 23..63
+    assert core.plan_blocks(2) == [(4, 2)]                                # best fit, no goal
+    assert core.plan_blocks(2, 23) == [(23, 2)]                           # after the file's block 22
+    assert core.plan_blocks(2, 23, exclude=[(4, 2)]) == [(23, 2)]          # the goal, with runs promised
+    with pytest.raises(OSError) as info:
+        core.plan_blocks(100)
+    assert info.value.errno == errno.ENOSPC
+    assert f"asked for {100 * BS} bytes" in str(info.value) and f"{57 * BS} bytes" in str(info.value)
 
 
 def test_setextents_unmap_to_end_and_replace() -> None:
