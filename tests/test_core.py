@@ -878,6 +878,24 @@ def test_core_plan_blocks_continues_the_goal_past_excluded_runs_and_says_enospc_
     assert f"asked for {100 * BS} bytes" in str(info.value) and f"{57 * BS} bytes" in str(info.value)
 
 
+def test_resolve_dot_names_searched_directories_and_enotdir() -> None:
+    """A path ending in ``.`` or ``..`` names a directory (as a trailing ``/`` does); every
+    directory looked in is listed for the permission check; ENOTDIR names the path."""
+    core = fresh_core()
+    core.apply(Create(2, ROOT_INO, "a", st.S_IFDIR | 0o755, 0, 0, 1))
+    core.apply(Create(3, 2, "b", st.S_IFDIR | 0o755, 0, 0, 1))
+    core.apply(Create(4, 3, "f", st.S_IFREG | 0o644, 0, 0, 1))
+    assert core.resolve("/a/b/.") == (3, None, 3, True)
+    assert core.resolve("/a/b/..") == (2, None, 2, True)
+    assert core.resolve("/a/b/f") == (3, "f", 4, False)
+    searched: list = []
+    core.resolve("/a/./b/../b/f", searched=searched)
+    assert [node.ino for node in searched] == [ROOT_INO, 2, 2, 3, 2, 3]
+    with pytest.raises(OSError) as info:
+        core.resolve("/a/b/f/g")
+    assert info.value.errno == errno.ENOTDIR and info.value.filename == "/a/b/f/g"
+
+
 def test_setextents_unmap_to_end_and_replace() -> None:
     core = fresh_core()
     core.apply(Create(2, ROOT_INO, "a", st.S_IFREG | 0o644, 0, 0, 1))
