@@ -896,6 +896,24 @@ def test_resolve_dot_names_searched_directories_and_enotdir() -> None:
     assert info.value.errno == errno.ENOTDIR and info.value.filename == "/a/b/f/g"
 
 
+def test_resolve_name_length_limit_and_trailing_slash_on_a_symlink() -> None:
+    """A name is checked from 64 characters on (64 four-byte characters are 256 bytes:
+    ENAMETOOLONG, with the path); a symlink last with a trailing ``/`` is followed by lstat
+    (``follow=False``) but not by what makes or removes the name (``follow=None``)."""
+    core = fresh_core()
+    core.apply(Create(2, ROOT_INO, "a", st.S_IFDIR | 0o755, 0, 0, 1))
+    core.apply(CreateNode(3, ROOT_INO, "l", st.S_IFLNK | 0o777, 0, 0, 1, 0, "a"))
+    assert core.resolve("/" + "\U0001F600" * 63) == (ROOT_INO, "\U0001F600" * 63, None, False)
+    long = "/a/" + "\U0001F600" * 64
+    with pytest.raises(OSError) as info:
+        core.resolve(long)
+    assert info.value.errno == errno.ENAMETOOLONG and info.value.filename == long
+    assert core.resolve("/l/", follow=False) == (ROOT_INO, "a", 2, True)
+    assert core.resolve("/l/", follow=True) == (ROOT_INO, "a", 2, True)
+    assert core.resolve("/l/", follow=None) == (ROOT_INO, "l", 3, True)
+    assert core.resolve("/l", follow=False) == (ROOT_INO, "l", 3, False)
+
+
 def test_setextents_unmap_to_end_and_replace() -> None:
     core = fresh_core()
     core.apply(Create(2, ROOT_INO, "a", st.S_IFREG | 0o644, 0, 0, 1))
