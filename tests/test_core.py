@@ -914,6 +914,28 @@ def test_resolve_name_length_limit_and_trailing_slash_on_a_symlink() -> None:
     assert core.resolve("/l", follow=False) == (ROOT_INO, "l", 3, False)
 
 
+def test_resolve_follows_at_most_40_links_and_errors_carry_the_path() -> None:
+    """Links on the way are followed (an absolute target from the root, a relative one from
+    the link's directory), 40 in one walk at most, then ELOOP; ENOENT and ELOOP name the path."""
+    core = fresh_core()
+    core.apply(Create(2, ROOT_INO, "a", st.S_IFDIR | 0o755, 0, 0, 1))
+    core.apply(Create(3, 2, "f", st.S_IFREG | 0o644, 0, 0, 1))
+    core.apply(CreateNode(4, 2, "up", st.S_IFLNK | 0o777, 0, 0, 1, 0, "/a/f"))
+    core.apply(CreateNode(5, 2, "near", st.S_IFLNK | 0o777, 0, 0, 1, 0, "f"))
+    ino = 6
+    for i in range(41):                 # /t0 -> /t1 -> ... -> /t40 -> a/f
+        target = f"t{i + 1}" if i < 40 else "a/f"
+        core.apply(CreateNode(ino, ROOT_INO, f"t{i}", st.S_IFLNK | 0o777, 0, 0, 1, 0, target))
+        ino += 1
+    assert core.resolve("/a/up", follow=True) == (2, "f", 3, False)
+    assert core.resolve("/a/near", follow=True) == (2, "f", 3, False)
+    assert core.resolve("/t1", follow=True) == (2, "f", 3, False)           # 40 links
+    for path, code in (("/t0", errno.ELOOP), ("/a/nothing/f", errno.ENOENT)):
+        with pytest.raises(OSError) as info:
+            core.resolve(path, follow=True)
+        assert info.value.errno == code and info.value.filename == path
+
+
 def test_setextents_unmap_to_end_and_replace() -> None:
     core = fresh_core()
     core.apply(Create(2, ROOT_INO, "a", st.S_IFREG | 0o644, 0, 0, 1))
