@@ -932,6 +932,9 @@ def test_resolve_follows_at_most_40_links_and_errors_carry_the_path() -> None:
     core.apply(CreateNode(47, ROOT_INO, "ds", st.S_IFLNK | 0o777, 0, 0, 1, 0, "a/"))
     assert core.resolve("/ds", follow=True) == (ROOT_INO, "a", 2, True)     # the target's slash counts last
     assert core.resolve("/ds/f", follow=True) == (2, "f", 3, False)         # but not on the way
+    core.apply(CreateNode(48, 2, "root", st.S_IFLNK | 0o777, 0, 0, 1, 0, "/"))
+    assert core.resolve("/") == core.resolve("/a/root", follow=True) == (ROOT_INO, None, ROOT_INO, True)
+    assert core.resolve("/a/root/a/f") == (2, "f", 3, False)
     assert core.resolve("/t1", follow=True) == (2, "f", 3, False)           # 40 links
     for path, code in (("/t0", errno.ELOOP), ("/a/nothing/f", errno.ENOENT)):
         with pytest.raises(OSError) as info:
