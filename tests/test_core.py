@@ -192,6 +192,8 @@ def test_extent_map_does_not_merge_across_flags_or_pool_gaps() -> None:
     assert emap.pieces(2, 12) == [(2, 2, 12, 0), (4, 4, 14, UNWRITTEN), (8, 4, 30, UNWRITTEN),
                                   (12, 2, -1, 0)]
     assert emap.last_written_end() == 4
+    emap.remove(4, 4)                   # a hole before a run and one after: both (f, n, -1, 0)
+    assert emap.pieces(3, 10) == [(3, 1, 13, 0), (4, 4, -1, 0), (8, 4, 30, UNWRITTEN), (12, 1, -1, 0)]
 
 
 # ---------------------------------------------------------------------------- FreeSpace
@@ -721,6 +723,7 @@ def core_summary(core: Core) -> dict[str, object]:
         "parent": {ino: node.parent for ino, node in core.inodes.items() if node.is_dir},
         "runs": core.runs,
         "name_chars": core.name_chars,
+        "target_chars": core.target_chars,
     }
 
 
@@ -838,6 +841,124 @@ def test_rename_over_a_file_reclaims_it() -> None:
     assert core.space.free == 64 and check(core) == []
 
 
+def test_setextents_gives_back_exactly_what_it_does_not_take_again() -> None:
+    """One record that unmaps some blocks and maps part of them again (a truncate that also
+    writes, unwritten -> written): the blocks kept never pass through free space, the rest are
+    freed exactly, and blocks mapped beyond what was unmapped are taken."""
+    core = fresh_core()
+    core.apply(Create(2, ROOT_INO, "a", st.S_IFREG | 0o644, 0, 0, 1))
+    core.apply(SetExtents(2, [], [0, 6, 10, UNWRITTEN], 0, 2))
+    assert core.space.free == 58
+    core.apply(SetExtents(2, [0, -1], [0, 2, 12, 0], 2 * BS, 3))     # keeps 12..13, frees 10..11, 14..15
+    assert list(core.inodes[2].extents) == [(0, 2, 12, 0)] and core.space.free == 62
+    assert [core.space.is_free(b, 1) for b in range(9, 17)] == [True, True, True, False, False, True, True, True]
+    core.apply(SetExtents(2, [0, 2], [0, 4, 11, 0], 4 * BS, 4))      # gives back 12..13, takes 11..14
+    assert list(core.inodes[2].extents) == [(0, 4, 11, 0)] and core.space.free == 60
+    assert [core.space.is_free(b, 1) for b in range(9, 17)] == [True, True, False, False, False, False, True, True]
+    assert check(core) == [] and core_summary(rebuilt_from_checkpoint(core)) == core_summary(core)
+
+
+def test_goal_after_continues_the_run_before_any_block_but_the_first() -> None:
+    """Appends ask for the block after the file's previous one, from file block 1 on."""
+    core = fresh_core()
+    core.apply(Create(2, ROOT_INO, "a", st.S_IFREG | 0o644, 0, 0, 1))
+    core.apply(SetExtents(2, [], [0, 1, 20, 0, 1, 2, 40, 0], 3 * BS, 2))
+    node = core.inodes[2]
+    assert [core.goal_after(node, f) for f in (0, 1, 2, 3, 4)] == [None, 21, 41, 42, None]
+
+
+def test_symlink_targets_are_counted_until_the_link_is_freed() -> None:
+    """``target_chars`` (part of the checkpoint bound) follows links made and reclaimed."""
+    core = fresh_core()
+    bound = core.checkpoint_bound
+    core.apply(CreateNode(2, ROOT_INO, "l", st.S_IFLNK | 0o777, 0, 0, 1, 0, "target"))
+    core.apply(CreateNode(3, ROOT_INO, "m", st.S_IFLNK | 0o777, 0, 0, 1, 0, "xy"))
+    assert core.target_chars == 8
+    core.apply(Unlink(ROOT_INO, "l", 2, True))
+    assert core.target_chars == 2 and 2 not in core.inodes
+    core.apply(Unlink(ROOT_INO, "m", 3, False))
+    assert core.target_chars == 2                    # an orphan keeps its target
+    core.apply(Reclaim(3))
+    assert core.target_chars == 0 and core.checkpoint_bound == bound
+
+
+def test_core_plan_blocks_continues_the_goal_past_excluded_runs_and_says_enospc_in_bytes() -> None:
+    core = fresh_core()
+    core.apply(Create(2, ROOT_INO, "a", st.S_IFREG | 0o644, 0, 0, 1))
+    core.apply(SetExtents(2, [], [0, 4, 0, 0, 4, 3, 20, 0], 7 * BS, 2))   # free: 4..19, 23..63
+    assert core.plan_blocks(2) == [(4, 2)]                                # best fit, no goal
+    assert core.plan_blocks(2, 23) == [(23, 2)]                           # after the file's block 22
+    assert core.plan_blocks(2, 23, exclude=[(4, 2)]) == [(23, 2)]          # the goal, with runs promised
+    with pytest.raises(OSError) as info:
+        core.plan_blocks(100)
+    assert info.value.errno == errno.ENOSPC
+    assert f"asked for {100 * BS} bytes" in str(info.value) and f"{57 * BS} bytes" in str(info.value)
+
+
+def test_resolve_dot_names_searched_directories_and_enotdir() -> None:
+    """A path ending in ``.`` or ``..`` names a directory (as a trailing ``/`` does); every
+    directory looked in is listed for the permission check; ENOTDIR names the path."""
+    core = fresh_core()
+    core.apply(Create(2, ROOT_INO, "a", st.S_IFDIR | 0o755, 0, 0, 1))
+    core.apply(Create(3, 2, "b", st.S_IFDIR | 0o755, 0, 0, 1))
+    core.apply(Create(4, 3, "f", st.S_IFREG | 0o644, 0, 0, 1))
+    assert core.resolve("/a/b/.") == (3, None, 3, True)
+    assert core.resolve("/a/b/..") == (2, None, 2, True)
+    assert core.resolve("/a/b/f") == (3, "f", 4, False)
+    searched: list = []
+    core.resolve("/a/./b/../b/f", searched=searched)
+    assert [node.ino for node in searched] == [ROOT_INO, 2, 2, 3, 2, 3]
+    with pytest.raises(OSError) as info:
+        core.resolve("/a/b/f/g")
+    assert info.value.errno == errno.ENOTDIR and info.value.filename == "/a/b/f/g"
+
+
+def test_resolve_name_length_limit_and_trailing_slash_on_a_symlink() -> None:
+    """A name is checked from 64 characters on (64 four-byte characters are 256 bytes:
+    ENAMETOOLONG, with the path); a symlink last with a trailing ``/`` is followed by lstat
+    (``follow=False``) but not by what makes or removes the name (``follow=None``)."""
+    core = fresh_core()
+    core.apply(Create(2, ROOT_INO, "a", st.S_IFDIR | 0o755, 0, 0, 1))
+    core.apply(CreateNode(3, ROOT_INO, "l", st.S_IFLNK | 0o777, 0, 0, 1, 0, "a"))
+    assert core.resolve("/" + "\U0001F600" * 63) == (ROOT_INO, "\U0001F600" * 63, None, False)
+    long = "/a/" + "\U0001F600" * 64
+    with pytest.raises(OSError) as info:
+        core.resolve(long)
+    assert info.value.errno == errno.ENAMETOOLONG and info.value.filename == long
+    assert core.resolve("/l/", follow=False) == (ROOT_INO, "a", 2, True)
+    assert core.resolve("/l/", follow=True) == (ROOT_INO, "a", 2, True)
+    assert core.resolve("/l/", follow=None) == (ROOT_INO, "l", 3, True)
+    assert core.resolve("/l", follow=False) == (ROOT_INO, "l", 3, False)
+
+
+def test_resolve_follows_at_most_40_links_and_errors_carry_the_path() -> None:
+    """Links on the way are followed (an absolute target from the root, a relative one from
+    the link's directory), 40 in one walk at most, then ELOOP; ENOENT and ELOOP name the path."""
+    core = fresh_core()
+    core.apply(Create(2, ROOT_INO, "a", st.S_IFDIR | 0o755, 0, 0, 1))
+    core.apply(Create(3, 2, "f", st.S_IFREG | 0o644, 0, 0, 1))
+    core.apply(CreateNode(4, 2, "up", st.S_IFLNK | 0o777, 0, 0, 1, 0, "/a/f"))
+    core.apply(CreateNode(5, 2, "near", st.S_IFLNK | 0o777, 0, 0, 1, 0, "f"))
+    ino = 6
+    for i in range(41):                 # /t0 -> /t1 -> ... -> /t40 -> a/f
+        target = f"t{i + 1}" if i < 40 else "a/f"
+        core.apply(CreateNode(ino, ROOT_INO, f"t{i}", st.S_IFLNK | 0o777, 0, 0, 1, 0, target))
+        ino += 1
+    assert core.resolve("/a/up", follow=True) == (2, "f", 3, False)
+    assert core.resolve("/a/near", follow=True) == (2, "f", 3, False)
+    core.apply(CreateNode(47, ROOT_INO, "ds", st.S_IFLNK | 0o777, 0, 0, 1, 0, "a/"))
+    assert core.resolve("/ds", follow=True) == (ROOT_INO, "a", 2, True)     # the target's slash counts last
+    assert core.resolve("/ds/f", follow=True) == (2, "f", 3, False)         # but not on the way
+    core.apply(CreateNode(48, 2, "root", st.S_IFLNK | 0o777, 0, 0, 1, 0, "/"))
+    assert core.resolve("/") == core.resolve("/a/root", follow=True) == (ROOT_INO, None, ROOT_INO, True)
+    assert core.resolve("/a/root/a/f") == (2, "f", 3, False)
+    assert core.resolve("/t1", follow=True) == (2, "f", 3, False)           # 40 links
+    for path, code in (("/t0", errno.ELOOP), ("/a/nothing/f", errno.ENOENT)):
+        with pytest.raises(OSError) as info:
+            core.resolve(path, follow=True)
+        assert info.value.errno == code and info.value.filename == path
+
+
 def test_setextents_unmap_to_end_and_replace() -> None:
     core = fresh_core()
     core.apply(Create(2, ROOT_INO, "a", st.S_IFREG | 0o644, 0, 0, 1))
@@ -890,22 +1011,52 @@ def test_invalid_records_are_refused_as_corruption(record: object) -> None:
     SetExtents(3, [], [1 << 49, 1 << 49, 9, UNWRITTEN], None, 1),  # past the largest file
     Reclaim(4),                                                   # a directory
     Reclaim(99),
+    Unlink(99, "x", 1, True),                                     # parent does not exist
+    Link(3, 99, "z", 1),                                          # parent does not exist
+    Link(3, 3, "z", 1),                                           # parent is a file
+    Rename(ROOT_INO, "x", 99, "y", 1, False),                     # target parent does not exist
+    Rename(ROOT_INO, "x", ROOT_INO, "ghost", 1, False),           # target names a missing inode
 ], ids=["create-over-name", "create-old-ino", "create-in-file", "create-no-parent", "link-missing",
         "link-over-name", "unlink-missing", "unlink-in-file", "rename-into-itself", "rename-onto-itself",
         "rename-dir-over-file", "rename-file-over-dir", "rename-missing", "setattr-missing", "write-past-size",
         "shrink-over-data", "extents-missing", "past-data-area", "past-largest-file", "reclaim-dir",
-        "reclaim-missing"])
+        "reclaim-missing", "unlink-no-parent", "link-no-parent", "link-in-file", "rename-no-target-parent",
+        "rename-over-dangling-name"])
 def test_records_that_do_not_fit_the_state_change_nothing(record: object) -> None:
-    """Refused before any change: the state after the refusal is the state before it."""
+    """Refused before any change: the state after the refusal is the state before it, and the
+    error names the record's name or inode (what a damaged log is reported by)."""
     core = fresh_core()
     core.apply(Create(3, ROOT_INO, "x", st.S_IFREG | 0o644, 0, 0, 1))
     core.apply(SetExtents(3, [], [0, 1, 0, 0], BS, 1))
     core.apply(Create(4, ROOT_INO, "d", st.S_IFDIR | 0o755, 0, 0, 1))
     core.apply(Create(5, 4, "inner", st.S_IFREG | 0o644, 0, 0, 1))
+    core.inodes[ROOT_INO].entries["ghost"] = 98       # type: ignore[index]  # a name without its inode
     before = core.to_checkpoint()
-    with pytest.raises(CorruptVolumeError):
+    with pytest.raises(CorruptVolumeError) as info:
         core.apply(record)  # type: ignore[arg-type]
-    assert core.to_checkpoint() == before and check(core) == []
+    assert core.to_checkpoint() == before
+    del core.inodes[ROOT_INO].entries["ghost"]          # type: ignore[union-attr]
+    assert check(core) == []
+    fields = [x for f in record for x in (f if type(f) is list else [f])]  # type: ignore[attr-defined]
+    named = [repr(f) for f in fields if type(f) is str] + [str(f) for f in fields if type(f) is int and f > 1]
+    assert any(token in str(info.value) for token in named), (str(info.value), named)
+
+
+def test_rename_refuses_a_directory_under_any_of_its_descendants() -> None:
+    """The walk from the new parent up to the root finds the moved directory at any depth;
+    a move that is not under itself still goes through."""
+    core = fresh_core()
+    for ino, parent, name in ((2, ROOT_INO, "a"), (3, 2, "b"), (4, 3, "c"), (5, 4, "e")):
+        core.apply(Create(ino, parent, name, st.S_IFDIR | 0o755, 0, 0, 1))
+    before = core.to_checkpoint()
+    for dst in (2, 3, 4, 5):
+        with pytest.raises(CorruptVolumeError, match="inside itself"):
+            core.apply(Rename(ROOT_INO, "a", dst, "moved", 2, False))
+        assert core.to_checkpoint() == before
+    core.apply(Rename(3, "c", ROOT_INO, "c", 3, False))         # c (and e) up to the root
+    core.apply(Rename(ROOT_INO, "a", 5, "a", 4, False))         # a is not above e any more
+    assert core.inodes[2].parent == 5 and core.inodes[5].entries == {"a": 2}
+    assert check(core) == []
 
 
 @pytest.mark.parametrize("build", [
