@@ -1284,3 +1284,33 @@ def test_read_only_volume_is_erofs() -> None:
         assert _errno_of(call) == ("err", errno.EROFS)
         assert _state(ro) == before
     ro.close()
+
+
+@pytest.mark.parametrize("how", ["pwrite", "write map", "zero_range"])
+def test_a_pin_on_a_clone_never_shows_the_sources_later_writes(shm_pool: str, how: str) -> None:
+    """A range of a clone is pinned; a write into the clone moves it onto blocks of its own,
+    so the pinned blocks are the source's alone.  The source's later writes must not change
+    what the pin shows (another file's bytes): they copy on write as into a shared block."""
+    vol = daxfs.mkfs(shm_pool, size=16 << 20, force=True)
+    try:
+        with vol.open("/a", "wb") as f:
+            f.write(b"a" * 8192)
+        vol.clone_file("/a", "/b")
+        with vol.open("/b", "r+b", buffering=0) as b, b.pin(0, 4096) as pin:
+            b.pwrite(b"b" * 4096, 0)                      # the clone copies on write; the pin keeps the old
+            assert bytes(pin.buffer[:4]) == b"aaaa"
+            with vol.open("/a", "r+b", buffering=0) as a:
+                if how == "pwrite":
+                    a.pwrite(b"Z" * 4096, 0)
+                elif how == "write map":
+                    with a.map(0, 4096, write=True) as m:
+                        m.buffer[:4] = b"ZZZZ"
+                        m.persist(0, 4)
+                else:
+                    a.zero_range(0, 4096)
+                assert bytes(pin.buffer[:4]) == b"aaaa", "the pin shows the source's new bytes"
+                want = b"\0\0\0\0" if how == "zero_range" else b"ZZZZ"
+                assert a.pread(4, 0) == want and b.pread(4, 0) == b"bbbb"
+        assert vol.statfs().busy == 0 and vol.fsck() == []
+    finally:
+        vol.close()

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 
 from daxfs._types import Extent, Stat
 from daxfs.core import UNWRITTEN, Inode
+from daxfs.core.badblocks import merge_runs
 from daxfs.core.records import SetExtents
 from daxfs.errors import fs_error
 from daxfs.format.layout import HUGE_PAGE
@@ -405,15 +406,18 @@ class DataPath(PreparedWrites):
     def unshare(self, node: Inode, first: int, end: int, grows_to: int | None = None, *,
                 commit: bool = True, zero_past_eof: bool = False) -> list[Piece]:
         """Give the file private copies of the shared written blocks in ``[first, end)`` (and of
-        its last block if the size is about to grow over it), before anything writes them.
+        its last block if the size is about to grow over it), before anything writes them;
+        blocks a reference to another file still holds count as shared.
 
         With ``commit`` the swap is a record of its own (it changes no byte the file shows);
         without, the copies are made and persisted and their map entries returned for the
         caller's own record, so a write into them lands all-or-nothing with the swap.
         """
         journal = self.journal
-        rmap = journal.core.rmap
-        if not rmap.shared_blocks:
+        core = journal.core
+        rmap = core.rmap
+        holds = core.busy.holds         # (blocks a reference holds: maybe one to another file)
+        if not rmap.shared_blocks and not holds:
             return []
         bs = self.bs
         ranges = [(first, end)] if end > first else []
@@ -422,7 +426,10 @@ class DataPath(PreparedWrites):
         victims: list[tuple[int, int, int]] = []       # (fblk, n, old pblk)
         for lo, hi in ranges:
             for f, k, p, _fl in node.extents.slice(lo, hi - lo):  # type: ignore[union-attr]
-                for sp, sk in rmap.shared_parts(p, k):
+                parts = rmap.shared_parts(p, k)
+                if holds and holds.overlapping(p, k):
+                    parts = merge_runs(parts, self.references.held_by_others(node.ino, p, k))
+                for sp, sk in parts:
                     # a bad block is never copied: it stays shared, and poisoned, until replaced whole
                     for bp, bk in journal.core.bad.outside(sp, sk) if journal.core.bad else [(sp, sk)]:
                         if not any(v[0] == f + bp - p for v in victims):

@@ -414,6 +414,22 @@ class ReferenceTable:
     def live(self) -> list[Reference]:
         return [r for refs in self._seals.values() for r in refs]
 
+    def held_by_others(self, ino: int, start: int, n: int) -> list[tuple[int, int]]:
+        """The data blocks of ``[start, start+n)`` a reference to another inode holds (live,
+        or let go while its memory is still shown): they show that file's bytes as they
+        were when it was taken, so ``ino`` must not change them in place (a clone written
+        under a pin leaves the pinned blocks to the file it was cloned from)."""
+        end = start + n
+        out: list[tuple[int, int]] = []
+        refs = [r for other, live in self._seals.items() if other != ino for r in live]
+        refs += [r for r in self._lingering if r.ino != ino]
+        for ref in refs:
+            for p, k in ref.held or ():
+                lo, hi = max(p, start), min(p + k, end)
+                if lo < hi:
+                    out.append((lo, hi - lo))
+        return out
+
     def lingering(self) -> list[Reference]:
         """References let go of whose blocks are still held (their memory is still mapped)."""
         return list(self._lingering)
