@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,32 +61,19 @@ def probe_grow(files: int, where: Path) -> dict[str, object]:
     # inside it (the GC's, counted apart): what daxfs does, without the machine's noise.
     cpu = time.thread_time_ns
 
-    def timed_finish(self: Journal, writer: object, n: int | None) -> None:
-        t, paused = cpu(), gc_pause[2]
-        try:
-            finish(self, writer, n)         # type: ignore[arg-type]
-        finally:
-            longest[0] = max(longest[0], cpu() - t - (gc_pause[2] - paused))
-
-    def timed_checkpoint(self: Journal) -> None:
-        t, paused = cpu(), gc_pause[2]
-        try:
-            checkpoint(self)
-        finally:
-            longest[0] = max(longest[0], cpu() - t - (gc_pause[2] - paused))
+    def timed(method: Callable[..., None]) -> Callable[..., None]:
+        def run(self: Journal, *args: Any) -> None:
+            t, paused = cpu(), gc_pause[2]
+            try:
+                method(self, *args)
+            finally:
+                longest[0] = max(longest[0], cpu() - t - (gc_pause[2] - paused))
+        return run
 
     start_writer = Journal._start
-
-    def timed_start(self: Journal) -> None:
-        t, paused = cpu(), gc_pause[2]
-        try:
-            start_writer(self)
-        finally:
-            longest[0] = max(longest[0], cpu() - t - (gc_pause[2] - paused))
-
-    Journal._finish = timed_finish          # type: ignore[method-assign]
-    Journal.checkpoint = timed_checkpoint   # type: ignore[method-assign]
-    Journal._start = timed_start            # type: ignore[method-assign]
+    Journal._finish = timed(finish)                 # type: ignore[method-assign]
+    Journal.checkpoint = timed(checkpoint)          # type: ignore[method-assign]
+    Journal._start = timed(start_writer)            # type: ignore[method-assign]
     made = [0]
 
     def on_gc(phase: str, info: dict[str, int]) -> None:

@@ -19,10 +19,10 @@ import pytest
 import daxfs
 from daxfs.core.rows import state_rows
 from daxfs.format.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
-from daxfs.testing import Op
 from daxfs.testing.crash import CrashRecorder
 from daxfs.volume import checkpointer, heap, journal as journal_module
 from daxfs.volume.checkpointer import CheckpointWriter
+from test_crash import _churn
 
 
 @pytest.fixture
@@ -175,18 +175,6 @@ def test_a_checkpoint_starts_on_its_own_and_no_commit_writes_it_whole(shm_pool: 
     again = daxfs.open_volume(shm_pool)
     assert len(again.listdir("/")) == 6000
     again.close()
-
-
-def _churn(n: int, seed: int) -> list[Op]:
-    rng = random.Random(seed)
-    ops = []
-    for _ in range(n):
-        name = f"f{rng.randrange(9)}"
-        ops.append(rng.choice([Op("create", (name,)), Op("unlink", (name,)),
-                               Op("rename", (name, f"f{rng.randrange(9)}")),
-                               Op("pwrite", (name, bytes([rng.randrange(1, 256)]) * rng.randrange(1, 5000),
-                                             rng.randrange(0, 5000)))]))
-    return ops
 
 
 @pytest.mark.parametrize("seed", [7, 8])

@@ -35,9 +35,8 @@ class Checkpoint(NamedTuple):
 
 def encode_checkpoint(state: object, generation: int, last_seq: int, log_pos: int) -> bytes:
     body = msgpack.packb(state, use_bin_type=True, unicode_errors="surrogateescape")
-    fields = HEADER.pack(MAGIC, 0, generation, last_seq, log_pos, len(body))[12:]
-    crc = zlib.crc32(body, zlib.crc32(fields))
-    return HEADER.pack(MAGIC, crc, generation, last_seq, log_pos, len(body)) + body
+    crc = zlib.crc32(body, zlib.crc32(header_fields(generation, last_seq, log_pos, len(body))))
+    return encode_header(crc, generation, last_seq, log_pos, len(body)) + body
 
 
 def header_fields(generation: int, last_seq: int, log_pos: int, body_len: int) -> bytes:
@@ -62,9 +61,6 @@ class RowPacker:
         self._packer = msgpack.Packer(use_bin_type=True, unicode_errors="surrogateescape", autoreset=False)
         self.packed = msgpack.Packer(use_bin_type=True, unicode_errors="surrogateescape").pack
         """``packed(row)``: one row's bytes, on their own."""
-
-    def row(self, row: object) -> None:
-        self._packer.pack(row)
 
     def row_head(self, fields: list[object], entries: int) -> None:
         """A directory row's first nine fields and the header of its ``2 * entries`` flat list."""

@@ -146,17 +146,11 @@ def highest_seq(buf: memoryview | bytes, volume_id: int) -> int | None:
     """The highest sequence of any record with a valid checksum anywhere in ``buf``, or None."""
     raw = bytes(buf)
     best = None
-    start = 0
-    while True:
-        hit = raw.find(MAGIC, start)
-        if hit < 0:
-            return best
-        start = hit + 1
-        if hit % ALIGN or hit + HEADER.size > len(raw):
-            continue
+    for hit in _magic_offsets(raw):
         _m, _crc, vid, rseq, _code, _flags, _len = HEADER.unpack_from(raw, hit)
         if vid == volume_id and (best is None or rseq > best) and frame_at(raw, hit, volume_id, rseq):
             best = rseq
+    return best
 
 
 def later_record(buf: memoryview | bytes, volume_id: int, after_seq: int) -> int | None:

@@ -202,8 +202,8 @@ class CheckpointWriter:
                 self.crc = zlib.crc32(header_fields(self.generation, self.last_seq, self.log_pos, self.written))
             elif self.checked < self.written:
                 n = min(self.written - self.checked, units * CRC_BYTES_PER_UNIT)
-                start = self.slot + HEADER.size + self.checked
-                self.crc = zlib.crc32(self.pool.view(start, n), self.crc)
+                with self.pool.view(self.slot + HEADER.size + self.checked, n) as body:
+                    self.crc = zlib.crc32(body, self.crc)
                 self.checked += n
                 units -= n // CRC_BYTES_PER_UNIT + 1
             elif len(self.offsets) <= len(self.lengths):

@@ -35,11 +35,11 @@ class HeapKeeper:
         self.froze = False
 
     def grown(self, inodes: int) -> None:
-        """The volume holds ``inodes`` inodes now (called when ``inodes >= next_at``)."""
-        if inodes >= self.next_at:
-            gc.freeze()
-            self.froze = True
-            self.next_at = inodes + FREEZE_STEP
+        """The volume holds ``inodes`` inodes now, ``next_at`` or more (the caller looked: a
+        comparison on every commit, no call)."""
+        gc.freeze()
+        self.froze = True
+        self.next_at = inodes + FREEZE_STEP
 
     def release(self) -> None:
         """The volume is closing: what was frozen goes back to the collector."""
