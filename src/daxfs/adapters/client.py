@@ -108,7 +108,7 @@ class Client(ClosesOnExit, PathNames):
         self._sock = sock
         self.name = name or f"pid {os.getpid()}"
         wire.send(sock, [1, "hello", {"name": self.name}])
-        self._frames = wire.FrameReader(sock, wire.MAX_REPLY)
+        self._frames = wire.FrameReader(sock, wire.MAX_REPLY, wire.SPIN_REPLY_S)
         try:
             hello, fds = wire.recv_with_fds(sock, self._frames, 3)
         except (EOFError, OSError, wire.ProtocolError) as exc:
@@ -124,6 +124,8 @@ class Client(ClosesOnExit, PathNames):
             raise wire.decode_error(hello[2])
         info = hello[2]
         pool_fd, changes_fd, table_fd = fds
+        if info.get("server_pid") == os.getpid():
+            self._frames.spin_s = 0.0       # the arbiter runs on threads here: spinning takes its GIL
         self.info_ = info
         self.readonly = bool(info["readonly"])
         self.block_size = int(info["block_size"])

@@ -20,7 +20,9 @@ for up to ``timeout``).
 
 from __future__ import annotations
 
+import collections
 import os
+import selectors
 import signal
 import socket
 import stat as st
@@ -28,6 +30,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any, TextIO
 
 import daxfs
@@ -38,6 +41,7 @@ from daxfs.volume.changes import ChangeTable
 from daxfs.volume.holders import HolderTable, holders_path
 
 ZOMBIE_CHECK_S = 0.01
+LOG_BACKLOG = 10_000             # log lines kept while stderr is not drained
 
 
 class Server:
@@ -50,6 +54,10 @@ class Server:
         self.pool_path = os.path.abspath(pool)
         self.socket_path = socket_path or wire.default_socket(self.pool_path)
         self._log = log
+        self._log_lines: collections.deque[str] = collections.deque()
+        self._log_cond = threading.Condition()
+        self._log_thread: threading.Thread | None = None
+        self._log_queued = self._log_written = self._log_dropped = 0
         # Online discard starts only after _inherit: blocks the mount frees (orphans) may be
         # pinned by a live client of an earlier arbiter until they are held again.
         self.volume = daxfs.open_volume(self.pool_path, policy=policy, durability=durability,
@@ -68,6 +76,14 @@ class Server:
             self._zombie_wake = threading.Event()
             self._next_sid = 1
             self._stopping = False
+            # The request loop (serve_forever): one thread at a time owns it.
+            self._selector = selectors.DefaultSelector()
+            self._selector_lock = threading.Lock()      # register/unregister from any thread
+            self._wake_r, self._wake_w = socket.socketpair()
+            self._wake_r.setblocking(False)
+            self._wake_w.setblocking(False)
+            self._loop_owner: threading.Thread | None = None
+            self._backlog: collections.deque[Session] = collections.deque()   # frames buffered, unrun
             self.stopped = threading.Event()
             self._inherit()
             self.volume.space.set_online(discard)
@@ -80,12 +96,52 @@ class Server:
             if listener is not None:
                 listener.close()
                 os.unlink(self.socket_path)
+            for name in ("_selector", "_wake_r", "_wake_w"):
+                if hasattr(self, name):
+                    getattr(self, name).close()
             self.volume.close(force=True, timeout=0)
+            self.flush_log(1.0)
             raise
 
     def log(self, line: str) -> None:
-        if self._log is not None:
-            print(f"daxfs serve: {line}", file=self._log, flush=True)
+        """One line to the log, written by a thread of its own: a stderr nobody drains (a
+        full pipe) must never stop the loop that serves every client.  Past LOG_BACKLOG
+        unwritten lines, new ones are counted and dropped."""
+        if self._log is None:
+            return
+        with self._log_cond:
+            if len(self._log_lines) >= LOG_BACKLOG:
+                self._log_dropped += 1
+                return
+            self._log_lines.append(f"daxfs serve: {line}")
+            self._log_queued += 1
+            self._log_cond.notify()
+            if self._log_thread is None:
+                self._log_thread = threading.Thread(target=self._write_log, name="daxfs-serve-log", daemon=True)
+                self._log_thread.start()
+
+    def _write_log(self) -> None:
+        out = self._log
+        while True:
+            with self._log_cond:
+                while not self._log_lines:
+                    self._log_cond.wait()
+                line = self._log_lines.popleft()
+                dropped, self._log_dropped = self._log_dropped, 0
+            try:
+                if dropped:
+                    print(f"daxfs serve: ({dropped} log line(s) dropped: the log was not read)", file=out)
+                print(line, file=out, flush=True)
+            except (OSError, ValueError):
+                pass
+            with self._log_cond:
+                self._log_written += 1
+                self._log_cond.notify_all()
+
+    def flush_log(self, timeout: float = 5.0) -> None:
+        """Wait (a while) for the lines logged so far to be written."""
+        with self._log_cond:
+            self._log_cond.wait_for(lambda: self._log_written >= self._log_queued, timeout)
 
     # ---------------------------------------------------------------- start
 
@@ -159,25 +215,114 @@ class Server:
     # ---------------------------------------------------------------- serving
 
     def serve_forever(self) -> None:
-        """Accept clients until ``stop`` succeeds (SIGTERM/SIGINT call it)."""
+        """Serve clients until ``stop`` succeeds (SIGTERM/SIGINT call it).
+
+        One thread runs every client's requests, in turn as they arrive: passing the GIL
+        between a thread per client costs a wake-up per request, more than most requests.
+        A request about to block in a policy wait first hands the loop to a new thread
+        (``hand_over``); this call then returns once that request is done, and ``stopped``
+        tells when the arbiter has stopped."""
         self.log(f"serving {self.pool_path} on {self.socket_path} (pid {os.getpid()})")
-        self._listener.settimeout(0.2)
-        while not self._stopping:
+        self._listener.setblocking(False)
+        with self._selector_lock:
+            self._selector.register(self._listener, selectors.EVENT_READ, None)
+            self._selector.register(self._wake_r, selectors.EVENT_READ, self._wake_r)
+        self._loop_owner = threading.current_thread()
+        self._run_loop()
+
+    def _run_loop(self) -> None:
+        me = threading.current_thread()
+        selector = self._selector
+        spin_pays = False
+        try:
+            while not self._stopping and self._loop_owner is me:
+                while self._backlog and self._loop_owner is me:
+                    self._backlog.popleft().run_frames(me)
+                events = selector.select(0)
+                if not events and spin_pays:
+                    # The client that was just answered usually asks again within
+                    # microseconds: look for it before sleeping (see wire.SPIN_REPLY_S).
+                    t0 = perf_counter()
+                    while not events and perf_counter() - t0 < wire.SPIN_REQUEST_S:
+                        os.sched_yield()
+                        events = selector.select(0)
+                if not events:
+                    t0 = perf_counter()
+                    events = selector.select(0.5)
+                    spin_pays = perf_counter() - t0 < 2 * wire.SPIN_REQUEST_S
+                for key, _mask in events:
+                    if self._loop_owner is not me or self._stopping:
+                        break
+                    if key.data is None:
+                        self._accept()
+                    elif key.data is self._wake_r:
+                        self._drain_wake()
+                    else:
+                        key.data.readable(me)
+                        # Spinning in a process that also runs the client costs that client
+                        # the GIL it needs to ask again.
+                        spin_pays = spin_pays and not key.data.local
+        finally:
+            if self._stopping and self._loop_owner is me:
+                self._close_loop()
+
+    def _accept(self) -> None:
+        try:
+            conn, _addr = self._listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            if self._stopping:
+                return
+            raise
+        conn.settimeout(None)
+        with self._lock:
+            sid = self._next_sid
+            self._next_sid += 1
+            session = Session(self, conn, sid)
+            self._sessions[sid] = session
+        session.start()
+        with self._selector_lock:
+            self._selector.register(conn, selectors.EVENT_READ, session)
+
+    def unwatch(self, sock: socket.socket) -> None:
+        """Stop reading ``sock`` (before it is closed: its number may be reused at once)."""
+        with self._selector_lock:
             try:
-                conn, _addr = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                if self._stopping:
-                    break
-                raise
-            conn.settimeout(None)
-            with self._lock:
-                sid = self._next_sid
-                self._next_sid += 1
-                session = Session(self, conn, sid)
-                self._sessions[sid] = session
-            session.start()
+                self._selector.unregister(sock)
+            except (KeyError, ValueError):
+                pass
+
+    def hand_over(self, session: Session) -> None:
+        """The loop's thread is about to block in ``session``'s request: a new thread takes
+        the loop (and the frames of that session already read), so the requests that would
+        end the wait are still served."""
+        if self._loop_owner is not threading.current_thread() or self._stopping:
+            return
+        if session._frames.pending():
+            self._backlog.append(session)
+        thread = threading.Thread(target=self._run_loop, name="daxfs-serve", daemon=True)
+        self._loop_owner = thread
+        thread.start()
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except OSError:
+            pass
+
+    def _close_loop(self) -> None:
+        with self._selector_lock:
+            self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
 
     def take_slot(self, session: Session) -> int:
         with self._lock:
@@ -269,6 +414,8 @@ class Server:
             sessions = list(self._sessions.values())
         for session in sessions:
             session.close()
+        self.unwatch(self._listener)
+        self._wake()                    # the loop sees _stopping and ends
         try:
             self._listener.close()
         finally:
@@ -283,6 +430,7 @@ class Server:
             except OSError:
                 pass
         self.log("stopped")
+        self.flush_log()
         self.stopped.set()
         return True
 

@@ -9,11 +9,12 @@ touches the volume: the op must be known, its arguments of the right types
 credentials must allow it.  A frame that does not decode, or is too large,
 drops the connection; an error in a request is its reply, and nothing else.
 
-Threads: one reads requests and runs them; one writes replies and events from
-a bounded queue (a client that never reads is dropped, never waited for).
-A request that is about to block in a policy wait first hands reading to a
-new thread, so the same client's release (and every other client) is still
-served while it waits.
+Threads: the arbiter's loop reads requests of every session and runs them
+(``readable``); one thread per session writes replies and events that do not
+fit the socket at once, from a bounded queue (a client that never reads is
+dropped, never waited for).  A request that is about to block in a policy
+wait first hands the loop to a new thread, so the same client's release (and
+every other client) is still served while it waits.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class Session:
         self.sid = sid
         pid, uid, gid = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
         self.pid, self.uid, self.gid = pid, uid, gid
+        self.local = pid == os.getpid()         # a client on threads of the arbiter's process
         self.creds = Credentials(uid, gid, frozenset(_groups(pid)))
         self.holder = SessionHolder(f"pid {pid}", pid, uid)
         self.holders: dict[str, SessionHolder] = {}
@@ -67,43 +69,59 @@ class Session:
         self._out_cond = threading.Condition()
         self._writing = False                  # the writer thread is sending (outside the lock)
         self._closed = False
-        self._reader: threading.Thread | None = None
         self.ops: dict[str, Callable[..., Any]] = Requests(self).ops
 
     # ---------------------------------------------------------------- lifetime
 
     def start(self) -> None:
         threading.Thread(target=self._write_loop, name=f"daxfs-session-{self.sid}-out", daemon=True).start()
-        self._spawn_reader()
-
-    def _spawn_reader(self) -> None:
-        thread = threading.Thread(target=self._read_loop, name=f"daxfs-session-{self.sid}-in", daemon=True)
-        self._reader = thread
-        thread.start()
 
     def _hand_over(self) -> None:
-        """This reader is about to block in a policy wait: let a new thread read on."""
-        if self._reader is threading.current_thread() and not self._closed:
-            self._spawn_reader()
+        """This request is about to block in a policy wait: the loop goes on in a new thread."""
+        if not self._closed:
+            self.server.hand_over(self)
 
-    def _read_loop(self) -> None:
-        me = threading.current_thread()
+    def readable(self, owner: Any) -> None:
+        """The loop saw data on the socket: read it and run the requests it completes."""
         try:
-            if self.slot < 0:
-                self._hello()
-            while self._reader is me and not self._closed:
-                message = self._frames.next()
-                self._handle(message)
-        except (EOFError, OSError, wire.ProtocolError) as exc:
-            if self._reader is me:
-                self.server.log(f"client {self.holder} (pid {self.pid}, uid {self.uid}) "
-                                f"{'disconnected' if isinstance(exc, EOFError) else f'dropped: {exc}'}")
-                self.close()
-        finally:
-            before_wait(None)
+            try:
+                chunk = self.sock.recv(1 << 16, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return
+            if not chunk:
+                raise EOFError("peer closed the connection")
+            self._frames.feed(chunk)
+        except (EOFError, OSError) as exc:
+            self._drop(exc)
+            return
+        self.run_frames(owner)
 
-    def _hello(self) -> None:
-        message = self._frames.next()
+    def run_frames(self, owner: Any) -> None:
+        """Run the whole requests buffered, while ``owner`` still owns the loop (after a
+        hand-over the new owner runs the rest)."""
+        server = self.server
+        try:
+            while server._loop_owner is owner and not self._closed:
+                message = self._frames.pop()
+                if message is wire.NOTHING:
+                    return
+                if self.slot < 0:
+                    self._hello(message)
+                else:
+                    self._handle(message)
+        except (EOFError, OSError, wire.ProtocolError) as exc:
+            self._drop(exc)
+        except Exception as exc:        # a bug outside any request: this client only
+            self._drop(exc)
+
+    def _drop(self, exc: BaseException) -> None:
+        if self._closed:
+            return
+        self.server.log(f"client {self.holder} (pid {self.pid}, uid {self.uid}) "
+                        f"{'disconnected' if isinstance(exc, EOFError) else f'dropped: {exc}'}")
+        self.close()
+
+    def _hello(self, message: Any) -> None:
         if not (isinstance(message, list) and len(message) == 3 and message[1] == "hello"
                 and isinstance(message[2], dict)):
             raise wire.ProtocolError("the first frame must be a hello")
@@ -149,9 +167,12 @@ class Session:
         except Exception as exc:
             # An error is the request's reply, whatever raised it: a bug in one request must
             # not take the connection (and the client waiting on it) down with it.
-            self.reply(rid, "err", wire.encode_error(exc))
+            if rid:
+                self.reply(rid, "err", wire.encode_error(exc))
         else:
-            if result is not _REPLIED:
+            # Request 0 waits for no reply (a close, a release from a finalizer): sending one
+            # would only wake the client to drop it.
+            if rid and result is not _REPLIED:
                 self.reply(rid, "ok", result)
         finally:
             before_wait(None)
@@ -219,6 +240,7 @@ class Session:
             self._closed = True
             self._out_cond.notify_all()
         self._shutdown_socket()
+        self.server.unwatch(self.sock)
         self.sock.close()
         self.server.session_ended(self)
 
