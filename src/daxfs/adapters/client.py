@@ -42,6 +42,8 @@ from daxfs.volume.holders import HolderTable, drop_slot_lock, take_slot_lock
 from daxfs.volume.exiting import ClosesOnExit
 from daxfs.volume.pathnames import PathNames
 
+BUSY_S = 0.01       # a client that made a call this recently is busy: its callers read the socket
+
 __all__ = ["Client", "connect", "ServerLost"]
 
 
@@ -125,7 +127,7 @@ class Client(ClosesOnExit, PathNames):
         info = hello[2]
         pool_fd, changes_fd, table_fd = fds
         if info.get("server_pid") == os.getpid():
-            self._frames.spin_s = 0.0       # the arbiter runs on threads here: spinning takes its GIL
+            self._frames.spinner.window_s = 0.0   # the arbiter runs on threads here: spinning takes its GIL
         self.info_ = info
         self.readonly = bool(info["readonly"])
         self.block_size = int(info["block_size"])
@@ -153,6 +155,7 @@ class Client(ClosesOnExit, PathNames):
         self._recv_lock = threading.Lock()      # whoever holds it reads the socket
         self._count_lock = threading.Lock()
         self._callers = 0                       # calls waiting for replies (they read the socket)
+        self._last_call = 0.0                   # time.monotonic() of the last call's start
         self._ids = itertools.count(2)
         self._pending: dict[int, _Pending] = {}
         self._events: queue.Queue[Any] = queue.Queue()
@@ -176,6 +179,7 @@ class Client(ClosesOnExit, PathNames):
         if self.closed:
             raise ValueError("I/O operation on closed volume")
         rid = next(self._ids)
+        self._last_call = time.monotonic()
         pending = _Pending()
         self._pending[rid] = pending
         with self._count_lock:
@@ -270,9 +274,10 @@ class Client(ClosesOnExit, PathNames):
         poller.register(self._sock, select.POLLIN | select.POLLHUP | select.POLLERR)
         try:
             while not self.closed and not self.lost:
-                if self._callers:
-                    # Callers read what arrives meanwhile; look again soon, without being
-                    # woken by every call (a wake-up per call costs more than the call).
+                if self._callers or time.monotonic() - self._last_call < BUSY_S:
+                    # Callers read what arrives meanwhile.  While calls come one after
+                    # another, stay off the socket: a reply would wake this thread too, and
+                    # the GIL passing between it and the caller costs more than the call.
                     time.sleep(0.005)
                     continue
                 if not (self._frames.pending() or poller.poll(50)) or self._callers:

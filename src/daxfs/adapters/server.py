@@ -233,23 +233,27 @@ class Server:
     def _run_loop(self) -> None:
         me = threading.current_thread()
         selector = self._selector
-        spin_pays = False
+        spinner = wire.Spinner(wire.SPIN_REQUEST_S)
+        local = False           # the last request came from a client on threads of this process
         try:
             while not self._stopping and self._loop_owner is me:
                 while self._backlog and self._loop_owner is me:
                     self._backlog.popleft().run_frames(me)
                 events = selector.select(0)
-                if not events and spin_pays:
-                    # The client that was just answered usually asks again within
-                    # microseconds: look for it before sleeping (see wire.SPIN_REPLY_S).
-                    t0 = perf_counter()
-                    while not events and perf_counter() - t0 < wire.SPIN_REQUEST_S:
-                        os.sched_yield()
-                        events = selector.select(0)
+                # The client that was just answered usually asks again within microseconds:
+                # look for it before sleeping (see wire.SPIN_REPLY_S); not when that client runs
+                # on threads of this process (spinning would hold the GIL it needs to ask).
                 if not events:
                     t0 = perf_counter()
-                    events = selector.select(0.5)
-                    spin_pays = perf_counter() - t0 < 2 * wire.SPIN_REQUEST_S
+                    spun = not local and spinner.should_spin()
+                    if spun:
+                        while not events and perf_counter() - t0 < spinner.window_s:
+                            os.sched_yield()
+                            events = selector.select(0)
+                    if not events:
+                        events = selector.select(0.5)
+                    if events:
+                        spinner.record(spun, perf_counter() - t0)
                 for key, _mask in events:
                     if self._loop_owner is not me or self._stopping:
                         break
@@ -259,9 +263,7 @@ class Server:
                         self._drain_wake()
                     else:
                         key.data.readable(me)
-                        # Spinning in a process that also runs the client costs that client
-                        # the GIL it needs to ask again.
-                        spin_pays = spin_pays and not key.data.local
+                        local = key.data.local
         finally:
             if self._stopping and self._loop_owner is me:
                 self._close_loop()
@@ -415,7 +417,10 @@ class Server:
         for session in sessions:
             session.close()
         self.unwatch(self._listener)
-        self._wake()                    # the loop sees _stopping and ends
+        if self._loop_owner is None:    # never served
+            self._close_loop()
+        else:
+            self._wake()                # the loop sees _stopping and ends
         try:
             self._listener.close()
         finally:
