@@ -569,8 +569,8 @@ def _notes(config: Config, notes: Sequence[str], total_s: float) -> list[str]:
             "the arbiter is `daxfs serve` in its own process; the client is this process unless a row says "
             "otherwise; os = the same calls on a /dev/shm directory (fresh files each round, both sides clean up)",
             f"latency rows: median of {config.rounds} rounds after 1 warm-up, daxfs and os interleaved",
-            "transport: one arbiter thread serves every client; client and arbiter poll the socket briefly "
-            "before sleeping while that is measured to pay (wire.Spinner; DAXFS_SPIN_US=0 turns it off)",
+            "transport: one arbiter thread serves every client; a client polls the socket for its reply up to "
+            "250 µs before sleeping, the arbiter up to 100 µs for a client's next request (DAXFS_SPIN_US=0: off)",
             *notes]
 
 

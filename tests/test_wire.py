@@ -12,69 +12,23 @@ import daxfs
 from daxfs.adapters import wire
 from daxfs.adapters.server import Server
 
-WINDOW = 100e-6
-
-
-def test_a_spinner_spins_until_spinning_is_measured_to_wait_longer() -> None:
-    spinner = wire.Spinner(WINDOW)
-    assert spinner.should_spin()
-    for _ in range(40):                 # spinning catches every frame in 20 µs
-        spun = spinner.should_spin()
-        spinner.record(spun, 20e-6 if spun else 90e-6)
-    assert spinner.spin
-    for _ in range(400):                # now spinning waits 80 µs, sleeping 30 µs (a busy machine)
-        spun = spinner.should_spin()
-        spinner.record(spun, 80e-6 if spun else 30e-6)
-    assert not spinner.spin
-    assert sum(spinner.should_spin() for _ in range(100)) <= 1     # a probe now and then only
-
-
-def test_a_spinner_probes_the_other_way_less_often_while_it_keeps_losing() -> None:
-    spinner = wire.Spinner(WINDOW)
-    probes = []
-    for i in range(5000):
-        spun = spinner.should_spin()
-        if spun != spinner.spin:
-            probes.append(i)
-        spinner.record(spun, 20e-6 if spun else 90e-6)
-    assert spinner.spin
-    gaps = [b - a for a, b in zip(probes, probes[1:])]
-    assert probes[0] == 31                               # the 32nd wait, then half as often
-    assert gaps[:5] == [64, 128, 256, 512, 1024] and set(gaps[5:]) == {1024}
-
-
-def test_a_spinner_that_loses_comes_back_once_spinning_pays_again() -> None:
-    spinner = wire.Spinner(WINDOW)
-    for _ in range(200):
-        spun = spinner.should_spin()
-        spinner.record(spun, 80e-6 if spun else 30e-6)
-    assert not spinner.spin
-    for _ in range(200):
-        spun = spinner.should_spin()
-        spinner.record(spun, 10e-6 if spun else 90e-6)
-    assert spinner.spin
-
-
-def test_one_long_wait_does_not_swamp_the_average() -> None:
-    spinner = wire.Spinner(WINDOW)
-    spinner.record(True, 30e-6)
-    spinner.record(False, 10.0)         # the peer idled for 10 s: clipped to twice the window
-    spinner.record(True, 30e-6)
-    assert spinner.spin
-    spinner.record(True, 10.0)          # nor makes spinning lose for long
-    for _ in range(20):
-        spinner.record(True, 30e-6)
-    spinner.record(False, 90e-6)
-    assert spinner.spin
-
-
-def test_a_spinner_never_spins_with_no_window_or_waits_past_it() -> None:
-    assert not any(wire.Spinner(0.0).should_spin() for _ in range(100))
-    spinner = wire.Spinner(WINDOW)
-    for _ in range(100):                # the peer idles: every wait is past the window
-        spun = spinner.should_spin()
-        spinner.record(spun, 1.0)
-    assert not spinner.spin
+def test_a_polling_reader_gets_every_frame_whether_it_came_early_or_late() -> None:
+    a, b = wire.socket.socketpair()
+    try:
+        for spin_s in (1.0, 1e-9):          # polls until it comes; gives up polling at once
+            reader = wire.FrameReader(b, 1 << 20, spin_s)
+            a.sendall(wire.pack(["early", spin_s]))
+            assert reader.next() == ["early", spin_s]
+            go = threading.Event()
+            big = b"x" * (300 << 10)        # several recvs' worth
+            sender = threading.Thread(target=lambda: (go.wait(), a.sendall(wire.pack(["late", big]))))
+            sender.start()
+            go.set()
+            assert reader.next() == ["late", big]
+            sender.join()
+    finally:
+        a.close()
+        b.close()
 
 
 def test_frames_pop_whole_or_not_at_all() -> None:

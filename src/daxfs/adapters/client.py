@@ -39,6 +39,7 @@ from daxfs.errors import BusyError
 from daxfs.volume import arguments
 from daxfs.volume.changes import ChangeTable
 from daxfs.volume.holders import HolderTable, drop_slot_lock, take_slot_lock
+from daxfs.volume.namespace import process_umask
 from daxfs.volume.exiting import ClosesOnExit
 from daxfs.volume.pathnames import PathNames
 
@@ -81,12 +82,6 @@ class _Pending:
             self._lock.release()
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 class Client(ClosesOnExit, PathNames):
     """A connection to an arbiter, with the ``Volume`` API."""
 
@@ -127,7 +122,7 @@ class Client(ClosesOnExit, PathNames):
         info = hello[2]
         pool_fd, changes_fd, table_fd = fds
         if info.get("server_pid") == os.getpid():
-            self._frames.spinner.window_s = 0.0   # the arbiter runs on threads here: spinning takes its GIL
+            self._frames.spin_s = 0.0     # the arbiter runs on threads here: polling would take its GIL
         self.info_ = info
         self.readonly = bool(info["readonly"])
         self.block_size = int(info["block_size"])
@@ -430,7 +425,7 @@ class Client(ClosesOnExit, PathNames):
         return [(name, Stat.from_fields(fields)) for name, fields in self.call("scandir", _path(path))]
 
     def mkdir(self, path: object, mode: int = 0o755, *, parents: bool = False, exist_ok: bool = False) -> None:
-        self.call("mkdir", _path(path), arguments.mode_bits(mode), bool(parents), bool(exist_ok), _umask())
+        self.call("mkdir", _path(path), arguments.mode_bits(mode), bool(parents), bool(exist_ok), process_umask())
 
     def rmdir(self, path: object) -> None:
         self.call("rmdir", _path(path))
@@ -466,7 +461,7 @@ class Client(ClosesOnExit, PathNames):
         self.call("symlink", _path(target), _path(path))
 
     def mknod(self, path: object, mode: int = 0o600 | 0o010000, device: int = 0) -> None:
-        self.call("mknod", _path(path), arguments.integer(mode), arguments.integer(device), _umask())
+        self.call("mknod", _path(path), arguments.integer(mode), arguments.integer(device), process_umask())
 
     def statfs(self) -> StatFS:
         return StatFS(*self.call("statfs"))
@@ -515,7 +510,7 @@ class Client(ClosesOnExit, PathNames):
         flags, text, binary = arguments.parse_mode(mode)
         buffering = buffered.check_options(text, buffering, encoding, errors, newline)
         name = None if holder is None else str(holder)
-        reply = self.call("open", _path(path), binary, name, _umask(), bool(follow_symlinks))
+        reply = self.call("open", _path(path), binary, name, process_umask(), bool(follow_symlinks))
         f = ClientFile(self, reply, _path(path), binary, flags, holder)
         with self.lock:
             self.files.add(f)
@@ -531,7 +526,7 @@ class Client(ClosesOnExit, PathNames):
         return self.call("clone_range", _target(src), _off(src_offset), _target(dst), _off(dst_offset), _off(length))
 
     def clone_file(self, src: object, dst: object) -> None:
-        self.call("clone_file", _target(src), _target(dst), _umask())
+        self.call("clone_file", _target(src), _target(dst), process_umask())
 
     def dedupe_range(self, src: object, src_offset: int, dst: object, dst_offset: int, length: int) -> int:
         return self.call("dedupe_range", _target(src), _off(src_offset), _target(dst), _off(dst_offset),

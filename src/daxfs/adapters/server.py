@@ -41,6 +41,7 @@ from daxfs.volume.changes import ChangeTable
 from daxfs.volume.holders import HolderTable, holders_path
 
 ZOMBIE_CHECK_S = 0.01
+SPIN_REQUEST_S = 100e-6 if wire.SPIN_REPLY_S else 0.0     # how long the loop looks for a client's next request
 LOG_BACKLOG = 10_000             # log lines kept while stderr is not drained
 
 
@@ -233,27 +234,23 @@ class Server:
     def _run_loop(self) -> None:
         me = threading.current_thread()
         selector = self._selector
-        spinner = wire.Spinner(wire.SPIN_REQUEST_S)
-        local = False           # the last request came from a client on threads of this process
+        served = False
         try:
             while not self._stopping and self._loop_owner is me:
                 while self._backlog and self._loop_owner is me:
                     self._backlog.popleft().run_frames(me)
                 events = selector.select(0)
-                # The client that was just answered usually asks again within microseconds:
-                # look for it before sleeping (see wire.SPIN_REPLY_S); not when that client runs
-                # on threads of this process (spinning would hold the GIL it needs to ask).
-                if not events:
+                if not events and served:
+                    # A client just answered usually asks again within microseconds: look
+                    # for it a while before sleeping (see wire.SPIN_REPLY_S), yielding the
+                    # CPU to anything runnable (on a busy machine, the client itself).
                     t0 = perf_counter()
-                    spun = not local and spinner.should_spin()
-                    if spun:
-                        while not events and perf_counter() - t0 < spinner.window_s:
-                            os.sched_yield()
-                            events = selector.select(0)
-                    if not events:
-                        events = selector.select(0.5)
-                    if events:
-                        spinner.record(spun, perf_counter() - t0)
+                    while not events and perf_counter() - t0 < SPIN_REQUEST_S:
+                        os.sched_yield()
+                        events = selector.select(0)
+                if not events:
+                    events = selector.select(0.5)
+                served = False
                 for key, _mask in events:
                     if self._loop_owner is not me or self._stopping:
                         break
@@ -263,7 +260,7 @@ class Server:
                         self._drain_wake()
                     else:
                         key.data.readable(me)
-                        local = key.data.local
+                        served = not key.data.local     # (spinning would take a local client's GIL)
         finally:
             if self._stopping and self._loop_owner is me:
                 self._close_loop()

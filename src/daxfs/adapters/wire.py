@@ -34,65 +34,19 @@ INLINE_WRITE = 64 * 1024        # writes up to this size travel in the request
 
 # Busy-waiting before sleeping in recv.  Waking a process that sleeps on another CPU
 # costs tens of microseconds on many machines (35 µs each way on the 2-core VMs these
-# numbers come from: a Python echo between two processes takes 70 µs, 7 µs when the
-# reader spins), several times the arbiter's own work per request.  So a reader that
-# expects a frame soon polls the socket for a short while first: a client waiting for
-# its reply, the arbiter for the next request of a client that just got one.  One
-# thread per process spins at a time (the others sleep, leaving the CPU and the GIL
-# to work), and only while spinning is measured to pay (Spinner).  DAXFS_SPIN_US=0
-# turns it off; a number sets the client's window (µs).
+# numbers come from: a Python echo between two processes takes 70 µs, 6 µs when the
+# reader polls), several times the arbiter's own work per request.  So a client waiting
+# for its reply polls the socket for up to SPIN_REPLY_S first (and the arbiter, for the
+# next request of a client it has just answered: server.SPIN_REQUEST_S), yielding the
+# CPU between polls to anything runnable, which on a busy machine is often the other
+# side.  One thread per process polls at a time (the others sleep, leaving the CPU and
+# the GIL to work).  Measured on 2 cores, quiet: stat by path 24 µs polling, 100 µs not;
+# with one CPU taken by another program: 46 µs polling, 40 µs not (a learning poller, which
+# chose by the waits it saw, was no better loaded and worse quiet).  DAXFS_SPIN_US=0
+# turns polling off; a number sets the client's window (µs).
 _SPIN_ENV = os.environ.get("DAXFS_SPIN_US", "")
 SPIN_REPLY_S = (float(_SPIN_ENV) if _SPIN_ENV.replace(".", "", 1).isdigit() else 250.0) * 1e-6
-SPIN_REQUEST_S = min(SPIN_REPLY_S, 100e-6)
 _spinning = threading.Lock()     # one spinner per process
-_PROBE_FIRST, _PROBE_MOST = 32, 1024
-
-
-class Spinner:
-    """Whether to busy-wait before the next sleep, learnt from the waits so far.
-
-    Spinning pays when CPUs idle (a wake-up is slow) and costs when they are busy (the
-    spinner takes the CPU the peer needs, and a wake-up onto a busy CPU is quick); it
-    never pays when the peer idles.  So the spinner keeps an average of how long waits
-    took with spinning and without (each clipped at twice the window), and spins only
-    while spinning waits less (and less than its window).  Now and then a wait goes the other way to learn whether that
-    changed: one in 32, then half as often each time it did not (down to one in 1,024),
-    so a machine that stays loaded (or idle) pays almost nothing for the probes."""
-
-    def __init__(self, window_s: float) -> None:
-        self.window_s = window_s
-        self.spin = True
-        self._interval = _PROBE_FIRST
-        self._countdown = _PROBE_FIRST
-        self._probing = False
-        self._avg: list[float | None] = [None, None]     # [sleeping, spinning] seconds
-
-    def should_spin(self) -> bool:
-        if not self.window_s:
-            return False
-        self._countdown -= 1
-        if self._countdown > 0:
-            return self.spin
-        self._countdown = self._interval
-        self._probing = True
-        return not self.spin                # a probe of the other way
-
-    def record(self, spun: bool, waited: float) -> None:
-        # Clipped: a wait past twice the window (the peer idled, or ran a long request) says
-        # only that spinning would not have caught it, and must not swamp the average.
-        waited = min(waited, 2 * self.window_s)
-        avg = self._avg
-        old = avg[spun]
-        avg[spun] = waited if old is None else old + (waited - old) / 8
-        asleep, spinning = avg
-        probed, self._probing = self._probing, False
-        if asleep is None or spinning is None:
-            return
-        before = self.spin
-        self.spin = spinning < asleep and spinning < self.window_s
-        if probed:
-            self._interval = _PROBE_FIRST if self.spin != before else min(2 * self._interval, _PROBE_MOST)
-            self._countdown = self._interval
 
 
 NOTHING: Any = object()         # FrameReader.pop: no whole frame buffered yet
@@ -134,7 +88,7 @@ class FrameReader:
         self.sock = sock
         self.limit = limit
         self._buf = bytearray()
-        self.spinner = Spinner(spin_s)
+        self.spin_s = spin_s            # how long a recv polls before it sleeps
 
     def feed(self, data: bytes) -> None:
         self._buf += data
@@ -178,28 +132,18 @@ class FrameReader:
             buf += chunk
 
     def _recv(self, size: int) -> bytes:
-        spinner = self.spinner
-        if not spinner.window_s:
-            return self.sock.recv(size)
-        sock = self.sock
-        t0 = perf_counter()
-        spun = spinner.should_spin() and _spinning.acquire(blocking=False)
-        if spun:
-            window = spinner.window_s
+        if self.spin_s and _spinning.acquire(blocking=False):
+            sock = self.sock
             try:
-                while perf_counter() - t0 < window:
+                t0 = perf_counter()
+                while perf_counter() - t0 < self.spin_s:
                     try:
-                        chunk = sock.recv(size, socket.MSG_DONTWAIT)
+                        return sock.recv(size, socket.MSG_DONTWAIT)
                     except BlockingIOError:
                         os.sched_yield()
-                        continue
-                    spinner.record(True, perf_counter() - t0)
-                    return chunk
             finally:
                 _spinning.release()
-        chunk = sock.recv(size)
-        spinner.record(spun, perf_counter() - t0)
-        return chunk
+        return self.sock.recv(size)
 
 
 def recv(sock: socket.socket, limit: int) -> Any:
