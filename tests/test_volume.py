@@ -492,3 +492,32 @@ def test_info_counts_the_files_open_on_the_volume(shm_path: str) -> None:
         assert vol.info()["open_files"] == 1
         b.close()
         assert vol.info()["open_files"] == 0
+
+
+def test_a_prepared_write_lets_go_of_its_blocks_once_however_often_it_is_aborted(shm_path: str) -> None:
+    """The arbiter aborts a prepared write whose commit raised; the volume may have let go of
+    its blocks already (a commit that fell back to writing in place, or failed after swapping
+    them in).  Letting go twice would drop someone else's hold on those blocks."""
+    vol = daxfs.mkfs(shm_path, 16 << 20)
+    try:
+        with vol.open("/f", "wb") as f:
+            f.write(b"x" * 8192)
+        ino = vol.stat("/f").st_ino
+        start = vol.statfs()._replace(resident=0)
+        pieces = vol.data.prepare_write(ino, 0, 65536)
+        assert vol.statfs().busy == 65536
+        vol.data.abort_write(pieces)
+        vol.data.abort_write(pieces)
+        assert vol.statfs()._replace(resident=0) == start
+        pieces = vol.data.prepare_write(ino, 4096, 65536)
+        for f, k, p, _flags in pieces:          # the writer's bytes, as a client copies them
+            vol._journal.pool.write(vol._journal.layout.data_offset + p * 4096, b"y" * (k * 4096))
+        assert vol.data.commit_write(ino, 4096, 65536, pieces) == 65536
+        vol.data.abort_write(pieces)            # what the arbiter does if the commit raised late
+        with vol.open("/f", "rb") as f:
+            assert f.read() == b"x" * 4096 + b"y" * 65536
+        st = vol.statfs()
+        assert st.busy == 0 and st.free + st.used + st.busy + st.bad == st.size
+        assert st.used == 4096 + 65536 and vol.fsck() == []     # the new blocks, and the first old one
+    finally:
+        vol.close()

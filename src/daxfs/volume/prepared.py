@@ -60,6 +60,7 @@ class PreparedWrites(_Base):
             if not self.journal.closed:
                 for _f, k, p, _fl in pieces:
                     self.journal.core.unhold(p, k)
+            pieces.clear()      # let go of once: a second abort (a caller's, after ours) is a no-op
 
     def commit_write(self, ino: int, offset: int, length: int, pieces: list[Piece]) -> int:
         """Swap in the blocks of a prepared write whose bytes ``[offset, +length)`` are written
@@ -108,11 +109,12 @@ class PreparedWrites(_Base):
                     self._fill_edge(node, fb, p + fb - f, lo - fb * bs, hi - fb * bs, stores)
             self.persist(stores)
             core = journal.core
+            runs = [x for piece in pieces for x in piece]
             for _f, k, p, _fl in pieces:
                 core.unhold(p, k)       # busy -> free: the record below takes them
+            pieces.clear()              # (so an abort after a failed commit lets go of nothing twice)
             journal.deferred.pop(ino, None)
-            journal.commit(SetExtents(ino, [], [x for piece in pieces for x in piece], end if grows else None,
-                                      time.time_ns()))
+            journal.commit(SetExtents(ino, [], runs, end if grows else None, time.time_ns()))
             return length
 
     def _fill_edge(self, node: Inode, fblk: int, pblk: int, lo: int, hi: int,
