@@ -101,3 +101,22 @@ def test_log_lines_past_the_backlog_are_counted_not_kept(shm_pool: str, monkeypa
     finally:
         log.release.set()
         server.stop()
+
+
+def test_clients_that_read_their_replies_cost_the_arbiter_no_thread(shm_pool: str) -> None:
+    server = Server(shm_pool, log=None)
+    loop = threading.Thread(target=server.serve_forever, daemon=True)
+    loop.start()
+    before = {t.name for t in threading.enumerate()}
+    clients = [daxfs.connect(shm_pool, name=f"c{i}") for i in range(20)]
+    try:
+        for i, client in enumerate(clients):
+            client.mkdir(f"/d{i}")
+            assert client.stat(f"/d{i}").st_mode & 0o040000
+        started = {t.name for t in threading.enumerate()} - before
+        assert not [name for name in started if name.startswith("daxfs-session")]
+    finally:
+        for client in clients:
+            client.close()
+        assert server.stop()
+        loop.join(5)

@@ -280,7 +280,6 @@ class Server:
             self._next_sid += 1
             session = Session(self, conn, sid)
             self._sessions[sid] = session
-        session.start()
         with self._selector_lock:
             self._selector.register(conn, selectors.EVENT_READ, session)
 

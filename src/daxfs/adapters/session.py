@@ -10,9 +10,9 @@ credentials must allow it.  A frame that does not decode, or is too large,
 drops the connection; an error in a request is its reply, and nothing else.
 
 Threads: the arbiter's loop reads requests of every session and runs them
-(``readable``); one thread per session writes replies and events that do not
-fit the socket at once, from a bounded queue (a client that never reads is
-dropped, never waited for).  A request that is about to block in a policy
+(``readable``); replies and events go out at once when the socket takes them,
+else a thread of the session's own (started then) sends them from a bounded
+queue (a client that never reads is dropped, never waited for).  A request that is about to block in a policy
 wait first hands the loop to a new thread, so the same client's release (and
 every other client) is still served while it waits.
 """
@@ -68,13 +68,11 @@ class Session:
         self._out_bytes = 0
         self._out_cond = threading.Condition()
         self._writing = False                  # the writer thread is sending (outside the lock)
+        self._writer: threading.Thread | None = None
         self._closed = False
         self.ops: dict[str, Callable[..., Any]] = Requests(self).ops
 
     # ---------------------------------------------------------------- lifetime
-
-    def start(self) -> None:
-        threading.Thread(target=self._write_loop, name=f"daxfs-session-{self.sid}-out", daemon=True).start()
 
     def _hand_over(self) -> None:
         """This request is about to block in a policy wait: the loop goes on in a new thread."""
@@ -205,6 +203,10 @@ class Session:
                 return
             self._out.append(data)
             self._out_bytes += len(data)
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_loop, name=f"daxfs-session-{self.sid}-out",
+                                                daemon=True)
+                self._writer.start()
             self._out_cond.notify()
 
     def _write_loop(self) -> None:
