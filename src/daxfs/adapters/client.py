@@ -38,9 +38,9 @@ from daxfs.adapters.wire import ServerLost
 from daxfs.errors import BusyError
 from daxfs.volume import arguments
 from daxfs.volume.changes import ChangeTable
+from daxfs.volume.exiting import ClosesOnExit
 from daxfs.volume.holders import HolderTable, drop_slot_lock, take_slot_lock
 from daxfs.volume.namespace import process_umask
-from daxfs.volume.exiting import ClosesOnExit
 from daxfs.volume.pathnames import PathNames
 
 BUSY_S = 0.01       # a client that made a call this recently is busy: its callers read the socket

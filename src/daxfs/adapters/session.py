@@ -12,9 +12,10 @@ drops the connection; an error in a request is its reply, and nothing else.
 Threads: the arbiter's loop reads requests of every session and runs them
 (``readable``); replies and events go out at once when the socket takes them,
 else a thread of the session's own (started then) sends them from a bounded
-queue (a client that never reads is dropped, never waited for).  A request that is about to block in a policy
-wait first hands the loop to a new thread, so the same client's release (and
-every other client) is still served while it waits.
+queue (a client that never reads is dropped, never waited for).  A request
+that is about to block in a policy wait first hands the loop to a new thread,
+so the same client's release (and every other client) is still served while
+it waits.
 """
 
 from __future__ import annotations
