@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import threading
 from typing import Any
 
@@ -103,12 +104,9 @@ def test_log_lines_past_the_backlog_are_counted_not_kept(shm_pool: str, monkeypa
         server.stop()
 
 
-def test_clients_that_read_their_replies_cost_the_arbiter_no_thread(shm_pool: str) -> None:
-    server = Server(shm_pool, log=None)
-    loop = threading.Thread(target=server.serve_forever, daemon=True)
-    loop.start()
+def test_clients_that_read_their_replies_cost_the_arbiter_no_thread(served_pool: str) -> None:
     before = {t.name for t in threading.enumerate()}
-    clients = [daxfs.connect(shm_pool, name=f"c{i}") for i in range(20)]
+    clients = [daxfs.connect(served_pool, name=f"c{i}") for i in range(20)]
     try:
         for i, client in enumerate(clients):
             client.mkdir(f"/d{i}")
@@ -118,5 +116,56 @@ def test_clients_that_read_their_replies_cost_the_arbiter_no_thread(shm_pool: st
     finally:
         for client in clients:
             client.close()
-        assert server.stop()
-        loop.join(5)
+
+
+def _raw_client(pool: str) -> tuple[Any, wire.FrameReader]:
+    """A connection speaking the wire format by hand (so requests can be pipelined)."""
+    sock = wire.socket.socket(wire.socket.AF_UNIX, wire.socket.SOCK_STREAM)
+    sock.connect(pool + ".sock")
+    wire.send(sock, [1, "hello", {"name": "raw"}])
+    reader = wire.FrameReader(sock, wire.MAX_REPLY)
+    hello, fds = wire.recv_with_fds(sock, reader, 3)
+    for fd in fds:
+        os.close(fd)
+    assert hello[1] == "ok"
+    return sock, reader
+
+
+def _call(sock: Any, reader: wire.FrameReader, rid: int, op: str, *args: Any) -> Any:
+    sock.sendall(wire.pack([rid, op, list(args)]))
+    reply = reader.next()
+    assert reply[0] == rid and reply[1] == "ok", reply
+    return reply[2]
+
+
+def test_a_request_that_waits_leaves_the_ones_read_with_it_to_the_next_loop(served_pool: str) -> None:
+    """A truncate that waits for a pin, and the release of that pin, arrive in one piece:
+    the loop that blocks in the truncate must leave the release to its successor."""
+    sock, reader = _raw_client(served_pool)
+    try:
+        h = _call(sock, reader, 2, "open", "/f", "w+b", None, 0o022, True)["h"]
+        assert _call(sock, reader, 3, "pwrite", h, b"x" * 8192, 0) == 8192
+        r = _call(sock, reader, 4, "pin", h, 0, 4096, False, None)["r"]
+        sock.sendall(wire.pack([5, "truncate", [h, 0, "wait", 10.0]]) + wire.pack([0, "release", [r, True]])
+                     + wire.pack([0, "release_blocks", [r]]))
+        assert reader.next() == [5, "ok", 0]          # not BusyError after 10 s
+        with daxfs.connect(served_pool) as other:
+            assert other.stat("/f").st_size == 0 and other.pins() == []
+    finally:
+        sock.close()
+
+
+def test_a_half_sent_request_keeps_no_one_else_waiting(served_pool: str) -> None:
+    sock, reader = _raw_client(served_pool)
+    try:
+        frame = wire.pack([2, "mkdir", ["/slow", 0o755, False, False, 0o022]])
+        sock.sendall(frame[:7])                       # the rest comes later
+        with daxfs.connect(served_pool) as other:
+            other.mkdir("/fast")
+            assert other.listdir("/") == ["fast"]
+        sock.sendall(frame[7:])
+        assert reader.next() == [2, "ok", None]
+        with daxfs.connect(served_pool) as other:
+            assert sorted(other.listdir("/")) == ["fast", "slow"]
+    finally:
+        sock.close()
