@@ -169,3 +169,41 @@ def test_a_half_sent_request_keeps_no_one_else_waiting(served_pool: str) -> None
             assert sorted(other.listdir("/")) == ["fast", "slow"]
     finally:
         sock.close()
+
+
+def _flood(pool: str, batches: int, answered: Any, started: Any) -> None:
+    """Another process: keeps ``batches`` x 100 stat requests coming, counting the replies."""
+    sock, reader = _raw_client(pool)
+    batch = b"".join(wire.pack([3, "stat", ["/"]]) for _ in range(100))
+    sender = threading.Thread(target=lambda: [sock.sendall(batch) for _ in range(batches)])
+    sender.start()
+    for i in range(batches * 100):
+        assert reader.next()[1] == "ok"
+        answered.value = i + 1
+        if i == 0:
+            started.set()
+    sender.join()
+    sock.close()
+
+
+def test_a_client_that_floods_requests_does_not_starve_the_others(served_pool: str) -> None:
+    """The loop takes each ready client in turn, a socket's worth at a time: a process that
+    keeps 100,000 requests coming is still being answered when another's ten are done."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    answered, started = ctx.Value("q", 0), ctx.Event()
+    total = 1000 * 100
+    flooder = ctx.Process(target=_flood, args=(served_pool, 1000, answered, started))
+    flooder.start()
+    try:
+        assert started.wait(60)
+        with daxfs.connect(served_pool, name="other") as other:
+            for i in range(10):
+                other.mkdir(f"/other{i}")
+            done_at = answered.value
+            assert len(other.listdir("/")) == 10
+        assert done_at < total              # ours did not wait for the whole flood
+    finally:
+        flooder.join(120)
+    assert flooder.exitcode == 0 and answered.value == total
