@@ -11,6 +11,9 @@ makes plain ``os`` calls on one side and times itself, as any program on the mou
 * sequential read (GB/s): open the file just written and ``os.readv`` it into a 1 MiB
   buffer to the end; target at least 0.5× tmpfs (each open drops the kernel's cached pages of
   a daxfs file, so the reads reach the volume);
+* the same two with ``O_DIRECT`` on both sides (a page-aligned buffer; tmpfs takes O_DIRECT
+  too): the kernel hands the daemon the program's own pages instead of copying them through
+  the mount's page cache; target at least 0.5× tmpfs;
 * create + 4 KiB write + close, stat, readdir of the directory, unlink (µs per file, ms per
   listing) for N files in one directory: reported;
 * ``cp`` of the big file to a new name (GB/s, GNU cp: ``copy_file_range`` first): reported,
@@ -65,6 +68,21 @@ if op == "write":
 elif op == "read":
     buf = bytearray(chunk)
     fd = os.open(big, os.O_RDONLY)
+    while os.readv(fd, [buf]):
+        pass
+    os.close(fd)
+elif op == "write_direct":      # O_DIRECT: no page cache on either side, a page-aligned buffer
+    import mmap
+    block = mmap.mmap(-1, chunk)
+    block.write(b"d" * chunk)
+    fd = os.open(big, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o644)
+    for _ in range(n):
+        os.write(fd, block)
+    os.close(fd)
+elif op == "read_direct":
+    import mmap
+    buf = mmap.mmap(-1, chunk)
+    fd = os.open(big, os.O_RDONLY | os.O_DIRECT)
     while os.readv(fd, [buf]):
         pass
     os.close(fd)
@@ -165,6 +183,15 @@ class FuseBench:
                                    big / med["read"]["daxfs"], big / med["read"]["tmpfs"], Target.min_ratio(0.5)))
         rows.append(throughput_row(f"cp of the {cfg.big_mib} MiB file (GNU cp)",
                                    big / med["cp"]["daxfs"], big / med["cp"]["tmpfs"], Target.none()))
+        direct = self._timed(["write_direct", "read_direct", "unlink_big"],
+                             {"write_direct": cfg.big_mib, "read_direct": 0, "unlink_big": 0})
+        dmed = {op: {side: _table.median(v) for side, v in sides.items()} for op, sides in direct.items()}
+        rows.append(throughput_row(f"sequential write, O_DIRECT on both sides, {cfg.big_mib} MiB in 1 MiB requests",
+                                   big / dmed["write_direct"]["daxfs"], big / dmed["write_direct"]["tmpfs"],
+                                   Target.min_ratio(0.5)))
+        rows.append(throughput_row(f"sequential read, O_DIRECT on both sides, {cfg.big_mib} MiB in 1 MiB requests",
+                                   big / dmed["read_direct"]["daxfs"], big / dmed["read_direct"]["tmpfs"],
+                                   Target.min_ratio(0.5)))
         rows.extend(self._requests_per_cp(big))
         meta = self._timed(["create", "stat", "readdir", "unlink"], {op: cfg.files for op in
                                                                      ("create", "stat", "readdir", "unlink")})
