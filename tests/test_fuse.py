@@ -279,3 +279,29 @@ def _dead(root: str) -> bool:
     except OSError as exc:
         return exc.errno == errno.ENOTCONN
     return False
+
+
+def test_direct_io_is_honoured_and_mmap_then_refused(pool_path: str, mount_dir: str) -> None:
+    """``-o direct_io`` (libfuse takes it through its config, not the command line): reads and
+    writes bypass the kernel's page cache, so the kernel refuses mmap on the mount (without it,
+    the same mmap works)."""
+    import mmap
+
+    for options, mappable in (("direct_io", False), ("attr_timeout=1", True)):
+        mounted = Mounted(pool_path, mount_dir, "-o", options)
+        try:
+            path = f"{mount_dir}/f-{mappable}"
+            with open(path, "wb") as fh:
+                fh.write(b"d" * 8192)
+            with open(path, "rb") as fh:
+                assert fh.read() == b"d" * 8192
+                if mappable:
+                    with mmap.mmap(fh.fileno(), 8192, prot=mmap.PROT_READ) as mm:
+                        assert mm[:4] == b"dddd"
+                else:
+                    with pytest.raises(OSError) as info:
+                        mmap.mmap(fh.fileno(), 8192, prot=mmap.PROT_READ)
+                    assert info.value.errno == errno.ENODEV
+            assert mounted.client.stat(f"/f-{mappable}").st_size == 8192
+        finally:
+            mounted.stop()

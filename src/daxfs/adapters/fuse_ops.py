@@ -62,6 +62,10 @@ SEEK_DATA, SEEK_HOLE = 3, 4
 #: What libfuse names a hidden file: ``DIR/.fuse_hiddenXXXXXXXXXXXXXXXX``.
 HIDDEN = "/.fuse_hidden"
 FUSE_CAP_WRITEBACK_CACHE = 1 << 16
+#: Mount options libfuse 3 takes through its config that we honour (``-o direct_io``: every
+#: file bypasses the kernel's page cache, and so cannot be mmap'd; ``intr``, ``intr_signal``).
+#: ``use_ino``, ``readdir_ino`` and ``hard_remove`` stay as init sets them: the mount needs them.
+USER_CONFIG_OPTIONS = frozenset({"direct_io", "intr", "intr_signal"})
 
 #: Marks the threads libfuse runs our callbacks on: changes they make are the mount's own,
 #: and the kernel knows of them (only other front ends' changes need invalidating).
@@ -217,6 +221,11 @@ class Handlers(mfusepy.FUSE):  # type: ignore[misc]
         c.nullpath_ok = 1       # reads, writes and the like go by handle, without a path
         c.kernel_cache = 0
         c.auto_cache = 0
+        # libfuse 3 takes some mount options through this config (mfusepy keeps them aside;
+        # its own init, which we replace, would set them): the ones a user may choose.
+        chosen = getattr(self, "_libfuse2_options_moved_into_libfuse3_config", {})
+        for key in USER_CONFIG_OPTIONS & set(chosen):
+            setattr(c, key, chosen[key])
         info = conn.contents
         # Writeback caching stays off: with it the kernel trusts its own size and mtime of a
         # cached file over ours, so a file a Python client grows would not grow here.
