@@ -667,3 +667,38 @@ def test_stat_gives_ints_and_one_device_number_per_volume(shm_path: str) -> None
     other = Volume.mount(pool)
     assert other.stat("/").st_dev != st.st_dev
     other.close()
+
+
+def test_every_logged_change_bumps_the_counters_of_exactly_the_inodes_it_changes(shm_path: str) -> None:
+    """A served client trusts its cached attributes and layouts while an inode's counter stands
+    still: each change moves the counters of the inodes it changes (a replaced or unlinked
+    file's too, looked up before the change), and no others."""
+    from daxfs.volume.changes import ChangeTable
+    with daxfs.mkfs(shm_path, SUITE_POOL) as vol:
+        vol.mkdir("d")
+        vol.mkdir("e")
+        for name in ("d/a", "d/b", "e/c", "keep"):
+            write_file(vol, name, b"x" * 5000)
+        table = vol._journal.changes = ChangeTable()
+        ino = {name: vol.stat(name).st_ino for name in ("/", "d", "e", "d/a", "d/b", "e/c", "keep")}
+
+        def bumped(change: Callable[[], object]) -> set[str]:
+            before = {name: table.get(i) for name, i in ino.items()}
+            change()
+            return {name for name, i in ino.items() if table.get(i) != before[name]}
+
+        try:
+            assert bumped(lambda: vol.chmod("d/a", 0o600)) == {"d/a"}
+            assert bumped(lambda: vol.truncate("d/a", 10)) == {"d/a"}
+            assert bumped(lambda: vol.link("d/a", "e/a2")) == {"d/a", "e"}
+            assert bumped(lambda: vol.rename("d/b", "e/c")) == {"d", "e", "d/b", "e/c"}    # c replaced
+            assert bumped(lambda: vol.unlink("e/a2")) == {"e", "d/a"}
+            assert bumped(lambda: vol.clone_file("keep", "d/k")) == {"d"}      # (and the new inode)
+            assert bumped(lambda: vol.mkdir("d/sub")) == {"d"}
+            ino["d/k"] = vol.stat("d/k").st_ino
+            with vol.open("keep", "rb") as f:
+                shared = f.extents()[0].pool_offset
+            assert bumped(lambda: vol.memory_failure(shared, vol.block_size)) == {"keep", "d/k"}   # its owners
+        finally:
+            vol._journal.changes = None
+            table.close()
