@@ -373,3 +373,42 @@ def test_the_log_since_the_last_checkpoint_stays_under_half_the_ring() -> None:
         again = Volume.mount(copy)
     assert again.stat("/").st_mode & 0o7777 == 0o600 and again.fsck() == []
     again.close()
+
+
+def test_small_changes_never_force_a_checkpoint_and_start_one_per_three_eighths_of_the_ring() -> None:
+    """With the shipped pacing and changes much smaller than the ring: a checkpoint starts once
+    the log since the last passes three eighths of the ring and its slices finish it before
+    half, so no commit ever checkpoints at once or finishes one in a go; and none starts
+    sooner, so there are about as many as laps of three eighths.  (1,500 directories: enough
+    rows that a checkpoint takes many slices.)"""
+    pool = MemoryPool(4 << 20)
+    Volume.format(pool)
+    vol = Volume.mount(pool)
+    for i in range(1500):
+        vol.mkdir(f"/d{i}")
+    j = vol._journal
+    ring = j.ring
+    forced: list[str] = []
+    checkpoint, finish = j.checkpoint, j._finish
+
+    def counting_checkpoint() -> None:
+        forced.append("checkpoint")
+        checkpoint()
+
+    def counting_finish(writer: CheckpointWriter, n: int | None) -> None:
+        if n is None:
+            forced.append("finish")
+        finish(writer, n)
+
+    j.checkpoint, j._finish = counting_checkpoint, counting_finish      # type: ignore[method-assign]
+    start_head, start_gen = ring.head, j.generation
+    with j.lock:
+        for i in range(4000):
+            j.commit(_setattr_batch(1, 1 + i % 40))
+            assert ring.head - j.checkpoint_pos <= ring.size // 2
+    laps = (ring.head - start_head) / ring.size
+    assert laps > 3 and forced == []
+    assert laps / 0.5 - 1 <= j.generation - start_gen <= laps / 0.375 + 1, (j.generation - start_gen, laps)
+    del j.checkpoint, j._finish
+    assert vol.fsck() == []
+    vol.close()
