@@ -188,7 +188,7 @@ def test_mkfs_block_sizes_work(shm_path: str) -> None:
         with daxfs.mkfs(shm_path, SUITE_POOL, block_size=bs, force=True) as vol:
             assert vol.statfs().block_size == bs
             write_file(vol, "f", b"x" * (bs + 1))
-            assert vol.stat("f").st_blocks * 512 == 2 * bs
+            assert vol.stat("f").st_blocks * 512 == 2 * bs and vol.stat("f").st_blksize == bs
         with daxfs.open_volume(shm_path) as vol:
             assert read_file(vol, "f") == b"x" * (bs + 1) and vol.fsck() == []
 
@@ -634,7 +634,8 @@ def test_a_follower_freezes_the_heap_when_it_catches_up_past_the_mark(shm_path: 
 
 def test_an_in_place_write_bumps_the_files_change_counter(shm_path: str) -> None:
     """Its mtime is deferred (lazytime), not logged: the counter a served client checks its
-    cached attributes against must still move, for that file."""
+    cached attributes against must still move, for that file; stat shows the new mtime and
+    ctime."""
     from daxfs.volume.changes import ChangeTable
     with daxfs.mkfs(shm_path, SUITE_POOL) as vol:
         write_file(vol, "a", b"A" * 100)
@@ -645,8 +646,11 @@ def test_an_in_place_write_bumps_the_files_change_counter(shm_path: str) -> None
             before, before_other = table.get(ino), table.get(other)
             with vol.open("a", "r+b", buffering=0) as f:
                 f.pwrite(b"x", 3)                       # in place: no record
-                assert vol._journal.deferred.get(ino) is not None
+                mtime = vol._journal.deferred.get(ino)
+                assert mtime is not None
                 assert table.get(ino) > before and table.get(other) == before_other
+                st = vol.stat("a")                      # stat shows it, ctime too
+                assert st.st_mtime_ns == st.st_ctime_ns == mtime
         finally:
             vol._journal.changes = None
             table.close()
