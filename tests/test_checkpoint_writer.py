@@ -412,3 +412,35 @@ def test_small_changes_never_force_a_checkpoint_and_start_one_per_three_eighths_
     del j.checkpoint, j._finish
     assert vol.fsck() == []
     vol.close()
+
+
+def test_a_change_that_would_pass_half_the_ring_finishes_the_checkpoint_being_written(
+        slow_writer: None) -> None:
+    """A checkpoint is being written a slice per commit when a large change comes that would
+    take the log since the last one past half the ring: the commit finishes that checkpoint
+    first (its superblocks flipped), then logs the change; the state mounts again."""
+    pool = MemoryPool(4 << 20)
+    Volume.format(pool)
+    vol = Volume.mount(pool)
+    for i in range(300):
+        vol.mkdir(f"/d{i}")
+    j = vol._journal
+    ring = j.ring
+    with j.lock:
+        while ring.head - j.checkpoint_pos < ring.size // 4:       # a quarter of the ring logged
+            j.commit(_setattr_batch(1, 40))
+        j._start()
+        writer = j.writer
+        assert writer is not None
+        j.commit(_setattr_batch(1, 1))                              # one slice: not done yet
+        assert j.writer is writer
+        big = _setattr_batch(1, 4000)
+        assert ring.head - j.checkpoint_pos + 2 * len(ring.encode(big)) > ring.size // 2
+        j.commit(big)
+        assert j.generation >= writer.generation and j.writer is not writer
+        assert ring.head - j.checkpoint_pos <= ring.size // 2
+    assert vol.fsck() == []
+    vol.close()
+    again = Volume.mount(MemoryPool(pool.image()))
+    assert len(again.listdir("/")) == 300 and again.fsck() == []
+    again.close()
