@@ -444,3 +444,34 @@ def test_a_change_that_would_pass_half_the_ring_finishes_the_checkpoint_being_wr
     again = Volume.mount(MemoryPool(pool.image()))
     assert len(again.listdir("/")) == 300 and again.fsck() == []
     again.close()
+
+
+def test_a_checkpoint_whose_slot_write_fails_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slice that fails (OSError from the slot's memory): written a slice per commit, the
+    commit still succeeds and the checkpoint is dropped (the one forced at half the ring says
+    so); asked for at once (``checkpoint``), the error reaches the caller.  Either way the
+    volume goes on, and a later checkpoint is written."""
+    pool = MemoryPool(4 << 20)
+    Volume.format(pool)
+    vol = Volume.mount(pool)
+    j = vol._journal
+    generation = j.generation
+
+    def failing(self: CheckpointWriter, units: int) -> bool:
+        raise OSError(errno.EIO, "slot write failed (simulated)")
+
+    monkeypatch.setattr(CheckpointWriter, "step", failing)
+    with j.lock:
+        j._start()
+        assert j.writer is not None
+        j.commit(_setattr_batch(1, 1))              # a slice: fails, dropped, the change is in
+        assert j.writer is None and j.core.inodes[1].mode & 0o7777 == 0o600
+        j.commit(_setattr_batch(1, 1))
+    with pytest.raises(OSError):
+        vol.checkpoint()
+    assert j.writer is None and j.generation == generation
+    monkeypatch.undo()
+    vol.mkdir("/after")
+    vol.checkpoint()
+    assert j.generation == generation + 1 and vol.fsck() == []
+    vol.close()
