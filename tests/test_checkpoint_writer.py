@@ -10,17 +10,22 @@ never writes its whole state within one operation.
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import gc
 import random
+import warnings
 import weakref
 
 import pytest
 
 import daxfs
+from daxfs.core.records import Batch, SetAttr
 from daxfs.core.rows import state_rows
 from daxfs.format.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
+from daxfs.media import MemoryPool
 from daxfs.testing.crash import CrashRecorder
-from daxfs.volume import checkpointer, heap, journal as journal_module
+from daxfs.volume import Volume, checkpointer, heap, journal as journal_module
 from daxfs.volume.checkpointer import CheckpointWriter
 from test_crash import _churn
 
@@ -274,4 +279,199 @@ def test_rows_are_not_copied_from_a_previous_checkpoint_whose_bytes_changed(shm_
     assert journal.writer is None and writer.copy_from is None and writer.copied == 0
     got = _written(journal, writer)
     assert got.state == state_rows(journal.core)
+    vol.close()
+
+
+def _setattr_batch(ino: int, items: int) -> Batch:
+    """One record of ``items`` SetAttr: its encoding grows about 9 bytes an item."""
+    return Batch.of(*[SetAttr(ino, 0o600, None, None, None, None, None)] * items)
+
+
+def test_a_change_that_would_overfill_the_checkpoint_area_is_enospc_and_changes_nothing() -> None:
+    """``grow`` (what a change may add to a checkpoint) is held against the area less its 64
+    bytes of slack: up to it is taken, a byte more is ENOSPC with nothing logged or applied;
+    a change that adds nothing (grow 0: a chmod, an unlink) goes through however full it is."""
+    pool = MemoryPool(4 << 20)
+    Volume.format(pool)
+    vol = Volume.mount(pool)
+    j = vol._journal
+    layout = j.layout
+    try:
+        with j.lock:
+            bound = j.core.checkpoint_bound
+            j.layout = dataclasses.replace(layout, checkpoint_size=bound + 100 + 64)    # 100 bytes left
+            seq = j.ring.next_seq
+            with pytest.raises(OSError) as info:
+                j.commit(SetAttr(1, 0o700, None, None, None, None, None), grow=101)
+            assert info.value.errno == errno.ENOSPC and "metadata" in str(info.value)
+            assert j.ring.next_seq == seq and j.core.inodes[1].mode & 0o7777 != 0o700
+            j.commit(SetAttr(1, 0o700, None, None, None, None, None), grow=100)
+            assert j.core.inodes[1].mode & 0o7777 == 0o700
+            j.layout = dataclasses.replace(layout, checkpoint_size=j.core.checkpoint_bound)    # over full
+            j.commit(SetAttr(1, 0o755, None, None, None, None, None))
+            assert j.core.inodes[1].mode & 0o7777 == 0o755
+    finally:
+        j.layout = layout
+    assert vol.fsck() == []
+    vol.close()
+
+
+def test_a_change_too_large_for_the_log_is_enospc_and_a_quarter_of_it_is_not() -> None:
+    pool = MemoryPool(4 << 20)
+    Volume.format(pool)
+    vol = Volume.mount(pool)
+    j = vol._journal
+    ring = j.ring
+    per_item = (len(ring.encode(_setattr_batch(1, 2000))) - len(ring.encode(_setattr_batch(1, 1000)))) / 1000
+    items = int(ring.size // 4 / per_item)
+    while len(ring.encode(_setattr_batch(1, items))) > ring.size // 4:
+        items -= 1
+    fits = _setattr_batch(1, items)
+    assert len(ring.encode(fits)) > ring.size // 5
+    with j.lock:
+        seq = j.ring.next_seq
+        with pytest.raises(OSError) as info:
+            j.commit(_setattr_batch(1, items + 20))
+        assert info.value.errno == errno.ENOSPC and "too large" in str(info.value)
+        assert j.ring.next_seq == seq and j.core.inodes[1].mode & 0o7777 != 0o600
+        j.commit(fits)                              # the largest change the log takes
+        assert j.core.inodes[1].mode & 0o7777 == 0o600
+    assert vol.fsck() == []
+    vol.close()
+    again = Volume.mount(MemoryPool(pool.image()))
+    assert again.stat("/").st_mode & 0o7777 == 0o600
+    again.close()
+
+
+def test_the_log_since_the_last_checkpoint_stays_under_half_the_ring() -> None:
+    """With changes of every size (small ones, a quarter of the ring at most): after each
+    commit the log since the last complete checkpoint is at most half the ring, which with
+    the records before it keeps an older slot's replay whole."""
+    pool = MemoryPool(4 << 20)
+    Volume.format(pool)
+    vol = Volume.mount(pool)
+    j = vol._journal
+    ring = j.ring
+    rng = random.Random(3)
+    start_head, start_gen = ring.head, j.generation
+    with vol.open("/f", "wb", buffering=0) as f:
+        f.write(b"x")
+    for i in range(400):
+        with j.lock:
+            if i % 5 == 0:
+                j.commit(_setattr_batch(1, rng.randrange(100, 5000)))
+            else:
+                j.commit(_setattr_batch(1, rng.randrange(1, 40)))
+        assert ring.head - j.checkpoint_pos <= ring.size // 2, i
+    assert ring.head - start_head > 4 * ring.size and j.generation > start_gen + 8     # (it lapped)
+    assert vol.fsck() == []
+    copy = MemoryPool(pool.image())         # a crash, with the newest checkpoint lost: the older one
+    copy.write(j.layout.checkpoint_offsets[j.generation % 2], bytes(64))    # and the log since
+    vol.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", daxfs.DamagedVolumeWarning)
+        again = Volume.mount(copy)
+    assert again.stat("/").st_mode & 0o7777 == 0o600 and again.fsck() == []
+    again.close()
+
+
+def test_small_changes_never_force_a_checkpoint_and_start_one_per_three_eighths_of_the_ring() -> None:
+    """With the shipped pacing and changes much smaller than the ring: a checkpoint starts once
+    the log since the last passes three eighths of the ring and its slices finish it before
+    half, so no commit ever checkpoints at once or finishes one in a go; and none starts
+    sooner, so there are about as many as laps of three eighths.  (1,500 directories: enough
+    rows that a checkpoint takes many slices.)"""
+    pool = MemoryPool(4 << 20)
+    Volume.format(pool)
+    vol = Volume.mount(pool)
+    for i in range(1500):
+        vol.mkdir(f"/d{i}")
+    j = vol._journal
+    ring = j.ring
+    forced: list[str] = []
+    checkpoint, finish = j.checkpoint, j._finish
+
+    def counting_checkpoint() -> None:
+        forced.append("checkpoint")
+        checkpoint()
+
+    def counting_finish(writer: CheckpointWriter, n: int | None) -> None:
+        if n is None:
+            forced.append("finish")
+        finish(writer, n)
+
+    j.checkpoint, j._finish = counting_checkpoint, counting_finish      # type: ignore[method-assign]
+    start_head, start_gen = ring.head, j.generation
+    with j.lock:
+        for i in range(4000):
+            j.commit(_setattr_batch(1, 1 + i % 40))
+            assert ring.head - j.checkpoint_pos <= ring.size // 2
+    laps = (ring.head - start_head) / ring.size
+    assert laps > 3 and forced == []
+    assert laps / 0.5 - 1 <= j.generation - start_gen <= laps / 0.375 + 1, (j.generation - start_gen, laps)
+    del j.checkpoint, j._finish
+    assert vol.fsck() == []
+    vol.close()
+
+
+def test_a_change_that_would_pass_half_the_ring_finishes_the_checkpoint_being_written(
+        slow_writer: None) -> None:
+    """A checkpoint is being written a slice per commit when a large change comes that would
+    take the log since the last one past half the ring: the commit finishes that checkpoint
+    first (its superblocks flipped), then logs the change; the state mounts again."""
+    pool = MemoryPool(4 << 20)
+    Volume.format(pool)
+    vol = Volume.mount(pool)
+    for i in range(300):
+        vol.mkdir(f"/d{i}")
+    j = vol._journal
+    ring = j.ring
+    with j.lock:
+        while ring.head - j.checkpoint_pos < ring.size // 4:       # a quarter of the ring logged
+            j.commit(_setattr_batch(1, 40))
+        j._start()
+        writer = j.writer
+        assert writer is not None
+        j.commit(_setattr_batch(1, 1))                              # one slice: not done yet
+        assert j.writer is writer
+        big = _setattr_batch(1, 4000)
+        assert ring.head - j.checkpoint_pos + 2 * len(ring.encode(big)) > ring.size // 2
+        j.commit(big)
+        assert j.generation >= writer.generation and j.writer is not writer
+        assert ring.head - j.checkpoint_pos <= ring.size // 2
+    assert vol.fsck() == []
+    vol.close()
+    again = Volume.mount(MemoryPool(pool.image()))
+    assert len(again.listdir("/")) == 300 and again.fsck() == []
+    again.close()
+
+
+def test_a_checkpoint_whose_slot_write_fails_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slice that fails (OSError from the slot's memory): written a slice per commit, the
+    commit still succeeds and the checkpoint is dropped (the one forced at half the ring says
+    so); asked for at once (``checkpoint``), the error reaches the caller.  Either way the
+    volume goes on, and a later checkpoint is written."""
+    pool = MemoryPool(4 << 20)
+    Volume.format(pool)
+    vol = Volume.mount(pool)
+    j = vol._journal
+    generation = j.generation
+
+    def failing(self: CheckpointWriter, units: int) -> bool:
+        raise OSError(errno.EIO, "slot write failed (simulated)")
+
+    monkeypatch.setattr(CheckpointWriter, "step", failing)
+    with j.lock:
+        j._start()
+        assert j.writer is not None
+        j.commit(_setattr_batch(1, 1))              # a slice: fails, dropped, the change is in
+        assert j.writer is None and j.core.inodes[1].mode & 0o7777 == 0o600
+        j.commit(_setattr_batch(1, 1))
+    with pytest.raises(OSError):
+        vol.checkpoint()
+    assert j.writer is None and j.generation == generation
+    monkeypatch.undo()
+    vol.mkdir("/after")
+    vol.checkpoint()
+    assert j.generation == generation + 1 and vol.fsck() == []
     vol.close()

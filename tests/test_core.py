@@ -36,7 +36,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from daxfs.core import UNWRITTEN, Core, ExtentMap, FreeSpace, check
 from daxfs.core.busy import BusyList, RunCounts
 from daxfs.core.extents import SHARE
-from daxfs.core.fields import valid_name, valid_target
+from daxfs.core.fields import (ID_MAX, INO_MAX, MAP_FLAGS, MAX_BLOCKS, MAX_FILE_SIZE, PAGE, PERM_BITS, RDEV_MAX,
+                               TIME_MAX, TIME_MIN, valid_map, valid_name, valid_target, valid_unmap)
 from daxfs.core.records import (Batch, RECORD_TYPES, BadMetadata, ClearQuarantine, Create, CreateNode, Link,
                                 Quarantine, Reclaim, Rename, SetAttr, SetExtents, Unlink)
 from daxfs.core.rmap import OwnerMap
@@ -1185,6 +1186,87 @@ def test_records_accept_the_edges_of_their_ranges() -> None:
     big = [x for i in range(500) for x in (2 * i, 1, 3 * i, i % 2)]
     assert SetExtents(2, [], big, None, None).validate().map == big
     Batch.of(Reclaim(2), SetAttr(3, None, None, None, None, None, None)).validate()
+
+
+# ---------------------------------------------------------------------------- field edges
+# Every numeric field of every record, at each end of its range (accepted) and one past it
+# (ValueError naming the field): what the log decoder refuses must be exactly what the
+# format cannot hold, off by one in neither direction.
+
+_EDGES = {
+    "ino": (1, INO_MAX), "id": (0, ID_MAX), "time": (TIME_MIN, TIME_MAX), "rdev": (0, RDEV_MAX),
+    "perm?": (0, PERM_BITS), "id?": (0, ID_MAX), "time?": (TIME_MIN, TIME_MAX), "size?": (0, MAX_FILE_SIZE),
+    "blk": (0, MAX_BLOCKS), "count": (1, MAX_BLOCKS), "page": (0, MAX_FILE_SIZE),
+    "pages": (PAGE, MAX_FILE_SIZE),
+}
+_STEP = {"page": PAGE, "pages": PAGE}
+_BASES = [
+    Create(2, 1, "a", st.S_IFREG | 0o644, 0, 0, 0),
+    CreateNode(2, 1, "a", st.S_IFCHR | 0o644, 0, 0, 0, 5, ""),
+    Link(2, 1, "a", 0),
+    Unlink(1, "a", 0, False),
+    Rename(1, "a", 1, "b", 0, False),
+    SetAttr(2, 0o644, 0, 0, 0, 0, 0),
+    SetExtents(2, [], [], 0, 0),
+    Reclaim(2),
+    Quarantine(0, 1),
+    ClearQuarantine(0, 1),
+    BadMetadata(0, PAGE, True),
+]
+
+
+def _edge_cases() -> list[tuple[object, bool]]:
+    cases = []
+    for base in _BASES:
+        for i, kind in enumerate(type(base)._KINDS):
+            if kind not in _EDGES:
+                continue
+            low, high = _EDGES[kind]
+            step = _STEP.get(kind, 1)
+            for value, ok in ((low, True), (high, True), (low - step, False), (high + step, False)):
+                cases.append((type(base)(*base[:i], value, *base[i + 1:]), ok))
+    return cases
+
+
+@pytest.mark.parametrize("record, ok", _edge_cases(), ids=str)
+def test_every_numeric_field_is_checked_at_both_ends_of_its_range(record: object, ok: bool) -> None:
+    if ok:
+        assert record.validate() is record  # type: ignore[attr-defined]
+        return
+    with pytest.raises(ValueError) as info:
+        record.validate()  # type: ignore[attr-defined]
+    assert str(info.value).startswith(f"{type(record).__name__}."), info.value
+
+
+_M = MAX_BLOCKS
+
+
+@pytest.mark.parametrize("unmap, ok", [
+    ([0, 0], True), ([_M, _M], True), ([0, -1], True), ([_M + 1, 0], False), ([0, _M + 1], False),
+    ([-1, 0], False), ([0, -2], False),
+    # two runs take the other path: the same bounds on every run
+    ([5, 1, 0, 0], True), ([5, 1, _M, _M], True), ([5, 1, 0, -1], True), ([0, -1, 5, 1], True),
+    ([5, 1, _M + 1, 0], False), ([5, 1, 0, _M + 1], False), ([5, 1, -1, 0], False), ([5, 1, 0, -2], False),
+    ([_M + 1, 1, 5, 1], False), ([5, -2, 5, 1], False), ([5, 1, 5], False), ([5, 1, 5, 1, 5, 1], True),
+])
+def test_unmap_runs_are_checked_at_their_edges(unmap: list[int], ok: bool) -> None:
+    assert valid_unmap(unmap) is ok
+
+
+@pytest.mark.parametrize("runs, ok", [
+    ([0, 1, 0, 0], True), ([_M, _M, _M, MAP_FLAGS], True), ([0, 0, 0, 0], False), ([_M + 1, 1, 0, 0], False),
+    ([0, _M + 1, 0, 0], False), ([0, 1, _M + 1, 0], False), ([0, 1, 0, MAP_FLAGS + 1], False),
+    ([-1, 1, 0, 0], False), ([0, 1, -1, 0], False), ([0, 1, 0, -1], False),
+    ([9, 1, 9, 0, 0, 1, 0, 0], True), ([9, 1, 9, 0, _M, _M, _M, MAP_FLAGS], True),
+    ([9, 1, 9, 0, 0, 0, 0, 0], False), ([9, 1, 9, 0, _M + 1, 1, 0, 0], False),
+    ([9, 1, 9, 0, 0, _M + 1, 0, 0], False), ([9, 1, 9, 0, 0, 1, _M + 1, 0], False),
+    ([9, 1, 9, 0, 0, 1, 0, MAP_FLAGS + 1], False), ([9, 1, 9, 0, -1, 1, 0, 0], False),
+    ([9, 1, 9, 0, 0, 1, -1, 0], False), ([9, 1, 9, 0, 0, 1, 0, -1], False),
+    ([0, 0, 9, 0, 9, 1, 9, 0], False), ([9, 1, 9, MAP_FLAGS + 1, 0, 1, 0, 0], False),
+    ([9, 1, 9, 0, 0, 1], False),
+])
+def test_map_runs_are_checked_at_their_edges(runs: list[int], ok: bool) -> None:
+    assert valid_map(runs) is ok
 
 
 @pytest.mark.parametrize("state", [

@@ -230,3 +230,28 @@ def test_the_unused_tail_past_the_data_area_is_recorded_too() -> None:
         vol.clear_badblocks(tail, 1)
     assert vol.badblocks() == []
     vol.close()
+
+
+def test_a_change_no_healthy_stretch_of_the_log_holds_is_enospc_and_changes_nothing() -> None:
+    """Bad log memory scattered so that no gap between bad ranges holds the record: ENOSPC
+    (what the caller can act on), nothing logged, nothing applied, the head where it was."""
+    from daxfs.core.records import Batch, SetAttr
+    _pool, vol = _fresh()
+    j = vol._journal
+    ring = j.ring
+    ino = vol.stat("/f0").st_ino
+    mode = vol.stat("/f0").st_mode
+    record = Batch.of(*[SetAttr(ino, 0o600, None, None, None, None, None)] * 300)
+    assert len(ring.encode(record)) > 2048
+    head, seq = ring.head, ring.next_seq
+    ring.bad = [(s, s + 1) for s in range(0, ring.size, 2048)]
+    try:
+        with j.lock, pytest.raises(OSError) as info:
+            j.commit(record)
+        assert info.value.errno == errno.ENOSPC
+        assert (ring.head, ring.next_seq) == (head, seq) and vol.stat("/f0").st_mode == mode
+    finally:
+        ring.bad = []
+    vol.chmod("/f0", 0o600)                     # the volume goes on
+    assert vol.stat("/f0").st_mode & 0o7777 == 0o600 and vol.fsck() == []
+    vol.close()

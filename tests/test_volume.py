@@ -188,7 +188,7 @@ def test_mkfs_block_sizes_work(shm_path: str) -> None:
         with daxfs.mkfs(shm_path, SUITE_POOL, block_size=bs, force=True) as vol:
             assert vol.statfs().block_size == bs
             write_file(vol, "f", b"x" * (bs + 1))
-            assert vol.stat("f").st_blocks * 512 == 2 * bs
+            assert vol.stat("f").st_blocks * 512 == 2 * bs and vol.stat("f").st_blksize == bs
         with daxfs.open_volume(shm_path) as vol:
             assert read_file(vol, "f") == b"x" * (bs + 1) and vol.fsck() == []
 
@@ -521,3 +521,216 @@ def test_a_prepared_write_lets_go_of_its_blocks_once_however_often_it_is_aborted
         assert st.used == 4096 + 65536 and vol.fsck() == []     # the new blocks, and the first old one
     finally:
         vol.close()
+
+
+# ---------------------------------------------------------------- a follower's quick check
+
+def _put_log_bytes(writer: Volume, phys: int, raw: bytes) -> bytes:
+    """Write ``raw`` at byte ``phys`` of the log through the writer's pool (which a follower
+    maps too); return the bytes it replaced."""
+    off = writer._journal.layout.log_offset + phys
+    old = writer._journal.pool.read(off, len(raw))
+    writer._journal.pool.write(off, raw)
+    return old
+
+
+def test_a_follower_is_quiet_exactly_until_the_writer_logs_or_checkpoints(shm_path: str) -> None:
+    """``quiet`` (asked before every call a follower answers) is True only while no record can
+    have landed at its head and no superblock shows a newer generation: a False costs a
+    refresh, a wrong True returns stale metadata.  ``_claimed`` is the same test of the head."""
+    from daxfs.format.log import CLAIM, HEADER, MAGIC
+    with daxfs.mkfs(shm_path, SUITE_POOL) as vol, daxfs.open_volume(shm_path, readonly=True) as ro:
+        j = ro._journal
+        assert ro.listdir() == [] and j.quiet() and not j._claimed() and not j.log_moved()
+        write_file(vol, "a", b"A")
+        assert not j.quiet() and j._claimed() and j.log_moved()
+        assert ro.listdir() == ["a"] and j.quiet() and not j.log_moved()
+        vol.checkpoint()                        # no record: only the generation tells
+        assert not j.quiet()
+        assert ro.listdir() == ["a"] and j.quiet()
+        ring = j.ring
+        vid, seq, head, size = ring.volume_id, ring.next_seq, ring.head, ring.size
+        # what else may lie at the head: a record of an earlier lap, another volume's record, junk
+        for magic, v, s, claimed in ((MAGIC, vid, seq - 1, False), (MAGIC, vid + 1, seq, False),
+                                     (b"XXXX", vid, seq, False), (MAGIC, vid, seq, True)):
+            old = _put_log_bytes(vol, head % size, CLAIM.pack(magic, v, s))
+            assert j.quiet() is not claimed and j._claimed() is claimed, (magic, v, s)
+            _put_log_bytes(vol, head % size, old)
+        # at a lap's end: a header still fits in exactly HEADER.size bytes (a PAD goes there);
+        # in fewer, the writer goes on at 0
+        try:
+            for phys, at in ((size - HEADER.size, size - HEADER.size), (size - HEADER.size + 1, 0)):
+                ring.head = head - head % size + size + phys     # (the next lap: nothing there yet)
+                assert j.quiet() and not j._claimed(), phys
+                old = _put_log_bytes(vol, at, CLAIM.pack(MAGIC, vid, seq))
+                assert not j.quiet() and j._claimed(), phys
+                _put_log_bytes(vol, at, old)
+        finally:
+            ring.head = head
+        assert j.quiet() and ro.fsck() == []
+
+
+def test_a_follower_replays_the_log_and_reloads_only_after_two_checkpoints(shm_path: str) -> None:
+    """Records since the follower's state, across at most one checkpoint, are replayed into it
+    (cheap); after two the ring may have lapped it, so it reloads.  ``refresh`` catches up by
+    itself, without a call that checks first."""
+    with daxfs.mkfs(shm_path, SUITE_POOL) as vol, daxfs.open_volume(shm_path, readonly=True) as ro:
+        j = ro._journal
+        core = j.core
+        write_file(vol, "a", b"A")
+        j.refresh()
+        assert j.core is core and "a" in core.inodes[1].entries
+        assert j.ring.next_seq == vol._journal.ring.next_seq
+        j.refresh()                             # nothing new: nothing changes
+        assert j.core is core and j.ring.next_seq == vol._journal.ring.next_seq
+        vol.checkpoint()
+        write_file(vol, "b", b"B")
+        assert sorted(ro.listdir()) == ["a", "b"] and j.core is core
+        vol.checkpoint()
+        vol.checkpoint()
+        write_file(vol, "c", b"C")
+        assert sorted(ro.listdir()) == ["a", "b", "c"] and j.core is not core
+        assert j.generation == vol._journal.generation
+
+
+def test_a_follower_retries_a_reload_that_meets_a_slot_being_rewritten(shm_path: str,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reload that finds the checkpoint torn (the writer rewriting it right now) is tried
+    three times; after three failures the follower keeps what it has, without an error."""
+    from daxfs.errors import CorruptVolumeError
+    from daxfs.volume import journal as journal_module
+    real = journal_module.load
+    calls: list[int] = []
+
+    def torn_twice(pool: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) <= 2:
+            raise CorruptVolumeError("checkpoint torn (simulated)")
+        return real(pool, **kwargs)
+
+    def torn_always(pool: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        raise CorruptVolumeError("checkpoint torn (simulated)")
+
+    with daxfs.mkfs(shm_path, SUITE_POOL) as vol, daxfs.open_volume(shm_path, readonly=True) as ro:
+        assert ro.listdir() == []
+        write_file(vol, "a", b"A")
+        vol.checkpoint()
+        vol.checkpoint()
+        monkeypatch.setattr(journal_module, "load", torn_always)
+        assert ro.listdir() == [] and len(calls) == 3           # kept what it had
+        calls.clear()
+        monkeypatch.setattr(journal_module, "load", torn_twice)
+        assert ro.listdir() == ["a"] and len(calls) == 3
+
+
+@pytest.mark.parametrize("checkpoints", [0, 2], ids=["replay", "reload"])
+def test_a_follower_stops_quietly_at_a_record_still_being_written(shm_path: str, checkpoints: int) -> None:
+    """The writer may append records while a follower reads the log: one it sees half written,
+    with the next one complete by the time it looks further, is where it stops, not damage
+    (replaying or reloading); it sees the rest at its next call."""
+    from daxfs.format.log import HEADER
+    with daxfs.mkfs(shm_path, SUITE_POOL) as vol, daxfs.open_volume(shm_path, readonly=True) as ro:
+        write_file(vol, "a", b"A")
+        assert ro.listdir() == ["a"]
+        write_file(vol, "a2", b"2")
+        for _ in range(checkpoints):
+            vol.checkpoint()
+        ring = vol._journal.ring
+        phys = ring.head % ring.size
+        vol.mkdir("b")
+        assert ring.head % ring.size > phys                     # (no lap: one record, whole)
+        vol.mkdir("c")
+        body = phys + HEADER.size                               # "b"'s body, half written
+        byte = vol._journal.pool.read(vol._journal.layout.log_offset + body, 1)[0]
+        old = _put_log_bytes(vol, body, bytes([byte ^ 1]))
+        assert sorted(ro.listdir()) == ["a", "a2"]
+        _put_log_bytes(vol, body, old)
+        assert sorted(ro.listdir()) == ["a", "a2", "b", "c"] and ro.fsck() == []
+
+
+def test_a_follower_freezes_the_heap_when_it_catches_up_past_the_mark(shm_path: str) -> None:
+    """The heap keeper's mark counts for a follower's replay as for the writer's commits."""
+    with daxfs.mkfs(shm_path, SUITE_POOL) as vol, daxfs.open_volume(shm_path, readonly=True) as ro:
+        j = ro._journal
+        assert ro.listdir() == []
+        j.heap.next_at = len(j.core.inodes) + 1
+        write_file(vol, "a", b"A")
+        assert ro.listdir() == ["a"]
+        assert j.heap.froze and j.heap.next_at > len(j.core.inodes) + 1
+
+
+def test_an_in_place_write_bumps_the_files_change_counter(shm_path: str) -> None:
+    """Its mtime is deferred (lazytime), not logged: the counter a served client checks its
+    cached attributes against must still move, for that file; stat shows the new mtime and
+    ctime."""
+    from daxfs.volume.changes import ChangeTable
+    with daxfs.mkfs(shm_path, SUITE_POOL) as vol:
+        write_file(vol, "a", b"A" * 100)
+        write_file(vol, "b", b"B" * 100)
+        table = vol._journal.changes = ChangeTable()
+        try:
+            ino, other = vol.stat("a").st_ino, vol.stat("b").st_ino
+            before, before_other = table.get(ino), table.get(other)
+            with vol.open("a", "r+b", buffering=0) as f:
+                f.pwrite(b"x", 3)                       # in place: no record
+                mtime = vol._journal.deferred.get(ino)
+                assert mtime is not None
+                assert table.get(ino) > before and table.get(other) == before_other
+                st = vol.stat("a")                      # stat shows it, ctime too
+                assert st.st_mtime_ns == st.st_ctime_ns == mtime
+        finally:
+            vol._journal.changes = None
+            table.close()
+
+
+def test_stat_gives_ints_and_one_device_number_per_volume(shm_path: str) -> None:
+    """``st_dev`` comes from the volume's uuid: the same for every file and across mounts, another
+    volume's differs; ``st_blocks`` counts 512-byte units, an int as ``os.stat`` gives."""
+    with daxfs.mkfs(shm_path, SUITE_POOL) as vol:
+        write_file(vol, "a", b"A" * 5000)
+        st, root = vol.stat("a"), vol.stat("/")
+        assert type(st.st_dev) is int and st.st_dev == root.st_dev
+        assert type(st.st_blocks) is int and st.st_blocks == 2 * vol.block_size // 512
+    with daxfs.open_volume(shm_path) as vol:
+        assert vol.stat("a").st_dev == st.st_dev
+    pool = MemoryPool(SUITE_POOL)
+    Volume.format(pool)
+    other = Volume.mount(pool)
+    assert other.stat("/").st_dev != st.st_dev
+    other.close()
+
+
+def test_every_logged_change_bumps_the_counters_of_exactly_the_inodes_it_changes(shm_path: str) -> None:
+    """A served client trusts its cached attributes and layouts while an inode's counter stands
+    still: each change moves the counters of the inodes it changes (a replaced or unlinked
+    file's too, looked up before the change), and no others."""
+    from daxfs.volume.changes import ChangeTable
+    with daxfs.mkfs(shm_path, SUITE_POOL) as vol:
+        vol.mkdir("d")
+        vol.mkdir("e")
+        for name in ("d/a", "d/b", "e/c", "keep"):
+            write_file(vol, name, b"x" * 5000)
+        table = vol._journal.changes = ChangeTable()
+        ino = {name: vol.stat(name).st_ino for name in ("/", "d", "e", "d/a", "d/b", "e/c", "keep")}
+
+        def bumped(change: Callable[[], object]) -> set[str]:
+            before = {name: table.get(i) for name, i in ino.items()}
+            change()
+            return {name for name, i in ino.items() if table.get(i) != before[name]}
+
+        try:
+            assert bumped(lambda: vol.chmod("d/a", 0o600)) == {"d/a"}
+            assert bumped(lambda: vol.truncate("d/a", 10)) == {"d/a"}
+            assert bumped(lambda: vol.link("d/a", "e/a2")) == {"d/a", "e"}
+            assert bumped(lambda: vol.rename("d/b", "e/c")) == {"d", "e", "d/b", "e/c"}    # c replaced
+            assert bumped(lambda: vol.unlink("e/a2")) == {"e", "d/a"}
+            assert bumped(lambda: vol.clone_file("keep", "d/k")) == {"d"}      # (and the new inode)
+            assert bumped(lambda: vol.mkdir("d/sub")) == {"d"}
+            ino["d/k"] = vol.stat("d/k").st_ino
+            with vol.open("keep", "rb") as f:
+                shared = f.extents()[0].pool_offset
+            assert bumped(lambda: vol.memory_failure(shared, vol.block_size)) == {"keep", "d/k"}   # its owners
+        finally:
+            vol._journal.changes = None
+            table.close()
