@@ -804,6 +804,16 @@ def fresh_core(blocks: int = 64) -> Core:
     return Core.new(BS, blocks, time_ns=1, uid=0, gid=0)
 
 
+def test_a_block_map_change_on_a_missing_inode_or_a_directory_says_which() -> None:
+    core = fresh_core()
+    core.apply(Create(2, ROOT_INO, "d", st.S_IFDIR | 0o755, 0, 0, 1))
+    for ino, says in ((2, "block map change on directory 2"), (9, "block map change on missing inode 9")):
+        with pytest.raises(CorruptVolumeError) as info:
+            core.apply(SetExtents(ino, [], [0, 1, 5, 0], BS, 2))
+        assert str(info.value).endswith(says)
+    assert check(core) == []
+
+
 def test_records_apply_with_link_counts_and_free_space() -> None:
     core = fresh_core()
     core.apply(Create(2, ROOT_INO, "d", st.S_IFDIR | 0o755, 0, 0, 10))
