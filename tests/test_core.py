@@ -814,6 +814,23 @@ def test_a_block_map_change_on_a_missing_inode_or_a_directory_says_which() -> No
     assert check(core) == []
 
 
+def test_fresh_blocks_into_a_hole_are_checked_to_the_edges() -> None:
+    """The common write (fresh blocks into a hole): a written block must start below the size,
+    the last block a file can hold is allowed, and a shrink keeps written blocks up to the new
+    size rounded up to a block, no further."""
+    core = fresh_core()
+    core.apply(Create(2, ROOT_INO, "f", st.S_IFREG | 0o644, 0, 0, 1))
+    core.apply(SetExtents(2, [], [0, 2, 10, 0], 2 * BS, 1))
+    for refused in (SetExtents(2, [], [2, 1, 20, 0], 2 * BS, 1),          # starts at the size
+                    SetExtents(2, [], [5, 1, 20, UNWRITTEN], BS, 1)):     # a shrink past written block 1
+        with pytest.raises(CorruptVolumeError):
+            core.apply(refused)
+    core.apply(SetExtents(2, [], [5, 1, 20, UNWRITTEN], BS + 1, 1))      # keeps block 1's first byte
+    assert core.inodes[2].size == BS + 1
+    core.apply(SetExtents(2, [], [core.max_blocks - 1, 1, 21, UNWRITTEN], None, 1))   # the last block
+    assert check(core) == []
+
+
 def test_records_apply_with_link_counts_and_free_space() -> None:
     core = fresh_core()
     core.apply(Create(2, ROOT_INO, "d", st.S_IFDIR | 0o755, 0, 0, 10))
