@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import random
 import errno
+import pathlib
 import stat as st
 import uuid
 
@@ -38,11 +39,12 @@ from daxfs.core.busy import BusyList, RunCounts
 from daxfs.core.extents import SHARE
 from daxfs.core.fields import (ID_MAX, INO_MAX, MAP_FLAGS, MAX_BLOCKS, MAX_FILE_SIZE, PAGE, PERM_BITS, RDEV_MAX,
                                TIME_MAX, TIME_MIN, valid_map, valid_name, valid_target, valid_unmap)
+from daxfs.core.namespace import check_name, fspath, split_path, whole
 from daxfs.core.records import (Batch, RECORD_TYPES, BadMetadata, ClearQuarantine, Create, CreateNode, Link,
                                 Quarantine, Reclaim, Rename, SetAttr, SetExtents, Unlink)
 from daxfs.core.rmap import OwnerMap
 from daxfs.core.state import ROOT_INO
-from daxfs.errors import CorruptVolumeError
+from daxfs.errors import CorruptVolumeError, InvalidPathError
 from daxfs.format.checkpoint import HEADER as CKPT_HEADER
 from daxfs.format.checkpoint import Checkpoint, decode_checkpoint, decode_checkpoint_streamed, encode_checkpoint
 from daxfs.format.layout import Layout
@@ -803,6 +805,33 @@ def fresh_core(blocks: int = 64) -> Core:
     return Core.new(BS, blocks, time_ns=1, uid=0, gid=0)
 
 
+def test_a_block_map_change_on_a_missing_inode_or_a_directory_says_which() -> None:
+    core = fresh_core()
+    core.apply(Create(2, ROOT_INO, "d", st.S_IFDIR | 0o755, 0, 0, 1))
+    for ino, says in ((2, "block map change on directory 2"), (9, "block map change on missing inode 9")):
+        with pytest.raises(CorruptVolumeError) as info:
+            core.apply(SetExtents(ino, [], [0, 1, 5, 0], BS, 2))
+        assert str(info.value).endswith(says)
+    assert check(core) == []
+
+
+def test_fresh_blocks_into_a_hole_are_checked_to_the_edges() -> None:
+    """The common write (fresh blocks into a hole): a written block must start below the size,
+    the last block a file can hold is allowed, and a shrink keeps written blocks up to the new
+    size rounded up to a block, no further."""
+    core = fresh_core()
+    core.apply(Create(2, ROOT_INO, "f", st.S_IFREG | 0o644, 0, 0, 1))
+    core.apply(SetExtents(2, [], [0, 2, 10, 0], 2 * BS, 1))
+    for refused in (SetExtents(2, [], [2, 1, 20, 0], 2 * BS, 1),          # starts at the size
+                    SetExtents(2, [], [5, 1, 20, UNWRITTEN], BS, 1)):     # a shrink past written block 1
+        with pytest.raises(CorruptVolumeError):
+            core.apply(refused)
+    core.apply(SetExtents(2, [], [5, 1, 20, UNWRITTEN], BS + 1, 1))      # keeps block 1's first byte
+    assert core.inodes[2].size == BS + 1
+    core.apply(SetExtents(2, [], [core.max_blocks - 1, 1, 21, UNWRITTEN], None, 1))   # the last block
+    assert check(core) == []
+
+
 def test_records_apply_with_link_counts_and_free_space() -> None:
     core = fresh_core()
     core.apply(Create(2, ROOT_INO, "d", st.S_IFDIR | 0o755, 0, 0, 10))
@@ -894,6 +923,53 @@ def test_core_plan_blocks_continues_the_goal_past_excluded_runs_and_says_enospc_
         core.plan_blocks(100)
     assert info.value.errno == errno.ENOSPC
     assert f"asked for {100 * BS} bytes" in str(info.value) and f"{57 * BS} bytes" in str(info.value)
+
+
+def test_split_path_and_the_length_limits() -> None:
+    """Components without the empty ones (leading, repeated, trailing slashes), ``.`` and
+    ``..`` kept, and whether the path ends in ``/``; ``""`` is ENOENT, a NUL byte EINVAL (also
+    a ValueError); a path of 4096 bytes or more is ENAMETOOLONG, counted in bytes of UTF-8
+    (undecodable bytes as one each) not characters, except on a thread that walks whole paths
+    from a mount's root; a name of 256 bytes is ENAMETOOLONG, 255 are fine."""
+    assert split_path("/") == ([], True) and split_path("a") == (["a"], False)
+    assert split_path("//a//./..///b/") == (["a", ".", "..", "b"], True)
+    assert split_path("a/b") == (["a", "b"], False) and split_path("./") == (["."], True)
+    for bad in ("\0", "a/\0", "a\0b/"):
+        with pytest.raises(InvalidPathError) as info:
+            split_path(bad)
+        assert info.value.errno == errno.EINVAL and isinstance(info.value, ValueError)
+        assert info.value.strerror == "embedded null byte" and info.value.filename == bad     # as os says it
+    with pytest.raises(FileNotFoundError) as info:
+        split_path("")
+    assert info.value.filename == ""
+    if hasattr(whole, "paths"):
+        del whole.paths                 # a thread that never said: PATH_MAX applies
+    for fits in ("a/" * 2047 + "b", "\u00e9" * 2047 + "a", "\U0001F600" * 1023 + "abc", "\udcff" * 4095):
+        assert len(fits.encode("utf-8", "surrogateescape")) == 4095
+        assert split_path(fits)[0]
+    for long in ("a/" * 2048, "\u00e9" * 2048, "\U0001F600" * 1024, "\udcff" * 4096):
+        with pytest.raises(OSError) as info:
+            split_path(long)
+        assert info.value.errno == errno.ENAMETOOLONG and info.value.filename == long
+    whole.paths = True
+    try:
+        assert len(split_path("a/" * 3000)[0]) == 3000
+    finally:
+        del whole.paths
+    for name in ("n" * 255, "\u00e9" * 127 + "a", "\udcff" * 255, "\U0001F600" * 63 + "abc"):
+        check_name(name, "/d/" + name)
+    for name in ("n" * 256, "\u00e9" * 128, "\udcff" * 256, "\U0001F600" * 64):
+        with pytest.raises(OSError) as info:
+            check_name(name, "/d/" + name)
+        assert info.value.errno == errno.ENAMETOOLONG and info.value.filename == "/d/" + name
+
+
+def test_fspath_takes_str_bytes_and_path_like() -> None:
+    assert fspath("a/b") == "a/b" and fspath(b"a/\xff") == "a/\udcff"
+    assert fspath(pathlib.PurePosixPath("/a/b")) == "/a/b"
+    for bad in (3, None, ["a"]):
+        with pytest.raises(TypeError, match=type(bad).__name__):
+            fspath(bad)
 
 
 def test_resolve_dot_names_searched_directories_and_enotdir() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import re
 import stat as st
 
 import pytest
@@ -54,6 +56,54 @@ def test_block_runs() -> None:
     assert runs.parts(0, 20) == [(5, 2), (9, 2)] and runs.outside(4, 8) == [(4, 1), (7, 2), (11, 1)]
     assert runs.overlaps(6, 1) and not runs.overlaps(7, 2)
     assert merge_runs([(0, 2), (5, 1)], [(1, 3), (9, 1)]) == [(0, 4), (5, 1), (9, 1)]
+
+
+def _runs_of(blocks: set[int]) -> list[tuple[int, int]]:
+    """The maximal runs of a set of blocks, in order (the model BlockRuns must match)."""
+    out: list[tuple[int, int]] = []
+    for b in sorted(blocks):
+        if out and out[-1][0] + out[-1][1] == b:
+            out[-1] = (out[-1][0], out[-1][1] + 1)
+        else:
+            out.append((b, 1))
+    return out
+
+
+def test_block_runs_match_a_set_of_blocks() -> None:
+    """Random adds and removes (touching, overlapping, inside, spanning, empty) on a small
+    range against a plain set: the runs stay disjoint and merged, ``total`` counts the blocks,
+    ``add`` returns exactly the blocks it added, and the queries agree with the set."""
+    rng = random.Random(17)
+    for _ in range(40):
+        runs, model = BlockRuns(), set()
+        for _ in range(60):
+            start, n = rng.randrange(40), rng.choice((0, 1, 1, 2, 3, 5, 8, 13))
+            span = set(range(start, start + n))
+            if rng.random() < 0.55:
+                assert runs.add(start, n) == _runs_of(span - model)
+                model |= span
+            else:
+                runs.remove(start, n)
+                model -= span
+            assert runs.runs() == _runs_of(model) and runs.starts == sorted(runs)
+            assert runs.total == len(model) and bool(runs) == bool(model)
+            assert runs.to_flat() == [x for run in _runs_of(model) for x in run]
+            qs, qn = rng.randrange(-2, 45), rng.randrange(0, 12)
+            q = set(range(qs, qs + qn))
+            assert runs.parts(qs, qn) == _runs_of(q & model), (runs.runs(), qs, qn)
+            assert runs.outside(qs, qn) == _runs_of(q - model), (runs.runs(), qs, qn)
+            if qn:      # (no caller asks about an empty range; inside a run that answers True)
+                assert runs.overlaps(qs, qn) == bool(q & model), (runs.runs(), qs, qn)
+        assert BlockRuns.of(runs.runs()).runs() == runs.runs()
+
+
+def test_merge_runs_is_the_union() -> None:
+    rng = random.Random(6)
+    for _ in range(300):
+        a = [(rng.randrange(30), rng.randrange(1, 6)) for _ in range(rng.randrange(4))]
+        b = [(rng.randrange(30), rng.randrange(1, 6)) for _ in range(rng.randrange(4))]
+        blocks = {x for s, n in a + b for x in range(s, s + n)}
+        assert merge_runs(a, b) == _runs_of(blocks), (a, b)
 
 
 def test_quarantine_inside_a_busy_run_keeps_the_rest_busy() -> None:
@@ -137,6 +187,50 @@ def test_checkpoints_keep_the_quarantine_and_old_ones_load() -> None:
     for extra in ("x", [[11, 1]], [[11, 1, 50], []], [[50, 3, 11, 1], []], [[60, 10], []], [[0, 0], []],
                   [[1.0, 1], []], [[], [100, BS]]):
         with pytest.raises(CorruptVolumeError):
+            Core.from_checkpoint(state[:2] + [extra], BS, 64)
+
+
+def test_quarantine_and_clear_up_to_the_last_data_block_and_bad_metadata_comes_and_goes() -> None:
+    """Both records are checked against the end of the data area (its last block is in it) and
+    name the range they refuse; a refused clear changes nothing; bad metadata pages come and go."""
+    core = _core()                                      # 64 data blocks; 10..13 owned
+    free = core.space.free
+    with pytest.raises(CorruptVolumeError, match=re.escape("quarantine of data blocks 63..65, past the data area")):
+        core.apply(Quarantine(63, 2))
+    core.apply(Quarantine(63, 1))                       # the last block: in the data area
+    core.apply(Quarantine(60, 4))                       # overlapping: only 60..62 are new
+    assert core.bad.runs() == [(60, 4)] and core.bad.total == 4 and core.space.free == free - 4
+    core.apply(ClearQuarantine(62, 2))                  # up to the end of the data area
+    assert core.bad.runs() == [(60, 2)] and core.space.free == free - 2 and check(core) == []
+    for refused in (ClearQuarantine(61, 2), ClearQuarantine(59, 2)):     # 62, 59 are not bad
+        says = f"clear of data blocks {refused.pblk}..{refused.pblk + 2}: not all bad"
+        with pytest.raises(CorruptVolumeError, match=re.escape(says)):
+            core.apply(refused)
+        assert core.bad.runs() == [(60, 2)] and core.space.free == free - 2       # and nothing changed
+    core.apply(BadMetadata(BS, 3 * BS, True))
+    core.apply(BadMetadata(2 * BS, BS, False))          # the middle page is good again
+    assert core.bad_metadata.runs() == [(BS, BS), (3 * BS, BS)] and core.bad_metadata.total == 2 * BS
+
+
+def test_checkpoint_quarantine_runs_are_checked_to_the_edges() -> None:
+    """Runs that start at 0 and end at the last data block load; touching, overlapping,
+    empty, unaligned (metadata) and past-the-end runs, and a malformed field, are corruption."""
+    state = _core().to_checkpoint()
+    top = (1 << 62) - BS
+    again = Core.from_checkpoint(state[:2] + [[[0, 1, 2, 1, 63, 1], [0, BS, 2 * BS, BS, top, BS]]], BS, 64)
+    assert again.bad.runs() == [(0, 1), (2, 1), (63, 1)] and again.bad.total == 3
+    assert again.bad_metadata.runs() == [(0, BS), (2 * BS, BS), (top, BS)] and check(again) == []
+    blocks, meta = "checkpoint: bad data blocks", "checkpoint: bad metadata"
+    for extra, says in (([[1, 1, 2, 1], []], f"{blocks} run 2+1 is"), ([[5, 3, 7, 1], []], f"{blocks} run 7+1 is"),
+                        ([[63, 2], []], f"{blocks} run 63+2 is"), ([[5, -1], []], f"{blocks} run 5+-1 is"),
+                        ([[-1, 2], []], f"{blocks} run -1+2 is"), ([(11, 1), []], f"{blocks} are (11, 1), not"),
+                        ([[True, 1], []], f"{blocks} are [True, 1], not"), ([[], [0.0, BS]], f"{meta} are [0.0"),
+                        ([[], [0, 100]], f"{meta} run 0+100 is"), ([[], [0, 0]], f"{meta} run 0+0 is"),
+                        ([[], [0, BS, BS, BS]], f"{meta} run {BS}+{BS} is"),
+                        ([[], [top, 2 * BS]], f"{meta} run {top}+{2 * BS} is"),
+                        ([[], ["0", BS]], f"{meta} are ['0'"), ([[], (0, BS)], f"{meta} are (0, {BS}), not"),
+                        ([[], [], []], "checkpoint: bad memory field is [[], [], []], not")):
+        with pytest.raises(CorruptVolumeError, match=re.escape(says)):     # the message says which run
             Core.from_checkpoint(state[:2] + [extra], BS, 64)
 
 
