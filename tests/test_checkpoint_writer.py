@@ -375,17 +375,23 @@ def test_the_log_since_the_last_checkpoint_stays_under_half_the_ring() -> None:
     again.close()
 
 
+def _volume_of_dirs(n: int) -> Volume:
+    """A volume on a 4 MiB memory pool holding ``n`` empty directories."""
+    pool = MemoryPool(4 << 20)
+    Volume.format(pool)
+    vol = Volume.mount(pool)
+    for i in range(n):
+        vol.mkdir(f"/d{i}")
+    return vol
+
+
 def test_small_changes_never_force_a_checkpoint_and_start_one_per_three_eighths_of_the_ring() -> None:
     """With the shipped pacing and changes much smaller than the ring: a checkpoint starts once
     the log since the last passes three eighths of the ring and its slices finish it before
     half, so no commit ever checkpoints at once or finishes one in a go; and none starts
     sooner, so there are about as many as laps of three eighths.  (1,500 directories: enough
     rows that a checkpoint takes many slices.)"""
-    pool = MemoryPool(4 << 20)
-    Volume.format(pool)
-    vol = Volume.mount(pool)
-    for i in range(1500):
-        vol.mkdir(f"/d{i}")
+    vol = _volume_of_dirs(1500)
     j = vol._journal
     ring = j.ring
     forced: list[str] = []
@@ -419,11 +425,7 @@ def test_a_change_that_would_pass_half_the_ring_finishes_the_checkpoint_being_wr
     """A checkpoint is being written a slice per commit when a large change comes that would
     take the log since the last one past half the ring: the commit finishes that checkpoint
     first (its superblocks flipped), then logs the change; the state mounts again."""
-    pool = MemoryPool(4 << 20)
-    Volume.format(pool)
-    vol = Volume.mount(pool)
-    for i in range(300):
-        vol.mkdir(f"/d{i}")
+    vol = _volume_of_dirs(300)
     j = vol._journal
     ring = j.ring
     with j.lock:
@@ -441,7 +443,7 @@ def test_a_change_that_would_pass_half_the_ring_finishes_the_checkpoint_being_wr
         assert ring.head - j.checkpoint_pos <= ring.size // 2
     assert vol.fsck() == []
     vol.close()
-    again = Volume.mount(MemoryPool(pool.image()))
+    again = Volume.mount(MemoryPool(vol._journal.pool.image()))  # type: ignore[attr-defined]
     assert len(again.listdir("/")) == 300 and again.fsck() == []
     again.close()
 
