@@ -156,7 +156,7 @@ _before_wait = threading.local()
 def before_wait(callback: Callable[[], None] | None) -> None:
     """Run ``callback`` (in this thread) before this thread next blocks in a policy wait.
 
-    A thread that serves other requests (the arbiter's reader of a connection) hands
+    A thread that serves other requests (the arbiter's request loop) hands
     its work to another thread first, so a waiting change never stops the requests
     that would end the wait (seed 004's I_MMAP_LOCK deadlock, across processes).
     """
