@@ -108,9 +108,7 @@ class Session:
                     self._hello(message)
                 else:
                     self._handle(message)
-        except (EOFError, OSError, wire.ProtocolError) as exc:
-            self._drop(exc)
-        except Exception as exc:        # a bug outside any request: this client only
+        except Exception as exc:        # EOF, a broken socket, garbage, or a bug outside any request
             self._drop(exc)
 
     def _drop(self, exc: BaseException) -> None:

@@ -97,8 +97,10 @@ class FrameReader:
         """Whether a whole frame (or one over the limit) is already buffered: ``pop`` needs
         no recv for it."""
         buf = self._buf
-        return len(buf) >= LENGTH.size and (len(buf) >= LENGTH.size + LENGTH.unpack_from(buf)[0]
-                                            or LENGTH.unpack_from(buf)[0] > self.limit)
+        if len(buf) < LENGTH.size:
+            return False
+        (length,) = LENGTH.unpack_from(buf)
+        return len(buf) >= LENGTH.size + length or length > self.limit
 
     def pop(self) -> Any:
         """The next buffered frame's message, or NOTHING if no whole frame is buffered
