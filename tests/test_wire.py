@@ -58,9 +58,11 @@ class _StuckStream(io.TextIOBase):
 
     def __init__(self) -> None:
         self.release = threading.Event()
+        self.writing = threading.Event()    # the writer is inside write(), stuck
         self.lines: list[str] = []
 
     def write(self, text: str) -> int:
+        self.writing.set()
         self.release.wait()
         self.lines.append(text)
         return len(text)
@@ -92,13 +94,17 @@ def test_log_lines_past_the_backlog_are_counted_not_kept(shm_pool: str, monkeypa
     log = _StuckStream()
     server = Server(shm_pool, log=log)
     try:
-        for i in range(10):
+        server.log("line 0")
+        assert log.writing.wait(5)      # the writer took line 0 and is stuck writing it
+        for i in range(1, 10):
             server.log(f"line {i}")
         log.release.set()
         server.flush_log()
-        text = "".join(log.lines)
-        # The writer took one line before it blocked; three waited; the rest were dropped.
-        assert "line 9" not in text and "log line(s) dropped" in text
+        written = [line for line in "".join(log.lines).splitlines() if line]
+        # Three lines waited behind the stuck one; the other six were counted, not kept.
+        assert written == ["daxfs serve: line 0",
+                           "daxfs serve: (6 log line(s) dropped: the log was not read)",
+                           "daxfs serve: line 1", "daxfs serve: line 2", "daxfs serve: line 3"]
     finally:
         log.release.set()
         server.stop()
