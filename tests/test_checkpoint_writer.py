@@ -20,6 +20,7 @@ import weakref
 import pytest
 
 import daxfs
+from daxfs.core import inotable
 from daxfs.core.records import Batch, SetAttr
 from daxfs.core.rows import state_rows
 from daxfs.format.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
@@ -28,6 +29,16 @@ from daxfs.testing.crash import CrashRecorder
 from daxfs.volume import Volume, checkpointer, heap, journal as journal_module
 from daxfs.volume.checkpointer import CheckpointWriter
 from test_crash import _churn
+
+
+@pytest.fixture(autouse=True, params=[inotable.CHUNK_BITS, 2], ids=["chunks-64Ki", "chunks-4"])
+def chunk_bits(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs twice: as shipped, and with the inode table chunked from 8 inodes on
+    and it and the changed set in chunks of four numbers (test_inotable), so rows cross
+    chunk boundaries everywhere."""
+    monkeypatch.setattr(inotable, "CHUNK_BITS", request.param)
+    if request.param == 2:
+        monkeypatch.setattr(inotable, "CHUNKED_FROM", 8)
 
 
 @pytest.fixture

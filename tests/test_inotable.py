@@ -1,0 +1,175 @@
+"""InodeTable and InoSet (core/inotable.py): a dict and a set of inode numbers, in chunks.
+
+They must behave as the dict and set they replace — lookups of anything (None, negative,
+a str, a number far past the rest) find nothing rather than raise, iteration is in inode
+order across chunks — and a volume whose inode numbers span many chunks must checkpoint
+and mount as any other (test_checkpoint_writer runs every test with chunks of 4 numbers).
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+import daxfs
+from daxfs.core import Core, inotable
+from daxfs.core.inotable import InodeTable, InoSet
+from daxfs.core.records import Create, Unlink
+
+BS = 4096
+
+
+@pytest.fixture(params=[inotable.CHUNK_BITS, 2], ids=["chunks-64Ki", "chunks-4"])
+def chunk_bits(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    monkeypatch.setattr(inotable, "CHUNK_BITS", request.param)
+    if request.param == 2:
+        monkeypatch.setattr(inotable, "CHUNKED_FROM", 8)
+    return int(request.param)
+
+
+def test_the_table_behaves_as_the_dict_it_replaces(chunk_bits: int) -> None:
+    rng = random.Random(chunk_bits)
+    table: InodeTable[str] = InodeTable()
+    model: dict[int, str] = {}
+    next_ino = 1
+    for step in range(3000):
+        if rng.random() < 0.6 or not model:
+            next_ino += rng.choice([1, 1, 2, 7, 1 << chunk_bits])      # ascending, as inodes are made
+            table[next_ino] = model[next_ino] = f"v{step}"
+        elif rng.random() < 0.5:
+            ino = rng.choice(list(model))
+            table[ino] = model[ino] = f"again{step}"                  # a value replaced keeps its place
+        elif rng.random() < 0.5:
+            ino = rng.choice(list(model))
+            del table[ino]
+            del model[ino]
+        else:
+            ino = rng.choice(list(model))
+            assert table.pop(ino) == model.pop(ino)
+        assert len(table) == len(model) and bool(table) == bool(model)
+    assert list(table) == list(model) == sorted(model)
+    assert list(table.items()) == list(model.items()) and list(table.values()) == list(model.values())
+    assert list(table.keys()) == list(model)
+    for ino in list(model)[:50]:
+        assert table[ino] == model[ino] and table.get(ino) == model[ino] and ino in table
+
+
+@pytest.mark.parametrize("key", [None, -1, -(1 << 40), "9", 2.0, 10**30, 0, 3, (1 << 16) + 3])
+def test_a_missing_or_impossible_key_is_not_found(key: object) -> None:
+    table: InodeTable[str] = InodeTable([(1, "root"), (2, "a"), ((1 << 16) + 2, "far")])
+    assert table.get(key) is None and table.get(key, "d") == "d" and key not in table
+    with pytest.raises(KeyError):
+        table[key]      # type: ignore[index]
+    with pytest.raises(KeyError):
+        del table[key]  # type: ignore[arg-type]
+    assert table.pop(key, "gone") == "gone"     # type: ignore[arg-type]
+    assert list(table) == [1, 2, (1 << 16) + 2]
+
+
+def test_a_key_that_is_not_an_int_is_never_stored() -> None:
+    table: InodeTable[str] = InodeTable([(1, "root")])
+    for key in ("9", 9.0, None):
+        with pytest.raises(TypeError):
+            table[key] = "x"        # type: ignore[index]
+    with pytest.raises(TypeError):
+        InoSet().add("9")           # type: ignore[arg-type]
+    assert list(table.items()) == [(1, "root")] and len(table) == 1
+
+
+def test_a_number_far_above_the_rest_costs_one_chunk() -> None:
+    # (a record may name any inode number up to INO_MAX: chunks are not a list to index)
+    table: InodeTable[str] = InodeTable([(1, "root")])
+    table[(1 << 63) - 5] = "far"
+    assert len(table._chunks) == 2 and list(table) == [1, (1 << 63) - 5]
+    del table[(1 << 63) - 5]
+    assert len(table._chunks) == 1 and len(table) == 1     # an emptied chunk goes
+    table.clear()
+    assert len(table) == 0 and list(table) == [] and not table
+
+
+def test_the_set_behaves_as_the_set_it_replaces(chunk_bits: int) -> None:
+    rng = random.Random(chunk_bits + 1)
+    universe = range(1, 1 << (chunk_bits + 6))      # 64 chunks
+    inos = InoSet()
+    model: set[int] = set()
+    for _ in range(40):
+        batch = [rng.choice(universe) for _ in range(rng.randrange(1, 4))]
+        if rng.random() < 0.5:
+            inos.update(batch)
+        else:
+            inos |= batch
+        model.update(batch)
+    assert len(inos) == len(model) and sorted(inos) == sorted(model)
+    for probe in [*model, *rng.sample(universe, 60)]:
+        assert (probe in inos) == (probe in model)
+    # Ascending stretches, as a checkpoint's keys come, over one chunk or several: each
+    # member last behind numbers that are not, and stretches of non-members only.
+    absent = sorted(set(rng.sample(universe, min(400, len(universe)))) - model)
+    for member in model:
+        before = [k for k in absent if k < member][-rng.randrange(1, 5):]
+        assert not inos.isdisjoint(before + [member]), before + [member]
+    for start in range(0, len(absent) - 8, 5):
+        assert inos.isdisjoint(absent[start:start + 8])
+    assert inos.isdisjoint([]) and None not in inos and "3" not in inos and -1 not in inos
+
+
+def test_adopting_a_dict_keeps_every_entry_in_inode_order(chunk_bits: int) -> None:
+    rng = random.Random(11)
+    keys = sorted(rng.sample(range(1, 1 << (chunk_bits + 5)), 100))
+    ascending = {k: str(k) for k in keys}
+    table = InodeTable.adopt(ascending)
+    assert list(table.items()) == list(ascending.items()) and len(table) == 100
+    assert InodeTable.adopt(table) is table
+    shuffled = dict(rng.sample(list(ascending.items()), 100))      # (not as Core keeps it)
+    assert list(InodeTable.adopt(shuffled).items()) == list(ascending.items())
+    assert len(InodeTable.adopt({})) == 0
+
+
+def test_a_core_with_inodes_over_many_chunks_round_trips_in_inode_order(chunk_bits: int) -> None:
+    core = Core.new(BS, 256, time_ns=1, uid=0, gid=0)
+    rng = random.Random(3)
+    for i in range(200):        # numbers with gaps, some a whole chunk wide
+        core.apply(Create(core.next_ino + rng.choice([0, 0, 3, 1 << chunk_bits]), 1, f"f{i}", 0o100644, 0, 0, 2))
+    for i in rng.sample(range(200), 50):
+        core.apply(Unlink(1, f"f{i}", 3, True))
+    assert len(core.inodes) == 151 and list(core.inodes) == sorted(core.inodes)
+    # a dict until CHUNKED_FROM inodes (the real one, 65,536, here: the test is small), chunks after
+    assert type(core.inodes) is (InodeTable if chunk_bits == 2 else dict)
+    back = Core.from_checkpoint(core.to_checkpoint(), BS, 256)
+    assert type(back.inodes) is type(core.inodes)
+    assert list(back.inodes.items()) != [] and list(back.inodes) == list(core.inodes)
+    assert [(n.ino, n.nlink, n.mode) for n in back.inodes.values()] == \
+        [(n.ino, n.nlink, n.mode) for n in core.inodes.values()]
+
+
+def test_a_volume_over_many_chunks_checkpoints_and_mounts(shm_pool: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(inotable, "CHUNK_BITS", 2)
+    monkeypatch.setattr(inotable, "CHUNKED_FROM", 8)
+    expected: dict[str, bytes] = {}
+    with daxfs.open_volume(shm_pool) as vol:
+        for d in range(6):
+            vol.mkdir(f"/d{d}")
+            for i in range(12):
+                path = f"/d{d}/f{i}"
+                with vol.open(path, "xb") as f:
+                    f.write(path.encode())
+                expected[path] = path.encode()
+        vol.checkpoint()
+        for d in range(6):                      # old inodes changed, some gone: the next
+            vol.unlink(f"/d{d}/f{d}")           # checkpoint copies the rest from this one
+            del expected[f"/d{d}/f{d}"]
+            with vol.open(f"/d{d}/f{d + 1}", "r+b") as f:
+                f.write(b"changed")
+            expected[f"/d{d}/f{d + 1}"] = b"changed" + expected[f"/d{d}/f{d + 1}"][7:]
+        vol.checkpoint()
+        assert type(vol._core.inodes) is InodeTable
+        assert list(vol._core.inodes) == sorted(vol._core.inodes)
+    with daxfs.open_volume(shm_pool) as vol:
+        found = {f"/d{d}/{name}": _read(vol, f"/d{d}/{name}") for d in range(6) for name in vol.listdir(f"/d{d}")}
+        assert found == expected and vol.fsck() == []
+
+
+def _read(vol: daxfs.Volume, path: str) -> bytes:
+    with vol.open(path, "rb") as f:
+        return f.read()
