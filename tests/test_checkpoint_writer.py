@@ -244,6 +244,25 @@ def test_a_large_volume_keeps_its_metadata_out_of_the_collector_until_it_closes(
     again.close()
 
 
+def test_a_checkpoint_that_lists_every_inode_freezes_the_list_out_of_the_collector(
+        shm_pool: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first checkpoint after mount has no previous one to copy from: it lists every
+    inode number, and that young list must not be walked by the next collection."""
+    monkeypatch.setattr(heap, "FREEZE_FROM", 200)
+    vol = daxfs.mkfs(shm_pool, size=16 << 20, force=True)
+    try:
+        for i in range(250):
+            vol.open(f"/f{i}", "wb").close()
+        gc.unfreeze()
+        vol.checkpoint()            # no previous checkpoint's row index: every key listed
+        assert gc.get_freeze_count() > 0
+        gc.unfreeze()
+        vol.checkpoint()            # copies from the one before: no list, no freeze
+        assert gc.get_freeze_count() == 0
+    finally:
+        vol.close()
+
+
 def test_a_deferred_mtime_reaches_a_checkpoint_that_copies_unchanged_rows(shm_pool: str) -> None:
     """An in-place write logs no record (its mtime waits, as with lazytime); the checkpoint that
     takes the waiting mtime must pack that row again, not copy the one from before."""

@@ -90,8 +90,7 @@ class CheckpointWriter:
         # numbers given out since (``tail`` up to ``end``): no list of a million keys is made
         # here, under the lock.  Without one: every inode (``Core.inodes`` is in ino order).
         previous = previous if changed is not None else None
-        # (an array, not a list: the collector never walks a million keys of a young list)
-        self.keys: array = previous.keys if previous is not None else array("Q", core.inodes)
+        self.keys: list[int] | array = previous.keys if previous is not None else list(core.inodes)
         self.index = 0                      # keys[:index] are done
         self.tail = previous.end if previous is not None else self.end
         self.out_keys = array("Q")          # the inodes this checkpoint holds, in order

@@ -313,8 +313,11 @@ class Journal:
                                      or not self.meta_ok(previous.body, layout.checkpoint_size - HEADER.size)):
             previous = None
         changed, self.changed = self.changed, InoSet()
-        return CheckpointWriter(core, self.pool, slot, layout.checkpoint_size, generation, ring.next_seq - 1,
-                                ring.head, previous, changed)
+        writer = CheckpointWriter(core, self.pool, slot, layout.checkpoint_size, generation, ring.next_seq - 1,
+                                  ring.head, previous, changed)
+        if previous is None:
+            self.heap.made_young(len(core.inodes))      # (its list of every key)
+        return writer
 
     def _finish(self, writer: CheckpointWriter, n: int | None) -> None:
         """Advance ``writer``: by a slice sized so it completes before the log is half full
