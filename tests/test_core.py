@@ -38,7 +38,7 @@ from daxfs.core import UNWRITTEN, Core, ExtentMap, FreeSpace, check
 from daxfs.core.busy import BusyList, RunCounts
 from daxfs.core.extents import SHARE
 from daxfs.core.fields import (ID_MAX, INO_MAX, MAP_FLAGS, MAX_BLOCKS, MAX_FILE_SIZE, PAGE, PERM_BITS, RDEV_MAX,
-                               TIME_MAX, TIME_MIN, valid_map, valid_name, valid_target, valid_unmap)
+                               TIME_MAX, TIME_MIN, valid_map, valid_name, valid_names, valid_target, valid_unmap)
 from daxfs.core.namespace import check_name, fspath, split_path, whole
 from daxfs.core.records import (Batch, RECORD_TYPES, BadMetadata, ClearQuarantine, Create, CreateNode, Link,
                                 Quarantine, Reclaim, Rename, SetAttr, SetExtents, Unlink)
@@ -742,12 +742,36 @@ def rebuilt_from_checkpoint(core: Core) -> Core:
     return whole
 
 
+_ROOT_ROW = [1, st.S_IFDIR | 0o755, 0, 0, 0, 0, 0, 0, None, []]
+
+
 @pytest.mark.parametrize("body", [msgpack.packb(5), msgpack.packb([2]), msgpack.packb([2, 3]),
-                                  msgpack.packb([2, [], [[], []]]) + b"\x00", msgpack.packb([2, [[1]]])])
+                                  msgpack.packb([2, [], [[], []]]) + b"\x00", msgpack.packb([2, [[1]]]),
+                                  # two rows declared, the body ends after one
+                                  b"\x92" + msgpack.packb(2) + b"\x92" + msgpack.packb(_ROOT_ROW),
+                                  b"\x93" + msgpack.packb(2) + b"\x92" + msgpack.packb(_ROOT_ROW)],
+                         ids=["int", "one-field", "rows-int", "bytes-after", "short-row", "one-row-of-two",
+                              "one-row-of-two-then-bad-memory"])
 def test_a_streamed_checkpoint_of_the_wrong_shape_is_corrupt(body: bytes) -> None:
     from daxfs.format.checkpoint import StreamedState
     with pytest.raises(CorruptVolumeError):
         Core.from_checkpoint(StreamedState(body), BS, 64)
+
+
+def test_a_streamed_checkpoint_with_every_row_loads() -> None:
+    from daxfs.format.checkpoint import StreamedState
+    body = b"\x92" + msgpack.packb(2) + b"\x91" + msgpack.packb(_ROOT_ROW)
+    assert list(Core.from_checkpoint(StreamedState(body), BS, 64).inodes) == [1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(hs.lists(hs.one_of(hs.text(max_size=70), hs.sampled_from([".", "..", "a/b", "x\0", "é" * 127, "é" * 128,
+                                                                  "\udcff" * 64, "\ud800", "a" * 256, ""]),
+                          hs.integers(), hs.none(), hs.binary(max_size=3)), max_size=6))
+def test_a_directory_names_checked_at_once_as_one_by_one(names: list[object]) -> None:
+    """Mount checks a directory's names together (``valid_names``): the same verdict as
+    ``valid_name`` on each."""
+    assert valid_names(names) == all(valid_name(n) for n in names)
 
 
 def test_checkpoint_round_trip_keeps_every_inode_field_apart() -> None:

@@ -54,6 +54,23 @@ def valid_name(name: object) -> bool:
         return False
 
 
+def valid_names(names: list[object]) -> bool:
+    """Whether every one of ``names`` is ``valid_name``: a directory's at once (mount checks
+    a million), by whole-list string operations; a name longer than 63 characters goes
+    through ``valid_name`` (its UTF-8 length)."""
+    if not names:
+        return True
+    if not set(map(type, names)) <= {str}:
+        return False
+    joined = "/".join(names)            # (all str) a "/" inside a name adds one
+    if "\0" in joined or joined.count("/") != len(names) - 1 or "." in names or ".." in names:
+        return False
+    lengths = list(map(len, names))
+    if min(lengths) == 0:
+        return False
+    return max(lengths) <= NAME_MAX // 4 or all(valid_name(n) for n in names if len(n) > NAME_MAX // 4)  # type: ignore[arg-type]
+
+
 def valid_mode(mode: object) -> bool:
     """Whether ``mode`` is an inode's mode: a regular file or a directory, plus permission bits."""
     return type(mode) is int and (mode & ~PERM_BITS) in FILE_TYPES
@@ -126,5 +143,5 @@ def valid_map(runs: object) -> bool:
 
 __all__ = ["MAX_FILE_SIZE", "MAX_BLOCKS", "INO_MAX", "ID_MAX", "TIME_MIN", "TIME_MAX", "MAP_FLAGS",
            "PAGE", "NAME_MAX", "FILE_TYPES", "NODE_TYPES", "PERM_BITS", "TARGET_MAX", "RDEV_MAX",
-           "NOT_PERM", "valid_name", "valid_mode", "valid_node_mode", "target_size",
+           "NOT_PERM", "valid_name", "valid_names", "valid_mode", "valid_node_mode", "target_size",
            "valid_target", "is_int_in", "all_ints", "valid_unmap", "valid_map"]

@@ -10,12 +10,13 @@ anything else is a CorruptVolumeError saying what and which inode.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from operator import attrgetter
 from stat import S_IFLNK, S_IFREG
 
 from daxfs.core.badblocks import load_bad, merge_runs
 from daxfs.core.extents import UNWRITTEN, ExtentMap
 from daxfs.core.fields import (FILE_TYPES, ID_MAX, INO_MAX, MAX_FILE_SIZE, NODE_TYPES, PERM_BITS, RDEV_MAX, TIME_MAX,
-                               TIME_MIN, target_size, valid_name, valid_target)
+                               TIME_MIN, target_size, valid_name, valid_names, valid_target)
 from daxfs.core import inotable
 from daxfs.core.inotable import InodeTable
 from daxfs.core.rmap import OwnerMap
@@ -23,6 +24,8 @@ from daxfs.core.space import FreeSpace
 from daxfs.core.state import ROOT_INO, Core, Inode
 from daxfs.errors import CorruptVolumeError
 
+
+_INO = attrgetter("ino")
 
 def load_rows(core: Core, obj: object) -> None:
     """Fill the empty ``core`` with the state checkpoint ``obj`` holds (see ``Core.from_checkpoint``).
@@ -39,7 +42,7 @@ def load_rows(core: Core, obj: object) -> None:
         next_ino, rows = obj[0], obj[1]
         if type(rows) is not list:
             raise _bad_checkpoint(f"inode table is {_show(rows)}, not a list")
-        rest = (lambda: obj[2]) if len(obj) == 3 else (lambda: None)
+        rest = (lambda n: obj[2]) if len(obj) == 3 else (lambda n: None)
     if type(next_ino) is not int or not ROOT_INO < next_ino <= INO_MAX + 1:
         raise _bad_checkpoint(f"next inode number is {_show(next_ino)}, not an int from 2 to {INO_MAX + 1}")
     core.next_ino = next_ino
@@ -54,6 +57,7 @@ def load_rows(core: Core, obj: object) -> None:
     ascending = True
     top = 0                 # the highest inode number so far: one above it cannot be a repeat
     modes: dict[int, int] = {}
+    i = -1
     for i, row in enumerate(rows):
         if type(row) is not list or len(row) != 10:
             if type(row) is list and len(row) == 11:      # a symlink or special file
@@ -116,28 +120,24 @@ def load_rows(core: Core, obj: object) -> None:
             node.extents = emap
             runs += len(emap)
             owned.extend((r[2], r[1], ino, r[0]) for r in emap)
+    loaded = i + 1
     chars = 0
     for node, flat in dirs:
-        entries_dict = node.entries
-        for i in range(0, len(flat), 2):
-            name = flat[i]
-            child_ino = flat[i + 1]
-            if not valid_name(name):
-                raise _bad_checkpoint(f"directory {node.ino}: entry {i // 2} has an invalid name {_show(name)}")
-            child = inodes.get(child_ino) if type(child_ino) is int else None
-            if child is None:
-                raise _bad_checkpoint(f"directory {node.ino}: entry {name!r} points to {_show(child_ino)}, "
-                                      f"not an inode in the checkpoint")
-            if child_ino == ROOT_INO:
-                raise _bad_checkpoint(f"directory {node.ino}: entry {name!r} names the root")
-            if name in entries_dict:  # type: ignore[operator]
-                raise _bad_checkpoint(f"directory {node.ino}: name {name!r} appears twice")
-            entries_dict[name] = child.ino  # type: ignore[index]     # (the inode's own int object)
-            chars += len(name)
+        names, children = flat[0::2], flat[1::2]
+        if not valid_names(names) or not set(map(type, children)) <= {int}:
+            _check_entries(node, flat, inodes)      # (raises, saying which entry)
+        entries = dict(zip(names, children))
+        found = list(map(inodes.get, children))
+        if len(entries) != len(names) or None in found or ROOT_INO in children:
+            _check_entries(node, flat, inodes)
+        chars += sum(map(len, names))
+        # the inodes' own int objects, not the row's (one int a file, not two)
+        node.entries = dict(zip(names, map(_INO, found)))
+        for child in found:
             child.nlink += 1
             if child.entries is not None:
                 if child.parent:
-                    raise _bad_checkpoint(f"directory {child_ino} has two parents "
+                    raise _bad_checkpoint(f"directory {child.ino} has two parents "
                                           f"({child.parent} and {node.ino})")
                 child.parent = node.ino
                 node.nlink += 1
@@ -159,7 +159,7 @@ def load_rows(core: Core, obj: object) -> None:
     if reached != len(dirs):
         lost = sorted(n.ino for n, _f in dirs if not _reaches_root(inodes, n))
         raise _bad_checkpoint(f"directories {lost[:10]} are not connected to the root")
-    bad = rest()
+    bad = rest(loaded)
     if bad is not None:
         load_bad(core, bad)
     if not ascending:       # (a checkpoint daxfs did not write) Core keeps inodes in ino order
@@ -262,6 +262,25 @@ def _check_runs(ino: int, flat: list[object], size: int, bs: int, data_blocks: i
         if p < 0 or p + n > data_blocks:  # type: ignore[operator]
             raise _bad_checkpoint(f"{where} lies outside the data area ({data_blocks} blocks)")
         raise _bad_checkpoint(f"{where} holds written blocks past the file size {size}")
+
+
+def _check_entries(node: Inode, flat: list[object], inodes: dict[int, Inode]) -> None:
+    """What is wrong with a directory's stored entries (the caller's quick look found
+    something): the first bad name, a child that is not an inode or is the root, a name
+    twice."""
+    seen = set()
+    for i in range(0, len(flat), 2):
+        name, child_ino = flat[i], flat[i + 1]
+        if not valid_name(name):
+            raise _bad_checkpoint(f"directory {node.ino}: entry {i // 2} has an invalid name {_show(name)}")
+        if (inodes.get(child_ino) if type(child_ino) is int else None) is None:
+            raise _bad_checkpoint(f"directory {node.ino}: entry {name!r} points to {_show(child_ino)}, "
+                                  f"not an inode in the checkpoint")
+        if child_ino == ROOT_INO:
+            raise _bad_checkpoint(f"directory {node.ino}: entry {name!r} names the root")
+        if name in seen:
+            raise _bad_checkpoint(f"directory {node.ino}: name {name!r} appears twice")
+        seen.add(name)
 
 
 def _reaches_root(inodes: dict[int, Inode], node: Inode) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Callable, Iterator
+from itertools import islice
 from typing import NamedTuple
 
 import msgpack
@@ -119,9 +120,10 @@ class StreamedState:
     def __init__(self, body: bytes) -> None:
         self.body = body
 
-    def parts(self) -> tuple[object, Iterator[object], Callable[[], object]]:
-        """``(next_ino, rows, rest)``: ``rest()``, once the rows are read, gives the bad
-        memory field (None without one).  ValueError when the body is not that shape."""
+    def parts(self) -> tuple[object, Iterator[object], Callable[[int], object]]:
+        """``(next_ino, rows, rest)``: ``rest(n)``, once the ``n`` rows are read, gives the
+        bad memory field (None without one).  ValueError when the body is not that shape
+        (``n`` is not the row count it declares, or bytes follow its last field)."""
         unpacker = msgpack.Unpacker(raw=False, unicode_errors="surrogateescape", strict_map_key=False,
                                     max_buffer_size=max(len(self.body), 1 << 20))
         unpacker.feed(self.body)
@@ -131,17 +133,17 @@ class StreamedState:
         next_ino = unpacker.unpack()
         count = unpacker.read_array_header()
 
-        def rows() -> Iterator[object]:
-            for _ in range(count):
-                yield unpacker.unpack()
-
-        def rest() -> object:
+        def rest(n: int) -> object:
+            # (iterating the unpacker stops early, not with an error, where the bytes end)
+            if n != count:
+                raise ValueError(f"{n} inode rows where the body declares {count}")
             bad = unpacker.unpack() if fields == 3 else None
             if unpacker.tell() != len(self.body):
                 raise ValueError("bytes follow the checkpoint's last field")
             return bad
 
-        return next_ino, rows(), rest
+        # The unpacker iterated at C speed: a Python generator per row costs 0.1 µs a file.
+        return next_ino, islice(unpacker, count), rest
 
 
 def decode_checkpoint_streamed(buf: memoryview | bytes, where: int) -> Checkpoint:
