@@ -238,3 +238,72 @@ def test_fuzzed_metadata_gives_corrupt_volume_error_or_a_clean_mount() -> None:
         assert got in states, "a damaged pool mounted in a state the volume never had"
         outcomes["mounted" if got == final else "lost a damaged tail"] += 1
     assert outcomes["corrupt"] > 0 and outcomes["mounted"] > 0, outcomes
+
+
+# ---- a clean close: mount does not search the log for records after the checkpoint
+
+
+def _superblock_flags(path: str) -> list[int]:
+    from daxfs.format.layout import SUPERBLOCK_OFFSETS
+    from daxfs.format.superblock import decode_superblock
+    with open(path, "rb") as f:
+        raw = f.read(max(SUPERBLOCK_OFFSETS) + SUPERBLOCK_BYTES)
+    return [decode_superblock(raw[off:off + SUPERBLOCK_BYTES], off).flags for off in SUPERBLOCK_OFFSETS]
+
+
+def test_a_clean_close_is_claimed_and_a_writer_takes_the_claim_back_before_it_logs(shm_pool: str) -> None:
+    from daxfs.format.superblock import CLEAN
+    assert all(flags & CLEAN for flags in _superblock_flags(shm_pool))       # mkfs closes cleanly
+    with daxfs.open_volume(shm_pool, readonly=True) as follower:
+        assert follower.listdir("/") == [] and all(f & CLEAN for f in _superblock_flags(shm_pool))
+    vol = daxfs.open_volume(shm_pool)
+    assert not any(flags & CLEAN for flags in _superblock_flags(shm_pool))   # before any record
+    vol.mkdir("/d")
+    vol.checkpoint()                                # a checkpoint never claims it either
+    assert not any(flags & CLEAN for flags in _superblock_flags(shm_pool))
+    vol.close()
+    assert all(flags & CLEAN for flags in _superblock_flags(shm_pool))
+
+
+def test_mount_searches_the_log_unless_the_volume_was_closed_cleanly(shm_pool: str,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from daxfs.format.layout import SUPERBLOCK_OFFSETS
+    from daxfs.volume import log as log_module
+    searched: list[int] = []
+    real = log_module.later_record
+
+    def counting(*args: object) -> object:
+        searched.append(1)
+        return real(*args)          # type: ignore[arg-type]
+
+    monkeypatch.setattr(log_module, "later_record", counting)
+    daxfs.open_volume(shm_pool, readonly=True).close()
+    assert searched == []                           # closed cleanly: nothing to look for
+    vol = daxfs.open_volume(shm_pool)
+    vol.mkdir("/d")
+    with open(shm_pool, "rb") as f:                 # the pool as a crash would leave it
+        image = f.read()
+    vol.close()
+    crashed = shm_pool + ".crashed"
+    try:
+        with open(crashed, "wb") as f:
+            f.write(image)
+        with daxfs.open_volume(crashed, readonly=True) as after:
+            assert after.listdir("/") == ["d"]
+        assert searched == [1]
+        # Two copies of one generation, one still claiming a clean close (its memory could
+        # not be written): the claim is not believed.
+        with open(crashed, "r+b") as f:
+            first = SUPERBLOCK_OFFSETS[0]
+            f.seek(first)
+            raw = bytearray(f.read(SUPERBLOCK_BYTES))
+            raw[12:16] = struct.pack("<I", 1)       # flags = CLEAN, crc made again
+            raw[-4:] = struct.pack("<I", zlib.crc32(bytes(raw[:-4])))
+            f.seek(first)
+            f.write(raw)
+        assert _superblock_flags(crashed)[0] == 1 and _superblock_flags(crashed)[1] == 0
+        with daxfs.open_volume(crashed, readonly=True) as after:
+            assert after.listdir("/") == ["d"]
+        assert searched == [1, 1]
+    finally:
+        os.unlink(crashed)

@@ -17,6 +17,11 @@ from daxfs.format.layout import SUPERBLOCK_OFFSETS, Layout
 
 MAGIC = b"DAXFS\x00SB"
 VERSION = 1
+#: ``flags`` bit: written by a clean close, after its last checkpoint — that checkpoint holds
+#: the whole state and no log record follows it, so mount need not search the log for one
+#: (the damage check).  A writer clears it before its first record; of two copies with the
+#: same generation, one without it wins (``read_superblock``).
+CLEAN = 1
 _SB = struct.Struct("<8sII16sIIQQQQQQQQQ")
 _CRC = struct.Struct("<I")
 SUPERBLOCK_BYTES = _SB.size + _CRC.size
@@ -38,6 +43,9 @@ class Superblock:
     @property
     def checkpoint_slot(self) -> int:
         return self.generation % 2
+
+    def with_flags(self, flags: int) -> "Superblock":
+        return Superblock(self.uuid, self.layout, self.generation, self.version, flags)
 
     def encode(self) -> bytes:
         lay = self.layout

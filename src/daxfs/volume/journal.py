@@ -42,7 +42,7 @@ from daxfs.format.checkpoint import HEADER
 from daxfs.format.layout import HEADER_SIZE, SUPERBLOCK_OFFSETS, SUPERBLOCK_SIZE
 from daxfs.format.log import CLAIM, MAGIC
 from daxfs.format.log import HEADER as RECORD_HEADER
-from daxfs.format.superblock import GENERATIONS, Superblock
+from daxfs.format.superblock import CLEAN, GENERATIONS, Superblock
 from daxfs.media import FilePool, Pool
 from daxfs.volume.changes import ChangeTable
 from daxfs.volume.checkpointer import CheckpointWriter, RowIndex
@@ -268,6 +268,15 @@ class Journal:
             pool.write(off, raw)
             pool.persist(off, len(raw))
 
+    def mark_clean(self, clean: bool) -> None:
+        """Claim a clean close in the superblocks (after the last checkpoint), or take the
+        claim back (before the first record a writer logs)."""
+        flags = self.superblock.flags | CLEAN if clean else self.superblock.flags & ~CLEAN
+        if flags != self.superblock.flags:
+            sb = self.superblock.with_flags(flags)
+            self.write_superblocks(sb)
+            self.superblock = sb
+
     def meta_ok(self, offset: int, length: int) -> bool:
         """Whether pool bytes ``[offset, +length)`` outside the data area are healthy memory."""
         bad = self.core.bad_metadata
@@ -342,7 +351,7 @@ class Journal:
         self.writer = None
         self.row_index = writer.index_of()
         sb = Superblock(self.superblock.uuid, self.layout, writer.generation, self.superblock.version,
-                        self.superblock.flags)
+                        self.superblock.flags & ~CLEAN)
         self.write_superblocks(sb)
         self.superblock = sb
         self.generation = writer.generation

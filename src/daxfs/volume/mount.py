@@ -23,7 +23,7 @@ from daxfs.errors import BusyError, CorruptVolumeError, fs_error
 from daxfs.format.checkpoint import Checkpoint, decode_checkpoint_streamed, encode_checkpoint, peek_checkpoint
 from daxfs.format.log import BadRecordError
 from daxfs.format.layout import HEADER_SIZE, OWNER_OFFSET, SUPERBLOCK_OFFSETS, Layout
-from daxfs.format.superblock import (SUPERBLOCK_BYTES, Superblock, decode_owner, decode_superblock,
+from daxfs.format.superblock import (CLEAN, SUPERBLOCK_BYTES, Superblock, decode_owner, decode_superblock,
                                      has_magic)
 from daxfs.media import FilePool, Pool, flock_holders
 from daxfs.volume.log import LogRing
@@ -83,7 +83,9 @@ def read_superblock(pool: Pool) -> Superblock:
         except CorruptVolumeError as exc:
             errors.append(exc)
     if found:
-        return max(found, key=lambda sb: sb.generation)
+        # the newest; of two as new, one that does not claim a clean close (a writer
+        # clears the claim in the copies it can write before it logs anything)
+        return max(found, key=lambda sb: (sb.generation, not sb.flags & CLEAN))
     if not magic_seen:
         raise CorruptVolumeError("not a daxfs volume (no superblock found)")
     versions = [e for e in errors if "version" in e.what]
@@ -131,9 +133,13 @@ def load(pool: Pool, *, check_damage: bool, stop_before_seq: int | None = None) 
                 other = peek_checkpoint(pool.view(slots[(want + 1) % 2], size))
                 older_pos = other[2] if other is not None and other[0] == want - 1 else None
             core = _core_from(ckpt, layout)
+            # After a clean close nothing follows the checkpoint it names: no valid record
+            # beyond the log's end to look for (the whole ring: most of a large mount's time).
+            clean = index == 0 and bool(sb.flags & CLEAN)
             head, next_seq = LogRing.replay(pool, layout.log_offset, layout.log_size, volume_id,
                                             start=ckpt.log_pos, first_seq=ckpt.last_seq + 1, apply=core.apply,
-                                            check_damage=check_damage, stop_before_seq=stop_before_seq)
+                                            check_damage=check_damage and not clean,
+                                            stop_before_seq=stop_before_seq)
         except CorruptVolumeError as exc:
             # Kept without its traceback: its frames hold views of the pool, which must
             # not outlive this call (the pool cannot be closed while a view lives).

@@ -39,7 +39,7 @@ from daxfs.errors import CorruptVolumeError
 from daxfs.format.checkpoint import encode_checkpoint
 from daxfs.format.layout import SUPERBLOCK_OFFSETS
 from daxfs.format.log import highest_seq
-from daxfs.format.superblock import Superblock
+from daxfs.format.superblock import CLEAN, Superblock
 from daxfs.media import Pool
 from daxfs.media.badblocks import source_for
 from daxfs.volume.badmemory import readonly_reason
@@ -97,7 +97,7 @@ def repair_pool(pool: Pool) -> list[str]:
         slot = layout.checkpoint_offsets[generation % 2]
         pool.write(slot, data)
         pool.persist(slot, len(data))
-        raw = Superblock(sb.uuid, layout, generation, sb.version, sb.flags).encode()
+        raw = Superblock(sb.uuid, layout, generation, sb.version, sb.flags & ~CLEAN).encode()
         bad = core.bad_metadata
         for off in SUPERBLOCK_OFFSETS:
             if bad and bad.overlaps(off, len(raw)):

@@ -130,6 +130,7 @@ class Volume(ClosesOnExit, PathNames):
             journal.follow = False
             warnings.warn(f"{pool.name}: {bad_metadata}", DamagedVolumeWarning, stacklevel=3)
         if not journal.readonly:
+            journal.mark_clean(False)       # before anything is logged
             if journal.meta_ok(OWNER_OFFSET, 64):
                 pool.write(OWNER_OFFSET, encode_owner(os.getpid(), time.time_ns()))
                 pool.persist(OWNER_OFFSET, 64)
@@ -188,6 +189,7 @@ class Volume(ClosesOnExit, PathNames):
                         journal.commit(Reclaim(ino))
                 self.space.flush()      # what was freed and not yet given back
                 journal.checkpoint()
+                journal.mark_clean(True)
                 self._status.clear()
                 if journal.meta_ok(OWNER_OFFSET, 64):
                     journal.pool.write(OWNER_OFFSET, bytes(64))
