@@ -20,7 +20,7 @@ import weakref
 import pytest
 
 import daxfs
-from daxfs.core import inotable
+from daxfs.core import chunked
 from daxfs.core.records import Batch, SetAttr
 from daxfs.core.rows import state_rows
 from daxfs.format.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
@@ -31,14 +31,14 @@ from daxfs.volume.checkpointer import CheckpointWriter
 from test_crash import _churn
 
 
-@pytest.fixture(autouse=True, params=[inotable.CHUNK_BITS, 2], ids=["chunks-64Ki", "chunks-4"])
+@pytest.fixture(autouse=True, params=[chunked.CHUNK_BITS, 2], ids=["chunks-64Ki", "chunks-4"])
 def chunk_bits(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test runs twice: as shipped, and with the inode table chunked from 8 inodes on
-    and it and the changed set in chunks of four numbers (test_inotable), so rows cross
+    and it and the changed set in chunks of four numbers (test_chunked), so rows cross
     chunk boundaries everywhere."""
-    monkeypatch.setattr(inotable, "CHUNK_BITS", request.param)
+    monkeypatch.setattr(chunked, "CHUNK_BITS", request.param)
     if request.param == 2:
-        monkeypatch.setattr(inotable, "CHUNKED_FROM", 8)
+        monkeypatch.setattr(chunked, "CHUNKED_FROM", 8)
 
 
 @pytest.fixture

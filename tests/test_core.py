@@ -42,6 +42,7 @@ from daxfs.core.fields import (ID_MAX, INO_MAX, MAP_FLAGS, MAX_BLOCKS, MAX_FILE_
 from daxfs.core.namespace import check_name, fspath, split_path, whole
 from daxfs.core.records import (Batch, RECORD_TYPES, BadMetadata, ClearQuarantine, Create, CreateNode, Link,
                                 Quarantine, Reclaim, Rename, SetAttr, SetExtents, Unlink)
+from daxfs.core import chunked
 from daxfs.core.rmap import OwnerMap
 from daxfs.core.state import ROOT_INO
 from daxfs.errors import CorruptVolumeError, InvalidPathError
@@ -662,10 +663,23 @@ def test_core_refuses_sharing_blocks_nobody_owns() -> None:
 
 @settings(max_examples=150, deadline=None)
 @given(hs.lists(hs.tuples(hs.booleans(), hs.integers(0, 30), hs.integers(1, 8), hs.integers(2, 4),
-                          hs.integers(0, 3)), max_size=25))
-def test_owner_map_matches_a_model_of_per_block_owners(ops: list[tuple[bool, int, int, int, int]]) -> None:
+                          hs.integers(0, 3)), max_size=25), hs.booleans())
+def test_owner_map_matches_a_model_of_per_block_owners(ops: list[tuple[bool, int, int, int, int]],
+                                                       small_chunks: bool) -> None:
     """Owners, shared counts and freed blocks agree with a per-block model of who owns what,
-    under any sequence of adds and removes (a remove gives up part of an earlier add)."""
+    under any sequence of adds and removes (a remove gives up part of an earlier add); with
+    ``small_chunks`` its table of runs turns chunked (core/chunked.py) after four runs, in
+    chunks of four blocks."""
+    saved = chunked.CHUNK_BITS, chunked.CHUNKED_FROM
+    if small_chunks:
+        chunked.CHUNK_BITS, chunked.CHUNKED_FROM = 2, 4
+    try:
+        _owner_map_against_the_model(ops)
+    finally:
+        chunked.CHUNK_BITS, chunked.CHUNKED_FROM = saved
+
+
+def _owner_map_against_the_model(ops: list[tuple[bool, int, int, int, int]]) -> None:
     rmap = OwnerMap()
     added: list[tuple[int, int, int, int]] = []
     for is_add, pblk, n, ino, shift in ops:

@@ -851,7 +851,7 @@ def _breakages() -> list[tuple[str, Any]]:
         ("file with entries", lambda c: setattr(node(c, "/a"), "entries", {})),
         ("entries list", lambda c: setattr(node(c, "/d"), "entries", ["b"])),
         ("inode is str", lambda c: c.inodes.__setitem__(node(c, "/a").ino, "inode")),
-        # (a key that is not an int cannot be stored: InodeTable refuses it, test_core)
+        # (a key that is not an int cannot be stored: ChunkedTable refuses it, test_core)
         ("inode under another number", lambda c: c.inodes.__setitem__(10**6, c.inodes.pop(node(c, "/a").ino))),
         ("no root", lambda c: c.inodes.pop(1)),
         ("root is file", lambda c: setattr(c.inodes[1], "entries", None)),

@@ -17,8 +17,8 @@ from daxfs.core.badblocks import load_bad, merge_runs
 from daxfs.core.extents import UNWRITTEN, ExtentMap
 from daxfs.core.fields import (FILE_TYPES, ID_MAX, INO_MAX, MAX_FILE_SIZE, NODE_TYPES, PERM_BITS, RDEV_MAX, TIME_MAX,
                                TIME_MIN, target_size, valid_name, valid_names, valid_target)
-from daxfs.core import inotable
-from daxfs.core.inotable import InodeTable
+from daxfs.core import chunked
+from daxfs.core.chunked import ChunkedTable
 from daxfs.core.rmap import OwnerMap
 from daxfs.core.space import FreeSpace
 from daxfs.core.state import ROOT_INO, Core, Inode
@@ -166,8 +166,8 @@ def load_rows(core: Core, obj: object) -> None:
         ordered = sorted(inodes.items())
         inodes.clear()
         inodes.update(ordered)
-    if len(inodes) >= inotable.CHUNKED_FROM:
-        core.inodes = InodeTable.adopt(inodes)      # (as Core._add_inode would have by now)
+    if len(inodes) >= chunked.CHUNKED_FROM:
+        core.inodes = ChunkedTable.adopt(inodes)      # (as Core._add_inode would have by now)
     core.runs = runs
     core.name_chars = chars
     core.target_chars = targets

@@ -9,7 +9,10 @@ A block's reference count is its number of owners.
 Storage: disjoint runs over data blocks, ``start -> (end, owners)``, where an
 owner is ``(ino, delta)`` with ``file block = data block + delta`` — a delta
 survives splitting a run, so splits never rewrite owners.  Neighbouring runs
-with the same owners merge, so a file written sequentially is one run.
+with the same owners merge, so a file written sequentially is one run.  The
+``start -> run`` table becomes a ``ChunkedTable`` from ``CHUNKED_FROM`` runs on
+(``_growing``): a write into a volume of a million files never waits for a
+million-entry dict to resize.
 """
 
 from __future__ import annotations
@@ -18,9 +21,12 @@ from bisect import bisect_left, bisect_right
 from itertools import compress
 from operator import add, itemgetter, sub
 
+from daxfs.core import chunked
+from daxfs.core.chunked import ChunkedTable
 from daxfs.errors import CorruptVolumeError
 
 Owner = tuple[int, int]     # (ino, file block - data block)
+Run = tuple[int, tuple[Owner, ...]]     # (end, owners)
 
 
 class OwnerMap:
@@ -30,7 +36,7 @@ class OwnerMap:
 
     def __init__(self) -> None:
         self._starts: list[int] = []
-        self._runs: dict[int, tuple[int, tuple[Owner, ...]]] = {}
+        self._runs: dict[int, Run] | ChunkedTable[Run] = {}
         #: blocks with two owners or more (counted once each)
         self.shared_blocks = 0
 
@@ -59,7 +65,13 @@ class OwnerMap:
                 runs[pblk] = (pblk + n, (owner,))
                 prev_start = pblk
             prev_end = pblk + n
+        rmap._growing()
         return rmap
+
+    def _growing(self) -> None:
+        """Before a change that may add runs: a large table is made a chunked one."""
+        if len(self._runs) >= chunked.CHUNKED_FROM and type(self._runs) is dict:
+            self._runs = ChunkedTable.adopt(self._runs)
 
     def __len__(self) -> int:
         return len(self._starts)
@@ -169,6 +181,7 @@ class OwnerMap:
 
     def add(self, start: int, n: int, ino: int, fblk: int) -> None:
         """File ``ino``'s blocks ``fblk..`` now live in data blocks ``start..start+n``."""
+        self._growing()
         owner = (ino, fblk - start)
         end = start + n
         starts, runs = self._starts, self._runs
@@ -230,6 +243,7 @@ class OwnerMap:
 
     def remove(self, start: int, n: int, ino: int, fblk: int) -> list[tuple[int, int]]:
         """File ``ino`` no longer owns ``start..start+n``; return the blocks nobody owns now."""
+        self._growing()
         owner = (ino, fblk - start)
         end = start + n
         starts, runs = self._starts, self._runs

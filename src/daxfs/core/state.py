@@ -22,8 +22,8 @@ from daxfs.core.badblocks import BlockRuns, apply_bad_metadata, apply_clear, app
 from daxfs.core.busy import BusyList
 from daxfs.core.extents import SHARE, UNWRITTEN, ExtentMap
 from daxfs.core.fastpaths import check_map, replace_in_run, share_into_empty
-from daxfs.core import inotable
-from daxfs.core.inotable import InodeTable
+from daxfs.core import chunked
+from daxfs.core.chunked import ChunkedTable
 from daxfs.core.rmap import OwnerMap
 from daxfs.core.namespace import check_name, split_path
 from daxfs.core.fields import MAX_FILE_SIZE, target_size
@@ -91,8 +91,8 @@ class Core:
         self.block_size = block_size
         self.data_blocks = data_blocks
         self.max_blocks = MAX_FILE_SIZE // block_size if block_size > 0 else 0   # blocks in the largest file
-        #: in inode order (checkpoints rely on it); a dict, an InodeTable from CHUNKED_FROM on
-        self.inodes: dict[int, Inode] | InodeTable[Inode] = {}
+        #: in inode order (checkpoints rely on it); a dict, an ChunkedTable from CHUNKED_FROM on
+        self.inodes: dict[int, Inode] | ChunkedTable[Inode] = {}
         self.next_ino = ROOT_INO + 1
         self.space = FreeSpace(data_blocks, align=align_blocks)
         self.busy = BusyList()  # in memory only: holds by mappings and pins
@@ -353,8 +353,8 @@ class Core:
             node.nlink = 1
         inodes = self.inodes
         inodes[ino] = node
-        if len(inodes) >= inotable.CHUNKED_FROM and type(inodes) is dict:
-            self.inodes = InodeTable.adopt(inodes)      # (no dict resize of a million entries later)
+        if len(inodes) >= chunked.CHUNKED_FROM and type(inodes) is dict:
+            self.inodes = ChunkedTable.adopt(inodes)      # (no dict resize of a million entries later)
         pnode.entries[name] = ino  # type: ignore[index]
         self.name_chars += len(name)
         self._touch_dir(pnode, time_ns)

@@ -37,7 +37,7 @@ from itertools import accumulate, islice
 from typing import NamedTuple
 
 from daxfs.core import Core
-from daxfs.core.inotable import InoSet
+from daxfs.core.chunked import ChunkedSet
 from daxfs.core.rows import bad_field, dir_row, inode_row
 from daxfs.errors import fs_error
 from daxfs.format.checkpoint import HEADER, MAGIC, RowPacker, body_prefix, encode_header, header_fields
@@ -76,7 +76,7 @@ class CheckpointWriter:
 
     def __init__(self, core: Core, pool: Pool, slot: int, slot_size: int, generation: int,
                  last_seq: int, log_pos: int, previous: RowIndex | None = None,
-                 changed: InoSet | None = None) -> None:
+                 changed: ChunkedSet | None = None) -> None:
         self.core = core
         self.pool = pool
         self.slot = slot
@@ -119,7 +119,7 @@ class CheckpointWriter:
                 self.copy_from = None
             else:
                 self.verify = (0, body_len, zlib.crc32(header_fields(gen, last_seq, log_pos, body_len)), want)
-        self.changed = changed if changed is not None else InoSet()
+        self.changed = changed if changed is not None else ChunkedSet()
         self.copy_start = self.copy_end = 0     # a run of the previous body waiting to be copied
         self.copied = 0                     # rows copied
         self.lengths = array("I")           # each row's length in this body

@@ -21,7 +21,7 @@ from __future__ import annotations
 import gc
 import os
 
-FREEZE_FROM = 16_384
+FREEZE_FROM = 4_096     # (a full collection of 8,000 files with data took 7.6 ms)
 FREEZE_STEP = 8_192
 
 

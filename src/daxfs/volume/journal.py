@@ -34,7 +34,7 @@ from collections.abc import Callable
 
 from daxfs._types import Stat
 from daxfs.core import Core, Inode
-from daxfs.core.inotable import InoSet
+from daxfs.core.chunked import ChunkedSet
 from daxfs.core.records import (Batch, Create, CreateNode, Link, Quarantine, Reclaim, Record, Rename, SetAttr,
                                 SetExtents, Unlink)
 from daxfs.errors import CorruptVolumeError, fs_error
@@ -104,7 +104,7 @@ class Journal:
         #: where the current checkpoint's rows lie (once this journal wrote one), and the
         #: inodes changed since the snapshot of the checkpoint being written or last written
         self.row_index: RowIndex | None = None
-        self.changed = InoSet()
+        self.changed = ChunkedSet()
         if len(loaded.core.inodes) >= self.heap.next_at:
             self.heap.grown(len(loaded.core.inodes))
         self.superblock: Superblock = loaded.superblock
@@ -321,7 +321,7 @@ class Journal:
         if previous is not None and (previous.generation != self.generation
                                      or not self.meta_ok(previous.body, layout.checkpoint_size - HEADER.size)):
             previous = None
-        changed, self.changed = self.changed, InoSet()
+        changed, self.changed = self.changed, ChunkedSet()
         writer = CheckpointWriter(core, self.pool, slot, layout.checkpoint_size, generation, ring.next_seq - 1,
                                   ring.head, previous, changed)
         if previous is None:

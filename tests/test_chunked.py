@@ -1,4 +1,4 @@
-"""InodeTable and InoSet (core/inotable.py): a dict and a set of inode numbers, in chunks.
+"""ChunkedTable and ChunkedSet (core/chunked.py): a dict and a set of inode numbers, in chunks.
 
 They must behave as the dict and set they replace — lookups of anything (None, negative,
 a str, a number far past the rest) find nothing rather than raise, iteration is in inode
@@ -13,24 +13,24 @@ import random
 import pytest
 
 import daxfs
-from daxfs.core import Core, inotable
-from daxfs.core.inotable import InodeTable, InoSet
+from daxfs.core import Core, chunked
+from daxfs.core.chunked import ChunkedTable, ChunkedSet
 from daxfs.core.records import Create, Unlink
 
 BS = 4096
 
 
-@pytest.fixture(params=[inotable.CHUNK_BITS, 2], ids=["chunks-64Ki", "chunks-4"])
+@pytest.fixture(params=[chunked.CHUNK_BITS, 2], ids=["chunks-64Ki", "chunks-4"])
 def chunk_bits(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
-    monkeypatch.setattr(inotable, "CHUNK_BITS", request.param)
+    monkeypatch.setattr(chunked, "CHUNK_BITS", request.param)
     if request.param == 2:
-        monkeypatch.setattr(inotable, "CHUNKED_FROM", 8)
+        monkeypatch.setattr(chunked, "CHUNKED_FROM", 8)
     return int(request.param)
 
 
 def test_the_table_behaves_as_the_dict_it_replaces(chunk_bits: int) -> None:
     rng = random.Random(chunk_bits)
-    table: InodeTable[str] = InodeTable()
+    table: ChunkedTable[str] = ChunkedTable()
     model: dict[int, str] = {}
     next_ino = 1
     for step in range(3000):
@@ -57,7 +57,7 @@ def test_the_table_behaves_as_the_dict_it_replaces(chunk_bits: int) -> None:
 
 @pytest.mark.parametrize("key", [None, -1, -(1 << 40), "9", 2.0, 10**30, 0, 3, (1 << 16) + 3])
 def test_a_missing_or_impossible_key_is_not_found(key: object) -> None:
-    table: InodeTable[str] = InodeTable([(1, "root"), (2, "a"), ((1 << 16) + 2, "far")])
+    table: ChunkedTable[str] = ChunkedTable([(1, "root"), (2, "a"), ((1 << 16) + 2, "far")])
     assert table.get(key) is None and table.get(key, "d") == "d" and key not in table
     with pytest.raises(KeyError):
         table[key]      # type: ignore[index]
@@ -68,18 +68,18 @@ def test_a_missing_or_impossible_key_is_not_found(key: object) -> None:
 
 
 def test_a_key_that_is_not_an_int_is_never_stored() -> None:
-    table: InodeTable[str] = InodeTable([(1, "root")])
+    table: ChunkedTable[str] = ChunkedTable([(1, "root")])
     for key in ("9", 9.0, None):
         with pytest.raises(TypeError):
             table[key] = "x"        # type: ignore[index]
     with pytest.raises(TypeError):
-        InoSet().add("9")           # type: ignore[arg-type]
+        ChunkedSet().add("9")           # type: ignore[arg-type]
     assert list(table.items()) == [(1, "root")] and len(table) == 1
 
 
 def test_a_number_far_above_the_rest_costs_one_chunk() -> None:
     # (a record may name any inode number up to INO_MAX: chunks are not a list to index)
-    table: InodeTable[str] = InodeTable([(1, "root")])
+    table: ChunkedTable[str] = ChunkedTable([(1, "root")])
     table[(1 << 63) - 5] = "far"
     assert len(table._chunks) == 2 and list(table) == [1, (1 << 63) - 5]
     del table[(1 << 63) - 5]
@@ -91,7 +91,7 @@ def test_a_number_far_above_the_rest_costs_one_chunk() -> None:
 def test_the_set_behaves_as_the_set_it_replaces(chunk_bits: int) -> None:
     rng = random.Random(chunk_bits + 1)
     universe = range(1, 1 << (chunk_bits + 6))      # 64 chunks
-    inos = InoSet()
+    inos = ChunkedSet()
     model: set[int] = set()
     for _ in range(40):
         batch = [rng.choice(universe) for _ in range(rng.randrange(1, 4))]
@@ -118,12 +118,12 @@ def test_adopting_a_dict_keeps_every_entry_in_inode_order(chunk_bits: int) -> No
     rng = random.Random(11)
     keys = sorted(rng.sample(range(1, 1 << (chunk_bits + 5)), 100))
     ascending = {k: str(k) for k in keys}
-    table = InodeTable.adopt(ascending)
+    table = ChunkedTable.adopt(ascending)
     assert list(table.items()) == list(ascending.items()) and len(table) == 100
-    assert InodeTable.adopt(table) is table
+    assert ChunkedTable.adopt(table) is table
     shuffled = dict(rng.sample(list(ascending.items()), 100))      # (not as Core keeps it)
-    assert list(InodeTable.adopt(shuffled).items()) == list(ascending.items())
-    assert len(InodeTable.adopt({})) == 0
+    assert list(ChunkedTable.adopt(shuffled).items()) == list(ascending.items())
+    assert len(ChunkedTable.adopt({})) == 0
 
 
 def test_a_core_with_inodes_over_many_chunks_round_trips_in_inode_order(chunk_bits: int) -> None:
@@ -135,7 +135,7 @@ def test_a_core_with_inodes_over_many_chunks_round_trips_in_inode_order(chunk_bi
         core.apply(Unlink(1, f"f{i}", 3, True))
     assert len(core.inodes) == 151 and list(core.inodes) == sorted(core.inodes)
     # a dict until CHUNKED_FROM inodes (the real one, 65,536, here: the test is small), chunks after
-    assert type(core.inodes) is (InodeTable if chunk_bits == 2 else dict)
+    assert type(core.inodes) is (ChunkedTable if chunk_bits == 2 else dict)
     back = Core.from_checkpoint(core.to_checkpoint(), BS, 256)
     assert type(back.inodes) is type(core.inodes)
     assert list(back.inodes.items()) != [] and list(back.inodes) == list(core.inodes)
@@ -144,8 +144,8 @@ def test_a_core_with_inodes_over_many_chunks_round_trips_in_inode_order(chunk_bi
 
 
 def test_a_volume_over_many_chunks_checkpoints_and_mounts(shm_pool: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(inotable, "CHUNK_BITS", 2)
-    monkeypatch.setattr(inotable, "CHUNKED_FROM", 8)
+    monkeypatch.setattr(chunked, "CHUNK_BITS", 2)
+    monkeypatch.setattr(chunked, "CHUNKED_FROM", 8)
     expected: dict[str, bytes] = {}
     with daxfs.open_volume(shm_pool) as vol:
         for d in range(6):
@@ -163,7 +163,7 @@ def test_a_volume_over_many_chunks_checkpoints_and_mounts(shm_pool: str, monkeyp
                 f.write(b"changed")
             expected[f"/d{d}/f{d + 1}"] = b"changed" + expected[f"/d{d}/f{d + 1}"][7:]
         vol.checkpoint()
-        assert type(vol._core.inodes) is InodeTable
+        assert type(vol._core.inodes) is ChunkedTable
         assert list(vol._core.inodes) == sorted(vol._core.inodes)
     with daxfs.open_volume(shm_pool) as vol:
         found = {f"/d{d}/{name}": _read(vol, f"/d{d}/{name}") for d in range(6) for name in vol.listdir(f"/d{d}")}
