@@ -1251,7 +1251,6 @@ def test_a_batch_checks_the_values_of_its_items_too() -> None:
         decode_record(encode_record(batch, 7, 3), 0, 7, 3)
 
 
-
 @pytest.mark.parametrize("items, error", [
     ("x", "must be a non-empty list, not str 'x'"),
     ([5], "item 0 must be a non-empty list [CODE, *fields], not int 5"),
@@ -1306,6 +1305,7 @@ def test_a_value_in_an_error_is_shown_whole_up_to_80_characters_then_cut() -> No
             Create(2, 1, name, st.S_IFREG, 0, 0, 0).validate()
         text = repr(name) if shown is None else repr(name)[:shown] + "..."
         assert str(info.value).endswith(f", not str {text}"), (length, str(info.value))
+
 
 def test_replace_and_make_check_too() -> None:
     record = SetExtents(2, [], [0, 1, 1, 0], 10, 5)
