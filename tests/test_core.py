@@ -27,6 +27,7 @@ import errno
 import pathlib
 import stat as st
 import uuid
+from collections.abc import Callable
 
 import msgpack
 import pytest
@@ -50,7 +51,7 @@ from daxfs.format.checkpoint import HEADER as CKPT_HEADER
 from daxfs.format.checkpoint import Checkpoint, decode_checkpoint, decode_checkpoint_streamed, encode_checkpoint
 from daxfs.format.layout import Layout
 from daxfs.format.log import HEADER as RECORD_HEADER
-from daxfs.format.log import decode_record, encode_pad, encode_record
+from daxfs.format.log import BadRecordError, decode_record, encode_pad, encode_record
 from daxfs.format.superblock import SUPERBLOCK_BYTES, Superblock, decode_superblock
 from daxfs.media import MemoryPool
 from daxfs.testing import Workload
@@ -1279,6 +1280,71 @@ def test_record_errors_name_the_field_and_type() -> None:
         Batch([[Batch.CODE, [[Reclaim.CODE, 2]]]])
 
 
+def test_a_batch_checks_the_values_of_its_items_too() -> None:
+    """Construction checks an item's types; validate(), which the decoder runs, its values."""
+    batch = Batch.of(SetAttr(2, None, None, None, None, None, None), Reclaim(0))     # Reclaim(0) is well typed
+    with pytest.raises(ValueError, match=r"^Batch\.items: item 1: Reclaim\.ino must be "):
+        batch.validate()
+    with pytest.raises(BadRecordError, match=r"Batch\.items: item 1"):
+        decode_record(encode_record(batch, 7, 3), 0, 7, 3)
+
+
+@pytest.mark.parametrize("items, error", [
+    ("x", "must be a non-empty list, not str 'x'"),
+    ([5], "item 0 must be a non-empty list [CODE, *fields], not int 5"),
+    ([[99, 2]], "item 0 has unknown record type int 99"),
+    ([[True, 2, 1, "a", st.S_IFREG, 0, 0, 0]], "item 0 has unknown record type bool True"),     # not Create's 1
+    ([[1.0, 2, 1, "a", st.S_IFREG, 0, 0, 0]], "item 0 has unknown record type float 1.0"),
+    ([[[1], 2]], "item 0 has unknown record type list [1]"),
+])
+def test_a_batch_item_needs_an_int_code_of_a_known_record(items: object, error: str) -> None:
+    with pytest.raises(ValueError) as info:
+        Batch(items)  # type: ignore[arg-type]
+    assert str(info.value) == f"Batch.items: {error}"
+
+
+@pytest.mark.parametrize("build, field", [
+    (lambda: SetExtents(2, [0, None], [], None, None), "unmap"),                 # a list, but not of ints
+    (lambda: SetExtents(2, [0, 1, 2], [], None, None), "unmap"),                 # not whole [fblk, nblk] pairs
+    (lambda: SetExtents(2, [], [0, 1, 1, 0, 4, 1.0, 9, 0], None, None), "map"),
+    (lambda: SetExtents(2, [], [0, 1, 1, 0, 4, 1], None, None), "map"),          # not whole runs of four
+    (lambda: SetExtents(2, [0, 1], [0, 1, 1, 0, 4, 1, 9, 0], None, "now"), "time_ns"),   # lists fine: the time
+    (lambda: SetExtents(2, [0, 1, 5, -1], [0, 1, 1, 0], 1.0, None), "size"),
+])
+def test_a_block_map_of_the_wrong_shape_is_a_type_error_naming_its_field(build: object, field: str) -> None:
+    """A list of the wrong arity or element type is a wrong type (TypeError), not a bad value,
+    and a well-formed list beside a wrong field is not blamed for it."""
+    with pytest.raises(TypeError, match=rf"^SetExtents\.{field} must be "):
+        build()  # type: ignore[operator]
+
+
+def test_a_create_node_error_names_the_field_that_is_wrong() -> None:
+    link, fifo = st.S_IFLNK | 0o777, st.S_IFIFO | 0o644
+    with pytest.raises(ValueError, match=r"^CreateNode\.target must be a symlink target for mode 0o120777, "
+                                         r"not str ''$"):
+        CreateNode(2, 1, "a", link, 0, 0, 0, 0, "").validate()
+    with pytest.raises(ValueError, match=r"^CreateNode\.target must be empty for mode 0o10644, not str 't'$"):
+        CreateNode(2, 1, "a", fifo, 0, 0, 0, 0, "t").validate()
+    with pytest.raises(ValueError, match=r"^CreateNode\.rdev must be 0 for a symlink, not 5$"):
+        CreateNode(2, 1, "a", link, 0, 0, 0, 5, "t").validate()
+    # the target fits the mode: the field that is wrong is named, not the target
+    with pytest.raises(ValueError, match=r"^CreateNode\.ino must be "):
+        CreateNode(0, 1, "a", link, 0, 0, 0, 0, "t").validate()
+    with pytest.raises(ValueError, match=r"^CreateNode\.uid must be "):
+        CreateNode(2, 1, "a", fifo, -1, 0, 0, 0, "").validate()
+    with pytest.raises(ValueError, match=r"^CreateNode\.mode must be "):
+        CreateNode(2, 1, "a", st.S_IFREG | 0o644, 0, 0, 0, 0, "").validate()
+
+
+def test_a_value_in_an_error_is_shown_whole_up_to_80_characters_then_cut() -> None:
+    for length, shown in ((78, None), (79, 77)):      # repr adds two quotes: 80 and 81 characters
+        name = "/" + "x" * (length - 1)
+        with pytest.raises(ValueError) as info:
+            Create(2, 1, name, st.S_IFREG, 0, 0, 0).validate()
+        text = repr(name) if shown is None else repr(name)[:shown] + "..."
+        assert str(info.value).endswith(f", not str {text}"), (length, str(info.value))
+
+
 def test_replace_and_make_check_too() -> None:
     record = SetExtents(2, [], [0, 1, 1, 0], 10, 5)
     assert record._replace(unmap=[0, -1]) == SetExtents(2, [0, -1], [0, 1, 1, 0], 10, 5)
@@ -1352,6 +1418,25 @@ def test_every_numeric_field_is_checked_at_both_ends_of_its_range(record: object
     assert str(info.value).startswith(f"{type(record).__name__}."), info.value
 
 
+@pytest.mark.parametrize("base", _BASES, ids=lambda b: type(b).__name__)
+@pytest.mark.parametrize("end", [0, 1], ids=["low", "high"])
+def test_a_field_at_an_end_of_its_range_is_not_blamed_for_another(base: object, end: int) -> None:
+    """Every numeric field at the same end of its range, the last one a step past it: the
+    error names the last one (the message says which field is wrong; a bound off by one in
+    the per-field checks would name an earlier field that is fine)."""
+    kinds = type(base)._KINDS  # type: ignore[attr-defined]
+    at = [i for i, kind in enumerate(kinds) if kind in _EDGES]
+    values = list(base)  # type: ignore[call-overload]
+    for i in at:
+        values[i] = _EDGES[kinds[i]][end]
+    last = at[-1]
+    step = _STEP.get(kinds[last], 1)
+    values[last] += step if end else -step
+    field = type(base)._fields[last]  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match=rf"^{type(base).__name__}\.{field} must be "):
+        type(base)(*values).validate()  # type: ignore[operator]
+
+
 _M = MAX_BLOCKS
 
 
@@ -1381,6 +1466,30 @@ def test_unmap_runs_are_checked_at_their_edges(unmap: list[int], ok: bool) -> No
 ])
 def test_map_runs_are_checked_at_their_edges(runs: list[int], ok: bool) -> None:
     assert valid_map(runs) is ok
+
+
+@pytest.mark.parametrize("check", [valid_unmap, valid_map])
+@pytest.mark.parametrize("value", [(0, 1, 2, 0), None, "0120", {0: 1}])
+def test_block_map_checks_refuse_what_is_not_a_list(check: Callable[[object], bool], value: object) -> None:
+    assert check(value) is False
+
+
+@pytest.mark.parametrize("target, ok", [
+    ("x", True), ("x" * 4095, True), ("\u00e9" * 2047 + "x", True), ("caf\udce9", True),
+    ("", False), ("x" * 4096, False), ("\u00e9" * 2048, False),    # 4096 bytes of UTF-8
+    ("a\0b", False), ("\0", False), ("\ud800", False), ("a\udfff", False),   # NUL; a lone surrogate
+    (b"x", False), (None, False),
+])
+def test_symlink_targets_are_checked_at_their_edges(target: object, ok: bool) -> None:
+    assert valid_target(target) is ok
+    mode = st.S_IFLNK | 0o777
+    if type(target) is str and target:
+        record = CreateNode(2, 1, "a", mode, 0, 0, 0, 0, target)
+        if ok:
+            assert record.validate() is record
+        else:
+            with pytest.raises(ValueError, match=r"^CreateNode\.target must be "):
+                record.validate()
 
 
 @pytest.mark.parametrize("state", [

@@ -540,7 +540,9 @@ def test_unknown_type_bad_bodies_and_bad_batches_mount_read_only(index_from_end:
     expected = _state_before(image, info, index)
     for code, body in [(99, _fields_of(record)), (PAD_CODE + 100, []), (None, "not a list"), (None, {"ino": 1}),
                        (None, 7), (None, None), (Batch.CODE, [[[8, [[7, 2]]]]]), (Batch.CODE, [[[99, 1]]]),
-                       (Batch.CODE, [[[Reclaim.CODE, 1.5]]]), (Batch.CODE, [[]]), (Batch.CODE, [[[]]])]:
+                       (Batch.CODE, [[[Reclaim.CODE, 1.5]]]), (Batch.CODE, [[]]), (Batch.CODE, [[[]]]),
+                       # well typed, but a name no directory may hold: only validate() says so
+                       (Batch.CODE, [[[1, 10**6, 1, "a/b", st.S_IFREG | 0o644, 0, 0, 1]]])]:
         damaged = _with_record(image, info, index, body, code)
         assert damaged is not None
         assert _outcome(damaged, f"code {code} body {body!r}", bad_seq=seq, expected_before_bad=expected) == "readonly"
