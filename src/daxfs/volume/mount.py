@@ -26,6 +26,7 @@ from daxfs.format.layout import HEADER_SIZE, OWNER_OFFSET, SUPERBLOCK_OFFSETS, L
 from daxfs.format.superblock import (CLEAN, SUPERBLOCK_BYTES, Superblock, decode_owner, decode_superblock,
                                      has_magic)
 from daxfs.media import FilePool, Pool, flock_holders
+from daxfs.volume.heap import freeze_built
 from daxfs.volume.log import LogRing
 
 
@@ -177,8 +178,10 @@ def _core_from(ckpt: Checkpoint, layout: Layout) -> Core:
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return Core.from_checkpoint(ckpt.state, layout.block_size, layout.data_blocks,
+        core = Core.from_checkpoint(ckpt.state, layout.block_size, layout.data_blocks,
                                     align_blocks=layout.align_blocks)
+        freeze_built(len(core.inodes))
+        return core
     finally:
         if gc_was_enabled:
             gc.enable()
