@@ -307,3 +307,42 @@ def test_mount_searches_the_log_unless_the_volume_was_closed_cleanly(shm_pool: s
         assert searched == [1, 1]
     finally:
         os.unlink(crashed)
+
+
+def test_the_claim_is_not_believed_while_the_owner_page_names_a_writer(shm_pool: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A daxfs that does not know the claim keeps it in the superblocks it writes; it does
+    write its pid on the owner page before logging anything, and only a clean close
+    clears that page: so a claim beside an owner is not believed."""
+    from daxfs.format.layout import OWNER_OFFSET
+    from daxfs.format.superblock import encode_owner
+    from daxfs.volume import log as log_module
+    searched: list[int] = []
+    real = log_module.later_record
+    monkeypatch.setattr(log_module, "later_record", lambda *a: searched.append(1) or real(*a))
+    with open(shm_pool, "r+b") as f:            # closed cleanly, then a writer came and died
+        f.seek(OWNER_OFFSET)
+        f.write(encode_owner(4242, 1))
+    with daxfs.open_volume(shm_pool, readonly=True) as vol:
+        assert vol.listdir("/") == []
+    assert searched == [1]
+
+
+def test_a_close_that_fails_leaves_no_claim_and_a_commit_takes_one_back(shm_pool: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from daxfs.format.superblock import CLEAN
+    vol = daxfs.open_volume(shm_pool)
+    try:
+        def fail() -> None:
+            raise OSError(5, "the status page could not be cleared")
+        monkeypatch.setattr(vol._status, "clear", fail)
+        with pytest.raises(OSError):
+            vol.close()                 # after its checkpoint: the volume stays open
+        assert not vol.closed and not any(f & CLEAN for f in _superblock_flags(shm_pool))
+        monkeypatch.undo()
+        vol._journal.mark_clean(True)   # (however a claim got there) the next record takes it back first
+        vol.mkdir("/after")
+        assert not any(f & CLEAN for f in _superblock_flags(shm_pool))
+    finally:
+        vol.close()
+    assert all(f & CLEAN for f in _superblock_flags(shm_pool))

@@ -180,6 +180,8 @@ class Journal:
         if ring.bad and ring.blocked(n):
             self._jump_bad_log(n)
             data = ring.encode(record)
+        if self.superblock.flags & CLEAN:
+            self.mark_clean(False)      # (a close that failed after claiming it: not clean now)
         seq = ring.next_seq
         ring.append(record, data)
         writer = self.writer

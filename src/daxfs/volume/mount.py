@@ -136,7 +136,11 @@ def load(pool: Pool, *, check_damage: bool, stop_before_seq: int | None = None) 
             core = _core_from(ckpt, layout)
             # After a clean close nothing follows the checkpoint it names: no valid record
             # beyond the log's end to look for (the whole ring: most of a large mount's time).
-            clean = index == 0 and bool(sb.flags & CLEAN)
+            # Believed only with the owner page empty: every read-write mount writes its pid
+            # there before it logs anything (a daxfs that does not know the claim too) and
+            # only a clean close clears it.
+            clean = (index == 0 and bool(sb.flags & CLEAN) and decode_owner(pool.read(OWNER_OFFSET, 64)) is None
+                     and not (core.bad_metadata and core.bad_metadata.overlaps(OWNER_OFFSET, 64)))
             head, next_seq = LogRing.replay(pool, layout.log_offset, layout.log_size, volume_id,
                                             start=ckpt.log_pos, first_seq=ckpt.last_seq + 1, apply=core.apply,
                                             check_damage=check_damage and not clean,

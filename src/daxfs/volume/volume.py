@@ -189,11 +189,11 @@ class Volume(ClosesOnExit, PathNames):
                         journal.commit(Reclaim(ino))
                 self.space.flush()      # what was freed and not yet given back
                 journal.checkpoint()
-                journal.mark_clean(True)
                 self._status.clear()
                 if journal.meta_ok(OWNER_OFFSET, 64):
                     journal.pool.write(OWNER_OFFSET, bytes(64))
                     journal.pool.persist(OWNER_OFFSET, 64)
+                journal.mark_clean(True)        # last: nothing after it may fail and log more
             journal.closed = True
             journal.drop_views()
             journal.pool.close()
