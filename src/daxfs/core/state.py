@@ -91,7 +91,7 @@ class Core:
         self.block_size = block_size
         self.data_blocks = data_blocks
         self.max_blocks = MAX_FILE_SIZE // block_size if block_size > 0 else 0   # blocks in the largest file
-        #: in inode order (checkpoints rely on it); a dict, an ChunkedTable from CHUNKED_FROM on
+        #: in inode order (checkpoints rely on it); a dict, a ChunkedTable from CHUNKED_FROM on
         self.inodes: dict[int, Inode] | ChunkedTable[Inode] = {}
         self.next_ino = ROOT_INO + 1
         self.space = FreeSpace(data_blocks, align=align_blocks)
