@@ -1,9 +1,10 @@
-"""ChunkedTable and ChunkedSet (core/chunked.py): a dict and a set of inode numbers, in chunks.
+"""ChunkedTable and ChunkedSet (core/chunked.py): a dict and a set keyed by ints, in chunks.
 
 They must behave as the dict and set they replace — lookups of anything (None, negative,
-a str, a number far past the rest) find nothing rather than raise, iteration is in inode
+a str, a number far past the rest) find nothing rather than raise, iteration is in key
 order across chunks — and a volume whose inode numbers span many chunks must checkpoint
-and mount as any other (test_checkpoint_writer runs every test with chunks of 4 numbers).
+and mount as any other (test_checkpoint_writer runs every test with chunks of 4 numbers,
+and test_core's reverse-map model test draws that mode too).
 """
 
 from __future__ import annotations
