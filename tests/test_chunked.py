@@ -127,6 +127,46 @@ def test_adopting_a_dict_keeps_every_entry_in_inode_order(chunk_bits: int) -> No
     assert len(ChunkedTable.adopt({})) == 0
 
 
+def _chunks_hold_their_own(table: ChunkedTable[str], bits: int) -> bool:
+    return all(chunk and all(k >> bits == c for k in chunk) for c, chunk in table._chunks.items())
+
+
+@pytest.mark.parametrize("ascending", [True, False], ids=["ascending", "shuffled"])
+def test_adopting_a_dict_mostly_in_one_chunk(chunk_bits: int, ascending: bool) -> None:
+    # (as Core.inodes is when it reaches CHUNKED_FROM: all of chunk 0 but one, and the
+    # chunk that holds most is a copy of the dict less the others; shuffled, it is not)
+    rng = random.Random(5)
+    size = 1 << chunk_bits
+    keys = [*range(1, size), size + 3, 7 * size + 1]
+    ascending_table = {k: str(k) for k in keys}
+    if not ascending:
+        keys = rng.sample(keys, len(keys))
+    table = ChunkedTable.adopt({k: str(k) for k in keys})
+    assert list(table.items()) == list(ascending_table.items()) and len(table) == len(keys)
+    assert sorted(table._chunks) == [0, 1, 7] and _chunks_hold_their_own(table, chunk_bits)
+    table[2 * size] = "new"                         # and it takes changes as any other
+    del table[1]
+    assert list(table)[:2] == [2, 3] and list(table)[-2:] == [2 * size, 7 * size + 1]
+    assert len(table) == len(keys) and _chunks_hold_their_own(table, chunk_bits)
+
+
+def test_a_core_reaching_chunked_from_in_one_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(chunked, "CHUNKED_FROM", 8)     # chunks of 65,536: all in chunk 0
+    core = Core.new(BS, 256, time_ns=1, uid=0, gid=0)
+    for i in range(20):
+        core.apply(Create(core.next_ino, 1, f"f{i}", 0o100644, 0, 0, 2))
+    assert type(core.inodes) is ChunkedTable and len(core.inodes) == 21
+    assert list(core.inodes) == sorted(core.inodes) and list(core.inodes._chunks) == [0]
+    assert [core.inodes[ino].ino for ino in core.inodes] == list(core.inodes)
+
+
+def test_adding_to_the_set_one_at_a_time() -> None:
+    inos = ChunkedSet()
+    for ino in (5, 1 << 20, 5, 3):
+        inos.add(ino)
+    assert len(inos) == 3 and sorted(inos) == [3, 5, 1 << 20] and 3 in inos and 4 not in inos
+
+
 def test_a_core_with_inodes_over_many_chunks_round_trips_in_inode_order(chunk_bits: int) -> None:
     core = Core.new(BS, 256, time_ns=1, uid=0, gid=0)
     rng = random.Random(3)

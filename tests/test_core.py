@@ -31,7 +31,7 @@ from collections.abc import Callable
 
 import msgpack
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as hs
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -783,6 +783,9 @@ def test_a_streamed_checkpoint_with_every_row_loads() -> None:
 @given(hs.lists(hs.one_of(hs.text(max_size=70), hs.sampled_from([".", "..", "a/b", "x\0", "é" * 127, "é" * 128,
                                                                   "\udcff" * 64, "\ud800", "a" * 256, ""]),
                           hs.integers(), hs.none(), hs.binary(max_size=3)), max_size=6))
+@example([".."]).via("a dot-dot among valid names: the screen itself must refuse it")
+@example(["a", "..", "b" * 64]).via("the same, beside a name long enough for valid_name")
+@example(["a", "."]).via("a dot")
 def test_a_directory_names_checked_at_once_as_one_by_one(names: list[object]) -> None:
     """Mount checks a directory's names together (``valid_names``): the same verdict as
     ``valid_name`` on each."""
