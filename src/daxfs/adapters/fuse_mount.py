@@ -27,6 +27,7 @@ import importlib
 import os
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -121,7 +122,10 @@ class FuseMount:
         self._stopping = False          # the invalidation thread ends
         self._stop_requested = False    # stop() was called: the end is ours, not an unmount's
         self._pending: set[int] = set()
-        self._wake = threading.Condition()
+        self._inflight: set[int] = set()       # taken by the invalidation thread, not yet done
+        lock = threading.Lock()
+        self._wake = threading.Condition(lock)      # the invalidation thread waits for work
+        self._settled = threading.Condition(lock)   # an open waits for its inode's invalidation
         self._invalidator: threading.Thread | None = None
         self._thread: threading.Thread | None = None
         self._dev: int | None = None
@@ -166,6 +170,7 @@ class FuseMount:
 
     def _initialized(self, handlers: "Handlers") -> None:
         self.handlers = handlers
+        handlers.settle = self._settle
         self._invalidator = threading.Thread(target=self._invalidate, name="daxfs-fuse-inval", daemon=True)
         self._invalidator.start()
         self.ready.set()
@@ -217,19 +222,38 @@ class FuseMount:
                 if self._stopping:
                     return
                 inos, self._pending = self._pending, set()
+                self._inflight = inos
             handlers = self.handlers
-            if handlers is None:
-                continue
-            for ino in inos:
-                paths = handlers.links.get(ino)
-                for path in list(paths) if paths else [handlers.known.get(ino)]:
-                    if path is not None:
-                        handlers.invalidate(path)
-            if len(handlers.known) > 1 << 18:
+            try:
+                if handlers is not None:
+                    for ino in inos:
+                        paths = handlers.links.get(ino)
+                        for path in list(paths) if paths else [handlers.known.get(ino)]:
+                            if path is not None:
+                                handlers.invalidate(path)
+            finally:
+                with self._wake:
+                    self._inflight = set()
+                    self._settled.notify_all()
+            if handlers is not None and len(handlers.known) > 1 << 18:
                 # Bounded memory: what the kernel still caches of a forgotten inode expires
                 # within attr_timeout instead.
                 handlers.known.clear()
                 handlers.links.clear()
+
+    def _settle(self, ino: int) -> None:
+        """Before an open of ``ino`` returns to the kernel: what it caches of the file's
+        names, changed since by a client or through another of its names (a hard link is
+        another inode to the kernel), is dropped first — a write through one name and a
+        close, then a read through another, sees the write.  Bounded by ``attr_timeout``:
+        the cache expires then anyway."""
+        deadline = time.monotonic() + float(self.options.get("attr_timeout", 1.0))
+        with self._settled:
+            while (ino in self._pending or ino in self._inflight) and not self._stopping:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._settled.wait(left)
 
     # ---------------------------------------------------------------- stop
 

@@ -136,6 +136,9 @@ class Handlers(mfusepy.FUSE):  # type: ignore[misc]
         #: name, so a change through one name must drop what the kernel caches of the others
         self.links: dict[int, set[str]] = {}
         self.fuse_ptr: int | None = None
+        #: called with an inode before its open returns (``FuseMount``: its pending
+        #: invalidations are done first)
+        self.settle: Callable[[int], None] = lambda ino: None
         self.max_write = 0
         self.counts: dict[str, int] = {}
         self._on_init = on_init
@@ -428,6 +431,7 @@ class Handlers(mfusepy.FUSE):  # type: ignore[misc]
         self.files[fh] = handle
         self.known[handle.ino] = p
         fi.fh = fh
+        self.settle(handle.ino)
         return 0
 
     def open(self, path: bytes, fip: Any) -> int:
