@@ -736,6 +736,7 @@ def test_threads_read_through_one_mapping_while_another_writes(vol: daxfs.Volume
                 errors.append(exc)
 
         writes = [0]
+        writing = threading.Event()         # the writer has written once: it runs beside the readers
 
         def writer() -> None:
             rng = random.Random(99)
@@ -744,18 +745,23 @@ def test_threads_read_through_one_mapping_while_another_writes(vol: daxfs.Volume
                     off = rng.randrange(size // 2, size - 100)
                     f.pwrite(bytes([rng.randrange(1, 256)]) * rng.randrange(1, 100), off)
                     writes[0] += 1
+                    writing.set()
             except BaseException as exc:     # noqa: BLE001
                 errors.append(exc)
+                writing.set()
 
         threads = [threading.Thread(target=reader, args=(i,)) for i in range(4)]
         w = threading.Thread(target=writer)
         w.start()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        stop.set()
-        w.join()
+        try:
+            assert writing.wait(60), "the writer never wrote"
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            stop.set()
+            w.join()
         assert errors == []
         assert writes[0] > 0
         assert bytes(m.buffer) == f.pread(size, 0)       # the writes into holes are seen too

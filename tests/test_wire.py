@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import queue
 import threading
 from typing import Any
 
@@ -182,22 +183,31 @@ def _flood(pool: str, batches: int, sent: Any, started: Any, stop: Any) -> None:
     reading every reply."""
     sock, reader = _raw_client(pool)
     batch = b"".join(wire.pack([3, "stat", ["/"]]) for _ in range(100))
+    # The requests sent, as the sender sends them, then 0 when it is done: the reader waits
+    # for a reply only when one is due (a reader that waited while the sender was between
+    # its last send and its stop would wait forever).
+    due: queue.SimpleQueue[int] = queue.SimpleQueue()
 
     def send() -> None:
-        for _ in range(batches):
-            if stop.is_set():
-                break
-            sock.sendall(batch)
-            sent.value += 100
+        try:
+            for _ in range(batches):
+                if stop.is_set():
+                    break
+                sock.sendall(batch)
+                sent.value += 100
+                due.put(100)
+        finally:
+            due.put(0)
 
     sender = threading.Thread(target=send)
     sender.start()
     got = 0
-    while sender.is_alive() or got < sent.value:
-        assert reader.next()[1] == "ok"
-        got += 1
-        if got == 1:
-            started.set()
+    while n := due.get():
+        for _ in range(n):
+            assert reader.next()[1] == "ok"
+            got += 1
+            if got == 1:
+                started.set()
     sender.join()
     sock.close()
 

@@ -294,14 +294,18 @@ class Client(ClosesOnExit, PathNames):
         with self.view_lock, self.lock:
             if self.lost:
                 return
-            self.lost = True
-            for pending in list(self._pending.values()):
-                pending.set("lost", None)
-            self._pending.clear()
-            for ref in list(self.refs.values()):
-                if isinstance(ref, ClientMapping):
-                    ref._detach_lost()
-            self._publish_pins()
+            # Mappings first: ``lost`` (which fails every call at once) and the lost replies
+            # come only once they are migrated, so a caller told ServerLost finds them revoked.
+            try:
+                for ref in list(self.refs.values()):
+                    if isinstance(ref, ClientMapping):
+                        ref._detach_lost()
+                self._publish_pins()
+            finally:
+                self.lost = True
+                for pending in list(self._pending.values()):
+                    pending.set("lost", None)
+                self._pending.clear()
         self._events.put(None)
 
     def _publish_pins(self) -> None:
