@@ -670,14 +670,14 @@ def test_owner_map_matches_a_model_of_per_block_owners(ops: list[tuple[bool, int
     """Owners, shared counts and freed blocks agree with a per-block model of who owns what,
     under any sequence of adds and removes (a remove gives up part of an earlier add); with
     ``small_chunks`` its table of runs turns chunked (core/chunked.py) after four runs, in
-    chunks of four blocks."""
-    saved = chunked.CHUNK_BITS, chunked.CHUNKED_FROM
+    chunks of four blocks, and its list of run starts in chunks of two to four."""
+    saved = chunked.CHUNK_BITS, chunked.CHUNKED_FROM, chunked.LIST_CHUNK
     if small_chunks:
-        chunked.CHUNK_BITS, chunked.CHUNKED_FROM = 2, 4
+        chunked.CHUNK_BITS, chunked.CHUNKED_FROM, chunked.LIST_CHUNK = 2, 4, 2
     try:
         _owner_map_against_the_model(ops)
     finally:
-        chunked.CHUNK_BITS, chunked.CHUNKED_FROM = saved
+        chunked.CHUNK_BITS, chunked.CHUNKED_FROM, chunked.LIST_CHUNK = saved
 
 
 def _owner_map_against_the_model(ops: list[tuple[bool, int, int, int, int]]) -> None:
