@@ -272,3 +272,39 @@ def test_the_owner_map_turns_chunked_at_chunked_from_runs(monkeypatch: pytest.Mo
     assert rmap.owners(5, 2) == [(50, 3, 5, 1), (12, 0, 6, 1)]
     assert type(OwnerMap.build([(3 * k, 2, 10 + k, 0) for k in range(8)])._starts) is ChunkedList
     assert type(OwnerMap.build([(3 * k, 2, 10 + k, 0) for k in range(7)])._starts) is list
+
+
+@pytest.mark.parametrize("list_chunk", [2, 5])
+def test_a_chunked_owner_map_answers_as_a_plain_one(list_chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hundreds of runs, clones among them, added and given back in any order: the map
+    chunked from 16 runs on keeps the runs, counts and answers of the one never chunked."""
+    monkeypatch.setattr(chunked, "LIST_CHUNK", list_chunk)
+    rng = random.Random(list_chunk)
+    plain, chunky = OwnerMap(), OwnerMap()
+    live: list[tuple[int, int, int, int]] = []
+
+    def both(change: str, run: tuple[int, int, int, int]) -> list[object]:
+        out = []
+        for rmap, chunked_from in ((plain, 1 << 40), (chunky, 16)):
+            monkeypatch.setattr(chunked, "CHUNKED_FROM", chunked_from)
+            out.append(getattr(rmap, change)(*run))
+        return out
+
+    for step in range(3000):
+        if rng.random() < 0.55 or not live:
+            run = (rng.randrange(0, 8000), rng.randrange(1, 5), rng.randrange(2, 40), rng.randrange(0, 100))
+            if any(run[2] == ino and run[3] - run[0] == f - p and p < run[0] + run[1] and run[0] < p + n
+                   for p, n, ino, f in live):
+                continue                # the same file block at the same place twice
+            both("add", run)
+            live.append(run)
+        else:
+            freed = both("remove", live.pop(rng.randrange(len(live))))
+            assert freed[0] == freed[1]
+        if step % 100 == 0:
+            assert plain.runs() == chunky.runs() and plain.shared_blocks == chunky.shared_blocks
+            for q in range(0, 8000, 397):
+                assert plain.owners(q, 37) == chunky.owners(q, 37)
+                assert plain.shared_parts(q, 37) == chunky.shared_parts(q, 37)
+                assert plain.is_owned(q, 3) == chunky.is_owned(q, 3)
+    assert type(plain._starts) is list and type(chunky._starts) is ChunkedList and len(chunky) > 200
