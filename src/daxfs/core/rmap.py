@@ -198,8 +198,8 @@ class OwnerMap:
         self._growing()
         owner = (ino, fblk - start)
         end = start + n
-        starts, runs = self._starts, self._runs
-        i = self._bisect_right(starts, start)
+        starts, runs, bisect = self._starts, self._runs, self._bisect_right     # (a local: faster to call)
+        i = bisect(starts, start)
         if (i == 0 or runs[starts[i - 1]][0] <= start) and (i == len(starts) or starts[i] >= end):
             starts.insert(i, start)             # the usual case: blocks nobody owned
             runs[start] = (end, (owner,))
@@ -260,8 +260,8 @@ class OwnerMap:
         self._growing()
         owner = (ino, fblk - start)
         end = start + n
-        starts, runs = self._starts, self._runs
-        i = self._bisect_right(starts, start) - 1
+        starts, runs, bisect = self._starts, self._runs, self._bisect_right
+        i = bisect(starts, start) - 1
         if i >= 0 and starts[i] == start and runs[start] == (end, (owner,)):
             del starts[i]                       # the usual case: one run, one owner
             del runs[start]
