@@ -35,10 +35,11 @@ from test_crash import _churn
 def chunk_bits(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test runs twice: as shipped, and with the inode table chunked from 8 inodes on
     and it and the changed set in chunks of four numbers (test_chunked), so rows cross
-    chunk boundaries everywhere."""
+    chunk boundaries everywhere (and the reverse map's starts in chunks of two to four)."""
     monkeypatch.setattr(chunked, "CHUNK_BITS", request.param)
     if request.param == 2:
         monkeypatch.setattr(chunked, "CHUNKED_FROM", 8)
+        monkeypatch.setattr(chunked, "LIST_CHUNK", 2)
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
-"""ChunkedTable and ChunkedSet (core/chunked.py): a dict and a set keyed by ints, in chunks.
+"""ChunkedTable, ChunkedSet and ChunkedList (core/chunked.py): a dict, a set and a sorted
+list of ints, in chunks.
 
-They must behave as the dict and set they replace — lookups of anything (None, negative,
+They must behave as the dict, set and sorted list they replace — lookups of anything (None, negative,
 a str, a number far past the rest) find nothing rather than raise, iteration is in key
 order across chunks — and a volume whose inode numbers span many chunks must checkpoint
 and mount as any other (test_checkpoint_writer runs every test with chunks of 4 numbers,
@@ -10,12 +11,14 @@ and test_core's reverse-map model test draws that mode too).
 from __future__ import annotations
 
 import random
+from bisect import bisect_left, bisect_right
 
 import pytest
 
 import daxfs
 from daxfs.core import Core, chunked
-from daxfs.core.chunked import ChunkedTable, ChunkedSet
+from daxfs.core.chunked import ChunkedList, ChunkedTable, ChunkedSet
+from daxfs.core.rmap import OwnerMap
 from daxfs.core.records import Create, Unlink
 
 BS = 4096
@@ -26,6 +29,7 @@ def chunk_bits(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(chunked, "CHUNK_BITS", request.param)
     if request.param == 2:
         monkeypatch.setattr(chunked, "CHUNKED_FROM", 8)
+        monkeypatch.setattr(chunked, "LIST_CHUNK", 2)
     return int(request.param)
 
 
@@ -187,6 +191,7 @@ def test_a_core_with_inodes_over_many_chunks_round_trips_in_inode_order(chunk_bi
 def test_a_volume_over_many_chunks_checkpoints_and_mounts(shm_pool: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(chunked, "CHUNK_BITS", 2)
     monkeypatch.setattr(chunked, "CHUNKED_FROM", 8)
+    monkeypatch.setattr(chunked, "LIST_CHUNK", 2)
     expected: dict[str, bytes] = {}
     with daxfs.open_volume(shm_pool) as vol:
         for d in range(6):
@@ -204,7 +209,7 @@ def test_a_volume_over_many_chunks_checkpoints_and_mounts(shm_pool: str, monkeyp
                 f.write(b"changed")
             expected[f"/d{d}/f{d + 1}"] = b"changed" + expected[f"/d{d}/f{d + 1}"][7:]
         vol.checkpoint()
-        assert type(vol._core.inodes) is ChunkedTable
+        assert type(vol._core.inodes) is ChunkedTable and type(vol._core.rmap._starts) is ChunkedList
         assert list(vol._core.inodes) == sorted(vol._core.inodes)
     with daxfs.open_volume(shm_pool) as vol:
         found = {f"/d{d}/{name}": _read(vol, f"/d{d}/{name}") for d in range(6) for name in vol.listdir(f"/d{d}")}
@@ -214,3 +219,132 @@ def test_a_volume_over_many_chunks_checkpoints_and_mounts(shm_pool: str, monkeyp
 def _read(vol: daxfs.Volume, path: str) -> bytes:
     with vol.open(path, "rb") as f:
         return f.read()
+
+
+# ---------------------------------------------------------------------------- ChunkedList
+
+
+@pytest.mark.parametrize("list_chunk", [1, 2, 3, 4, 16, chunked.LIST_CHUNK])
+def test_the_chunked_list_behaves_as_the_sorted_list_it_replaces(list_chunk: int,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Random inserts where a bisection puts them, deletes at any position (negative ones
+    too), bisections of numbers in the list, between and beyond; the chunks stay within
+    their bounds, so they split and join all along."""
+    monkeypatch.setattr(chunked, "LIST_CHUNK", list_chunk)
+    for seed in range(8):
+        rng = random.Random(seed)
+        model = sorted(rng.sample(range(0, 2000, 2), rng.choice([0, 1, 5, 60, 300])))
+        chunks = ChunkedList(model)
+        for step in range(1500):
+            roll = rng.random()
+            if roll < 0.45 or not model:
+                x = rng.randrange(-10, 2010)
+                if x not in model:
+                    i = bisect_left(model, x)
+                    model.insert(i, x)
+                    chunks.insert(i, x)
+            elif roll < 0.9:
+                i = rng.randrange(-len(model), len(model))
+                del model[i]
+                del chunks[i]
+            x = rng.randrange(-10, 2010)
+            assert chunks.bisect_left(x) == bisect_left(model, x)
+            assert chunks.bisect_right(x) == bisect_right(model, x)
+            assert len(chunks) == len(model) and bool(chunks) == bool(model)
+            if model:
+                i = rng.randrange(len(model))
+                assert chunks[i] == model[i] and chunks[-1 - i] == model[-1 - i]
+            if step % 50 == 0:
+                assert list(chunks) == model and [chunks[i] for i in range(len(model))] == model
+                assert [chunks.bisect_left(v) for v in model] == list(range(len(model)))
+                assert all(0 < len(c) <= 2 * list_chunk for c in chunks._chunks)
+                assert chunks._firsts == [c[0] for c in chunks._chunks]
+
+
+def test_the_chunked_list_at_its_ends_and_out_of_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(chunked, "LIST_CHUNK", 2)
+    chunks = ChunkedList()
+    assert len(chunks) == 0 and not chunks and list(chunks) == []
+    assert chunks.bisect_left(5) == chunks.bisect_right(5) == 0
+    for bad in (0, -1, 1):
+        with pytest.raises(IndexError):
+            chunks[bad]
+        with pytest.raises(IndexError):
+            del chunks[bad]
+    with pytest.raises(IndexError):
+        chunks.insert(1, 5)
+    for i, x in [(0, 50), (1, 60), (0, 10), (3, 70), (1, 20), (2, 30), (6, 80), (0, 0)]:
+        chunks.insert(i, x)         # at the front, the back and chunk boundaries
+    assert list(chunks) == [0, 10, 20, 30, 50, 60, 70, 80] and len(chunks._chunks) > 1
+    assert chunks[0] == 0 and chunks[7] == chunks[-1] == 80 and chunks[-8] == 0
+    assert chunks.bisect_left(0) == 0 and chunks.bisect_right(80) == 8 and chunks.bisect_left(81) == 8
+    with pytest.raises(IndexError):
+        chunks[8]
+    with pytest.raises(IndexError):
+        chunks[-9]
+    with pytest.raises(IndexError):
+        chunks.insert(9, 90)
+    del chunks[0], chunks[-1]
+    assert list(chunks) == [10, 20, 30, 50, 60, 70] and chunks.bisect_right(10) == 1
+    while chunks:
+        del chunks[len(chunks) // 2]
+    assert list(chunks) == [] and chunks._chunks == [] and chunks.bisect_right(50) == 0
+    chunks.insert(0, 7)
+    assert list(chunks) == [7] and chunks[0] == 7
+
+
+def test_the_owner_map_turns_chunked_at_chunked_from_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plain list (and ``bisect``'s functions) below CHUNKED_FROM runs, a ChunkedList from
+    the first change at that size on, both tables together; the map answers the same."""
+    monkeypatch.setattr(chunked, "CHUNKED_FROM", 8)
+    monkeypatch.setattr(chunked, "LIST_CHUNK", 2)
+    rmap = OwnerMap()
+    for k in range(8):          # runs of 2 blocks with a gap: none merge
+        assert type(rmap._starts) is list and type(rmap._runs) is dict
+        rmap.add(3 * k, 2, 10 + k, 0)
+    assert type(rmap._starts) is list and rmap._bisect_right is bisect_right    # 8 runs, not yet
+    rmap.add(100, 1, 99, 0)
+    assert type(rmap._starts) is ChunkedList and type(rmap._runs) is ChunkedTable
+    assert rmap.covered() == [(3 * k, 2) for k in range(8)] + [(100, 1)]
+    assert rmap.remove(3, 2, 11, 0) == [(3, 2)]
+    rmap.add(2, 4, 50, 0)       # over a gap, a freed run and the next: merged into one
+    assert rmap.runs()[:3] == [(0, 2, ((10, 0),)), (2, 6, ((50, -2),)), (6, 8, ((12, -6),))]
+    assert rmap.owners(5, 2) == [(50, 3, 5, 1), (12, 0, 6, 1)]
+    assert type(OwnerMap.build([(3 * k, 2, 10 + k, 0) for k in range(8)])._starts) is ChunkedList
+    assert type(OwnerMap.build([(3 * k, 2, 10 + k, 0) for k in range(7)])._starts) is list
+
+
+@pytest.mark.parametrize("list_chunk", [2, 5])
+def test_a_chunked_owner_map_answers_as_a_plain_one(list_chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hundreds of runs, clones among them, added and given back in any order: the map
+    chunked from 16 runs on keeps the runs, counts and answers of the one never chunked."""
+    monkeypatch.setattr(chunked, "LIST_CHUNK", list_chunk)
+    rng = random.Random(list_chunk)
+    plain, chunky = OwnerMap(), OwnerMap()
+    live: list[tuple[int, int, int, int]] = []
+
+    def both(change: str, run: tuple[int, int, int, int]) -> list[object]:
+        out = []
+        for rmap, chunked_from in ((plain, 1 << 40), (chunky, 16)):
+            monkeypatch.setattr(chunked, "CHUNKED_FROM", chunked_from)
+            out.append(getattr(rmap, change)(*run))
+        return out
+
+    for step in range(3000):
+        if rng.random() < 0.55 or not live:
+            run = (rng.randrange(0, 8000), rng.randrange(1, 5), rng.randrange(2, 40), rng.randrange(0, 100))
+            if any(run[2] == ino and run[3] - run[0] == f - p and p < run[0] + run[1] and run[0] < p + n
+                   for p, n, ino, f in live):
+                continue                # the same file block at the same place twice
+            both("add", run)
+            live.append(run)
+        else:
+            freed = both("remove", live.pop(rng.randrange(len(live))))
+            assert freed[0] == freed[1]
+        if step % 100 == 0:
+            assert plain.runs() == chunky.runs() and plain.shared_blocks == chunky.shared_blocks
+            for q in range(0, 8000, 397):
+                assert plain.owners(q, 37) == chunky.owners(q, 37)
+                assert plain.shared_parts(q, 37) == chunky.shared_parts(q, 37)
+                assert plain.is_owned(q, 3) == chunky.is_owned(q, 3)
+    assert type(plain._starts) is list and type(chunky._starts) is ChunkedList and len(chunky) > 200

@@ -28,6 +28,7 @@ import pathlib
 import stat as st
 import uuid
 from collections.abc import Callable
+from copy import deepcopy
 
 import msgpack
 import pytest
@@ -44,6 +45,7 @@ from daxfs.core.namespace import check_name, fspath, split_path, whole
 from daxfs.core.records import (Batch, RECORD_TYPES, BadMetadata, ClearQuarantine, Create, CreateNode, Link,
                                 Quarantine, Reclaim, Rename, SetAttr, SetExtents, Unlink)
 from daxfs.core import chunked
+from daxfs.core.chunked import ChunkedList
 from daxfs.core.rmap import OwnerMap
 from daxfs.core.state import ROOT_INO
 from daxfs.errors import CorruptVolumeError, InvalidPathError
@@ -329,6 +331,48 @@ class FreeSpaceMachine(RuleBasedStateMachine):
 
 TestFreeSpaceModel = FreeSpaceMachine.TestCase
 TestFreeSpaceModel.settings = machine_settings
+
+
+class ChunkedFreeSpaceMachine(FreeSpaceMachine):
+    """The same, with the list of run starts a ChunkedList (core/chunked.py) from two runs
+    on, in chunks of one or two."""
+
+    def __init__(self) -> None:
+        self.saved = chunked.CHUNKED_FROM, chunked.LIST_CHUNK
+        chunked.CHUNKED_FROM, chunked.LIST_CHUNK = 2, 1
+        super().__init__()
+
+    def teardown(self) -> None:
+        chunked.CHUNKED_FROM, chunked.LIST_CHUNK = self.saved
+
+
+TestChunkedFreeSpaceModel = ChunkedFreeSpaceMachine.TestCase
+TestChunkedFreeSpaceModel.settings = machine_settings
+
+
+def test_freespace_turns_chunked_at_chunked_from_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Free space in many runs (a fragmented volume) keeps its starts in a ChunkedList, built
+    so by ``from_used`` or turned so by the first new run past ``CHUNKED_FROM``; a copy of
+    it is one too, and both answer as a plain one."""
+    monkeypatch.setattr(chunked, "CHUNKED_FROM", 8)
+    monkeypatch.setattr(chunked, "LIST_CHUNK", 2)
+    used = [(3 * k, 2) for k in range(10)]          # free: [2,3) [5,6) ... [29,40)
+    built = FreeSpace.from_used(40, used)
+    assert type(built._starts) is ChunkedList
+    grown = FreeSpace.from_used(40, [(0, 40)])
+    for s, _n in used[:8]:
+        grown.release(s, 1)
+    assert type(grown._starts) is list and len(grown.runs()) == 8      # CHUNKED_FROM: not yet
+    grown.release(30, 1)
+    assert type(grown._starts) is ChunkedList and grown.runs() == [(0, 1), (3, 1), (6, 1), (9, 1), (12, 1),
+                                                                   (15, 1), (18, 1), (21, 1), (30, 1)]
+    copy = deepcopy(built)
+    assert type(copy._starts) is ChunkedList and copy._starts is not built._starts
+    built.take(29, 3)           # the front of a run: its start moves, in place
+    built.take(2, 1)
+    assert built.runs()[:2] == [(5, 1), (8, 1)] and built.runs()[-1] == (32, 8)
+    assert copy.runs()[0] == (2, 1) and copy.runs()[-1] == (29, 11)
+    assert built.next_run(30) == (32, 8) and built.free_parts(0, 10) == [(5, 1), (8, 1)]
 
 
 def test_freespace_from_used_is_the_complement() -> None:
@@ -670,14 +714,14 @@ def test_owner_map_matches_a_model_of_per_block_owners(ops: list[tuple[bool, int
     """Owners, shared counts and freed blocks agree with a per-block model of who owns what,
     under any sequence of adds and removes (a remove gives up part of an earlier add); with
     ``small_chunks`` its table of runs turns chunked (core/chunked.py) after four runs, in
-    chunks of four blocks."""
-    saved = chunked.CHUNK_BITS, chunked.CHUNKED_FROM
+    chunks of four blocks, and its list of run starts in chunks of two to four."""
+    saved = chunked.CHUNK_BITS, chunked.CHUNKED_FROM, chunked.LIST_CHUNK
     if small_chunks:
-        chunked.CHUNK_BITS, chunked.CHUNKED_FROM = 2, 4
+        chunked.CHUNK_BITS, chunked.CHUNKED_FROM, chunked.LIST_CHUNK = 2, 4, 2
     try:
         _owner_map_against_the_model(ops)
     finally:
-        chunked.CHUNK_BITS, chunked.CHUNKED_FROM = saved
+        chunked.CHUNK_BITS, chunked.CHUNKED_FROM, chunked.LIST_CHUNK = saved
 
 
 def _owner_map_against_the_model(ops: list[tuple[bool, int, int, int, int]]) -> None:

@@ -28,6 +28,11 @@ for discarding).
 Structure: a sorted list of run starts (bisect; taking from the front of a
 run, the common case, rewrites one slot in place), a dict start -> length,
 and size classes (sets of starts by ``length.bit_length()``) for the fits.
+From ``CHUNKED_FROM`` runs on (a fragmented volume) the list of starts is a
+``ChunkedList``, as ``OwnerMap``'s is, and the bisect functions the methods call
+through (``_bisect_left``, ``_bisect_right``) its methods: an insert into the
+middle of a plain list of 400,000 moves 1.6 MB.  Either way ``_starts`` is the
+keys of ``_length`` in ascending order.
 """
 
 from __future__ import annotations
@@ -36,21 +41,26 @@ import errno
 
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable
+from typing import Any
 
+from daxfs.core import chunked
 from daxfs.core.badblocks import BlockRuns
+from daxfs.core.chunked import ChunkedList
 from daxfs.errors import CorruptVolumeError, fs_error
 
 
 class FreeSpace:
     """Free block runs, indexed by start and by size class."""
 
-    __slots__ = ("_starts", "_length", "_classes", "total", "free", "align", "align_threshold", "zero",
-                 "claimed", "unbacked", "on_free")
+    __slots__ = ("_starts", "_length", "_classes", "_bisect_left", "_bisect_right", "total", "free", "align",
+                 "align_threshold", "zero", "claimed", "unbacked", "on_free")
 
     _SCAN = 64      # runs looked at in a size class that may not fit, before moving up
 
     def __init__(self, total: int, *, align: int = 1, align_threshold: int | None = None) -> None:
-        self._starts: list[int] = []
+        self._starts: list[int] | ChunkedList = []
+        self._bisect_left: Callable[[Any, int], int] = bisect_left
+        self._bisect_right: Callable[[Any, int], int] = bisect_right
         self._length: dict[int, int] = {}
         self._classes: list[set[int]] = [set() for _ in range(65)]
         self.total = total
@@ -97,19 +107,33 @@ class FreeSpace:
             classes[(total - pos).bit_length()].add(pos)
             free += total - pos
         space.free = free
+        if len(starts) >= chunked.CHUNKED_FROM:
+            space._chunk_starts()
         return space
+
+    def _chunk_starts(self) -> None:
+        """The list of starts, at ``CHUNKED_FROM`` runs, becomes a ``ChunkedList`` (never back)."""
+        self._starts = ChunkedList(self._starts)
+        self._bisect_left, self._bisect_right = ChunkedList.bisect_left, ChunkedList.bisect_right
 
     def runs(self) -> list[tuple[int, int]]:
         return [(s, self._length[s]) for s in self._starts]
 
     def _add(self, start: int, n: int) -> None:
-        insort(self._starts, start)
+        starts = self._starts
+        if type(starts) is list and len(starts) < chunked.CHUNKED_FROM:
+            insort(starts, start)
+        else:
+            if type(starts) is list:
+                self._chunk_starts()
+                starts = self._starts
+            starts.insert(starts.bisect_left(start), start)     # type: ignore[union-attr]
         self._length[start] = n
         self._classes[n.bit_length()].add(start)
         self.free += n
 
     def _remove(self, start: int) -> int:
-        del self._starts[bisect_left(self._starts, start)]
+        del self._starts[self._bisect_left(self._starts, start)]
         n = self._length.pop(start)
         self._classes[n.bit_length()].discard(start)
         self.free -= n
@@ -133,7 +157,8 @@ class FreeSpace:
 
     def _containing(self, start: int) -> tuple[int, int, int] | None:
         """``(index, run start, run length)`` of the free run holding ``start``."""
-        i = bisect_right(self._starts, start) - 1
+        bisect = self._bisect_right     # (a local: faster to call)
+        i = bisect(self._starts, start) - 1
         if i < 0:
             return None
         s = self._starts[i]
@@ -142,14 +167,14 @@ class FreeSpace:
 
     def overlaps(self, start: int, n: int) -> bool:
         """Whether any block of ``[start, start+n)`` is free."""
-        i = bisect_right(self._starts, start + n - 1) - 1
+        i = self._bisect_right(self._starts, start + n - 1) - 1
         return i >= 0 and self._starts[i] + self._length[self._starts[i]] > start
 
     def free_parts(self, start: int, n: int) -> list[tuple[int, int]]:
         """The free runs inside ``[start, start+n)``, clipped to it."""
         end = start + n
         out = []
-        i = max(0, bisect_right(self._starts, start) - 1)
+        i = max(0, self._bisect_right(self._starts, start) - 1)
         starts = self._starts
         while i < len(starts) and starts[i] < end:
             s = starts[i]
@@ -161,7 +186,7 @@ class FreeSpace:
 
     def next_run(self, pos: int) -> tuple[int, int] | None:
         """The free run holding block ``pos`` (from ``pos`` on), else the first one after it."""
-        i = bisect_right(self._starts, pos) - 1
+        i = self._bisect_right(self._starts, pos) - 1
         if i >= 0 and self._starts[i] + self._length[self._starts[i]] > pos:
             return pos, self._starts[i] + self._length[self._starts[i]] - pos
         if i + 1 < len(self._starts):
@@ -203,7 +228,8 @@ class FreeSpace:
             raise CorruptVolumeError(f"blocks {start}..{start + n} released outside the data area")
         starts = self._starts
         length = self._length
-        i = bisect_right(starts, start)
+        bisect = self._bisect_right
+        i = bisect(starts, start)
         left = starts[i - 1] if i > 0 else None
         right = starts[i] if i < len(starts) else None
         if left is not None and left + length[left] > start or right is not None and right < start + n:
