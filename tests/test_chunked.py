@@ -348,3 +348,139 @@ def test_a_chunked_owner_map_answers_as_a_plain_one(list_chunk: int, monkeypatch
                 assert plain.shared_parts(q, 37) == chunky.shared_parts(q, 37)
                 assert plain.is_owned(q, 3) == chunky.is_owned(q, 3)
     assert type(plain._starts) is list and type(chunky._starts) is ChunkedList and len(chunky) > 200
+
+
+@pytest.mark.parametrize("list_chunk", [1, 2, 3, 16])
+def test_a_position_set_in_the_chunked_list_is_seen_by_every_later_call(list_chunk: int,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``FreeSpace._move_start``: ``starts[i] = new`` for a run whose start moved within its
+    place in the order.  Set at any position (negative ones too), with the chunk last found
+    being the one that holds it, another one, or none; a chunk's first number set is what
+    the bisections see after it."""
+    monkeypatch.setattr(chunked, "LIST_CHUNK", list_chunk)
+    for seed in range(6):
+        rng = random.Random(100 + seed)
+        model = sorted(rng.sample(range(0, 40000, 20), 200))
+        chunks = ChunkedList(model)
+        for step in range(800):
+            roll = rng.random()         # what the call before leaves as the chunk last found
+            if roll < 0.3:
+                chunks.bisect_left(rng.randrange(-10, 40010))
+            elif roll < 0.5:
+                chunks.bisect_right(rng.randrange(-10, 40010))
+            elif roll < 0.7:
+                chunks[rng.randrange(len(model))]
+            elif roll < 0.8:
+                i = rng.randrange(len(model) + 1)
+                lo, hi = model[i - 1] + 1 if i else -100, model[i] if i < len(model) else 40100
+                if lo < hi:
+                    x = rng.randrange(lo, hi)
+                    model.insert(i, x)
+                    chunks.insert(i, x)
+            elif roll < 0.9 and len(model) > 20:
+                i = rng.randrange(len(model))
+                del model[i]
+                del chunks[i]
+            i = rng.randrange(len(model))
+            lo = model[i - 1] + 1 if i else model[i] - 15
+            hi = model[i + 1] - 1 if i + 1 < len(model) else model[i] + 15
+            x = rng.randrange(lo, hi + 1)
+            at = i - len(model) if rng.random() < 0.3 else i
+            model[at] = x
+            chunks[at] = x
+            assert chunks[i] == x and chunks.bisect_left(x) == i and chunks.bisect_right(x) == i + 1
+            probe = rng.randrange(-20, 40020)
+            assert chunks.bisect_left(probe) == bisect_left(model, probe)
+            assert chunks.bisect_right(probe) == bisect_right(model, probe)
+            if step % 40 == 0:
+                assert list(chunks) == model and [chunks[j] for j in range(len(model))] == model
+                assert chunks._firsts == [c[0] for c in chunks._chunks]
+                assert [chunks.bisect_right(v) for v in model] == list(range(1, len(model) + 1))
+
+
+def test_a_position_set_out_of_range_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(chunked, "LIST_CHUNK", 2)
+    chunks = ChunkedList([10, 20, 30, 40, 50, 60, 70])
+    for bad in (7, 8, -8, -9):
+        chunks.bisect_left(65)          # (the chunk last found: the last one)
+        with pytest.raises(IndexError):
+            chunks[bad] = 5
+        with pytest.raises(IndexError):
+            chunks[bad]
+    assert list(chunks) == [10, 20, 30, 40, 50, 60, 70]
+    fresh = ChunkedList([10, 20, 30, 40, 50, 60, 70])      # no chunk found yet
+    fresh[0] = 5
+    fresh[-1] = 75
+    fresh[4] = 45
+    assert list(fresh) == [5, 20, 30, 40, 45, 60, 75] and fresh._firsts == [c[0] for c in fresh._chunks]
+    assert fresh.bisect_left(5) == 0 and fresh.bisect_right(45) == 5 and fresh.bisect_right(75) == 7
+    empty = ChunkedList()
+    for bad in (0, -1):
+        with pytest.raises(IndexError):
+            empty[bad] = 1
+
+
+@pytest.mark.parametrize("list_chunk", [2, 4, 64])
+def test_a_chunk_grown_past_twice_list_chunk_splits_in_halves(list_chunk: int,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A split leaves two chunks of about LIST_CHUNK each, as far from both bounds as can be
+    (a third and two thirds would be split again sooner and joined sooner)."""
+    monkeypatch.setattr(chunked, "LIST_CHUNK", list_chunk)
+    chunks = ChunkedList()
+    for x in range(2 * list_chunk + 1):
+        chunks.insert(x, 100 * x)
+    assert [len(c) for c in chunks._chunks] == [list_chunk, list_chunk + 1]
+    assert chunks._firsts == [0, 100 * list_chunk] and list(chunks) == [100 * x for x in range(2 * list_chunk + 1)]
+    for x in range(1, list_chunk + 2):                      # the first chunk, from the front
+        chunks.insert(x, x)
+    assert [len(c) for c in chunks._chunks] == [list_chunk, list_chunk + 1, list_chunk + 1]
+    assert chunks._firsts == [c[0] for c in chunks._chunks] and chunks.bisect_right(list_chunk + 1) == list_chunk + 2
+    assert chunks.bisect_left(100 * list_chunk) == 2 * list_chunk + 1 and chunks[-1] == 200 * list_chunk
+
+
+def test_chunks_split_above_twice_list_chunk_and_join_below_half(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bounds, step by step (LIST_CHUNK 8): a chunk of 16 stays, of 17 splits; one of 4
+    stays, of 3 joins the next chunk (the last one joins the one before), even where only two
+    chunks are left; a join of 16 stays one chunk, of 19 splits in halves again."""
+    monkeypatch.setattr(chunked, "LIST_CHUNK", 8)
+    model = list(range(0, 2000, 100))
+    chunks = ChunkedList(model)
+
+    def sizes() -> list[int]:
+        assert list(chunks) == model and chunks._firsts == [c[0] for c in chunks._chunks]
+        assert [chunks.bisect_left(v) for v in model] == list(range(len(model)))
+        return [len(c) for c in chunks._chunks]
+
+    def add(x: int) -> None:
+        i = bisect_left(model, x)
+        model.insert(i, x)
+        chunks.insert(i, x)
+
+    def drop(i: int) -> None:
+        del model[i]
+        del chunks[i]
+
+    assert sizes() == [8, 8, 4]
+    for x in range(1, 9):
+        add(x)
+    assert sizes() == [16, 8, 4]                        # twice LIST_CHUNK: not split yet
+    add(9)
+    assert sizes() == [8, 9, 8, 4]
+    seen = []
+    for _ in range(5):
+        drop(17)                                        # the third chunk, from its front
+        seen.append(sizes())
+    assert seen == [[8, 9, 7, 4], [8, 9, 6, 4], [8, 9, 5, 4], [8, 9, 4, 4], [8, 9, 7]]
+    for x in range(10, 14):
+        add(x)
+    assert sizes() == [8, 13, 7]
+    seen = []
+    for _ in range(4):
+        drop(21)                                        # the last chunk joins the one before
+        seen.append(sizes())
+    assert seen == [[8, 13, 6], [8, 13, 5], [8, 13, 4], [8, 16]]
+    seen = []
+    for _ in range(5):
+        drop(0)                                         # two chunks left, the first joins
+        seen.append(sizes())
+    assert seen == [[7, 16], [6, 16], [5, 16], [4, 16], [9, 10]]
