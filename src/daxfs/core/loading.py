@@ -27,6 +27,7 @@ from daxfs.errors import CorruptVolumeError
 
 _INO = attrgetter("ino")
 
+
 def load_rows(core: Core, obj: object) -> None:
     """Fill the empty ``core`` with the state checkpoint ``obj`` holds (see ``Core.from_checkpoint``).
 
@@ -126,13 +127,14 @@ def load_rows(core: Core, obj: object) -> None:
         names, children = flat[0::2], flat[1::2]
         if not valid_names(names) or not set(map(type, children)) <= {int}:
             _check_entries(node, flat, inodes)      # (raises, saying which entry)
-        entries = dict(zip(names, children))
         found = list(map(inodes.get, children))
-        if len(entries) != len(names) or None in found or ROOT_INO in children:
+        if None in found or ROOT_INO in children:
             _check_entries(node, flat, inodes)
-        chars += sum(map(len, names))
         # the inodes' own int objects, not the row's (one int a file, not two)
         node.entries = dict(zip(names, map(_INO, found)))
+        if len(node.entries) != len(names):     # a name twice
+            _check_entries(node, flat, inodes)
+        chars += sum(map(len, names))
         for child in found:
             child.nlink += 1
             if child.entries is not None:
