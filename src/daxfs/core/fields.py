@@ -63,12 +63,14 @@ def valid_names(names: list[object]) -> bool:
     if not set(map(type, names)) <= {str}:
         return False
     joined = "/".join(names)            # (all str) a "/" inside a name adds one
-    if "\0" in joined or joined.count("/") != len(names) - 1 or "." in names or ".." in names:
+    if "\0" in joined or joined.count("/") != len(names) - 1:
         return False
-    lengths = list(map(len, names))
-    if min(lengths) == 0:
+    # No name holds "/": between two, "//" is an empty one, "/./" and "/../" the dot names.
+    framed = f"/{joined}/"
+    if "//" in framed or "/./" in framed or "/../" in framed:
         return False
-    return max(lengths) <= NAME_MAX // 4 or all(valid_name(n) for n in names if len(n) > NAME_MAX // 4)  # type: ignore[arg-type]
+    return max(map(len, names)) <= NAME_MAX // 4 or \
+        all(valid_name(n) for n in names if len(n) > NAME_MAX // 4)  # type: ignore[arg-type]
 
 
 def valid_mode(mode: object) -> bool:

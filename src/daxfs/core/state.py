@@ -16,7 +16,8 @@ from __future__ import annotations
 import errno
 import stat as st
 from builtins import map as _map
-from operator import add
+from itertools import compress
+from operator import add, attrgetter, not_
 
 from daxfs.core.badblocks import BlockRuns, apply_bad_metadata, apply_clear, apply_quarantine
 from daxfs.core.busy import BusyList
@@ -46,6 +47,8 @@ _CKPT_CHAR = 4
 #: Symlinks followed in one path walk before ELOOP (Linux's MAXSYMLINKS).
 MAX_SYMLINKS = 40
 
+
+_NLINK = attrgetter("nlink")
 
 class Inode:
     """One inode.  ``entries`` is None but for directories, ``extents`` None but for regular
@@ -259,7 +262,8 @@ class Core:
 
     def orphans(self) -> list[int]:
         """Files with no names left (kept alive by open handles, or left by a crash)."""
-        return [ino for ino, node in self.inodes.items() if node.nlink == 0]
+        inodes = self.inodes       # (at C speed: mount asks, and a million inodes took 0.1 s)
+        return list(compress(inodes.keys(), map(not_, map(_NLINK, inodes.values()))))
 
     # ------------------------------------------------------------------ holds
 
