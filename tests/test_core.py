@@ -751,6 +751,10 @@ def _owner_map_against_the_model(ops: list[tuple[bool, int, int, int, int]]) -> 
         model = _owner_model(added)
         assert rmap.shared_blocks == sum(1 for o in model.values() if len(o) > 1)
         assert _blocks(rmap.covered()) == sorted(model)
+        runs = rmap.runs()
+        assert list(rmap._starts) == sorted(rmap._runs)
+        assert all(a[1] <= b[0] and (a[1], a[2]) != (b[0], b[2]) for a, b in zip(runs, runs[1:])), \
+            "runs overlap, or neighbours with the same owners are not merged"
         for start in range(0, 40, 3):
             for n in (1, 4, 11):
                 blocks = range(start, start + n)
@@ -769,7 +773,8 @@ def inode_table(core: Core) -> dict[int, tuple]:
     under test, so a checkpoint that mixes up two fields cannot agree with itself)."""
     out = {}
     for ino, n in core.inodes.items():
-        body = dict(n.entries) if n.entries is not None else list(n.extents)  # type: ignore[arg-type]
+        body = (dict(n.entries) if n.entries is not None else list(n.extents) if n.extents is not None
+                else (n.target, n.rdev))
         out[ino] = (n.mode, n.uid, n.gid, n.size, n.atime_ns, n.mtime_ns, n.ctime_ns, n.nlink, body)
     return out
 
@@ -1794,3 +1799,72 @@ def test_from_checkpoint_puts_inodes_in_number_order() -> None:
                  [4, st.S_IFLNK | 0o777, 0, 0, 1, 0, 0, 0, None, None, "a"],
                  [2, st.S_IFREG | 0o644, 0, 0, 0, 0, 0, 0, [], None]]]
     assert list(Core.from_checkpoint(state, BS, 64).inodes) == [1, 2, 3, 4]
+
+
+def _linked_core() -> Core:
+    """Directories two deep, a file with three names in two directories, a symlink with
+    two, a FIFO, an orphan (its last name gone, reclaim left for later) and plain files."""
+    core = fresh_core(256)
+    core.apply(Create(2, ROOT_INO, "d", st.S_IFDIR | 0o755, 0, 0, 1))
+    core.apply(Create(3, 2, "e", st.S_IFDIR | 0o755, 0, 0, 1))
+    core.apply(Create(4, 3, "f", st.S_IFREG | 0o644, 0, 0, 1))
+    core.apply(SetExtents(4, [], [0, 2, 9, 0], 2 * BS, 2))
+    core.apply(Link(4, ROOT_INO, "f2", 3))
+    core.apply(Link(4, 3, "f3", 3))
+    core.apply(CreateNode(5, 2, "l", st.S_IFLNK | 0o777, 0, 0, 1, 0, "e/f"))
+    core.apply(Link(5, ROOT_INO, "l2", 3))
+    core.apply(CreateNode(6, 2, "p", st.S_IFIFO | 0o644, 0, 0, 1, 0, ""))
+    core.apply(Create(7, ROOT_INO, "gone", st.S_IFREG | 0o644, 0, 0, 1))
+    core.apply(Unlink(ROOT_INO, "gone", 4, False))
+    core.apply(Create(8, 2, "g", st.S_IFDIR | 0o700, 0, 0, 1))
+    for ino in range(9, 13):
+        core.apply(Create(ino, 8, f"n{ino}", st.S_IFREG | 0o600, 0, 0, 1))
+    return core
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_mount_counts_links_parents_and_orphans_as_the_records_made_them(streamed: bool) -> None:
+    """Mount derives link counts and parents from the entries (counted in bulk): a name
+    each for most files, three for a hard-linked file, two for a linked symlink, none for an
+    orphan; two for a directory and one more per directory in it."""
+    core = _linked_core()
+    raw = encode_checkpoint(core.to_checkpoint(), 7, 99, 4096)
+    state = (decode_checkpoint_streamed if streamed else decode_checkpoint)(raw, 0).state
+    back = Core.from_checkpoint(state, BS, 256)
+    assert inode_table(back) == inode_table(core)
+    links = {ino: node.nlink for ino, node in back.inodes.items()}
+    assert links == {1: 3, 2: 4, 3: 2, 4: 3, 5: 2, 6: 1, 7: 0, 8: 2, 9: 1, 10: 1, 11: 1, 12: 1}
+    assert {ino: back.inodes[ino].parent for ino in (1, 2, 3, 8)} == {1: 1, 2: 1, 3: 2, 8: 2}
+    assert back.orphans() == [7] == core.orphans()
+
+
+@pytest.mark.parametrize("chunk", [False, True])
+def test_orphans_are_every_inode_without_a_name_in_inode_order(chunk: bool,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """``orphans()`` (asked at every mount) over a dict of inodes and over a chunked one."""
+    if chunk:
+        monkeypatch.setattr(chunked, "CHUNK_BITS", 2)
+        monkeypatch.setattr(chunked, "CHUNKED_FROM", 4)
+    core = fresh_core(64)
+    for ino in range(2, 20):
+        core.apply(Create(ino, ROOT_INO, f"f{ino}", st.S_IFREG | 0o644, 0, 0, 1))
+    for ino in (3, 4, 11, 19):
+        core.apply(Unlink(ROOT_INO, f"f{ino}", 2, False))
+    assert type(core.inodes) is (chunked.ChunkedTable if chunk else dict)
+    assert core.orphans() == [3, 4, 11, 19]
+
+
+def test_batch_of_made_records_keeps_them_and_refuses_what_a_batch_may_not_hold() -> None:
+    create = Create(5, ROOT_INO, "f", st.S_IFREG | 0o644, 0, 0, 1)
+    share = SetExtents(5, [], [0, 3, 7, SHARE, 4, 1, 20, SHARE], None, 2)
+    batch = Batch.of(create, share)
+    assert batch.items == [[Create.CODE, *create], [SetExtents.CODE, *share]]
+    assert batch.records() == [create, share]
+    assert [type(r) for r in batch.records()] == [Create, SetExtents]
+    assert Batch(batch.items).records() == batch.records()
+    with pytest.raises(ValueError, match="may not nest"):
+        Batch.of(create, batch)
+    with pytest.raises(ValueError, match="non-empty"):
+        Batch.of()
+    with pytest.raises(ValueError, match="unknown record type"):
+        Batch.of(create, (5, [], [], None, None))   # type: ignore[arg-type]  # a tuple, not a record

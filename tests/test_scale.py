@@ -17,6 +17,7 @@ No test here measures time: waits are bounded polls whose outcome is asserted.
 
 from __future__ import annotations
 
+import gc
 import os
 import random
 import threading
@@ -372,6 +373,55 @@ def test_clone_of_a_many_extent_file_reads_alike_and_writes_apart(shm_path: str)
             with vol.open(name, "rb") as f:
                 assert f.read() == expected, name
         assert vol.fsck() == []
+
+
+def test_a_clone_of_many_extents_is_applied_with_the_collector_paused(shm_path: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A change of ``BULK_RUNS`` extents or more is applied with the cyclic collector paused
+    (one young collection after, not one every 700 objects); a smaller one is not; the
+    collector runs again after it, and stays off if the program had turned it off."""
+    from daxfs.core import Core
+    from daxfs.volume.heap import BULK_RUNS
+
+    seen: list[tuple[str, bool]] = []
+    apply = Core.apply
+
+    def watched(core: Core, record: object) -> None:
+        seen.append((type(record).__name__, gc.isenabled()))
+        apply(core, record)
+
+    with daxfs.mkfs(shm_path, 64 << 20, sparse=True) as vol:
+        content = _interleaved(vol, "/src", "/partner", BULK_RUNS, BS, 2)
+        _interleaved(vol, "/small", "/partner2", BULK_RUNS // 2, BS, 3)
+        monkeypatch.setattr(Core, "apply", watched)
+        assert gc.isenabled()
+        vol.clone_file("/src", "/big")          # create + share, one Batch
+        assert seen[0] == ("Batch", False) and gc.isenabled()
+        seen.clear()
+        vol.clone_file("/small", "/little")
+        assert seen[0] == ("Batch", True)
+        seen.clear()
+        gc.disable()
+        try:
+            vol.clone_file("/src", "/big2")
+            assert seen[0] == ("Batch", False) and not gc.isenabled()
+        finally:
+            gc.enable()
+        for name in ("/big", "/big2"):
+            with vol.open(name, "rb") as f:
+                assert f.read() == content
+        assert vol.fsck() == []
+
+
+def test_the_collector_runs_again_after_a_bulk_change_that_fails() -> None:
+    from daxfs.volume.heap import HeapKeeper
+
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError):
+        with HeapKeeper().bulk():
+            assert not gc.isenabled()
+            raise RuntimeError("the change failed")
+    assert gc.isenabled()
 
 
 def test_clone_whose_runs_are_shared_in_part_already(shm_path: str) -> None:

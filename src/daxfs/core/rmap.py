@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
-from itertools import compress
+from itertools import compress, repeat
 from operator import add, itemgetter, sub
 from typing import Any
 
@@ -250,9 +250,12 @@ class OwnerMap:
             return False
         if list(map(itemgetter(0), found)) != list(map(add, pblks, nblks)):
             return False        # not exactly one run each
-        deltas = list(map(sub, fblks, pblks))
-        runs.update(zip(pblks, [(end, owners + ((ino, delta),)) for (end, owners), delta in zip(found, deltas)]))
-        self.shared_blocks += sum(compress(nblks, [len(owners) == 1 for _end, owners in found]))
+        # Each run's owners and one more, (ino, delta): tuples built by zip and joined by
+        # add, with no Python step per run.
+        owners = list(map(itemgetter(1), found))
+        more = zip(zip(repeat(ino), map(sub, fblks, pblks)))
+        runs.update(zip(pblks, zip(map(add, pblks, nblks), map(add, owners, more))))
+        self.shared_blocks += sum(compress(nblks, map((1).__eq__, map(len, owners))))
         return True
 
     def remove(self, start: int, n: int, ino: int, fblk: int) -> list[tuple[int, int]]:
@@ -266,6 +269,27 @@ class OwnerMap:
             del starts[i]                       # the usual case: one run, one owner
             del runs[start]
             return [(start, n)]
+        if i >= 0:
+            s = starts[i]
+            e, owners = runs[s]
+            if start < end <= e and len(owners) > 1 and owner in owners:
+                # Inside one shared run (a copy-on-write gives up one block of a clone): the
+                # run is cut in up to three, the middle one without the owner; only that one
+                # can merge, and only where it reaches the run's ends.
+                k = owners.index(owner)
+                rest = owners[:k] + owners[k + 1:]
+                if s < start:
+                    runs[s] = (start, owners)
+                    i += 1
+                    starts.insert(i, start)
+                runs[start] = (end, rest)
+                if end < e:
+                    runs[end] = (e, owners)
+                    starts.insert(i + 1, end)
+                self._count_shared(n, len(owners), len(rest))
+                if s == start or end == e:
+                    self._merge_around(i)
+                return []
         self._split(start)
         self._split(end)
         freed: list[tuple[int, int]] = []

@@ -29,7 +29,7 @@ from daxfs.core.rmap import OwnerMap
 from daxfs.core.namespace import check_name, split_path
 from daxfs.core.fields import MAX_FILE_SIZE, target_size
 from daxfs.core.records import (Batch, BadMetadata, ClearQuarantine, Create, CreateNode, Link, Quarantine, Reclaim,
-                                Record, Rename, SetAttr, SetExtents, Unlink)
+                                Record, Rename, SetAttr, SetExtents, Unlink, batch_records)
 from daxfs.core.space import FreeSpace
 from daxfs.errors import CorruptVolumeError, describe_bytes, fs_error
 
@@ -552,7 +552,7 @@ class Core:
         del self.inodes[node.ino]
 
     def _batch(self, items: list[list[object]]) -> None:
-        for record in Batch(items).records():
+        for record in batch_records(items):     # (a Batch record's items, checked when it was made)
             self.apply(record)
 
     def _quarantine(self, pblk: int, nblk: int) -> None:

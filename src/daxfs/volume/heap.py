@@ -14,15 +14,23 @@ walks the few objects made since.
 frozen too.  They are still freed by reference counting; only cycles among them
 wait, until the volume closes and ``gc.unfreeze()`` hands them back to the
 collector.  ``DAXFS_GC_FREEZE=0`` in the environment turns this off.
+
+One change can build many objects at once: a clone of a file of 16,384 extents
+makes about 50,000 tuples, and the collector ran about 80 young collections
+during it, 8 older ones and often a full one (a third of the clone's time).
+``bulk`` pauses it for such a change and makes one young collection after.
 """
 
 from __future__ import annotations
 
 import gc
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 FREEZE_FROM = 4_096     # (a full collection of 8,000 files with data took 7.6 ms)
 FREEZE_STEP = 8_192
+BULK_RUNS = 1_024       # runs in one change from which the collector waits until its end
 
 
 def _freezing() -> bool:
@@ -62,6 +70,21 @@ class HeapKeeper:
             gc.freeze()
             self.froze = True
 
+    @contextmanager
+    def bulk(self) -> Iterator[None]:
+        """Around one change that makes many objects (``BULK_RUNS`` extents or more): the
+        collector waits, then walks them once.  (Process-wide, as ``gc.disable``: another
+        thread's objects wait the same few milliseconds.)"""
+        paused = gc.isenabled()
+        if paused:
+            gc.disable()
+        try:
+            yield
+        finally:
+            if paused:
+                gc.enable()
+                gc.collect(0)
+
     def release(self) -> None:
         """The volume is closing: what was frozen goes back to the collector."""
         if self.froze:
@@ -69,4 +92,4 @@ class HeapKeeper:
             gc.unfreeze()
 
 
-__all__ = ["HeapKeeper", "FREEZE_FROM", "FREEZE_STEP", "freeze_built"]
+__all__ = ["HeapKeeper", "FREEZE_FROM", "FREEZE_STEP", "BULK_RUNS", "freeze_built"]

@@ -46,7 +46,8 @@ from daxfs.format.superblock import CLEAN, GENERATIONS, Superblock
 from daxfs.media import FilePool, Pool
 from daxfs.volume.changes import ChangeTable
 from daxfs.volume.checkpointer import CheckpointWriter, RowIndex
-from daxfs.volume.heap import HeapKeeper
+from daxfs.volume.heap import BULK_RUNS, HeapKeeper
+from daxfs.volume.prepared import GROW_RUN
 from daxfs.volume.log import LogRing
 from daxfs.volume.mount import Loaded, load, read_superblock
 
@@ -63,6 +64,9 @@ RECORD_SLACK = 64
 
 
 #: Record types that change one inode (``ino``), and an inode and its parent directory.
+#: A change that may grow the checkpoint this much (that many runs) builds many objects:
+#: it is applied with the collector paused (``HeapKeeper.bulk``)
+BULK_GROW = GROW_RUN * BULK_RUNS
 _ONE_INODE = frozenset({SetExtents, SetAttr, Reclaim})
 _INODE_AND_PARENT = frozenset({Create, Link, CreateNode})
 
@@ -193,7 +197,11 @@ class Journal:
         if writer is not None:
             writer.touch(touched)
         try:
-            core.apply(record)
+            if grow < BULK_GROW:
+                core.apply(record)
+            else:
+                with self.heap.bulk():
+                    core.apply(record)
         except Exception as exc:
             self._fail(seq, record, exc)
         if writer is not None:
