@@ -1852,6 +1852,13 @@ def test_orphans_are_every_inode_without_a_name_in_inode_order(chunk: bool,
         core.apply(Unlink(ROOT_INO, f"f{ino}", 2, False))
     assert type(core.inodes) is (chunked.ChunkedTable if chunk else dict)
     assert core.orphans() == [3, 4, 11, 19]
+    core.apply(Link(11, ROOT_INO, "again", 3))         # an orphan given a name again
+    core.apply(Reclaim(4))
+    core.apply(Rename(ROOT_INO, "f5", ROOT_INO, "f6", 4, False))    # over f6: no name left
+    assert core.orphans() == [3, 6, 19]
+    assert check(core, referenced=[3, 6, 19]) == []
+    core.unnamed.add(12)
+    assert any("without a name" in p for p in check(core, referenced=[3, 6, 19]))
 
 
 def test_batch_of_made_records_keeps_them_and_refuses_what_a_batch_may_not_hold() -> None:

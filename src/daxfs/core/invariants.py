@@ -219,6 +219,14 @@ def _check(core: Core, referenced: Collection[int], problems: list[str]) -> None
             problems.append(f"inode {ino} link count is {node.nlink}, should be {links[ino]}")
         if ino >= core.next_ino:
             problems.append(f"inode {ino} is not below the next inode number {core.next_ino}")
+    # Core.unnamed (what mount reclaims) is kept as links come and go: every file no
+    # directory names, reachable or not.
+    named = {child for node in inodes.values() if type(node.entries) is dict for child in node.entries.values()}
+    unnamed = {ino for ino, node in inodes.items() if node.entries is None and ino not in named}
+    kept = getattr(core, "unnamed", None)
+    if kept != unnamed and not broken:
+        shown = sorted(kept)[:10] if isinstance(kept, set) else repr(kept)
+        problems.append(f"the files kept as without a name are {shown}, should be {sorted(unnamed)[:10]}")
 
 
 def _check_bad(core: Core, problems: list[str]) -> int:

@@ -61,6 +61,7 @@ def load_rows(core: Core, obj: object) -> None:
     ascending = True
     top = 0                 # the highest inode number so far: one above it cannot be a repeat
     modes: dict[int, int] = {}
+    empty_map = ExtentMap.empty     # (bound once: most files have no blocks)
     i = -1
     for i, row in enumerate(rows):
         if type(row) is not list or len(row) != 10:
@@ -126,7 +127,7 @@ def load_rows(core: Core, obj: object) -> None:
             raise _bad_checkpoint(f"file {ino}: extents {_show(ext)} are not a flat [fblk, nblk, pblk, "
                                   f"flags, ...] list (with entries {_show(entries)}, not None)")
         if not ext:
-            node.extents = ExtentMap.empty()
+            node.extents = empty_map()
             continue
         if len(ext) == 4:           # most files: one run, checked here as _check_runs does
             f, n, p, fl = ext
@@ -176,8 +177,10 @@ def load_rows(core: Core, obj: object) -> None:
                     raise _bad_checkpoint(f"directory {ino} has two parents ({parents[0]} and {parents[-1]})")
                 inodes[ino].nlink = count
     if len(unique) != len(inodes) - 1:      # (the root has no entry: ROOT_INO in no list)
-        for ino in set(inodes).difference(unique, (ROOT_INO,)):
+        unnamed = set(inodes).difference(unique, (ROOT_INO,))
+        for ino in unnamed:
             inodes[ino].nlink = 0
+        core.unnamed = unnamed      # (a directory among them is not connected: refused below)
     for parent, subdirs in below.items():
         inodes[parent].nlink += len(subdirs)
         for child in subdirs:

@@ -16,8 +16,7 @@ from __future__ import annotations
 import errno
 import stat as st
 from builtins import map as _map
-from itertools import compress
-from operator import add, attrgetter, not_
+from operator import add
 
 from daxfs.core.badblocks import BlockRuns, apply_bad_metadata, apply_clear, apply_quarantine
 from daxfs.core.busy import BusyList
@@ -47,8 +46,6 @@ _CKPT_CHAR = 4
 #: Symlinks followed in one path walk before ELOOP (Linux's MAXSYMLINKS).
 MAX_SYMLINKS = 40
 
-
-_NLINK = attrgetter("nlink")
 
 class Inode:
     """One inode.  ``entries`` is None but for directories, ``extents`` None but for regular
@@ -104,6 +101,9 @@ class Core:
         #: An empty dict, so "is anything bad?" costs the hot paths one truth test.
         self.bad = BlockRuns()
         self.bad_metadata = BlockRuns()     # bad pool byte ranges outside the data area
+        #: files with no name left (orphans: held open, or left by a crash), kept as links
+        #: drop to 0 so that mount need not look at every inode to find them
+        self.unnamed: set[int] = set()
         self.runs = 0           # extent runs over all files
         self.name_chars = 0     # characters over all directory entries
         self.target_chars = 0   # characters over all symlink targets
@@ -262,8 +262,7 @@ class Core:
 
     def orphans(self) -> list[int]:
         """Files with no names left (kept alive by open handles, or left by a crash)."""
-        inodes = self.inodes       # (at C speed: mount asks, and a million inodes took 0.1 s)
-        return list(compress(inodes.keys(), map(not_, map(_NLINK, inodes.values()))))
+        return sorted(self.unnamed)
 
     # ------------------------------------------------------------------ holds
 
@@ -372,6 +371,8 @@ class Core:
                                      f"directory, or the name exists")
         pnode.entries[name] = ino  # type: ignore[index]
         self.name_chars += len(name)
+        if node.nlink == 0:
+            self.unnamed.discard(ino)      # (an orphan named again)
         node.nlink += 1
         node.ctime_ns = time_ns
         self._touch_dir(pnode, time_ns)
@@ -400,8 +401,11 @@ class Core:
             return
         node.nlink -= 1
         node.ctime_ns = time_ns
-        if node.nlink == 0 and reclaim:
-            self._free_inode(node)
+        if node.nlink == 0:
+            if reclaim:
+                self._free_inode(node)
+            else:
+                self.unnamed.add(node.ino)
 
     def _unlink(self, parent: int, name: str, time_ns: int, reclaim: bool) -> None:
         inodes = self.inodes
@@ -550,6 +554,7 @@ class Core:
                     self._release(start, k)
             self.runs -= len(node.extents)
         del self.inodes[node.ino]
+        self.unnamed.discard(node.ino)
 
     def _batch(self, items: list[list[object]]) -> None:
         for record in batch_records(items):     # (a Batch record's items, checked when it was made)
