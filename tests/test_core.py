@@ -1176,7 +1176,8 @@ def test_invalid_records_are_refused_as_corruption(record: object) -> None:
     SetExtents(3, [], [1, 1, 9, 0], 10, 1),                        # shrinks over a written block
     SetExtents(99, [], [0, 1, 9, 0], BS, 1),
     SetExtents(3, [], [1, 1, 64, UNWRITTEN], None, 1),             # past the data area
-    SetExtents(3, [], [1 << 49, 1 << 49, 9, UNWRITTEN], None, 1),  # past the largest file
+    SetExtents(3, [], [1 << 49, 1 << 49, 9, UNWRITTEN], None, 1),  # to the largest file's end, past the data area
+    SetExtents(3, [], [1, 1, 9, UNWRITTEN, MAX_FILE_SIZE // BS - 1, 2, 10, UNWRITTEN], None, 1),  # 2nd run past it
     Reclaim(4),                                                   # a directory
     Reclaim(99),
     Unlink(99, "x", 1, True),                                     # parent does not exist
@@ -1187,7 +1188,8 @@ def test_invalid_records_are_refused_as_corruption(record: object) -> None:
 ], ids=["create-over-name", "create-old-ino", "create-in-file", "create-no-parent", "link-missing",
         "link-over-name", "unlink-missing", "unlink-in-file", "rename-into-itself", "rename-onto-itself",
         "rename-dir-over-file", "rename-file-over-dir", "rename-missing", "setattr-missing", "write-past-size",
-        "shrink-over-data", "extents-missing", "past-data-area", "past-largest-file", "reclaim-dir",
+        "shrink-over-data", "extents-missing", "past-data-area", "past-largest-file", "past-largest-file-2",
+        "reclaim-dir",
         "reclaim-missing", "unlink-no-parent", "link-no-parent", "link-in-file", "rename-no-target-parent",
         "rename-over-dangling-name"])
 def test_records_that_do_not_fit_the_state_change_nothing(record: object) -> None:
