@@ -1877,3 +1877,32 @@ def test_batch_of_made_records_keeps_them_and_refuses_what_a_batch_may_not_hold(
         Batch.of()
     with pytest.raises(ValueError, match="unknown record type"):
         Batch.of(create, (5, [], [], None, None))   # type: ignore[arg-type]  # a tuple, not a record
+
+
+def test_files_without_blocks_share_one_map_that_never_changes() -> None:
+    """Every regular file without blocks (new, or loaded by mount) holds ``NO_EXTENTS``;
+    its first block-map change gives it a map of its own, and the shared one stays empty."""
+    import pickle
+
+    from daxfs.core.extents import NO_EXTENTS
+
+    core = fresh_core()
+    core.apply(Create(2, ROOT_INO, "a", st.S_IFREG | 0o644, 0, 0, 1))
+    core.apply(Create(3, ROOT_INO, "b", st.S_IFREG | 0o644, 0, 0, 1))
+    assert core.inodes[2].extents is NO_EXTENTS is core.inodes[3].extents
+    core.apply(SetExtents(2, [], [0, 2, 5, 0], 2 * BS, 2))
+    assert core.inodes[2].extents is not NO_EXTENTS and list(core.inodes[2].extents) == [(0, 2, 5, 0)]
+    assert core.inodes[3].extents is NO_EXTENTS and list(NO_EXTENTS) == [] and len(NO_EXTENTS) == 0
+    copied = deepcopy(core)
+    assert copied.inodes[3].extents is NO_EXTENTS
+    copied.apply(SetExtents(3, [], [0, 1, 9, 0], BS, 3))
+    assert list(copied.inodes[3].extents) == [(0, 1, 9, 0)] and core.inodes[3].extents is NO_EXTENTS
+    assert pickle.loads(pickle.dumps(NO_EXTENTS)) is NO_EXTENTS
+    for change in (lambda: NO_EXTENTS.insert(0, 1, 2, 0), lambda: NO_EXTENTS.remove(0, 1),
+                   lambda: NO_EXTENTS.fill_sorted([0], [1], [2])):
+        with pytest.raises(TypeError, match="never changes"):
+            change()
+    raw = encode_checkpoint(core.to_checkpoint(), 7, 99, 4096)
+    back = Core.from_checkpoint(decode_checkpoint_streamed(raw, 0).state, BS, 64)
+    assert back.inodes[3].extents is NO_EXTENTS and list(back.inodes[2].extents) == [(0, 2, 5, 0)]
+    assert check(back) == []

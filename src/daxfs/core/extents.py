@@ -21,7 +21,6 @@ SHARE = 2       # in a record's map only: the blocks are owned already; add an o
 Run = tuple[int, int, int, int]
 
 _EMPTY: tuple[()] = ()
-_new = object.__new__
 
 
 class ExtentMap:
@@ -37,14 +36,6 @@ class ExtentMap:
         if runs:
             for run in runs:
                 self.insert(*run)
-
-    @classmethod
-    def empty(cls) -> "ExtentMap":
-        """``ExtentMap()`` without ``__init__``'s call and test (mount makes one a file)."""
-        emap = _new(cls)
-        emap._runs = _EMPTY     # type: ignore[assignment]
-        emap._starts = _EMPTY   # type: ignore[assignment]
-        return emap
 
     @classmethod
     def from_flat(cls, flat: list[int]) -> "ExtentMap":
@@ -211,3 +202,29 @@ class ExtentMap:
             if not fl & UNWRITTEN:
                 return f + n
         return 0
+
+
+class _NoExtents(ExtentMap):
+    """The empty map that every regular file without blocks shares (a million empty files
+    at mount are a million maps fewer: 48 bytes and 0.1 µs each).  It never changes:
+    ``Core._setextents``, the one place block maps change, gives a file a map of its own
+    first.  Copies and pickles of it are itself."""
+
+    __slots__ = ()
+
+    def _changed(self, *args: object) -> None:
+        raise TypeError("NO_EXTENTS is shared by every file without blocks and never changes")
+
+    insert = remove = fill_sorted = _changed    # type: ignore[assignment]
+
+    def __copy__(self) -> "_NoExtents":
+        return self
+
+    def __deepcopy__(self, memo: object) -> "_NoExtents":
+        return self
+
+    def __reduce__(self) -> str:
+        return "NO_EXTENTS"
+
+
+NO_EXTENTS: ExtentMap = _NoExtents()

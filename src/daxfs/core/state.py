@@ -20,7 +20,7 @@ from operator import add
 
 from daxfs.core.badblocks import BlockRuns, apply_bad_metadata, apply_clear, apply_quarantine
 from daxfs.core.busy import BusyList
-from daxfs.core.extents import SHARE, UNWRITTEN, ExtentMap
+from daxfs.core.extents import NO_EXTENTS, SHARE, UNWRITTEN, ExtentMap
 from daxfs.core.fastpaths import check_map, replace_in_run, share_into_empty
 from daxfs.core import chunked
 from daxfs.core.chunked import ChunkedTable
@@ -74,7 +74,7 @@ class Inode:
             self.extents: ExtentMap | None = None
         elif kind == st.S_IFREG:
             self.entries = None
-            self.extents = ExtentMap()
+            self.extents = NO_EXTENTS       # (shared until its first blocks: _setextents)
         else:                       # a symlink or special file: no blocks
             self.entries = None
             self.extents = None
@@ -480,6 +480,8 @@ class Core:
         emap = None if node is None else node.extents
         if emap is None:
             raise CorruptVolumeError(f"block map change on {'missing inode' if node is None else 'directory'} {ino}")
+        if emap is NO_EXTENTS:
+            emap = node.extents = ExtentMap()     # the file's own map from now on (the shared one never changes)
         rmap = self.rmap
         before = len(emap)
         new_size = node.size if size is None else size
