@@ -63,10 +63,11 @@ MIN_UNITS = 16
 RECORD_SLACK = 64
 
 
-#: Record types that change one inode (``ino``), and an inode and its parent directory.
 #: A change that may grow the checkpoint this much (that many runs) builds many objects:
 #: it is applied with the collector paused (``HeapKeeper.bulk``)
 BULK_GROW = GROW_RUN * BULK_RUNS
+
+#: Record types that change one inode (``ino``), and an inode and its parent directory.
 _ONE_INODE = frozenset({SetExtents, SetAttr, Reclaim})
 _INODE_AND_PARENT = frozenset({Create, Link, CreateNode})
 
