@@ -700,7 +700,7 @@ def test_core_refuses_sharing_blocks_nobody_owns() -> None:
     core.apply(SetExtents(2, [], [0, 4, 10, 0], 4 * BS, 0))
     core.apply(Create(3, ROOT_INO, "b", st.S_IFREG | 0o644, 0, 0, 0))
     for pblk, n in ((8, 4), (13, 2), (14, 1), (30, 1)):     # a owns [10,14)
-        with pytest.raises(CorruptVolumeError, match="nobody owns"):
+        with pytest.raises(CorruptVolumeError, match=f"inode 3 shares data blocks {pblk}..{pblk + n} nobody owns"):
             core.apply(SetExtents(3, [], [0, n, pblk, SHARE], n * BS, 0))
     core.apply(SetExtents(3, [], [0, 4, 10, SHARE], 4 * BS, 0))
     assert core.rmap.shared_blocks == 4 and check(core) == []
@@ -904,6 +904,18 @@ def test_a_block_map_change_on_a_missing_inode_or_a_directory_says_which() -> No
             core.apply(SetExtents(ino, [], [0, 1, 5, 0], BS, 2))
         assert str(info.value).endswith(says)
     assert check(core) == []
+
+
+def test_a_reclaim_of_a_missing_inode_a_directory_or_a_named_file_says_which() -> None:
+    core = fresh_core()
+    core.apply(Create(2, ROOT_INO, "d", st.S_IFDIR | 0o755, 0, 0, 1))
+    core.apply(Create(3, ROOT_INO, "f", st.S_IFREG | 0o644, 0, 0, 1))
+    for ino, says in ((2, "reclaim of directory 2"), (9, "reclaim of missing inode 9"),
+                      (3, "reclaim of inode 3 that still has 1 names")):
+        with pytest.raises(CorruptVolumeError) as info:
+            core.apply(Reclaim(ino))
+        assert str(info.value).endswith(says)
+    assert check(core) == [] and sorted(core.inodes) == [ROOT_INO, 2, 3]
 
 
 def test_fresh_blocks_into_a_hole_are_checked_to_the_edges() -> None:
@@ -1135,6 +1147,55 @@ def test_setextents_unmap_to_end_and_replace() -> None:
     assert list(core.inodes[2].extents) == [(0, 1, 0, 0), (1, 1, 20, 0), (2, 1, 2, 0)]
     assert core.space.free == 64 - 3 and core.space.is_free(1, 1) and not core.space.is_free(20, 1)
     assert check(core) == []
+
+
+def test_setextents_unmaps_every_run_of_its_unmap_list() -> None:
+    """An unmap of several runs in one record gives back each of them, no other block."""
+    core = fresh_core()
+    core.apply(Create(2, ROOT_INO, "a", st.S_IFREG | 0o644, 0, 0, 1))
+    core.apply(SetExtents(2, [], [0, 8, 0, 0], 8 * BS, 2))
+    core.apply(SetExtents(2, [1, 1, 4, 2, 7, 1], [], None, 3))
+    assert list(core.inodes[2].extents) == [(0, 1, 0, 0), (2, 2, 2, 0), (6, 1, 6, 0)]
+    assert [core.space.is_free(b, 1) for b in range(9)] == [False, True, False, False, True, True, False, True,
+                                                           True]
+    assert core.runs == 3 and core.space.free == 60 and check(core) == []
+    core.apply(SetExtents(2, [0, 0, 2, 0], [], None, 4))     # empty ranges (a clone of an empty file)
+    assert list(core.inodes[2].extents) == [(0, 1, 0, 0), (2, 2, 2, 0), (6, 1, 6, 0)] and core.space.free == 60
+
+
+def test_a_copy_on_write_record_sets_the_times_and_gives_back_the_old_blocks() -> None:
+    """Fresh blocks replacing blocks inside one written run (the first write into a clone,
+    applied by a fast path): the file's times change as for any write, the old blocks are
+    freed, and the run is split around the new ones."""
+    core = fresh_core()
+    core.apply(Create(2, ROOT_INO, "a", st.S_IFREG | 0o644, 0, 0, 1))
+    core.apply(SetExtents(2, [], [0, 4, 10, 0], 4 * BS, 2))
+    core.apply(SetExtents(2, [], [1, 2, 30, 0], None, 50))
+    node = core.inodes[2]
+    assert list(node.extents) == [(0, 1, 10, 0), (1, 2, 30, 0), (3, 1, 13, 0)]
+    assert (node.mtime_ns, node.ctime_ns, node.size) == (50, 50, 4 * BS)
+    assert [core.space.is_free(b, 1) for b in (10, 11, 12, 13, 30, 31)] == [False, True, True, False, False, False]
+    assert core.runs == 3 and check(core) == []
+
+
+def test_a_block_map_past_the_largest_file_names_the_inode() -> None:
+    """Past the largest file by one block, in a record that is not the common write."""
+    core = fresh_core()
+    core.apply(Create(2, ROOT_INO, "a", st.S_IFREG | 0o644, 0, 0, 1))
+    core.apply(SetExtents(2, [], [0, 1, 10, 0], BS, 2))
+    with pytest.raises(CorruptVolumeError, match=f": inode 2 maps file block {core.max_blocks + 1}, past"):
+        core.apply(SetExtents(2, [0, 1], [core.max_blocks - 1, 2, 5, UNWRITTEN], None, 3))
+    core.apply(SetExtents(2, [0, 1], [core.max_blocks - 2, 2, 5, UNWRITTEN], None, 3))     # up to the last block
+    assert list(core.inodes[2].extents) == [(core.max_blocks - 2, 2, 5, UNWRITTEN)] and check(core) == []
+
+
+def test_a_shrink_past_written_blocks_says_so() -> None:
+    """A record that is not the common write and leaves written blocks past the new size."""
+    core = fresh_core()
+    core.apply(Create(2, ROOT_INO, "a", st.S_IFREG | 0o644, 0, 0, 1))
+    core.apply(SetExtents(2, [], [0, 2, 10, 0], 2 * BS, 2))
+    with pytest.raises(CorruptVolumeError, match=f": inode 2 holds written blocks past its size {BS}$"):
+        core.apply(SetExtents(2, [5, 1], [], BS, 3))
 
 
 @pytest.mark.parametrize("record", [
