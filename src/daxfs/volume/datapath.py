@@ -485,6 +485,7 @@ class DataPath(PreparedWrites):
             self.zero_fresh(base, k * bs)
             stores.append((base, k * bs))
         self.persist(stores)
+        self.journal.deferred.pop(node.ino, None)       # (an in-place write's older mtime: superseded)
         self.journal.commit(SetExtents(node.ino, [], [x for m in mapping for x in m], end if grows else None,
                                        time.time_ns()))
         self.references.show_filled(node.ino, mapping)

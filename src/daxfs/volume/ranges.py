@@ -41,6 +41,7 @@ class RangeOps:
             stores: list[tuple[int, int]] = []
             data.zero_tail_for_growth(node, size, stores)
             data.persist(stores)
+            journal.deferred.pop(node.ino, None)    # (an in-place write's older mtime: superseded)
             journal.commit(SetExtents(node.ino, [], [], size, now))
             return
         keep = -(-size // self.bs)
@@ -82,6 +83,7 @@ class RangeOps:
             if new_size is not None:
                 data.zero_tail_for_growth(node, new_size, stores)
                 data.persist(stores)
+            journal.deferred.pop(ino, None)
             journal.commit(SetExtents(ino, [], [x for m in mapping for x in m], new_size, time.time_ns()),
                            GROW_RUN * (len(mapping) + 1))
 
@@ -110,6 +112,7 @@ class RangeOps:
                        if (m := self._cow_zeroed(node, blk, lo, hi, singles, stores)) is not None]
             data.persist(stores)
             if unmap or mapping:
+                journal.deferred.pop(ino, None)
                 journal.commit(SetExtents(ino, unmap, [x for m in mapping for x in m], None, time.time_ns()),
                                GROW_RUN * (len(mapping) + 2))
             elif stores:
@@ -156,6 +159,7 @@ class RangeOps:
                         if (m := self._cow_zeroed(node, blk, lo, hi, singles, stores)) is not None]
             data.persist(stores)
             if mapping or new_size is not None:
+                journal.deferred.pop(ino, None)
                 journal.commit(SetExtents(ino, [], [x for m in sorted(mapping) for x in m], new_size,
                                           time.time_ns()), GROW_RUN * (len(mapping) + 1))
                 self.references.show_filled(ino, mapping)

@@ -116,6 +116,7 @@ class Sharing:
             data.zero_tail_for_growth(dnode, new_size, stores)
             data.persist(stores)
         record = self._clone_record(snode, sf0, dnode.ino, df0, nblk, new_size)
+        self.journal.deferred.pop(dnode.ino, None)      # (an in-place write's older mtime: superseded)
         self.journal.commit(record, GROW_RUN * (len(record.map) // 4 + 2))
         return length
 
@@ -170,6 +171,7 @@ class Sharing:
                 # one record: all of dst goes, src's blocks come, the size follows
                 record = self._clone_record(snode, 0, dnode.ino, 0, nblk, snode.size)
                 record = record._replace(unmap=[0, -1])
+                journal.deferred.pop(dnode.ino, None)
                 journal.commit(record, GROW_RUN * (len(record.map) // 4 + 2))
                 return
             if name is None or trailing:
@@ -292,6 +294,7 @@ class Sharing:
                                            (dst_offset + clone[0]) // bs, -(-clone[1] // bs), None,
                                            exclude=[(p, k) for _f, k, p, _fl in pieces])
                 unmap, mapping = share.unmap, share.map + mapping
+            journal.deferred.pop(dnode.ino, None)
             journal.commit(SetExtents(dnode.ino, unmap, mapping, new_size, time.time_ns()),
                            GROW_RUN * (len(mapping) // 4 + 2))
             return n

@@ -1,0 +1,218 @@
+"""The data path (``volume/datapath.py``): edges the differential, reflink and crash tests leave open.
+
+What these tests prove (each found untested by a mutation run of datapath.py):
+
+- What a write, a write mapping and a copy-on-write may add to a checkpoint
+  (``GROW_RUN`` a run, plus one) is held against the checkpoint area before anything
+  changes: a byte less room than that is ENOSPC ("no space left for metadata") with
+  nothing changed, exactly that much is taken.  This covers the append fast path
+  (``_append_into_hole``), ``fill_plan`` (holes and unwritten runs), ``unshare``'s own
+  record and ``populate``.
+- A write mapping that grows the file past a shared partial last block it does not cover
+  copies that block before zeroing its bytes past EOF: the other owner keeps them.
+- A write over data and a hole places the new blocks right after the file's block before
+  them when those are free (``fill_plan``'s goal), not in the first free gap.
+- Growing a file zeroes its last block's stale tail unless that very block is poisoned:
+  other bad blocks around it (the file's own included) do not stop it.
+- A write through a handle opened before the volume went read-only is EROFS, saying why.
+- A write may end exactly at the largest file size; a byte more is EFBIG, nothing written.
+- An in-place rewrite ending exactly at EOF logs nothing (its mtime is deferred).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import random
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from daxfs.media import MemoryPool
+from daxfs.volume import Volume
+
+BS = 4096
+
+
+def _volume(size: int = 4 << 20) -> Volume:
+    pool = MemoryPool(size)
+    Volume.format(pool)
+    return Volume.mount(pool)
+
+
+def _distinct(seed: int, n: int) -> bytes:
+    return random.Random(seed).randbytes(n)
+
+
+def _write(vol: Volume, path: str, data: bytes) -> None:
+    with vol.open(path, "wb", buffering=0) as f:
+        f.write(data)
+
+
+def _setup(kind: str) -> Volume:
+    """A volume with ``f``: 4 written blocks; ``unwritten``: 2 more fallocate'd past them;
+    ``shared_tail``: cloned to ``g``, then cut to 2 blocks + 10 bytes (block 2 stays shared)."""
+    vol = _volume()
+    _write(vol, "f", _distinct(1, 4 * BS))
+    if kind == "unwritten":
+        with vol.open("f", "r+b", buffering=0) as f:
+            f.fallocate(4 * BS, 2 * BS)
+    elif kind == "shared_tail":
+        vol.clone_file("f", "g")
+        with vol.open("f", "r+b", buffering=0) as f:
+            f.truncate(2 * BS + 10)
+    return vol
+
+
+# (name, set-up, operation on f, the checkpoint room it needs: GROW_RUN = 80 a run)
+_ROOM_CASES = [
+    ("append_at_eof", "", lambda f: f.pwrite(b"y" * 100, 4 * BS), 160),             # _append_into_hole
+    ("append_past_eof", "", lambda f: f.pwrite(b"y" * 100, 6 * BS + 10), 160),
+    ("into_unwritten", "unwritten", lambda f: f.pwrite(b"y" * 100, 4 * BS + 10), 160),   # fill_plan
+    ("unwritten_and_hole", "unwritten", lambda f: f.pwrite(b"y" * 3 * BS, 4 * BS + 10), 240),
+    ("cow_truncate_up", "shared_tail", lambda f: f.truncate(3 * BS), 160),           # unshare
+    ("write_mapping", "", lambda f: f.map(4 * BS, BS, write=True).close(), 160),     # populate
+]
+
+
+def _file_state(vol: Volume, f: Any) -> tuple:
+    return f.pread(16 * BS, 0), f.stat().st_size, f.extents(), vol.statfs()
+
+
+@pytest.mark.parametrize("name, kind, op, room", _ROOM_CASES, ids=[c[0] for c in _ROOM_CASES])
+def test_writes_hold_their_checkpoint_growth_against_the_area(
+        name: str, kind: str, op: Callable[[Any], None], room: int) -> None:
+    for give, fits in ((room - 1, False), (room, True)):
+        vol = _setup(kind)
+        j = vol._journal
+        layout = j.layout
+        with vol.open("f", "r+b", buffering=0) as f:
+            before = _file_state(vol, f)
+            seq = j.ring.next_seq
+            j.layout = dataclasses.replace(layout, checkpoint_size=j.core.checkpoint_bound + give + 64)
+            try:
+                if fits:
+                    op(f)
+                else:
+                    with pytest.raises(OSError) as info:
+                        op(f)
+                    assert info.value.errno == errno.ENOSPC and "metadata" in str(info.value), info.value
+            finally:
+                j.layout = layout
+            if not fits:
+                assert j.ring.next_seq == seq and _file_state(vol, f) == before, f"{name}: changed on ENOSPC"
+            else:
+                assert j.ring.next_seq > seq
+        assert vol.fsck() == []
+        vol.close()
+
+
+def _read(vol: Volume, path: str) -> bytes:
+    with vol.open(path, "rb", buffering=0) as f:
+        return f.read()
+
+
+def test_a_write_mapping_growing_past_a_shared_tail_block_copies_it_first() -> None:
+    """A write mapping that does not cover the file's shared partial last block still grows
+    the size over it: the block is copied before its bytes past EOF are zeroed."""
+    vol = _volume()
+    data = _distinct(2, 3 * BS)
+    _write(vol, "a", data)
+    vol.clone_file("a", "b")
+    with vol.open("b", "r+b", buffering=0) as f:
+        f.truncate(2 * BS + 10)             # block 2 stays shared; a shows the bytes past b's EOF
+        f.map(3 * BS, BS, write=True).close()
+        assert f.stat().st_size == 4 * BS
+        assert f.pread(4 * BS, 0) == data[:2 * BS + 10] + bytes(2 * BS - 10)
+    assert _read(vol, "a") == data, "a's bytes past b's old EOF were zeroed in place"
+    assert vol.fsck() == []
+    vol.close()
+
+
+def test_a_write_over_data_and_a_hole_continues_the_files_run() -> None:
+    """fill_plan (a write that is not one hole) places new blocks right after the file's
+    block before them when those are free, not in the first free gap."""
+    vol = _volume()
+    for name in "abcd":
+        _write(vol, name, b"x" * BS * (2 if name == "a" else 1))
+    with vol.open("b", "rb", buffering=0) as f:
+        b_block = f.extents()[0].pool_offset
+    for name in "acd":                      # two free blocks before b, and two right after it
+        vol.unlink(name)
+    with vol.open("b", "r+b", buffering=0) as f:
+        f.pwrite(b"y" * 2 * BS, BS - 100)   # the end of block 0 (written), then blocks 1, 2 (holes)
+        ext = f.extents()
+    assert [(e.file_offset, e.length, e.pool_offset) for e in ext] == [(0, 3 * BS, b_block)], ext
+    vol.close()
+
+
+def test_growing_over_a_good_last_block_zeroes_its_tail_whatever_else_is_bad() -> None:
+    """The poison check before zeroing the bytes past EOF looks at the last block itself:
+    with every block around it bad (the file's other block included), a good last block
+    still has its stale tail zeroed when the size grows over it."""
+    vol = _volume()
+    _write(vol, "filler", b"f" * 4 * BS)             # so the file's blocks are not the first ones
+    data = _distinct(3, 3 * BS)
+    _write(vol, "f", data)
+    with vol.open("f", "r+b", buffering=0) as f:
+        p0 = f.extents()[0].pool_offset
+        f.punch_hole(0, BS)                           # the last run starts at file block 1
+        f.truncate(2 * BS + 100)                      # block 2 keeps stale bytes past EOF
+        base = vol._journal.layout.data_offset
+        last = p0 + 2 * BS
+        vol.memory_failure(base, last - base)         # every data block before the last one ...
+        vol.memory_failure(last + BS, 3 * BS)         # ... and three after it
+        f.truncate(3 * BS)
+        assert f.pread(BS - 100, 2 * BS + 100) == bytes(BS - 100), "stale bytes past the old EOF show"
+    vol.close()
+
+
+def test_a_write_on_a_handle_opened_before_the_volume_went_read_only_is_erofs() -> None:
+    """A volume can turn read-only while mounted (damage found, metadata on bad memory):
+    writes through handles already open are EROFS, saying why, and change nothing."""
+    vol = _volume()
+    data = _distinct(4, 2 * BS)
+    _write(vol, "f", data)
+    with vol.open("f", "r+b", buffering=0) as f:
+        j = vol._journal
+        j.readonly, j.damaged = True, "metadata on bad memory (simulated)"
+        try:
+            for off in (0, 2 * BS, None):
+                with pytest.raises(OSError) as info:
+                    if off is None:
+                        f._vol.data.append(f._ino, memoryview(b"z"))
+                    else:
+                        f.pwrite(b"z" * 10, off)
+                assert info.value.errno == errno.EROFS and "simulated" in str(info.value)
+            assert f.pread(4 * BS, 0) == data
+        finally:
+            j.readonly, j.damaged = False, None
+    vol.close()
+
+
+def test_a_write_may_end_at_the_largest_file_size_and_not_past_it() -> None:
+    from daxfs.volume.arguments import MAX_FILE_SIZE
+
+    vol = _volume()
+    with vol.open("f", "w+b", buffering=0) as f:
+        with pytest.raises(OSError) as info:
+            f.pwrite(b"zz", MAX_FILE_SIZE - 1)
+        assert info.value.errno == errno.EFBIG and f.stat().st_size == 0
+        assert f.pwrite(b"z", MAX_FILE_SIZE - 1) == 1
+        assert f.stat().st_size == MAX_FILE_SIZE and f.pread(2, MAX_FILE_SIZE - 1) == b"z"
+    assert vol.fsck() == []
+    vol.close()
+
+
+def test_an_in_place_rewrite_ending_at_eof_logs_nothing() -> None:
+    """A write over a file's own written blocks that ends exactly at EOF does not grow it:
+    nothing is logged (its mtime is deferred), as for any in-place rewrite."""
+    vol = _volume()
+    _write(vol, "f", _distinct(5, 2 * BS + 100))
+    j = vol._journal
+    with vol.open("f", "r+b", buffering=0) as f:
+        seq = j.ring.next_seq
+        f.pwrite(b"w" * 200, 2 * BS - 100)
+        assert j.ring.next_seq == seq and f.stat().st_size == 2 * BS + 100
+    vol.close()
