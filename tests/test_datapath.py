@@ -21,33 +21,18 @@ What these tests prove (each found untested by a mutation run of datapath.py):
 
 from __future__ import annotations
 
-import dataclasses
 import errno
-import random
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from daxfs.media import MemoryPool
 from daxfs.volume import Volume
 
+from _small_volume import (check_checkpoint_room, distinct as _distinct, file_between_free_blocks,
+                           small_volume as _volume, write_file as _write)
+
 BS = 4096
-
-
-def _volume(size: int = 4 << 20) -> Volume:
-    pool = MemoryPool(size)
-    Volume.format(pool)
-    return Volume.mount(pool)
-
-
-def _distinct(seed: int, n: int) -> bytes:
-    return random.Random(seed).randbytes(n)
-
-
-def _write(vol: Volume, path: str, data: bytes) -> None:
-    with vol.open(path, "wb", buffering=0) as f:
-        f.write(data)
 
 
 def _setup(kind: str) -> Volume:
@@ -76,36 +61,10 @@ _ROOM_CASES = [
 ]
 
 
-def _file_state(vol: Volume, f: Any) -> tuple:
-    return f.pread(16 * BS, 0), f.stat().st_size, f.extents(), vol.statfs()
-
-
 @pytest.mark.parametrize("name, kind, op, room", _ROOM_CASES, ids=[c[0] for c in _ROOM_CASES])
 def test_writes_hold_their_checkpoint_growth_against_the_area(
         name: str, kind: str, op: Callable[[Any], None], room: int) -> None:
-    for give, fits in ((room - 1, False), (room, True)):
-        vol = _setup(kind)
-        j = vol._journal
-        layout = j.layout
-        with vol.open("f", "r+b", buffering=0) as f:
-            before = _file_state(vol, f)
-            seq = j.ring.next_seq
-            j.layout = dataclasses.replace(layout, checkpoint_size=j.core.checkpoint_bound + give + 64)
-            try:
-                if fits:
-                    op(f)
-                else:
-                    with pytest.raises(OSError) as info:
-                        op(f)
-                    assert info.value.errno == errno.ENOSPC and "metadata" in str(info.value), info.value
-            finally:
-                j.layout = layout
-            if not fits:
-                assert j.ring.next_seq == seq and _file_state(vol, f) == before, f"{name}: changed on ENOSPC"
-            else:
-                assert j.ring.next_seq > seq
-        assert vol.fsck() == []
-        vol.close()
+    check_checkpoint_room(lambda: _setup(kind), op, room, name, 16 * BS, says="metadata")
 
 
 def _read(vol: Volume, path: str) -> bytes:
@@ -133,13 +92,7 @@ def test_a_write_mapping_growing_past_a_shared_tail_block_copies_it_first() -> N
 def test_a_write_over_data_and_a_hole_continues_the_files_run() -> None:
     """fill_plan (a write that is not one hole) places new blocks right after the file's
     block before them when those are free, not in the first free gap."""
-    vol = _volume()
-    for name in "abcd":
-        _write(vol, name, b"x" * BS * (2 if name == "a" else 1))
-    with vol.open("b", "rb", buffering=0) as f:
-        b_block = f.extents()[0].pool_offset
-    for name in "acd":                      # two free blocks before b, and two right after it
-        vol.unlink(name)
+    vol, b_block = file_between_free_blocks()
     with vol.open("b", "r+b", buffering=0) as f:
         f.pwrite(b"y" * 2 * BS, BS - 100)   # the end of block 0 (written), then blocks 1, 2 (holes)
         ext = f.extents()

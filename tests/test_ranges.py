@@ -34,9 +34,7 @@ What these tests prove (each found untested by a mutation run of ranges.py):
 
 from __future__ import annotations
 
-import dataclasses
 import errno
-import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -48,27 +46,10 @@ from daxfs.media import MemoryPool
 from daxfs.testing.crash import CrashRecorder
 from daxfs.volume import Volume
 
+from _small_volume import (check_checkpoint_room, distinct as _distinct, file_between_free_blocks,
+                           read_file as _read, small_volume as _volume, write_file as _write)
+
 BS = 4096
-
-
-def _volume(size: int = 4 << 20) -> Volume:
-    pool = MemoryPool(size)
-    Volume.format(pool)
-    return Volume.mount(pool)
-
-
-def _distinct(seed: int, n: int) -> bytes:
-    return random.Random(seed).randbytes(n)
-
-
-def _write(vol: Volume, path: str, data: bytes) -> None:
-    with vol.open(path, "wb", buffering=0) as f:
-        f.write(data)
-
-
-def _read(vol: Volume, path: str) -> bytes:
-    with vol.open(path, "rb", buffering=0) as f:
-        return f.read()
 
 
 def _shared_tail(vol: Volume) -> bytes:
@@ -111,13 +92,7 @@ def test_keep_size_past_eof_leaves_a_shared_tail_block_shared(op: str) -> None:
 
 
 def test_fallocate_continues_the_files_last_run() -> None:
-    vol = _volume()
-    for name in "abcd":
-        _write(vol, name, b"x" * BS * (2 if name == "a" else 1))
-    with vol.open("b", "rb", buffering=0) as f:
-        b_block = f.extents()[0].pool_offset
-    for name in "acd":                      # two free blocks before b, and two right after it
-        vol.unlink(name)
+    vol, b_block = file_between_free_blocks()
     with vol.open("b", "r+b", buffering=0) as f:
         f.fallocate(BS, 2 * BS)             # the hole starts at block 1 and is 2 long
         ext = f.extents()
@@ -173,37 +148,15 @@ _ROOM_CASES = [
 ]
 
 
-def _file_state(vol: Volume, f: Any) -> tuple:
-    return f.pread(8 * BS, 0), f.stat().st_size, f.extents(), vol.statfs()
-
-
 @pytest.mark.parametrize("name, op, room", _ROOM_CASES, ids=[c[0] for c in _ROOM_CASES])
 def test_range_ops_hold_their_checkpoint_growth_against_the_area(
         name: str, op: Callable[[Any], None], room: int) -> None:
-    for give, fits in ((room - 1, False), (room, True)):
+    def make() -> Volume:
         vol = _volume()
         _write(vol, "f", _distinct(4, 4 * BS))
-        j = vol._journal
-        layout = j.layout
-        with vol.open("f", "r+b", buffering=0) as f:
-            before = _file_state(vol, f)
-            seq = j.ring.next_seq
-            j.layout = dataclasses.replace(layout, checkpoint_size=j.core.checkpoint_bound + give + 64)
-            try:
-                if fits:
-                    op(f)
-                else:
-                    with pytest.raises(OSError) as info:
-                        op(f)
-                    assert info.value.errno == errno.ENOSPC, info.value
-            finally:
-                j.layout = layout
-            if not fits:
-                assert j.ring.next_seq == seq and _file_state(vol, f) == before, f"{name}: changed on ENOSPC"
-            else:
-                assert j.ring.next_seq > seq
-        assert vol.fsck() == []
-        vol.close()
+        return vol
+
+    check_checkpoint_room(make, op, room, name, 8 * BS)
 
 
 @pytest.mark.parametrize("op", ["zero_range", "punch_hole"])

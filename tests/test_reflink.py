@@ -53,6 +53,8 @@ import daxfs
 from daxfs.media import MemoryPool, RecordingPool
 from daxfs.volume import Volume
 
+from _small_volume import read_file as _read, write_file as _write
+
 BS = 4096
 POOL = 8 << 20
 NAMES = ("a", "b", "c", "d")
@@ -74,16 +76,6 @@ def _errno_of(fn: Callable[[], Any]) -> tuple[str, Any]:
     except OSError as exc:
         assert exc.errno is not None, f"OSError without errno: {exc!r}"
         return "err", exc.errno
-
-
-def _write(vol: Volume, path: str, data: bytes) -> None:
-    with vol.open(path, "wb", buffering=0) as f:
-        f.write(data)
-
-
-def _read(vol: Volume, path: str) -> bytes:
-    with vol.open(path, "rb", buffering=0) as f:
-        return f.read()
 
 
 # --------------------------------------------------------------------------- brute force

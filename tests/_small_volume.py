@@ -1,0 +1,86 @@
+"""Small in-memory volumes and file helpers shared by the data-path tests (test_ranges,
+test_datapath)."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import random
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from daxfs.media import MemoryPool
+from daxfs.volume import Volume
+
+BS = 4096
+
+
+def small_volume(size: int = 4 << 20) -> Volume:
+    """A fresh volume on a ``size``-byte pool in memory."""
+    pool = MemoryPool(size)
+    Volume.format(pool)
+    return Volume.mount(pool)
+
+
+def distinct(seed: int, n: int) -> bytes:
+    """``n`` bytes no other seed gives."""
+    return random.Random(seed).randbytes(n)
+
+
+def write_file(vol: Volume, path: str, data: bytes) -> None:
+    with vol.open(path, "wb", buffering=0) as f:
+        f.write(data)
+
+
+def read_file(vol: Volume, path: str) -> bytes:
+    with vol.open(path, "rb", buffering=0) as f:
+        return f.read()
+
+
+def check_checkpoint_room(make: Callable[[], Volume], op: Callable[[Any], object], room: int, name: str,
+                          span: int, says: str = "") -> None:
+    """``op`` on file ``f`` of a volume ``make`` returns: with one byte less checkpoint room
+    than ``room`` it is ENOSPC (its message holding ``says``) and nothing changed (the first
+    ``span`` bytes, size, extents, statfs, the log); with ``room`` it commits."""
+    for give, fits in ((room - 1, False), (room, True)):
+        vol = make()
+        j = vol._journal
+        layout = j.layout
+        with vol.open("f", "r+b", buffering=0) as f:
+            def state() -> tuple[object, ...]:
+                return f.pread(span, 0), f.stat().st_size, f.extents(), vol.statfs()
+
+            before = state()
+            seq = j.ring.next_seq
+            j.layout = dataclasses.replace(layout, checkpoint_size=j.core.checkpoint_bound + give + 64)
+            try:
+                if fits:
+                    op(f)
+                else:
+                    with pytest.raises(OSError) as info:
+                        op(f)
+                    assert info.value.errno == errno.ENOSPC and says in str(info.value), info.value
+            finally:
+                j.layout = layout
+            if not fits:
+                assert j.ring.next_seq == seq and state() == before, f"{name}: changed on ENOSPC"
+            else:
+                assert j.ring.next_seq > seq
+        assert vol.fsck() == []
+        vol.close()
+
+
+def file_between_free_blocks() -> tuple[Volume, int]:
+    """A volume whose file ``b`` (one block) has two free blocks before it and two right
+    after it, and ``b``'s pool offset: where an allocator that continues a file's run puts
+    its next blocks, and one that takes the first free gap does not."""
+    vol = small_volume()
+    for name in "abcd":
+        write_file(vol, name, b"x" * BS * (2 if name == "a" else 1))
+    with vol.open("b", "rb", buffering=0) as f:
+        b_block = f.extents()[0].pool_offset
+    for name in "acd":
+        vol.unlink(name)
+    return vol, b_block
