@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import random
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -84,3 +85,13 @@ def file_between_free_blocks() -> tuple[Volume, int]:
     for name in "acd":
         vol.unlink(name)
     return vol, b_block
+
+
+def clock_past(ns: int) -> None:
+    """Return once ``time.time_ns()`` is past ``ns``, so that a time taken next is later than
+    ``ns`` (polled a bounded number of times; asserts rather than assumes it moved)."""
+    for _ in range(10_000):
+        if time.time_ns() > ns:
+            return
+        time.sleep(0.0001)
+    assert time.time_ns() > ns, "the clock did not move"

@@ -46,7 +46,7 @@ from daxfs.media import MemoryPool
 from daxfs.testing.crash import CrashRecorder
 from daxfs.volume import Volume
 
-from _small_volume import (check_checkpoint_room, distinct as _distinct, file_between_free_blocks,
+from _small_volume import (check_checkpoint_room, clock_past, distinct as _distinct, file_between_free_blocks,
                            read_file as _read, small_volume as _volume, write_file as _write)
 
 BS = 4096
@@ -106,7 +106,7 @@ def test_fallocate_that_allocates_nothing_and_ends_at_eof_changes_nothing() -> N
     _write(vol, "f", _distinct(2, 3 * BS))
     with vol.open("f", "r+b", buffering=0) as f:
         before = f.stat()
-        time.sleep(0.002)
+        clock_past(before.st_mtime_ns)
         f.fallocate(0, 3 * BS)              # every block written, the end is the size
         after = f.stat()
     assert (after.st_mtime_ns, after.st_ctime_ns, after.st_size) == \
@@ -129,7 +129,7 @@ def test_range_ops_that_change_the_map_set_mtime_and_ctime(name: str, op: Callab
     _write(vol, "f", _distinct(3, 2 * BS))
     with vol.open("f", "r+b", buffering=0) as f:
         before = f.stat()
-        time.sleep(0.002)
+        clock_past(before.st_mtime_ns)
         op(f)
     with vol.open("f", "rb", buffering=0) as f:
         after = f.stat()
@@ -268,7 +268,7 @@ def test_zeroing_in_place_logs_nothing_and_sets_mtime_at_close(op: str, offset: 
     with vol.open("f", "r+b", buffering=0) as f:
         before = f.stat()
         view = f.map(0, 4 * BS)
-        time.sleep(0.002)
+        clock_past(before.st_mtime_ns)
         seq = j.ring.next_seq
         getattr(f, op)(offset, length)
         assert j.ring.next_seq == seq
@@ -408,7 +408,7 @@ def test_an_op_after_an_in_place_write_keeps_its_own_mtime(name: str, op: Callab
         f.truncate(2 * BS)
     with vol.open("f", "r+b", buffering=0) as f:
         f.pwrite(b"x", BS)                    # in place: its mtime deferred
-        time.sleep(0.002)
+        clock_past(f.stat().st_mtime_ns)
         t = time.time_ns()
         op(f)
         assert f.stat().st_mtime_ns >= t, f"{name}: stat shows the in-place write's older mtime"
