@@ -17,6 +17,9 @@ What these tests prove (each found untested by a mutation run of datapath.py):
 - A write through a handle opened before the volume went read-only is EROFS, saying why.
 - A write may end exactly at the largest file size; a byte more is EFBIG, nothing written.
 - An in-place rewrite ending exactly at EOF logs nothing (its mtime is deferred).
+- A copy on write that waited for a reference under the 'wait' policy (the lock let go)
+  looks at the file again: a write or truncate meanwhile is not lost, an append lands at
+  the new EOF (a real bug: it copied the blocks found before the wait).
 """
 
 from __future__ import annotations
@@ -168,4 +171,65 @@ def test_an_in_place_rewrite_ending_at_eof_logs_nothing() -> None:
         seq = j.ring.next_seq
         f.pwrite(b"w" * 200, 2 * BS - 100)
         assert j.ring.next_seq == seq and f.stat().st_size == 2 * BS + 100
+    vol.close()
+
+
+def _meanwhile_on_first_wait(vol: Volume, meanwhile: Callable[[], object]) -> list[str]:
+    """Make the volume's first copy-on-write ``settle`` stand for a wait for a reference:
+    it runs ``meanwhile`` (what another thread did while the lock was let go) and returns
+    True, as a wait does.  The list returned names each settle that came back True."""
+    table = vol.data.references
+    real = table.settle
+    waited: list[str] = []
+
+    def settle(ino: int, first: int, end: int | None, policy: str | None, what: str,
+               timeout: float | None = None) -> bool:
+        if what == "copy on write" and not waited:
+            waited.append(what)
+            meanwhile()
+            return True
+        return real(ino, first, end, policy, what, timeout)
+
+    table.settle = settle  # type: ignore[method-assign]
+    return waited
+
+
+_WAIT_CASES = [
+    # (name, the write that waits, what another thread does meanwhile, the file's bytes after both):
+    # a growing write (unshare's own wait) and another write into the same shared block; a write
+    # inside the file (cow_in_run's wait) and the file cut short; an append and another append
+    ("write_grows_other_write_same_block",
+     lambda f: f.pwrite(b"B" * 20, 2 * BS - 10), lambda f: f.pwrite(b"C" * 10, BS + 100),
+     lambda d: d[:BS + 100] + b"C" * 10 + d[BS + 110:2 * BS - 10] + b"B" * 20),
+    ("write_inside_file_cut_short",
+     lambda f: f.pwrite(b"B" * 20, BS + 100), lambda f: f.truncate(BS + 50),
+     lambda d: d[:BS + 50] + bytes(50) + b"B" * 20),
+    ("append_other_append",
+     lambda f: f._vol.data.append(f._ino, memoryview(b"B" * 20)),
+     lambda f: f._vol.data.append(f._ino, memoryview(b"C" * 30)),
+     lambda d: d + b"C" * 30 + b"B" * 20),
+]
+
+
+@pytest.mark.parametrize("name, write, meanwhile, want", _WAIT_CASES, ids=[c[0] for c in _WAIT_CASES])
+def test_a_copy_on_write_that_waited_looks_at_the_file_again(
+        name: str, write: Callable[[Any], object], meanwhile: Callable[[Any], object],
+        want: Callable[[bytes], bytes]) -> None:
+    """Under the 'wait' pin policy a copy on write waits for references to its blocks to
+    go, letting the lock go: another thread may write or cut the file meanwhile.  The
+    write looks at the file again after the wait (its size, EOF for an append, its blocks
+    and which are shared): nothing done meanwhile is lost or brought back.  (Before, it
+    copied the blocks it had found before the wait, and an append wrote at the old EOF.)"""
+    vol = _volume()
+    data = _distinct(8, 2 * BS - 100 if name.startswith("append") else 2 * BS)
+    _write(vol, "f", data)
+    vol.clone_file("f", "g")                        # every block of f is shared
+    with vol.open("f", "r+b", buffering=0) as f:
+        waited = _meanwhile_on_first_wait(vol, lambda: meanwhile(f))
+        write(f)
+        assert waited, "nothing waited: the case does not test the wait"
+        got = f.pread(4 * BS, 0)
+    assert got == want(data), name
+    assert _read(vol, "g") == data, "the clone changed"
+    assert vol.fsck() == []
     vol.close()

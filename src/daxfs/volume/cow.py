@@ -24,11 +24,13 @@ if TYPE_CHECKING:
     from daxfs.volume.datapath import DataPath
 
 
-def cow_in_run(datapath: "DataPath", node: Inode, data: memoryview, offset: int, end: int) -> bool:
+def cow_in_run(datapath: "DataPath", node: Inode, data: memoryview, offset: int, end: int) -> bool | None:
     """The common copy-on-write: a write inside the file into one written run whose blocks
     are all shared (the first writes into a clone).  Fresh blocks get the write, and of
     the old blocks only the bytes around it; they are persisted whole, then one record
-    swaps them in.  False, with nothing changed, for anything else (``unshare`` does it)."""
+    swaps them in.  False, with nothing changed, for anything else (``unshare`` does it);
+    None, with nothing changed, when it waited for a reference to go (the lock was let go
+    meanwhile, so the file's size and blocks may have changed: the caller starts over)."""
     journal = datapath.journal
     core = journal.core
     bs = datapath.bs
@@ -41,7 +43,7 @@ def cow_in_run(datapath: "DataPath", node: Inode, data: memoryview, offset: int,
     if core.rmap.shared_parts(old, nblk) != [(old, nblk)]:
         return False
     if datapath.references.settle(node.ino, f0, f1, None, "copy on write"):
-        return False        # waited (the lock was let go): look at the file again
+        return None         # waited (the lock was let go): the caller looks at the file again
     if core.checkpoint_bound + 3 * GROW_RUN > journal.layout.checkpoint_size - 64:
         raise fs_error(errno.ENOSPC, message="no space left for metadata")
     plan = journal.plan_blocks(nblk)

@@ -171,75 +171,89 @@ class DataPath(PreparedWrites):
 
     def pwrite(self, ino: int, data: memoryview, offset: int | None) -> int:
         """Write ``data`` at ``offset`` (None: at EOF, for O_APPEND)."""
+        with self.lock:
+            while True:
+                try:
+                    return self._pwrite_locked(ino, data, offset)
+                except _LookAgain:
+                    continue        # it waited for a reference (the lock was let go): start over
+
+    def _pwrite_locked(self, ino: int, data: memoryview, offset: int | None) -> int:
+        """``pwrite`` under the lock.  ``_LookAgain`` when a copy on write waited for a
+        reference to go: the lock was let go meanwhile, so the size (EOF for an append), the
+        file's blocks and what they share may have changed; nothing was written."""
         n = data.nbytes
         journal = self.journal
-        with self.lock:
-            if journal.closed or journal.readonly:
-                journal.check_writable()
-            node = journal.node(ino)
-            if offset is None:
-                offset = node.size
-            if n == 0:
-                return 0
-            end = offset + n
-            if end > MAX_FILE_SIZE:
-                raise fs_error(errno.EFBIG, message="file too large")
-            bs = self.bs
-            f0 = offset // bs
-            f1 = (end - 1) // bs + 1
-            grows = end > node.size
-            tail = node.size // bs if grows and node.size % bs else -1
-            if tail >= 0 and not f0 <= tail < f1:
-                self.unshare(node, 0, 0, grows_to=end)     # the old last block, before zeroing its tail
-            if not grows and journal.core.rmap.shared_blocks and cow_in_run(self, node, data, offset, end):
+        if journal.closed or journal.readonly:
+            journal.check_writable()
+        node = journal.node(ino)
+        if offset is None:
+            offset = node.size
+        if n == 0:
+            return 0
+        end = offset + n
+        if end > MAX_FILE_SIZE:
+            raise fs_error(errno.EFBIG, message="file too large")
+        bs = self.bs
+        f0 = offset // bs
+        f1 = (end - 1) // bs + 1
+        grows = end > node.size
+        tail = node.size // bs if grows and node.size % bs else -1
+        if tail >= 0 and not f0 <= tail < f1:
+            self.unshare(node, 0, 0, grows_to=end, look_again=True)    # the old last block, before its tail
+        if not grows and journal.core.rmap.shared_blocks:
+            done = cow_in_run(self, node, data, offset, end)
+            if done:
                 return n
-            # Shared blocks the write covers are copied, and the write goes into the copies,
-            # which the write's own record swaps in: all-or-nothing.
-            cow = self.unshare(node, f0, f1, commit=False, zero_past_eof=grows)
-            emap = node.extents
-            run = emap.lookup(f0)  # type: ignore[union-attr]
-            if cow:
-                pieces = _substitute(emap.pieces(f0, f1 - f0), cow)  # type: ignore[union-attr]
-            elif run is not None and not run[3] & UNWRITTEN and run[0] + run[1] >= f1:
-                pieces = [(f0, f1 - f0, run[2] + f0 - run[0], 0)]     # all in place: the common rewrite
-            elif run is None and emap.is_hole(f0, f1 - f0):  # type: ignore[union-attr]
-                if self._append_into_hole(node, data, offset, end, f0, f1 - f0):
-                    return n
-                pieces = [(f0, f1 - f0, -1, 0)]
+            if done is None:
+                raise _LookAgain
+        # Shared blocks the write covers are copied, and the write goes into the copies,
+        # which the write's own record swaps in: all-or-nothing.
+        cow = self.unshare(node, f0, f1, commit=False, zero_past_eof=grows, look_again=True)
+        emap = node.extents
+        run = emap.lookup(f0)  # type: ignore[union-attr]
+        if cow:
+            pieces = _substitute(emap.pieces(f0, f1 - f0), cow)  # type: ignore[union-attr]
+        elif run is not None and not run[3] & UNWRITTEN and run[0] + run[1] >= f1:
+            pieces = [(f0, f1 - f0, run[2] + f0 - run[0], 0)]     # all in place: the common rewrite
+        elif run is None and emap.is_hole(f0, f1 - f0):  # type: ignore[union-attr]
+            if self._append_into_hole(node, data, offset, end, f0, f1 - f0):
+                return n
+            pieces = [(f0, f1 - f0, -1, 0)]
+        else:
+            pieces = emap.pieces(f0, f1 - f0)  # type: ignore[union-attr]
+        if journal.core.bad:
+            # poisoned blocks the write covers whole go to fresh blocks (a PoisonError if in part)
+            pieces = poison.writable_pieces(journal.core, node, pieces, offset, end, self.data_offset)
+        fills = self.fill_plan(node, pieces, cow)
+        mapping = fills + cow           # the copies get the data like any written block, below
+        # Nothing has changed so far; from here on the write cannot fail.
+        stores: list[tuple[int, int]] = []
+        if grows and not any(f <= tail < f + k for f, k, _p, _fl in cow):
+            self.zero_tail_for_growth(node, end, stores)
+        for f, k, p, _fl in fills:
+            self.store_new_blocks(f, k, p, data, offset, end, stores)
+        for f, k, p, fl in pieces:
+            if p < 0 or fl & UNWRITTEN:
+                continue
+            lo = f * bs if f * bs > offset else offset
+            hi = (f + k) * bs if (f + k) * bs < end else end
+            dst = self.data_offset + p * bs + lo - f * bs
+            self.pool.write(dst, data[lo - offset:hi - offset])
+            if self.durability == "sync":
+                stores.append((dst, hi - lo))
             else:
-                pieces = emap.pieces(f0, f1 - f0)  # type: ignore[union-attr]
-            if journal.core.bad:
-                # poisoned blocks the write covers whole go to fresh blocks (a PoisonError if in part)
-                pieces = poison.writable_pieces(journal.core, node, pieces, offset, end, self.data_offset)
-            fills = self.fill_plan(node, pieces, cow)
-            mapping = fills + cow           # the copies get the data like any written block, below
-            # Nothing has changed so far; from here on the write cannot fail.
-            stores: list[tuple[int, int]] = []
-            if grows and not any(f <= tail < f + k for f, k, _p, _fl in cow):
-                self.zero_tail_for_growth(node, end, stores)
-            for f, k, p, _fl in fills:
-                self.store_new_blocks(f, k, p, data, offset, end, stores)
-            for f, k, p, fl in pieces:
-                if p < 0 or fl & UNWRITTEN:
-                    continue
-                lo = f * bs if f * bs > offset else offset
-                hi = (f + k) * bs if (f + k) * bs < end else end
-                dst = self.data_offset + p * bs + lo - f * bs
-                self.pool.write(dst, data[lo - offset:hi - offset])
-                if self.durability == "sync":
-                    stores.append((dst, hi - lo))
-                else:
-                    self.dirty.setdefault(ino, []).append((dst, hi - lo))
-            self.persist(stores)
-            now = time.time_ns()
-            if mapping or grows:
-                journal.deferred.pop(ino, None)
-                flat = [x for piece in mapping for x in piece]
-                journal.commit(SetExtents(ino, [], flat, end if grows else None, now))
-                self.references.show_filled(ino, mapping)
-            else:
-                journal.defer_mtime(ino, now)
-            return n
+                self.dirty.setdefault(ino, []).append((dst, hi - lo))
+        self.persist(stores)
+        now = time.time_ns()
+        if mapping or grows:
+            journal.deferred.pop(ino, None)
+            flat = [x for piece in mapping for x in piece]
+            journal.commit(SetExtents(ino, [], flat, end if grows else None, now))
+            self.references.show_filled(ino, mapping)
+        else:
+            journal.defer_mtime(ino, now)
+        return n
 
     def append(self, ino: int, data: memoryview) -> tuple[int, int]:
         """O_APPEND write: ``(bytes written, the size after it)``, atomically."""
@@ -404,7 +418,7 @@ class DataPath(PreparedWrites):
     # ---------------------------------------------------------------- copy on write
 
     def unshare(self, node: Inode, first: int, end: int, grows_to: int | None = None, *,
-                commit: bool = True, zero_past_eof: bool = False) -> list[Piece]:
+                commit: bool = True, zero_past_eof: bool = False, look_again: bool = False) -> list[Piece]:
         """Give the file private copies of the shared written blocks in ``[first, end)`` (and of
         its last block if the size is about to grow over it), before anything writes them;
         blocks a reference to another file still holds count as shared.
@@ -412,32 +426,22 @@ class DataPath(PreparedWrites):
         With ``commit`` the swap is a record of its own (it changes no byte the file shows);
         without, the copies are made and persisted and their map entries returned for the
         caller's own record, so a write into them lands all-or-nothing with the swap.
+
+        When the pin policy waits for a reference to the blocks to go, the lock is let go
+        meanwhile and the file may change: the blocks to copy are found again after it (with
+        ``look_again``, nothing is done and ``_LookAgain`` tells the caller to start over).
         """
         journal = self.journal
-        core = journal.core
-        rmap = core.rmap
-        holds = core.busy.holds         # (blocks a reference holds: maybe one to another file)
-        if not rmap.shared_blocks and not holds:
-            return []
         bs = self.bs
-        ranges = [(first, end)] if end > first else []
-        if grows_to is not None and node.size % bs and grows_to > node.size:
-            ranges.append((node.size // bs, node.size // bs + 1))
-        victims: list[tuple[int, int, int]] = []       # (fblk, n, old pblk)
-        for lo, hi in ranges:
-            for f, k, p, _fl in node.extents.slice(lo, hi - lo):  # type: ignore[union-attr]
-                parts = rmap.shared_parts(p, k)
-                if holds and holds.overlapping(p, k):
-                    parts = merge_runs(parts, self.references.held_by_others(node.ino, p, k))
-                for sp, sk in parts:
-                    # a bad block is never copied: it stays shared, and poisoned, until replaced whole
-                    for bp, bk in journal.core.bad.outside(sp, sk) if journal.core.bad else [(sp, sk)]:
-                        if not any(v[0] == f + bp - p for v in victims):
-                            victims.append((f + bp - p, bk, bp))
-        if not victims:
-            return []
-        self.references.settle(node.ino, min(v[0] for v in victims), max(v[0] + v[1] for v in victims),
-                               None, "copy on write")
+        while True:
+            victims = self._shared_victims(node, first, end, grows_to)
+            if not victims:
+                return []
+            if not self.references.settle(node.ino, min(v[0] for v in victims),
+                                          max(v[0] + v[1] for v in victims), None, "copy on write"):
+                break
+            if look_again:
+                raise _LookAgain
         plan = journal.plan_blocks(sum(k for _f, k, _p in victims))
         pool = self.pool
         stores: list[tuple[int, int]] = []
@@ -465,6 +469,32 @@ class DataPath(PreparedWrites):
             journal.commit(SetExtents(node.ino, [], [x for m in mapping for x in m], None, None),
                            GROW_RUN * (len(targets) + 1))
         return mapping
+
+    def _shared_victims(self, node: Inode, first: int, end: int, grows_to: int | None
+                        ) -> list[tuple[int, int, int]]:
+        """``unshare``'s blocks to copy, ``(fblk, n, old pblk)``: the shared written ones in
+        ``[first, end)`` and in the last block if the size grows over it."""
+        journal = self.journal
+        rmap = journal.core.rmap
+        holds = journal.core.busy.holds     # (blocks a reference holds: maybe one to another file)
+        if not rmap.shared_blocks and not holds:
+            return []
+        bs = self.bs
+        ranges = [(first, end)] if end > first else []
+        if grows_to is not None and node.size % bs and grows_to > node.size:
+            ranges.append((node.size // bs, node.size // bs + 1))
+        victims: list[tuple[int, int, int]] = []       # (fblk, n, old pblk)
+        for lo, hi in ranges:
+            for f, k, p, _fl in node.extents.slice(lo, hi - lo):  # type: ignore[union-attr]
+                parts = rmap.shared_parts(p, k)
+                if holds and holds.overlapping(p, k):
+                    parts = merge_runs(parts, self.references.held_by_others(node.ino, p, k))
+                for sp, sk in parts:
+                    # a bad block is never copied: it stays shared, and poisoned, until replaced whole
+                    for bp, bk in journal.core.bad.outside(sp, sk) if journal.core.bad else [(sp, sk)]:
+                        if not any(v[0] == f + bp - p for v in victims):
+                            victims.append((f + bp - p, bk, bp))
+        return victims
 
     def populate(self, node: Inode, offset: int, end: int) -> None:
         """Make ``[offset, end)`` of a file written blocks of its own, zeroed where new, and
@@ -575,6 +605,10 @@ class DataPath(PreparedWrites):
         """The inode is being freed: drop what is pending for it."""
         self.journal.deferred.pop(ino, None)
         self.dirty.pop(ino, None)
+
+
+class _LookAgain(Exception):
+    """A copy on write waited for a reference to go (the lock was let go): start over."""
 
 
 def _substitute(pieces: list[Piece], copies: list[Piece]) -> list[Piece]:
