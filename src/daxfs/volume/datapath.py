@@ -32,7 +32,7 @@ from daxfs.volume import poison
 from daxfs.volume.cow import cow_in_run
 from daxfs.volume.journal import Journal
 from daxfs.volume.prepared import GROW_RUN, Piece, PreparedWrites
-from daxfs.volume.references import Reference, ReferenceTable, View
+from daxfs.volume.references import LookAgain, Reference, ReferenceTable, View
 
 _PREFAULT_MIN = 64 * 1024      # smaller runs are cheaper to fault on first touch than to populate
 
@@ -175,11 +175,11 @@ class DataPath(PreparedWrites):
             while True:
                 try:
                     return self._pwrite_locked(ino, data, offset)
-                except _LookAgain:
+                except LookAgain:
                     continue        # it waited for a reference (the lock was let go): start over
 
     def _pwrite_locked(self, ino: int, data: memoryview, offset: int | None) -> int:
-        """``pwrite`` under the lock.  ``_LookAgain`` when a copy on write waited for a
+        """``pwrite`` under the lock.  ``LookAgain`` when a copy on write waited for a
         reference to go: the lock was let go meanwhile, so the size (EOF for an append), the
         file's blocks and what they share may have changed; nothing was written."""
         n = data.nbytes
@@ -206,7 +206,7 @@ class DataPath(PreparedWrites):
             if done:
                 return n
             if done is None:
-                raise _LookAgain
+                raise LookAgain
         # Shared blocks the write covers are copied, and the write goes into the copies,
         # which the write's own record swaps in: all-or-nothing.
         cow = self.unshare(node, f0, f1, commit=False, zero_past_eof=grows, look_again=True)
@@ -429,7 +429,7 @@ class DataPath(PreparedWrites):
 
         When the pin policy waits for a reference to the blocks to go, the lock is let go
         meanwhile and the file may change: the blocks to copy are found again after it (with
-        ``look_again``, nothing is done and ``_LookAgain`` tells the caller to start over).
+        ``look_again``, nothing is done and ``LookAgain`` tells the caller to start over).
         """
         journal = self.journal
         bs = self.bs
@@ -441,7 +441,7 @@ class DataPath(PreparedWrites):
                                           max(v[0] + v[1] for v in victims), None, "copy on write"):
                 break
             if look_again:
-                raise _LookAgain
+                raise LookAgain
         plan = journal.plan_blocks(sum(k for _f, k, _p in victims))
         pool = self.pool
         stores: list[tuple[int, int]] = []
@@ -605,10 +605,6 @@ class DataPath(PreparedWrites):
         """The inode is being freed: drop what is pending for it."""
         self.journal.deferred.pop(ino, None)
         self.dirty.pop(ino, None)
-
-
-class _LookAgain(Exception):
-    """A copy on write waited for a reference to go (the lock was let go): start over."""
 
 
 def _substitute(pieces: list[Piece], copies: list[Piece]) -> list[Piece]:

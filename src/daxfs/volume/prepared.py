@@ -17,6 +17,7 @@ from daxfs.core import Inode
 from daxfs.core.records import SetExtents
 from daxfs.errors import PoisonError, fs_error
 from daxfs.volume import poison
+from daxfs.volume.references import LookAgain
 
 if TYPE_CHECKING:
     from daxfs.volume.datapath import DataPath as _Base
@@ -66,6 +67,13 @@ class PreparedWrites(_Base):
         """Swap in the blocks of a prepared write whose bytes ``[offset, +length)`` are written
         and persisted; the rest of its edge blocks is filled from the file now (so a write
         made meanwhile to the same blocks is kept).  Returns ``length``."""
+        while True:
+            try:
+                return self._commit_write(ino, offset, length, pieces)
+            except LookAgain:
+                continue        # copying the old last block waited: the size may be another now
+
+    def _commit_write(self, ino: int, offset: int, length: int, pieces: list[Piece]) -> int:
         journal = self.journal
         bs = self.bs
         end = offset + length
@@ -99,7 +107,7 @@ class PreparedWrites(_Base):
             grows = end > node.size
             tail = node.size // bs if grows and node.size % bs else -1
             if tail >= 0 and not f0 <= tail < f1:
-                self.unshare(node, 0, 0, grows_to=end)     # the old last block, before zeroing its tail
+                self.unshare(node, 0, 0, grows_to=end, look_again=True)    # the old last block, before its tail
                 self.zero_tail_for_growth(node, end, stores)
             for f, k, p, _fl in pieces:
                 for fb in sorted({f, f + k - 1}):

@@ -19,6 +19,7 @@ from daxfs.core import UNWRITTEN, Inode
 from daxfs.core.records import SetExtents
 from daxfs.volume import poison
 from daxfs.volume.datapath import GROW_RUN, DataPath, Piece
+from daxfs.volume.references import LookAgain
 
 
 class RangeOps:
@@ -32,12 +33,14 @@ class RangeOps:
         self.bs = data.bs
 
     def truncate_node(self, node: Inode, size: int) -> None:
-        """Set the size (the policy already settled): grow with zeros, or drop the blocks past it."""
+        """Set the size (the policy already settled): grow with zeros, or drop the blocks past it.
+        ``LookAgain`` (nothing changed) when growing had to wait to copy a shared last block:
+        the file may have changed meanwhile."""
         data = self.data
         journal = self.journal
         now = time.time_ns()
         if size > node.size:
-            data.unshare(node, 0, 0, grows_to=size)
+            data.unshare(node, 0, 0, grows_to=size, look_again=True)
             stores: list[tuple[int, int]] = []
             data.zero_tail_for_growth(node, size, stores)
             data.persist(stores)
@@ -54,10 +57,15 @@ class RangeOps:
         """ftruncate: ``size`` already checked (arguments.offset)."""
         journal = self.journal
         with self.lock:
-            journal.check_writable()
-            if size < journal.node(ino).size:
-                self.references.settle(ino, -(-size // self.bs), None, policy, "truncate", timeout)
-            self.truncate_node(journal.node(ino), size)
+            while True:
+                journal.check_writable()
+                if size < journal.node(ino).size:
+                    self.references.settle(ino, -(-size // self.bs), None, policy, "truncate", timeout)
+                try:
+                    self.truncate_node(journal.node(ino), size)
+                    return
+                except LookAgain:
+                    continue        # it waited (the lock was let go): the size may be another now
 
     def fallocate(self, ino: int, offset: int, length: int, keep_size: bool) -> None:
         data = self.data

@@ -64,6 +64,12 @@ def check_policy(policy: str | None) -> None:
         raise ValueError(f"unknown pin policy {policy!r}; expected one of {', '.join(POLICIES)}")
 
 
+class LookAgain(Exception):
+    """A wait for references to go let the volume's lock go: what the caller found before it
+    (sizes, blocks, even whether a file named by path still exists) may have changed.  Its
+    operation starts over from its arguments; nothing was changed yet."""
+
+
 class View(Protocol):
     """Memory a reference shows its blocks in (``media.PoolView`` satisfies it).
 
@@ -534,17 +540,18 @@ class ReferenceTable:
             self._changed.notify_all()
         journal.check_open()
 
-    def wait_for_writers(self, ino: int, first: int, end: int, what: str) -> None:
+    def wait_for_writers(self, ino: int, first: int, end: int, what: str) -> bool:
         """No live write reference may cover a range about to be shared: refuse, or under
-        'wait' wait for them to go (stores through them would land in every clone)."""
+        'wait' wait for them to go (stores through them would land in every clone).  True
+        when it waited: the lock was let go meanwhile (the caller looks at the files again)."""
         def writers() -> list[Reference]:
             return [r for r in self.covering(ino, first, end) if r.writable]
         found = writers()
         if not found:
-            return
+            return False
         if self.policy == "wait":
             self.wait_until(lambda: not writers(), None)
-            return
+            return True
         raise self.busy_error(what, found)
 
     def persist(self, ref: Reference, start: int, length: int) -> None:
@@ -589,4 +596,4 @@ class ReferenceTable:
             self.closing = False
 
 
-__all__ = ["ReferenceTable", "Reference", "View", "POLICIES", "POLICY_ACTION", "check_policy", "before_wait"]
+__all__ = ["ReferenceTable", "Reference", "LookAgain", "View", "POLICIES", "POLICY_ACTION", "check_policy", "before_wait"]

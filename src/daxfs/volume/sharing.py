@@ -14,6 +14,9 @@
 - ``owners`` answers from the core's reverse map in O(log n + owners).
 - A poisoned block (on bad memory) is never shared, compared or copied:
   clone and copy_file_range refuse it (PoisonError), dedupe skips it.
+- A call that waited for references to go (the lock let go meanwhile) starts over
+  from its arguments (``_again``): a file it named by path may be gone by then, and
+  what it found of sizes and blocks before the wait is stale.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from __future__ import annotations
 import errno
 import stat
 import time
+from collections.abc import Callable
 from itertools import chain, repeat
 from operator import itemgetter
+from typing import TypeVar
 
 from daxfs._types import Owner
 from daxfs.core import UNWRITTEN, Inode
@@ -33,9 +38,11 @@ from daxfs.errors import fs_error
 from daxfs.volume import poison
 from daxfs.volume.datapath import GROW_RUN, Piece
 from daxfs.volume.namespace import Namespace, OpenFile
+from daxfs.volume.references import LookAgain
 
 _COPY_CHUNK = 4 * 1024 * 1024
 _ATOMIC_COPY_LIMIT = 64 * 1024 * 1024     # larger unaligned copies go in chunks
+_T = TypeVar("_T")
 
 
 class Sharing:
@@ -76,11 +83,24 @@ class Sharing:
     def clone_range(self, src: object, src_offset: int, dst: object, dst_offset: int, length: int) -> int:
         """Share ``src``'s blocks at ``[src_offset, +length)`` into ``dst`` at ``dst_offset``
         (FICLONERANGE).  ``length`` 0 means to the source's EOF.  Returns bytes cloned."""
+        return self._again(self._clone_range, src, src_offset, dst, dst_offset, length)
+
+    def _again(self, operation: Callable[..., _T], *args: object) -> _T:
+        """``operation(*args)`` under the lock, from the start again after each wait that let
+        the lock go (``LookAgain``): a file named by path may be gone or another one by then,
+        and sizes and blocks found before it may have changed."""
         with self.lock:
-            self.journal.check_writable()
-            snode = self._file_arg(src, write=False)
-            dnode = self._file_arg(dst, write=True)
-            return self._clone(snode, src_offset, dnode, dst_offset, length)
+            while True:
+                try:
+                    return operation(*args)
+                except LookAgain:
+                    continue
+
+    def _clone_range(self, src: object, src_offset: int, dst: object, dst_offset: int, length: int) -> int:
+        self.journal.check_writable()
+        snode = self._file_arg(src, write=False)
+        dnode = self._file_arg(dst, write=True)
+        return self._clone(snode, src_offset, dnode, dst_offset, length)
 
     def _clone(self, snode: Inode, so: int, dnode: Inode, do: int, length: int) -> int:
         bs = self.bs
@@ -104,13 +124,13 @@ class Sharing:
         sf0, df0 = so // bs, do // bs
         if snode is dnode and sf0 < df0 + nblk and df0 < sf0 + nblk:
             raise fs_error(errno.EINVAL, message="source and destination ranges overlap")
-        self.references.wait_for_writers(snode.ino, sf0, sf0 + nblk,
-                                         "cannot share blocks a write mapping or write pin can still change")
-        if self.references.settle(dnode.ino, df0, df0 + nblk, None, "clone into"):
-            return self._clone(snode, so, dnode, do, length)        # waited: look again
+        if self.references.wait_for_writers(snode.ino, sf0, sf0 + nblk,
+                                            "cannot share blocks a write mapping or write pin can still change") \
+                or self.references.settle(dnode.ino, df0, df0 + nblk, None, "clone into"):
+            raise LookAgain
         new_size = do + length if do + length > dnode.size else None
         data = self.data
-        data.unshare(dnode, 0, 0, grows_to=new_size)
+        data.unshare(dnode, 0, 0, grows_to=new_size, look_again=True)
         stores: list[tuple[int, int]] = []
         if new_size is not None:
             data.zero_tail_for_growth(dnode, new_size, stores)
@@ -150,92 +170,98 @@ class Sharing:
 
     def clone_file(self, src: object, dst: object, creator: tuple[int, int, int] | None = None) -> None:
         """Make ``dst`` a copy of ``src`` that shares all its blocks (``cp --reflink``)."""
+        self._again(self._clone_file, src, dst, creator)
+
+    def _clone_file(self, src: object, dst: object, creator: tuple[int, int, int] | None) -> None:
         journal = self.journal
-        with self.lock:
-            journal.check_writable()
-            snode = self._file_arg(src, write=False)
-            try:
-                if self._file_arg(dst, write=True) is snode:
-                    raise fs_error(errno.EINVAL, message="source and destination are the same file")
-            except FileNotFoundError:
-                pass
-            nblk = -(-snode.size // self.bs)
-            self.references.wait_for_writers(snode.ino, 0, nblk,    # before dst is touched
-                                             "cannot share blocks a write mapping or write pin can still change")
-            path = self.namespace.path_arg(dst)
-            parent, name, ino, trailing = journal.core.resolve(path, True)
-            if ino is not None:
-                dnode = self._file_arg(dst, write=True)
-                if self.references.settle(dnode.ino, 0, None, None, "clone over"):
-                    return self.clone_file(src, dst, creator)     # waited: look again
-                # one record: all of dst goes, src's blocks come, the size follows
-                record = self._clone_record(snode, 0, dnode.ino, 0, nblk, snode.size)
-                record = record._replace(unmap=[0, -1])
-                journal.deferred.pop(dnode.ino, None)
-                journal.commit(record, GROW_RUN * (len(record.map) // 4 + 2))
-                return
-            if name is None or trailing:
-                raise fs_error(errno.EISDIR, path)
-            # a new name: create it and share the blocks in one record
-            new_ino = journal.core.next_ino
-            uid, gid, umask = self.namespace.creator(creator)
-            create = Create(new_ino, parent, name, stat.S_IFREG | (0o666 & ~umask), uid, gid, time.time_ns())
-            share = self._clone_record(snode, 0, new_ino, 0, nblk, snode.size)
-            journal.commit(Batch.of(create, share), 256 + 4 * len(name) + GROW_RUN * (len(share.map) // 4 + 2))
+        journal.check_writable()
+        snode = self._file_arg(src, write=False)
+        try:
+            if self._file_arg(dst, write=True) is snode:
+                raise fs_error(errno.EINVAL, message="source and destination are the same file")
+        except FileNotFoundError:
+            pass
+        nblk = -(-snode.size // self.bs)
+        if self.references.wait_for_writers(snode.ino, 0, nblk,    # before dst is touched
+                                            "cannot share blocks a write mapping or write pin can still change"):
+            raise LookAgain
+        path = self.namespace.path_arg(dst)
+        parent, name, ino, trailing = journal.core.resolve(path, True)
+        if ino is not None:
+            dnode = self._file_arg(dst, write=True)
+            if self.references.settle(dnode.ino, 0, None, None, "clone over"):
+                raise LookAgain
+            # one record: all of dst goes, src's blocks come, the size follows
+            record = self._clone_record(snode, 0, dnode.ino, 0, nblk, snode.size)
+            record = record._replace(unmap=[0, -1])
+            journal.deferred.pop(dnode.ino, None)
+            journal.commit(record, GROW_RUN * (len(record.map) // 4 + 2))
+            return
+        if name is None or trailing:
+            raise fs_error(errno.EISDIR, path)
+        # a new name: create it and share the blocks in one record
+        new_ino = journal.core.next_ino
+        uid, gid, umask = self.namespace.creator(creator)
+        create = Create(new_ino, parent, name, stat.S_IFREG | (0o666 & ~umask), uid, gid, time.time_ns())
+        share = self._clone_record(snode, 0, new_ino, 0, nblk, snode.size)
+        journal.commit(Batch.of(create, share), 256 + 4 * len(name) + GROW_RUN * (len(share.map) // 4 + 2))
 
     # ---------------------------------------------------------------- dedupe
 
     def dedupe_range(self, src: object, src_offset: int, dst: object, dst_offset: int, length: int) -> int:
         """Share blocks of ``dst`` whose bytes equal ``src``'s (FIDEDUPERANGE); never changes
         what either file reads.  Returns the bytes now shared."""
-        with self.lock:
-            self.journal.check_writable()
-            snode = self._file_arg(src, write=False)
-            dnode = self._file_arg(dst, write=True)
-            bs = self.bs
-            if src_offset < 0 or dst_offset < 0 or length < 0:
-                raise fs_error(errno.EINVAL, message="negative offset or length")
-            if src_offset % bs or dst_offset % bs:
-                raise fs_error(errno.EINVAL, message=f"dedupe offsets must be multiples of {bs}")
-            if src_offset + length > snode.size or dst_offset + length > dnode.size:
-                raise fs_error(errno.EINVAL, message="dedupe range runs past end of file")
-            if length == 0:
-                return 0
-            nblk = -(-length // bs)
-            sf0, df0 = src_offset // bs, dst_offset // bs
-            if snode is dnode and sf0 < df0 + nblk and df0 < sf0 + nblk:
-                raise fs_error(errno.EINVAL, message="source and destination ranges overlap")
-            table = self.references
-            what = "cannot share blocks a write mapping or write pin can still change"
-            table.wait_for_writers(snode.ino, sf0, sf0 + nblk, what)
-            table.wait_for_writers(dnode.ino, df0, df0 + nblk, what)
-            table.settle(dnode.ino, df0, df0 + nblk, None, "dedupe into")
-            pool = self.data.pool
-            base = self.data.data_offset
-            written = self.data.written_pblk
-            pieces: list[tuple[int, int, int]] = []     # (dst fblk, n, src pblk)
-            shared = 0
-            for i in range(nblk):
-                sp = written(snode, sf0 + i)
-                dp = written(dnode, df0 + i)
-                if sp is None or dp is None or sp == dp or poison.is_bad(self.journal.core, sp) or \
-                        poison.is_bad(self.journal.core, dp):
-                    continue        # (bad memory is never compared: it may not even read)
-                n = min(bs, length - i * bs)
-                if pool.view(base + sp * bs, n) != pool.view(base + dp * bs, n):
-                    continue
-                if n < bs and dst_offset + length < dnode.size:
-                    continue        # a partial last block: its tail differs in what dst shows
-                if pieces and pieces[-1][0] + pieces[-1][1] == df0 + i and pieces[-1][2] + pieces[-1][1] == sp:
-                    f, k, p = pieces[-1]
-                    pieces[-1] = (f, k + 1, p)
-                else:
-                    pieces.append((df0 + i, 1, sp))
-                shared += n
-            if pieces:
-                mapping = [x for f, k, p in pieces for x in (f, k, p, SHARE)]
-                self.journal.commit(SetExtents(dnode.ino, [], mapping, None, None), GROW_RUN * (len(pieces) + 1))
-            return shared
+        return self._again(self._dedupe_range, src, src_offset, dst, dst_offset, length)
+
+    def _dedupe_range(self, src: object, src_offset: int, dst: object, dst_offset: int, length: int) -> int:
+        self.journal.check_writable()
+        snode = self._file_arg(src, write=False)
+        dnode = self._file_arg(dst, write=True)
+        bs = self.bs
+        if src_offset < 0 or dst_offset < 0 or length < 0:
+            raise fs_error(errno.EINVAL, message="negative offset or length")
+        if src_offset % bs or dst_offset % bs:
+            raise fs_error(errno.EINVAL, message=f"dedupe offsets must be multiples of {bs}")
+        if src_offset + length > snode.size or dst_offset + length > dnode.size:
+            raise fs_error(errno.EINVAL, message="dedupe range runs past end of file")
+        if length == 0:
+            return 0
+        nblk = -(-length // bs)
+        sf0, df0 = src_offset // bs, dst_offset // bs
+        if snode is dnode and sf0 < df0 + nblk and df0 < sf0 + nblk:
+            raise fs_error(errno.EINVAL, message="source and destination ranges overlap")
+        table = self.references
+        what = "cannot share blocks a write mapping or write pin can still change"
+        if table.wait_for_writers(snode.ino, sf0, sf0 + nblk, what) \
+                or table.wait_for_writers(dnode.ino, df0, df0 + nblk, what) \
+                or table.settle(dnode.ino, df0, df0 + nblk, None, "dedupe into"):
+            raise LookAgain
+        pool = self.data.pool
+        base = self.data.data_offset
+        written = self.data.written_pblk
+        pieces: list[tuple[int, int, int]] = []     # (dst fblk, n, src pblk)
+        shared = 0
+        for i in range(nblk):
+            sp = written(snode, sf0 + i)
+            dp = written(dnode, df0 + i)
+            if sp is None or dp is None or sp == dp or poison.is_bad(self.journal.core, sp) or \
+                    poison.is_bad(self.journal.core, dp):
+                continue        # (bad memory is never compared: it may not even read)
+            n = min(bs, length - i * bs)
+            if pool.view(base + sp * bs, n) != pool.view(base + dp * bs, n):
+                continue
+            if n < bs and dst_offset + length < dnode.size:
+                continue        # a partial last block: its tail differs in what dst shows
+            if pieces and pieces[-1][0] + pieces[-1][1] == df0 + i and pieces[-1][2] + pieces[-1][1] == sp:
+                f, k, p = pieces[-1]
+                pieces[-1] = (f, k + 1, p)
+            else:
+                pieces.append((df0 + i, 1, sp))
+            shared += n
+        if pieces:
+            mapping = [x for f, k, p in pieces for x in (f, k, p, SHARE)]
+            self.journal.commit(SetExtents(dnode.ino, [], mapping, None, None), GROW_RUN * (len(pieces) + 1))
+        return shared
 
     # ---------------------------------------------------------------- copy_file_range
 
@@ -246,58 +272,60 @@ class Sharing:
         fresh blocks) land together.  Only an unaligned copy of more than 64 MiB goes in
         chunks, each all-or-nothing, as Linux's copy_file_range may stop short.
         """
+        return self._again(self._copy_file_range, src, src_offset, dst, dst_offset, length)
+
+    def _copy_file_range(self, src: object, src_offset: int, dst: object, dst_offset: int, length: int) -> int:
         journal = self.journal
         data = self.data
-        with self.lock:
-            journal.check_writable()
-            snode = self._file_arg(src, write=False)
-            dnode = self._file_arg(dst, write=True)
-            if src_offset < 0 or dst_offset < 0 or length < 0:
-                raise fs_error(errno.EINVAL, message="negative offset or length")
-            n = max(0, min(length, snode.size - src_offset))
-            if n == 0:
-                return 0
-            if snode is dnode and src_offset < dst_offset + n and dst_offset < src_offset + n:
-                raise fs_error(errno.EINVAL, message="source and destination ranges overlap")
-            bs = self.bs
-            clone: tuple[int, int] | None = None          # (offset into the range, length) shared
-            if src_offset % bs == dst_offset % bs:
-                head = (-src_offset) % bs
-                aligned = max(0, (n - head) // bs * bs)
-                eof = [n - head] if src_offset + n == snode.size and n - head > aligned else []
-                for middle in eof + [aligned]:
-                    if middle > 0 and self._clone_fits(snode, src_offset + head, dnode, dst_offset + head, middle):
-                        clone = (head, middle)
-                        break
-            copied = [(0, n)] if clone is None else [(0, clone[0]), (clone[0] + clone[1], n)]
-            if clone is None and n > _ATOMIC_COPY_LIMIT:
-                self._copy_bytes(snode, src_offset, dnode, dst_offset, n)
-                return n
-            if self.references.settle(dnode.ino, dst_offset // bs, -(-(dst_offset + n) // bs), None, "copy into"):
-                return self.copy_file_range(src, src_offset, dst, dst_offset, length)   # waited
-            end = dst_offset + n
-            new_size = end if end > dnode.size else None
-            data.unshare(dnode, 0, 0, grows_to=new_size)      # the old last block, before its tail
-            stores: list[tuple[int, int]] = []
-            if new_size is not None:
-                data.zero_tail_for_growth(dnode, new_size, stores)
-            pieces: list[Piece] = []
-            for lo, hi in copied:
-                if hi > lo:
-                    chunk = data.read_locked(snode.ino, None, hi - lo, src_offset + lo)
-                    pieces += self._write_fresh(dnode, dst_offset + lo, chunk, pieces, stores)  # type: ignore[arg-type]
-            data.persist(stores)
-            mapping = [x for piece in pieces for x in piece]
-            unmap: list[int] = []
-            if clone is not None:
-                share = self._clone_record(snode, (src_offset + clone[0]) // bs, dnode.ino,
-                                           (dst_offset + clone[0]) // bs, -(-clone[1] // bs), None,
-                                           exclude=[(p, k) for _f, k, p, _fl in pieces])
-                unmap, mapping = share.unmap, share.map + mapping
-            journal.deferred.pop(dnode.ino, None)
-            journal.commit(SetExtents(dnode.ino, unmap, mapping, new_size, time.time_ns()),
-                           GROW_RUN * (len(mapping) // 4 + 2))
+        journal.check_writable()
+        snode = self._file_arg(src, write=False)
+        dnode = self._file_arg(dst, write=True)
+        if src_offset < 0 or dst_offset < 0 or length < 0:
+            raise fs_error(errno.EINVAL, message="negative offset or length")
+        n = max(0, min(length, snode.size - src_offset))
+        if n == 0:
+            return 0
+        if snode is dnode and src_offset < dst_offset + n and dst_offset < src_offset + n:
+            raise fs_error(errno.EINVAL, message="source and destination ranges overlap")
+        bs = self.bs
+        clone: tuple[int, int] | None = None          # (offset into the range, length) shared
+        if src_offset % bs == dst_offset % bs:
+            head = (-src_offset) % bs
+            aligned = max(0, (n - head) // bs * bs)
+            eof = [n - head] if src_offset + n == snode.size and n - head > aligned else []
+            for middle in eof + [aligned]:
+                if middle > 0 and self._clone_fits(snode, src_offset + head, dnode, dst_offset + head, middle):
+                    clone = (head, middle)
+                    break
+        copied = [(0, n)] if clone is None else [(0, clone[0]), (clone[0] + clone[1], n)]
+        if clone is None and n > _ATOMIC_COPY_LIMIT:
+            self._copy_bytes(snode, src_offset, dnode, dst_offset, n)
             return n
+        if self.references.settle(dnode.ino, dst_offset // bs, -(-(dst_offset + n) // bs), None, "copy into"):
+            raise LookAgain
+        end = dst_offset + n
+        new_size = end if end > dnode.size else None
+        data.unshare(dnode, 0, 0, grows_to=new_size, look_again=True)     # the old last block, before its tail
+        stores: list[tuple[int, int]] = []
+        if new_size is not None:
+            data.zero_tail_for_growth(dnode, new_size, stores)
+        pieces: list[Piece] = []
+        for lo, hi in copied:
+            if hi > lo:
+                chunk = data.read_locked(snode.ino, None, hi - lo, src_offset + lo)
+                pieces += self._write_fresh(dnode, dst_offset + lo, chunk, pieces, stores)  # type: ignore[arg-type]
+        data.persist(stores)
+        mapping = [x for piece in pieces for x in piece]
+        unmap: list[int] = []
+        if clone is not None:
+            share = self._clone_record(snode, (src_offset + clone[0]) // bs, dnode.ino,
+                                       (dst_offset + clone[0]) // bs, -(-clone[1] // bs), None,
+                                       exclude=[(p, k) for _f, k, p, _fl in pieces])
+            unmap, mapping = share.unmap, share.map + mapping
+        journal.deferred.pop(dnode.ino, None)
+        journal.commit(SetExtents(dnode.ino, unmap, mapping, new_size, time.time_ns()),
+                       GROW_RUN * (len(mapping) // 4 + 2))
+        return n
 
     def _write_fresh(self, node: Inode, offset: int, chunk: bytes, promised: list[Piece],
                      stores: list[tuple[int, int]]) -> list[Piece]:
