@@ -1,0 +1,118 @@
+"""The one-pass copy on write (``volume/cow.py``): the first write into a clone.
+
+``cow_in_run`` takes a write inside the file into one written run whose blocks are all
+shared, and declines everything else to ``DataPath.unshare`` and the general write path.
+What these tests prove (each found untested by a mutation run of cow.py):
+
+- It copies exactly the blocks written, in one record; the blocks around stay shared.
+- It holds the checkpoint room its record takes (a byte less: ENOSPC, nothing changed).
+- A write that runs past the end of the run is not its shape, even where the data
+  blocks after the run are shared too (by other files): those are never copied into
+  this file.
+- A private block under a mapping is written in place (the mapping sees the write) even
+  while other blocks of the volume are shared.
+- The pin policy applies to the blocks it copies: 'refuse' refuses a write under a
+  mapping of them, with nothing changed, and not a write next to one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from daxfs.errors import BusyError
+from daxfs.media import MemoryPool
+from daxfs.volume import Volume
+from daxfs.volume.prepared import GROW_RUN
+
+from _small_volume import check_checkpoint_room, distinct, read_file, small_volume, write_file
+
+BS = 4096
+
+
+def _cloned(policy: str = "defer") -> tuple[Volume, bytes]:
+    pool = MemoryPool(4 << 20)
+    Volume.format(pool)
+    vol = Volume.mount(pool, policy=policy)
+    data = distinct(1, 6 * BS)
+    write_file(vol, "f", data)
+    vol.clone_file("f", "g")
+    return vol, data
+
+
+def _model(old: bytes, offset: int, payload: bytes) -> bytes:
+    return old[:offset] + payload + old[offset + len(payload):]
+
+
+def test_the_first_write_into_a_clone_copies_only_its_blocks_in_one_record() -> None:
+    vol, data = _cloned()
+    with vol.open("f", "r+b", buffering=0) as f, vol.open("g", "rb", buffering=0) as g:
+        seq = vol._journal.ring.next_seq
+        payload = distinct(2, BS + 200)
+        f.pwrite(payload, 2 * BS + 100)                 # blocks 2..3, partly
+        assert vol._journal.ring.next_seq == seq + 1
+        mine, theirs = f.extents(), g.extents()
+        moved = [e for e in mine if e.pool_offset != theirs[0].pool_offset + e.file_offset]
+        assert [(e.file_offset, e.length) for e in moved] == [(2 * BS, 2 * BS)]
+    assert read_file(vol, "f") == _model(data, 2 * BS + 100, payload) and read_file(vol, "g") == data
+    assert vol.fsck() == []
+
+
+def test_a_copy_on_write_holds_its_checkpoint_room() -> None:
+    check_checkpoint_room(lambda: _cloned()[0], lambda f: f.pwrite(b"y" * 100, BS + 10), 3 * GROW_RUN,
+                          "copy on write", 6 * BS, says="metadata")
+
+
+def test_a_write_past_the_run_never_copies_the_shared_blocks_after_it() -> None:
+    """f's blocks 0..1 lie right before h's (h shared with a clone), its blocks 2..3 after
+    them: a write over f's blocks 1..2 is two runs, and h's first block is not f's."""
+    vol = small_volume()
+    f_data, h_data = distinct(3, 4 * BS), distinct(4, 2 * BS)
+    write_file(vol, "f", f_data[:2 * BS])
+    write_file(vol, "h", h_data)
+    with vol.open("f", "ab", buffering=0) as f:
+        f.write(f_data[2 * BS:])
+    vol.clone_file("f", "g")
+    vol.clone_file("h", "h2")
+    with vol.open("f", "r+b", buffering=0) as f, vol.open("h", "rb", buffering=0) as h:
+        runs, h_runs = f.extents(), h.extents()
+        assert len(runs) == 2 and runs[0].pool_offset + 2 * BS == h_runs[0].pool_offset, (runs, h_runs)
+        payload = distinct(5, 200)
+        f.pwrite(payload, 2 * BS - 100)                 # 100 bytes in each run
+    assert read_file(vol, "f") == _model(f_data, 2 * BS - 100, payload)
+    assert read_file(vol, "g") == f_data and read_file(vol, "h") == read_file(vol, "h2") == h_data
+    assert vol.fsck() == []
+
+
+def test_a_private_block_under_a_mapping_is_written_in_place_while_others_are_shared() -> None:
+    vol, _data = _cloned()                              # (the volume holds shared blocks)
+    own = distinct(6, 4 * BS)
+    write_file(vol, "p", own)
+    with vol.open("p", "r+b", buffering=0) as p:
+        extents = p.extents()
+        with p.map(0, 4 * BS) as view:
+            payload = distinct(7, 300)
+            p.pwrite(payload, BS + 50)
+            assert bytes(view.buffer[BS + 50:BS + 350]) == payload
+        assert p.extents() == extents
+    assert read_file(vol, "p") == _model(own, BS + 50, payload)
+
+
+@pytest.mark.parametrize("mapped, refused", [((BS, BS), True), ((3 * BS, BS), False)],
+                         ids=["over the block", "the block after"])
+def test_refuse_applies_to_the_blocks_a_copy_on_write_copies(mapped: tuple[int, int], refused: bool) -> None:
+    vol, data = _cloned("refuse")
+    payload = distinct(8, 100)
+    with vol.open("f", "r+b", buffering=0) as f:
+        with f.map(*mapped):
+            before: Any = (f.extents(), vol._journal.ring.next_seq)
+            if refused:
+                with pytest.raises(BusyError):
+                    f.pwrite(payload, 2 * BS - 200)     # block 1
+                assert (f.extents(), vol._journal.ring.next_seq) == before
+            else:
+                f.pwrite(payload, 2 * BS - 200)
+    want = data if refused else _model(data, 2 * BS - 200, payload)
+    assert read_file(vol, "f") == want and read_file(vol, "g") == data
+    assert vol.fsck() == []
