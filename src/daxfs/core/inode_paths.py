@@ -8,19 +8,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from daxfs.core.namespace import split_path
 from daxfs.core.state import ROOT_INO
 
 if TYPE_CHECKING:
     from daxfs.core.state import Core
 
 
-def paths_of(core: Core, inos: set[int], hints: dict[int, str] | None = None) -> dict[int, str | None]:
-    """A current name of each inode (None for an orphan), in one walk of the tree.
-
-    ``hints``: a path each inode was known by; used when it still names that inode
-    (so a file with several names is listed under the one its user gave).
-    """
+def paths_of(core: Core, inos: set[int]) -> dict[int, str | None]:
+    """A current name of each inode (None for an orphan), in one walk of the tree."""
     out: dict[int, str | None] = {}
     wanted = set()
     inodes = core.inodes
@@ -28,18 +23,8 @@ def paths_of(core: Core, inos: set[int], hints: dict[int, str] | None = None) ->
         node = inodes.get(ino)
         if node is None or node.nlink == 0:
             out[ino] = None
-            continue
-        hint = hints.get(ino) if hints else None
-        if hint is not None:
-            try:
-                if core.resolve(hint)[2] == ino:
-                    components = split_path(hint)[0]
-                    if ".." not in components and "." not in components:
-                        out[ino] = "/" + "/".join(components)
-                        continue
-            except (OSError, ValueError):
-                pass
-        wanted.add(ino)
+        else:
+            wanted.add(ino)
     stack = [("", inodes[ROOT_INO])]
     while stack and wanted:
         prefix, d = stack.pop()
