@@ -30,6 +30,11 @@ What these tests prove (each found untested by a mutation run of ranges.py):
   its own: neither stat nor the mtime logged at close goes back to the write's (a bug in
   fallocate, punch_hole, zero_range, truncate up, a write mapping, clone_range,
   clone_file over a file and copy_file_range, fixed with these tests).
+- truncate settles the pin policy only over the blocks it drops: not for a truncate to the
+  size the file has (a pin left past EOF by a deferred shrink), nor over the block that
+  keeps the new EOF; a truncate that changes nothing logs nothing.
+- Edge copies split off a plan of single-block gaps take only the planned blocks; only
+  ENOSPC for the copies makes the edges zero in place (another error is the op's).
 """
 
 from __future__ import annotations
@@ -414,4 +419,120 @@ def test_an_op_after_an_in_place_write_keeps_its_own_mtime(name: str, op: Callab
         assert f.stat().st_mtime_ns >= t, f"{name}: stat shows the in-place write's older mtime"
     with vol.open("f", "rb", buffering=0) as f:
         assert f.stat().st_mtime_ns >= t, f"{name}: the older mtime was logged at close"
+    vol.close()
+
+
+def test_truncate_to_the_same_size_settles_no_policy() -> None:
+    """Only a truncate that drops blocks settles the pin policy: under ``refuse``, a pin
+    left past EOF by an earlier (deferred) shrink does not stop a truncate to the size the
+    file already has; a shrink over it is refused, and the BusyError names the op."""
+    pool = MemoryPool(4 << 20)
+    Volume.format(pool)
+    vol = Volume.mount(pool, policy="defer")
+    data = _distinct(15, 3 * BS)
+    _write(vol, "f", data)
+    with vol.open("f", "r+b", buffering=0) as f:
+        pin = f.pin(2 * BS, BS)                           # block 2
+        f.truncate(2 * BS, policy="defer")                # drops block 2: deferred, still pinned
+        f.truncate(2 * BS, policy="refuse")               # the same size: nothing to settle
+        f.truncate(2 * BS + 1, policy="refuse")           # growing: nothing to settle either
+        assert f.stat().st_size == 2 * BS + 1
+        with pytest.raises(OSError, match="truncate"):
+            f.truncate(2 * BS, policy="refuse")           # drops block 2 again: the pin is over it
+        assert f.pread(3 * BS, 0) == data[:2 * BS] + bytes(1)
+        pin.release()
+    assert vol.fsck() == []
+    vol.close()
+
+
+def test_a_pin_on_the_block_that_keeps_the_new_eof_does_not_stop_a_shrink() -> None:
+    """A shrink to the middle of a block keeps that block: under ``refuse``, a pin on it
+    does not stop the shrink, a pin on the next block does."""
+    pool = MemoryPool(4 << 20)
+    Volume.format(pool)
+    vol = Volume.mount(pool, policy="refuse")
+    data = _distinct(18, 4 * BS)
+    _write(vol, "f", data)
+    with vol.open("f", "r+b", buffering=0) as f:
+        pin = f.pin(BS, BS)                               # block 1
+        f.truncate(BS + 100)                              # drops blocks 2 and 3 only
+        assert f.pread(4 * BS, 0) == data[:BS + 100]
+        with pytest.raises(OSError, match="truncate"):
+            f.truncate(BS - 1)                            # drops block 1
+        pin.release()
+    assert vol.fsck() == []
+    vol.close()
+
+
+def test_edge_copies_in_single_block_gaps_take_only_planned_blocks() -> None:
+    """The copies of a punch's two partial edges are split off the end of the plan one block
+    at a time; when the free space is single-block gaps, each copy lands in a gap of its own,
+    never in the block after a gap (another file's): the neighbours keep their bytes."""
+    vol = _volume()
+    data = _distinct(16, 4 * BS)
+    _write(vol, "f", data)
+    for i in range(6):
+        _write(vol, f"n{i}", _distinct(100 + i, BS))
+    _fill_but(vol, 0)
+    for i in range(0, 6, 2):
+        vol.unlink(f"n{i}")                               # free space: three one-block gaps
+    assert vol.statfs().free == 3 * BS
+    with vol.open("f", "r+b", buffering=0) as f:
+        before = _pool_blocks(f)
+        f.punch_hole(BS + 100, 2 * BS)                    # edges in blocks 1 and 3, whole block 2
+        after = _pool_blocks(f)
+        assert after[1][0] != before[1][0] and after[3][0] != before[3][0], "the edges were not copied"
+        assert f.pread(4 * BS, 0) == data[:BS + 100] + bytes(2 * BS) + data[3 * BS + 100:]
+    for i in range(1, 6, 2):
+        assert _read(vol, f"n{i}") == _distinct(100 + i, BS), f"n{i} was overwritten"
+    assert vol.fsck() == []
+    vol.close()
+
+
+def test_only_enospc_for_the_edge_copies_zeroes_them_in_place() -> None:
+    """Short of room for the edge copies (ENOSPC) a punch zeroes its edges in place; any
+    other error from finding those blocks (EIO from the medium reserving memory for them)
+    is the punch's error, with nothing changed."""
+    vol = _volume()
+    data = _distinct(17, 4 * BS)
+    _write(vol, "f", data)
+    journal = vol._journal
+    plan_blocks = journal.plan_blocks
+
+    def failing(n: int, *args: Any, **kwargs: Any) -> list[tuple[int, int]]:
+        if n:
+            raise OSError(errno.EIO, "cannot reserve memory")
+        return plan_blocks(n, *args, **kwargs)
+
+    with vol.open("f", "r+b", buffering=0) as f:
+        before = _pool_blocks(f)
+        journal.plan_blocks = failing  # type: ignore[method-assign]
+        try:
+            with pytest.raises(OSError) as info:
+                f.punch_hole(BS + 100, 2 * BS)
+        finally:
+            del journal.plan_blocks
+        assert info.value.errno == errno.EIO
+        assert _pool_blocks(f) == before and f.pread(4 * BS, 0) == data
+    assert vol.fsck() == []
+    vol.close()
+
+
+@pytest.mark.parametrize("size", [2 * BS, 2 * BS - 100])
+def test_truncate_to_the_size_a_file_has_logs_nothing(size: int) -> None:
+    """A truncate that neither drops blocks nor changes the size logs nothing (its mtime
+    stays), also when the file's blocks end exactly at the block that holds its EOF."""
+    vol = _volume()
+    _write(vol, "f", _distinct(19, size))
+    j = vol._journal
+    with vol.open("f", "r+b", buffering=0) as f:
+        before = f.stat()
+        seq = j.ring.next_seq
+        clock_past(before.st_mtime_ns)
+        f.truncate(size)
+        assert j.ring.next_seq == seq, "a truncate to the same size logged a record"
+        assert f.stat().st_mtime_ns == before.st_mtime_ns and f.stat().st_size == size
+        f.truncate(size + 1)                              # a change of size alone is logged
+        assert j.ring.next_seq > seq and f.stat().st_mtime_ns > before.st_mtime_ns
+    assert vol.fsck() == []
     vol.close()
