@@ -19,7 +19,12 @@ What these tests prove (each found untested by a mutation run of datapath.py):
 - An in-place rewrite ending exactly at EOF logs nothing (its mtime is deferred).
 - A copy on write that waited for a reference under the 'wait' policy (the lock let go)
   looks at the file again: a write or truncate meanwhile is not lost, an append lands at
-  the new EOF (a real bug: it copied the blocks found before the wait).
+  the new EOF (a real bug: it copied the blocks found before the wait); inside a truncate,
+  a write mapping or fallocate the copy is made again after the wait and the call goes on.
+- Copy on write (``unshare``): under 'refuse' a pin on exactly the copied blocks refuses
+  the write, one just before or after does not; a block that only a pin on another file
+  still holds is copied all the same; copies are durable when the call returns; a shared
+  run copied into scattered free blocks keeps each block's bytes.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ from typing import Any
 
 import pytest
 
+from daxfs.errors import BusyError
+from daxfs.media import MemoryPool
+from daxfs.testing import recorded_volume
 from daxfs.volume import Volume
 
 from _small_volume import (check_checkpoint_room, distinct as _distinct, file_between_free_blocks,
@@ -232,4 +240,133 @@ def test_a_copy_on_write_that_waited_looks_at_the_file_again(
     assert got == want(data), name
     assert _read(vol, "g") == data, "the clone changed"
     assert vol.fsck() == []
+    vol.close()
+
+
+def test_a_block_only_a_pin_on_another_file_holds_is_copied_on_write() -> None:
+    """A one-block file is cloned and the clone pinned; the clone's own write moves it onto
+    a block of its own, so nothing is shared any more, but the pin still shows the old block,
+    now the source's alone.  A write into the source copies on write all the same (the pin
+    keeps showing the bytes it was taken on)."""
+    vol = _volume()
+    _write(vol, "a", b"a" * BS)
+    vol.clone_file("a", "b")
+    with vol.open("b", "r+b", buffering=0) as b, b.pin(0, BS) as pin:
+        b.pwrite(b"b" * BS, 0)
+        assert vol._journal.core.rmap.shared_blocks == 0 and vol._journal.core.busy.holds
+        with vol.open("a", "r+b", buffering=0) as a:
+            a.pwrite(b"Z" * 100, 10)
+            assert bytes(pin.buffer[:BS]) == b"a" * BS, "the pin shows the source's write"
+            assert a.pread(BS, 0) == b"a" * 10 + b"Z" * 100 + b"a" * (BS - 110)
+            assert b.pread(BS, 0) == b"b" * BS
+    assert vol.statfs().busy == 0 and vol.fsck() == []
+    vol.close()
+
+
+_WAIT_OTHER_CALLERS = [
+    # (name, an operation that copies on write from within: unshare starts over itself)
+    ("truncate_up", lambda f: f.truncate(3 * BS)),
+    ("write_mapping", lambda f: f.map(BS, BS, write=True).close()),
+    ("fallocate", lambda f: f.fallocate(BS, BS)),
+]
+
+
+@pytest.mark.parametrize("name, op", _WAIT_OTHER_CALLERS, ids=[c[0] for c in _WAIT_OTHER_CALLERS])
+def test_a_copy_on_write_that_waited_inside_another_operation_finds_its_blocks_again(
+        name: str, op: Callable[[Any], object]) -> None:
+    """An operation that is not a write (truncate up, a write mapping, fallocate) copies
+    the shared blocks it needs private; when that waited for a reference, the copy is made
+    of the blocks as they are after the wait (a write meanwhile stays), and the operation
+    goes on: no start-over signal escapes to the caller."""
+    vol = _volume()
+    data = _distinct(9, 2 * BS - 10)
+    _write(vol, "f", data)
+    vol.clone_file("f", "g")                        # both blocks shared; block 1 is the partial last one
+    with vol.open("f", "r+b", buffering=0) as f:
+        waited = _meanwhile_on_first_wait(vol, lambda: f.pwrite(b"C" * 10, BS + 100))
+        op(f)
+        assert waited, "nothing waited: the case does not test the wait"
+        got = f.pread(3 * BS, 0)
+        want = data[:BS + 100] + b"C" * 10 + data[BS + 110:]
+        assert got[:len(want)] == want, name
+        assert got[len(want):] == bytes(len(got) - len(want)), "stale bytes past the old EOF show"
+    assert _read(vol, "g") == data, "the clone changed"
+    assert vol.fsck() == []
+    vol.close()
+
+
+@pytest.mark.parametrize("pinned", [1, 3, 5])
+def test_a_copy_on_write_refuses_for_a_reference_to_exactly_the_blocks_it_copies(pinned: int) -> None:
+    """Under the 'refuse' policy a write that copies shared blocks on write is refused for a
+    pin on those very blocks of the file (EBUSY, nothing changed), not for one on the
+    blocks just before or after them.  The write covers block 3 (shared with a clone) and
+    block 4 (the file's own), so one pass over one shared run (``cow_in_run``) does not
+    apply: ``unshare`` settles the policy for block 3 alone."""
+    pool = MemoryPool(4 << 20)
+    Volume.format(pool)
+    vol = Volume.mount(pool, policy="refuse")
+    data = _distinct(10, 6 * BS)
+    _write(vol, "f", data)
+    vol.clone_file("f", "g")
+    with vol.open("f", "r+b", buffering=0) as f:
+        f.pwrite(b"4" * BS, 4 * BS)                 # block 4: private now (one shared run each side)
+        before = f.pread(6 * BS, 0), f.extents(), vol.statfs()
+        with f.pin(pinned * BS, BS) as pin:
+            if pinned == 3:
+                with pytest.raises(BusyError) as info:
+                    f.pwrite(b"w" * BS, 3 * BS + 100)
+                assert "copy on write refused" in str(info.value)
+                assert (f.pread(6 * BS, 0), f.extents(), vol.statfs()) == before
+            else:
+                f.pwrite(b"w" * BS, 3 * BS + 100)
+                assert f.pread(BS + 200, 3 * BS) == data[3 * BS:3 * BS + 100] + b"w" * BS + b"4" * 100
+            assert bytes(pin.buffer[:BS]) == data[pinned * BS:(pinned + 1) * BS]
+    assert _read(vol, "g") == data, "the clone changed"
+    assert vol.fsck() == []
+    vol.close()
+
+
+@pytest.mark.parametrize("how", ["fallocate", "write_mapping"])
+def test_copies_made_on_write_are_durable_when_the_operation_returns(how: str) -> None:
+    """fallocate and a write mapping over three shared blocks give the file private copies
+    of them (one run of three fresh blocks) and change no byte: once the call returns, a
+    crash that loses every store not yet persisted still shows the file's bytes in every
+    copied block, not what the fresh blocks held before."""
+    pool, vol = recorded_volume(4 << 20)
+    data = _distinct(11, 3 * BS)
+    _write(vol, "f", data)
+    vol.clone_file("f", "g")
+    with vol.open("f", "r+b", buffering=0) as f:
+        if how == "fallocate":
+            f.fallocate(0, 3 * BS)
+        else:
+            f.map(0, 3 * BS, write=True).close()
+        assert not any("shared" in e.flags for e in f.extents()), "nothing was copied"
+    images = list(pool.crash_images(len(pool.events)))
+    assert images[0].variant == "all-lost"
+    crashed = Volume.mount(MemoryPool(images[0].image))
+    assert _read(crashed, "f") == data, "a copy was not persisted"
+    assert _read(crashed, "g") == data and crashed.fsck() == []
+    crashed.close()
+    vol.close()
+
+
+def test_a_shared_run_copied_into_scattered_free_blocks_keeps_each_blocks_bytes() -> None:
+    """When free space is only single blocks apart, a copy on write of a three-block shared
+    run lands in three separate runs: each copy holds the bytes of its own file block."""
+    vol = _volume()
+    data = _distinct(12, 3 * BS)
+    _write(vol, "f", data)
+    vol.clone_file("f", "g")
+    free = vol.statfs().free // BS
+    _write(vol, "filler", b"x" * (free - 1) * BS)   # one block left for the metadata's own needs
+    with vol.open("filler", "r+b", buffering=0) as filler:
+        for blk in range(0, 8, 2):
+            filler.punch_hole(blk * BS, BS)         # four free blocks, none next to another
+    with vol.open("f", "r+b", buffering=0) as f:
+        f.fallocate(0, 3 * BS)
+        copies = f.extents()
+        assert len(copies) == 3 and not any("shared" in e.flags for e in copies), copies
+        assert f.pread(3 * BS, 0) == data
+    assert _read(vol, "g") == data and vol.fsck() == []
     vol.close()
