@@ -370,3 +370,25 @@ def test_a_shared_run_copied_into_scattered_free_blocks_keeps_each_blocks_bytes(
         assert f.pread(3 * BS, 0) == data
     assert _read(vol, "g") == data and vol.fsck() == []
     vol.close()
+
+
+def test_a_growing_write_over_two_shared_runs_and_a_private_block() -> None:
+    """A write that grows the file over a shared block, a private one and the shared
+    partial last block: both shared blocks are copied (the first ends before EOF: nothing
+    of it is zeroed), the write lands, nothing stale shows past it when the file grows
+    again, and the clone keeps its bytes."""
+    vol = _volume()
+    data = _distinct(13, 3 * BS)
+    _write(vol, "f", data)
+    vol.clone_file("f", "g")
+    with vol.open("f", "r+b", buffering=0) as f:
+        f.pwrite(b"p" * BS, BS)                     # block 1 private: shared runs 0 and 2
+        f.truncate(2 * BS + 10)
+        f.pwrite(b"W" * (BS + 160), BS - 100)       # blocks 0 to 2: grows to 2 * BS + 60
+        want = data[:BS - 100] + b"W" * (BS + 160)
+        assert f.pread(4 * BS, 0) == want
+        f.truncate(3 * BS)
+        assert f.pread(4 * BS, 0) == want + bytes(3 * BS - len(want))
+    assert _read(vol, "g") == data, "the clone changed"
+    assert vol.fsck() == []
+    vol.close()
