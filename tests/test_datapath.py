@@ -392,3 +392,23 @@ def test_a_growing_write_over_two_shared_runs_and_a_private_block() -> None:
     assert _read(vol, "g") == data, "the clone changed"
     assert vol.fsck() == []
     vol.close()
+
+
+@pytest.mark.parametrize("size", [100, BS + 100])
+def test_a_write_past_a_shared_partial_last_block_copies_it_and_nothing_else(size: int) -> None:
+    """A write starting past the file's shared partial last block (block 0 included) grows
+    the size over that block's tail: the block is copied before the tail is zeroed, so the
+    clone, which shows those bytes, keeps them; the file's other shared blocks stay shared."""
+    vol = _volume()
+    data = _distinct(14, 2 * BS)
+    _write(vol, "g", data)
+    vol.clone_file("g", "f")
+    with vol.open("f", "r+b", buffering=0) as f:
+        f.truncate(size)                            # the last block stays shared with g
+        f.pwrite(b"w" * 10, 3 * BS)
+        assert f.pread(4 * BS, 0) == data[:size] + bytes(3 * BS - size) + b"w" * 10
+        shared = [e.file_offset // BS for e in f.extents() if "shared" in e.flags]
+        assert shared == ([0] if size > BS else []), f.extents()
+    assert _read(vol, "g") == data, "the clone's bytes past f's old EOF were zeroed in place"
+    assert vol.fsck() == []
+    vol.close()
