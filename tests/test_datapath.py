@@ -412,3 +412,31 @@ def test_a_write_past_a_shared_partial_last_block_copies_it_and_nothing_else(siz
     assert _read(vol, "g") == data, "the clone's bytes past f's old EOF were zeroed in place"
     assert vol.fsck() == []
     vol.close()
+
+
+@pytest.mark.parametrize("how", ["write_mapping", "fallocate", "zero_range"])
+def test_growing_over_a_shared_partial_last_block_it_covers_leaves_one_copy(how: str) -> None:
+    """An operation that covers the file's shared partial last block and grows the file
+    past it names that block twice to ``unshare`` (in its range, and as the last block the
+    size grows over): the file ends up with one copy of it, one block more in use (and one
+    for the block after it), nothing leaked."""
+    vol = _volume()
+    data = _distinct(15, 3 * BS)
+    _write(vol, "g", data)
+    vol.clone_file("g", "f")
+    with vol.open("f", "r+b", buffering=0) as f:
+        f.truncate(2 * BS + 10)                     # block 2 stays shared with g
+        used = vol.statfs().used
+        if how == "write_mapping":
+            f.map(2 * BS, BS + 100, write=True).close()
+        elif how == "fallocate":
+            f.fallocate(2 * BS, BS + 100)
+        else:
+            f.zero_range(2 * BS + 5, BS + 95)
+        assert f.stat().st_size == 3 * BS + 100
+        keep = 2 * BS + (5 if how == "zero_range" else 10)
+        assert f.pread(4 * BS, 0) == data[:keep] + bytes(BS + 100 - (keep - 2 * BS))
+        assert vol.statfs().used == used + 2 * BS, vol.statfs()    # the copy, and block 3
+    assert _read(vol, "g") == data, "the clone changed"
+    assert vol.fsck() == []
+    vol.close()
