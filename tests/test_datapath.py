@@ -440,3 +440,20 @@ def test_growing_over_a_shared_partial_last_block_it_covers_leaves_one_copy(how:
     assert _read(vol, "g") == data, "the clone changed"
     assert vol.fsck() == []
     vol.close()
+
+
+def test_an_in_place_write_just_before_a_poisoned_block_goes_ahead() -> None:
+    """An in-place rewrite of a written run whose next blocks are poisoned touches only its
+    own blocks: it is not refused for the bad ones after it, and they stay bad and unread."""
+    vol = _volume()
+    data = _distinct(16, 4 * BS)
+    _write(vol, "f", data)
+    with vol.open("f", "r+b", buffering=0) as f:
+        base = f.extents()[0].pool_offset
+        vol.memory_failure(base + 2 * BS, 2 * BS)     # blocks 2 and 3
+        f.pwrite(b"w" * 100, BS + 10)               # block 1 only, in place
+        assert f.pread(2 * BS, 0) == data[:BS + 10] + b"w" * 100 + data[BS + 110:2 * BS]
+        with pytest.raises(OSError) as info:
+            f.pread(10, 2 * BS)
+        assert info.value.errno == errno.EIO
+    vol.close()
