@@ -457,3 +457,33 @@ def test_an_in_place_write_just_before_a_poisoned_block_goes_ahead() -> None:
             f.pread(10, 2 * BS)
         assert info.value.errno == errno.EIO
     vol.close()
+
+
+@pytest.mark.parametrize("durability", ["sync", "lazy"])
+def test_an_in_place_write_is_durable_at_return_or_at_fsync(durability: str) -> None:
+    """An in-place rewrite under ``durability="sync"`` is persisted before pwrite returns;
+    under "lazy" it is persisted by fsync.  A crash losing every store not yet persisted
+    shows the new bytes (sync: at once; lazy: after fsync)."""
+    pool, vol = recorded_volume(4 << 20, durability=durability)
+    data = _distinct(17, 2 * BS)
+    _write(vol, "f", data)
+    with vol.open("f", "r+b", buffering=0) as f:
+        f.fsync()
+        f.pwrite(b"w" * 3000, BS - 1000)            # blocks 0 and 1, both the file's own
+        want = data[:BS - 1000] + b"w" * 3000 + data[BS + 2000:]
+
+        def crashed_bytes() -> bytes:
+            image = next(iter(pool.crash_images(len(pool.events))))
+            assert image.variant == "all-lost"
+            crashed = Volume.mount(MemoryPool(image.image))
+            try:
+                return _read(crashed, "f")
+            finally:
+                crashed.close()
+
+        if durability == "sync":
+            assert crashed_bytes() == want, "a sync write was not persisted when it returned"
+        else:
+            f.fsync()
+            assert crashed_bytes() == want, "fsync did not persist a lazy write"
+    vol.close()
