@@ -19,7 +19,12 @@ What these tests prove (each found untested by a mutation run of datapath.py):
 - An in-place rewrite ending exactly at EOF logs nothing (its mtime is deferred).
 - A copy on write that waited for a reference under the 'wait' policy (the lock let go)
   looks at the file again: a write or truncate meanwhile is not lost, an append lands at
-  the new EOF (a real bug: it copied the blocks found before the wait).
+  the new EOF (a real bug: it copied the blocks found before the wait); inside a truncate,
+  a write mapping or fallocate the copy is made again after the wait and the call goes on.
+- Copy on write (``unshare``): under 'refuse' a pin on exactly the copied blocks refuses
+  the write, one just before or after does not; a block that only a pin on another file
+  still holds is copied all the same; copies are durable when the call returns; a shared
+  run copied into scattered free blocks keeps each block's bytes.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ from typing import Any
 
 import pytest
 
+from daxfs.errors import BusyError
+from daxfs.media import MemoryPool
+from daxfs.testing import recorded_volume
 from daxfs.volume import Volume
 
 from _small_volume import (check_checkpoint_room, distinct as _distinct, file_between_free_blocks,
@@ -232,4 +240,250 @@ def test_a_copy_on_write_that_waited_looks_at_the_file_again(
     assert got == want(data), name
     assert _read(vol, "g") == data, "the clone changed"
     assert vol.fsck() == []
+    vol.close()
+
+
+def test_a_block_only_a_pin_on_another_file_holds_is_copied_on_write() -> None:
+    """A one-block file is cloned and the clone pinned; the clone's own write moves it onto
+    a block of its own, so nothing is shared any more, but the pin still shows the old block,
+    now the source's alone.  A write into the source copies on write all the same (the pin
+    keeps showing the bytes it was taken on)."""
+    vol = _volume()
+    _write(vol, "a", b"a" * BS)
+    vol.clone_file("a", "b")
+    with vol.open("b", "r+b", buffering=0) as b, b.pin(0, BS) as pin:
+        b.pwrite(b"b" * BS, 0)
+        assert vol._journal.core.rmap.shared_blocks == 0 and vol._journal.core.busy.holds
+        with vol.open("a", "r+b", buffering=0) as a:
+            a.pwrite(b"Z" * 100, 10)
+            assert bytes(pin.buffer[:BS]) == b"a" * BS, "the pin shows the source's write"
+            assert a.pread(BS, 0) == b"a" * 10 + b"Z" * 100 + b"a" * (BS - 110)
+            assert b.pread(BS, 0) == b"b" * BS
+    assert vol.statfs().busy == 0 and vol.fsck() == []
+    vol.close()
+
+
+_WAIT_OTHER_CALLERS = [
+    # (name, an operation that copies on write from within: unshare starts over itself)
+    ("truncate_up", lambda f: f.truncate(3 * BS)),
+    ("write_mapping", lambda f: f.map(BS, BS, write=True).close()),
+    ("fallocate", lambda f: f.fallocate(BS, BS)),
+]
+
+
+@pytest.mark.parametrize("name, op", _WAIT_OTHER_CALLERS, ids=[c[0] for c in _WAIT_OTHER_CALLERS])
+def test_a_copy_on_write_that_waited_inside_another_operation_finds_its_blocks_again(
+        name: str, op: Callable[[Any], object]) -> None:
+    """An operation that is not a write (truncate up, a write mapping, fallocate) copies
+    the shared blocks it needs private; when that waited for a reference, the copy is made
+    of the blocks as they are after the wait (a write meanwhile stays), and the operation
+    goes on: no start-over signal escapes to the caller."""
+    vol = _volume()
+    data = _distinct(9, 2 * BS - 10)
+    _write(vol, "f", data)
+    vol.clone_file("f", "g")                        # both blocks shared; block 1 is the partial last one
+    with vol.open("f", "r+b", buffering=0) as f:
+        waited = _meanwhile_on_first_wait(vol, lambda: f.pwrite(b"C" * 10, BS + 100))
+        op(f)
+        assert waited, "nothing waited: the case does not test the wait"
+        got = f.pread(3 * BS, 0)
+        want = data[:BS + 100] + b"C" * 10 + data[BS + 110:]
+        assert got[:len(want)] == want, name
+        assert got[len(want):] == bytes(len(got) - len(want)), "stale bytes past the old EOF show"
+    assert _read(vol, "g") == data, "the clone changed"
+    assert vol.fsck() == []
+    vol.close()
+
+
+@pytest.mark.parametrize("pinned", [1, 3, 5])
+def test_a_copy_on_write_refuses_for_a_reference_to_exactly_the_blocks_it_copies(pinned: int) -> None:
+    """Under the 'refuse' policy a write that copies shared blocks on write is refused for a
+    pin on those very blocks of the file (EBUSY, nothing changed), not for one on the
+    blocks just before or after them.  The write covers block 3 (shared with a clone) and
+    block 4 (the file's own), so one pass over one shared run (``cow_in_run``) does not
+    apply: ``unshare`` settles the policy for block 3 alone."""
+    pool = MemoryPool(4 << 20)
+    Volume.format(pool)
+    vol = Volume.mount(pool, policy="refuse")
+    data = _distinct(10, 6 * BS)
+    _write(vol, "f", data)
+    vol.clone_file("f", "g")
+    with vol.open("f", "r+b", buffering=0) as f:
+        f.pwrite(b"4" * BS, 4 * BS)                 # block 4: private now (one shared run each side)
+        before = f.pread(6 * BS, 0), f.extents(), vol.statfs()
+        with f.pin(pinned * BS, BS) as pin:
+            if pinned == 3:
+                with pytest.raises(BusyError) as info:
+                    f.pwrite(b"w" * BS, 3 * BS + 100)
+                assert "copy on write refused" in str(info.value)
+                assert (f.pread(6 * BS, 0), f.extents(), vol.statfs()) == before
+            else:
+                f.pwrite(b"w" * BS, 3 * BS + 100)
+                assert f.pread(BS + 200, 3 * BS) == data[3 * BS:3 * BS + 100] + b"w" * BS + b"4" * 100
+            assert bytes(pin.buffer[:BS]) == data[pinned * BS:(pinned + 1) * BS]
+    assert _read(vol, "g") == data, "the clone changed"
+    assert vol.fsck() == []
+    vol.close()
+
+
+@pytest.mark.parametrize("how", ["fallocate", "write_mapping"])
+def test_copies_made_on_write_are_durable_when_the_operation_returns(how: str) -> None:
+    """fallocate and a write mapping over three shared blocks give the file private copies
+    of them (one run of three fresh blocks) and change no byte: once the call returns, a
+    crash that loses every store not yet persisted still shows the file's bytes in every
+    copied block, not what the fresh blocks held before."""
+    pool, vol = recorded_volume(4 << 20)
+    data = _distinct(11, 3 * BS)
+    _write(vol, "f", data)
+    vol.clone_file("f", "g")
+    with vol.open("f", "r+b", buffering=0) as f:
+        if how == "fallocate":
+            f.fallocate(0, 3 * BS)
+        else:
+            f.map(0, 3 * BS, write=True).close()
+        assert not any("shared" in e.flags for e in f.extents()), "nothing was copied"
+    images = list(pool.crash_images(len(pool.events)))
+    assert images[0].variant == "all-lost"
+    crashed = Volume.mount(MemoryPool(images[0].image))
+    assert _read(crashed, "f") == data, "a copy was not persisted"
+    assert _read(crashed, "g") == data and crashed.fsck() == []
+    crashed.close()
+    vol.close()
+
+
+def test_a_shared_run_copied_into_scattered_free_blocks_keeps_each_blocks_bytes() -> None:
+    """When free space is only single blocks apart, a copy on write of a three-block shared
+    run lands in three separate runs: each copy holds the bytes of its own file block."""
+    vol = _volume()
+    data = _distinct(12, 3 * BS)
+    _write(vol, "f", data)
+    vol.clone_file("f", "g")
+    free = vol.statfs().free // BS
+    _write(vol, "filler", b"x" * (free - 1) * BS)   # one block left for the metadata's own needs
+    with vol.open("filler", "r+b", buffering=0) as filler:
+        for blk in range(0, 8, 2):
+            filler.punch_hole(blk * BS, BS)         # four free blocks, none next to another
+    with vol.open("f", "r+b", buffering=0) as f:
+        f.fallocate(0, 3 * BS)
+        copies = f.extents()
+        assert len(copies) == 3 and not any("shared" in e.flags for e in copies), copies
+        assert f.pread(3 * BS, 0) == data
+    assert _read(vol, "g") == data and vol.fsck() == []
+    vol.close()
+
+
+def test_a_growing_write_over_two_shared_runs_and_a_private_block() -> None:
+    """A write that grows the file over a shared block, a private one and the shared
+    partial last block: both shared blocks are copied (the first ends before EOF: nothing
+    of it is zeroed), the write lands, nothing stale shows past it when the file grows
+    again, and the clone keeps its bytes."""
+    vol = _volume()
+    data = _distinct(13, 3 * BS)
+    _write(vol, "f", data)
+    vol.clone_file("f", "g")
+    with vol.open("f", "r+b", buffering=0) as f:
+        f.pwrite(b"p" * BS, BS)                     # block 1 private: shared runs 0 and 2
+        f.truncate(2 * BS + 10)
+        f.pwrite(b"W" * (BS + 160), BS - 100)       # blocks 0 to 2: grows to 2 * BS + 60
+        want = data[:BS - 100] + b"W" * (BS + 160)
+        assert f.pread(4 * BS, 0) == want
+        f.truncate(3 * BS)
+        assert f.pread(4 * BS, 0) == want + bytes(3 * BS - len(want))
+    assert _read(vol, "g") == data, "the clone changed"
+    assert vol.fsck() == []
+    vol.close()
+
+
+@pytest.mark.parametrize("size", [100, BS + 100])
+def test_a_write_past_a_shared_partial_last_block_copies_it_and_nothing_else(size: int) -> None:
+    """A write starting past the file's shared partial last block (block 0 included) grows
+    the size over that block's tail: the block is copied before the tail is zeroed, so the
+    clone, which shows those bytes, keeps them; the file's other shared blocks stay shared."""
+    vol = _volume()
+    data = _distinct(14, 2 * BS)
+    _write(vol, "g", data)
+    vol.clone_file("g", "f")
+    with vol.open("f", "r+b", buffering=0) as f:
+        f.truncate(size)                            # the last block stays shared with g
+        f.pwrite(b"w" * 10, 3 * BS)
+        assert f.pread(4 * BS, 0) == data[:size] + bytes(3 * BS - size) + b"w" * 10
+        shared = [e.file_offset // BS for e in f.extents() if "shared" in e.flags]
+        assert shared == ([0] if size > BS else []), f.extents()
+    assert _read(vol, "g") == data, "the clone's bytes past f's old EOF were zeroed in place"
+    assert vol.fsck() == []
+    vol.close()
+
+
+@pytest.mark.parametrize("how", ["write_mapping", "fallocate", "zero_range"])
+def test_growing_over_a_shared_partial_last_block_it_covers_leaves_one_copy(how: str) -> None:
+    """An operation that covers the file's shared partial last block and grows the file
+    past it names that block twice to ``unshare`` (in its range, and as the last block the
+    size grows over): the file ends up with one copy of it, one block more in use (and one
+    for the block after it), nothing leaked."""
+    vol = _volume()
+    data = _distinct(15, 3 * BS)
+    _write(vol, "g", data)
+    vol.clone_file("g", "f")
+    with vol.open("f", "r+b", buffering=0) as f:
+        f.truncate(2 * BS + 10)                     # block 2 stays shared with g
+        used = vol.statfs().used
+        if how == "write_mapping":
+            f.map(2 * BS, BS + 100, write=True).close()
+        elif how == "fallocate":
+            f.fallocate(2 * BS, BS + 100)
+        else:
+            f.zero_range(2 * BS + 5, BS + 95)
+        assert f.stat().st_size == 3 * BS + 100
+        keep = 2 * BS + (5 if how == "zero_range" else 10)
+        assert f.pread(4 * BS, 0) == data[:keep] + bytes(BS + 100 - (keep - 2 * BS))
+        assert vol.statfs().used == used + 2 * BS, vol.statfs()    # the copy, and block 3
+    assert _read(vol, "g") == data, "the clone changed"
+    assert vol.fsck() == []
+    vol.close()
+
+
+def test_an_in_place_write_just_before_a_poisoned_block_goes_ahead() -> None:
+    """An in-place rewrite of a written run whose next blocks are poisoned touches only its
+    own blocks: it is not refused for the bad ones after it, and they stay bad and unread."""
+    vol = _volume()
+    data = _distinct(16, 4 * BS)
+    _write(vol, "f", data)
+    with vol.open("f", "r+b", buffering=0) as f:
+        base = f.extents()[0].pool_offset
+        vol.memory_failure(base + 2 * BS, 2 * BS)     # blocks 2 and 3
+        f.pwrite(b"w" * 100, BS + 10)               # block 1 only, in place
+        assert f.pread(2 * BS, 0) == data[:BS + 10] + b"w" * 100 + data[BS + 110:2 * BS]
+        with pytest.raises(OSError) as info:
+            f.pread(10, 2 * BS)
+        assert info.value.errno == errno.EIO
+    vol.close()
+
+
+@pytest.mark.parametrize("durability", ["sync", "lazy"])
+def test_an_in_place_write_is_durable_at_return_or_at_fsync(durability: str) -> None:
+    """An in-place rewrite under ``durability="sync"`` is persisted before pwrite returns;
+    under "lazy" it is persisted by fsync.  A crash losing every store not yet persisted
+    shows the new bytes (sync: at once; lazy: after fsync)."""
+    pool, vol = recorded_volume(4 << 20, durability=durability)
+    data = _distinct(17, 2 * BS)
+    _write(vol, "f", data)
+    with vol.open("f", "r+b", buffering=0) as f:
+        f.fsync()
+        f.pwrite(b"w" * 3000, BS - 1000)            # blocks 0 and 1, both the file's own
+        want = data[:BS - 1000] + b"w" * 3000 + data[BS + 2000:]
+
+        def crashed_bytes() -> bytes:
+            image = next(iter(pool.crash_images(len(pool.events))))
+            assert image.variant == "all-lost"
+            crashed = Volume.mount(MemoryPool(image.image))
+            try:
+                return _read(crashed, "f")
+            finally:
+                crashed.close()
+
+        if durability == "sync":
+            assert crashed_bytes() == want, "a sync write was not persisted when it returned"
+        else:
+            f.fsync()
+            assert crashed_bytes() == want, "fsync did not persist a lazy write"
     vol.close()
