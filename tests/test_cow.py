@@ -13,10 +13,14 @@ What these tests prove (each found untested by a mutation run of cow.py):
   while other blocks of the volume are shared.
 - The pin policy applies to the blocks it copies: 'refuse' refuses a write under a
   mapping of them, with nothing changed, and not a write next to one.
+- A write ending at a block boundary copies no block after it; copies scattered over
+  single free blocks write nothing outside them (the blocks between hold other files).
+- It sets mtime and ctime, superseding an in-place write's held-back mtime.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -26,7 +30,7 @@ from daxfs.media import MemoryPool
 from daxfs.volume import Volume
 from daxfs.volume.prepared import GROW_RUN
 
-from _small_volume import check_checkpoint_room, distinct, read_file, small_volume, write_file
+from _small_volume import check_checkpoint_room, clock_past, distinct, read_file, small_volume, write_file
 
 BS = 4096
 
@@ -116,3 +120,57 @@ def test_refuse_applies_to_the_blocks_a_copy_on_write_copies(mapped: tuple[int, 
     want = data if refused else _model(data, 2 * BS - 200, payload)
     assert read_file(vol, "f") == want and read_file(vol, "g") == data
     assert vol.fsck() == []
+
+
+def test_a_write_ending_at_a_block_boundary_copies_only_its_blocks() -> None:
+    vol, data = _cloned()
+    with vol.open("f", "r+b", buffering=0) as f, vol.open("g", "rb", buffering=0) as g:
+        payload = distinct(9, BS - 100)
+        f.pwrite(payload, BS + 100)                     # ends exactly where block 2 starts
+        base = g.extents()[0].pool_offset
+        moved = [(e.file_offset, e.length) for e in f.extents() if e.pool_offset != base + e.file_offset]
+        assert moved == [(BS, BS)]
+    assert read_file(vol, "f") == _model(data, BS + 100, payload)
+
+
+def test_a_copy_into_scattered_free_blocks_writes_nothing_outside_them() -> None:
+    """Free space is single blocks between other files: the copies of a write over three
+    shared blocks land in three places, and the blocks between them keep their files' bytes."""
+    pool = MemoryPool(1 << 20)
+    Volume.format(pool)
+    vol = Volume.mount(pool, discard=False)
+    data = distinct(10, 4 * BS)
+    write_file(vol, "f", data)
+    vol.clone_file("f", "g")
+    names = []
+    for i in range(10_000):
+        try:
+            write_file(vol, f"b{i}", distinct(100 + i, BS))
+        except OSError:
+            break
+        names.append(f"b{i}")
+    for name in names[1::2]:
+        vol.unlink(name)
+    with vol.open("f", "r+b", buffering=0) as f:
+        payload = distinct(11, 2 * BS + 200)
+        f.pwrite(payload, 100)                          # blocks 0..2, each copied somewhere else
+        assert len({e.pool_offset for e in f.extents()}) >= 3
+    assert read_file(vol, "f") == _model(data, 100, payload) and read_file(vol, "g") == data
+    for i, name in enumerate(names):
+        if i % 2 == 0:
+            assert read_file(vol, name) == distinct(100 + i, BS), name
+    assert vol.fsck() == []
+
+
+def test_a_copy_on_write_sets_the_times_over_an_in_place_writes_held_one() -> None:
+    vol, _data = _cloned()
+    with vol.open("f", "r+b", buffering=0) as f:
+        f.pwrite(b"a", 10)                              # copies block 0: f's own from now on
+        f.pwrite(b"b", 20)                              # in place: its mtime held until close
+        held = vol.stat("f").st_mtime_ns
+        clock_past(held)
+        before = time.time_ns()
+        f.pwrite(b"c", 3 * BS)                          # block 3: still shared, copied
+        st = vol.stat("f")
+        assert st.st_mtime_ns >= before and st.st_ctime_ns == st.st_mtime_ns
+    assert vol.stat("f").st_mtime_ns == st.st_mtime_ns  # the close did not bring the held one back
