@@ -1,0 +1,51 @@
+"""Held-back modification times (``Journal.defer_mtime`` / ``flush_deferred``).
+
+An in-place write logs nothing: its mtime is held and logged at the file's fsync or close.
+A volume closed while the file is still open logs it then; an fsync of one file logs that
+file's alone (the others stay held, one record each later, not all at once now)."""
+
+from __future__ import annotations
+
+from daxfs.media import MemoryPool
+from daxfs.volume import Volume
+
+from _small_volume import clock_past, write_file
+
+
+def _volume() -> tuple[MemoryPool, Volume]:
+    pool = MemoryPool(4 << 20)
+    Volume.format(pool)
+    return pool, Volume.mount(pool)
+
+
+def test_a_volume_closed_with_a_file_open_logs_its_held_mtime() -> None:
+    pool, vol = _volume()
+    write_file(vol, "f", b"x" * 8192)
+    logged = vol.stat("f").st_mtime_ns
+    clock_past(logged)
+    f = vol.open("f", "r+b", buffering=0)
+    f.pwrite(b"y", 100)                         # in place: held
+    held = vol.stat("f").st_mtime_ns
+    assert held > logged
+    vol.close()                                 # (the handle is detached, the time logged)
+    again = Volume.mount(MemoryPool(pool.image()))
+    try:
+        assert again.stat("f").st_mtime_ns == held
+    finally:
+        again.close()
+
+
+def test_an_fsync_logs_its_own_files_held_mtime_only() -> None:
+    _pool, vol = _volume()
+    write_file(vol, "f", b"x" * 8192)
+    write_file(vol, "g", b"x" * 8192)
+    clock_past(max(vol.stat("f").st_mtime_ns, vol.stat("g").st_mtime_ns))
+    with vol.open("f", "r+b", buffering=0) as f, vol.open("g", "r+b", buffering=0) as g:
+        f.pwrite(b"y", 100)
+        g.pwrite(b"y", 100)
+        seq = vol._journal.ring.next_seq
+        f.fsync()
+        assert vol._journal.ring.next_seq == seq + 1        # f's time, not g's too
+        g.fsync()
+        assert vol._journal.ring.next_seq == seq + 2
+    vol.close()
