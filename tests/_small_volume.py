@@ -87,6 +87,25 @@ def file_between_free_blocks() -> tuple[Volume, int]:
     return vol, b_block
 
 
+def scatter_free_space(vol: Volume) -> dict[str, bytes]:
+    """Fill ``vol`` with one-block files until ENOSPC and delete every other one: free space
+    is then single blocks between files (an allocation of several blocks gets several runs).
+    Returns the files left and their bytes, to check nothing wrote into them."""
+    made: dict[str, bytes] = {}
+    for i in range(100_000):
+        data = distinct(1_000 + i, BS)
+        try:
+            write_file(vol, f"scatter{i}", data)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+            break
+        made[f"scatter{i}"] = data
+    for name in list(made)[1::2]:
+        vol.unlink(name)
+        del made[name]
+    return made
+
+
 def clock_past(ns: int) -> None:
     """Return once ``time.time_ns()`` is past ``ns``, so that a time taken next is later than
     ``ns`` (polled a bounded number of times; asserts rather than assumes it moved)."""

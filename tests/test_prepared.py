@@ -31,7 +31,8 @@ from daxfs.errors import PoisonError
 from daxfs.media import MemoryPool
 from daxfs.volume import Volume
 
-from _small_volume import check_checkpoint_room, clock_past, distinct, read_file, small_volume, write_file
+from _small_volume import (check_checkpoint_room, clock_past, distinct, read_file, scatter_free_space, small_volume,
+                           write_file)
 
 BS = 4096
 JUNK = b"\xee"
@@ -270,39 +271,23 @@ def test_a_commit_on_a_read_only_volume_is_erofs() -> None:
     assert vol.fsck() == []
 
 
-def _fragmented() -> tuple[Volume, list[str]]:
-    """A volume whose free space is only single blocks between files (a prepared write of
-    several blocks gets several runs), and the names of the files left."""
+def test_a_prepared_write_in_several_runs_under_a_mapping_lands_in_place_in_order() -> None:
     pool = MemoryPool(1 << 20)
     Volume.format(pool)
     vol = Volume.mount(pool, discard=False)
-    names = []
-    for i in range(10_000):
-        try:
-            write_file(vol, f"b{i}", distinct(100 + i, BS))
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC
-            break
-        names.append(f"b{i}")
-    for name in names[1::2]:
-        vol.unlink(name)
-    return vol, names[0::2]
-
-
-def test_a_prepared_write_in_several_runs_under_a_mapping_lands_in_place_in_order() -> None:
-    vol, _left = _fragmented()
+    others = scatter_free_space(vol)
     write_file(vol, "f", b"")
     with vol.open("f", "r+b", buffering=0) as f:
         f.truncate(4 * BS)
         with f.map(0, 4 * BS, write=True) as view:     # (a write mapping allocates the blocks)
             old = bytes(view.buffer)
             ino = f.stat().st_ino
-            vol.unlink("b0")                # free the first and third of the file's neighbours
             payload = distinct(22, 2 * BS + 200)
             pieces = _prepare(vol, ino, 100, payload)
             assert len(pieces) > 1, pieces
             vol.data.commit_write(ino, 100, len(payload), pieces)
             assert bytes(view.buffer) == _model(old, 100, payload)
+    assert all(read_file(vol, name) == bytes_ for name, bytes_ in others.items())
     assert vol.fsck() == []
 
 
