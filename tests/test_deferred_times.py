@@ -2,7 +2,8 @@
 
 An in-place write logs nothing: its mtime is held and logged at the file's fsync or close.
 A volume closed while the file is still open logs it then; an fsync of one file logs that
-file's alone (the others stay held, one record each later, not all at once now)."""
+file's alone (the others stay held, one record each later, not all at once now), and
+nothing when nothing is held; the time logged is the file's mtime and ctime both."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ def test_a_volume_closed_with_a_file_open_logs_its_held_mtime() -> None:
     vol.close()                                 # (the handle is detached, the time logged)
     again = Volume.mount(MemoryPool(pool.image()))
     try:
-        assert again.stat("f").st_mtime_ns == held
+        st = again.stat("f")
+        assert st.st_mtime_ns == st.st_ctime_ns == held
     finally:
         again.close()
 
@@ -48,4 +50,8 @@ def test_an_fsync_logs_its_own_files_held_mtime_only() -> None:
         assert vol._journal.ring.next_seq == seq + 1        # f's time, not g's too
         g.fsync()
         assert vol._journal.ring.next_seq == seq + 2
+        g.fsync()                               # nothing held now: nothing logged
+        assert vol._journal.ring.next_seq == seq + 2
+        st = vol.stat("f")
+        assert st.st_ctime_ns == st.st_mtime_ns     # the held time is logged as both
     vol.close()
