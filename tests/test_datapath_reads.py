@@ -9,17 +9,25 @@ What these tests prove:
   first run in the pool; a read clipped at EOF, at EOF or of nothing reads nothing, into a
   buffer too (and leaves the rest of the buffer alone).
 - Holes and unwritten blocks read as zeros between written ones, at any offset in a block.
+- A read is refused exactly when it touches a poisoned block, in one run or across a hole.
 - ``extents`` splits a run where a part of it is shared (and where the number of owners
   changes), with the right file offsets, pool offsets and flags (``shared``, ``unwritten``).
-- SEEK_DATA / SEEK_HOLE (an int position): unwritten blocks are holes; an offset inside a run answers itself;
-  at or past EOF, and SEEK_DATA with no data after the offset, are ENXIO; SEEK_HOLE with
-  none is EOF.
+- SEEK_DATA / SEEK_HOLE (an int position): unwritten blocks are holes; an offset inside a
+  run answers itself; at or past EOF, and SEEK_DATA with no data after the offset, are
+  ENXIO; SEEK_HOLE with none is EOF.
 - A pin must lie inside the file (ending exactly at EOF is fine); a read mapping may not
   reach past EOF, a write mapping grows the file to cover it; a mapping needs a length at
-  or past EOF and of more than 0 bytes, and may end at the largest file but not pass it.
-- After the volume is closed, stat, size, extents and seek_data refuse.
+  or past EOF and of more than 0 bytes, and may end at the largest file but not pass it
+  (EINVAL naming the file).  A pin or a write mapping over a poisoned block is refused
+  (saying which), one next to it is not; ``pins()`` names each reference's file and holder.
+  A view that could not be laid out is released.
+- A read-only mount catches up with the writer before each read call answers (pread,
+  preadinto, stat, size, extents, seek_data, map, pin): it sees the writer's append, and a
+  handle whose file the writer removed is ESTALE; beside a live writer it takes no mapping
+  or pin (EBUSY naming the file).
+- After the volume is closed (a read-only mount's too), every read call refuses.
 - With lazy durability, fsync persists a file's pending bytes (and only that file's);
-  a file removed with bytes pending forgets them.
+  nothing stays pending for a file removed and closed.
 """
 
 from __future__ import annotations
@@ -230,6 +238,8 @@ def test_a_closed_volume_answers_no_reads(tmp_path, follower: bool) -> None:  # 
     ino = vol.stat("f").st_ino
     data = vol.data
     assert data.pread(ino, None, 10, 0) == b"x" * 10
+    buf = bytearray(20)
+    assert data.pread(ino, memoryview(buf), 10, 5) == 10 and buf == b"x" * 10 + bytes(10)
     vol.close()
     for call in (lambda: data.stat(ino), lambda: data.size(ino), lambda: data.extents(ino),
                  lambda: data.seek_data(ino, 0, False), lambda: data.fsync(ino),
@@ -253,6 +263,7 @@ def test_lazy_fsync_persists_that_files_pending_bytes_and_a_removed_file_forgets
         assert fino in data.dirty and gino in data.dirty
         f.fsync()
         assert fino not in data.dirty and gino in data.dirty
+        assert gino in vol._journal.deferred, "fsync of f logged g's deferred mtime"
         vol.unlink("g")
     assert gino not in data.dirty
     assert read_file(vol, "f")[:20] == distinct(10, 2 * BS)[:5] + b"F" * 10 + distinct(10, 2 * BS)[15:20]
@@ -278,9 +289,11 @@ _FOLLOWER_CALLS = {
     "stat": lambda f: f.stat().st_size,
     "size": lambda f: f.seek(0, os.SEEK_END),
     "pread": lambda f: f.pread(2 * BS, 0),
+    "preadinto": lambda f: (lambda buf: (f.preadinto(buf, 0), bytes(buf)))(bytearray(2 * BS)),
 }
 _FOLLOWER_SEES = {"map": distinct(20, BS) + distinct(21, BS), "pin": None, "seek_data": BS, "extents": 2 * BS,
-                  "stat": 2 * BS, "size": 2 * BS, "pread": distinct(20, BS) + distinct(21, BS)}
+                  "stat": 2 * BS, "size": 2 * BS, "pread": distinct(20, BS) + distinct(21, BS),
+                  "preadinto": (2 * BS, distinct(20, BS) + distinct(21, BS))}
 
 
 @pytest.mark.parametrize("call", list(_FOLLOWER_CALLS))
@@ -404,4 +417,25 @@ def test_a_mapping_that_fails_to_lay_out_releases_its_view(monkeypatch) -> None:
     assert info.value.errno == errno.ENOMEM and released == [2 * BS]
     monkeypatch.undo()
     assert vol.pins() == []
+    vol.close()
+
+
+def test_closing_a_lazy_volume_with_files_open_persists_and_logs_what_is_pending() -> None:
+    pool = MemoryPool(4 << 20)
+    Volume.format(pool)
+    vol = Volume.mount(pool, durability="lazy")
+    write_file(vol, "f", distinct(26, 2 * BS))
+    write_file(vol, "g", distinct(27, 2 * BS))
+    data = vol.data
+    f = vol.open("f", "r+b", buffering=0)
+    g = vol.open("g", "r+b", buffering=0)
+    f.pwrite(b"F" * 10, 5)                              # in place: pending (lazy), mtime deferred
+    g.pwrite(b"G" * 10, BS + 5)
+    mtimes = f.stat().st_mtime_ns, g.stat().st_mtime_ns
+    assert data.dirty and vol._journal.deferred
+    vol.close()                                         # with both still open
+    assert data.dirty == {} and vol._journal.deferred == {}
+    vol = Volume.mount(pool)
+    assert (vol.stat("f").st_mtime_ns, vol.stat("g").st_mtime_ns) == mtimes
+    assert read_file(vol, "f")[:20] == distinct(26, 2 * BS)[:5] + b"F" * 10 + distinct(26, 2 * BS)[15:20]
     vol.close()
