@@ -439,3 +439,38 @@ def test_closing_a_lazy_volume_with_files_open_persists_and_logs_what_is_pending
     assert (vol.stat("f").st_mtime_ns, vol.stat("g").st_mtime_ns) == mtimes
     assert read_file(vol, "f")[:20] == distinct(26, 2 * BS)[:5] + b"F" * 10 + distinct(26, 2 * BS)[15:20]
     vol.close()
+
+
+def test_a_followers_read_that_a_writer_raced_is_read_again(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A follower copies a file's bytes while the writer frees its blocks and gives them to
+    another file (between the follower's catch-up and its copy): the record that landed
+    during the copy sends it to read again, and it never returns the other file's bytes."""
+    import daxfs
+    path = str(tmp_path / "pool")
+    vol = daxfs.mkfs(path, 8 << 20)
+    a_data = distinct(30, 2 * BS)
+    write_file(vol, "a", a_data)
+    with vol.open("a", "rb", buffering=0) as a:
+        a_at = a.extents()[0].pool_offset
+    with daxfs.open_volume(path, readonly=True) as ro:
+        f = ro.open("a", "rb", buffering=0)
+        real = ro.data.read_locked
+        calls: list[int] = []
+
+        def racing(ino: int, dest: object, n: int, offset: int) -> object:
+            calls.append(len(calls))
+            if len(calls) == 1:                 # the writer changes something: no quick answer
+                write_file(vol, "other", b"o")
+            elif len(calls) == 2:               # a's blocks freed and given to b, mid-read
+                with vol.open("a", "r+b", buffering=0) as w:
+                    w.truncate(0)
+                write_file(vol, "b", b"B" * 2 * BS)
+                with vol.open("b", "rb", buffering=0) as b:
+                    assert b.extents()[0].pool_offset == a_at     # (the race this is about)
+            return real(ino, dest, n, offset)  # type: ignore[arg-type]
+
+        ro.data.read_locked = racing  # type: ignore[method-assign]
+        got = f.pread(2 * BS, 0)
+        assert len(calls) == 3 and got == b""   # read again, after the truncate
+        f.close()
+    vol.close()
