@@ -23,13 +23,12 @@ from collections.abc import Callable, Iterable
 
 from daxfs._types import Extent, Stat
 from daxfs.core import UNWRITTEN, Inode
-from daxfs.core.badblocks import merge_runs
 from daxfs.core.records import SetExtents
 from daxfs.errors import fs_error
 from daxfs.format.layout import HUGE_PAGE
 from daxfs.volume.arguments import MAX_FILE_SIZE
 from daxfs.volume import poison
-from daxfs.volume.cow import cow_in_run
+from daxfs.volume.cow import cow_in_run, unshare
 from daxfs.volume.journal import Journal
 from daxfs.volume.prepared import GROW_RUN, Piece, PreparedWrites
 from daxfs.volume.references import LookAgain, Reference, ReferenceTable, View
@@ -417,84 +416,7 @@ class DataPath(PreparedWrites):
 
     # ---------------------------------------------------------------- copy on write
 
-    def unshare(self, node: Inode, first: int, end: int, grows_to: int | None = None, *,
-                commit: bool = True, zero_past_eof: bool = False, look_again: bool = False) -> list[Piece]:
-        """Give the file private copies of the shared written blocks in ``[first, end)`` (and of
-        its last block if the size is about to grow over it), before anything writes them;
-        blocks a reference to another file still holds count as shared.
-
-        With ``commit`` the swap is a record of its own (it changes no byte the file shows);
-        without, the copies are made and persisted and their map entries returned for the
-        caller's own record, so a write into them lands all-or-nothing with the swap.
-
-        When the pin policy waits for a reference to the blocks to go, the lock is let go
-        meanwhile and the file may change: the blocks to copy are found again after it (with
-        ``look_again``, nothing is done and ``LookAgain`` tells the caller to start over).
-        """
-        journal = self.journal
-        bs = self.bs
-        while True:
-            victims = self._shared_victims(node, first, end, grows_to)
-            if not victims:
-                return []
-            if not self.references.settle(node.ino, min(v[0] for v in victims),
-                                          max(v[0] + v[1] for v in victims), None, "copy on write"):
-                break
-            if look_again:
-                raise LookAgain
-        plan = journal.plan_blocks(sum(k for _f, k, _p in victims))
-        pool = self.pool
-        stores: list[tuple[int, int]] = []
-        mapping: list[Piece] = []
-        targets = self.assign([(f, k) for f, k, _p in victims], plan, 0)
-        sources = {f: p for f, _k, p in victims}
-        for f, k, newp, _fl in targets:
-            # which victim does this piece come from (pieces may split a victim)
-            vf = max(v for v in sources if v <= f)
-            oldp = sources[vf] + (f - vf)
-            src = self.data_offset + oldp * bs
-            dst = self.data_offset + newp * bs
-            pool.write(dst, pool.view(src, k * bs))
-            stores.append((dst, k * bs))
-            eof = node.size
-            if zero_past_eof and f * bs < eof < (f + k) * bs:
-                # the size is about to grow over the stale bytes past EOF: zero them in the copy
-                # (never in the shared original, whose other owners may show them)
-                pool.zero(dst + eof - f * bs, (f + k) * bs - eof)
-            run = node.extents.lookup(f)  # type: ignore[union-attr]
-            mapping.append((f, k, newp, run[3] & UNWRITTEN if run else 0))
-        self.prefault(plan)
-        self.persist(stores)
-        if commit:
-            journal.commit(SetExtents(node.ino, [], [x for m in mapping for x in m], None, None),
-                           GROW_RUN * (len(targets) + 1))
-        return mapping
-
-    def _shared_victims(self, node: Inode, first: int, end: int, grows_to: int | None
-                        ) -> list[tuple[int, int, int]]:
-        """``unshare``'s blocks to copy, ``(fblk, n, old pblk)``: the shared written ones in
-        ``[first, end)`` and in the last block if the size grows over it."""
-        journal = self.journal
-        rmap = journal.core.rmap
-        holds = journal.core.busy.holds     # (blocks a reference holds: maybe one to another file)
-        if not rmap.shared_blocks and not holds:
-            return []
-        bs = self.bs
-        ranges = [(first, end)] if end > first else []
-        if grows_to is not None and node.size % bs and grows_to > node.size:
-            ranges.append((node.size // bs, node.size // bs + 1))
-        victims: list[tuple[int, int, int]] = []       # (fblk, n, old pblk)
-        for lo, hi in ranges:
-            for f, k, p, _fl in node.extents.slice(lo, hi - lo):  # type: ignore[union-attr]
-                parts = rmap.shared_parts(p, k)
-                if holds and holds.overlapping(p, k):
-                    parts = merge_runs(parts, self.references.held_by_others(node.ino, p, k))
-                for sp, sk in parts:
-                    # a bad block is never copied: it stays shared, and poisoned, until replaced whole
-                    for bp, bk in journal.core.bad.outside(sp, sk) if journal.core.bad else [(sp, sk)]:
-                        if not any(v[0] == f + bp - p for v in victims):
-                            victims.append((f + bp - p, bk, bp))
-        return victims
+    unshare = unshare     # (cow.py; called as ``self.unshare(node, first, end, ...)``)
 
     def populate(self, node: Inode, offset: int, end: int) -> None:
         """Make ``[offset, end)`` of a file written blocks of its own, zeroed where new, and
