@@ -205,7 +205,8 @@ def _meanwhile_on_first_wait(vol: Volume, meanwhile: Callable[[], object]) -> li
 _WAIT_CASES = [
     # (name, the write that waits, what another thread does meanwhile, the file's bytes after both):
     # a growing write (unshare's own wait) and another write into the same shared block; a write
-    # inside the file (cow_in_run's wait) and the file cut short; an append and another append
+    # inside the file (cow_in_run's wait) and the file cut short; an append and another append;
+    # a write past EOF (the copy of the old last block waits) and another one over it and on
     ("write_grows_other_write_same_block",
      lambda f: f.pwrite(b"B" * 20, 2 * BS - 10), lambda f: f.pwrite(b"C" * 10, BS + 100),
      lambda d: d[:BS + 100] + b"C" * 10 + d[BS + 110:2 * BS - 10] + b"B" * 20),
@@ -216,6 +217,9 @@ _WAIT_CASES = [
      lambda f: f._vol.data.append(f._ino, memoryview(b"B" * 20)),
      lambda f: f._vol.data.append(f._ino, memoryview(b"C" * 30)),
      lambda d: d + b"C" * 30 + b"B" * 20),
+    ("past_eof_other_write_over_it",
+     lambda f: f.pwrite(b"B" * 20, 3 * BS), lambda f: f.pwrite(b"C" * 2 * BS, 3 * BS - 100),
+     lambda d: d + bytes(3 * BS - 100 - len(d)) + b"C" * 100 + b"B" * 20 + b"C" * (2 * BS - 120)),
 ]
 
 
@@ -229,14 +233,14 @@ def test_a_copy_on_write_that_waited_looks_at_the_file_again(
     and which are shared): nothing done meanwhile is lost or brought back.  (Before, it
     copied the blocks it had found before the wait, and an append wrote at the old EOF.)"""
     vol = _volume()
-    data = _distinct(8, 2 * BS - 100 if name.startswith("append") else 2 * BS)
+    data = _distinct(8, 2 * BS - 100 if name.startswith(("append", "past_eof")) else 2 * BS)
     _write(vol, "f", data)
     vol.clone_file("f", "g")                        # every block of f is shared
     with vol.open("f", "r+b", buffering=0) as f:
         waited = _meanwhile_on_first_wait(vol, lambda: meanwhile(f))
         write(f)
         assert waited, "nothing waited: the case does not test the wait"
-        got = f.pread(4 * BS, 0)
+        got = f.pread(8 * BS, 0)
     assert got == want(data), name
     assert _read(vol, "g") == data, "the clone changed"
     assert vol.fsck() == []
