@@ -30,6 +30,7 @@ What these tests prove (each found untested by a mutation run of datapath.py):
 from __future__ import annotations
 
 import errno
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -40,7 +41,7 @@ from daxfs.media import MemoryPool
 from daxfs.testing import recorded_volume
 from daxfs.volume import Volume
 
-from _small_volume import (check_checkpoint_room, distinct as _distinct, file_between_free_blocks,
+from _small_volume import (check_checkpoint_room, clock_past, distinct as _distinct, file_between_free_blocks,
                            small_volume as _volume, write_file as _write)
 
 BS = 4096
@@ -490,4 +491,35 @@ def test_an_in_place_write_is_durable_at_return_or_at_fsync(durability: str) -> 
         else:
             f.fsync()
             assert crashed_bytes() == want, "fsync did not persist a lazy write"
+    vol.close()
+
+
+_LOGGED_WRITES = [
+    # writes that log a record (general path, not the append fast path): growing in place inside
+    # the last block, over data and a hole, into unwritten blocks
+    ("grows_in_place", lambda f: f.pwrite(b"z" * 100, 2 * BS - 150)),
+    ("data_and_hole", lambda f: f.pwrite(b"z" * 300, 2 * BS - 150)),
+    ("into_unwritten", lambda f: f.pwrite(b"z" * 100, 4 * BS + 10)),
+]
+
+
+@pytest.mark.parametrize("name, op", _LOGGED_WRITES, ids=[c[0] for c in _LOGGED_WRITES])
+def test_a_logged_write_after_an_in_place_write_keeps_its_own_mtime(
+        name: str, op: Callable[[Any], object]) -> None:
+    """An in-place write's mtime is held until close; a later write that logs a record
+    (it grows the file or maps blocks) logs its own, newer mtime and drops the held one:
+    neither stat nor what close logs goes back to the older time."""
+    vol = _volume()
+    _write(vol, "f", _distinct(18, 2 * BS - 100))
+    with vol.open("f", "r+b", buffering=0) as f:
+        f.fallocate(4 * BS, 2 * BS, keep_size=True)     # unwritten blocks past EOF
+        f.pwrite(b"x", BS)                    # in place: its mtime held
+        clock_past(f.stat().st_mtime_ns)
+        t = time.time_ns()
+        seq = vol._journal.ring.next_seq
+        op(f)
+        assert vol._journal.ring.next_seq > seq, f"{name}: nothing was logged"
+        assert f.stat().st_mtime_ns >= t, f"{name}: stat shows the in-place write's older mtime"
+    with vol.open("f", "rb", buffering=0) as f:
+        assert f.stat().st_mtime_ns >= t, f"{name}: the older mtime was logged at close"
     vol.close()
