@@ -523,3 +523,20 @@ def test_a_logged_write_after_an_in_place_write_keeps_its_own_mtime(
     with vol.open("f", "rb", buffering=0) as f:
         assert f.stat().st_mtime_ns >= t, f"{name}: the older mtime was logged at close"
     vol.close()
+
+
+def test_a_mapping_over_a_hole_shows_a_write_that_fills_it() -> None:
+    """A read mapping shows zeros over a hole; a write over data and that hole (the
+    general write path) gives the hole blocks: the mapping then shows the written bytes."""
+    vol = _volume()
+    data = _distinct(19, 3 * BS)
+    _write(vol, "f", data)
+    with vol.open("f", "r+b", buffering=0) as f:
+        f.punch_hole(BS, BS)
+        with f.map(0, 3 * BS) as m:
+            assert bytes(m.buffer[BS:2 * BS]) == bytes(BS)
+            f.pwrite(b"w" * 20, BS - 10)            # block 0 in place, block 1 fresh
+            assert bytes(m.buffer[BS - 10:BS + 20]) == b"w" * 20 + bytes(10)
+            assert bytes(m.buffer[2 * BS:]) == data[2 * BS:]
+    assert vol.statfs().busy == 0 and vol.fsck() == []
+    vol.close()
