@@ -30,6 +30,7 @@ What these tests prove (each found untested by a mutation run of datapath.py):
 from __future__ import annotations
 
 import errno
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -40,7 +41,7 @@ from daxfs.media import MemoryPool
 from daxfs.testing import recorded_volume
 from daxfs.volume import Volume
 
-from _small_volume import (check_checkpoint_room, distinct as _distinct, file_between_free_blocks,
+from _small_volume import (check_checkpoint_room, clock_past, distinct as _distinct, file_between_free_blocks,
                            small_volume as _volume, write_file as _write)
 
 BS = 4096
@@ -205,7 +206,8 @@ def _meanwhile_on_first_wait(vol: Volume, meanwhile: Callable[[], object]) -> li
 _WAIT_CASES = [
     # (name, the write that waits, what another thread does meanwhile, the file's bytes after both):
     # a growing write (unshare's own wait) and another write into the same shared block; a write
-    # inside the file (cow_in_run's wait) and the file cut short; an append and another append
+    # inside the file (cow_in_run's wait) and the file cut short; an append and another append;
+    # a write past EOF (the copy of the old last block waits) and another one over it and on
     ("write_grows_other_write_same_block",
      lambda f: f.pwrite(b"B" * 20, 2 * BS - 10), lambda f: f.pwrite(b"C" * 10, BS + 100),
      lambda d: d[:BS + 100] + b"C" * 10 + d[BS + 110:2 * BS - 10] + b"B" * 20),
@@ -216,6 +218,9 @@ _WAIT_CASES = [
      lambda f: f._vol.data.append(f._ino, memoryview(b"B" * 20)),
      lambda f: f._vol.data.append(f._ino, memoryview(b"C" * 30)),
      lambda d: d + b"C" * 30 + b"B" * 20),
+    ("past_eof_other_write_over_it",
+     lambda f: f.pwrite(b"B" * 20, 3 * BS), lambda f: f.pwrite(b"C" * 2 * BS, 3 * BS - 100),
+     lambda d: d + bytes(3 * BS - 100 - len(d)) + b"C" * 100 + b"B" * 20 + b"C" * (2 * BS - 120)),
 ]
 
 
@@ -229,14 +234,14 @@ def test_a_copy_on_write_that_waited_looks_at_the_file_again(
     and which are shared): nothing done meanwhile is lost or brought back.  (Before, it
     copied the blocks it had found before the wait, and an append wrote at the old EOF.)"""
     vol = _volume()
-    data = _distinct(8, 2 * BS - 100 if name.startswith("append") else 2 * BS)
+    data = _distinct(8, 2 * BS - 100 if name.startswith(("append", "past_eof")) else 2 * BS)
     _write(vol, "f", data)
     vol.clone_file("f", "g")                        # every block of f is shared
     with vol.open("f", "r+b", buffering=0) as f:
         waited = _meanwhile_on_first_wait(vol, lambda: meanwhile(f))
         write(f)
         assert waited, "nothing waited: the case does not test the wait"
-        got = f.pread(4 * BS, 0)
+        got = f.pread(8 * BS, 0)
     assert got == want(data), name
     assert _read(vol, "g") == data, "the clone changed"
     assert vol.fsck() == []
@@ -486,4 +491,52 @@ def test_an_in_place_write_is_durable_at_return_or_at_fsync(durability: str) -> 
         else:
             f.fsync()
             assert crashed_bytes() == want, "fsync did not persist a lazy write"
+    vol.close()
+
+
+_LOGGED_WRITES = [
+    # writes that log a record (general path, not the append fast path): growing in place inside
+    # the last block, over data and a hole, into unwritten blocks
+    ("grows_in_place", lambda f: f.pwrite(b"z" * 100, 2 * BS - 150)),
+    ("data_and_hole", lambda f: f.pwrite(b"z" * 300, 2 * BS - 150)),
+    ("into_unwritten", lambda f: f.pwrite(b"z" * 100, 4 * BS + 10)),
+]
+
+
+@pytest.mark.parametrize("name, op", _LOGGED_WRITES, ids=[c[0] for c in _LOGGED_WRITES])
+def test_a_logged_write_after_an_in_place_write_keeps_its_own_mtime(
+        name: str, op: Callable[[Any], object]) -> None:
+    """An in-place write's mtime is held until close; a later write that logs a record
+    (it grows the file or maps blocks) logs its own, newer mtime and drops the held one:
+    neither stat nor what close logs goes back to the older time."""
+    vol = _volume()
+    _write(vol, "f", _distinct(18, 2 * BS - 100))
+    with vol.open("f", "r+b", buffering=0) as f:
+        f.fallocate(4 * BS, 2 * BS, keep_size=True)     # unwritten blocks past EOF
+        f.pwrite(b"x", BS)                    # in place: its mtime held
+        clock_past(f.stat().st_mtime_ns)
+        t = time.time_ns()
+        seq = vol._journal.ring.next_seq
+        op(f)
+        assert vol._journal.ring.next_seq > seq, f"{name}: nothing was logged"
+        assert f.stat().st_mtime_ns >= t, f"{name}: stat shows the in-place write's older mtime"
+    with vol.open("f", "rb", buffering=0) as f:
+        assert f.stat().st_mtime_ns >= t, f"{name}: the older mtime was logged at close"
+    vol.close()
+
+
+def test_a_mapping_over_a_hole_shows_a_write_that_fills_it() -> None:
+    """A read mapping shows zeros over a hole; a write over data and that hole (the
+    general write path) gives the hole blocks: the mapping then shows the written bytes."""
+    vol = _volume()
+    data = _distinct(19, 3 * BS)
+    _write(vol, "f", data)
+    with vol.open("f", "r+b", buffering=0) as f:
+        f.punch_hole(BS, BS)
+        with f.map(0, 3 * BS) as m:
+            assert bytes(m.buffer[BS:2 * BS]) == bytes(BS)
+            f.pwrite(b"w" * 20, BS - 10)            # block 0 in place, block 1 fresh
+            assert bytes(m.buffer[BS - 10:BS + 20]) == b"w" * 20 + bytes(10)
+            assert bytes(m.buffer[2 * BS:]) == data[2 * BS:]
+    assert vol.statfs().busy == 0 and vol.fsck() == []
     vol.close()
