@@ -18,11 +18,16 @@ from daxfs.volume import Volume
 BS = 4096
 
 
-def small_volume(size: int = 4 << 20) -> Volume:
-    """A fresh volume on a ``size``-byte pool in memory."""
+def small_volume(size: int = 4 << 20, **options: Any) -> Volume:
+    """A fresh volume on a ``size``-byte pool in memory (``options``: ``Volume.mount``'s)."""
+    return pool_and_volume(size, **options)[1]
+
+
+def pool_and_volume(size: int = 4 << 20, **options: Any) -> tuple[MemoryPool, Volume]:
+    """``small_volume`` and its pool (to mount its image again)."""
     pool = MemoryPool(size)
     Volume.format(pool)
-    return Volume.mount(pool)
+    return pool, Volume.mount(pool, **options)
 
 
 def distinct(seed: int, n: int) -> bytes:

@@ -26,7 +26,6 @@ from typing import Any
 import pytest
 
 from daxfs.errors import BusyError
-from daxfs.media import MemoryPool
 from daxfs.volume import Volume
 from daxfs.volume.prepared import GROW_RUN
 
@@ -37,9 +36,7 @@ BS = 4096
 
 
 def _cloned(policy: str = "defer") -> tuple[Volume, bytes]:
-    pool = MemoryPool(4 << 20)
-    Volume.format(pool)
-    vol = Volume.mount(pool, policy=policy)
+    vol = small_volume(policy=policy)
     data = distinct(1, 6 * BS)
     write_file(vol, "f", data)
     vol.clone_file("f", "g")
@@ -137,9 +134,7 @@ def test_a_write_ending_at_a_block_boundary_copies_only_its_blocks() -> None:
 def test_a_copy_into_scattered_free_blocks_writes_nothing_outside_them() -> None:
     """Free space is single blocks between other files: the copies of a write over three
     shared blocks land in three places, and the blocks between them keep their files' bytes."""
-    pool = MemoryPool(1 << 20)
-    Volume.format(pool)
-    vol = Volume.mount(pool, discard=False)
+    vol = small_volume(1 << 20, discard=False)
     data = distinct(10, 4 * BS)
     write_file(vol, "f", data)
     vol.clone_file("f", "g")

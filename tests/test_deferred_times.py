@@ -10,13 +10,11 @@ from __future__ import annotations
 from daxfs.media import MemoryPool
 from daxfs.volume import Volume
 
-from _small_volume import clock_past, write_file
+from _small_volume import clock_past, pool_and_volume, write_file
 
 
 def _volume() -> tuple[MemoryPool, Volume]:
-    pool = MemoryPool(4 << 20)
-    Volume.format(pool)
-    return pool, Volume.mount(pool)
+    return pool_and_volume()
 
 
 def test_a_volume_closed_with_a_file_open_logs_its_held_mtime() -> None:

@@ -28,7 +28,6 @@ import time
 import pytest
 
 from daxfs.errors import PoisonError
-from daxfs.media import MemoryPool
 from daxfs.volume import Volume
 
 from _small_volume import (check_checkpoint_room, clock_past, distinct, read_file, scatter_free_space, small_volume,
@@ -41,9 +40,7 @@ JUNK = b"\xee"
 def _stale_block_pool() -> Volume:
     """A volume whose free blocks hold a deleted file's bytes (``JUNK``), as reused
     memory does: a prepared block shows them until the commit fills what the writer left."""
-    pool = MemoryPool(4 << 20)
-    Volume.format(pool)
-    vol = Volume.mount(pool, discard=False)     # (discarded, freed blocks would read as zeros)
+    vol = small_volume(discard=False)           # (discarded, freed blocks would read as zeros)
     write_file(vol, "junk", JUNK * (64 * BS))
     vol.unlink("junk")
     return vol
@@ -272,9 +269,7 @@ def test_a_commit_on_a_read_only_volume_is_erofs() -> None:
 
 
 def test_a_prepared_write_in_several_runs_under_a_mapping_lands_in_place_in_order() -> None:
-    pool = MemoryPool(1 << 20)
-    Volume.format(pool)
-    vol = Volume.mount(pool, discard=False)
+    vol = small_volume(1 << 20, discard=False)
     others = scatter_free_space(vol)
     write_file(vol, "f", b"")
     with vol.open("f", "r+b", buffering=0) as f:

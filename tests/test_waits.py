@@ -34,15 +34,13 @@ from daxfs.media import MemoryPool
 from daxfs.volume import Volume
 from daxfs.volume.references import before_wait
 
-from _small_volume import distinct, read_file, write_file
+from _small_volume import distinct, pool_and_volume, read_file, write_file
 
 BS = 4096
 
 
 def _volume() -> tuple[MemoryPool, Volume]:
-    pool = MemoryPool(4 << 20)
-    Volume.format(pool)
-    return pool, Volume.mount(pool)
+    return pool_and_volume()
 
 
 def _on_first_wait(vol: Volume, kind: str, what: str | None, meanwhile: Callable[[], object]) -> list[str]:
@@ -190,9 +188,7 @@ def test_a_clone_waiting_on_a_pin_finds_its_destination_unlinked_meanwhile() -> 
     """The same with real threads and a real pin: the clone waits for the destination's pin
     (policy 'wait'); meanwhile the destination is unlinked (its blocks stay busy for the pin)
     and the pin let go; the clone then finds no destination."""
-    pool = MemoryPool(4 << 20)
-    Volume.format(pool)
-    vol = Volume.mount(pool, policy="wait")
+    pool, vol = pool_and_volume(policy="wait")
     data = distinct(12, 2 * BS)
     write_file(vol, "src", data)
     write_file(vol, "dst", distinct(13, 2 * BS))
