@@ -161,3 +161,25 @@ def test_a_copy_on_write_sets_the_times_over_an_in_place_writes_held_one() -> No
         st = vol.stat("f")
         assert st.st_mtime_ns >= before and st.st_ctime_ns == st.st_mtime_ns
     assert vol.stat("f").st_mtime_ns == st.st_mtime_ns  # the close did not bring the held one back
+
+
+def test_a_write_over_private_blocks_around_a_copied_one_keeps_their_bytes_at_pool_block_0() -> None:
+    """f's blocks 0 and 2 are its own (the clone copied its), block 1 is shared; f's first
+    run starts at the pool's first data block (0, which a careless "is it a hole" test of
+    the block number takes for one): a write over all three copies block 1 only and keeps
+    the other bytes of blocks 0 and 2."""
+    vol = small_volume()
+    data = distinct(12, 3 * BS)
+    write_file(vol, "f", data)
+    vol.clone_file("f", "g")
+    with vol.open("g", "r+b", buffering=0) as g:
+        g.pwrite(b"G", 0)
+        g.pwrite(b"G", 2 * BS)                          # g copies blocks 0 and 2: f's alone now
+    with vol.open("f", "r+b", buffering=0) as f:
+        assert f.extents()[0].pool_offset == vol.data.data_offset      # (block 0 at pool block 0)
+        payload = distinct(13, 2 * BS)
+        f.pwrite(payload, 100)                          # blocks 0..2, in part
+        assert f.extents()[0].pool_offset == vol.data.data_offset      # written in place
+    assert read_file(vol, "f") == _model(data, 100, payload)
+    assert read_file(vol, "g") == b"G" + data[1:2 * BS] + b"G" + data[2 * BS + 1:]
+    assert vol.fsck() == []
