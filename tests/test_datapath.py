@@ -540,3 +540,25 @@ def test_a_mapping_over_a_hole_shows_a_write_that_fills_it() -> None:
             assert bytes(m.buffer[2 * BS:]) == data[2 * BS:]
     assert vol.statfs().busy == 0 and vol.fsck() == []
     vol.close()
+
+
+def test_writes_on_a_preallocated_file_pool_map_in_each_huge_page_chunk_once(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """On a medium that cannot discard (device DAX: every free block has memory, nothing to
+    reserve), new blocks' huge-page chunks are mapped in ahead of the copy, once per mount.
+    (A preallocated file stands for one here, with its reserve hook taken away.)"""
+    import daxfs
+    vol = daxfs.mkfs(str(tmp_path / "pool"), 16 << 20, discard=False)
+    vol.data.journal.reserve = None
+    data = _distinct(30, 3 << 20)
+    with vol.open("f", "wb", buffering=0) as f:
+        f.write(data)
+        first = (f.extents()[0].pool_offset - vol.data.data_offset) // BS
+    faulted = set(vol.data._faulted)
+    shift = vol.data._chunk_shift
+    last = first + len(data) // BS - 1
+    assert set(range(first >> shift, (last >> shift) + 1)) == faulted
+    with vol.open("f", "r+b", buffering=0) as f:
+        f.pwrite(b"x" * 100, 0)                     # in place: nothing new to map in
+    assert set(vol.data._faulted) == faulted
+    assert _read(vol, "f") == b"x" * 100 + data[100:]
+    vol.close()
