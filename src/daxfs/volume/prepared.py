@@ -17,7 +17,7 @@ from daxfs.core import Inode
 from daxfs.core.records import SetExtents
 from daxfs.errors import PoisonError, fs_error
 from daxfs.volume import poison
-from daxfs.volume.references import LookAgain
+from daxfs.volume.references import start_over
 
 if TYPE_CHECKING:
     from daxfs.volume.datapath import DataPath as _Base
@@ -67,11 +67,8 @@ class PreparedWrites(_Base):
         """Swap in the blocks of a prepared write whose bytes ``[offset, +length)`` are written
         and persisted; the rest of its edge blocks is filled from the file now (so a write
         made meanwhile to the same blocks is kept).  Returns ``length``."""
-        while True:
-            try:
-                return self._commit_write(ino, offset, length, pieces)
-            except LookAgain:
-                continue        # copying the old last block waited: the size may be another now
+        # copying the old last block may wait: the size may be another after it
+        return start_over(self._commit_write, ino, offset, length, pieces)
 
     def _commit_write(self, ino: int, offset: int, length: int, pieces: list[Piece]) -> int:
         journal = self.journal

@@ -19,7 +19,7 @@ from daxfs.core import UNWRITTEN, Inode
 from daxfs.core.records import SetExtents
 from daxfs.volume import poison
 from daxfs.volume.datapath import GROW_RUN, DataPath, Piece
-from daxfs.volume.references import LookAgain
+from daxfs.volume.references import start_over
 
 
 class RangeOps:
@@ -55,17 +55,15 @@ class RangeOps:
 
     def truncate(self, ino: int, size: int, policy: str | None = None, timeout: float | None = None) -> None:
         """ftruncate: ``size`` already checked (arguments.offset)."""
-        journal = self.journal
         with self.lock:
-            while True:
-                journal.check_writable()
-                if size < journal.node(ino).size:
-                    self.references.settle(ino, -(-size // self.bs), None, policy, "truncate", timeout)
-                try:
-                    self.truncate_node(journal.node(ino), size)
-                    return
-                except LookAgain:
-                    continue        # it waited (the lock was let go): the size may be another now
+            start_over(self._truncate, ino, size, policy, timeout)
+
+    def _truncate(self, ino: int, size: int, policy: str | None, timeout: float | None) -> None:
+        journal = self.journal
+        journal.check_writable()
+        if size < journal.node(ino).size:
+            self.references.settle(ino, -(-size // self.bs), None, policy, "truncate", timeout)
+        self.truncate_node(journal.node(ino), size)     # (LookAgain: growing waited; start over)
 
     def fallocate(self, ino: int, offset: int, length: int, keep_size: bool) -> None:
         data = self.data

@@ -26,7 +26,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from daxfs._types import PinInfo
 from daxfs.core import UNWRITTEN
@@ -64,10 +64,23 @@ def check_policy(policy: str | None) -> None:
         raise ValueError(f"unknown pin policy {policy!r}; expected one of {', '.join(POLICIES)}")
 
 
+_T = TypeVar("_T")
+
+
 class LookAgain(Exception):
     """A wait for references to go let the volume's lock go: what the caller found before it
     (sizes, blocks, even whether a file named by path still exists) may have changed.  Its
     operation starts over from its arguments; nothing was changed yet."""
+
+
+def start_over(operation: Callable[..., _T], *args: object) -> _T:
+    """``operation(*args)``, from the start again after each ``LookAgain``.  (``pwrite``
+    has the same loop inline: one call fewer on every write.)"""
+    while True:
+        try:
+            return operation(*args)
+        except LookAgain:
+            continue
 
 
 class View(Protocol):
@@ -596,4 +609,4 @@ class ReferenceTable:
             self.closing = False
 
 
-__all__ = ["ReferenceTable", "Reference", "LookAgain", "View", "POLICIES", "POLICY_ACTION", "check_policy", "before_wait"]
+__all__ = ["ReferenceTable", "Reference", "LookAgain", "start_over", "View", "POLICIES", "POLICY_ACTION", "check_policy", "before_wait"]

@@ -38,7 +38,7 @@ from daxfs.errors import fs_error
 from daxfs.volume import poison
 from daxfs.volume.datapath import GROW_RUN, Piece
 from daxfs.volume.namespace import Namespace, OpenFile
-from daxfs.volume.references import LookAgain
+from daxfs.volume.references import LookAgain, start_over
 
 _COPY_CHUNK = 4 * 1024 * 1024
 _ATOMIC_COPY_LIMIT = 64 * 1024 * 1024     # larger unaligned copies go in chunks
@@ -90,11 +90,7 @@ class Sharing:
         the lock go (``LookAgain``): a file named by path may be gone or another one by then,
         and sizes and blocks found before it may have changed."""
         with self.lock:
-            while True:
-                try:
-                    return operation(*args)
-                except LookAgain:
-                    continue
+            return start_over(operation, *args)
 
     def _clone_range(self, src: object, src_offset: int, dst: object, dst_offset: int, length: int) -> int:
         self.journal.check_writable()
