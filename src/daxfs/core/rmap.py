@@ -248,13 +248,14 @@ class OwnerMap:
         found = list(map(runs.get, pblks))
         if None in found or len(set(pblks)) != len(pblks):
             return False
-        if list(map(itemgetter(0), found)) != list(map(add, pblks, nblks)):
+        ends = list(map(itemgetter(0), found))
+        if ends != list(map(add, pblks, nblks)):
             return False        # not exactly one run each
         # Each run's owners and one more, (ino, delta): tuples built by zip and joined by
         # add, with no Python step per run.
         owners = list(map(itemgetter(1), found))
         more = zip(zip(repeat(ino), map(sub, fblks, pblks)))
-        runs.update(zip(pblks, zip(map(add, pblks, nblks), map(add, owners, more))))
+        runs.update(zip(pblks, zip(ends, map(add, owners, more))))
         self.shared_blocks += sum(compress(nblks, map((1).__eq__, map(len, owners))))
         return True
 
