@@ -218,3 +218,82 @@ def test_a_clone_waiting_on_a_pin_finds_its_destination_unlinked_meanwhile() -> 
     assert len(outcome) == 1 and isinstance(outcome[0], FileNotFoundError), outcome
     assert vol.listdir("/") == ["src"] and read_file(vol, "src") == data
     _still_sound(pool, vol)
+
+
+# -- a volume closed while a change waited ------------------------------------------------
+#
+# A change that breaks a lease ('break') or waits for a write mapping before sharing
+# ('wait') lets the lock go, and a forced close may run meanwhile (here: the lease holder's
+# own callback, or the thread's hook just before it blocks, closes it — the same lock
+# hand-over, deterministic).  Before, truncate and a handle's truncate, punch_hole and
+# zero_range went on after a lease break and logged their record into the closed volume,
+# after its clean mark (on a file pool: a write to an unmapped pool).  unlink and the
+# clone started over, which refuses: they are here so that stays so.
+
+
+def _unchanged_after_close(pool: MemoryPool, vol: Volume, path: str, data: bytes) -> None:
+    """The volume was closed clean and nothing was logged after: the file is as it was."""
+    assert vol.closed
+    again = Volume.mount(MemoryPool(pool.image()))
+    try:
+        assert read_file(again, path) == data
+        assert again.fsck() == []
+    finally:
+        again.close()
+
+
+def _through_a_handle(change: Callable[[Any], object]) -> Callable[[Volume], object]:
+    def run(vol: Volume) -> None:
+        with vol.open("f", "r+b", buffering=0) as f:
+            change(f)
+    return run
+
+
+_LEASE_BREAKING_CHANGES: dict[str, Callable[[Volume], object]] = {
+    "truncate": lambda vol: vol.truncate("f", BS),
+    "ftruncate": _through_a_handle(lambda f: f.truncate(BS)),
+    "punch_hole": _through_a_handle(lambda f: f.punch_hole(0, 2 * BS)),
+    "zero_range": _through_a_handle(lambda f: f.zero_range(BS, BS, keep_size=True)),
+    "unlink": lambda vol: vol.unlink("f"),
+}
+
+
+@pytest.mark.parametrize("change", sorted(_LEASE_BREAKING_CHANGES))
+def test_a_change_that_broke_a_lease_refuses_once_the_volume_closed_meanwhile(change: str) -> None:
+    pool, vol = pool_and_volume(policy="break", lease_break_s=30.0)
+    data = distinct(21, 4 * BS)
+    write_file(vol, "f", data)
+    holder = vol.open("f", "rb")
+
+    def let_go_and_close(mapping: Any) -> None:
+        mapping.close()
+        holder.close()
+        vol.close()
+
+    holder.map(0, 4 * BS, lease=True, on_break=let_go_and_close)
+    with pytest.raises(ValueError, match="closed (volume|file)"):
+        _LEASE_BREAKING_CHANGES[change](vol)
+    _unchanged_after_close(pool, vol, "f", data)
+
+
+def test_a_clone_that_waited_for_a_write_mapping_refuses_once_the_volume_closed_meanwhile() -> None:
+    pool, vol = pool_and_volume(policy="wait")
+    data = distinct(22, 2 * BS)
+    write_file(vol, "src", data)
+    write_file(vol, "dst", distinct(23, 2 * BS))
+    dst_before = read_file(vol, "dst")
+    holder = vol.open("src", "r+b")
+    writer = holder.map(0, 2 * BS, write=True)
+
+    def close_meanwhile() -> None:
+        writer.close()
+        holder.close()
+        vol.close()
+
+    before_wait(close_meanwhile)
+    try:
+        with pytest.raises(ValueError, match="closed volume"):
+            vol.clone_range("src", 0, "dst", 0, 2 * BS)
+    finally:
+        before_wait(None)
+    _unchanged_after_close(pool, vol, "dst", dst_before)

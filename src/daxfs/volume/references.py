@@ -523,7 +523,8 @@ class ReferenceTable:
         Returns True when it waited (the lock was let go meanwhile, so the caller
         must look at the state again); raises BusyError for 'refuse' or a 'wait'
         that timed out.  What 'defer' and 'break' leave behind goes ahead: blocks
-        still referenced are parked on the busy list.
+        still referenced are parked on the busy list.  A volume closed (or made
+        read-only) while it waited refuses the change, as it would have before.
         """
         refs = self.covering(ino, first, end)
         if not refs:
@@ -534,10 +535,13 @@ class ReferenceTable:
             raise self.busy_error(f"{what} refused", refs)
         if WAIT in actions:
             self._wait_for(ino, first, end, what, timeout)
-            return True
-        leases = [ref for ref in refs if POLICY_ACTION[(policy, ref.listed_kind)] == BREAK]
-        self.break_leases(leases)
-        return bool(leases)
+        else:
+            leases = [ref for ref in refs if POLICY_ACTION[(policy, ref.listed_kind)] == BREAK]
+            if not leases:
+                return False
+            self.break_leases(leases)     # (the holders' callbacks ran, and the lock was let go)
+        self._journal.check_writable()
+        return True
 
     def _wait_for(self, ino: int, first: int, end: int | None, what: str, timeout: float | None) -> None:
         token = (ino, first, -1 if end is None else end)
@@ -551,7 +555,6 @@ class ReferenceTable:
         finally:
             self._waiting.remove(token)
             self._changed.notify_all()
-        journal.check_open()
 
     def wait_for_writers(self, ino: int, first: int, end: int, what: str) -> bool:
         """No live write reference may cover a range about to be shared: refuse, or under
@@ -564,6 +567,7 @@ class ReferenceTable:
             return False
         if self.policy == "wait":
             self.wait_until(lambda: not writers(), None)
+            self._journal.check_writable()      # (a forced close revokes them, then closes)
             return True
         raise self.busy_error(what, found)
 
