@@ -297,3 +297,45 @@ def test_a_clone_that_waited_for_a_write_mapping_refuses_once_the_volume_closed_
     finally:
         before_wait(None)
     _unchanged_after_close(pool, vol, "dst", dst_before)
+
+
+def test_two_forced_closes_waiting_on_the_same_pin_close_once(shm_pool: str) -> None:
+    """Two threads close a volume with ``force`` while a pin is held: both wait for it
+    (letting the lock go). Once it is let go, one closes; the other finds it closed and
+    returns. Before, the second went on to checkpoint a closed pool (ValueError from its
+    released memory)."""
+    import daxfs
+
+    vol = daxfs.open_volume(shm_pool)
+    data = distinct(24, 4 * BS)
+    with vol.open("f", "wb") as f:
+        f.write(data)
+    holder = vol.open("f", "rb")
+    pin = holder.pin(0, BS)
+    outcomes: dict[str, BaseException | None] = {}
+
+    def close(name: str, waiting: threading.Event) -> None:
+        before_wait(waiting.set)
+        try:
+            vol.close(force=True, timeout=60)
+            outcomes[name] = None
+        except BaseException as exc:    # (reported by the main thread's asserts)
+            outcomes[name] = exc
+        finally:
+            before_wait(None)
+
+    waits = {name: threading.Event() for name in ("first", "second")}
+    threads = {name: threading.Thread(target=close, args=(name, waits[name])) for name in waits}
+    for name, thread in threads.items():
+        thread.start()
+        assert waits[name].wait(30), f"the {name} close never waited for the pin"
+    pin.release()
+    for thread in threads.values():
+        thread.join(60)
+        assert not thread.is_alive()
+    assert outcomes == {"first": None, "second": None}
+    assert vol.closed
+    with daxfs.open_volume(shm_pool) as again:
+        with again.open("f", "rb") as f:
+            assert f.read() == data
+        assert again.fsck() == []

@@ -180,6 +180,8 @@ class Volume(ClosesOnExit, PathNames):
                 raise table.busy_error("volume has live references", live)
             if live:
                 table.force_out(None if timeout is None else time.monotonic() + timeout)
+                if journal.closed:
+                    return      # another close ran while this one waited (the lock let go)
             self.namespace.detach_all()
             if not journal.readonly:
                 self.data.flush(None)
