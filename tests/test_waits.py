@@ -339,3 +339,33 @@ def test_two_forced_closes_waiting_on_the_same_pin_close_once(shm_pool: str) -> 
         with again.open("f", "rb") as f:
             assert f.read() == data
         assert again.fsck() == []
+
+
+def test_a_lease_taken_while_another_is_broken_is_told_before_its_range_changes() -> None:
+    """Under 'break' a truncate tells each lease over the range and waits (the lock let go);
+    a lease taken meanwhile over the same range is told too before the truncate goes on.
+    Before, the truncate went on once the first lease went: the second lease's range was cut
+    under it, and its holder was never told."""
+    pool, vol = pool_and_volume(policy="break", lease_break_s=30.0)
+    data = distinct(25, 4 * BS)
+    write_file(vol, "f", data)
+    holder = vol.open("f", "rb")
+    told: list[str] = []
+    later: list[Any] = []
+
+    def second_let_go(mapping: Any) -> None:
+        told.append("second")
+        mapping.close()
+
+    def first_let_go(mapping: Any) -> None:
+        told.append("first")
+        later.append(holder.map(0, 4 * BS, lease=True, on_break=second_let_go))   # "meanwhile"
+        mapping.close()
+
+    holder.map(0, 4 * BS, lease=True, on_break=first_let_go)
+    vol.truncate("f", BS)
+    assert told == ["first", "second"]
+    assert later[0].closed and vol.pins() == []
+    holder.close()
+    assert read_file(vol, "f") == data[:BS]
+    _still_sound(pool, vol)

@@ -535,12 +535,17 @@ class ReferenceTable:
             raise self.busy_error(f"{what} refused", refs)
         if WAIT in actions:
             self._wait_for(ino, first, end, what, timeout)
-        else:
-            leases = [ref for ref in refs if POLICY_ACTION[(policy, ref.listed_kind)] == BREAK]
-            if not leases:
-                return False
+            self._journal.check_writable()
+            return True
+        leases = [ref for ref in refs if POLICY_ACTION[(policy, ref.listed_kind)] == BREAK]
+        if not leases:
+            return False
+        while leases:
             self.break_leases(leases)     # (the holders' callbacks ran, and the lock was let go)
-        self._journal.check_writable()
+            self._journal.check_writable()
+            # a lease taken meanwhile is told too, before its range changes
+            leases = [ref for ref in self.covering(ino, first, end)
+                      if POLICY_ACTION[(policy, ref.listed_kind)] == BREAK]
         return True
 
     def _wait_for(self, ino: int, first: int, end: int | None, what: str, timeout: float | None) -> None:
