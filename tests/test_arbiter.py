@@ -264,6 +264,56 @@ def test_wait_same_client_release_from_another_thread_is_served(client: Any) -> 
     _clean(a)
 
 
+@pytest.mark.parametrize("request_that_waits", ["w = g.map(0, 4096, write=True)", "h = c.open('/g', 'wb')"])
+def test_a_client_killed_while_its_request_waits_leaves_nothing_held(
+        pool: str, serve: Callable[..., ServerProcess], puppets: Callable[[str], Puppet],
+        request_that_waits: str) -> None:
+    """C's write mapping of a clone (its shared block copied first) or open with truncation
+    waits under 'wait' for B's mapping of the file; C is killed meanwhile, which lets go of
+    what C held; then B lets go and C's request goes on — for nobody. What it got is let go
+    at once. Before, the write mapping stayed listed (and its blocks held) for a dead pid —
+    an unlink of the file under 'wait' then waited forever — or the open kept an unlinked
+    file's inode, until the arbiter stopped."""
+    serve("--policy", "wait")
+    a = daxfs.connect(pool, name="A")
+    try:
+        files_before = a.statfs().files
+        _file(a, "/f")
+        a.clone_file("/f", "/g")
+        b = puppets("B")
+        b.run("g = c.open('/g', 'rb', buffering=0); m = g.map(0, 4096)")
+        c = puppets("C")
+        c.run("g = c.open('/g', 'r+b', buffering=0)")
+        sent = threading.Thread(target=lambda: _ignore(PuppetError, c.run, request_that_waits))
+        sent.start()
+        assert eventually(lambda: _refused(b, "g.pin(0, 4096).release()"))   # C's request waits
+        c.kill()
+        sent.join(30)
+        b.run("m.close(); g.close()")
+        a.unlink("/g", policy="defer")     # (under 'wait' it would wait on whatever C's request left)
+        a.unlink("/f")
+        assert eventually(lambda: a.pins() == [] and a.statfs().busy == 0), a.pins()
+        assert eventually(lambda: a.statfs().used == 0 and a.statfs().files == files_before), a.statfs()
+        assert a.fsck() == []
+    finally:
+        a.close()
+
+
+def _refused(puppet: Puppet, code: str) -> bool:
+    try:
+        puppet.run(code)
+    except PuppetError:
+        return True
+    return False
+
+
+def _ignore(kind: type[BaseException], call: Callable[..., object], *args: object) -> None:
+    try:
+        call(*args)
+    except kind:
+        pass
+
+
 def _pin_refused_here(f: Any) -> bool:
     try:
         f.pin(2 * BS, BS).release()

@@ -9,6 +9,7 @@ goes out under the volume's lock, so no event about it can overtake it).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from daxfs._types import Stat
@@ -351,6 +352,7 @@ class Requests:
             handle = vol.namespace.open(p, mode, flags, self._sub_holder(holder),  # type: ignore[arg-type]
                                         creator=self._creator(umask), follow=follow)
             f = File(vol, handle)
+            self._unless_gone(f.close)
             h = self.session.next_id()
             self.files[h] = f
             return {"h": h, "ino": f.ino, "start": handle.start, "layout": self._layout(f)}
@@ -392,6 +394,7 @@ class Requests:
         vol = self.vol
         with vol.lock:
             pieces = vol.data.prepare_write(f.ino, off, n)
+            self._unless_gone(lambda: vol.data.abort_write(pieces))
             token = self.session.next_id()
             self.prepared[token] = (h, off, n, pieces)  # type: ignore[assignment]
             self.session._track(-token, pieces)
@@ -477,6 +480,7 @@ class Requests:
         with vol.lock:
             ref = vol.data.reference(f.ino, f.name, off, n, kind=kind, write=w, lease=leased,
                                      holder=self._sub_holder(holder))
+            self._unless_gone(lambda: vol.references.release(ref, unmapped=True))   # (never sent)
             r = self.session.next_id()
             self.refs[r] = ref
             ref.view = RemoteView(self.session, r, ref)
@@ -492,6 +496,14 @@ class Requests:
                                    "zero": [[fb, k] for fb, k in ref.zero_blocks],
                                    "pool_size": layout.pool_size})
         return _REPLIED
+
+    def _unless_gone(self, undo: Callable[[], object]) -> None:
+        """A request that may have waited (the volume's lock let go) got something for its
+        client: if the client disconnected meanwhile, ``undo`` it (nobody else would ever let
+        it go) and end the request; else the caller records it as the client's."""
+        if self.session.released:
+            undo()
+            raise EOFError("the client disconnected while its request waited")
 
     def op_release(self, rid: int, r: object, unmapped: object) -> Any:
         ref = self.refs.get(r) if isinstance(r, int) else None

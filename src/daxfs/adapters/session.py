@@ -71,6 +71,9 @@ class Session:
         self._writing = False                  # the writer thread is sending (outside the lock)
         self._writer: threading.Thread | None = None
         self._closed = False
+        #: what it held was let go (it disconnected): a request of it that was waiting
+        #: (the volume's lock let go) undoes what it gets after (``Requests._unless_gone``)
+        self.released = False
         self.ops: dict[str, Callable[..., Any]] = Requests(self).ops
 
     # ---------------------------------------------------------------- lifetime
@@ -279,6 +282,7 @@ class Session:
         table = vol.references
         keep: list[Any] = []
         with vol.lock:
+            self.released = True
             for r, ref in list(self.refs.items()):
                 table.release(ref, unmapped=not alive)
                 if ref.held is not None:
