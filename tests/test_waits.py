@@ -369,3 +369,53 @@ def test_a_lease_taken_while_another_is_broken_is_told_before_its_range_changes(
     holder.close()
     assert read_file(vol, "f") == data[:BS]
     _still_sound(pool, vol)
+
+
+# -- a file whose last handle was closed while a call on it waited ------------------------
+#
+# "g", a clone of "f" (their blocks shared), unlinked while two handles keep it; a call on
+# the writing handle must copy a shared block first and waits ('wait') for the other
+# handle's mapping.  Meanwhile another thread (here: the hook this thread runs just before
+# it blocks) drops the mapping and closes both handles: the orphan is freed, and "f" alone
+# owns the blocks.  Before, each of these went on with the freed inode: the write mapping
+# was laid over "f"'s block (stores through it changed "f"), the write pin held it, and
+# punch_hole logged a change to an inode that no longer existed — the volume went
+# read-only, "corrupt" at every mount after.  Now the call looks again: ESTALE.
+
+_CALLS_THAT_COPY_SHARED_BLOCKS: dict[str, Callable[[Any], object]] = {
+    "write mapping": lambda g: g.map(0, BS, write=True),
+    "write pin": lambda g: g.pin(0, BS, write=True),
+    "fallocate": lambda g: g.fallocate(0, 4 * BS),
+    "punch_hole": lambda g: g.punch_hole(BS // 2, BS, policy="defer"),
+    "zero_range": lambda g: g.zero_range(BS // 2, BS),
+}
+
+
+@pytest.mark.parametrize("call", sorted(_CALLS_THAT_COPY_SHARED_BLOCKS))
+def test_a_call_whose_file_went_while_it_waited_is_stale(call: str) -> None:
+    pool, vol = pool_and_volume(policy="wait")
+    data = distinct(26, 4 * BS)
+    write_file(vol, "f", data)
+    vol.clone_file("f", "g")
+    writer = vol.open("g", "r+b", buffering=0)
+    reader = vol.open("g", "rb", buffering=0)
+    mapping = reader.map(0, 4 * BS)
+    vol.unlink("g", policy="defer")
+
+    def close_everything_meanwhile() -> None:
+        mapping.close()
+        reader.close()
+        writer.close()
+
+    used_by_f = vol.statfs().used
+    before_wait(close_everything_meanwhile)
+    try:
+        with pytest.raises(OSError) as exc:
+            _CALLS_THAT_COPY_SHARED_BLOCKS[call](writer)
+    finally:
+        before_wait(None)
+    assert exc.value.errno == errno.ESTALE
+    assert mapping.closed and vol.pins() == []
+    assert vol.listdir("/") == ["f"] and read_file(vol, "f") == data
+    assert vol.statfs().used == used_by_f and vol.statfs().busy == 0
+    _still_sound(pool, vol)

@@ -72,7 +72,7 @@ def cow_in_run(datapath: "DataPath", node: Inode, data: memoryview, offset: int,
 
 
 def unshare(datapath: "DataPath", node: Inode, first: int, end: int, grows_to: int | None = None, *,
-            commit: bool = True, zero_past_eof: bool = False, look_again: bool = False) -> list[Piece]:
+            commit: bool = True, zero_past_eof: bool = False) -> list[Piece]:
     """Give the file private copies of the shared written blocks in ``[first, end)`` (and of
     its last block if the size is about to grow over it), before anything writes them;
     blocks a reference to another file still holds count as shared.
@@ -82,20 +82,18 @@ def unshare(datapath: "DataPath", node: Inode, first: int, end: int, grows_to: i
     caller's own record, so a write into them lands all-or-nothing with the swap.
 
     When the pin policy waits for a reference to the blocks to go, the lock is let go
-    meanwhile and the file may change: the blocks to copy are found again after it (with
-    ``look_again``, nothing is done and ``LookAgain`` tells the caller to start over).
+    meanwhile and the file may change — or go, its last handle closed by another thread:
+    nothing is done and ``LookAgain`` tells the caller to start over (every caller does,
+    with ``start_over`` or a loop of its own).
     """
     journal = datapath.journal
     bs = datapath.bs
-    while True:
-        victims = shared_victims(datapath, node, first, end, grows_to)
-        if not victims:
-            return []
-        if not datapath.references.settle(node.ino, min(v[0] for v in victims),
-                                      max(v[0] + v[1] for v in victims), None, "copy on write"):
-            break
-        if look_again:
-            raise LookAgain
+    victims = shared_victims(datapath, node, first, end, grows_to)
+    if not victims:
+        return []
+    if datapath.references.settle(node.ino, min(v[0] for v in victims),
+                                  max(v[0] + v[1] for v in victims), None, "copy on write"):
+        raise LookAgain
     plan = journal.plan_blocks(sum(k for _f, k, _p in victims))
     pool = datapath.pool
     stores: list[tuple[int, int]] = []

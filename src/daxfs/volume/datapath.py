@@ -31,7 +31,7 @@ from daxfs.volume import poison
 from daxfs.volume.cow import cow_in_run, unshare
 from daxfs.volume.journal import Journal
 from daxfs.volume.prepared import GROW_RUN, Piece, PreparedWrites
-from daxfs.volume.references import LookAgain, Reference, ReferenceTable, View
+from daxfs.volume.references import LookAgain, Reference, ReferenceTable, View, start_over
 
 _PREFAULT_MIN = 64 * 1024      # smaller runs are cheaper to fault on first touch than to populate
 
@@ -199,7 +199,7 @@ class DataPath(PreparedWrites):
         grows = end > node.size
         tail = node.size // bs if grows and node.size % bs else -1
         if tail >= 0 and not f0 <= tail < f1:
-            self.unshare(node, 0, 0, grows_to=end, look_again=True)    # the old last block, before its tail
+            self.unshare(node, 0, 0, grows_to=end)    # the old last block, before its tail
         if not grows and journal.core.rmap.shared_blocks:
             done = cow_in_run(self, node, data, offset, end)
             if done:
@@ -208,7 +208,7 @@ class DataPath(PreparedWrites):
                 raise LookAgain
         # Shared blocks the write covers are copied, and the write goes into the copies,
         # which the write's own record swaps in: all-or-nothing.
-        cow = self.unshare(node, f0, f1, commit=False, zero_past_eof=grows, look_again=True)
+        cow = self.unshare(node, f0, f1, commit=False, zero_past_eof=grows)
         emap = node.extents
         run = emap.lookup(f0)  # type: ignore[union-attr]
         if cow:
@@ -455,57 +455,65 @@ class DataPath(PreparedWrites):
         writes; a pin must lie inside the file.  ``make_view(nbytes)`` makes the
         memory the blocks are laid into, under the lock (None: no CPU view yet).
         """
+        with self.lock:
+            # populating copies shared blocks first, which may wait (the lock let go): then
+            # the file is looked at again — it may have changed, or gone with its last handle
+            return start_over(self._reference_locked, ino, path, offset, length, kind, write, lease,
+                              holder, make_view)
+
+    def _reference_locked(self, ino: int, path: str, offset: int, length: int | None, kind: str,
+                          write: bool, lease: bool, holder: object,
+                          make_view: Callable[[int], View] | None) -> Reference:
         journal = self.journal
         table = self.references
-        with self.lock:
-            if write or journal.closed or journal.follow:
-                if write:
-                    journal.check_writable(path)
-                else:
-                    journal.check_open()
-            node = journal.core.inodes.get(ino) or journal.node(ino)
-            size = node.size
-            if kind == "pin":
-                if offset + length > size:  # type: ignore[operator]
-                    raise ValueError(f"pin [{offset}, {offset + length}) reaches past the end of the file "  # type: ignore[operator]
-                                     f"({size} bytes)")
-            else:
-                if length is None:
-                    if offset >= size:
-                        raise ValueError("cannot mmap an empty file" if size == 0 else
-                                         "mmap offset is at or past the end of the file (give a length)")
-                    length = size - offset
-                if length == 0:
-                    raise ValueError("cannot mmap an empty range")
-                if offset + length > MAX_FILE_SIZE:
-                    raise fs_error(errno.EINVAL, path, "mapping range overflows the largest file size")
-                if not write and offset + length > size:
-                    raise ValueError("mmap length is greater than file size")
-            assert length is not None
-            ref = Reference(ino, path, offset, length, self.bs, write, lease,
-                            table.process_holder if holder is None else holder, kind)
-            f0, f1 = ref.first_block, ref.end_block
-            table.admit(ino, f0, f1, path)
-            core = journal.core
-            poisoned = poison.poisoned_runs(core, node, f0, f1 - f0) if core.bad else None
-            if poisoned and (write or kind == "pin"):
-                raise poison.poison_error(core, node, poisoned, self.data_offset,
-                                          "a pin" if kind == "pin" else "a write mapping", path)
+        if write or journal.closed or journal.follow:
             if write:
-                self.populate(node, offset, offset + length)
-            if make_view is not None:
-                ref.view = make_view((f1 - f0) * self.bs)
-            try:
-                table.lay_out(ref, node.extents.pieces(f0, f1 - f0))  # type: ignore[union-attr]
-                if poisoned:
-                    # a read mapping shows what is left; poisoned pages are fenced, and listed
-                    poison.fence_reference(ref, [(f, n) for f, n, _p in poisoned], tell=False)
-            except BaseException:
-                if ref.view is not None:
-                    ref.view.release()  # type: ignore[attr-defined]
-                raise
-            table.register(ref)
-            return ref
+                journal.check_writable(path)
+            else:
+                journal.check_open()
+        node = journal.core.inodes.get(ino) or journal.node(ino)
+        size = node.size
+        if kind == "pin":
+            if offset + length > size:  # type: ignore[operator]
+                raise ValueError(f"pin [{offset}, {offset + length}) reaches past the end of the file "  # type: ignore[operator]
+                                 f"({size} bytes)")
+        else:
+            if length is None:
+                if offset >= size:
+                    raise ValueError("cannot mmap an empty file" if size == 0 else
+                                     "mmap offset is at or past the end of the file (give a length)")
+                length = size - offset
+            if length == 0:
+                raise ValueError("cannot mmap an empty range")
+            if offset + length > MAX_FILE_SIZE:
+                raise fs_error(errno.EINVAL, path, "mapping range overflows the largest file size")
+            if not write and offset + length > size:
+                raise ValueError("mmap length is greater than file size")
+        assert length is not None
+        ref = Reference(ino, path, offset, length, self.bs, write, lease,
+                        table.process_holder if holder is None else holder, kind)
+        f0, f1 = ref.first_block, ref.end_block
+        table.admit(ino, f0, f1, path)
+        core = journal.core
+        poisoned = poison.poisoned_runs(core, node, f0, f1 - f0) if core.bad else None
+        if poisoned and (write or kind == "pin"):
+            raise poison.poison_error(core, node, poisoned, self.data_offset,
+                                      "a pin" if kind == "pin" else "a write mapping", path)
+        if write:
+            self.populate(node, offset, offset + length)
+        if make_view is not None:
+            ref.view = make_view((f1 - f0) * self.bs)
+        try:
+            table.lay_out(ref, node.extents.pieces(f0, f1 - f0))  # type: ignore[union-attr]
+            if poisoned:
+                # a read mapping shows what is left; poisoned pages are fenced, and listed
+                poison.fence_reference(ref, [(f, n) for f, n, _p in poisoned], tell=False)
+        except BaseException:
+            if ref.view is not None:
+                ref.view.release()  # type: ignore[attr-defined]
+            raise
+        table.register(ref)
+        return ref
 
     # ---------------------------------------------------------------- durability
 

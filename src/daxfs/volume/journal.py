@@ -404,8 +404,10 @@ class Journal:
     def node(self, ino: int) -> Inode:
         node = self.core.inodes.get(ino)
         if node is None:
-            # only a read-only follower can lose an inode under an open handle
-            raise fs_error(errno.ESTALE, message="file was removed by the pool's writer")
+            # A follower's writer removed it; or, in the writer, a call that waited for a
+            # reference (the lock let go) lost the file's last handle to another thread.
+            raise fs_error(errno.ESTALE, message="file was removed by the pool's writer" if self.follow
+                           else "file was removed (its last handle closed) while this call waited")
         return node
 
     # ---------------------------------------------------------------- following a writer

@@ -104,7 +104,7 @@ class PreparedWrites(_Base):
             grows = end > node.size
             tail = node.size // bs if grows and node.size % bs else -1
             if tail >= 0 and not f0 <= tail < f1:
-                self.unshare(node, 0, 0, grows_to=end, look_again=True)    # the old last block, before its tail
+                self.unshare(node, 0, 0, grows_to=end)    # the old last block, before its tail
                 self.zero_tail_for_growth(node, end, stores)
             for f, k, p, _fl in pieces:
                 for fb in sorted({f, f + k - 1}):

@@ -40,7 +40,7 @@ class RangeOps:
         journal = self.journal
         now = time.time_ns()
         if size > node.size:
-            data.unshare(node, 0, 0, grows_to=size, look_again=True)
+            data.unshare(node, 0, 0, grows_to=size)
             stores: list[tuple[int, int]] = []
             data.zero_tail_for_growth(node, size, stores)
             data.persist(stores)
@@ -66,111 +66,121 @@ class RangeOps:
         self.truncate_node(journal.node(ino), size)     # (LookAgain: growing waited; start over)
 
     def fallocate(self, ino: int, offset: int, length: int, keep_size: bool) -> None:
+        with self.lock:
+            start_over(self._fallocate, ino, offset, length, keep_size)
+
+    def _fallocate(self, ino: int, offset: int, length: int, keep_size: bool) -> None:
         data = self.data
         journal = self.journal
-        with self.lock:
-            journal.check_writable()
-            node = journal.node(ino)
-            bs = self.bs
-            core = journal.core
-            end = offset + length
-            f0 = offset // bs
-            f1 = -(-end // bs)
-            data.unshare(node, f0, f1, grows_to=None if keep_size else end)
-            holes = [(f, k) for f, k, p, _fl in node.extents.pieces(f0, f1 - f0) if p < 0]  # type: ignore[union-attr]
-            mapping: list[Piece] = []
-            if holes:
-                plan = journal.plan_blocks(sum(k for _f, k in holes), core.goal_after(node, holes[0][0]))
-                mapping = data.assign(holes, plan, UNWRITTEN)
-            new_size = end if not keep_size and end > node.size else None
-            if not mapping and new_size is None:
-                return
-            stores: list[tuple[int, int]] = []
-            if new_size is not None:
-                data.zero_tail_for_growth(node, new_size, stores)
-                data.persist(stores)
-            journal.deferred.pop(ino, None)
-            journal.commit(SetExtents(ino, [], [x for m in mapping for x in m], new_size, time.time_ns()),
-                           GROW_RUN * (len(mapping) + 1))
+        journal.check_writable()
+        node = journal.node(ino)
+        bs = self.bs
+        core = journal.core
+        end = offset + length
+        f0 = offset // bs
+        f1 = -(-end // bs)
+        data.unshare(node, f0, f1, grows_to=None if keep_size else end)
+        holes = [(f, k) for f, k, p, _fl in node.extents.pieces(f0, f1 - f0) if p < 0]  # type: ignore[union-attr]
+        mapping: list[Piece] = []
+        if holes:
+            plan = journal.plan_blocks(sum(k for _f, k in holes), core.goal_after(node, holes[0][0]))
+            mapping = data.assign(holes, plan, UNWRITTEN)
+        new_size = end if not keep_size and end > node.size else None
+        if not mapping and new_size is None:
+            return
+        stores: list[tuple[int, int]] = []
+        if new_size is not None:
+            data.zero_tail_for_growth(node, new_size, stores)
+            data.persist(stores)
+        journal.deferred.pop(ino, None)
+        journal.commit(SetExtents(ino, [], [x for m in mapping for x in m], new_size, time.time_ns()),
+                       GROW_RUN * (len(mapping) + 1))
 
     def punch_hole(self, ino: int, offset: int, length: int, policy: str | None = None,
                    timeout: float | None = None) -> None:
+        with self.lock:
+            start_over(self._punch_hole, ino, offset, length, policy, timeout)
+
+    def _punch_hole(self, ino: int, offset: int, length: int, policy: str | None, timeout: float | None) -> None:
         data = self.data
         journal = self.journal
-        with self.lock:
-            journal.check_writable()
-            bs = self.bs
-            end = offset + length
-            self.references.settle(ino, offset // bs, -(-end // bs), policy, "punch_hole", timeout)
-            node = journal.node(ino)
-            if offset % bs:
-                data.unshare(node, offset // bs, offset // bs + 1)
-            if end % bs:
-                data.unshare(node, end // bs, end // bs + 1)
-            w0, w1 = -(-offset // bs), end // bs      # whole blocks
-            edges = [e for e in self._partial_edges(offset, end) if not (w0 <= e[0] < w1)]
-            unmap = [w0, w1 - w0] if w1 > w0 and node.extents.slice(w0, w1 - w0) else []  # type: ignore[union-attr]
-            # Under a mapping, blocks must not move: partial blocks are zeroed in place.
-            sealed = self.references.sealed(ino, offset // bs, -(-end // bs) - offset // bs)
-            _plan, singles = self._edge_plan(node, [] if sealed else edges, 0)
-            stores: list[tuple[int, int]] = []
-            mapping = [m for blk, lo, hi in edges
-                       if (m := self._cow_zeroed(node, blk, lo, hi, singles, stores)) is not None]
-            data.persist(stores)
-            if unmap or mapping:
-                journal.deferred.pop(ino, None)
-                journal.commit(SetExtents(ino, unmap, [x for m in mapping for x in m], None, time.time_ns()),
-                               GROW_RUN * (len(mapping) + 2))
-            elif stores:
-                journal.defer_mtime(ino, time.time_ns())
+        journal.check_writable()
+        bs = self.bs
+        end = offset + length
+        self.references.settle(ino, offset // bs, -(-end // bs), policy, "punch_hole", timeout)
+        node = journal.node(ino)
+        if offset % bs:
+            data.unshare(node, offset // bs, offset // bs + 1)
+        if end % bs:
+            data.unshare(node, end // bs, end // bs + 1)
+        w0, w1 = -(-offset // bs), end // bs      # whole blocks
+        edges = [e for e in self._partial_edges(offset, end) if not (w0 <= e[0] < w1)]
+        unmap = [w0, w1 - w0] if w1 > w0 and node.extents.slice(w0, w1 - w0) else []  # type: ignore[union-attr]
+        # Under a mapping, blocks must not move: partial blocks are zeroed in place.
+        sealed = self.references.sealed(ino, offset // bs, -(-end // bs) - offset // bs)
+        _plan, singles = self._edge_plan(node, [] if sealed else edges, 0)
+        stores: list[tuple[int, int]] = []
+        mapping = [m for blk, lo, hi in edges
+                   if (m := self._cow_zeroed(node, blk, lo, hi, singles, stores)) is not None]
+        data.persist(stores)
+        if unmap or mapping:
+            journal.deferred.pop(ino, None)
+            journal.commit(SetExtents(ino, unmap, [x for m in mapping for x in m], None, time.time_ns()),
+                           GROW_RUN * (len(mapping) + 2))
+        elif stores:
+            journal.defer_mtime(ino, time.time_ns())
 
     def zero_range(self, ino: int, offset: int, length: int, keep_size: bool) -> None:
+        with self.lock:
+            start_over(self._zero_range, ino, offset, length, keep_size)
+
+    def _zero_range(self, ino: int, offset: int, length: int, keep_size: bool) -> None:
         data = self.data
         journal = self.journal
-        with self.lock:
-            journal.check_writable()
-            bs = self.bs
-            end = offset + length
-            # whatever the policy leaves referenced is zeroed in place (below)
-            self.references.settle(ino, offset // bs, -(-end // bs), None, "zero_range")
-            node = journal.node(ino)
-            data.unshare(node, offset // bs, -(-end // bs), grows_to=None if keep_size else end)
-            emap = node.extents
-            w0, w1 = -(-offset // bs), end // bs
-            whole = emap.pieces(w0, w1 - w0) if w1 > w0 else []  # type: ignore[union-attr]
-            edges = [e for e in self._partial_edges(offset, end) if not (w0 <= e[0] < w1)]
-            edge_holes = [(blk, 1) for blk, _lo, _hi in edges if emap.lookup(blk) is None]  # type: ignore[union-attr]
-            if journal.core.bad:
-                # whole blocks on bad memory get fresh (unwritten) blocks: that clears their poison
-                whole = poison.bad_as_holes(journal.core, whole)
-            holes = sorted([(f, k) for f, k, p, _fl in whole if p < 0] + edge_holes)
-            sealed = self.references.sealed(ino, offset // bs, -(-end // bs) - offset // bs)
-            plan, singles = self._edge_plan(node, [] if sealed else edges, sum(k for _f, k in holes))
-            mapping = data.assign(holes, plan, UNWRITTEN) if holes else []
-            written = [(f, k, p) for f, k, p, fl in whole if p >= 0 and not fl & UNWRITTEN]
-            stores: list[tuple[int, int]] = []
-            if sealed:
-                # a mapping shows these very blocks: zero them where they are
-                for _f, k, p in written:
-                    data.pool.zero(data.data_offset + p * bs, k * bs)
-                    stores.append((data.data_offset + p * bs, k * bs))
-            else:
-                # same blocks, marked unwritten: they read as zeros from now on
-                mapping += [(f, k, p, UNWRITTEN) for f, k, p in written]
-            new_size = end if not keep_size and end > node.size else None
-            if new_size is not None:
-                # before the edge copies below, so they copy zeros, not the stale tail
-                data.zero_tail_for_growth(node, new_size, stores)
-            mapping += [m for blk, lo, hi in edges
-                        if (m := self._cow_zeroed(node, blk, lo, hi, singles, stores)) is not None]
-            data.persist(stores)
-            if mapping or new_size is not None:
-                journal.deferred.pop(ino, None)
-                journal.commit(SetExtents(ino, [], [x for m in sorted(mapping) for x in m], new_size,
-                                          time.time_ns()), GROW_RUN * (len(mapping) + 1))
-                self.references.show_filled(ino, mapping)
-            elif stores:
-                journal.defer_mtime(ino, time.time_ns())
+        journal.check_writable()
+        bs = self.bs
+        end = offset + length
+        # whatever the policy leaves referenced is zeroed in place (below)
+        self.references.settle(ino, offset // bs, -(-end // bs), None, "zero_range")
+        node = journal.node(ino)
+        data.unshare(node, offset // bs, -(-end // bs), grows_to=None if keep_size else end)
+        emap = node.extents
+        w0, w1 = -(-offset // bs), end // bs
+        whole = emap.pieces(w0, w1 - w0) if w1 > w0 else []  # type: ignore[union-attr]
+        edges = [e for e in self._partial_edges(offset, end) if not (w0 <= e[0] < w1)]
+        edge_holes = [(blk, 1) for blk, _lo, _hi in edges if emap.lookup(blk) is None]  # type: ignore[union-attr]
+        if journal.core.bad:
+            # whole blocks on bad memory get fresh (unwritten) blocks: that clears their poison
+            whole = poison.bad_as_holes(journal.core, whole)
+        holes = sorted([(f, k) for f, k, p, _fl in whole if p < 0] + edge_holes)
+        sealed = self.references.sealed(ino, offset // bs, -(-end // bs) - offset // bs)
+        plan, singles = self._edge_plan(node, [] if sealed else edges, sum(k for _f, k in holes))
+        mapping = data.assign(holes, plan, UNWRITTEN) if holes else []
+        written = [(f, k, p) for f, k, p, fl in whole if p >= 0 and not fl & UNWRITTEN]
+        stores: list[tuple[int, int]] = []
+        if sealed:
+            # a mapping shows these very blocks: zero them where they are
+            for _f, k, p in written:
+                data.pool.zero(data.data_offset + p * bs, k * bs)
+                stores.append((data.data_offset + p * bs, k * bs))
+        else:
+            # same blocks, marked unwritten: they read as zeros from now on
+            mapping += [(f, k, p, UNWRITTEN) for f, k, p in written]
+        new_size = end if not keep_size and end > node.size else None
+        if new_size is not None:
+            # before the edge copies below, so they copy zeros, not the stale tail
+            data.zero_tail_for_growth(node, new_size, stores)
+        mapping += [m for blk, lo, hi in edges
+                    if (m := self._cow_zeroed(node, blk, lo, hi, singles, stores)) is not None]
+        data.persist(stores)
+        if mapping or new_size is not None:
+            journal.deferred.pop(ino, None)
+            journal.commit(SetExtents(ino, [], [x for m in sorted(mapping) for x in m], new_size,
+                                      time.time_ns()), GROW_RUN * (len(mapping) + 1))
+            self.references.show_filled(ino, mapping)
+        elif stores:
+            journal.defer_mtime(ino, time.time_ns())
+
 
     # ---------------------------------------------------------------- partial blocks
 

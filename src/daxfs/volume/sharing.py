@@ -126,7 +126,7 @@ class Sharing:
             raise LookAgain
         new_size = do + length if do + length > dnode.size else None
         data = self.data
-        data.unshare(dnode, 0, 0, grows_to=new_size, look_again=True)
+        data.unshare(dnode, 0, 0, grows_to=new_size)
         stores: list[tuple[int, int]] = []
         if new_size is not None:
             data.zero_tail_for_growth(dnode, new_size, stores)
@@ -301,7 +301,7 @@ class Sharing:
             raise LookAgain
         end = dst_offset + n
         new_size = end if end > dnode.size else None
-        data.unshare(dnode, 0, 0, grows_to=new_size, look_again=True)     # the old last block, before its tail
+        data.unshare(dnode, 0, 0, grows_to=new_size)     # the old last block, before its tail
         stores: list[tuple[int, int]] = []
         if new_size is not None:
             data.zero_tail_for_growth(dnode, new_size, stores)
