@@ -16,6 +16,8 @@ What these tests prove (each found untested by a mutation run of cow.py):
 - A write ending at a block boundary copies no block after it; copies scattered over
   single free blocks write nothing outside them (the blocks between hold other files).
 - It sets mtime and ctime, superseding an in-place write's held-back mtime.
+- (The general path) one write over a shared block and a hole plans a fresh block for
+  each, never the same one twice.
 """
 
 from __future__ import annotations
@@ -183,3 +185,31 @@ def test_a_write_over_private_blocks_around_a_copied_one_keeps_their_bytes_at_po
     assert read_file(vol, "f") == _model(data, 100, payload)
     assert read_file(vol, "g") == b"G" + data[1:2 * BS] + b"G" + data[2 * BS + 1:]
     assert vol.fsck() == []
+
+
+@pytest.mark.parametrize("shape", ["growing past EOF", "over a punched hole"])
+def test_a_write_over_shared_blocks_and_a_hole_gives_each_its_own_fresh_block(shape: str) -> None:
+    """One pwrite over a shared block (copied) and a hole (filled) plans fresh blocks for
+    both: the hole's are planned with the copies' excluded (they are still free until the
+    write's record takes them all). Planned twice, both file blocks got one pool block and
+    the core refused the record after it was durable: the volume went read-only."""
+    vol = small_volume()
+    data = distinct(31, 3 * BS)
+    write_file(vol, "a", data)
+    vol.clone_file("a", "b")
+    new = distinct(32, 2 * BS)
+    with vol.open("b", "r+b", buffering=0) as f:
+        if shape == "growing past EOF":
+            f.pwrite(new, 2 * BS)                   # block 2 shared, block 3 past EOF
+            want = data[:2 * BS] + new
+        else:
+            f.punch_hole(BS, BS)                    # block 1 a hole, blocks 0 and 2 shared
+            f.pwrite(new, 0)                        # blocks 0 (shared) and 1 (the hole)
+            want = new + data[2 * BS:]
+    assert read_file(vol, "b") == want
+    assert read_file(vol, "a") == data
+    assert not vol.readonly and vol.fsck() == []
+    b_blocks = [p + i for _f, k, p, _fl in vol._journal.core.inodes[vol.stat("b").st_ino].extents.pieces(0, 4)
+                if p >= 0 for i in range(k)]
+    assert len(b_blocks) == (4 if shape == "growing past EOF" else 3)
+    assert len(set(b_blocks)) == len(b_blocks)          # no pool block twice
