@@ -592,6 +592,7 @@ def test_bad_record_mounts_read_only_and_says_which() -> None:
             with vol.open("/x", "wb", buffering=0):
                 pass
         assert info_.value.errno == errno.EROFS and f"log record {seq}" in info_.value.strerror
+        assert info_.value.filename == "/x"
         with pytest.raises(OSError) as info_:
             vol.checkpoint()
         assert info_.value.errno == errno.EROFS

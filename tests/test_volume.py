@@ -281,16 +281,18 @@ def test_readonly_volume_refuses_changes_with_erofs(shm_path: str) -> None:
     with daxfs.open_volume(shm_path, readonly=True) as ro:
         with ro.open("f", "rb", buffering=0) as f:
             assert f.read() == b"data"
-        changes: list[Callable[[], object]] = [
-            lambda: ro.mkdir("x"), lambda: ro.rmdir("d"), lambda: ro.unlink("f"),
-            lambda: ro.rename("f", "g"), lambda: ro.link("f", "g"), lambda: ro.chmod("f", 0o600),
-            lambda: ro.utime("f", ns=(1, 2)), lambda: ro.open("f", "r+b", buffering=0), lambda: ro.open("f", "wb", buffering=0),
-            lambda: ro.open("f", "ab", buffering=0), lambda: ro.open("new", "xb", buffering=0), lambda: ro.open("new", "w+b", buffering=0),
+        # (each with the path it names: the error's filename field, as os gives it)
+        changes: list[tuple[Callable[[], object], str]] = [
+            (lambda: ro.mkdir("x"), "x"), (lambda: ro.rmdir("d"), "d"), (lambda: ro.unlink("f"), "f"),
+            (lambda: ro.rename("f", "g"), "f"), (lambda: ro.link("f", "g"), "f"), (lambda: ro.chmod("f", 0o600), "f"),
+            (lambda: ro.utime("f", ns=(1, 2)), "f"), (lambda: ro.open("f", "r+b", buffering=0), "f"),
+            (lambda: ro.open("f", "wb", buffering=0), "f"), (lambda: ro.open("f", "ab", buffering=0), "f"),
+            (lambda: ro.open("new", "xb", buffering=0), "new"), (lambda: ro.open("new", "w+b", buffering=0), "new"),
         ]
-        for change in changes:
+        for change, path in changes:
             with pytest.raises(OSError) as info:
                 change()
-            assert info.value.errno == errno.EROFS
+            assert info.value.errno == errno.EROFS and info.value.filename == path
         assert sorted(ro.listdir()) == ["d", "f"] and ro.stat("f").st_mode & 0o777 != 0o600
     with daxfs.open_volume(shm_path) as vol:
         assert sorted(vol.listdir()) == ["d", "f"] and read_file(vol, "f") == b"data"
