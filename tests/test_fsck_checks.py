@@ -148,6 +148,7 @@ FIELD_CASES = [
     ("mode-a-str", set_fields(EMPTY_DIR, mode=str(st.S_IFDIR | 0o755)), ["inode 7: mode '16877' is not"]),
     ("mode-past-the-type-bits", set_fields(FIFO, mode=st.S_IFIFO | 0o200000),
      ["inode 6: mode 69632 is not", "inode 6 has neither"]),
+    ("uid-missing", lambda core: delattr(core.inodes[FIFO], "uid"), ["inode 6: uid None is not an int"]),
     ("uid-negative", set_fields(FIFO, uid=-1), [f"inode 6: uid -1 is not an int from 0 to {ID_MAX}"]),
     ("uid-too-big", set_fields(FIFO, uid=ID_MAX + 1), [f"inode 6: uid {ID_MAX + 1} is not an int"]),
     ("gid-too-big", set_fields(FIFO, gid=ID_MAX + 1), [f"inode 6: gid {ID_MAX + 1} is not an int from 0"]),
@@ -200,6 +201,21 @@ def test_a_bad_field_is_reported_alone(change: Change, expected: list[str]) -> N
     core = clean_core()
     change(core)
     assert_reports(core, expected)
+
+
+def test_a_block_size_of_one_is_checked_not_refused() -> None:
+    """1 is a positive int (every size here is then past its written blocks, as it must be)."""
+    core = clean_core()
+    core.block_size = 1
+    assert check(core) == []
+
+
+def test_an_inode_without_a_target_field_has_none() -> None:
+    """A special file or a regular file built without the slot (``getattr``'s default)."""
+    core = clean_core()
+    delattr(core.inodes[FIFO], "target")
+    delattr(core.inodes[EMPTY_FILE], "target")
+    assert check(core) == []
 
 
 def test_fields_at_their_limits_pass() -> None:
@@ -304,6 +320,8 @@ BLOCK_CASES = [
     ("bad-before-the-data-area", lambda core: core.bad.add(-1, 1), ["bad blocks -1..0 lie outside the data area"]),
     ("bad-empty-run", lambda core: (core.bad.starts.append(50), core.bad.__setitem__(50, 0)),
      ["bad blocks 50..50 lie outside the data area"]),
+    ("bad-outside-then-free", lambda core: (core.bad.add(-1, 1), core.bad.add(50, 1)),
+     ["bad blocks -1..0 lie outside the data area", "bad blocks 50..51 are free", "quarantined (1)"]),
     ("bad-and-free", lambda core: core.bad.add(50, 2),
      ["bad blocks 50..52 are free: they could be handed out again", "quarantined (2)"]),
     ("bad-and-busy", both(lambda core: core.apply(Quarantine(50, 1)), busy_by_hand(50, 1, held=1, from_free=False)),
@@ -323,6 +341,7 @@ def test_runs_at_the_edges_pass() -> None:
     blocks past it."""
     core = clean_core()
     core.apply(SetExtents(SMALL, [0, 2], [0, 2, DATA_BLOCKS - 2, 0, 9, 1, 40, UNWRITTEN], BS + 1, 2))
+    core.apply(SetExtents(EMPTY_FILE, [], [0, 1, 0, 0], BS, 2))            # the first data block
     assert check(core) == []
     assert_reports(core, [], referenced=(SMALL,))
 
@@ -338,29 +357,45 @@ def test_busy_and_bad_blocks_kept_right_pass() -> None:
     core.space.zero.add(44, 2)
     core.space.claimed.add(44, 1)
     core.space.unbacked.add(60, 4)
-    assert core.busy.blocks == 3 and core.bad.total == 6
+    core.apply(Quarantine(0, 1))                    # the first and the last data block
+    core.apply(Quarantine(DATA_BLOCKS - 1, 1))
+    core.adopt_hold(42, 1)                          # busy just before bad 43, and just after
+    core.apply(Quarantine(43, 1))
+    core.adopt_hold(44, 1)
+    assert core.busy.blocks == 5 and core.bad.total == 9
     assert check(core) == []
     core.unhold(50, 3)
-    assert core.busy.blocks == 0 and check(core) == []
+    assert core.busy.blocks == 2 and check(core) == []
 
 
-def test_free_blocks_under_a_long_shared_run_are_found() -> None:
-    """A block both free and owned (a double allocation waiting to happen) is found even when
-    the run owning it starts before a shorter run of another file (a reflink of its middle),
-    and a leak elsewhere makes the counts add up."""
-    core = clean_core()
-    core.apply(SetExtents(SMALL, [0, 2], [0, 10, 30, 0], 10 * BS, 2))      # 30..40
-    core.apply(SetExtents(EMPTY_FILE, [], [0, 1, 32, SHARE], BS, 2))       # 32, shared
+def reflinked_core() -> Core:
+    """File 2 owns blocks 0..10; file 3 shares 3..8 (ending where block 8 starts), file 4
+    shares 5; file 5 owns 20..22 (a run after all of them)."""
+    core = Core.new(BS, DATA_BLOCKS, time_ns=1, uid=0, gid=0)
+    reg = st.S_IFREG | 0o644
+    for ino, name in ((2, "a"), (3, "b"), (4, "c"), (5, "d")):
+        core.apply(Create(ino, ROOT, name, reg, 0, 0, 1))
+    core.apply(SetExtents(2, [], [0, 10, 0, 0], 10 * BS, 1))
+    core.apply(SetExtents(3, [], [0, 5, 3, SHARE], 5 * BS, 1))
+    core.apply(SetExtents(4, [], [0, 1, 5, SHARE], BS, 1))
+    core.apply(SetExtents(5, [], [0, 2, 20, 0], 2 * BS, 1))
+    return core
+
+
+@pytest.mark.parametrize("how", ["free", "busy"])
+def test_a_block_under_a_long_shared_run_is_found_free_or_busy(how: str) -> None:
+    """A block both free (or busy) and owned, a double allocation waiting to happen, is found
+    when the run owning it starts before shorter runs of other files (reflinks of its middle),
+    and a leak elsewhere makes the counts add up; only its real owner is named (not a clone
+    that ends where the block starts)."""
+    core = reflinked_core()
     assert check(core) == []
-    core.space.release(38, 1)
+    if how == "free":
+        core.space.release(8, 1)
+    else:
+        busy_by_hand(8, 1, held=1, from_free=False)(core)
     core.space.take(50, 1)
-    assert_reports(core, ["free blocks 38..39 overlap inode 9's blocks 30..40"])
-    core = clean_core()
-    core.apply(SetExtents(SMALL, [0, 2], [0, 10, 30, 0], 10 * BS, 2))
-    core.apply(SetExtents(EMPTY_FILE, [], [0, 1, 32, SHARE], BS, 2))
-    busy_by_hand(38, 1, held=1, from_free=False)(core)
-    core.space.take(50, 1)
-    assert_reports(core, ["busy blocks 38..39 overlap inode 9's blocks 30..40"])
+    assert_reports(core, [f"{how} blocks 8..9 overlap inode 2's blocks 0..10"])
 
 
 def test_an_equal_reverse_map_in_another_shape_passes() -> None:
@@ -402,9 +437,20 @@ TREE_CASES = [
     ("root-missing", lambda core: core.inodes.pop(ROOT), ["root directory missing"]),
     ("root-a-file", swap_root, ["root directory missing"]),
     ("entry-to-nothing", add_name(EMPTY_DIR, "q", 99), ["directory 7 entry 'q' points to missing inode 99"]),
+    ("entry-to-nothing-then-a-link", both(add_name(EMPTY_DIR, "q", 99), add_name(EMPTY_DIR, "w", EMPTY_FILE),
+                                          set_fields(EMPTY_FILE, nlink=2)),
+     ["directory 7 entry 'q' points to missing inode 99"]),         # (the link after it is counted)
+    ("entry-to-a-bad-inode-then-a-link", both(add_name(EMPTY_DIR, "q", FIFO), add_name(EMPTY_DIR, "w", EMPTY_FILE),
+                                              set_fields(EMPTY_FILE, nlink=2), set_fields(FIFO, uid=-1)),
+     ["inode 6: uid -1 is not"]),
+    ("name-not-a-str", lambda core: core.inodes[ROOT].entries.__setitem__(b"z", core.inodes[ROOT].entries.pop("z")),
+     ["directory 1 has an invalid name b'z'", "name length total is 9, entries hold 8"]),
     ("directory-named-twice", both(add_name(ROOT, "d2", DIR), bump("", "name_chars", -2)),
      ["directory 2 is reachable twice", "name length total is 9, entries hold 11", "inode 1 link count is 4, should be 5",
       "inode 2 link count is 2, should be 3"]),
+    ("directory-named-twice-then-a-link",
+     both(add_name(ROOT, "d2", DIR), add_name(ROOT, "w", EMPTY_FILE), set_fields(EMPTY_FILE, nlink=2)),
+     ["directory 2 is reachable twice", "inode 1 link count is 4, should be 5", "inode 2 link count is 2, should be 3"]),
     ("parent-wrong", set_fields(EMPTY_DIR, parent=DIR), ["directory 7 records parent 2, is in 1"]),
     ("name-count", bump("", "name_chars"), ["name length total is 10, entries hold 9"]),
     ("target-count", bump("", "target_chars", -1), ["symlink target length total is 2, symlinks hold 3"]),
@@ -421,8 +467,10 @@ TREE_CASES = [
      ["the files kept as without a name are [3], should be []"]),
     ("unnamed-missing", both(detach(ROOT, "z"), lambda core: core.unnamed.clear()),
      ["orphan inode 8", "the files kept as without a name are [], should be [8]"]),
-    ("unnamed-not-a-set", lambda core: setattr(core, "unnamed", []),
-     ["the files kept as without a name are [], should be []"]),
+    ("unnamed-not-a-set", lambda core: setattr(core, "unnamed", (8, 3)),
+     ["the files kept as without a name are (8, 3), should be []"]),
+    ("unnamed-attribute-gone", lambda core: delattr(core, "unnamed"),
+     ["the files kept as without a name are None, should be []"]),
 ]
 
 
