@@ -112,7 +112,8 @@ def test_asking_for_discard_where_the_medium_cannot_is_refused() -> None:
     pool.discard_granularity = 0                    # as device DAX: nothing to give back
     with pytest.raises(OSError) as info:
         Volume.mount(pool, discard=True)
-    assert info.value.errno == errno.EOPNOTSUPP
+    assert info.value.errno == errno.EOPNOTSUPP and info.value.filename == pool.name
+    assert "cannot give memory back" in str(info.value)
     vol = Volume.mount(pool)                        # not asked: mounted, discard unsupported
     assert vol.space.mode() == "unsupported" and not vol.space.online
     for ask in (True, False):
@@ -311,6 +312,8 @@ def test_only_whole_units_of_free_blocks_are_discarded() -> None:
         f.truncate(6 * BS)                          # frees 6..16: units 8..12 and 12..16 are whole
     assert vol.flush_discards() == 8 * BS
     assert is_hole(pool, offset_of(vol, first + 8), 8 * BS)
+    with vol.open("/a", "rb") as f:
+        assert f.read() == data[:6 * BS]            # the unit it still shares keeps its bytes
     assert not is_hole(pool, offset_of(vol, first + 6), BS) and not is_hole(pool, offset_of(vol, first + 7), BS)
     with vol.open("/a", "r+b") as f:
         f.truncate(5 * BS)                          # frees 5: its unit 4..8 still has block 4
@@ -396,3 +399,87 @@ def test_a_write_reserves_the_unbacked_blocks_just_after_it_and_no_others() -> N
         f.write(b"h" * (2 * BS))
     assert not space.unbacked and vol.fsck() == []
     vol.close()
+
+
+def test_a_free_part_without_a_whole_unit_does_not_end_the_run_it_is_in() -> None:
+    """A queued run is widened to whole units; a free part of it too small for a unit is
+    passed over, and the free parts after it are still discarded."""
+    pool, vol = unit_volume()
+    sizes = {"/x": 1, "/y": 1, "/w": 1, "/z": 13}       # blocks 0, 1, 2, 3..16 of one unit-aligned span
+    starts = {}
+    for path, n in sizes.items():
+        with vol.open(path, "wb") as f:
+            f.write(path[1].encode() * (n * BS))
+            starts[path] = block_of(vol, f.extents()[0].pool_offset)
+    base = starts["/x"]
+    assert base % UNIT == 0 and [starts[p] - base for p in sizes] == [0, 1, 2, 3]
+    vol.flush_discards()
+    vol.unlink("/y")
+    assert vol.flush_discards() == 0                    # block 1 alone: no whole unit
+    vol.unlink("/z")                                    # queued 3..16, widened to 0..16: free 1, 3..16
+    assert vol.flush_discards() == 12 * BS and is_hole(pool, offset_of(vol, base + 4), 12 * BS)
+    for path in ("/x", "/w"):
+        with vol.open(path, "rb") as f:
+            assert f.read() == path[1].encode() * BS
+    vol.close()
+
+
+def test_a_flush_counts_every_queued_run() -> None:
+    pool, vol = quiet_volume()
+    with vol.open("/a", "wb") as f:
+        f.write(b"a" * (3 * BS))
+    with vol.open("/keep", "wb") as f:
+        f.write(b"k" * BS)
+    with vol.open("/b", "wb") as f:
+        f.write(b"b" * (5 * BS))
+    vol.flush_discards()
+    vol.unlink("/a")
+    vol.unlink("/b")                                    # two runs apart: two chunks of work
+    assert vol.flush_discards() == 8 * BS
+    vol.close()
+
+
+# ---------------------------------------------------------------- what mount learns
+
+def test_mount_learns_exactly_which_free_blocks_are_holes(tmp_path: object) -> None:
+    """A sparse pool file: free blocks whose pages are holes are known zero and maybe
+    unbacked; a freed block whose page still holds old bytes is neither."""
+    import os
+    import uuid
+
+    import daxfs
+
+    path = f"/dev/shm/daxfs-edges-{os.getpid()}-{uuid.uuid4().hex}.pool"
+    try:
+        with daxfs.mkfs(path, 16 * MiB, sparse=True, discard=False) as vol:
+            layout = {}
+            for name, n in (("/d", 4), ("/c", 8), ("/a", 8), ("/b", 8)):
+                with vol.open(name, "wb") as f:
+                    f.write(name[1].encode() * (n * BS))
+                    layout[name] = (block_of(vol, f.extents()[0].pool_offset), n)
+            assert layout["/d"][0] == 0 and [layout[p][0] for p in ("/c", "/a", "/b")] == [4, 12, 20]
+            vol.unlink("/c")
+            assert vol.trim() > 0                       # /c's blocks are holes now
+            vol.unlink("/a")                            # freed, its old bytes stay
+            data_blocks = vol.space.data_blocks
+        with daxfs.open_volume(path) as vol:
+            space = vol._core.space
+            expected = [(4, 8), (28, data_blocks - 28)]     # /c's, and all past /b: never written
+            assert space.zero.runs() == expected and space.unbacked.runs() == expected
+            assert space.free == 8 + 8 + data_blocks - 28
+            with vol.open("/n", "wb") as f:             # gets /c's hole, then /a's old blocks
+                f.write(b"n" * (8 * BS + 10))
+                f.truncate(9 * BS)
+            with vol.open("/n", "rb") as f:             # not known zero: zeroed, no "a" shows
+                assert f.read() == b"n" * (8 * BS + 10) + bytes(BS - 10)
+            vol.unlink("/d")
+            vol.unlink("/b")
+            vol.unlink("/n")
+            vol.trim()
+        with daxfs.open_volume(path) as vol:            # every page a hole, block 0 included
+            space = vol._core.space
+            assert space.zero.runs() == [(0, space.free)] == space.unbacked.runs() == space.runs()
+    finally:
+        for leftover in (path, path + ".sock", path + ".holders"):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
