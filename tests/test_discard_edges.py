@@ -483,3 +483,51 @@ def test_mount_learns_exactly_which_free_blocks_are_holes(tmp_path: object) -> N
         for leftover in (path, path + ".sock", path + ".holders"):
             if os.path.exists(leftover):
                 os.unlink(leftover)
+
+
+def test_a_block_only_partly_a_hole_is_not_known_zero_but_may_lack_memory() -> None:
+    """Blocks of two pages: a hole over one page of a free block does not make it read as
+    zeros (its other page holds old bytes), but that block may lack memory."""
+    pool = MemoryPool(16 * MiB)
+    Volume.format(pool, block_size=2 * BS)
+    vol = Volume.mount(pool, discard=False)
+    bs = 2 * BS
+    with vol.open("/a", "wb") as f:
+        f.write(b"a" * (4 * bs))
+        first = f.extents()[0].pool_offset
+    vol.unlink("/a")                                # freed with its bytes: neither zero nor a hole
+    space = vol._core.space
+    block = (first - vol._layout.data_offset) // bs
+    assert not space.zero.overlaps(block, 4) and not space.unbacked.overlaps(block, 4)
+    pool.discard(first + bs + BS, BS + bs)          # the second page of block 1, all of block 2
+    vol.space._learn()                              # what a mount would conclude now
+    assert space.zero.parts(block, 4) == [(block + 2, 1)]
+    assert space.unbacked.parts(block, 4) == [(block + 1, 2)]
+    vol.close()
+
+
+def test_mount_makes_the_log_durable_before_discarding_on_a_disk_pool(tmp_path: object) -> None:
+    """On a file on disk a discard is durable only after a sync, and the state just loaded may
+    rest on log records still in the page cache: mount persists the metadata first."""
+    import os
+
+    import daxfs
+    from daxfs.media import FilePool
+
+    path = os.path.join(str(tmp_path), "disk.pool")
+    daxfs.mkfs(path, 16 * MiB, discard=False).close()
+    pool = FilePool(path)
+    if pool.discards_durable:
+        pool.close()
+        pytest.skip("the temporary directory is a memory file system here")
+    persisted: list[tuple[int, int]] = []
+    real = pool.persist
+
+    def spy(offset: int, length: int) -> None:
+        persisted.append((offset, length))
+        real(offset, length)
+
+    pool.persist = spy                              # type: ignore[method-assign]
+    vol = Volume.mount(pool, discard=True)
+    assert vol.space.online and (0, vol._layout.data_offset) in persisted
+    vol.close()
