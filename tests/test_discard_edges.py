@@ -275,6 +275,10 @@ def test_a_medium_that_refuses_a_discard_stops_online_discard_and_says_why() -> 
         assert not space.queued()
     finally:
         del pool.discard
+    space.background = False
+    space.set_online(True)                          # the medium works again: on once more
+    first, n = write_and_free(vol, "/c", 4 * BS)
+    assert space.queued() and vol.flush_discards() == n * BS and is_hole(pool, first, n * BS)
     assert vol.fsck() == []
     vol.close()
 
@@ -530,4 +534,67 @@ def test_mount_makes_the_log_durable_before_discarding_on_a_disk_pool(tmp_path: 
     pool.persist = spy                              # type: ignore[method-assign]
     vol = Volume.mount(pool, discard=True)
     assert vol.space.online and (0, vol._layout.data_offset) in persisted
+    vol.space.background = False
+    vol.space.set_online(False)
+    first, n = write_and_free(vol, "/a", 8 * BS)
+    block = (first - vol._layout.data_offset) // BS
+    space = vol._core.space
+    assert not space.zero.overlaps(block, n)
+    assert vol.trim() > 0                           # punched, synced, then known zero
+    assert space.zero.parts(block, n) == [(block, n)] and space.zero.total == space.free
+    vol.close()
+
+
+def test_close_discards_what_is_still_queued() -> None:
+    import os
+    import uuid
+
+    import daxfs
+
+    path = f"/dev/shm/daxfs-edges-{os.getpid()}-{uuid.uuid4().hex}.pool"
+    try:
+        with daxfs.mkfs(path, 16 * MiB) as vol:
+            vol.space.background = False
+            first, n = write_and_free(vol, "/a", 8 * BS)
+            assert vol.space.queued()
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            for offset in range(first, first + n * BS, BS):     # every page of /a is a hole
+                try:
+                    assert os.lseek(fd, offset, os.SEEK_DATA) != offset
+                except OSError as exc:
+                    assert exc.errno == errno.ENXIO
+        finally:
+            os.close(fd)
+    finally:
+        for leftover in (path, path + ".sock", path + ".holders"):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
+
+
+def test_the_worker_gives_up_waiting_for_the_lock_once_the_volume_is_closing() -> None:
+    """Whoever closes may hold the volume lock while it waits for the worker: a worker
+    waiting for that lock must give up, not go on without it."""
+    pool, vol = quiet_volume()
+    space = vol.space
+    lock = vol._journal.lock
+    got: list[bool] = []
+
+    def worker_takes_the_lock() -> None:
+        took = space._acquire(True)
+        got.append(took)
+        if took:
+            lock.release()
+
+    with lock:                                      # held here, as a closer might
+        space._stopping = True
+        waiter = threading.Thread(target=worker_takes_the_lock)
+        waiter.start()
+        waiter.join()
+    assert got == [False]
+    space._stopping = False
+    waiter = threading.Thread(target=worker_takes_the_lock)
+    waiter.start()
+    waiter.join()
+    assert got == [False, True]
     vol.close()
