@@ -490,8 +490,8 @@ def test_mount_learns_exactly_which_free_blocks_are_holes(tmp_path: object) -> N
 
 
 def test_a_block_only_partly_a_hole_is_not_known_zero_but_may_lack_memory() -> None:
-    """Blocks of two pages: a hole over one page of a free block does not make it read as
-    zeros (its other page holds old bytes), but that block may lack memory."""
+    """Blocks of two pages: a hole over one page of a free block (at either end of the hole)
+    does not make it read as zeros (its other page holds old bytes), but it may lack memory."""
     pool = MemoryPool(16 * MiB)
     Volume.format(pool, block_size=2 * BS)
     vol = Volume.mount(pool, discard=False)
@@ -503,10 +503,10 @@ def test_a_block_only_partly_a_hole_is_not_known_zero_but_may_lack_memory() -> N
     space = vol._core.space
     block = (first - vol._layout.data_offset) // bs
     assert not space.zero.overlaps(block, 4) and not space.unbacked.overlaps(block, 4)
-    pool.discard(first + bs + BS, BS + bs)          # the second page of block 1, all of block 2
+    pool.discard(first + bs + BS, BS + bs + BS)     # block 1's second page, block 2, block 3's first
     vol.space._learn()                              # what a mount would conclude now
     assert space.zero.parts(block, 4) == [(block + 2, 1)]
-    assert space.unbacked.parts(block, 4) == [(block + 1, 2)]
+    assert space.unbacked.parts(block, 4) == [(block + 1, 3)]
     vol.close()
 
 
