@@ -12,7 +12,9 @@ them, and should a check still fail, it says so as one more problem.
 from __future__ import annotations
 
 import stat as st
+from bisect import bisect_left
 from collections.abc import Collection
+from itertools import accumulate
 
 from daxfs.core.extents import UNWRITTEN, ExtentMap
 from daxfs.core.fields import (ID_MAX, MAX_FILE_SIZE, TIME_MAX, TIME_MIN, target_size, valid_mode, valid_node_mode,
@@ -122,11 +124,13 @@ def _check(core: Core, referenced: Collection[int], problems: list[str]) -> None
             if fblk < prev_end:
                 problems.append(f"inode {ino}: runs overlap at file block {fblk}")
             prev_end = fblk + n
-            if pblk < 0 or pblk + n > core.data_blocks:
+            inside = 0 <= pblk and pblk + n <= core.data_blocks
+            if not inside:
                 problems.append(f"inode {ino}: run at file block {fblk} points outside the data area")
             if not flags & UNWRITTEN and fblk + n > size_blocks:
                 problems.append(f"inode {ino}: written blocks past its size {node.size} (file block {fblk}+{n})")
-            owned.append((pblk, n, ino, fblk))
+            if inside:      # (blocks outside are no block's owner: the reverse map would trip over them)
+                owned.append((pblk, n, ino, fblk))
     if runs != core.runs and not broken:
         problems.append(f"run count is {core.runs}, files hold {runs}")
 
@@ -143,12 +147,13 @@ def _check(core: Core, referenced: Collection[int], problems: list[str]) -> None
     if rebuilt is not None and not broken and rebuilt.shared_blocks != core.rmap.shared_blocks:
         problems.append(f"shared block count is {core.rmap.shared_blocks}, extents share {rebuilt.shared_blocks}")
     owned_blocks = sum(n for _s, n in core.rmap.covered())
+    reach = list(accumulate((p + m for p, m, _ino, _f in owned), max))
     for start, n in core.space.runs():
-        for pblk, m, ino, _f in _overlapping(owned, start, n):
+        for pblk, m, ino, _f in _overlapping(owned, reach, start, n):
             problems.append(f"free blocks {start}..{start + n} overlap inode {ino}'s blocks {pblk}..{pblk + m}")
     busy = core.busy
     for start, n in busy.runs():
-        for pblk, m, ino, _f in _overlapping(owned, start, n):
+        for pblk, m, ino, _f in _overlapping(owned, reach, start, n):
             problems.append(f"busy blocks {start}..{start + n} overlap inode {ino}'s blocks {pblk}..{pblk + m}")
         if core.space.overlaps(start, n):
             problems.append(f"busy blocks {start}..{start + n} are also free")
@@ -261,10 +266,16 @@ def _canonical(rmap: OwnerMap) -> list[tuple[int, int, tuple]]:
     return out
 
 
-def _overlapping(owned: list[tuple[int, int, int, int]], start: int, n: int
+def _overlapping(owned: list[tuple[int, int, int, int]], reach: list[int], start: int, n: int
                  ) -> list[tuple[int, int, int, int]]:
-    from bisect import bisect_left
-    i = max(0, bisect_left(owned, (start, 0, 0, 0)) - 1)
+    """The runs of ``owned`` (sorted) that overlap ``[start, start+n)``.
+
+    ``reach[i]``: the furthest end of ``owned[:i+1]``.  Runs of different files overlap where
+    they share blocks, so a long run may reach ``start`` from behind shorter ones (or from
+    beside another run at the same block): look back while any run before still does."""
+    i = bisect_left(owned, (start, 0, 0, 0))
+    while i > 0 and reach[i - 1] > start:
+        i -= 1
     out = []
     while i < len(owned) and owned[i][0] < start + n:
         p, m, _ino, _f = owned[i]
