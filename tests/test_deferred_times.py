@@ -53,3 +53,29 @@ def test_an_fsync_logs_its_own_files_held_mtime_only() -> None:
         st = vol.stat("f")
         assert st.st_ctime_ns == st.st_mtime_ns     # the held time is logged as both
     vol.close()
+
+
+def test_a_checkpoint_takes_a_held_mtime_as_mtime_and_ctime() -> None:
+    """A checkpoint writes the state with the held times in it (nothing logged for them):
+    the file's mtime and its ctime both, in memory as on the pool — a ctime left behind
+    would go backwards in stat once the time is no longer held."""
+    pool, vol = _volume()
+    write_file(vol, "f", b"x" * 8192)
+    logged = vol.stat("f")
+    clock_past(max(logged.st_mtime_ns, logged.st_ctime_ns))
+    with vol.open("f", "r+b", buffering=0) as f:
+        f.pwrite(b"y", 100)                         # in place: held
+        held = vol.stat("f").st_mtime_ns
+        assert held > logged.st_ctime_ns
+        vol.checkpoint()
+        assert not vol._journal.deferred            # taken into the state
+        st = vol.stat("f")
+        assert st.st_mtime_ns == st.st_ctime_ns == held
+        image = pool.image()                        # (a crash here: the checkpoint has them)
+    vol.close()
+    again = Volume.mount(MemoryPool(image))
+    try:
+        st = again.stat("f")
+        assert st.st_mtime_ns == st.st_ctime_ns == held
+    finally:
+        again.close()
