@@ -1,0 +1,455 @@
+"""The edges of sharing blocks (clone_range, clone_file, dedupe_range, copy_file_range, owners)
+that the differential and bad-input tables of test_reflink.py step over.
+
+Found by mutating ``volume/sharing.py``.  What is proved here:
+
+* **clone_file's arguments**: a read-only handle may be the source and a write-only one the
+  destination; a destination path that is a dangling symlink creates the link's target (as
+  ``open(O_CREAT)`` does); a name with a trailing slash that does not exist is EISDIR and
+  creates nothing; the new file's owner and mode come from the caller's creator.
+* **The policy over each call's own range**: a write reference on the source's first block
+  refuses clone_file, one left past the source's EOF (a truncate under ``defer``) does not;
+  ``refuse`` over the destination refuses the call naming it and changes nothing.
+* **The checkpoint room** each call holds: one byte less is ENOSPC with nothing changed.
+* **owners()**: a zero length is a ValueError, and the list is in pool order, then inode.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import Any
+
+import pytest
+
+import daxfs
+from daxfs.volume import Volume
+from daxfs.volume.prepared import GROW_RUN
+
+from _small_volume import BS, check_checkpoint_room, distinct, read_file, small_volume, write_file
+
+
+def _extents(vol: Volume, path: str) -> list[daxfs.Extent]:
+    with vol.open(path, "rb", buffering=0) as f:
+        return f.extents()
+
+
+def _pool_offsets(vol: Volume, path: str) -> list[int]:
+    """The pool offset of each block ``path`` maps, in file order."""
+    return [e.pool_offset + i for e in _extents(vol, path) for i in range(0, e.length, BS)]
+
+
+def _state(vol: Volume, *paths: str) -> tuple[Any, ...]:
+    """What a refused call must leave as it was: the names, each file's bytes and extents, statfs."""
+    files = tuple((p, read_file(vol, p), tuple(_extents(vol, p))) if vol.exists(p) else (p, None)
+                  for p in paths)
+    return tuple(sorted(vol.listdir("/"))), files, vol.statfs()
+
+
+# --------------------------------------------------------------------------- clone_file's arguments
+
+
+def test_clone_file_takes_a_read_only_source_handle_and_a_write_only_destination_handle() -> None:
+    vol = small_volume()
+    data = distinct(1, 2 * BS + 7)
+    write_file(vol, "a", data)
+    write_file(vol, "b", distinct(2, BS))
+    with vol.open("a", "rb", buffering=0) as src, vol.open("b", "wb", buffering=0) as dst:
+        vol.clone_file(src, dst)
+        assert dst.stat().st_size == len(data)
+    assert read_file(vol, "b") == data
+    assert _pool_offsets(vol, "b") == _pool_offsets(vol, "a")
+    with vol.open("a", "rb", buffering=0) as src:
+        vol.clone_file(src, "c")                        # a new name, from a read-only handle
+    assert read_file(vol, "c") == data
+    assert vol.fsck() == []
+    vol.close()
+
+
+def test_clone_file_onto_a_dangling_symlink_creates_its_target() -> None:
+    vol = small_volume()
+    data = distinct(3, BS + 100)
+    write_file(vol, "a", data)
+    vol.symlink("target", "link")
+    vol.clone_file("a", "link")
+    assert vol.readlink("link") == "target"
+    assert read_file(vol, "target") == data
+    assert _pool_offsets(vol, "target") == _pool_offsets(vol, "a")
+    assert vol.fsck() == []
+    vol.close()
+
+
+def test_clone_file_to_a_missing_name_with_a_trailing_slash_is_eisdir_and_creates_nothing() -> None:
+    vol = small_volume()
+    write_file(vol, "a", distinct(4, BS))
+    before = _state(vol, "a", "new")
+    with pytest.raises(OSError) as info:
+        vol.clone_file("a", "new/")
+    assert info.value.errno == errno.EISDIR and info.value.filename == "new/"
+    assert _state(vol, "a", "new") == before
+    assert vol.fsck() == []
+    vol.close()
+
+
+def test_clone_file_gives_the_new_file_the_creators_owner_and_mode() -> None:
+    vol = small_volume()
+    write_file(vol, "a", distinct(5, BS))
+    vol.sharing.clone_file("a", "new", creator=(1234, 5678, 0o022))     # (as the arbiter calls it)
+    st = vol.stat("new")
+    assert (st.st_uid, st.st_gid, st.st_mode) == (1234, 5678, 0o100644)
+    vol.sharing.clone_file("a", "other", creator=(4321, 8765, 0o077))
+    st = vol.stat("other")
+    assert (st.st_uid, st.st_gid, st.st_mode) == (4321, 8765, 0o100600)
+    vol.close()
+
+
+# --------------------------------------------------------------------------- the policy over each range
+
+
+def test_clone_file_refuses_a_write_mapping_on_the_sources_first_block() -> None:
+    vol = small_volume()
+    write_file(vol, "a", distinct(6, 3 * BS))
+    with vol.open("a", "r+b", buffering=0) as f, f.map(0, BS, write=True):
+        before = _state(vol, "a", "b")
+        with pytest.raises(daxfs.BusyError):
+            vol.clone_file("a", "b")
+        assert _state(vol, "a", "b") == before
+    vol.close()
+
+
+def test_clone_file_ignores_a_write_mapping_left_past_the_sources_eof() -> None:
+    """A truncate under ``defer`` leaves a write mapping past the new EOF: nothing it can
+    still store into is shared, so the clone goes ahead."""
+    vol = small_volume()
+    data = distinct(7, 3 * BS)
+    write_file(vol, "a", data)
+    with vol.open("a", "r+b", buffering=0) as f, f.map(2 * BS, BS, write=True):
+        f.truncate(BS)
+        vol.clone_file("a", "b")
+        assert read_file(vol, "b") == data[:BS]
+        assert _pool_offsets(vol, "b") == _pool_offsets(vol, "a")
+    assert vol.fsck() == []
+    vol.close()
+
+
+def test_refuse_over_the_first_block_of_a_clone_files_destination_changes_nothing() -> None:
+    vol = small_volume(policy="refuse")
+    write_file(vol, "a", distinct(8, 2 * BS))
+    write_file(vol, "b", distinct(9, 3 * BS))
+    with vol.open("b", "rb", buffering=0) as f, f.pin(0, BS):
+        before = _state(vol, "a", "b")
+        with pytest.raises(daxfs.BusyError) as info:
+            vol.clone_file("a", "b")
+        assert info.value.errno == errno.EBUSY and "clone over refused" in str(info.value)
+        assert _state(vol, "a", "b") == before
+    vol.clone_file("a", "b")
+    assert read_file(vol, "b") == read_file(vol, "a")
+    assert vol.fsck() == []
+    vol.close()
+
+
+# --------------------------------------------------------------------------- checkpoint room
+
+
+def _room_volume() -> Volume:
+    """``f`` (2 blocks) and ``src`` (3 blocks, one run) on a fresh volume."""
+    vol = small_volume()
+    write_file(vol, "f", distinct(10, 2 * BS))
+    write_file(vol, "src", distinct(11, 3 * BS))
+    return vol
+
+
+def _room_case(op: Any) -> tuple[Any, list[Volume]]:
+    """``make`` for check_checkpoint_room, remembering the volumes it made (for ``op``)."""
+    made: list[Volume] = []
+
+    def make() -> Volume:
+        made.append(_room_volume())
+        return made[-1]
+    return make, made
+
+
+@pytest.mark.parametrize("case", ["clone_file over f", "clone_file to a new name"])
+def test_clone_file_holds_its_checkpoint_room(case: str) -> None:
+    """One run shared (GROW_RUN a run, plus two); a new name costs 256 and 4 a character more."""
+    make, made = _room_case(None)
+    if case == "clone_file over f":
+        check_checkpoint_room(make, lambda f: made[-1].clone_file("src", "f"), GROW_RUN * 3, case, 4 * BS)
+    else:
+        check_checkpoint_room(make, lambda f: made[-1].clone_file(f, "newname"),
+                              256 + 4 * len("newname") + GROW_RUN * 3, case, 4 * BS)
+
+
+# --------------------------------------------------------------------------- owners
+
+
+def test_owners_refuses_a_zero_length_or_a_negative_offset() -> None:
+    vol = small_volume()
+    write_file(vol, "a", distinct(12, BS))
+    po = _pool_offsets(vol, "a")[0]
+    for offset, length in ((po, 0), (po, -1), (-1, BS)):
+        with pytest.raises(ValueError):
+            vol.owners(offset, length)
+    assert [o.ino for o in vol.owners(po)] == [vol.stat("a").st_ino]
+    vol.close()
+
+
+def test_owners_lists_in_pool_order_then_by_inode() -> None:
+    """``a`` is made first (the smaller inode) but written after ``b``, so its data lies after
+    ``b``'s; ``c`` clones ``b`` (a larger inode on the same block)."""
+    vol = small_volume()
+    write_file(vol, "a", b"")
+    write_file(vol, "b", distinct(13, BS))
+    write_file(vol, "a", distinct(14, BS))
+    vol.clone_file("b", "c")
+    ino = {name: vol.stat(name).st_ino for name in "abc"}
+    assert ino["a"] < ino["b"] < ino["c"]
+    (pb,), (pa,) = _pool_offsets(vol, "b"), _pool_offsets(vol, "a")
+    assert pb < pa
+    lo = min(pa, pb)
+    got = vol.owners(lo, max(pa, pb) + BS - lo)
+    want = [daxfs.Owner(ino["b"], "/b", 0, BS, pb), daxfs.Owner(ino["c"], "/c", 0, BS, pb)]
+    want += [daxfs.Owner(ino["a"], "/a", 0, BS, pa)]
+    assert [o for o in got if o.pool_offset in (pa, pb)] == want
+    vol.close()
+
+
+# --------------------------------------------------------------------------- copy_file_range
+
+
+def test_copy_file_range_shares_the_sources_eof_block_when_it_ends_at_the_destinations_eof() -> None:
+    """The source's partial last block may be shared when the copy ends at or past the
+    destination's EOF: exactly at it, nothing of the destination's shows past the copy."""
+    vol = small_volume()
+    data = distinct(15, 2 * BS + 100)
+    write_file(vol, "a", data)
+    write_file(vol, "b", distinct(16, 2 * BS + 100))
+    assert vol.copy_file_range("a", 0, "b", 0, len(data)) == len(data)
+    assert read_file(vol, "b") == data
+    assert _pool_offsets(vol, "b") == _pool_offsets(vol, "a")
+    assert vol.fsck() == []
+    vol.close()
+
+
+def test_copy_file_range_past_the_atomic_limit_goes_in_chunks_with_the_same_bytes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unaligned copy longer than the atomic limit is written chunk by chunk (limits made
+    small here: 8 blocks, chunks of 3 blocks and 5 bytes); every byte lands where it should."""
+    from daxfs.volume import sharing
+    monkeypatch.setattr(sharing, "_ATOMIC_COPY_LIMIT", 8 * BS)
+    monkeypatch.setattr(sharing, "_COPY_CHUNK", 3 * BS + 5)
+    vol = small_volume()
+    data = distinct(17, 12 * BS)
+    old = distinct(18, 2 * BS)
+    write_file(vol, "a", data)
+    write_file(vol, "b", old)
+    n = 10 * BS + 17
+    assert vol.copy_file_range("a", 1, "b", 100, n) == n
+    assert read_file(vol, "b") == old[:100] + data[1:1 + n]
+    vol.open("c", "wb", buffering=0).close()
+    assert vol.copy_file_range("a", 3, "c", 0, 8 * BS + 1) == 8 * BS + 1
+    assert read_file(vol, "c") == data[3:3 + 8 * BS + 1]
+    assert vol.fsck() == []
+    vol.close()
+
+
+def test_copy_file_range_starting_at_or_past_the_sources_eof_copies_nothing() -> None:
+    vol = small_volume()
+    write_file(vol, "a", distinct(19, BS + 10))
+    write_file(vol, "b", distinct(20, BS))
+    before = _state(vol, "a", "b")
+    for offset in (BS + 10, 5 * BS):
+        assert vol.copy_file_range("a", offset, "b", 0, BS) == 0
+        assert vol.copy_file_range("a", offset, "b", 4 * BS, BS) == 0      # nor grows the destination
+    assert _state(vol, "a", "b") == before
+    vol.close()
+
+
+# --------------------------------------------------------------------------- bad input, one argument at a time
+
+_NEGATIVE: list[tuple[str, Any]] = [
+    ("clone_range dst_offset", lambda v: v.clone_range("a", 0, "b", -BS, BS)),
+    ("clone_range length", lambda v: v.clone_range("a", 0, "b", 0, -BS)),
+    ("clone_range src_offset", lambda v: v.clone_range("a", -BS, "b", 0, BS)),
+    ("dedupe_range src_offset", lambda v: v.dedupe_range("a", -BS, "b", 0, BS)),
+    ("dedupe_range dst_offset", lambda v: v.dedupe_range("a", 0, "b", -BS, BS)),
+    ("dedupe_range length", lambda v: v.dedupe_range("a", 0, "b", 0, -BS)),
+    ("dedupe_range unaligned dst_offset", lambda v: v.dedupe_range("a", 0, "b", 100, BS)),
+    ("copy_file_range src_offset", lambda v: v.copy_file_range("a", -BS, "b", 0, BS)),
+    ("copy_file_range dst_offset", lambda v: v.copy_file_range("a", 0, "b", -BS, BS)),
+    ("copy_file_range length", lambda v: v.copy_file_range("a", 0, "b", 0, -BS)),
+]
+
+
+@pytest.mark.parametrize("call", [c[1] for c in _NEGATIVE], ids=[c[0] for c in _NEGATIVE])
+def test_each_bad_offset_or_length_alone_is_einval_and_changes_nothing(call: Any) -> None:
+    vol = small_volume()
+    write_file(vol, "a", distinct(21, 4 * BS))
+    write_file(vol, "b", distinct(22, 4 * BS))
+    before = _state(vol, "a", "b")
+    with pytest.raises(OSError) as info:
+        call(vol)
+    assert info.value.errno == errno.EINVAL
+    assert _state(vol, "a", "b") == before and vol.fsck() == []
+    vol.close()
+
+
+# --------------------------------------------------------------------------- clone_range's edges
+
+
+def test_clone_range_of_length_zero_from_exactly_the_sources_eof_clones_nothing() -> None:
+    vol = small_volume()
+    write_file(vol, "a", distinct(23, 2 * BS + 100))
+    write_file(vol, "b", distinct(24, BS))
+    before = _state(vol, "a", "b")
+    assert vol.clone_range("a", 2 * BS + 100, "b", 0, 0) == 0
+    assert _state(vol, "a", "b") == before
+    vol.close()
+
+
+def test_an_unaligned_clone_may_end_exactly_at_the_destinations_eof() -> None:
+    vol = small_volume()
+    src = distinct(25, 2 * BS + 100)
+    dst = distinct(26, 3 * BS + 100)
+    write_file(vol, "a", src)
+    write_file(vol, "b", dst)
+    assert vol.clone_range("a", 0, "b", BS, 0) == len(src)
+    assert read_file(vol, "b") == dst[:BS] + src
+    assert _pool_offsets(vol, "b")[1:] == _pool_offsets(vol, "a")
+    assert vol.fsck() == []
+    vol.close()
+
+
+@pytest.mark.parametrize("op", ["clone_range", "dedupe_range", "copy_file_range"])
+def test_adjacent_ranges_of_one_file_do_not_overlap(op: str) -> None:
+    vol = small_volume()
+    block, other = distinct(27, BS), distinct(28, BS)
+    write_file(vol, "c", block * 2 + other * 2)
+    call = getattr(vol, op)
+    assert call("c", 0, "c", BS, BS) == BS                  # block 0 onto block 1
+    assert call("c", 3 * BS, "c", 2 * BS, BS) == BS          # block 3 onto block 2
+    got = read_file(vol, "c")
+    assert got == block * 2 + other * 2
+    offsets = _pool_offsets(vol, "c")
+    assert offsets[0] == offsets[1] and offsets[2] == offsets[3]
+    assert vol.fsck() == []
+    vol.close()
+
+
+@pytest.mark.parametrize("op", ["clone_range", "dedupe_range"])
+def test_a_write_mapping_refuses_sharing_only_over_the_blocks_it_covers(op: str) -> None:
+    """A write mapping on source block 2: sharing blocks 0-1 goes ahead, 1-2 or 2-3 is
+    EBUSY with nothing changed."""
+    vol = small_volume()
+    data = distinct(29, 4 * BS)
+    write_file(vol, "a", data)
+    write_file(vol, "b", data)
+    call = getattr(vol, op)
+    with vol.open("a", "r+b", buffering=0) as f, f.map(2 * BS, BS, write=True):
+        for first in (BS, 2 * BS):
+            before = _state(vol, "a", "b")
+            with pytest.raises(daxfs.BusyError):
+                call("a", first, "b", first, 2 * BS)
+            assert _state(vol, "a", "b") == before
+        assert call("a", 0, "b", 0, 2 * BS) == 2 * BS
+    assert _pool_offsets(vol, "b")[:2] == _pool_offsets(vol, "a")[:2]
+    assert vol.fsck() == []
+    vol.close()
+
+
+def test_dedupe_refuses_a_write_mapping_over_the_destination_range() -> None:
+    """Stores through a write mapping of the destination would land in the shared block."""
+    vol = small_volume()
+    data = distinct(30, 4 * BS)
+    write_file(vol, "a", data)
+    write_file(vol, "b", data)
+    with vol.open("b", "r+b", buffering=0) as f, f.map(2 * BS, BS, write=True):
+        before = _state(vol, "a", "b")
+        for first in (BS, 2 * BS):
+            with pytest.raises(daxfs.BusyError):
+                vol.dedupe_range("a", first, "b", first, 2 * BS)
+            assert _state(vol, "a", "b") == before
+        assert vol.dedupe_range("a", 0, "b", 0, 2 * BS) == 2 * BS
+    vol.close()
+
+
+@pytest.mark.parametrize("op", ["clone_range", "dedupe_range", "copy_file_range"])
+def test_refuse_over_the_destination_range_only(op: str) -> None:
+    """Under ``refuse`` a read pin on destination block 2 refuses a call writing blocks 1-2
+    (naming the call) or 2-3, not one writing blocks 0-1."""
+    vol = small_volume(policy="refuse")
+    data = distinct(31, 4 * BS)
+    write_file(vol, "a", data)
+    write_file(vol, "b", data if op == "dedupe_range" else distinct(32, 4 * BS))
+    says = {"clone_range": "clone into", "dedupe_range": "dedupe into", "copy_file_range": "copy into"}[op]
+    call = getattr(vol, op)
+    with vol.open("b", "rb", buffering=0) as f, f.pin(2 * BS, BS):
+        for first in (BS, 2 * BS):
+            before = _state(vol, "a", "b")
+            with pytest.raises(daxfs.BusyError) as info:
+                call("a", first, "b", first, 2 * BS)
+            assert f"{says} refused" in str(info.value)
+            assert _state(vol, "a", "b") == before
+        assert call("a", 0, "b", 0, 2 * BS) == 2 * BS
+    assert read_file(vol, "b")[:2 * BS] == data[:2 * BS]
+    assert vol.fsck() == []
+    vol.close()
+
+
+def test_growing_a_file_over_its_shared_partial_last_block_leaves_the_other_owner_alone() -> None:
+    """``b``'s last block is shared with ``a``, where ``a`` goes on past ``b``'s EOF: a clone
+    or copy growing ``b`` zeroes ``b``'s old tail in a copy, never in ``a``'s block."""
+    for op in ("clone_range", "copy_file_range"):
+        vol = small_volume()
+        data = distinct(33, 3 * BS)
+        write_file(vol, "a", data)
+        write_file(vol, "x", distinct(34, BS))
+        vol.clone_file("a", "b")
+        with vol.open("b", "r+b", buffering=0) as f:
+            f.truncate(BS + 100)
+        assert getattr(vol, op)("x", 0, "b", 2 * BS, BS) == BS
+        assert read_file(vol, "a") == data, op
+        assert read_file(vol, "b") == data[:BS + 100] + bytes(BS - 100) + read_file(vol, "x")
+        assert vol.fsck() == []
+        vol.close()
+
+
+@pytest.mark.parametrize("op", ["clone_range", "copy_file_range"])
+def test_growing_past_a_stale_tail_shows_zeros_between_the_old_and_new_eof(op: str) -> None:
+    """The destination was cut short inside a block (the old bytes stay in the pool past
+    its EOF); a clone or copy past it must show zeros there."""
+    vol = small_volume()
+    write_file(vol, "b", distinct(35, 2 * BS))
+    with vol.open("b", "r+b", buffering=0) as f:
+        f.truncate(BS + 100)
+    src = distinct(36, BS)
+    write_file(vol, "a", src)
+    assert getattr(vol, op)("a", 0, "b", 3 * BS, BS) == BS
+    got = read_file(vol, "b")
+    assert len(got) == 4 * BS and got[BS + 100:3 * BS] == bytes(2 * BS - 100) and got[3 * BS:] == src
+    vol.close()
+
+
+@pytest.mark.parametrize("case", ["clone_range", "copy_file_range shared", "copy_file_range edges",
+                                  "dedupe_range"])
+def test_each_call_holds_its_checkpoint_room(case: str) -> None:
+    """GROW_RUN a run of the record's map, plus two (dedupe: plus one)."""
+    make, made = _room_case(None)
+    if case == "clone_range":            # one shared run, growing f
+        check_checkpoint_room(make, lambda f: made[-1].clone_range("src", 0, f, 0, 3 * BS), GROW_RUN * 3,
+                              case, 4 * BS)
+    elif case == "copy_file_range shared":
+        check_checkpoint_room(make, lambda f: made[-1].copy_file_range("src", 0, f, 0, 3 * BS), GROW_RUN * 3,
+                              case, 4 * BS)
+    elif case == "copy_file_range edges":  # head and tail copied into fresh blocks, one block shared
+        check_checkpoint_room(make, lambda f: made[-1].copy_file_range("src", 100, f, 100, 2 * BS),
+                              GROW_RUN * 5, case, 4 * BS)
+    else:
+        def dedupe(f: daxfs.File) -> None:
+            vol = made[-1]
+            assert vol.dedupe_range("src", 0, f, 0, 2 * BS) == 2 * BS
+
+        def make_equal() -> Volume:
+            vol = make()
+            write_file(vol, "src", distinct(10, 2 * BS))          # f's bytes
+            return vol
+        check_checkpoint_room(make_equal, dedupe, GROW_RUN * 2, case, 4 * BS)
