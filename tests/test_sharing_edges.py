@@ -25,7 +25,8 @@ import daxfs
 from daxfs.volume import Volume
 from daxfs.volume.prepared import GROW_RUN
 
-from _small_volume import BS, check_checkpoint_room, distinct, read_file, small_volume, write_file
+from _small_volume import (BS, check_checkpoint_room, distinct, read_file, scatter_free_space, small_volume,
+                           write_file)
 
 
 def _extents(vol: Volume, path: str) -> list[daxfs.Extent]:
@@ -48,19 +49,36 @@ def _state(vol: Volume, *paths: str) -> tuple[Any, ...]:
 # --------------------------------------------------------------------------- clone_file's arguments
 
 
-def test_clone_file_takes_a_read_only_source_handle_and_a_write_only_destination_handle() -> None:
+def test_clone_file_takes_a_read_only_source_handle() -> None:
     vol = small_volume()
     data = distinct(1, 2 * BS + 7)
     write_file(vol, "a", data)
     write_file(vol, "b", distinct(2, BS))
+    with vol.open("a", "rb", buffering=0) as src:
+        vol.clone_file(src, "b")                        # over a file
+        vol.clone_file(src, "c")                        # a new name
+    for name in "bc":
+        assert read_file(vol, name) == data
+        assert _pool_offsets(vol, name) == _pool_offsets(vol, "a")
+    assert vol.fsck() == []
+    vol.close()
+
+
+def test_clone_file_takes_a_write_only_destination_handle() -> None:
+    """As FICLONE onto a file descriptor open for writing (this was a TypeError once)."""
+    vol = small_volume()
+    data = distinct(1, 2 * BS + 7)
+    write_file(vol, "a", data)
+    write_file(vol, "b", distinct(2, 3 * BS))
     with vol.open("a", "rb", buffering=0) as src, vol.open("b", "wb", buffering=0) as dst:
         vol.clone_file(src, dst)
         assert dst.stat().st_size == len(data)
     assert read_file(vol, "b") == data
     assert _pool_offsets(vol, "b") == _pool_offsets(vol, "a")
-    with vol.open("a", "rb", buffering=0) as src:
-        vol.clone_file(src, "c")                        # a new name, from a read-only handle
-    assert read_file(vol, "c") == data
+    with vol.open("b", "rb", buffering=0) as dst:
+        with pytest.raises(OSError) as info:
+            vol.clone_file("a", dst)
+        assert info.value.errno == errno.EBADF
     assert vol.fsck() == []
     vol.close()
 
@@ -453,3 +471,110 @@ def test_each_call_holds_its_checkpoint_room(case: str) -> None:
             write_file(vol, "src", distinct(10, 2 * BS))          # f's bytes
             return vol
         check_checkpoint_room(make_equal, dedupe, GROW_RUN * 2, case, 4 * BS)
+
+
+def test_copy_file_range_shares_around_a_write_mapping_past_its_range() -> None:
+    """Only a write reference over the blocks to share stops sharing: one on a later block
+    of the source leaves the copy sharing its whole blocks."""
+    vol = small_volume()
+    data = distinct(37, 4 * BS)
+    write_file(vol, "a", data)
+    write_file(vol, "b", b"")
+    with vol.open("a", "r+b", buffering=0) as f, f.map(3 * BS, BS, write=True):
+        assert vol.copy_file_range("a", 0, "b", 0, 2 * BS) == 2 * BS
+        assert _pool_offsets(vol, "b") == _pool_offsets(vol, "a")[:2]
+        assert vol.copy_file_range("a", 2 * BS, "b", 2 * BS, 2 * BS) == 2 * BS      # block 3: copied
+        assert set(_pool_offsets(vol, "b")[2:]).isdisjoint(_pool_offsets(vol, "a"))
+    assert read_file(vol, "b") == data
+    assert vol.fsck() == []
+    vol.close()
+
+
+# --------------------------------------------------------------------------- copies over bad memory
+
+
+def _bad_destination(size: int, bad_block: int) -> tuple[Volume, int, bytes]:
+    """A volume with ``a`` (8 blocks) and ``b`` (``size`` bytes) whose block ``bad_block`` is
+    poisoned; returns the volume, that block's pool offset and ``b``'s bytes."""
+    vol = small_volume()
+    write_file(vol, "a", distinct(40, 8 * BS))
+    old = distinct(41, size)
+    write_file(vol, "b", old)
+    pool_offset = _pool_offsets(vol, "b")[bad_block]
+    vol.memory_failure(pool_offset, BS)
+    return vol, pool_offset, old
+
+
+# (destination size, its bad block, copy offset, length): a copy covering the bad block in
+# part, which cannot keep the rest of that block's bytes
+_PART = [("its head", 3 * BS, 1, BS, BS - 100),
+         ("its tail", 3 * BS, 1, BS + 100, BS - 100),
+         ("inside", 3 * BS, 1, BS + 100, 100),
+         ("before the EOF inside it", 2 * BS + 200, 2, 2 * BS, 100)]
+
+
+@pytest.mark.parametrize("case", _PART, ids=[c[0] for c in _PART])
+def test_a_copy_covering_a_poisoned_destination_block_in_part_is_refused(case: tuple[Any, ...]) -> None:
+    _what, size, bad, offset, length = case
+    vol, pool_offset, _old = _bad_destination(size, bad)
+    extents, statfs = _extents(vol, "b"), vol.statfs()     # (b does not read whole: a block is bad)
+    with pytest.raises(daxfs.PoisonError) as info:
+        vol.copy_file_range("a", 3, "b", offset, length)        # offsets never line up: all copied
+    err = info.value
+    assert (err.errno, err.filename, err.file_offset, err.pool_offset, err.length) == (
+        errno.EIO, "/b", bad * BS, pool_offset, BS)
+    assert "a copy covering them in part" in str(err)
+    assert _extents(vol, "b") == extents and vol.stat("b").st_size == size and vol.statfs() == statfs
+    assert vol.fsck() == []
+    vol.close()
+
+
+# (destination size, its bad block, copy offset, length): a copy covering all of the bad
+# block that the file shows (up to its EOF), which replaces it
+_WHOLE = [("a whole block", 3 * BS, 1, BS, BS),
+          ("a whole block and more", 3 * BS, 1, BS - 100, BS + 200),
+          ("up to the EOF inside it", 2 * BS + 200, 2, 2 * BS, 200),
+          ("past the EOF inside it", 2 * BS + 200, 2, 2 * BS, 300)]
+
+
+@pytest.mark.parametrize("case", _WHOLE, ids=[c[0] for c in _WHOLE])
+def test_a_copy_covering_a_poisoned_destination_block_whole_replaces_it(case: tuple[Any, ...]) -> None:
+    _what, size, bad, offset, length = case
+    vol, pool_offset, old = _bad_destination(size, bad)
+    src = read_file(vol, "a")
+    assert vol.copy_file_range("a", 3, "b", offset, length) == length
+    end = offset + length
+    want = old[:offset] + src[3:3 + length] + old[end:]
+    assert read_file(vol, "b") == want
+    assert pool_offset not in _pool_offsets(vol, "b")
+    assert vol.fsck() == []
+    vol.close()
+
+
+def test_a_copy_far_into_a_file_needs_only_the_blocks_it_writes() -> None:
+    """Nearly full: a one-block copy at file block 500 fits in the few blocks left."""
+    vol = small_volume()
+    write_file(vol, "a", distinct(42, BS))
+    write_file(vol, "b", b"")
+    free = vol.statfs().free
+    write_file(vol, "fill", b"f" * (free - 4 * BS))
+    assert vol.copy_file_range("a", 1, "b", 500 * BS + 3, 100) == 100
+    with vol.open("b", "rb", buffering=0) as f:
+        assert f.pread(100, 500 * BS + 3) == read_file(vol, "a")[1:101]
+        assert f.stat().st_blocks == BS // 512
+    assert vol.fsck() == []
+    vol.close()
+
+
+def test_an_unaligned_copy_into_scattered_free_blocks_writes_nothing_outside_them() -> None:
+    vol = small_volume()
+    data = distinct(43, 6 * BS)
+    write_file(vol, "a", data)
+    write_file(vol, "b", b"")
+    others = scatter_free_space(vol)
+    assert vol.copy_file_range("a", 5, "b", 0, 3 * BS + 50) == 3 * BS + 50
+    assert read_file(vol, "b") == data[5:5 + 3 * BS + 50]
+    for name, want in others.items():
+        assert read_file(vol, name) == want, f"the copy wrote into {name}"
+    assert vol.fsck() == []
+    vol.close()
