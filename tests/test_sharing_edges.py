@@ -578,3 +578,157 @@ def test_an_unaligned_copy_into_scattered_free_blocks_writes_nothing_outside_the
         assert read_file(vol, name) == want, f"the copy wrote into {name}"
     assert vol.fsck() == []
     vol.close()
+
+
+@pytest.mark.parametrize("offset", [BS + 500, BS + 100, 3 * BS + 7])
+def test_a_copy_growing_the_file_from_inside_its_last_block_shows_zeros_before_it(offset: int) -> None:
+    """``b`` was cut short at BS + 100 (old bytes stay in the pool past it); an unaligned
+    copy at ``offset`` shows zeros between the old EOF and the copy."""
+    vol = small_volume()
+    old = distinct(44, 2 * BS)
+    write_file(vol, "b", old)
+    with vol.open("b", "r+b", buffering=0) as f:
+        f.truncate(BS + 100)
+    src = distinct(45, BS)
+    write_file(vol, "a", src)
+    assert vol.copy_file_range("a", 3, "b", offset, 200) == 200
+    assert read_file(vol, "b") == old[:BS + 100] + bytes(offset - BS - 100) + src[3:203]
+    assert vol.fsck() == []
+    vol.close()
+
+
+# --------------------------------------------------------------------------- dedupe_range
+
+
+@pytest.mark.parametrize("longer", [False, True], ids=["dst ends there", "dst goes on"])
+def test_dedupe_shares_an_equal_partial_last_block_only_where_the_destination_ends(longer: bool) -> None:
+    """Equal bytes up to the source's EOF inside a block: shared when the destination ends
+    at the range's end too; kept when the destination goes on (its tail would change)."""
+    vol = small_volume()
+    data = distinct(46, 2 * BS + 100)
+    write_file(vol, "a", data)
+    write_file(vol, "b", data + (distinct(47, 50) if longer else b""))
+    want_b = read_file(vol, "b")
+    got = vol.dedupe_range("a", 0, "b", 0, len(data))
+    assert got == (2 * BS if longer else len(data))
+    assert read_file(vol, "b") == want_b and read_file(vol, "a") == data
+    a_blocks, b_blocks = _pool_offsets(vol, "a"), _pool_offsets(vol, "b")
+    assert b_blocks[:2] == a_blocks[:2]
+    assert (b_blocks[2] == a_blocks[2]) is not longer
+    assert vol.fsck() == []
+    vol.close()
+
+
+def test_dedupe_maps_each_equal_block_onto_its_own_source_block() -> None:
+    """The source is in two pool runs and block 2 differs: the destination shares blocks 0,
+    1 and 3 each with the source block at the same offset, in one record, and the call
+    returns the bytes shared; a second dedupe shares nothing more and logs nothing."""
+    vol = small_volume()
+    blocks = [distinct(50 + i, BS) for i in range(4)]
+    write_file(vol, "a", blocks[0])
+    write_file(vol, "gap", distinct(49, BS))
+    with vol.open("a", "r+b", buffering=0) as f:
+        f.pwrite(b"".join(blocks[1:]), BS)
+    write_file(vol, "b", blocks[0] + blocks[1] + distinct(60, BS) + blocks[3])
+    a_blocks = _pool_offsets(vol, "a")
+    assert a_blocks[1] != a_blocks[0] + BS, "the source should be in two runs"
+    seq = vol._journal.ring.next_seq
+    assert vol.dedupe_range("a", 0, "b", 0, 4 * BS) == 3 * BS
+    assert vol._journal.ring.next_seq == seq + 1
+    b_blocks = _pool_offsets(vol, "b")
+    assert [b_blocks[i] == a_blocks[i] for i in range(4)] == [True, True, False, True]
+    statfs = vol.statfs()
+    assert statfs.shared == 3 * BS
+    assert vol.dedupe_range("a", 0, "b", 0, 4 * BS) == 0
+    assert vol._journal.ring.next_seq == seq + 1 and vol.statfs() == statfs
+    assert vol.fsck() == []
+    vol.close()
+
+
+def test_dedupe_skips_holes_and_unwritten_blocks() -> None:
+    vol = small_volume()
+    data = distinct(61, 3 * BS)
+    write_file(vol, "a", bytes(BS) + data[BS:])
+    write_file(vol, "b", bytes(BS) + data[BS:])
+    with vol.open("a", "r+b", buffering=0) as f:
+        f.punch_hole(0, BS)                      # a: a hole at block 0
+    with vol.open("b", "r+b", buffering=0) as f:
+        f.zero_range(2 * BS, BS)                 # b: block 2 unwritten
+    with vol.open("a", "r+b", buffering=0) as f:
+        f.zero_range(2 * BS, BS)                 # a: block 2 unwritten too
+    assert vol.dedupe_range("a", 0, "b", 0, 3 * BS) == BS
+    assert _pool_offsets(vol, "b")[1] == _pool_offsets(vol, "a")[0]       # a's block 1 (after its hole)
+    assert read_file(vol, "b") == bytes(BS) + data[BS:2 * BS] + bytes(BS)
+    assert vol.fsck() == []
+    vol.close()
+
+
+def test_dedupe_of_length_zero_or_to_exactly_both_eofs() -> None:
+    vol = small_volume()
+    data = distinct(62, 2 * BS)
+    write_file(vol, "a", data)
+    write_file(vol, "b", data)
+    assert vol.dedupe_range("a", 2 * BS, "b", 2 * BS, 0) == 0
+    assert vol.dedupe_range("a", BS, "b", BS, BS) == BS
+    assert _pool_offsets(vol, "b")[1] == _pool_offsets(vol, "a")[1]
+    vol.close()
+
+
+# --------------------------------------------------------------------------- unwritten blocks
+
+
+def test_a_copy_gives_the_destination_fresh_unwritten_blocks_apart_from_its_copied_edges() -> None:
+    """The source's middle block is unwritten (fallocated): the copy's shared middle gives
+    the destination a fresh unwritten block of its own, never one the copied head or tail
+    took, nor the source's."""
+    vol = small_volume()
+    data = distinct(63, 3 * BS)
+    write_file(vol, "a", data)
+    with vol.open("a", "r+b", buffering=0) as f:
+        f.zero_range(BS, BS)
+    write_file(vol, "b", b"")
+    assert vol.copy_file_range("a", 100, "b", 100, 3 * BS - 200) == 3 * BS - 200
+    want = bytes(100) + data[100:BS] + bytes(BS) + data[2 * BS:3 * BS - 100]
+    assert read_file(vol, "b") == want
+    b_extents = _extents(vol, "b")
+    assert any("unwritten" in e.flags for e in b_extents)
+    b_blocks = [e.pool_offset + i for e in b_extents for i in range(0, e.length, BS)]
+    assert len(set(b_blocks)) == 3 and set(b_blocks).isdisjoint(_pool_offsets(vol, "a"))
+    statfs = vol.statfs()
+    assert statfs.shared == 0 and statfs.used == 6 * BS
+    assert vol.fsck() == []
+    vol.close()
+
+
+# --------------------------------------------------------------------------- file arguments
+
+
+def test_a_closed_handle_is_a_valueerror_for_every_sharing_call() -> None:
+    vol = small_volume()
+    write_file(vol, "a", distinct(64, BS))
+    write_file(vol, "b", distinct(65, BS))
+    f = vol.open("a", "r+b", buffering=0)
+    f.close()
+    before = _state(vol, "a", "b")
+    for call in (lambda: vol.clone_range(f, 0, "b", 0, BS), lambda: vol.clone_range("b", 0, f, 0, BS),
+                 lambda: vol.clone_file(f, "c"), lambda: vol.dedupe_range(f, 0, "b", 0, BS),
+                 lambda: vol.copy_file_range("b", 0, f, 0, BS)):
+        with pytest.raises(ValueError, match="closed file"):
+            call()
+    assert _state(vol, "a", "b") == before
+    vol.close()
+
+
+def test_a_special_file_is_einval_for_every_sharing_call() -> None:
+    vol = small_volume()
+    write_file(vol, "a", distinct(66, BS))
+    vol.mknod("fifo")
+    before = _state(vol, "a")
+    for call in (lambda: vol.clone_range("fifo", 0, "a", 0, BS), lambda: vol.clone_range("a", 0, "fifo", 0, BS),
+                 lambda: vol.clone_file("fifo", "c"), lambda: vol.clone_file("a", "fifo"),
+                 lambda: vol.dedupe_range("a", 0, "fifo", 0, BS), lambda: vol.copy_file_range("fifo", 0, "a", 0, BS)):
+        with pytest.raises(OSError) as info:
+            call()
+        assert info.value.errno == errno.EINVAL and info.value.filename == "fifo"
+    assert _state(vol, "a") == before and not vol.exists("c")
+    vol.close()
