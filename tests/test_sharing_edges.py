@@ -732,3 +732,31 @@ def test_a_special_file_is_einval_for_every_sharing_call() -> None:
         assert info.value.errno == errno.EINVAL and info.value.filename == "fifo"
     assert _state(vol, "a") == before and not vol.exists("c")
     vol.close()
+
+
+# --------------------------------------------------------------------------- sharing bad memory
+
+
+@pytest.mark.parametrize("op", ["clone_range", "copy_file_range"])
+def test_sharing_refuses_exactly_the_ranges_holding_a_poisoned_block(op: str) -> None:
+    """Source block 2 of 5 is bad: a share of blocks 0-2 or 2-4 is a PoisonError naming it
+    (nothing changed); one of blocks 0-1 or 3-4 goes ahead."""
+    vol = small_volume()
+    data = distinct(67, 5 * BS)
+    write_file(vol, "a", data)
+    write_file(vol, "b", distinct(68, 5 * BS))
+    bad = _pool_offsets(vol, "a")[2]
+    vol.memory_failure(bad, BS)
+    call = getattr(vol, op)
+    for first in (0, 2 * BS):
+        before = _state(vol, "b")
+        with pytest.raises(daxfs.PoisonError) as info:
+            call("a", first, "b", first, 3 * BS)
+        assert (info.value.file_offset, info.value.pool_offset, info.value.length) == (2 * BS, bad, BS)
+        assert _state(vol, "b") == before
+    assert call("a", 0, "b", 0, 2 * BS) == 2 * BS
+    assert call("a", 3 * BS, "b", 3 * BS, 2 * BS) == 2 * BS
+    b_blocks, a_blocks = _pool_offsets(vol, "b"), _pool_offsets(vol, "a")
+    assert [b_blocks[i] == a_blocks[i] for i in range(5)] == [True, True, False, True, True]
+    assert vol.fsck() == []
+    vol.close()
