@@ -760,3 +760,62 @@ def test_sharing_refuses_exactly_the_ranges_holding_a_poisoned_block(op: str) ->
     assert [b_blocks[i] == a_blocks[i] for i in range(5)] == [True, True, False, True, True]
     assert vol.fsck() == []
     vol.close()
+
+
+def test_a_copy_to_the_sources_eof_never_touches_the_destination_past_the_range() -> None:
+    """From an unaligned offset to the source's EOF, into a longer destination (its offsets
+    line up): the shared middle stops at the source's EOF block, and the destination's
+    bytes after the copied range stay."""
+    vol = small_volume()
+    src = distinct(69, 2 * BS + 100)
+    dst = distinct(70, 3 * BS + 50)
+    write_file(vol, "a", src)
+    write_file(vol, "b", dst)
+    assert vol.copy_file_range("a", 100, "b", 100, 2 * BS) == 2 * BS
+    assert read_file(vol, "b") == dst[:100] + src[100:] + dst[2 * BS + 100:]
+    assert vol.fsck() == []
+    vol.close()
+
+
+def test_a_copy_inside_one_block_changes_only_its_bytes() -> None:
+    vol = small_volume()
+    src = distinct(71, 2 * BS)
+    dst = distinct(72, 2 * BS)
+    write_file(vol, "a", src)
+    write_file(vol, "b", dst)
+    assert vol.copy_file_range("a", 100, "b", 100, 50) == 50
+    assert read_file(vol, "b") == dst[:100] + src[100:150] + dst[150:]
+    assert vol.fsck() == []
+    vol.close()
+
+
+@pytest.mark.parametrize("tail", [1, 100])
+def test_a_copy_to_the_sources_eof_shares_its_last_block_past_a_write_mapping_before_the_range(tail: int) -> None:
+    """The offsets line up but start inside block 0, under a write mapping of the source:
+    blocks 1 and 2 (the EOF block, ``tail`` bytes) are shared, block 0's part copied."""
+    vol = small_volume()
+    src = distinct(73, 2 * BS + tail)
+    write_file(vol, "a", src)
+    write_file(vol, "b", distinct(74, 2 * BS + tail))
+    with vol.open("a", "r+b", buffering=0) as f, f.map(0, BS, write=True):
+        assert vol.copy_file_range("a", 50, "b", 50, 2 * BS + tail - 50) == 2 * BS + tail - 50
+    a_blocks, b_blocks = _pool_offsets(vol, "a"), _pool_offsets(vol, "b")
+    assert b_blocks[1:] == a_blocks[1:] and b_blocks[0] != a_blocks[0]
+    assert read_file(vol, "b")[50:] == src[50:]
+    assert vol.fsck() == []
+    vol.close()
+
+
+def test_an_aligned_copy_past_the_atomic_limit_still_shares_in_one_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    from daxfs.volume import sharing
+    monkeypatch.setattr(sharing, "_ATOMIC_COPY_LIMIT", 8 * BS)
+    vol = small_volume()
+    data = distinct(75, 10 * BS)
+    write_file(vol, "a", data)
+    write_file(vol, "b", b"")
+    seq = vol._journal.ring.next_seq
+    assert vol.copy_file_range("a", 0, "b", 0, 10 * BS) == 10 * BS
+    assert vol._journal.ring.next_seq == seq + 1
+    assert _pool_offsets(vol, "b") == _pool_offsets(vol, "a")
+    assert read_file(vol, "b") == data
+    vol.close()
