@@ -819,3 +819,30 @@ def test_an_aligned_copy_past_the_atomic_limit_still_shares_in_one_record(monkey
     assert _pool_offsets(vol, "b") == _pool_offsets(vol, "a")
     assert read_file(vol, "b") == data
     vol.close()
+
+
+def test_a_copy_whose_shared_part_is_one_byte_at_the_sources_eof_shares_that_block() -> None:
+    vol = small_volume()
+    src = distinct(76, 2 * BS + 1)
+    write_file(vol, "a", src)
+    write_file(vol, "b", distinct(77, 2 * BS + 1))
+    assert vol.copy_file_range("a", BS + 50, "b", BS + 50, BS - 49) == BS - 49
+    assert _pool_offsets(vol, "b")[2] == _pool_offsets(vol, "a")[2]
+    assert read_file(vol, "b")[BS + 50:] == src[BS + 50:]
+    assert vol.fsck() == []
+    vol.close()
+
+
+def test_an_unaligned_copy_of_exactly_the_atomic_limit_is_one_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    from daxfs.volume import sharing
+    monkeypatch.setattr(sharing, "_ATOMIC_COPY_LIMIT", 8 * BS)
+    monkeypatch.setattr(sharing, "_COPY_CHUNK", 3 * BS)
+    vol = small_volume()
+    data = distinct(78, 10 * BS)
+    write_file(vol, "a", data)
+    write_file(vol, "b", b"")
+    seq = vol._journal.ring.next_seq
+    assert vol.copy_file_range("a", 1, "b", 0, 8 * BS) == 8 * BS
+    assert vol._journal.ring.next_seq == seq + 1
+    assert read_file(vol, "b") == data[1:1 + 8 * BS]
+    vol.close()
