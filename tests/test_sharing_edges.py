@@ -846,3 +846,36 @@ def test_an_unaligned_copy_of_exactly_the_atomic_limit_is_one_record(monkeypatch
     assert vol._journal.ring.next_seq == seq + 1
     assert read_file(vol, "b") == data[1:1 + 8 * BS]
     vol.close()
+
+
+def test_an_append_handle_may_be_a_source_but_no_target() -> None:
+    vol = small_volume()
+    data = distinct(79, 2 * BS)
+    write_file(vol, "a", data)
+    with vol.open("a", "a+b", buffering=0) as src:
+        vol.clone_file(src, "b")
+        assert vol.dedupe_range(src, 0, "b", 0, 2 * BS) == 0          # already shared
+        assert vol.clone_range(src, 0, "b", 2 * BS, 2 * BS) == 2 * BS
+    assert read_file(vol, "b") == data * 2
+    with vol.open("b", "a+b", buffering=0) as dst:
+        for call in (lambda: vol.clone_range("a", 0, dst, 0, BS), lambda: vol.copy_file_range("a", 0, dst, 0, BS),
+                     lambda: vol.dedupe_range("a", 0, dst, 0, BS)):
+            with pytest.raises(OSError) as info:
+                call()
+            assert info.value.errno == errno.EBADF
+    vol.close()
+
+
+def test_dedupe_into_a_read_only_handle_is_ebadf_and_from_one_works() -> None:
+    vol = small_volume()
+    data = distinct(80, 2 * BS)
+    write_file(vol, "a", data)
+    write_file(vol, "b", data)
+    with vol.open("b", "rb", buffering=0) as dst:
+        with pytest.raises(OSError) as info:
+            vol.dedupe_range("a", 0, dst, 0, 2 * BS)
+        assert info.value.errno == errno.EBADF
+    with vol.open("a", "rb", buffering=0) as src, vol.open("b", "r+b", buffering=0) as dst:
+        assert vol.dedupe_range(src, 0, dst, 0, 2 * BS) == 2 * BS
+    assert _pool_offsets(vol, "b") == _pool_offsets(vol, "a")
+    vol.close()
