@@ -879,3 +879,12 @@ def test_dedupe_into_a_read_only_handle_is_ebadf_and_from_one_works() -> None:
         assert vol.dedupe_range(src, 0, dst, 0, 2 * BS) == 2 * BS
     assert _pool_offsets(vol, "b") == _pool_offsets(vol, "a")
     vol.close()
+
+
+def test_dedupe_of_one_equal_byte_at_both_eofs_shares_its_block() -> None:
+    vol = small_volume()
+    write_file(vol, "a", b"x")
+    write_file(vol, "b", b"x")
+    assert vol.dedupe_range("a", 0, "b", 0, 1) == 1
+    assert _pool_offsets(vol, "b") == _pool_offsets(vol, "a") and read_file(vol, "b") == b"x"
+    vol.close()
