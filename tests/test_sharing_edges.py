@@ -888,3 +888,34 @@ def test_dedupe_of_one_equal_byte_at_both_eofs_shares_its_block() -> None:
     assert vol.dedupe_range("a", 0, "b", 0, 1) == 1
     assert _pool_offsets(vol, "b") == _pool_offsets(vol, "a") and read_file(vol, "b") == b"x"
     vol.close()
+
+
+def test_a_clone_of_a_range_with_unwritten_blocks_sets_the_destinations_times() -> None:
+    from _small_volume import clock_past
+    vol = small_volume()
+    write_file(vol, "a", distinct(81, 3 * BS))
+    with vol.open("a", "r+b", buffering=0) as f:
+        f.zero_range(BS, BS)                     # block 1 unwritten
+    write_file(vol, "b", distinct(82, 3 * BS))
+    before = vol.stat("b")
+    clock_past(before.st_mtime_ns)
+    assert vol.clone_range("a", 0, "b", 0, 3 * BS) == 3 * BS
+    after = vol.stat("b")
+    assert after.st_mtime_ns > before.st_mtime_ns and after.st_ctime_ns > before.st_ctime_ns
+    vol.close()
+
+
+def test_a_refused_handle_is_named_in_the_error() -> None:
+    vol = small_volume()
+    other = small_volume()
+    write_file(vol, "a", distinct(83, BS))
+    write_file(other, "x", distinct(84, BS))
+    with other.open("x", "rb", buffering=0) as foreign, vol.open("a", "rb", buffering=0) as read_only:
+        for call, code, name in ((lambda: vol.clone_range(foreign, 0, "a", 0, BS), errno.EXDEV, foreign.name),
+                                 (lambda: vol.copy_file_range("a", 0, read_only, 0, BS), errno.EBADF,
+                                  read_only.name)):
+            with pytest.raises(OSError) as info:
+                call()
+            assert (info.value.errno, info.value.filename) == (code, name)
+    vol.close()
+    other.close()
