@@ -181,8 +181,12 @@ class Sharing:
         if self.references.wait_for_writers(snode.ino, 0, nblk,    # before dst is touched
                                             "cannot share blocks a write mapping or write pin can still change"):
             raise LookAgain
-        path = self.namespace.path_arg(dst)
-        parent, name, ino, trailing = journal.core.resolve(path, True)
+        handle = OpenFile.of(dst)
+        if handle is not None:      # an open file (checked above): clone over it, as FICLONE
+            ino: int | None = handle.ino
+        else:
+            path = self.namespace.path_arg(dst)
+            parent, name, ino, trailing = journal.core.resolve(path, True)
         if ino is not None:
             dnode = self._file_arg(dst, write=True)
             if self.references.settle(dnode.ino, 0, None, None, "clone over"):
