@@ -264,10 +264,17 @@ def test_wait_same_client_release_from_another_thread_is_served(client: Any) -> 
     _clean(a)
 
 
-@pytest.mark.parametrize("request_that_waits", ["w = g.map(0, 4096, write=True)", "h = c.open('/g', 'wb')"])
+# (the request, and how to tell it went on once B let go: the open truncates "g")
+_REQUESTS_THAT_WAIT: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "write mapping": ("w = g.map(0, 4096, write=True)", lambda a: True),
+    "open with truncation": ("h = c.open('/g', 'wb')", lambda a: a.stat("/g").st_size == 0),
+}
+
+
+@pytest.mark.parametrize("request_kind", sorted(_REQUESTS_THAT_WAIT))
 def test_a_client_killed_while_its_request_waits_leaves_nothing_held(
         pool: str, serve: Callable[..., ServerProcess], puppets: Callable[[str], Puppet],
-        request_that_waits: str) -> None:
+        request_kind: str) -> None:
     """C's write mapping of a clone (its shared block copied first) or open with truncation
     waits under 'wait' for B's mapping of the file; C is killed meanwhile, which lets go of
     what C held; then B lets go and C's request goes on — for nobody. What it got is let go
@@ -284,12 +291,15 @@ def test_a_client_killed_while_its_request_waits_leaves_nothing_held(
         b.run("g = c.open('/g', 'rb', buffering=0); m = g.map(0, 4096)")
         c = puppets("C")
         c.run("g = c.open('/g', 'r+b', buffering=0)")
-        sent = threading.Thread(target=lambda: _ignore(PuppetError, c.run, request_that_waits))
+        request, went_on = _REQUESTS_THAT_WAIT[request_kind]
+        sent = threading.Thread(target=lambda: _ignore(PuppetError, c.run, request))
         sent.start()
         assert eventually(lambda: _refused(b, "g.pin(0, 4096).release()"))   # C's request waits
         c.kill()
         sent.join(30)
         b.run("m.close(); g.close()")
+        # (before the unlink: an open by path after it would create "g" anew)
+        assert eventually(lambda: went_on(a))
         a.unlink("/g", policy="defer")     # (under 'wait' it would wait on whatever C's request left)
         a.unlink("/f")
         assert eventually(lambda: a.pins() == [] and a.statfs().busy == 0), a.pins()
