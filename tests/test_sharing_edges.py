@@ -566,14 +566,15 @@ def test_a_copy_far_into_a_file_needs_only_the_blocks_it_writes() -> None:
     vol.close()
 
 
-def test_an_unaligned_copy_into_scattered_free_blocks_writes_nothing_outside_them() -> None:
+@pytest.mark.parametrize("dst_offset", [0, 7, BS + 9])
+def test_an_unaligned_copy_into_scattered_free_blocks_writes_nothing_outside_them(dst_offset: int) -> None:
     vol = small_volume()
     data = distinct(43, 6 * BS)
     write_file(vol, "a", data)
     write_file(vol, "b", b"")
     others = scatter_free_space(vol)
-    assert vol.copy_file_range("a", 5, "b", 0, 3 * BS + 50) == 3 * BS + 50
-    assert read_file(vol, "b") == data[5:5 + 3 * BS + 50]
+    assert vol.copy_file_range("a", 5, "b", dst_offset, 3 * BS + 50) == 3 * BS + 50
+    assert read_file(vol, "b") == bytes(dst_offset) + data[5:5 + 3 * BS + 50]
     for name, want in others.items():
         assert read_file(vol, name) == want, f"the copy wrote into {name}"
     assert vol.fsck() == []
