@@ -22,7 +22,7 @@ import pytest
 
 import daxfs
 from daxfs.volume import Volume
-from daxfs.volume.references import before_wait
+from daxfs.volume.waits import before_wait
 
 from _small_volume import BS, distinct, read_file, small_volume, write_file
 

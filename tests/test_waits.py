@@ -32,7 +32,7 @@ import pytest
 
 from daxfs.media import MemoryPool
 from daxfs.volume import Volume
-from daxfs.volume.references import before_wait
+from daxfs.volume.waits import before_wait
 
 from _small_volume import distinct, pool_and_volume, read_file, write_file
 

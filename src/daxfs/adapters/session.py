@@ -33,7 +33,8 @@ from daxfs.adapters import wire
 from daxfs.adapters.requests import _REPLIED, Requests, SessionHolder
 from daxfs.volume import permissions
 from daxfs.volume.permissions import Credentials
-from daxfs.volume.references import Reference, before_wait
+from daxfs.volume.references import Reference
+from daxfs.volume.waits import before_wait
 
 # The Server this module serves: not imported, as server.py imports this module.
 Server = Any

@@ -23,7 +23,7 @@ from daxfs.core.badblocks import merge_runs
 from daxfs.core.records import SetExtents
 from daxfs.errors import fs_error
 from daxfs.volume.prepared import GROW_RUN, Piece
-from daxfs.volume.references import LookAgain
+from daxfs.volume.waits import LookAgain
 
 if TYPE_CHECKING:
     from daxfs.volume.datapath import DataPath

@@ -31,7 +31,8 @@ from daxfs.volume import poison
 from daxfs.volume.cow import cow_in_run, unshare
 from daxfs.volume.journal import Journal
 from daxfs.volume.prepared import GROW_RUN, Piece, PreparedWrites
-from daxfs.volume.references import LookAgain, Reference, ReferenceTable, View, start_over
+from daxfs.volume.references import Reference, ReferenceTable, View
+from daxfs.volume.waits import LookAgain, start_over
 
 _PREFAULT_MIN = 64 * 1024      # smaller runs are cheaper to fault on first touch than to populate
 

@@ -17,7 +17,7 @@ from daxfs.core import Inode
 from daxfs.core.records import SetExtents
 from daxfs.errors import PoisonError, fs_error
 from daxfs.volume import poison
-from daxfs.volume.references import start_over
+from daxfs.volume.waits import start_over
 
 if TYPE_CHECKING:
     from daxfs.volume.datapath import DataPath as _Base

@@ -19,7 +19,7 @@ from daxfs.core import UNWRITTEN, Inode
 from daxfs.core.records import SetExtents
 from daxfs.volume import poison
 from daxfs.volume.datapath import GROW_RUN, DataPath, Piece
-from daxfs.volume.references import start_over
+from daxfs.volume.waits import start_over
 
 
 class RangeOps:

@@ -26,12 +26,13 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol
 
 from daxfs._types import PinInfo
 from daxfs.core import UNWRITTEN
 from daxfs.errors import BusyError
 from daxfs.volume.listing import PinListing
+from daxfs.volume.waits import wait_hook
 
 if TYPE_CHECKING:
     from daxfs.volume.journal import Journal
@@ -62,25 +63,6 @@ TRANSITIONS: dict[str, dict[str, str]] = {
 def check_policy(policy: str | None) -> None:
     if policy is not None and policy not in POLICIES:
         raise ValueError(f"unknown pin policy {policy!r}; expected one of {', '.join(POLICIES)}")
-
-
-_T = TypeVar("_T")
-
-
-class LookAgain(Exception):
-    """A wait for references to go let the volume's lock go: what the caller found before it
-    (sizes, blocks, even whether a file named by path still exists) may have changed.  Its
-    operation starts over from its arguments; nothing was changed yet."""
-
-
-def start_over(operation: Callable[..., _T], *args: object) -> _T:
-    """``operation(*args)``, from the start again after each ``LookAgain``.  (``pwrite``
-    has the same loop inline: one call fewer on every write.)"""
-    while True:
-        try:
-            return operation(*args)
-        except LookAgain:
-            continue
 
 
 class View(Protocol):
@@ -167,19 +149,6 @@ class Reference:
     def is_done(self) -> bool:
         """Whether the holder has let go (closed or released) or it was revoked."""
         return self.state in (REVOKED, RELEASED)
-
-
-_before_wait = threading.local()
-
-
-def before_wait(callback: Callable[[], None] | None) -> None:
-    """Run ``callback`` (in this thread) before this thread next blocks in a policy wait.
-
-    A thread that serves other requests (the arbiter's request loop) hands
-    its work to another thread first, so a waiting change never stops the requests
-    that would end the wait (seed 004's I_MMAP_LOCK deadlock, across processes).
-    """
-    _before_wait.callback = callback
 
 
 class _ProcessHolder:
@@ -488,7 +457,7 @@ class ReferenceTable:
         """Wait (the lock let go meanwhile) until ``done()``; False at the deadline."""
         if done():
             return True
-        hook = getattr(_before_wait, "callback", None)
+        hook = wait_hook()
         if hook is not None:
             hook()
         while not done():
@@ -618,4 +587,4 @@ class ReferenceTable:
             self.closing = False
 
 
-__all__ = ["ReferenceTable", "Reference", "LookAgain", "start_over", "View", "POLICIES", "POLICY_ACTION", "check_policy", "before_wait"]
+__all__ = ["ReferenceTable", "Reference", "View", "POLICIES", "POLICY_ACTION", "check_policy"]

@@ -38,7 +38,7 @@ from daxfs.errors import fs_error
 from daxfs.volume import poison
 from daxfs.volume.datapath import GROW_RUN, Piece
 from daxfs.volume.namespace import Namespace, OpenFile
-from daxfs.volume.references import LookAgain, start_over
+from daxfs.volume.waits import LookAgain, start_over
 
 _COPY_CHUNK = 4 * 1024 * 1024
 _ATOMIC_COPY_LIMIT = 64 * 1024 * 1024     # larger unaligned copies go in chunks
