@@ -106,7 +106,8 @@ class ReferenceHandle:
 
     @property
     def poisoned(self) -> list[tuple[int, int]]:
-        """File ranges ``(offset, length)`` whose memory failed (fenced in a mapping; a pin stays)."""
+        """File ranges ``(offset, length)`` whose memory failed: fenced in the CPU view (a mapping's, or a
+        pin's ``buffer``: touching them is a fault), while a pin itself stays for its device."""
         return list(self._ref.poisoned)
 
 
