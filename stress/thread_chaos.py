@@ -32,6 +32,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--front", choices=["embedded", "client"], default="embedded",
                     help="client: each thread a client of `daxfs serve` in another process")
+    ap.add_argument("--close-during", action="store_true",
+                    help="half way through, close(force=True) races the threads (embedded)")
     ap.add_argument("--wait-s", type=float, default=0.01, help="timeout of the `wait` policy's calls")
     args = ap.parse_args()
     failures = 0
@@ -39,7 +41,8 @@ def main() -> int:
     for t in range(args.trials):
         seed = args.seed * 100_003 + t
         try:
-            counts = trial(seed, args.threads, args.ops, args.wait_s, front=args.front)
+            counts = trial(seed, args.threads, args.ops, args.wait_s, front=args.front,
+                           close_during=args.close_during)
         except Exception as exc:  # noqa: BLE001 — one line a failure, then go on
             failures += 1
             print(f"FAIL seed={seed} threads={args.threads} ops={args.ops}: {exc}", flush=True)

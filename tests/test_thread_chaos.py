@@ -25,3 +25,8 @@ def test_clients_of_one_arbiter_racing_never_leak_bytes_between_files() -> None:
     counts = trial(21, threads=3, ops=150, wait_s=0.01, front="client")
     for op in ("pwrite", "map", "pin", "share", "truncate"):
         assert counts.get(op, 0) > 0, (op, counts)
+
+
+def test_a_forced_close_racing_the_threads_leaves_a_pool_that_mounts_clean() -> None:
+    counts = trial(31, threads=4, ops=200, wait_s=0.01, close_during=True)
+    assert counts.get("pwrite", 0) > 0 and counts.get("map", 0) > 0, counts

@@ -118,6 +118,8 @@ class Worker(threading.Thread):
         self.vol, self.rng, self.ops, self.wait_s = vol, rng, ops, wait_s
         self.serial, self.serial_lock, self.fence = serial, serial_lock, fence
         self.failures = failures
+        self.halfway: threading.Barrier | None = None      # (a close during the run: see trial)
+        self.closing: threading.Event | None = None
         self.handles: list[tuple[int, Any]] = []     # (family, File)
         self.refs: list[tuple[int, Any, bool]] = []  # (family, Mapping or Pin, writable)
         self.error: BaseException | None = None
@@ -141,7 +143,9 @@ class Worker(threading.Thread):
 
     def run(self) -> None:
         try:
-            for _ in range(self.ops):
+            for i in range(self.ops):
+                if i == self.ops // 2 and self.halfway is not None:
+                    self.halfway.wait()
                 op = self.rng.choice(OPS)
                 try:
                     op(self)
@@ -151,6 +155,10 @@ class Worker(threading.Thread):
                 except CorruptVolumeError:
                     raise
                 except ValueError as exc:
+                    if self.closing is not None and self.closing.is_set() and "closed" in str(exc):
+                        self.counts["closed"] = self.counts.get("closed", 0) + 1
+                        return      # the volume was closed under this thread: it stops
+
                     # a size another thread just cut (as mmap says it), or a mapping whose
                     # lease another thread broke, its on_break closing it
                     if not any(s in str(exc) for s in ("past the end", "greater than file size",
@@ -417,13 +425,15 @@ def _serve(path: str, policy: str) -> subprocess.Popen:
 
 
 def trial(seed: int, threads: int, ops: int, wait_s: float, pool_dir: str = "/dev/shm",
-          front: str = "embedded") -> dict[str, int]:
+          front: str = "embedded", close_during: bool = False) -> dict[str, int]:
     """One run; raises on any failure.  Returns the operation counts.
 
     ``front="client"``: the volume is served by ``daxfs serve`` in another process and each
     thread is a client of its own (a holder, as a process would be); no thread reports memory
     failures then: a client learns of a fence in its mappings from an event that comes when
-    it comes (as SIGBUS does), so no lock of the threads' could keep them off fenced pages."""
+    it comes (as SIGBUS does), so no lock of the threads' could keep them off fenced pages.
+    ``close_during`` (embedded): half way through, ``close(force=True)`` races the threads;
+    each stops at its first "closed" answer, and the pool must mount clean after."""
     path = os.path.join(pool_dir, f"chaos-{uuid.uuid4().hex}.pool")
     rng = random.Random(seed)
     switch = sys.getswitchinterval()
@@ -447,15 +457,32 @@ def trial(seed: int, threads: int, ops: int, wait_s: float, pool_dir: str = "/de
         workers = [Worker(clients[i], random.Random(rng.random()), ops, serial, lock, wait_s, fence,
                           front == "embedded")
                    for i in range(threads)]
+        if close_during:
+            halfway, closing = threading.Barrier(threads + 1), threading.Event()
+            for w in workers:
+                w.halfway, w.closing = halfway, closing
         sys.setswitchinterval(2e-5)
         for w in workers:
             w.start()
+        if close_during:
+            # Half way through, a forced close races the threads: leases broken, mappings
+            # revoked to private memory, pins waited for (BusyError while one stays: again).
+            halfway.wait()
+            closing.set()
+            while not vol.closed:
+                try:
+                    vol.close(force=True, timeout=0.01)
+                except daxfs.BusyError:
+                    pass
         for w in workers:
             w.join()
         sys.setswitchinterval(switch)
         for w in workers:
             if w.error is not None:
                 raise AssertionError(f"thread failed: {w.error!r}\n{w.traceback}")
+        if close_during:
+            vol = daxfs.open_volume(path)
+            clients = [vol]
         check_volume(clients[0], "after the threads")
         if clients[0].pins():
             raise AssertionError(f"references left after every thread let go: {clients[0].pins()[:3]}")
