@@ -34,6 +34,8 @@ def main() -> int:
                     help="client: each thread a client of `daxfs serve` in another process")
     ap.add_argument("--close-during", action="store_true",
                     help="half way through, close(force=True) races the threads (embedded)")
+    ap.add_argument("--follower", action="store_true",
+                    help="a read-only opener in another process reads every file all along")
     ap.add_argument("--wait-s", type=float, default=0.01, help="timeout of the `wait` policy's calls")
     args = ap.parse_args()
     failures = 0
@@ -42,14 +44,14 @@ def main() -> int:
         seed = args.seed * 100_003 + t
         try:
             counts = trial(seed, args.threads, args.ops, args.wait_s, front=args.front,
-                           close_during=args.close_during)
+                           close_during=args.close_during, follower=args.follower)
         except Exception as exc:  # noqa: BLE001 — one line a failure, then go on
             failures += 1
             print(f"FAIL seed={seed} threads={args.threads} ops={args.ops}: {exc}", flush=True)
             continue
         for k, v in counts.items():
             totals[k] = totals.get(k, 0) + v
-    done = sum(v for k, v in totals.items() if ":" not in k)
+    done = sum(v for k, v in totals.items() if ":" not in k and not k.startswith("follower"))
     refused = sum(v for k, v in totals.items() if ":" in k)
     print(f"{args.trials} trials, {failures} failed; {done} operations done, {refused} refused or lost a race")
     for k in sorted(totals):

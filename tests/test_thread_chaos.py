@@ -30,3 +30,8 @@ def test_clients_of_one_arbiter_racing_never_leak_bytes_between_files() -> None:
 def test_a_forced_close_racing_the_threads_leaves_a_pool_that_mounts_clean() -> None:
     counts = trial(31, threads=4, ops=200, wait_s=0.01, close_during=True)
     assert counts.get("pwrite", 0) > 0 and counts.get("map", 0) > 0, counts
+
+
+def test_a_follower_process_reading_all_along_never_sees_another_files_bytes() -> None:
+    counts = trial(41, threads=4, ops=300, wait_s=0.01, follower=True)
+    assert counts["follower-reads"] > 0 and counts.get("truncate", 0) > 0, counts

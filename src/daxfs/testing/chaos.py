@@ -407,6 +407,38 @@ def check_volume(vol: Any, where: str) -> None:
                     check_words(data, family, f"{where}: /f{family}/{name} at {off}")
 
 
+def follow(path: str, stop: str) -> int:
+    """A read-only opener in its own process, reading every file while the writer's threads
+    churn: what it reads must never be another family's word either (a follower copies
+    from blocks the writer may free and reuse meanwhile).  Prints its counts; 1 on a leak."""
+    reads = gone = 0
+    with daxfs.open_volume(path, readonly=True) as vol:
+        print("ready", flush=True)
+        while not os.path.exists(stop):
+            for family in range(FAMILIES):
+                try:
+                    names = vol.listdir(f"/f{family}")
+                except FileNotFoundError:
+                    continue
+                for name in names:
+                    try:
+                        with vol.open(f"/f{family}/{name}", "rb", buffering=0) as f:
+                            data = f.pread(MAX_SIZE + BLOCK, 0)
+                    except OSError as exc:
+                        if exc.errno not in (errno.ENOENT, errno.ESTALE, errno.EIO):
+                            raise
+                        gone += 1
+                        continue
+                    try:
+                        check_words(data, family, f"follower: /f{family}/{name}")
+                    except Leak as leak:
+                        print(f"LEAK {leak}", flush=True)
+                        return 1
+                    reads += 1
+    print(f"reads {reads} gone {gone}", flush=True)
+    return 0
+
+
 def _serve(path: str, policy: str) -> subprocess.Popen:
     """``daxfs serve path`` in another process, once its socket answers."""
     proc = subprocess.Popen([sys.executable, "-m", "daxfs", "serve", path, "--policy", policy,
@@ -425,7 +457,7 @@ def _serve(path: str, policy: str) -> subprocess.Popen:
 
 
 def trial(seed: int, threads: int, ops: int, wait_s: float, pool_dir: str = "/dev/shm",
-          front: str = "embedded", close_during: bool = False) -> dict[str, int]:
+          front: str = "embedded", close_during: bool = False, follower: bool = False) -> dict[str, int]:
     """One run; raises on any failure.  Returns the operation counts.
 
     ``front="client"``: the volume is served by ``daxfs serve`` in another process and each
@@ -433,7 +465,8 @@ def trial(seed: int, threads: int, ops: int, wait_s: float, pool_dir: str = "/de
     failures then: a client learns of a fence in its mappings from an event that comes when
     it comes (as SIGBUS does), so no lock of the threads' could keep them off fenced pages.
     ``close_during`` (embedded): half way through, ``close(force=True)`` races the threads;
-    each stops at its first "closed" answer, and the pool must mount clean after."""
+    each stops at its first "closed" answer, and the pool must mount clean after.
+    ``follower``: a read-only opener in another process reads every file all along."""
     path = os.path.join(pool_dir, f"chaos-{uuid.uuid4().hex}.pool")
     rng = random.Random(seed)
     switch = sys.getswitchinterval()
@@ -453,6 +486,13 @@ def trial(seed: int, threads: int, ops: int, wait_s: float, pool_dir: str = "/de
             vol = daxfs.open_volume(path, policy=policy, lease_break_s=0.02,
                                     durability=rng.choice(["sync", "lazy"]))
             clients = [vol] * threads
+        reader, reads = None, 0
+        if follower:
+            reader = subprocess.Popen([sys.executable, "-m", "daxfs.testing.chaos", "follow", path, path + ".stop"],
+                                      stdout=subprocess.PIPE, text=True,
+                                      env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+            if reader.stdout.readline().strip() != "ready":  # type: ignore[union-attr]
+                raise AssertionError("the follower did not open the volume")
         serial, lock, fence = [1], threading.Lock(), SharedLock()
         workers = [Worker(clients[i], random.Random(rng.random()), ops, serial, lock, wait_s, fence,
                           front == "embedded")
@@ -483,6 +523,15 @@ def trial(seed: int, threads: int, ops: int, wait_s: float, pool_dir: str = "/de
         if close_during:
             vol = daxfs.open_volume(path)
             clients = [vol]
+        if reader is not None:
+            with open(path + ".stop", "w"):
+                pass
+            said = reader.communicate(timeout=60)[0].strip()
+            if reader.returncode != 0 or not said.startswith("reads "):
+                raise AssertionError(f"the follower: {said.strip()} (exit {reader.returncode})")
+            reads = int(said.split()[1])
+            if reads == 0:
+                raise AssertionError(f"the follower read nothing: {said.strip()}")
         check_volume(clients[0], "after the threads")
         if clients[0].pins():
             raise AssertionError(f"references left after every thread let go: {clients[0].pins()[:3]}")
@@ -499,7 +548,7 @@ def trial(seed: int, threads: int, ops: int, wait_s: float, pool_dir: str = "/de
         vol = daxfs.open_volume(path)
         check_volume(vol, "after a remount")
         vol.close()
-        counts: dict[str, int] = {}
+        counts: dict[str, int] = {"follower-reads": reads} if follower else {}
         for w in workers:
             for k, v in w.counts.items():
                 counts[k] = counts.get(k, 0) + v
@@ -509,8 +558,14 @@ def trial(seed: int, threads: int, ops: int, wait_s: float, pool_dir: str = "/de
         if server is not None:
             server.kill()
             server.wait()
-        for leftover in (path, path + ".sock", path + ".holders"):
+        for leftover in (path, path + ".sock", path + ".holders", path + ".stop"):
             try:
                 os.unlink(leftover)
             except FileNotFoundError:
                 pass
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["follow"]:
+        sys.exit(follow(sys.argv[2], sys.argv[3]))
+    sys.exit("usage: python -m daxfs.testing.chaos follow POOL STOPFILE")
