@@ -223,6 +223,51 @@ def test_a_clients_changes_reach_the_kernels_caches(pool_path: str, mount_dir: s
         mounted.stop()
 
 
+def test_a_name_a_client_removed_is_free_on_the_mount(pool_path: str, mount_dir: str) -> None:
+    """The kernel forgets a cached name a client removed or renamed away (names cached for an
+    hour: only the invalidation can free them).  Before, for up to ``entry_timeout``, it took
+    the name for the old file: open(O_CREAT) failed ENOENT, O_EXCL and mkdir EEXIST."""
+    root = mount_dir
+    mounted = Mounted(pool_path, root, "-o", "attr_timeout=3600,entry_timeout=3600")
+    client = mounted.client
+    try:
+        os.mkdir(f"{root}/d")
+        for name in ("top", "d/deep", "d/renamed", "d/excl"):
+            with open(f"{root}/{name}", "wb") as fh:
+                fh.write(b"old")
+            assert os.stat(f"{root}/{name}").st_size == 3           # the kernel caches the name
+        client.unlink("/top")
+        client.unlink("/d/deep")
+        client.rename("/d/renamed", "/d/elsewhere")
+        client.unlink("/d/excl")
+
+        def creates(name: str, flags: int) -> bool:
+            try:
+                os.close(os.open(f"{root}/{name}", os.O_RDWR | flags, 0o644))
+                return True
+            except (FileNotFoundError, FileExistsError):
+                return False
+        _until(lambda: creates("top", os.O_CREAT))
+        _until(lambda: creates("d/deep", os.O_CREAT))
+        _until(lambda: creates("d/renamed", os.O_CREAT | os.O_EXCL))
+        client.unlink("/d/renamed")
+        _until(lambda: _makes_dir(f"{root}/d/renamed"))
+        _until(lambda: creates("d/excl", os.O_CREAT | os.O_EXCL))
+        assert sorted(os.listdir(f"{root}/d")) == ["deep", "elsewhere", "excl", "renamed"]
+        assert os.path.getsize(f"{root}/top") == 0 and os.path.getsize(f"{root}/d/elsewhere") == 3
+        assert client.fsck() == []
+    finally:
+        mounted.stop()
+
+
+def _makes_dir(path: str) -> bool:
+    try:
+        os.mkdir(path)
+        return True
+    except (FileNotFoundError, FileExistsError):
+        return False
+
+
 def _until(condition: Callable[[], bool], tries: int = 3000) -> None:
     """Poll ``condition``: a hang detector bounded by a count, not by the clock."""
     for _ in range(tries):

@@ -13,7 +13,9 @@ process) bumps the journal's change table before it applies; the mount watches t
 bumps and has libfuse drop what the kernel caches of each inode it has shown the kernel
 (attributes and pages, ``fuse_invalidate_path``), on a thread of its own so no request or
 commit ever waits for the kernel.  Names are served by path, so a name a client removed
-or replaced answers for what the volume holds now.  Writeback caching stays off: with it
+or replaced answers for what the volume holds now; and the kernel's cached name goes too
+(``Handlers.forget_name``), or it would take a name a client removed for the old file until
+``entry_timeout``: an ``open(O_CREAT)`` or ``mkdir`` of the free name would fail.  Writeback caching stays off: with it
 the kernel keeps its own size and mtime of a file over the volume's.  Stores through a
 client's mapping reach no log: the mount sees them at the file's next open (close-to-open,
 as NFS), as every open drops the file's cached pages.
@@ -226,11 +228,20 @@ class FuseMount:
             handlers = self.handlers
             try:
                 if handlers is not None:
+                    stale: list[str] = []
+                    with self.volume.lock:      # (let go before the kernel is called)
+                        for ino in inos:
+                            paths = handlers.links.get(ino)
+                            for path in list(paths) if paths else [handlers.known.get(ino)]:
+                                if path is not None and not self._names(path, ino):
+                                    stale.append(path)
                     for ino in inos:
                         paths = handlers.links.get(ino)
                         for path in list(paths) if paths else [handlers.known.get(ino)]:
                             if path is not None:
                                 handlers.invalidate(path)
+                    for path in stale:
+                        handlers.forget_name(path)
             finally:
                 with self._wake:
                     self._inflight = set()
@@ -240,6 +251,13 @@ class FuseMount:
                 # within attr_timeout instead.
                 handlers.known.clear()
                 handlers.links.clear()
+
+    def _names(self, path: str, ino: int) -> bool:
+        """Whether ``path`` still names ``ino`` (the name was not removed or replaced)."""
+        try:
+            return self.volume.namespace.lookup(path, False)[1].ino == ino
+        except OSError:
+            return False
 
     def _settle(self, ino: int) -> None:
         """Before an open of ``ino`` returns to the kernel: what it caches of the file's

@@ -50,6 +50,12 @@ if TYPE_CHECKING:
 _lib = mfusepy._libfuse
 _lib.fuse_invalidate_path.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
 _lib.fuse_invalidate_path.restype = ctypes.c_int
+_lib.fuse_get_session.argtypes = [ctypes.c_void_p]
+_lib.fuse_get_session.restype = ctypes.c_void_p
+_lib.fuse_lowlevel_notify_inval_entry.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_char_p, ctypes.c_size_t]
+_lib.fuse_lowlevel_notify_inval_entry.restype = ctypes.c_int
+#: The root's node id in the FUSE protocol (the only one libfuse's path API lets us know).
+FUSE_ROOT_ID = 1
 
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
@@ -248,6 +254,20 @@ class Handlers(mfusepy.FUSE):  # type: ignore[misc]
         """Drop what the kernel caches of ``path`` (attributes and data); no-op if uncached."""
         if self.fuse_ptr:
             _lib.fuse_invalidate_path(self.fuse_ptr, path.encode("utf-8", "surrogateescape"))
+
+    def forget_name(self, path: str) -> None:
+        """Drop the kernel's cached name ``path`` (its dentry): another front end removed or
+        replaced it.  Until then the kernel would take the name for the old inode for up to
+        ``entry_timeout``, and an ``open(O_CREAT)``, ``mkdir`` or ``O_EXCL`` create of it would
+        fail (ENOENT, EEXIST) where the name is free.  libfuse's path API gives no node id
+        but the root's, so below the root the top directory's name goes, and with it every
+        name the kernel caches under it (looked up again on their next use)."""
+        if not self.fuse_ptr:
+            return
+        top = path.strip("/").split("/", 1)[0].encode("utf-8", "surrogateescape")
+        if top:
+            session = _lib.fuse_get_session(self.fuse_ptr)
+            _lib.fuse_lowlevel_notify_inval_entry(session, FUSE_ROOT_ID, top, len(top))
 
     # ---------------------------------------------------------------- attributes
 
