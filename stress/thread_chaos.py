@@ -30,8 +30,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=4)
     ap.add_argument("--ops", type=int, default=400)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--front", choices=["embedded", "client"], default="embedded",
-                    help="client: each thread a client of `daxfs serve` in another process")
+    ap.add_argument("--front", choices=["embedded", "client", "mount"], default="embedded",
+                    help="client: each thread a client of `daxfs serve` in another process; mount: "
+                         "half of them tools on its FUSE mount instead")
     ap.add_argument("--close-during", action="store_true",
                     help="half way through, close(force=True) races the threads (embedded)")
     ap.add_argument("--follower", action="store_true",

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import pytest
 
+from daxfs.adapters.fuse_mount import fuse_available
 from daxfs.testing.chaos import trial
+
+WHY = fuse_available()
 
 
 @pytest.mark.parametrize("seed", [11, 12, 13])
@@ -35,3 +38,10 @@ def test_a_forced_close_racing_the_threads_leaves_a_pool_that_mounts_clean() -> 
 def test_a_follower_process_reading_all_along_never_sees_another_files_bytes() -> None:
     counts = trial(41, threads=4, ops=300, wait_s=0.01, follower=True)
     assert counts["follower-reads"] > 0 and counts.get("truncate", 0) > 0, counts
+
+
+@pytest.mark.skipif(WHY is not None, reason=f"no FUSE mount here: {WHY}")
+def test_tools_on_the_mount_racing_clients_that_map_and_pin_never_leak_bytes() -> None:
+    counts = trial(51, threads=4, ops=200, wait_s=0.01, front="mount")
+    for op in ("os_pwrite", "os_pread", "map", "pin"):
+        assert counts.get(op, 0) > 0, (op, counts)

@@ -32,6 +32,7 @@ import signal
 import subprocess
 import struct
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -125,6 +126,9 @@ class Worker(threading.Thread):
         self.error: BaseException | None = None
         self.counts: dict[str, int] = {}
 
+    def menu(self) -> list[Any]:
+        return OPS
+
     def next_serial(self, n: int) -> int:
         with self.serial_lock:
             s = self.serial[0]
@@ -146,7 +150,7 @@ class Worker(threading.Thread):
             for i in range(self.ops):
                 if i == self.ops // 2 and self.halfway is not None:
                     self.halfway.wait()
-                op = self.rng.choice(OPS)
+                op = self.rng.choice(self.menu())
                 try:
                     op(self)
                     self.counts[op.__name__] = self.counts.get(op.__name__, 0) + 1
@@ -388,6 +392,76 @@ OPS = [Worker.pwrite, Worker.pwrite, Worker.pread, Worker.truncate, Worker.punch
        Worker.memory_failure, Worker.holder]
 
 
+class MountWorker(Worker):
+    """A thread of a tool working on the mount with plain system calls (``daxfs serve --mount``),
+    beside clients that map and pin the same files."""
+
+    def __init__(self, root: str, *args: Any) -> None:
+        super().__init__(None, *args)
+        self.root = root
+
+    def menu(self) -> list[Any]:
+        return MOUNT_OPS
+
+    def os_path(self, family: int) -> str:
+        return os.path.join(self.root, f"f{family}", str(self.rng.randrange(2)))
+
+    def let_go(self) -> None:
+        pass
+
+    def os_pwrite(self) -> None:
+        family = self.rng.randrange(FAMILIES)
+        off = self.rng.randrange(0, MAX_SIZE, 8)
+        n = min(self.rng.choice([1, 16, 512, 1024]), (MAX_SIZE - off) // 8) or 1
+        fd = os.open(self.os_path(family), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            os.pwrite(fd, tagged(family, self.next_serial(n), n), off)
+        finally:
+            os.close(fd)
+
+    def os_pread(self) -> None:
+        family = self.rng.randrange(FAMILIES)
+        fd = os.open(self.os_path(family), os.O_RDONLY)
+        try:
+            check_words(os.pread(fd, MAX_SIZE + BLOCK, 0), family, f"a read on the mount, family {family}")
+        finally:
+            os.close(fd)
+
+    def os_truncate(self) -> None:
+        family = self.rng.randrange(FAMILIES)
+        os.truncate(self.os_path(family), self.rng.randrange(0, MAX_SIZE, 8))
+
+    def os_share(self) -> None:
+        family = self.rng.randrange(FAMILIES)
+        src, dst = (os.path.join(self.root, f"f{family}", n) for n in ("0", "1"))
+        if self.rng.random() < 0.5:
+            src, dst = dst, src
+        a = os.open(src, os.O_RDONLY)
+        try:
+            b = os.open(dst, os.O_RDWR)
+            try:
+                # (block-aligned half the time: the mount shares whole blocks then)
+                step = BLOCK if self.rng.random() < 0.5 else 8
+                so, do = self.rng.randrange(0, MAX_SIZE, step), self.rng.randrange(0, MAX_SIZE, step)
+                os.copy_file_range(a, b, self.rng.randrange(step, 3 * BLOCK + 1, step), so, do)
+            finally:
+                os.close(b)
+        finally:
+            os.close(a)
+
+    def os_unlink(self) -> None:
+        os.unlink(self.os_path(self.rng.randrange(FAMILIES)))
+
+    def os_rename(self) -> None:
+        family = self.rng.randrange(FAMILIES)
+        a, b = (os.path.join(self.root, f"f{family}", n) for n in ("0", "1"))
+        os.rename(*((a, b) if self.rng.random() < 0.5 else (b, a)))
+
+
+MOUNT_OPS = [MountWorker.os_pwrite, MountWorker.os_pwrite, MountWorker.os_pread, MountWorker.os_pread,
+             MountWorker.os_truncate, MountWorker.os_share, MountWorker.os_unlink, MountWorker.os_rename]
+
+
 def check_volume(vol: Any, where: str) -> None:
     problems = vol.fsck()
     if problems:
@@ -439,10 +513,11 @@ def follow(path: str, stop: str) -> int:
     return 0
 
 
-def _serve(path: str, policy: str) -> subprocess.Popen:
+def _serve(path: str, policy: str, mount: str | None = None) -> subprocess.Popen:
     """``daxfs serve path`` in another process, once its socket answers."""
     proc = subprocess.Popen([sys.executable, "-m", "daxfs", "serve", path, "--policy", policy,
-                             "--lease-break-s", "0.02"], stderr=subprocess.PIPE,
+                             "--lease-break-s", "0.02", *(["--mount", mount] if mount else [])],
+                            stderr=subprocess.PIPE,
                             text=True, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
     for _ in range(400):
         if proc.poll() is not None:
@@ -466,11 +541,15 @@ def trial(seed: int, threads: int, ops: int, wait_s: float, pool_dir: str = "/de
     it comes (as SIGBUS does), so no lock of the threads' could keep them off fenced pages.
     ``close_during`` (embedded): half way through, ``close(force=True)`` races the threads;
     each stops at its first "closed" answer, and the pool must mount clean after.
-    ``follower``: a read-only opener in another process reads every file all along."""
+    ``follower``: a read-only opener in another process reads every file all along.
+    ``front="mount"``: ``daxfs serve --mount`` in another process; half the threads are tools
+    making plain system calls on the mount (pwrite, pread, truncate,
+    copy_file_range, unlink, rename), the others clients mapping and pinning the same files."""
     path = os.path.join(pool_dir, f"chaos-{uuid.uuid4().hex}.pool")
     rng = random.Random(seed)
     switch = sys.getswitchinterval()
     server = None
+    mount: str | None = None
     clients: list[Any] = []
     try:
         vol = daxfs.mkfs(path, 32 << 20)
@@ -478,8 +557,11 @@ def trial(seed: int, threads: int, ops: int, wait_s: float, pool_dir: str = "/de
             vol.mkdir(f"/f{family}")
         vol.close()
         policy = rng.choice(["defer", "break", "refuse"])
-        if front == "client":
-            server = _serve(path, policy)
+        if front in ("client", "mount"):
+            if front == "mount":
+                mount = tempfile.mkdtemp(prefix="daxfs-chaos-")
+                os.chmod(mount, 0o755)
+            server = _serve(path, policy, mount)
             vol = None
             clients = [daxfs.connect(path, name=f"chaos-{i}") for i in range(threads)]
         else:
@@ -497,6 +579,9 @@ def trial(seed: int, threads: int, ops: int, wait_s: float, pool_dir: str = "/de
         workers = [Worker(clients[i], random.Random(rng.random()), ops, serial, lock, wait_s, fence,
                           front == "embedded")
                    for i in range(threads)]
+        if mount is not None:       # half the threads are tools on the mount
+            workers[::2] = [MountWorker(mount, random.Random(rng.random()), ops, serial, lock, wait_s, fence, False)
+                            for _ in workers[::2]]
         if close_during:
             halfway, closing = threading.Barrier(threads + 1), threading.Event()
             for w in workers:
@@ -558,6 +643,14 @@ def trial(seed: int, threads: int, ops: int, wait_s: float, pool_dir: str = "/de
         if server is not None:
             server.kill()
             server.wait()
+            if mount is not None:
+                subprocess.run([sys.executable, "-m", "daxfs", "umount", "-l", mount], check=False,
+                               stderr=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+        if mount is not None:
+            try:
+                os.rmdir(mount)
+            except OSError:
+                pass
         for leftover in (path, path + ".sock", path + ".holders", path + ".stop"):
             try:
                 os.unlink(leftover)
