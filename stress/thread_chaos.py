@@ -18,10 +18,10 @@ import sys
 from pathlib import Path
 
 try:
-    from daxfs.testing.chaos import trial
+    from daxfs.testing.chaos_trial import trial
 except ModuleNotFoundError:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-    from daxfs.testing.chaos import trial
+    from daxfs.testing.chaos_trial import trial
 
 
 def main() -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from daxfs.adapters.fuse_mount import fuse_available
-from daxfs.testing.chaos import trial
+from daxfs.testing.chaos_trial import trial
 
 WHY = fuse_available()
 

@@ -1,0 +1,278 @@
+"""Where a thread-chaos trial runs (see ``daxfs.testing.chaos`` for the workers and the
+property they hold): an embedded volume, clients of ``daxfs serve`` in another process, or
+that server's FUSE mount with tools making plain system calls beside clients that map and
+pin; optionally a follower process reading all along, or a forced close half way through.
+
+``python -m daxfs.testing.chaos_trial follow POOL STOPFILE`` is the follower.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from typing import Any
+
+import daxfs
+from daxfs.testing.chaos import (BLOCK, FAMILIES, MAX_SIZE, Leak, SharedLock, Worker, check_volume, check_words,
+                                 tagged)
+
+
+class MountWorker(Worker):
+    """A thread of a tool working on the mount with plain system calls (``daxfs serve --mount``),
+    beside clients that map and pin the same files."""
+
+    def __init__(self, root: str, *args: Any) -> None:
+        super().__init__(None, *args)
+        self.root = root
+
+    def menu(self) -> list[Any]:
+        return MOUNT_OPS
+
+    def os_path(self, family: int) -> str:
+        return os.path.join(self.root, f"f{family}", str(self.rng.randrange(2)))
+
+    def let_go(self) -> None:
+        pass
+
+    def os_pwrite(self) -> None:
+        family = self.rng.randrange(FAMILIES)
+        off = self.rng.randrange(0, MAX_SIZE, 8)
+        n = min(self.rng.choice([1, 16, 512, 1024]), (MAX_SIZE - off) // 8) or 1
+        fd = os.open(self.os_path(family), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            os.pwrite(fd, tagged(family, self.next_serial(n), n), off)
+        finally:
+            os.close(fd)
+
+    def os_pread(self) -> None:
+        family = self.rng.randrange(FAMILIES)
+        fd = os.open(self.os_path(family), os.O_RDONLY)
+        try:
+            check_words(os.pread(fd, MAX_SIZE + BLOCK, 0), family, f"a read on the mount, family {family}")
+        finally:
+            os.close(fd)
+
+    def os_truncate(self) -> None:
+        family = self.rng.randrange(FAMILIES)
+        os.truncate(self.os_path(family), self.rng.randrange(0, MAX_SIZE, 8))
+
+    def os_share(self) -> None:
+        family = self.rng.randrange(FAMILIES)
+        src, dst = (os.path.join(self.root, f"f{family}", n) for n in ("0", "1"))
+        if self.rng.random() < 0.5:
+            src, dst = dst, src
+        a = os.open(src, os.O_RDONLY)
+        try:
+            b = os.open(dst, os.O_RDWR)
+            try:
+                # (block-aligned half the time: the mount shares whole blocks then)
+                step = BLOCK if self.rng.random() < 0.5 else 8
+                so, do = self.rng.randrange(0, MAX_SIZE, step), self.rng.randrange(0, MAX_SIZE, step)
+                os.copy_file_range(a, b, self.rng.randrange(step, 3 * BLOCK + 1, step), so, do)
+            finally:
+                os.close(b)
+        finally:
+            os.close(a)
+
+    def os_unlink(self) -> None:
+        os.unlink(self.os_path(self.rng.randrange(FAMILIES)))
+
+    def os_rename(self) -> None:
+        family = self.rng.randrange(FAMILIES)
+        a, b = (os.path.join(self.root, f"f{family}", n) for n in ("0", "1"))
+        os.rename(*((a, b) if self.rng.random() < 0.5 else (b, a)))
+
+
+MOUNT_OPS = [MountWorker.os_pwrite, MountWorker.os_pwrite, MountWorker.os_pread, MountWorker.os_pread,
+             MountWorker.os_truncate, MountWorker.os_share, MountWorker.os_unlink, MountWorker.os_rename]
+
+
+def follow(path: str, stop: str) -> int:
+    """A read-only opener in its own process, reading every file while the writer's threads
+    churn: what it reads must never be another family's word either (a follower copies
+    from blocks the writer may free and reuse meanwhile).  Prints its counts; 1 on a leak."""
+    reads = gone = 0
+    with daxfs.open_volume(path, readonly=True) as vol:
+        print("ready", flush=True)
+        while not os.path.exists(stop):
+            for family in range(FAMILIES):
+                try:
+                    names = vol.listdir(f"/f{family}")
+                except FileNotFoundError:
+                    continue
+                for name in names:
+                    try:
+                        with vol.open(f"/f{family}/{name}", "rb", buffering=0) as f:
+                            data = f.pread(MAX_SIZE + BLOCK, 0)
+                    except OSError as exc:
+                        if exc.errno not in (errno.ENOENT, errno.ESTALE, errno.EIO):
+                            raise
+                        gone += 1
+                        continue
+                    try:
+                        check_words(data, family, f"follower: /f{family}/{name}")
+                    except Leak as leak:
+                        print(f"LEAK {leak}", flush=True)
+                        return 1
+                    reads += 1
+    print(f"reads {reads} gone {gone}", flush=True)
+    return 0
+
+
+def _serve(path: str, policy: str, mount: str | None = None) -> subprocess.Popen:
+    """``daxfs serve path`` in another process, once its socket answers."""
+    proc = subprocess.Popen([sys.executable, "-m", "daxfs", "serve", path, "--policy", policy,
+                             "--lease-break-s", "0.02", *(["--mount", mount] if mount else [])],
+                            stderr=subprocess.PIPE,
+                            text=True, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    for _ in range(400):
+        if proc.poll() is not None:
+            raise RuntimeError(f"daxfs serve exited: {proc.stderr.read()}")  # type: ignore[union-attr]
+        try:
+            daxfs.connect(path).close()
+            return proc
+        except OSError:
+            time.sleep(0.025)
+    proc.kill()
+    raise RuntimeError("daxfs serve did not answer")
+
+
+def trial(seed: int, threads: int, ops: int, wait_s: float, pool_dir: str = "/dev/shm",
+          front: str = "embedded", close_during: bool = False, follower: bool = False) -> dict[str, int]:
+    """One run; raises on any failure.  Returns the operation counts.
+
+    ``front="client"``: the volume is served by ``daxfs serve`` in another process and each
+    thread is a client of its own (a holder, as a process would be); no thread reports memory
+    failures then: a client learns of a fence in its mappings from an event that comes when
+    it comes (as SIGBUS does), so no lock of the threads' could keep them off fenced pages.
+    ``close_during`` (embedded): half way through, ``close(force=True)`` races the threads;
+    each stops at its first "closed" answer, and the pool must mount clean after.
+    ``follower``: a read-only opener in another process reads every file all along.
+    ``front="mount"``: ``daxfs serve --mount`` in another process; half the threads are tools
+    making plain system calls on the mount (pwrite, pread, truncate,
+    copy_file_range, unlink, rename), the others clients mapping and pinning the same files."""
+    path = os.path.join(pool_dir, f"chaos-{uuid.uuid4().hex}.pool")
+    rng = random.Random(seed)
+    switch = sys.getswitchinterval()
+    server = None
+    mount: str | None = None
+    clients: list[Any] = []
+    try:
+        vol = daxfs.mkfs(path, 32 << 20)
+        for family in range(FAMILIES):
+            vol.mkdir(f"/f{family}")
+        vol.close()
+        policy = rng.choice(["defer", "break", "refuse"])
+        if front in ("client", "mount"):
+            if front == "mount":
+                mount = tempfile.mkdtemp(prefix="daxfs-chaos-")
+                os.chmod(mount, 0o755)
+            server = _serve(path, policy, mount)
+            vol = None
+            clients = [daxfs.connect(path, name=f"chaos-{i}") for i in range(threads)]
+        else:
+            vol = daxfs.open_volume(path, policy=policy, lease_break_s=0.02,
+                                    durability=rng.choice(["sync", "lazy"]))
+            clients = [vol] * threads
+        reader, reads = None, 0
+        if follower:
+            reader = subprocess.Popen([sys.executable, "-m", "daxfs.testing.chaos_trial", "follow", path, path + ".stop"],
+                                      stdout=subprocess.PIPE, text=True,
+                                      env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+            if reader.stdout.readline().strip() != "ready":  # type: ignore[union-attr]
+                raise AssertionError("the follower did not open the volume")
+        serial, lock, fence = [1], threading.Lock(), SharedLock()
+        workers = [Worker(clients[i], random.Random(rng.random()), ops, serial, lock, wait_s, fence,
+                          front == "embedded")
+                   for i in range(threads)]
+        if mount is not None:       # half the threads are tools on the mount
+            workers[::2] = [MountWorker(mount, random.Random(rng.random()), ops, serial, lock, wait_s, fence, False)
+                            for _ in workers[::2]]
+        if close_during:
+            halfway, closing = threading.Barrier(threads + 1), threading.Event()
+            for w in workers:
+                w.halfway, w.closing = halfway, closing
+        sys.setswitchinterval(2e-5)
+        for w in workers:
+            w.start()
+        if close_during:
+            # Half way through, a forced close races the threads: leases broken, mappings
+            # revoked to private memory, pins waited for (BusyError while one stays: again).
+            halfway.wait()
+            closing.set()
+            while not vol.closed:
+                try:
+                    vol.close(force=True, timeout=0.01)
+                except daxfs.BusyError:
+                    pass
+        for w in workers:
+            w.join()
+        sys.setswitchinterval(switch)
+        for w in workers:
+            if w.error is not None:
+                raise AssertionError(f"thread failed: {w.error!r}\n{w.traceback}")
+        if close_during:
+            vol = daxfs.open_volume(path)
+            clients = [vol]
+        if reader is not None:
+            with open(path + ".stop", "w"):
+                pass
+            said = reader.communicate(timeout=60)[0].strip()
+            if reader.returncode != 0 or not said.startswith("reads "):
+                raise AssertionError(f"the follower: {said.strip()} (exit {reader.returncode})")
+            reads = int(said.split()[1])
+            if reads == 0:
+                raise AssertionError(f"the follower read nothing: {said.strip()}")
+        check_volume(clients[0], "after the threads")
+        if clients[0].pins():
+            raise AssertionError(f"references left after every thread let go: {clients[0].pins()[:3]}")
+        if server is not None:
+            for c in clients:
+                c.close()
+            clients = []
+            server.send_signal(signal.SIGTERM)
+            if server.wait(30) != 0:
+                raise AssertionError(f"daxfs serve exited {server.returncode}: {server.stderr.read()}")  # type: ignore[union-attr]
+            server = None
+        else:
+            vol.close()
+        vol = daxfs.open_volume(path)
+        check_volume(vol, "after a remount")
+        vol.close()
+        counts: dict[str, int] = {"follower-reads": reads} if follower else {}
+        for w in workers:
+            for k, v in w.counts.items():
+                counts[k] = counts.get(k, 0) + v
+        return counts
+    finally:
+        sys.setswitchinterval(switch)
+        if server is not None:
+            server.kill()
+            server.wait()
+            if mount is not None:
+                subprocess.run([sys.executable, "-m", "daxfs", "umount", "-l", mount], check=False,
+                               stderr=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+        if mount is not None:
+            try:
+                os.rmdir(mount)
+            except OSError:
+                pass
+        for leftover in (path, path + ".sock", path + ".holders", path + ".stop"):
+            try:
+                os.unlink(leftover)
+            except FileNotFoundError:
+                pass
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["follow"]:
+        sys.exit(follow(sys.argv[2], sys.argv[3]))
+    sys.exit("usage: python -m daxfs.testing.chaos_trial follow POOL STOPFILE")
