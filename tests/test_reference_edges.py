@@ -5,18 +5,52 @@ wrong while every other test still passed.
 - ``persist``: a mapping's persist makes exactly the pool bytes under the asked range of
   the view durable, piece by piece, for a mapping that starts inside a block of a file
   whose blocks are scattered in the pool.
+- ``wait_for_writers``: only a write mapping over the range being shared is in the way (one
+  past it is not); one in the way is a BusyError naming it, or under ``wait`` a wait
+  after which the clone looks at its source again (it grew meanwhile: the clone has all
+  of it).
+- ``force_out``: a forced close with a timeout gives an unresponsive lease no longer than
+  the timeout, however long ``lease_break_s`` is.
 
 Nothing sleeps: threads are ordered by ``before_wait`` and events.
 """
 
 from __future__ import annotations
 
+import errno
+import threading
+from collections.abc import Callable
+
+import pytest
+
+import daxfs
 from daxfs.media import MemoryPool
 from daxfs.volume import Volume
+from daxfs.volume.waits import before_wait
 
-from _small_volume import BS, distinct, pool_and_volume
+from _small_volume import BS, distinct, pool_and_volume, read_file, small_volume, write_file
 
 JOIN = 60.0         # a thread still running after this is hung
+
+
+def _start_waiting(op: Callable[[], object]) -> tuple[threading.Thread, list[BaseException]]:
+    """Run ``op`` in a thread and return once it is about to block in a policy wait."""
+    waiting = threading.Event()
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        before_wait(waiting.set)
+        try:
+            op()
+        except BaseException as exc:  # pragma: no cover - reported by the caller
+            errors.append(exc)
+        finally:
+            before_wait(None)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert waiting.wait(JOIN), "the operation never waited"
+    return thread, errors
 
 
 def _scattered(blocks: int) -> tuple[MemoryPool, Volume, bytes]:
@@ -68,3 +102,87 @@ def test_a_mapping_persists_exactly_the_pool_bytes_under_the_asked_range() -> No
         mapping.close()
     assert vol.fsck() == []
     vol.close()
+
+
+SHARE_WHAT = "cannot share blocks a write mapping or write pin can still change"
+
+
+@pytest.mark.parametrize("op", ["clone_range", "clone_file", "dedupe_range"])
+def test_sharing_under_a_write_mapping_is_refused_naming_it(op: str) -> None:
+    vol = small_volume()
+    data = distinct(11, 4 * BS)
+    write_file(vol, "a", data)
+    write_file(vol, "b", data)
+    call = {"clone_range": lambda: vol.clone_range("a", 0, "b", 0, 2 * BS),
+            "clone_file": lambda: vol.clone_file("a", "b"),
+            "dedupe_range": lambda: vol.dedupe_range("a", 0, "b", 0, 2 * BS)}[op]
+    with vol.holder("mapper") as holder, holder.open("a", "r+b", buffering=0) as f:
+        mapping = f.map(BS, BS, write=True)
+        with pytest.raises(daxfs.BusyError) as info:
+            call()
+        assert info.value.errno == errno.EBUSY
+        assert SHARE_WHAT in str(info.value) and "mapping on a [4096, +4096) by mapper" in str(info.value)
+        assert info.value.holders == ["mapper"]
+        mapping.close()
+    assert read_file(vol, "b") == data and vol.fsck() == []
+    vol.close()
+
+
+def test_a_write_mapping_past_the_shared_range_is_not_in_the_way() -> None:
+    vol = small_volume()
+    data = distinct(12, 4 * BS)
+    write_file(vol, "a", data)
+    write_file(vol, "b", bytes(4 * BS))
+    with vol.open("a", "r+b", buffering=0) as f:
+        mapping = f.map(2 * BS, BS, write=True)            # block 2: past [0, 2)
+        vol.clone_range("a", 0, "b", 0, 2 * BS)
+        assert vol.dedupe_range("a", 3 * BS, "b", 3 * BS, BS) == 0     # block 3: differs, nothing shared
+        mapping.close()
+    assert read_file(vol, "b") == data[:2 * BS] + bytes(2 * BS)
+    assert vol.fsck() == []
+    vol.close()
+
+
+def test_a_clone_that_waited_for_a_write_mapping_clones_what_the_source_grew_to_meanwhile() -> None:
+    vol = small_volume(policy="wait")
+    data = distinct(13, 2 * BS)
+    more = distinct(14, 2 * BS)
+    write_file(vol, "a", data)
+    with vol.open("a", "r+b", buffering=0) as f:
+        mapping = f.map(0, BS, write=True)
+        thread, errors = _start_waiting(lambda: vol.clone_file("a", "b"))
+        f.pwrite(more, 2 * BS)                  # a grows past the mapping while the clone waits
+        mapping.close()
+        thread.join(JOIN)
+        assert not thread.is_alive() and errors == []
+    assert read_file(vol, "b") == data + more
+    assert vol.fsck() == []
+    vol.close()
+
+
+def test_a_forced_close_gives_an_unresponsive_lease_no_more_than_its_timeout() -> None:
+    vol = small_volume(lease_break_s=3600.0)
+    write_file(vol, "f", distinct(15, 2 * BS))
+    told: list[str] = []
+    f = vol.open("f", "rb", buffering=0)
+    lease = f.map(0, 2 * BS, lease=True, on_break=lambda m: told.append(m.path))
+    errors: list[BaseException] = []
+
+    def close() -> None:
+        try:
+            vol.close(force=True, timeout=0)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=close, daemon=True)
+    thread.start()
+    thread.join(JOIN)
+    hung = thread.is_alive()
+    if hung:                    # let a close that waits for the lease finish before failing
+        lease.close()
+        thread.join(JOIN)
+    assert not hung, "the forced close waited for lease_break_s, past its timeout"
+    assert errors == [] and vol.closed
+    assert told == ["f"] and lease.revoked
+    assert lease.buffer[:BS] == distinct(15, 2 * BS)[:BS]       # migrated: still readable
+    lease.close()
