@@ -9,6 +9,13 @@ wrong while every other test still passed.
   past it is not); one in the way is a BusyError naming it, or under ``wait`` a wait
   after which the clone looks at its source again (it grew meanwhile: the clone has all
   of it).
+- ``revoke``: an invalidated mapping's memory is inaccessible (the kernel gets EFAULT
+  copying from it), a migrated one still reads; a view that says its memory is detached
+  later (another process's: ``False``) keeps the blocks held until ``release_blocks``, any
+  other answer (or no view at all) lets them go at once.
+- ``settle`` under ``wait``: a change waits only for references over its own range (a pin
+  past it neither holds it up nor is named when it times out).
+- ``busy_error``: names the first five references and counts the rest.
 - ``force_out``: a forced close with a timeout gives an unresponsive lease no longer than
   the timeout, however long ``lease_break_s`` is.
 
@@ -18,6 +25,7 @@ Nothing sleeps: threads are ordered by ``before_wait`` and events.
 from __future__ import annotations
 
 import errno
+import os
 import threading
 from collections.abc import Callable
 
@@ -186,3 +194,130 @@ def test_a_forced_close_gives_an_unresponsive_lease_no_more_than_its_timeout() -
     assert told == ["f"] and lease.revoked
     assert lease.buffer[:BS] == distinct(15, 2 * BS)[:BS]       # migrated: still readable
     lease.close()
+
+
+def _kernel_reads(buffer: memoryview) -> bytes | int:
+    """What the kernel copies out of ``buffer`` (through a pipe), or the errno it gets
+    (EFAULT: the memory is inaccessible; touching it here would be a segmentation fault)."""
+    r, w = os.pipe()
+    try:
+        try:
+            os.write(w, buffer)
+        except OSError as exc:
+            return exc.errno or -1
+        return os.read(r, len(buffer))
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+@pytest.mark.parametrize("mode", ["migrate", "invalidate"])
+def test_a_revoked_mapping_keeps_its_bytes_only_when_migrated(mode: str) -> None:
+    vol = small_volume()
+    data = distinct(16, 2 * BS)
+    write_file(vol, "f", data)
+    with vol.open("f", "r+b", buffering=0) as f:
+        mapping = f.map(0, 2 * BS)
+        assert _kernel_reads(mapping.buffer[:BS]) == data[:BS]
+        mapping.revoke(mode)
+        assert mapping.revoked
+        expected = data[:BS] if mode == "migrate" else errno.EFAULT
+        assert _kernel_reads(mapping.buffer[:BS]) == expected
+        f.truncate(0)
+        assert vol.statfs().busy == 0, "a revoked mapping lets its blocks go"
+        mapping.close()
+    assert vol.fsck() == []
+    vol.close()
+
+
+class _Answering:
+    """A view that answers revoke with ``answer`` (``False``: its memory lives in another
+    process that detaches it later), after doing what the real view does."""
+
+    def __init__(self, view: object, answer: bool | None) -> None:
+        self._view = view
+        self._answer = answer
+
+    def migrate(self) -> bool | None:
+        self._view.migrate()  # type: ignore[attr-defined]
+        return self._answer
+
+    def invalidate(self) -> bool | None:  # pragma: no cover - revoke migrates here
+        self._view.invalidate()  # type: ignore[attr-defined]
+        return self._answer
+
+
+@pytest.mark.parametrize("answer", [None, True, False, "no view"])
+def test_a_revoke_lets_the_blocks_go_unless_the_view_detaches_later(answer: object) -> None:
+    vol = small_volume()
+    write_file(vol, "f", distinct(17, 2 * BS))
+    table = vol.references
+    with vol.open("f", "r+b", buffering=0) as f:
+        mapping = f.map(0, 2 * BS)
+        ref = mapping.reference
+        let_go: list[list[tuple[int, int]]] = []
+        ref.on_let_go = let_go.append
+        with vol.lock:
+            ref.view = None if answer == "no view" else _Answering(ref.view, answer)  # type: ignore[arg-type]
+        mapping.revoke("migrate")
+        f.truncate(0)
+        later = answer is False
+        assert vol.statfs().busy == (2 * BS if later else 0)
+        assert len(let_go) == (0 if later else 1)
+        if later:
+            table.release_blocks(ref)       # the other process says its memory is gone
+            assert vol.statfs().busy == 0 and len(let_go) == 1
+        mapping.close()
+    assert vol.statfs().busy == 0 and vol.fsck() == []
+    vol.close()
+
+
+def test_a_waiting_punch_waits_only_for_the_pin_over_its_range() -> None:
+    vol = small_volume()
+    data = distinct(18, 8 * BS)
+    write_file(vol, "f", data)
+    with vol.holder("inside") as inside, vol.holder("past") as past, \
+            inside.open("f", "rb", buffering=0) as fi, past.open("f", "rb", buffering=0) as fp:
+        held = fi.pin(2 * BS, BS)
+        beyond = fp.pin(6 * BS, BS)
+        with vol.open("f", "r+b", buffering=0) as f:
+            with pytest.raises(daxfs.BusyError) as info:
+                f.punch_hole(2 * BS, 2 * BS, policy="wait", timeout=0)
+            assert info.value.holders == ["inside"]
+            assert str(info.value) == ("[Errno 16] punch_hole still held after waiting 0.0 s: "
+                                "pin on f [8192, +4096) by inside: '<memory>'")
+            thread, errors = _start_waiting(lambda: f.punch_hole(2 * BS, 2 * BS, policy="wait", timeout=JOIN))
+            held.release()
+            thread.join(JOIN)
+            hung = thread.is_alive()
+            beyond.release()
+            thread.join(JOIN)
+            assert not hung, "the punch waited for a pin past its range"
+            assert errors == []
+    assert read_file(vol, "f") == data[:2 * BS] + bytes(2 * BS) + data[4 * BS:]
+    assert vol.statfs().busy == 0 and vol.fsck() == []
+    vol.close()
+
+
+@pytest.mark.parametrize("count", [5, 6, 7])
+def test_a_refusal_names_five_references_and_counts_the_rest(count: int) -> None:
+    vol = small_volume(policy="refuse")
+    write_file(vol, "f", distinct(19, 8 * BS))
+    names = [f"h{i}" for i in range(count)]
+    holders = [vol.holder(name) for name in names]
+    for i, holder in enumerate(holders):
+        holder.open("f", "rb", buffering=0).pin(i * BS, BS)
+    with pytest.raises(daxfs.BusyError) as info:
+        vol.truncate("f", 0)
+    message = str(info.value)
+    assert message.startswith("[Errno 16] truncate refused: pin on f [")
+    assert message.count("pin on f [") == 5 and message.count(", pin on f [") == 4
+    if count > 5:
+        assert message.endswith(f" and {count - 5} more: '<memory>'"), message
+    else:
+        assert " more" not in message, message
+    assert info.value.holders == names
+    for holder in holders:
+        holder.close()
+    assert vol.stat("f").st_size == 8 * BS and vol.fsck() == []
+    vol.close()
