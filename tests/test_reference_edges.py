@@ -15,6 +15,11 @@ wrong while every other test still passed.
   other answer (or no view at all) lets them go at once.
 - ``settle`` under ``wait``: a change waits only for references over its own range (a pin
   past it neither holds it up nor is named when it times out).
+- ``sealed``: a punch or zero_range inside a block just past a mapping copies that block
+  on write (as with no mapping at all); only a block the mapping shows is zeroed in place.
+- ``held_by_others``: a released pin whose CPU view is still exported (an array into it
+  lives) keeps showing its file's old bytes when the clone that now owns those blocks
+  alone is written.
 - ``busy_error``: names the first five references and counts the rest.
 - ``force_out``: a forced close with a timeout gives an unresponsive lease no longer than
   the timeout, however long ``lease_break_s`` is.
@@ -29,6 +34,7 @@ import os
 import threading
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 
 import daxfs
@@ -320,4 +326,51 @@ def test_a_refusal_names_five_references_and_counts_the_rest(count: int) -> None
     for holder in holders:
         holder.close()
     assert vol.stat("f").st_size == 8 * BS and vol.fsck() == []
+    vol.close()
+
+
+@pytest.mark.parametrize("op", ["punch_hole", "zero_range"])
+@pytest.mark.parametrize("mapped", [2, 3])
+def test_only_a_block_a_mapping_shows_is_zeroed_in_place(op: str, mapped: int) -> None:
+    vol = small_volume()
+    data = distinct(20, 4 * BS)
+    write_file(vol, "f", data)
+    with vol.open("f", "r+b", buffering=0) as f:
+        before = _pools(f)
+        mapping = f.map(0, mapped * BS)          # file blocks [0, mapped)
+        getattr(f, op)(2 * BS + 10, 100)          # inside block 2
+        after = _pools(f)
+        in_place = mapped > 2
+        assert (after[2] == before[2]) == in_place, (before, after)
+        assert after[:2] == before[:2] and after[3] == before[3]
+        assert bytes(mapping.buffer[:2 * BS]) == data[:2 * BS]
+        mapping.close()
+    assert read_file(vol, "f") == data[:2 * BS + 10] + bytes(100) + data[2 * BS + 110:]
+    assert vol.statfs().busy == 0 and vol.fsck() == []
+    vol.close()
+
+
+def _pools(f: daxfs.File) -> list[int]:
+    """The pool offset of each block of ``f``."""
+    return [e.pool_offset + i for e in f.extents() for i in range(0, e.length, BS)]
+
+
+def test_a_lingering_view_of_another_file_keeps_its_bytes_when_the_clone_is_written() -> None:
+    vol = small_volume()
+    data = distinct(21, 2 * BS)
+    write_file(vol, "a", data)
+    vol.clone_file("a", "b")
+    with vol.open("a", "rb", buffering=0) as a:
+        pin = a.pin(0, 2 * BS)
+        array = np.frombuffer(pin.buffer, dtype="u1")
+        pin.release()                       # released; its memory still shown (the array)
+    assert len(vol.references.lingering()) == 1
+    vol.truncate("a", 0)                    # b alone owns the blocks now; the view still holds them
+    assert vol.statfs().busy == 0
+    with vol.open("b", "r+b", buffering=0) as b:
+        b.pwrite(b"new bytes", 10)
+    assert bytes(array) == data, "a write to b changed the blocks an old view of a shows"
+    assert read_file(vol, "b") == data[:10] + b"new bytes" + data[19:]
+    del array
+    assert vol.fsck() == []
     vol.close()
