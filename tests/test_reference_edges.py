@@ -20,6 +20,10 @@ wrong while every other test still passed.
 - ``held_by_others``: a released pin whose CPU view is still exported (an array into it
   lives) keeps showing its file's old bytes when the clone that now owns those blocks
   alone is written.
+- ``settle`` under ``break``: only leases over the changed range are broken (a lease
+  taken past it is not told, nor revoked); a change that waited for a lease to let go
+  looks at its files again (the destination of a clone, unlinked meanwhile, is gone: the
+  clone is FileNotFoundError, not a record for a reclaimed inode).
 - ``busy_error``: names the first five references and counts the rest.
 - ``force_out``: a forced close with a timeout gives an unresponsive lease no longer than
   the timeout, however long ``lease_break_s`` is.
@@ -373,4 +377,54 @@ def test_a_lingering_view_of_another_file_keeps_its_bytes_when_the_clone_is_writ
     assert read_file(vol, "b") == data[:10] + b"new bytes" + data[19:]
     del array
     assert vol.fsck() == []
+    vol.close()
+
+
+def test_break_tells_and_revokes_only_the_leases_over_the_changed_range() -> None:
+    vol = small_volume(policy="break", lease_break_s=0.0)
+    data = distinct(22, 8 * BS)
+    write_file(vol, "f", data)
+    told: list[int] = []
+    with vol.open("f", "r+b", buffering=0) as f:
+        inside = f.map(2 * BS, BS, lease=True, on_break=lambda m: told.append(m.offset))
+        past = f.map(6 * BS, BS, lease=True, on_break=lambda m: told.append(m.offset))
+        f.punch_hole(2 * BS, 2 * BS)
+        assert told == [2 * BS]
+        assert inside.revoked and not past.revoked
+        assert bytes(past.buffer) == data[6 * BS:7 * BS]
+        inside.close()
+        past.close()
+    assert read_file(vol, "f") == data[:2 * BS] + bytes(2 * BS) + data[4 * BS:]
+    assert vol.statfs().busy == 0 and vol.fsck() == []
+    vol.close()
+
+
+def test_a_clone_that_waited_for_a_lease_finds_its_destination_unlinked_meanwhile() -> None:
+    vol = small_volume(policy="break", lease_break_s=JOIN)
+    write_file(vol, "s", distinct(23, 2 * BS))
+    write_file(vol, "d", distinct(24, 2 * BS))
+    told = threading.Event()
+    holder = vol.holder("leaser")
+    d = holder.open("d", "rb", buffering=0)
+    lease = d.map(0, BS, lease=True, on_break=lambda m: told.set())
+    errors: list[BaseException] = []
+
+    def meanwhile() -> None:        # the lease holder, told: d goes, then the lease
+        try:
+            assert told.wait(JOIN), "the lease was never broken"
+            vol.unlink("d", policy="defer")
+            d.close()
+            lease.close()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=meanwhile, daemon=True)
+    thread.start()
+    with pytest.raises(FileNotFoundError):
+        vol.clone_range("s", 0, "d", 0, BS)
+    thread.join(JOIN)
+    assert not thread.is_alive() and errors == []
+    holder.close()
+    assert not vol.readonly and not vol.exists("d")
+    assert vol.statfs().busy == 0 and vol.fsck() == []
     vol.close()
