@@ -13,6 +13,8 @@ wrong while every other test still passed.
   copying from it), a migrated one still reads; a view that says its memory is detached
   later (another process's: ``False``) keeps the blocks held until ``release_blocks``, any
   other answer (or no view at all) lets them go at once.
+- ``show``: a pin's CPU view made after memory under it failed fences exactly the bad
+  block, for a pin that starts past the file's first block.
 - ``settle`` under ``wait``: a change waits only for references over its own range (a pin
   past it neither holds it up nor is named when it times out).
 - ``sealed``: a punch or zero_range inside a block just past a mapping copies that block
@@ -431,4 +433,23 @@ def test_a_clone_that_waited_for_a_lease_finds_its_destination_unlinked_meanwhil
     holder.close()
     assert not vol.readonly and not vol.exists("d")
     assert vol.statfs().busy == 0 and vol.fsck() == []
+    vol.close()
+
+
+def test_a_pin_view_made_after_a_memory_failure_fences_exactly_the_bad_block() -> None:
+    vol = small_volume()
+    data = distinct(25, 4 * BS)
+    write_file(vol, "f", data)
+    with vol.open("f", "rb", buffering=0) as f:
+        base = f.extents()[0].pool_offset
+        pin = f.pin(2 * BS, 2 * BS)                 # file blocks 2 and 3; no CPU view yet
+        told = vol.memory_failure(base + 3 * BS, BS)
+        assert [(o.file_offset, o.length) for o in told] == [(3 * BS, BS)]
+        assert list(pin.poisoned) == [(3 * BS, BS)]
+        buffer = pin.buffer                         # the view is made now
+        assert _kernel_reads(buffer[:BS]) == data[2 * BS:3 * BS]
+        assert _kernel_reads(buffer[BS:]) == errno.EFAULT
+        del buffer
+        pin.release()
+    assert vol.badblocks() == [(base + 3 * BS, BS)] and vol.fsck() == []
     vol.close()
