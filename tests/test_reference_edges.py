@@ -21,7 +21,9 @@ wrong while every other test still passed.
   on write (as with no mapping at all); only a block the mapping shows is zeroed in place.
 - ``held_by_others``: a released pin whose CPU view is still exported (an array into it
   lives) keeps showing its file's old bytes when the clone that now owns those blocks
-  alone is written; once the export goes, the reference is forgotten.
+  alone is written; once the export goes, the reference is forgotten.  A block held for
+  another file right after a run being written is no part of that run: the write still
+  copies the shared block of the file's next run (a clone keeps its bytes).
 - ``settle`` under ``break``: only leases over the changed range are broken (a lease
   taken past it is not told, nor revoked); a change that waited for a lease to let go
   looks at its files again (the destination of a clone, unlinked meanwhile, is gone: the
@@ -452,4 +454,29 @@ def test_a_pin_view_made_after_a_memory_failure_fences_exactly_the_bad_block() -
         del buffer
         pin.release()
     assert vol.badblocks() == [(base + 3 * BS, BS)] and vol.fsck() == []
+    vol.close()
+
+
+def test_a_write_next_to_another_files_pinned_block_still_copies_its_shared_blocks() -> None:
+    vol = small_volume()
+    b0, x0, b1 = distinct(26, BS), distinct(27, BS), distinct(28, BS)
+    write_file(vol, "b", b0)
+    write_file(vol, "x", x0)                # right after b's first block in the pool
+    with vol.open("b", "ab", buffering=0) as f:
+        f.write(b1)                         # b's second block: elsewhere
+    with vol.open("b", "rb", buffering=0) as f, vol.open("x", "rb", buffering=0) as g:
+        pb, px = _pools(f), _pools(g)
+    assert px == [pb[0] + BS] and pb[1] != pb[0] + BS, (pb, px)
+    write_file(vol, "c", b"")
+    vol.clone_range("b", BS, "c", 0, BS)    # c shares b's second block
+    with vol.open("b", "r+b", buffering=0) as f, vol.open("x", "rb", buffering=0) as g:
+        own = f.pin(0, BS)                  # (a hold on b's first run: its blocks are looked at)
+        other = g.pin(0, BS)                # x's block, next to that run
+        f.pwrite(b"n" * 2 * BS, 0)
+        assert bytes(other.buffer) == x0
+        own.release()
+        other.release()
+    assert read_file(vol, "c") == b1, "b's write went into the block c shares"
+    assert read_file(vol, "b") == b"n" * 2 * BS and read_file(vol, "x") == x0
+    assert vol.statfs().busy == 0 and vol.fsck() == []
     vol.close()
