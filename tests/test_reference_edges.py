@@ -28,6 +28,11 @@ wrong while every other test still passed.
   taken past it is not told, nor revoked); a change that waited for a lease to let go
   looks at its files again (the destination of a clone, unlinked meanwhile, is gone: the
   clone is FileNotFoundError, not a record for a reclaimed inode).
+- ``admit``: while a change waits, a pin it does not refuse leaves the writer's pool lock
+  exclusive (only a read-only follower takes the shared one).
+- ``show_filled``: a write into a hole lays its blocks into every reference that showed
+  zeros there, whatever references without zeros the file also has; a hole and an
+  unwritten block filled by one write are each shown once.
 - ``busy_error``: names the first five references and counts the rest.
 - ``force_out``: a forced close with a timeout gives an unresponsive lease no longer than
   the timeout, however long ``lease_break_s`` is.
@@ -38,9 +43,11 @@ Nothing sleeps: threads are ordered by ``before_wait`` and events.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -478,5 +485,76 @@ def test_a_write_next_to_another_files_pinned_block_still_copies_its_shared_bloc
         other.release()
     assert read_file(vol, "c") == b1, "b's write went into the block c shares"
     assert read_file(vol, "b") == b"n" * 2 * BS and read_file(vol, "x") == x0
+    assert vol.statfs().busy == 0 and vol.fsck() == []
+    vol.close()
+
+
+def _locked_elsewhere(path: str, how: int) -> bool:
+    """Whether another open file of ``path`` is refused the ``how`` flock now."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, how | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)        # (and with it any lock it took)
+    return False
+
+
+def test_a_pin_admitted_beside_a_waiting_change_leaves_the_writer_lock_exclusive(tmp_path: Path) -> None:
+    path = str(tmp_path / "pool")
+    daxfs.mkfs(path, 4 << 20).close()
+    vol = daxfs.open_volume(path, policy="wait")
+    write_file(vol, "f", distinct(29, 8 * BS))
+    assert _locked_elsewhere(path, fcntl.LOCK_SH)
+    with vol.open("f", "r+b", buffering=0) as f:
+        held = f.pin(2 * BS, BS)
+        thread, errors = _start_waiting(lambda: f.punch_hole(2 * BS, BS, timeout=JOIN))
+        beside = f.pin(6 * BS, BS)          # admitted: not in the waiting range
+        assert _locked_elsewhere(path, fcntl.LOCK_SH), "the writer's lock went shared"
+        beside.release()
+        held.release()
+        thread.join(JOIN)
+        assert not thread.is_alive() and errors == []
+    assert _locked_elsewhere(path, fcntl.LOCK_SH)
+    assert vol.fsck() == []
+    vol.close()
+    assert not _locked_elsewhere(path, fcntl.LOCK_EX)
+
+
+def test_a_write_into_a_hole_shows_in_every_reference_that_showed_zeros() -> None:
+    vol = small_volume()
+    data = distinct(30, 2 * BS)
+    new = distinct(31, BS)
+    with vol.open("f", "w+b", buffering=0) as f:
+        f.write(data)
+        f.truncate(3 * BS)                  # block 2: a hole
+        # (eight of each, in a set of references: a pass that stopped at the first one
+        # without zeros would miss some of those with zeros but once in 12870 orders)
+        over_data = [f.map(0, BS) for _ in range(8)]
+        over_hole = [f.map(2 * BS, BS) for _ in range(8)]
+        assert all(bytes(m.buffer) == bytes(BS) for m in over_hole)
+        f.pwrite(new, 2 * BS)
+        assert [bytes(m.buffer) == new for m in over_hole] == [True] * 8
+        assert all(bytes(m.buffer) == data[:BS] for m in over_data)
+        for m in over_data + over_hole:
+            m.close()
+    assert vol.statfs().busy == 0 and vol.fsck() == []
+    vol.close()
+
+
+def test_a_hole_and_an_unwritten_block_filled_by_one_write_are_each_shown_once() -> None:
+    vol = small_volume()
+    new = distinct(32, 2 * BS)
+    with vol.open("f", "w+b", buffering=0) as f:
+        f.truncate(3 * BS)
+        f.fallocate(BS, BS)                 # block 0: a hole; block 1: unwritten
+        pin = f.pin(0, 2 * BS)
+        assert [pool for _o, _n, pool in pin.segments] == [None, None]
+        f.pwrite(new, 0)
+        assert pin.segments == [(e.file_offset, e.length, e.pool_offset) for e in f.extents()]
+        assert len(pin.segments) == 2
+        assert bytes(pin.buffer) == new
+        pin.release()
     assert vol.statfs().busy == 0 and vol.fsck() == []
     vol.close()
