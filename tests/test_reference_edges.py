@@ -33,6 +33,8 @@ wrong while every other test still passed.
 - ``show_filled``: a write into a hole lays its blocks into every reference that showed
   zeros there, whatever references without zeros the file also has; a hole and an
   unwritten block filled by one write are each shown once.
+- ``infos`` for the status page: it lists no more than ``PUBLISHED_REFS`` references
+  (listing more would only stall the writer), and counts them all.
 - ``busy_error``: names the first five references and counts the rest.
 - ``force_out``: a forced close with a timeout gives an unresponsive lease no longer than
   the timeout, however long ``lease_break_s`` is.
@@ -55,6 +57,7 @@ import pytest
 import daxfs
 from daxfs.media import MemoryPool
 from daxfs.volume import Volume
+from daxfs.volume.status import PUBLISHED_REFS
 from daxfs.volume.waits import before_wait
 
 from _small_volume import BS, distinct, pool_and_volume, read_file, small_volume, write_file
@@ -98,7 +101,7 @@ def _scattered(blocks: int) -> tuple[MemoryPool, Volume, bytes]:
     return pool, vol, data
 
 
-def _pool_ranges(extents: list, lo: int, hi: int) -> list[tuple[int, int]]:
+def _pool_ranges(extents: list[daxfs.Extent], lo: int, hi: int) -> list[tuple[int, int]]:
     """The pool byte ranges under file bytes ``[lo, hi)``, in file order."""
     out = []
     for e in extents:
@@ -557,4 +560,24 @@ def test_a_hole_and_an_unwritten_block_filled_by_one_write_are_each_shown_once()
         assert bytes(pin.buffer) == new
         pin.release()
     assert vol.statfs().busy == 0 and vol.fsck() == []
+    vol.close()
+
+
+def test_the_status_page_lists_a_bounded_number_of_references_and_counts_all() -> None:
+    vol = small_volume()
+    write_file(vol, "f", distinct(33, 4 * BS))
+    extra = 20
+    with vol.open("f", "rb", buffering=0) as f:
+        pins = [f.pin((i % 4) * BS, BS) for i in range(PUBLISHED_REFS + extra)]
+        vol._publish()
+        status = vol.published()
+        assert status is not None and status["total"] == PUBLISHED_REFS + extra
+        listed = status["refs"]
+        assert len(listed) == PUBLISHED_REFS
+        every = vol.pins()
+        assert len(every) == PUBLISHED_REFS + extra
+        assert all(info in every for info in listed)
+        for pin in pins:
+            pin.release()
+    assert vol.statfs().busy == 0
     vol.close()
