@@ -29,7 +29,9 @@ wrong while every other test still passed.
   looks at its files again (the destination of a clone, unlinked meanwhile, is gone: the
   clone is FileNotFoundError, not a record for a reclaimed inode).
 - ``admit``: while a change waits, a pin it does not refuse leaves the writer's pool lock
-  exclusive (only a read-only follower takes the shared one).
+  exclusive (only a read-only follower takes the shared one); each refusal (a waiting
+  change's range, a forced close under way, a follower beside a writer) says why and
+  names the file.
 - ``show_filled``: a write into a hole lays its blocks into every reference that showed
   zeros there, whatever references without zeros the file also has; a hole and an
   unwritten block filled by one write are each shown once.
@@ -37,7 +39,8 @@ wrong while every other test still passed.
   (listing more would only stall the writer), and counts them all.
 - ``busy_error``: names the first five references and counts the rest.
 - ``force_out``: a forced close with a timeout gives an unresponsive lease no longer than
-  the timeout, however long ``lease_break_s`` is.
+  the timeout, however long ``lease_break_s`` is; one that times out on a pin says so,
+  naming it, and leaves the volume open.
 
 Nothing sleeps: threads are ordered by ``before_wait`` and events.
 """
@@ -130,7 +133,8 @@ def test_a_mapping_persists_exactly_the_pool_bytes_under_the_asked_range() -> No
                                (2 * BS, BS), (3 * BS - 1, 1), (5, 0), (BS, BS - 100)):
             persisted.clear()
             mapping.persist(offset, length)
-            assert persisted == _pool_ranges(extents, start + offset, start + offset + length), (offset, length)
+            expected = _pool_ranges(extents, start + offset, start + offset + length)
+            assert persisted == expected, (offset, length)
         mapping.close()
     assert vol.fsck() == []
     vol.close()
@@ -515,14 +519,43 @@ def test_a_pin_admitted_beside_a_waiting_change_leaves_the_writer_lock_exclusive
         thread, errors = _start_waiting(lambda: f.punch_hole(2 * BS, BS, timeout=JOIN))
         beside = f.pin(6 * BS, BS)          # admitted: not in the waiting range
         assert _locked_elsewhere(path, fcntl.LOCK_SH), "the writer's lock went shared"
+        with pytest.raises(daxfs.BusyError) as info:
+            f.pin(2 * BS, BS)
+        assert (info.value.strerror, info.value.filename) == \
+            ("a change waiting on this range refuses new pins and mappings", "f")
         beside.release()
         held.release()
         thread.join(JOIN)
         assert not thread.is_alive() and errors == []
     assert _locked_elsewhere(path, fcntl.LOCK_SH)
+    with daxfs.open_volume(path, readonly=True) as follower, follower.open("f", "rb", buffering=0) as g:
+        with pytest.raises(daxfs.BusyError) as info:
+            g.pin(0, BS)                    # the writer could reuse the blocks under it
+        assert info.value.filename == "f" and info.value.strerror == (
+            "the pool's writer could reuse blocks a read-only opener maps or pins: "
+            "map or pin through the writer, or when no process writes")
     assert vol.fsck() == []
     vol.close()
     assert not _locked_elsewhere(path, fcntl.LOCK_EX)
+
+
+def test_while_a_forced_close_waits_for_a_pin_a_new_pin_is_refused_naming_the_file() -> None:
+    vol = small_volume()
+    write_file(vol, "f", distinct(34, 2 * BS))
+    f = vol.open("f", "rb", buffering=0)
+    held = f.pin(0, BS)
+    with pytest.raises(daxfs.BusyError) as timed_out:
+        vol.close(force=True, timeout=0)
+    assert timed_out.value.strerror == \
+        f"pins still held after the close timeout: pin on f [0, +{BS}) by pid {os.getpid()}"
+    assert not vol.closed
+    thread, errors = _start_waiting(lambda: vol.close(force=True, timeout=JOIN))
+    with pytest.raises(daxfs.BusyError) as info:
+        f.pin(BS, BS)
+    assert (info.value.strerror, info.value.filename) == ("volume is closing: no new mappings or pins", "f")
+    held.release()
+    thread.join(JOIN)
+    assert not thread.is_alive() and errors == [] and vol.closed
 
 
 def test_a_write_into_a_hole_shows_in_every_reference_that_showed_zeros() -> None:
