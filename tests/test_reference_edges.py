@@ -12,7 +12,9 @@ wrong while every other test still passed.
 - ``revoke``: an invalidated mapping's memory is inaccessible (the kernel gets EFAULT
   copying from it), a migrated one still reads; a view that says its memory is detached
   later (another process's: ``False``) keeps the blocks held until ``release_blocks``, any
-  other answer (or no view at all) lets them go at once.
+  other answer (or no view at all) lets them go at once.  Until then such a reference
+  still counts as showing its file's blocks: a clone that owns them alone is copied on
+  write, not changed under it.
 - ``show``: a pin's CPU view made after memory under it failed fences exactly the bad
   block, for a pin that starts past the file's first block.
 - ``settle`` under ``wait``: a change waits only for references over its own range (a pin
@@ -613,4 +615,45 @@ def test_the_status_page_lists_a_bounded_number_of_references_and_counts_all() -
         for pin in pins:
             pin.release()
     assert vol.statfs().busy == 0
+    vol.close()
+
+
+class _Elsewhere:
+    """A view in another process that has not yet detached its memory when revoked (the
+    arbiter's RemoteView): revoke answers False and the memory still shows the pool."""
+
+    def __init__(self, view: object) -> None:
+        self.view = view
+
+    def migrate(self) -> bool:
+        return False
+
+    def invalidate(self) -> bool:  # pragma: no cover - revoke migrates here
+        return False
+
+
+def test_a_revoked_reference_still_shown_elsewhere_keeps_its_files_bytes() -> None:
+    vol = small_volume()
+    data = distinct(35, 2 * BS)
+    write_file(vol, "a", data)
+    vol.clone_file("a", "b")
+    table = vol.references
+    with vol.open("a", "rb", buffering=0) as a:
+        mapping = a.map(0, 2 * BS)
+        ref = mapping.reference
+        with vol.lock:
+            ref.view = _Elsewhere(ref.view)  # type: ignore[assignment]
+        mapping.revoke("migrate")
+        assert mapping.revoked
+    assert table.lingering() == [ref]
+    vol.truncate("a", 0)                    # b alone owns the blocks the revoked view shows
+    with vol.open("b", "r+b", buffering=0) as b:
+        b.pwrite(b"new bytes", 10)
+    assert bytes(mapping.buffer) == data, "a write to b changed what a revoked view of a shows"
+    assert read_file(vol, "b") == data[:10] + b"new bytes" + data[19:]
+    table.release_blocks(ref)               # the other process detached its memory
+    assert table.lingering() == []
+    mapping.close()
+    vol.unlink("b")
+    assert vol.statfs().busy == 0 and vol.fsck() == []
     vol.close()
