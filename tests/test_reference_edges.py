@@ -16,7 +16,10 @@ wrong while every other test still passed.
   still counts as showing its file's blocks: a clone that owns them alone is copied on
   write, not changed under it.
 - ``show``: a pin's CPU view made after memory under it failed fences exactly the bad
-  block, for a pin that starts past the file's first block.
+  block, for a pin that starts past the file's first block; a view that cannot fence (the
+  ``View`` protocol lets one lack ``fence``) is still shown everything else.
+- ``lay_out``: a write mapping's blocks are faulted in as they are laid (MAP_POPULATE: its
+  stores never fault); a read mapping's are not.
 - ``settle`` under ``wait``: a change waits only for references over its own range (a pin
   past it neither holds it up nor is named when it times out).
 - ``sealed``: a punch or zero_range inside a block just past a mapping copies that block
@@ -656,4 +659,74 @@ def test_a_revoked_reference_still_shown_elsewhere_keeps_its_files_bytes() -> No
     mapping.close()
     vol.unlink("b")
     assert vol.statfs().busy == 0 and vol.fsck() == []
+    vol.close()
+
+
+class _Recording:
+    """A view that records what is laid into it and forwards everything to ``view``."""
+
+    def __init__(self, view: object) -> None:
+        self._view = view
+        self.laid: list[tuple[int, int, int, bool]] = []
+
+    def map_pool(self, offset: int, length: int, pool_offset: int, *, populate: bool = False) -> None:
+        self.laid.append((offset, length, pool_offset, populate))
+        self._view.map_pool(offset, length, pool_offset, populate=populate)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._view, name)
+
+
+@pytest.mark.parametrize("write", [False, True])
+def test_only_a_write_mapping_is_faulted_in_as_it_is_laid(write: bool) -> None:
+    pool, vol = pool_and_volume()
+    write_file(vol, "f", distinct(36, 3 * BS))
+    views: list[_Recording] = []
+    real = pool.map_view
+
+    def recording(length: int, *, writable: bool) -> _Recording:
+        views.append(_Recording(real(length, writable=writable)))
+        return views[-1]
+
+    pool.map_view = recording  # type: ignore[method-assign]
+    with vol.open("f", "r+b", buffering=0) as f:
+        extents = f.extents()
+        mapping = f.map(BS, 2 * BS, write=write)
+        assert [v.laid for v in views] == [[(0, 2 * BS, extents[0].pool_offset + BS, write)]]
+        mapping.close()
+    assert vol.fsck() == []
+    vol.close()
+
+
+class _Unfenced:
+    """A view without ``fence``: it records what is laid into it."""
+
+    def __init__(self) -> None:
+        self.laid: list[tuple[str, int, int]] = []
+
+    def map_pool(self, offset: int, length: int, pool_offset: int, *, populate: bool = False) -> None:
+        self.laid.append(("pool", offset, length))
+
+    def map_zero(self, offset: int, length: int) -> None:
+        self.laid.append(("zero", offset, length))
+
+
+def test_a_view_that_cannot_fence_is_shown_everything_but_bad_memory_stays_told() -> None:
+    vol = small_volume()
+    with vol.open("f", "w+b", buffering=0) as f:
+        f.write(distinct(37, 2 * BS))
+        f.truncate(4 * BS)                  # blocks 2, 3: a hole
+        base = f.extents()[0].pool_offset
+        pin = f.pin(BS, 3 * BS)             # file blocks 1..3
+        vol.memory_failure(base + BS, BS)   # block 1 fails
+        assert list(pin.poisoned) == [(BS, BS)]
+        ref = pin.reference
+        view = _Unfenced()
+        with vol.lock:
+            vol.references.show(ref, view)  # type: ignore[arg-type]
+            assert ref.view is view
+            ref.view = None
+        assert view.laid == [("zero", BS, 2 * BS), ("pool", 0, BS)]
+        pin.release()
+    assert vol.fsck() == []
     vol.close()
