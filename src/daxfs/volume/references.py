@@ -362,6 +362,10 @@ class ReferenceTable:
             self._unseal(ref)
             if detached is not False:
                 self._unhold(ref)
+            elif ref.held is not None:
+                # another process still shows the blocks until it detaches them itself
+                # (``release_blocks``): held_by_others and memory failures must see them
+                self._lingering.add(ref)
             self._announce()
 
     def _unseal(self, ref: Reference) -> None:
