@@ -9,11 +9,15 @@ is written only if the log since the first would still pass half the ring.  A
 checkpoint starts once the log passes three eighths of the ring, not at it, and
 its slices are paced by the room left to half the ring: with records of 48 bytes
 to 4 KiB and no least slice, no more than a sliver of one is left to finish at
-once at the half mark, and none is written in its first slice.  Records of exact lengths are built from batches
-of two SetAttr shapes.
+once at the half mark, and none is written in its first slice.  A change that may grow the checkpoint by
+``BULK_GROW`` or more is applied with the collector paused, one less is not.
+Records of exact lengths are built from batches of two SetAttr shapes.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -250,5 +254,30 @@ def test_slices_are_paced_to_finish_each_checkpoint_before_half_the_ring_and_not
     assert all(left <= firsts[g][1] // 16 for g, left in forced.items()), (forced, firsts)
     del j._finish
     assert vol.fsck() == []
+    assert _remounted_mode(vol) == 0o600
+    vol.close()
+
+
+def test_a_change_that_may_grow_the_checkpoint_by_bulk_grow_is_applied_in_bulk_and_one_less_is_not(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``grow`` (what a change may add to a checkpoint) from ``BULK_GROW`` on: the change is
+    applied inside ``HeapKeeper.bulk`` (the collector waits); one less: as any other."""
+    vol = _fresh()
+    j = vol._journal
+    applied: list[int] = []         # the mode / has while each bulk change is applied
+    bulk = j.heap.bulk
+
+    @contextmanager
+    def recording() -> Iterator[None]:
+        with bulk():
+            yield
+        applied.append(j.core.inodes[1].mode & 0o7777)
+
+    monkeypatch.setattr(j.heap, "bulk", recording)
+    with j.lock:
+        j.commit(SetAttr(1, 0o700, None, None, None, None, None), grow=journal_module.BULK_GROW - 1)
+        assert applied == [] and j.core.inodes[1].mode & 0o7777 == 0o700
+        j.commit(SetAttr(1, 0o600, None, None, None, None, None), grow=journal_module.BULK_GROW)
+        assert applied == [0o600]
     assert _remounted_mode(vol) == 0o600
     vol.close()
