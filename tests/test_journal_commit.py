@@ -10,7 +10,9 @@ checkpoint starts once the log passes three eighths of the ring, not at it, and
 its slices are paced by the room left to half the ring: with records of 48 bytes
 to 4 KiB and no least slice, no more than a sliver of one is left to finish at
 once at the half mark, and none is written in its first slice.  A change that may grow the checkpoint by
-``BULK_GROW`` or more is applied with the collector paused, one less is not.
+``BULK_GROW`` or more is applied with the collector paused, one less is not.  A
+record the core refuses after it is durable leaves the volume read-only with the
+state before it, and the error names the record by its sequence number and type.
 Records of exact lengths are built from batches of two SetAttr shapes.
 """
 
@@ -19,9 +21,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import errno
+
 import pytest
 
+from daxfs.core import Core
 from daxfs.core.records import Batch, Record, SetAttr
+from daxfs.errors import CorruptVolumeError
 from daxfs.media import MemoryPool
 from daxfs.volume import Volume, journal as journal_module
 from daxfs.volume.checkpointer import CheckpointWriter
@@ -280,4 +286,35 @@ def test_a_change_that_may_grow_the_checkpoint_by_bulk_grow_is_applied_in_bulk_a
         j.commit(SetAttr(1, 0o600, None, None, None, None, None), grow=journal_module.BULK_GROW)
         assert applied == [0o600]
     assert _remounted_mode(vol) == 0o600
+    vol.close()
+
+
+def test_a_record_the_core_refuses_after_it_is_durable_names_it_and_leaves_the_state_before_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``apply`` raising after the record was persisted (a validation bug, simulated): the
+    commit raises CorruptVolumeError naming the record (its sequence number, its type and
+    what the core said), the volume is read-only with the state before that record (reloaded
+    from the pool), and every later change is refused with EROFS saying why."""
+    vol = _fresh()
+    j = vol._journal
+    apply = Core.apply
+
+    def refusing(core: Core, record: Record) -> None:
+        if isinstance(record, SetAttr) and record.mode == 0o711:
+            raise ValueError("refused (simulated)")
+        apply(core, record)
+
+    monkeypatch.setattr(Core, "apply", refusing)
+    vol.chmod("/d", 0o700)
+    seq = j.ring.next_seq
+    with pytest.raises(CorruptVolumeError) as info:
+        vol.chmod("/d", 0o711)
+    assert j.ring.next_seq == seq, "reloaded up to the record before it"
+    want = f"log record {seq} (SetAttr) does not apply to the state before it (ValueError('refused (simulated)'))"
+    assert want in str(info.value) and vol.damaged is not None and want in vol.damaged
+    assert vol.readonly and vol.stat("/d").st_mode & 0o7777 == 0o700
+    assert vol._journal.core is not None and vol.listdir("/") == ["d"]
+    with pytest.raises(OSError) as refused:
+        vol.mkdir("/e")
+    assert refused.value.errno == errno.EROFS and want in str(refused.value)
     vol.close()
