@@ -13,6 +13,8 @@ once at the half mark, and none is written in its first slice.  A change that ma
 ``BULK_GROW`` or more is applied with the collector paused, one less is not.  A
 record the core refuses after it is durable leaves the volume read-only with the
 state before it, and the error names the record by its sequence number and type.
+A clean-close claim found at a commit is taken back in both superblocks before the
+record is written.
 Records of exact lengths are built from batches of two SetAttr shapes.
 """
 
@@ -28,6 +30,8 @@ import pytest
 from daxfs.core import Core
 from daxfs.core.records import Batch, Record, SetAttr
 from daxfs.errors import CorruptVolumeError
+from daxfs.format.layout import SUPERBLOCK_OFFSETS
+from daxfs.format.superblock import CLEAN, SUPERBLOCK_BYTES, decode_superblock
 from daxfs.media import MemoryPool
 from daxfs.volume import Volume, journal as journal_module
 from daxfs.volume.checkpointer import CheckpointWriter
@@ -317,4 +321,32 @@ def test_a_record_the_core_refuses_after_it_is_durable_names_it_and_leaves_the_s
     with pytest.raises(OSError) as refused:
         vol.mkdir("/e")
     assert refused.value.errno == errno.EROFS and want in str(refused.value)
+    vol.close()
+
+
+def test_a_clean_claim_found_at_a_commit_is_taken_back_before_the_record_is_written(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clean close claimed in the superblocks (a close that failed after claiming it): the
+    next commit clears the claim in both copies on the pool before its record is appended,
+    so a crash from then on is never mounted as a clean close (whose log is not searched)."""
+    vol = _fresh()
+    j = vol._journal
+    pool = j.pool
+
+    def flags_on_pool() -> list[int]:
+        return [decode_superblock(pool.read(off, SUPERBLOCK_BYTES), off).flags for off in SUPERBLOCK_OFFSETS]
+
+    j.mark_clean(True)
+    assert all(f & CLEAN for f in flags_on_pool())
+    at_append: list[list[int]] = []
+    append = j.ring.append
+
+    def watched(record: Record, data: bytes) -> None:
+        at_append.append(flags_on_pool())
+        append(record, data)
+
+    monkeypatch.setattr(j.ring, "append", watched)
+    vol.chmod("/d", 0o700)
+    assert len(at_append) == 1 and not any(f & CLEAN for f in at_append[0]), at_append
+    assert not j.superblock.flags & CLEAN
     vol.close()
