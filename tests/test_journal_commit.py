@@ -14,7 +14,8 @@ once at the half mark, and none is written in its first slice.  A change that ma
 record the core refuses after it is durable leaves the volume read-only with the
 state before it, and the error names the record by its sequence number and type.
 A clean-close claim found at a commit is taken back in both superblocks before the
-record is written.
+record is written; a checkpoint's superblocks drop the claim and keep flag bits
+this version does not know.
 Records of exact lengths are built from batches of two SetAttr shapes.
 """
 
@@ -349,4 +350,24 @@ def test_a_clean_claim_found_at_a_commit_is_taken_back_before_the_record_is_writ
     vol.chmod("/d", 0o700)
     assert len(at_append) == 1 and not any(f & CLEAN for f in at_append[0]), at_append
     assert not j.superblock.flags & CLEAN
+    vol.close()
+
+
+def test_a_checkpoint_drops_the_clean_claim_and_keeps_flag_bits_it_does_not_know() -> None:
+    """Superblocks carrying the clean claim and a bit no flag of this version names (a later
+    version's, say): the checkpoint's superblocks, on the pool too, keep that bit and drop
+    only the claim."""
+    vol = _fresh()
+    j = vol._journal
+    pool = j.pool
+    unknown = 1 << 5
+    assert not unknown & CLEAN
+    sb = j.superblock.with_flags(j.superblock.flags | unknown | CLEAN)
+    j.write_superblocks(sb)
+    j.superblock = sb
+    generation = j.generation
+    vol.checkpoint()
+    assert j.generation == generation + 1 and j.superblock.flags == unknown
+    on_pool = [decode_superblock(pool.read(off, SUPERBLOCK_BYTES), off) for off in SUPERBLOCK_OFFSETS]
+    assert [(s.generation, s.flags) for s in on_pool] == [(generation + 1, unknown)] * len(on_pool)
     vol.close()
