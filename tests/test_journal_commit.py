@@ -9,22 +9,22 @@ is written only if the log since the first would still pass half the ring.  A
 checkpoint starts once the log passes three eighths of the ring, not at it, and
 its slices are paced by the room left to half the ring: with records of 48 bytes
 to 4 KiB and no least slice, no more than a sliver of one is left to finish at
-once at the half mark, and none is written in its first slice.  A change that may grow the checkpoint by
-``BULK_GROW`` or more is applied with the collector paused, one less is not.  A
-record the core refuses after it is durable leaves the volume read-only with the
-state before it, and the error names the record by its sequence number and type.
-A clean-close claim found at a commit is taken back in both superblocks before the
-record is written; a checkpoint's superblocks drop the claim and keep flag bits
-this version does not know.
-Records of exact lengths are built from batches of two SetAttr shapes.
+once at the half mark, and none is written in its first slice.
+
+A change that may grow the checkpoint by ``BULK_GROW`` or more is applied with
+the collector paused, one less is not.  A record the core refuses after it is
+durable leaves the volume read-only with the state before it, and the error
+names the record by its sequence number and type.  A clean-close claim found at
+a commit is taken back in both superblocks before the record is written; a
+checkpoint's superblocks drop the claim and keep flag bits this version does not
+know.  Records of exact lengths are built from batches of two SetAttr shapes.
 """
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-import errno
 
 import pytest
 
