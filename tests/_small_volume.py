@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import random
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 
 from daxfs.media import MemoryPool
 from daxfs.volume import Volume
+from daxfs.volume.waits import before_wait
 
 BS = 4096
 
@@ -119,3 +121,26 @@ def clock_past(ns: int) -> None:
             return
         time.sleep(0.0001)
     assert time.time_ns() > ns, "the clock did not move"
+
+
+JOIN = 60.0         # a thread still running after this is hung
+
+
+def start_waiting(op: Callable[[], object]) -> tuple[threading.Thread, list[BaseException]]:
+    """Run ``op`` in a thread and return once it is about to block in a policy wait."""
+    waiting = threading.Event()
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        before_wait(waiting.set)
+        try:
+            op()
+        except BaseException as exc:  # pragma: no cover - reported by the caller
+            errors.append(exc)
+        finally:
+            before_wait(None)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert waiting.wait(JOIN), "the call never waited"
+    return thread, errors

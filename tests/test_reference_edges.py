@@ -56,7 +56,6 @@ import errno
 import fcntl
 import os
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -66,31 +65,9 @@ import daxfs
 from daxfs.media import MemoryPool
 from daxfs.volume import Volume
 from daxfs.volume.status import PUBLISHED_REFS
-from daxfs.volume.waits import before_wait
 
-from _small_volume import BS, distinct, pool_and_volume, read_file, small_volume, write_file
+from _small_volume import JOIN, BS, distinct, pool_and_volume, read_file, small_volume, start_waiting, write_file
 
-JOIN = 60.0         # a thread still running after this is hung
-
-
-def _start_waiting(op: Callable[[], object]) -> tuple[threading.Thread, list[BaseException]]:
-    """Run ``op`` in a thread and return once it is about to block in a policy wait."""
-    waiting = threading.Event()
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        before_wait(waiting.set)
-        try:
-            op()
-        except BaseException as exc:  # pragma: no cover - reported by the caller
-            errors.append(exc)
-        finally:
-            before_wait(None)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert waiting.wait(JOIN), "the operation never waited"
-    return thread, errors
 
 
 def _scattered(blocks: int) -> tuple[MemoryPool, Volume, bytes]:
@@ -191,7 +168,7 @@ def test_a_clone_that_waited_for_a_write_mapping_clones_what_the_source_grew_to_
     write_file(vol, "a", data)
     with vol.open("a", "r+b", buffering=0) as f:
         mapping = f.map(0, BS, write=True)
-        thread, errors = _start_waiting(lambda: vol.clone_file("a", "b"))
+        thread, errors = start_waiting(lambda: vol.clone_file("a", "b"))
         f.pwrite(more, 2 * BS)                  # a grows past the mapping while the clone waits
         mapping.close()
         thread.join(JOIN)
@@ -321,7 +298,7 @@ def test_a_waiting_punch_waits_only_for_the_pin_over_its_range() -> None:
             assert info.value.holders == ["inside"]
             assert str(info.value) == ("[Errno 16] punch_hole still held after waiting 0.0 s: "
                                 "pin on f [8192, +4096) by inside: '<memory>'")
-            thread, errors = _start_waiting(lambda: f.punch_hole(2 * BS, 2 * BS, policy="wait", timeout=JOIN))
+            thread, errors = start_waiting(lambda: f.punch_hole(2 * BS, 2 * BS, policy="wait", timeout=JOIN))
             held.release()
             thread.join(JOIN)
             hung = thread.is_alive()
@@ -521,7 +498,7 @@ def test_a_pin_admitted_beside_a_waiting_change_leaves_the_writer_lock_exclusive
     assert _locked_elsewhere(path, fcntl.LOCK_SH)
     with vol.open("f", "r+b", buffering=0) as f:
         held = f.pin(2 * BS, BS)
-        thread, errors = _start_waiting(lambda: f.punch_hole(2 * BS, BS, timeout=JOIN))
+        thread, errors = start_waiting(lambda: f.punch_hole(2 * BS, BS, timeout=JOIN))
         beside = f.pin(6 * BS, BS)          # admitted: not in the waiting range
         assert _locked_elsewhere(path, fcntl.LOCK_SH), "the writer's lock went shared"
         with pytest.raises(daxfs.BusyError) as info:
@@ -554,7 +531,7 @@ def test_while_a_forced_close_waits_for_a_pin_a_new_pin_is_refused_naming_the_fi
     assert timed_out.value.strerror == \
         f"pins still held after the close timeout: pin on f [0, +{BS}) by pid {os.getpid()}"
     assert not vol.closed
-    thread, errors = _start_waiting(lambda: vol.close(force=True, timeout=JOIN))
+    thread, errors = start_waiting(lambda: vol.close(force=True, timeout=JOIN))
     with pytest.raises(daxfs.BusyError) as info:
         f.pin(BS, BS)
     assert (info.value.strerror, info.value.filename) == ("volume is closing: no new mappings or pins", "f")

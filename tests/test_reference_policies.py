@@ -15,38 +15,14 @@ sleeps.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 
 import pytest
 
 import daxfs
 from daxfs.volume import Volume
-from daxfs.volume.waits import before_wait
 
-from _small_volume import BS, distinct, read_file, small_volume, write_file
+from _small_volume import JOIN, BS, distinct, read_file, small_volume, start_waiting, write_file
 
-JOIN = 60.0         # a thread still running after this is hung
-
-
-def _start_waiting(op: Callable[[], object]) -> tuple[threading.Thread, list[BaseException]]:
-    """Run ``op`` in a thread and return once it is about to block in a policy wait."""
-    waiting = threading.Event()
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        before_wait(waiting.set)
-        try:
-            op()
-        except BaseException as exc:  # pragma: no cover - reported by the caller
-            errors.append(exc)
-        finally:
-            before_wait(None)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert waiting.wait(JOIN), "the change never waited"
-    return thread, errors
 
 
 def _pin_refused(f: daxfs.File, offset: int, length: int) -> bool:
@@ -71,7 +47,7 @@ def test_a_waiting_punch_refuses_new_pins_over_exactly_its_blocks() -> None:
     write_file(vol, "g", data)
     with vol.open("f", "r+b", buffering=0) as f, vol.open("g", "rb", buffering=0) as g:
         held = f.pin(2 * BS, BS)
-        thread, errors = _start_waiting(lambda: f.punch_hole(2 * BS, 2 * BS, policy="wait", timeout=JOIN))
+        thread, errors = start_waiting(lambda: f.punch_hole(2 * BS, 2 * BS, policy="wait", timeout=JOIN))
         refused = {(offset // BS, length // BS): _pin_refused(f, offset, length)
                    for offset, length in ((BS, BS), (2 * BS, BS), (3 * BS, BS), (4 * BS, BS),
                                           (0, 2 * BS), (3 * BS, 2 * BS), (0, 8 * BS))}
@@ -92,7 +68,7 @@ def test_a_waiting_truncate_refuses_new_pins_from_its_first_block_to_any_end() -
     write_file(vol, "f", distinct(2, 8 * BS))
     with vol.open("f", "r+b", buffering=0) as f:
         held = f.pin(5 * BS, BS)
-        thread, errors = _start_waiting(lambda: f.truncate(2 * BS, policy="wait", timeout=JOIN))
+        thread, errors = start_waiting(lambda: f.truncate(2 * BS, policy="wait", timeout=JOIN))
         assert [_pin_refused(f, b * BS, BS) for b in range(8)] == [False, False] + [True] * 6
         held.release()
         thread.join(JOIN)
@@ -113,7 +89,7 @@ def test_under_wait_sharing_waits_for_the_write_mapping_and_shares_what_it_store
         call = {"clone_range": lambda: vol.clone_range("a", 0, "b", 0, 4 * BS),
                 "clone_file": lambda: vol.clone_file("a", "b"),
                 "dedupe_range": lambda: vol.dedupe_range("a", 0, "b", 0, 4 * BS)}[op]
-        thread, errors = _start_waiting(call)
+        thread, errors = start_waiting(call)
         mapping.buffer[:5] = b"mapds"
         mapping.persist(0, 5)
         mapping.close()
