@@ -15,8 +15,9 @@ bumps and has libfuse drop what the kernel caches of each inode it has shown the
 commit ever waits for the kernel.  Names are served by path, so a name a client removed
 or replaced answers for what the volume holds now; and the kernel's cached name goes too
 (``Handlers.forget_name``), or it would take a name a client removed for the old file until
-``entry_timeout``: an ``open(O_CREAT)`` or ``mkdir`` of the free name would fail.  Writeback caching stays off: with it
-the kernel keeps its own size and mtime of a file over the volume's.  Stores through a
+``entry_timeout``: an ``open(O_CREAT)`` or ``mkdir`` of the free name would fail.
+Writeback caching stays off: with it the kernel keeps its own size and mtime of a file
+over the volume's.  Stores through a
 client's mapping reach no log: the mount sees them at the file's next open (close-to-open,
 as NFS), as every open drops the file's cached pages.
 """
