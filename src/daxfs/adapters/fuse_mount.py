@@ -229,18 +229,13 @@ class FuseMount:
             handlers = self.handlers
             try:
                 if handlers is not None:
-                    stale: list[str] = []
+                    shown = [(ino, path) for ino in inos
+                             for path in (list(handlers.links.get(ino) or ()) or [handlers.known.get(ino)])
+                             if path is not None]
                     with self.volume.lock:      # (let go before the kernel is called)
-                        for ino in inos:
-                            paths = handlers.links.get(ino)
-                            for path in list(paths) if paths else [handlers.known.get(ino)]:
-                                if path is not None and not self._names(path, ino):
-                                    stale.append(path)
-                    for ino in inos:
-                        paths = handlers.links.get(ino)
-                        for path in list(paths) if paths else [handlers.known.get(ino)]:
-                            if path is not None:
-                                handlers.invalidate(path)
+                        stale = [path for ino, path in shown if not self._names(path, ino)]
+                    for _ino, path in shown:
+                        handlers.invalidate(path)
                     for path in stale:
                         handlers.forget_name(path)
             finally:

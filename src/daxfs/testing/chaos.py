@@ -70,6 +70,14 @@ def check_words(buf: Any, family: int, where: str) -> None:
                        f"(family {(w >> 40) & 0xFF}, magic {w >> 48:#x})")
 
 
+def let_go_of(ref: Any) -> None:
+    """Close a mapping or release a pin (a client's pins are their own class)."""
+    if hasattr(ref, "release"):
+        ref.release()
+    else:
+        ref.close()
+
+
 class SharedLock:
     """Many holders at once (``shared``) or one alone (``exclusive``)."""
 
@@ -175,7 +183,7 @@ class Worker(threading.Thread):
     def let_go(self) -> None:
         for _fam, ref, _w in self.refs:
             try:
-                ref.close() if hasattr(ref, "close") else ref.release()
+                let_go_of(ref)
             except OSError:
                 pass
         self.refs.clear()
@@ -330,7 +338,7 @@ class Worker(threading.Thread):
             return
         family, ref, _w = self.refs.pop(self.rng.randrange(len(self.refs)))
         self.touch(family, ref, False)
-        ref.close() if hasattr(ref, "close") else ref.release()
+        let_go_of(ref)
 
     def unlink(self) -> None:
         family = self.rng.randrange(FAMILIES)
