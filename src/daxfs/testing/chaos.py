@@ -30,7 +30,7 @@ import random
 import struct
 import threading
 import traceback
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from daxfs.errors import CorruptVolumeError, PoisonError
 
@@ -124,6 +124,9 @@ class Worker(threading.Thread):
         self.refs: list[tuple[int, Any, bool]] = []  # (family, Mapping or Pin, writable)
         self.error: BaseException | None = None
         self.counts: dict[str, int] = {}
+        #: called with the operation's index after each one is answered (a victim process
+        #: reports its progress so that it is killed after a chosen number of them)
+        self.after_op: Callable[[int], None] | None = None
 
     def menu(self) -> list[Any]:
         return OPS
@@ -174,6 +177,8 @@ class Worker(threading.Thread):
                         raise
                     key = f"{op.__name__}:{errno.errorcode.get(exc.errno or 0, exc.errno)}"
                     self.counts[key] = self.counts.get(key, 0) + 1
+                if self.after_op is not None:
+                    self.after_op(i)
         except BaseException as exc:  # noqa: BLE001 — reported by the trial
             self.error = exc
             self.traceback = traceback.format_exc()

@@ -3,7 +3,8 @@ property they hold): an embedded volume, clients of ``daxfs serve`` in another p
 that server's FUSE mount with tools making plain system calls beside clients that map and
 pin; optionally a follower process reading all along, or a forced close half way through.
 
-``python -m daxfs.testing.chaos_trial follow POOL STOPFILE`` is the follower.
+``python -m daxfs.testing.chaos_trial follow POOL STOPFILE`` is the follower;
+``... victim POOL SEED OPS`` a client process that is killed half way (see ``Reaper``).
 """
 
 from __future__ import annotations
@@ -127,6 +128,73 @@ def follow(path: str, stop: str) -> int:
     return 0
 
 
+def victim(path: str, seed: int, ops: int) -> int:
+    """A client in its own process working like a chaos thread until it is killed: it prints
+    ``ready`` once connected and a line after each operation answered, so that whoever
+    kills it picks how many it got through.  1 (and a ``FAIL`` line) on a leak or a wrong
+    answer."""
+    client = daxfs.connect(path, name=f"victim-{seed}")
+    # serials of its own: words stay unique across processes (only the family is checked)
+    worker = Worker(client, random.Random(seed), ops, [(seed & 0xFFFF) << 24], threading.Lock(), 0.01,
+                    SharedLock(), False)
+    worker.after_op = lambda i: print(i, flush=True)
+    print("ready", flush=True)
+    worker.run()
+    if worker.error is not None:
+        print("FAIL " + repr(worker.error) + " | " + worker.traceback.replace("\n", " | "), flush=True)
+        return 1
+    client.close()
+    print("done", flush=True)
+    return 0
+
+
+class Reaper(threading.Thread):
+    """Starts victim clients one after another and kills each with SIGKILL after a random
+    number of answered operations (0 to ``most``): mid-write, mid-map, holding pins, with
+    prepared blocks not yet committed.  Whatever a dead client held must go back."""
+
+    def __init__(self, path: str, rng: random.Random, most: int = 60) -> None:
+        super().__init__(daemon=True)
+        self.path, self.rng, self.most = path, rng, most
+        self.stop = threading.Event()
+        self.kills = 0
+        self.error: str | None = None
+
+    def run(self) -> None:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+        while not self.stop.is_set() and self.error is None:
+            seed = self.rng.randrange(1 << 30)
+            proc = subprocess.Popen([sys.executable, "-m", "daxfs.testing.chaos_trial", "victim", self.path,
+                                     str(seed), "100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    env=env)
+            try:
+                said = [proc.stdout.readline()]                          # type: ignore[union-attr]
+                if said[0].strip() == "ready":
+                    for _ in range(self.rng.randrange(self.most + 1)):
+                        said.append(proc.stdout.readline())              # type: ignore[union-attr]
+                        if not said[-1] or said[-1].startswith("FAIL"):
+                            break
+            finally:
+                proc.kill()
+                out, err = proc.communicate()
+            lines = [line for line in said + out.splitlines() if line.startswith("FAIL")]
+            if lines or said[0].strip() != "ready":
+                self.error = f"victim {seed}: {lines[0] if lines else said[0] + err[-2000:]}"
+            else:
+                self.kills += 1
+
+
+def _released(client: Any, tries: int = 400) -> bool:
+    """Whether the arbiter let go of everything dead clients held (polled a bounded number
+    of times: it learns of a death from the socket's end, between other clients' requests)."""
+    for _ in range(tries):
+        st = client.statfs()
+        if not client.pins() and st.busy == 0:
+            return True
+        time.sleep(0.025)
+    return False
+
+
 def _serve(path: str, policy: str, mount: str | None = None) -> subprocess.Popen:
     """``daxfs serve path`` in another process, once its socket answers."""
     proc = subprocess.Popen([sys.executable, "-m", "daxfs", "serve", path, "--policy", policy,
@@ -146,7 +214,8 @@ def _serve(path: str, policy: str, mount: str | None = None) -> subprocess.Popen
 
 
 def trial(seed: int, threads: int, ops: int, wait_s: float, pool_dir: str = "/dev/shm",
-          front: str = "embedded", close_during: bool = False, follower: bool = False) -> dict[str, int]:
+          front: str = "embedded", close_during: bool = False, follower: bool = False,
+          kill_clients: int = 0) -> dict[str, int]:
     """One run; raises on any failure.  Returns the operation counts.
 
     ``front="client"``: the volume is served by ``daxfs serve`` in another process and each
@@ -158,13 +227,18 @@ def trial(seed: int, threads: int, ops: int, wait_s: float, pool_dir: str = "/de
     ``follower``: a read-only opener in another process reads every file all along.
     ``front="mount"``: ``daxfs serve --mount`` in another process; half the threads are tools
     making plain system calls on the mount (pwrite, pread, truncate,
-    copy_file_range, unlink, rename), the others clients mapping and pinning the same files."""
+    copy_file_range, unlink, rename), the others clients mapping and pinning the same files.
+    ``kill_clients`` (client front): that many victim clients in processes of their own work
+    beside the threads, each killed with SIGKILL after a random number of operations and
+    replaced; once the threads are done everything the dead held must be let go (no
+    reference listed, nothing busy)."""
     path = os.path.join(pool_dir, f"chaos-{uuid.uuid4().hex}.pool")
     rng = random.Random(seed)
     switch = sys.getswitchinterval()
     server = None
     mount: str | None = None
     clients: list[Any] = []
+    reapers: list[Reaper] = []
     try:
         vol = daxfs.mkfs(path, 32 << 20)
         for family in range(FAMILIES):
@@ -200,8 +274,9 @@ def trial(seed: int, threads: int, ops: int, wait_s: float, pool_dir: str = "/de
             halfway, closing = threading.Barrier(threads + 1), threading.Event()
             for w in workers:
                 w.halfway, w.closing = halfway, closing
+        reapers += [Reaper(path, random.Random(rng.random())) for _ in range(kill_clients if server else 0)]
         sys.setswitchinterval(2e-5)
-        for w in workers:
+        for w in workers + reapers:
             w.start()
         if close_during:
             # Half way through, a forced close races the threads: leases broken, mappings
@@ -215,10 +290,19 @@ def trial(seed: int, threads: int, ops: int, wait_s: float, pool_dir: str = "/de
                     pass
         for w in workers:
             w.join()
+        for r in reapers:
+            r.stop.set()
+            r.join()
         sys.setswitchinterval(switch)
         for w in workers:
             if w.error is not None:
                 raise AssertionError(f"thread failed: {w.error!r}\n{w.traceback}")
+        for r in reapers:
+            if r.error is not None:
+                raise AssertionError(f"a victim client failed: {r.error}")
+        if reapers and not _released(clients[0]):
+            raise AssertionError(f"what killed clients held was not let go: {clients[0].pins()[:3]}, "
+                                 f"busy {clients[0].statfs().busy}")
         if close_during:
             vol = daxfs.open_volume(path)
             clients = [vol]
@@ -248,12 +332,16 @@ def trial(seed: int, threads: int, ops: int, wait_s: float, pool_dir: str = "/de
         check_volume(vol, "after a remount")
         vol.close()
         counts: dict[str, int] = {"follower-reads": reads} if follower else {}
+        if reapers:
+            counts["victims-killed"] = sum(r.kills for r in reapers)
         for w in workers:
             for k, v in w.counts.items():
                 counts[k] = counts.get(k, 0) + v
         return counts
     finally:
         sys.setswitchinterval(switch)
+        for r in reapers:
+            r.stop.set()
         if server is not None:
             server.kill()
             server.wait()
@@ -275,4 +363,6 @@ def trial(seed: int, threads: int, ops: int, wait_s: float, pool_dir: str = "/de
 if __name__ == "__main__":
     if sys.argv[1:2] == ["follow"]:
         sys.exit(follow(sys.argv[2], sys.argv[3]))
-    sys.exit("usage: python -m daxfs.testing.chaos_trial follow POOL STOPFILE")
+    if sys.argv[1:2] == ["victim"]:
+        sys.exit(victim(sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
+    sys.exit("usage: python -m daxfs.testing.chaos_trial follow POOL STOPFILE | victim POOL SEED OPS")
