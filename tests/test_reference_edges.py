@@ -707,3 +707,34 @@ def test_a_view_that_cannot_fence_is_shown_everything_but_bad_memory_stays_told(
         pin.release()
     assert vol.fsck() == []
     vol.close()
+
+
+@pytest.mark.parametrize("unmapped", [True, False])
+def test_a_holder_letting_go_of_a_reference_revoked_meanwhile_lets_its_blocks_go(unmapped: bool) -> None:
+    # An arbiter's client closes a lease mapping just as the lease runs out: the revoke
+    # keeps the blocks held until the client's memory goes, and the client, closed, never
+    # answers the revoke itself — its release saying the memory is unmapped is that answer
+    # (found by the chaos stress with killed clients: the blocks stayed busy for as long as
+    # the client stayed connected)
+    vol = small_volume()
+    write_file(vol, "f", distinct(37, 2 * BS))
+    table = vol.references
+    with vol.open("f", "r+b", buffering=0) as f:
+        mapping = f.map(0, 2 * BS)
+        ref = mapping.reference
+        with vol.lock:
+            ref.view = _Elsewhere(ref.view)  # type: ignore[assignment]
+        mapping.revoke("migrate")           # the lease ran out: held until the memory goes
+        assert table.lingering() == [ref]
+        with vol.lock:
+            table.release(ref, unmapped=unmapped)   # ... and the client's close comes in
+        f.truncate(0)
+        if unmapped:
+            assert table.lingering() == [] and ref.held is None and vol.statfs().busy == 0
+        else:                               # its memory is still exported: held until it goes
+            assert table.lingering() == [ref] and vol.statfs().busy == 2 * BS
+            table.release_blocks(ref)
+        assert vol.statfs().busy == 0
+        mapping.close()
+    assert vol.fsck() == []
+    vol.close()

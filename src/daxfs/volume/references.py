@@ -334,6 +334,12 @@ class ReferenceTable:
         """The holder let go (closed or released).  ``unmapped``: its memory is gone too,
         so its blocks are let go now; else when ``release_blocks`` says the memory went."""
         if not self._move(ref, "release"):
+            if unmapped and ref.state == REVOKED and ref.held is not None:
+                # Revoked meanwhile, its blocks held until the holder's memory went (another
+                # process's view): a holder that let go unmapped says just that, and, its
+                # mapping closed, it will not answer the revoke itself.
+                self._unhold(ref)
+                self._announce()
             return
         ref.view = None         # nothing is laid into it any more (and it may now be collected)
         self._unseal(ref)
