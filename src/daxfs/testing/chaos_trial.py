@@ -14,6 +14,7 @@ import gc
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -23,7 +24,7 @@ import uuid
 from typing import Any
 
 import daxfs
-from daxfs.testing.chaos import (BLOCK, FAMILIES, MAX_SIZE, Leak, SharedLock, Worker, check_volume, check_words,
+from daxfs.testing.chaos import (BLOCK, EXPECTED, FAMILIES, MAX_SIZE, Leak, SharedLock, Worker, check_volume, check_words,
                                  tagged)
 
 
@@ -132,13 +133,21 @@ def follow(path: str, stop: str) -> int:
 def victim(path: str, seed: int, ops: int) -> int:
     """A client in its own process working like a chaos thread until it is killed: it prints
     ``ready`` once connected and a line after each operation answered, so that whoever
-    kills it picks how many it got through.  1 (and a ``FAIL`` line) on a leak or a wrong
-    answer."""
+    kills it picks how many it got through.  On SIGUSR1 it drops its connection and lives
+    on (``_drop_and_watch``).  1 (and a ``FAIL`` line) on a leak or a wrong answer."""
     client = daxfs.connect(path, name=f"victim-{seed}")
     # serials of its own: words stay unique across processes (only the family is checked)
     worker = Worker(client, random.Random(seed), ops, [(seed & 0xFFFF) << 24], threading.Lock(), 0.01,
                     SharedLock(), False)
-    worker.after_op = lambda i: print(i, flush=True)
+    drop = threading.Event()
+    signal.signal(signal.SIGUSR1, lambda *_: drop.set())
+
+    def after_op(i: int) -> None:
+        print(i, flush=True)
+        if drop.is_set():
+            _drop_and_watch(path, client, worker)
+
+    worker.after_op = after_op
     print("ready", flush=True)
     worker.run()
     if worker.error is not None:
@@ -149,22 +158,64 @@ def victim(path: str, seed: int, ops: int) -> int:
     return 0
 
 
+def _drop_and_watch(path: str, client: Any, worker: Worker) -> None:
+    """The connection goes while the process lives on, holding what it held: the arbiter must
+    keep those blocks until the process dies (its slot's lock), and the client's pins keep
+    showing the pool meanwhile.  Until killed, it cuts the pinned files through a second
+    connection and writes another family's words into fresh blocks (what a freed block
+    would go to), and reads every pin, and every mapping (migrated to private memory when
+    the arbiter went): a word of another family is a Leak."""
+    for _ in range(3):      # pins first (what a device would still write into)
+        try:
+            worker.pin()
+        except (OSError, ValueError):
+            pass
+    client._sock.shutdown(socket.SHUT_RDWR)
+    for _ in range(2000):
+        if client.lost:
+            break
+        time.sleep(0.001)
+    other = daxfs.connect(path, name=f"{client.name}-after")
+    print("dropped", flush=True)
+    serial = worker.next_serial(0)
+    while True:
+        for family, ref, _writable in list(worker.refs):
+            try:
+                view = ref.buffer
+            except ValueError:
+                continue        # closed
+            check_words(view, family, f"a dropped client's {type(ref).__name__} of family {family}")
+            if not hasattr(ref, "release"):
+                continue        # (a mapping: migrated, nothing of the pool left to cut)
+            other_family = (family + 1) % FAMILIES
+            try:
+                other.truncate(ref.path, 0)
+                with other.open(f"/f{other_family}/{worker.rng.randrange(2)}", "wb", buffering=0) as f:
+                    f.write(tagged(other_family, serial, 2 * BLOCK // 8))
+            except OSError as exc:
+                if exc.errno not in EXPECTED:
+                    raise
+
+
 class Reaper(threading.Thread):
     """Starts victim clients one after another and kills each with SIGKILL after a random
     number of answered operations (0 to ``most``): mid-write, mid-map, holding pins, with
-    prepared blocks not yet committed.  Whatever a dead client held must go back."""
+    prepared blocks not yet committed.  A third of them first drop their connection and
+    live on a moment, reading what they still show, before the kill.  Whatever a dead
+    client held must go back."""
 
     def __init__(self, path: str, rng: random.Random, most: int = 60) -> None:
         super().__init__(daemon=True)
         self.path, self.rng, self.most = path, rng, most
         self.stop = threading.Event()
-        self.kills = 0
+        self.kills = self.drops = 0
         self.error: str | None = None
 
     def run(self) -> None:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
         while not self.stop.is_set() and self.error is None:
             seed = self.rng.randrange(1 << 30)
+            dropping = self.rng.random() < 1 / 3
             proc = subprocess.Popen([sys.executable, "-m", "daxfs.testing.chaos_trial", "victim", self.path,
                                      str(seed), "100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                     env=env)
@@ -175,6 +226,13 @@ class Reaper(threading.Thread):
                         said.append(proc.stdout.readline())              # type: ignore[union-attr]
                         if not said[-1] or said[-1].startswith("FAIL"):
                             break
+                    if dropping and said[-1] and not said[-1].startswith("FAIL"):
+                        proc.send_signal(signal.SIGUSR1)
+                        while said[-1] and said[-1].strip() != "dropped" and not said[-1].startswith("FAIL"):
+                            said.append(proc.stdout.readline())          # type: ignore[union-attr]
+                        if said[-1].strip() == "dropped":
+                            self.drops += 1
+                            time.sleep(self.rng.uniform(0.05, 0.3))      # it reads while the others churn
             finally:
                 proc.kill()
                 out, err = proc.communicate()
@@ -334,6 +392,7 @@ def trial(seed: int, threads: int, ops: int, wait_s: float, pool_dir: str = "/de
         counts: dict[str, int] = {"follower-reads": reads} if follower else {}
         if reapers:
             counts["victims-killed"] = sum(r.kills for r in reapers)
+            counts["victims-dropped-first"] = sum(r.drops for r in reapers)
         for w in workers:
             for k, v in w.counts.items():
                 counts[k] = counts.get(k, 0) + v
