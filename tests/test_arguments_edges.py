@@ -131,7 +131,7 @@ def test_owner_id_range() -> None:
 
 def test_time_ns_keeps_int64_and_clamps_beyond_it() -> None:
     top, bottom = (1 << 63) - 1, -(1 << 63)
-    for t in (0, 1, -1, top, bottom):
+    for t in (0, 1, -1, top, top - 1, bottom, bottom + 1):
         assert arguments.time_ns(t) == t
     assert arguments.time_ns(top + 1) == top
     assert arguments.time_ns(bottom - 1) == bottom

@@ -301,3 +301,71 @@ def test_getsize_and_truncate(tmp_path: Path) -> None:
         assert ours.value.errno == theirs.value.errno
     with pytest.raises(FileNotFoundError):
         vol.getsize("/missing")
+
+
+# what the mixin asks of a front end, and what it does not rely on -------------------------
+
+
+def test_isdir_isfile_on_a_front_end_without_closed(tmp_path: Path) -> None:
+    bare = _Listing(_build(tmp_path))
+    assert not hasattr(bare, "closed")
+    assert bare.isdir("/a") and bare.isfile("/top.txt")
+    assert not bare.isdir("/missing") and not bare.isfile("/missing") and not bare.isfile("/a\0")
+
+
+def test_replace_does_not_rely_on_the_front_end_s_default(tmp_path: Path) -> None:
+    vol = _build(tmp_path)
+    bare = _Listing(vol)
+    bare.rename = lambda src, dst, *, replace=False: vol.rename(src, dst, replace=replace)   # type: ignore
+    bare.replace("/a/f1", "/top.txt")
+    assert read_file(vol, "/top.txt") == b"22" and not vol.isfile("/a/f1")
+
+
+def test_makedirs_default_mode_is_os_makedirs(tmp_path: Path) -> None:
+    vol = small_volume()
+    vol.makedirs("/p/q")
+    os.makedirs(tmp_path / "p" / "q")
+    for d in ("/p", "/p/q"):
+        assert vol.stat(d).st_mode == os.stat(str(tmp_path) + d).st_mode, d
+
+
+def test_walk_starts_at_the_root_by_default(tmp_path: Path) -> None:
+    vol = _build(tmp_path)
+    assert list(vol.walk()) == list(vol.walk("/")) and list(vol.walk())[0][0] == "/"
+
+
+def test_walk_goes_on_past_a_directory_it_cannot_list(tmp_path: Path) -> None:
+    vol = _build(tmp_path)
+    everything = {d for d, _, _ in vol.walk("/")}
+
+    class Unlistable(_Listing):
+        def _scan(self, path: object) -> list[tuple[str, Stat]]:
+            if path == "/a":
+                raise PermissionError(errno.EACCES, "no", path)
+            return super()._scan(path)
+
+    front = Unlistable(vol)
+    front.lstat = vol.lstat               # type: ignore[attr-defined]
+    for topdown in (True, False):
+        errors: list[OSError] = []
+        walked = [d for d, _, _ in front.walk("/", topdown=topdown, onerror=errors.append)]
+        assert [(e.errno, e.filename) for e in errors] == [(errno.EACCES, "/a")]
+        assert set(walked) == {d for d in everything if not d.startswith("/a")}, walked
+
+
+def test_walk_reports_a_directory_removed_before_it_is_entered(tmp_path: Path) -> None:
+    vol = _build(tmp_path)
+    for side, top, remove in (("daxfs", "/", lambda p: (vol.unlink(p + "/f4"), vol.unlink(p + "/dangling"),
+                                                        vol.rmdir(p))),
+                              ("os", str(tmp_path), lambda p: (os.unlink(p + "/f4"), os.unlink(p + "/dangling"),
+                                                               os.rmdir(p)))):
+        walker = vol.walk if side == "daxfs" else os.walk
+        errors: list[OSError] = []
+        walked = []
+        for dirpath, dirs, _files in walker(top, onerror=errors.append):
+            walked.append(dirpath)
+            if dirpath == top:
+                remove(os.path.join(top, "z"))          # still in dirs: walk tries to enter it
+                assert "z" in dirs
+        assert [e.errno for e in errors] == [errno.ENOENT], side
+        assert not any(d.endswith("/z") for d in walked) and len(walked) == 5, (side, walked)
