@@ -93,7 +93,7 @@ def time_ns(value: object) -> int:
     t = integer(value)
     if -_TIME_MAX - 1 <= t <= _TIME_MAX:
         return t
-    if abs(t) // 1_000_000_000 > _TIME_MAX:
+    if not -_TIME_MAX - 1 <= t // 1_000_000_000 <= _TIME_MAX:     # seconds as os.utime splits them
         raise OverflowError(f"timestamp {t} ns is out of range for time_t")
     return _TIME_MAX if t > 0 else -_TIME_MAX - 1
 
