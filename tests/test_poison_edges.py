@@ -197,3 +197,48 @@ def test_explain_turns_on_a_fault_handler(monkeypatch: pytest.MonkeyPatch, capsy
     poison.fence_reference(ref, [(0, 1)], tell=False, view=FencingView(None))
     assert enabled == [True]                               # already on: left alone
     assert capsys.readouterr().err.count("of /h are fenced in a mapping [0, +4096) held by me") == 2
+
+
+# ---------------------------------------------------------------- reads
+
+def test_reads_see_poison_past_unwritten_blocks_and_only_in_their_own_range() -> None:
+    vol = small_volume()
+    with vol.open("/r", "w+b", buffering=0) as f:
+        f.fallocate(0, BS)                             # block 0: unwritten
+        f.pwrite(b"r" * 9 * BS, BS)                    # blocks 1..9: written
+        (written,) = [e for e in f.extents() if e.file_offset == BS]
+        assert written.length == 9 * BS
+        at = written.pool_offset - BS                  # pool offset of file block b: at + b * BS
+        for blk in (3, 5, 7, 8, 9):
+            vol.memory_failure(at + blk * BS, BS)
+        assert f.pread(BS, BS) == b"r" * BS            # block 1: healthy, though later ones are not
+        assert f.pread(BS, 4 * BS) == b"r" * BS
+        with pytest.raises(daxfs.PoisonError) as info:
+            f.pread(10 * BS, 0)                        # the unwritten block 0 first: still seen
+        e = info.value
+        assert (e.file_offset, e.pool_offset) == (3 * BS, at + 3 * BS)
+        assert str(e).startswith(f"[Errno 5] read: bytes [{3 * BS}, +{BS}), [{5 * BS}, +{BS}), "
+                                 f"[{7 * BS}, +{3 * BS}) of /r are poisoned (the memory behind them "
+                                 f"failed, pool offset {at + 3 * BS:#x})")
+        ino = f.stat().st_ino
+        vol.unlink("/r")
+        with pytest.raises(daxfs.PoisonError) as info:
+            f.pread(BS, 3 * BS)
+        assert info.value.filename is None and f"of (unlinked inode {ino}) are poisoned" in str(info.value)
+    vol.close()
+
+
+def test_a_read_over_more_than_four_poisoned_runs_lists_four() -> None:
+    vol = small_volume()
+    write_file(vol, "/m", b"m" * 10 * BS)
+    with vol.open("/m", "rb", buffering=0) as f:
+        (extent,) = f.extents()
+        for blk in (0, 2, 4, 6, 8):
+            vol.memory_failure(extent.pool_offset + blk * BS, BS)
+        with pytest.raises(daxfs.PoisonError) as info:
+            f.pread(10 * BS, 0)
+        assert f"[{6 * BS}, +{BS}) ..." in str(info.value) and f"[{8 * BS}," not in str(info.value)
+        with pytest.raises(daxfs.PoisonError) as info:
+            f.pread(7 * BS, 0)                         # four runs: no ellipsis
+        assert f"[{6 * BS}, +{BS}) of /m" in str(info.value)
+    vol.close()
