@@ -9,8 +9,10 @@ while every other memory-failure test still passed.
 - ``clear_badblocks``: bytes that are not bad are EINVAL naming where they are; bad blocks
   a file still owns are BusyError naming the file and range, an orphan by its inode, and
   ``holders`` lists them.
+- ``memory_failure`` returns the owners in pool order (not by inode).
 - the watcher: a range cleared and then listed again by the side file is a new failure,
-  acted on at the next look.
+  acted on at the next look; a forced close that times out on a pin (the watcher was
+  stopped for it) watches again, with a new watcher, and the close that succeeds stops it.
 """
 
 from __future__ import annotations
@@ -114,3 +116,44 @@ def test_a_range_listed_again_after_clearing_is_a_new_failure(tmp_path: Path) ->
         os.utime(side.path, ns=(1, 1))                 # (a stamp the watcher has not seen)
         watcher.look()
         assert vol.badblocks() == [(base, BS)]
+
+
+def test_a_forced_close_that_times_out_on_a_pin_keeps_watching(tmp_path: Path) -> None:
+    path = str(tmp_path / "pinned.pool")
+    with daxfs.mkfs(path, 16 << 20) as vol:
+        write_file(vol, "/p", b"p" * 2 * BS)
+    side = BadblockSource(path + ".badblocks", "side file")
+    vol = daxfs.open_volume(path)
+    f = vol.open("/p", "rb", buffering=0)
+    base = f.extents()[0].pool_offset
+    held = f.pin(0, BS)
+    first = vol.badmemory._watcher
+    with pytest.raises(daxfs.BusyError):
+        vol.close(force=True, timeout=0)               # the watcher was stopped for the close
+    assert not vol.closed
+    watcher = vol.badmemory._watcher
+    assert watcher is not None and watcher is not first and watcher.is_alive()
+    side.append(base + BS, BS)
+    watcher.look()
+    assert vol.badblocks() == [(base + BS, BS)]
+    held.release()
+    f.close()
+    vol.close()
+    assert vol.badmemory._watcher is None and not watcher.is_alive()
+
+
+def test_owners_of_a_failure_come_in_pool_order() -> None:
+    vol = small_volume()
+    vol.open("/a", "wb", buffering=0).close()          # the lower inode number
+    write_file(vol, "/b", b"b" * BS)                   # the lower pool offset
+    write_file(vol, "/a", b"a" * BS)
+    where = {}
+    for p in ("/a", "/b"):
+        with vol.open(p, "rb", buffering=0) as f:
+            where[p] = f.extents()[0].pool_offset
+    pa, pb = where["/a"], where["/b"]
+    assert vol.stat("/a").st_ino < vol.stat("/b").st_ino and pb < pa
+    lo, hi = min(pa, pb), max(pa, pb) + BS
+    owners = vol.memory_failure(lo, hi - lo)
+    assert [(o.path, o.pool_offset) for o in owners] == [("/b", pb), ("/a", pa)]
+    vol.close()
