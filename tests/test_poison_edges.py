@@ -164,6 +164,9 @@ def test_fence_reference_uses_the_view_given_and_tells_only_when_asked(capsys: p
     assert "bytes [4096, +8192) of /g are fenced in a mapping [0, +16384)" in capsys.readouterr().err
     assert poison.fence_reference(ref, [(9, 1)], tell=True, view=closed) == []     # past it: nothing
     assert ref.poisoned == [(BS, 2 * BS)] and told == []
+    ref.view = FencingView(None)
+    assert poison.fence_reference(ref, [(3, 1)], tell=True) == [(3 * BS, BS)]     # no view given: its own
+    assert ref.view.fenced == [(3 * BS, BS)] and told == [(3 * BS, BS)]
 
 
 def test_fence_reference_keeps_telling_after_a_failing_callback() -> None:
