@@ -13,7 +13,7 @@ would get wrong while the arbiter tests still passed.
   ``MAX_RUNS`` runs fit as they are.
 - the file: created at its full size with its header (a bigger file is not cut), opened
   again without ``create``; a header that differs in any field is EINVAL.
-- slots: ``write`` / ``read`` round-trip pid, uid, name (cut to 64 bytes) and runs at slot
+- slots: ``write`` / ``read`` round-trip pid, uid, name (cut to 64 bytes, a character cut in two read as U+FFFD) and runs at slot
   ``i``'s place, gid stored too; a slot that is empty, cleared, has more runs than fit or
   lies past the file's end reads as None (a record that just fits is read); ``used`` lists
   the slots that hold records; ``free_slot`` is the first slot neither taken nor alive,
@@ -186,6 +186,9 @@ def test_write_and_read_a_slot(table: HolderTable) -> None:
     assert table.used() == [2]
     table.write(0, 1, 2, 3, "x" * 70, [])
     assert table.read(0) == (1, 2, "x" * 64, [])                 # the name cut to 64 bytes
+    table.write(1, 1, 2, 3, "x" + "ä" * 40, [])
+    assert table.read(1) == (1, 2, "x" + "ä" * 31 + "\ufffd", [])  # ... even inside a character
+    table.clear(1)
     table.write(SLOTS - 1, 9, 9, 9, "dä", [(5, 6)])
     assert table.read(SLOTS - 1) == (9, 9, "dä", [(5, 6)])
     assert table.used() == [0, 2, SLOTS - 1]
