@@ -13,11 +13,11 @@ would get wrong while the arbiter tests still passed.
   ``MAX_RUNS`` runs fit as they are.
 - the file: created at its full size with its header (a bigger file is not cut), opened
   again without ``create``; a header that differs in any field is EINVAL.
-- slots: ``write`` / ``read`` round-trip pid, uid, name (cut to 64 bytes, a character cut in two read as U+FFFD) and runs at slot
-  ``i``'s place, gid stored too; a slot that is empty, cleared, has more runs than fit or
-  lies past the file's end reads as None (a record that just fits is read); ``used`` lists
-  the slots that hold records; ``free_slot`` is the first slot neither taken nor alive,
-  EUSERS when there is none.
+- slots: ``write`` / ``read`` round-trip pid, uid, name (cut to 64 bytes; a character cut
+  in two reads as U+FFFD) and runs at slot ``i``'s place, gid stored too; a slot that is
+  empty, cleared, has more runs than fit or lies past the file's end reads as None (a
+  record that just fits is read); ``used`` lists the slots that hold records;
+  ``free_slot`` is the first slot neither taken nor alive, EUSERS when there is none.
 """
 
 from __future__ import annotations
