@@ -15,6 +15,10 @@ every other memory-failure test still passed.
   reference's first block), in the view given when there is one; a view that says it
   cannot fence is left out of what is said on stderr; the holder is told only when asked.
 - ``_merge``: touching and overlapping ranges merge, away from 0 too.
+- reads (``check_read``, ``poisoned_runs``, ``poison_error``): a read sees poisoned blocks
+  after an unwritten one, and only those in its own range; the error names the first run's
+  file and pool offsets, lists at most four runs (then "..."), and names an unlinked file
+  by its inode.
 - ``_explain``: a fault handler is turned on when none is, and the message names the
   fenced bytes, the file, the kind of reference, its range and its holder.
 """
