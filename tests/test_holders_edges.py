@@ -188,6 +188,10 @@ def test_write_and_read_a_slot(table: HolderTable) -> None:
     assert table.read(0) == (1, 2, "x" * 64, [])                 # the name cut to 64 bytes
     table.write(1, 1, 2, 3, "x" + "ä" * 40, [])
     assert table.read(1) == (1, 2, "x" + "ä" * 31 + "\ufffd", [])  # ... even inside a character
+    table.write(1, 1, 2, 3, "BOX\udcff", [])                        # an undecodable name, from os.fsdecode
+    assert table.read(1) == (1, 2, "BOX?", [])
+    table.write(1, 1, 2, 3, "BOX", [])
+    assert table.read(1) == (1, 2, "BOX", [])                     # only NULs are padding
     table.clear(1)
     table.write(SLOTS - 1, 9, 9, 9, "dä", [(5, 6)])
     assert table.read(SLOTS - 1) == (9, 9, "dä", [(5, 6)])

@@ -249,3 +249,16 @@ def test_a_read_over_more_than_four_poisoned_runs_lists_four() -> None:
             f.pread(7 * BS, 0)                         # four runs: no ellipsis
         assert f"[{6 * BS}, +{BS}) of /m" in str(info.value)
     vol.close()
+
+
+def test_a_read_across_a_hole_stops_at_its_own_end() -> None:
+    vol = small_volume()
+    write_file(vol, "/s", b"s" * 6 * BS)
+    with vol.open("/s", "r+b", buffering=0) as f:
+        (extent,) = f.extents()
+        f.punch_hole(2 * BS, BS)                       # two runs: not one read on the fast path
+        vol.memory_failure(extent.pool_offset + 4 * BS, BS)
+        assert f.pread(3 * BS, BS) == b"s" * BS + bytes(BS) + b"s" * BS      # blocks 1..3
+        with pytest.raises(daxfs.PoisonError):
+            f.pread(4 * BS, BS)                        # blocks 1..4
+    vol.close()
