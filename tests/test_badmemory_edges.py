@@ -9,7 +9,8 @@ while every other memory-failure test still passed.
 - ``clear_badblocks``: bytes that are not bad are EINVAL naming where they are; bad blocks
   a file still owns are BusyError naming the file and range, an orphan by its inode, and
   ``holders`` lists them.
-- ``memory_failure`` returns the owners in pool order (not by inode).
+- ``memory_failure`` returns the owners in pool order (not by inode), and tells every
+  reference over the bad block, whatever references not over it come before.
 - the watcher: a range cleared and then listed again by the side file is a new failure,
   acted on at the next look; a forced close that times out on a pin (the watcher was
   stopped for it) watches again, with a new watcher, and the close that succeeds stops it.
@@ -156,4 +157,24 @@ def test_owners_of_a_failure_come_in_pool_order() -> None:
     lo, hi = min(pa, pb), max(pa, pb) + BS
     owners = vol.memory_failure(lo, hi - lo)
     assert [(o.path, o.pool_offset) for o in owners] == [("/b", pb), ("/a", pa)]
+    vol.close()
+
+
+def test_every_reference_over_the_bad_block_is_told_whatever_comes_before_it() -> None:
+    vol = small_volume()
+    write_file(vol, "/x", b"x" * BS)
+    write_file(vol, "/y", b"y" * 2 * BS)
+    told: list[tuple[str, int, int]] = []
+    fx, fy = vol.open("/x", "rb", buffering=0), vol.open("/y", "rb", buffering=0)
+    px = fx.pin(0, BS, on_poison=lambda r, off, n: told.append(("x", off, n)))      # not over it
+    m = fy.map(on_poison=lambda r, off, n: told.append(("y map", off, n)))
+    py = fy.pin(0, 2 * BS, on_poison=lambda r, off, n: told.append(("y pin", off, n)))
+    vol.memory_failure(fy.extents()[0].pool_offset + BS, BS)
+    assert sorted(told) == [("y map", BS, BS), ("y pin", BS, BS)]
+    assert m.poisoned == [(BS, BS)] and py.poisoned == [(BS, BS)] and list(px.poisoned) == []
+    for ref in (px, py):
+        ref.release()
+    m.close()
+    fx.close()
+    fy.close()
     vol.close()
