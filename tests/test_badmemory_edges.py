@@ -13,7 +13,8 @@ while every other memory-failure test still passed.
   reference over the bad block, whatever references not over it come before.
 - the watcher: a range cleared and then listed again by the side file is a new failure,
   acted on at the next look; a forced close that times out on a pin (the watcher was
-  stopped for it) watches again, with a new watcher, and the close that succeeds stops it.
+  stopped for it) watches again, with a new watcher (a daemon thread named for the
+  list), and the close that succeeds stops it.
 """
 
 from __future__ import annotations
@@ -129,11 +130,13 @@ def test_a_forced_close_that_times_out_on_a_pin_keeps_watching(tmp_path: Path) -
     base = f.extents()[0].pool_offset
     held = f.pin(0, BS)
     first = vol.badmemory._watcher
+    assert first is not None and first.daemon                  # never keeps the interpreter from exiting
+    assert first.name == f"daxfs badblocks {side.path}"
     with pytest.raises(daxfs.BusyError):
         vol.close(force=True, timeout=0)               # the watcher was stopped for the close
     assert not vol.closed
     watcher = vol.badmemory._watcher
-    assert watcher is not None and watcher is not first and watcher.is_alive()
+    assert watcher is not None and watcher is not first and watcher.is_alive() and watcher.daemon
     side.append(base + BS, BS)
     watcher.look()
     assert vol.badblocks() == [(base + BS, BS)]
