@@ -1,0 +1,255 @@
+"""The holder table's file, locks and slots at their edges (found by a mutation run over
+``volume/holders.py``), without an arbiter: each test pins down one thing a slip there
+would get wrong while the arbiter tests still passed.
+
+- ``side_path``: beside a pool file (absolute, even for a relative pool path, or for one
+  that does not exist yet); for a device, in ``/run/daxfs`` under the device's name.
+- the liveness lock covers one byte, ``slot``: a second open of the file cannot take a
+  held slot but can take its neighbours; ``alive`` sees only another open's lock (the
+  table's own never counts); a dropped lock is free again; an error that is not "taken"
+  is raised, not read as "taken".
+- ``_pack_runs``: overlapping and touching runs merge (a run inside another adds
+  nothing); runs that do not fit a slot are merged by closing the smallest gap first, and
+  ``MAX_RUNS`` runs fit as they are.
+- the file: created at its full size with its header (a bigger file is not cut), opened
+  again without ``create``; a header that differs in any field is EINVAL.
+- slots: ``write`` / ``read`` round-trip pid, uid, name (cut to 64 bytes; a character cut
+  in two reads as U+FFFD) and runs at slot ``i``'s place, gid stored too; a slot that is
+  empty, cleared, has more runs than fit or lies past the file's end reads as None (a
+  record that just fits is read); ``used`` lists the slots that hold records;
+  ``free_slot`` is the first slot neither taken nor alive, EUSERS when there is none.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+from collections.abc import Iterator
+
+import pytest
+
+from daxfs.volume import holders
+from daxfs.volume.holders import (MAX_RUNS, SLOT_SIZE, SLOTS, HolderTable, _pack_runs, drop_slot_lock,
+                                  holders_path, side_path, take_slot_lock)
+
+FIRST = SLOT_SIZE                      # slot 0 starts after the header block
+SLOT = struct.Struct("<4sIIII64s")     # the slot record, as the module docstring describes it
+
+
+@pytest.fixture
+def table(tmp_path: object) -> Iterator[HolderTable]:
+    t = HolderTable(os.path.join(str(tmp_path), "pool.holders"), create=True)
+    yield t
+    t.close()
+
+
+@pytest.fixture
+def other(table: HolderTable) -> Iterator[int]:
+    """A second open of the table's file: a client's own open file description."""
+    fd = os.open(table.path, os.O_RDWR | os.O_CLOEXEC)
+    yield fd
+    os.close(fd)
+
+
+# ---------------------------------------------------------------- where the file lies
+
+def test_side_path_is_beside_a_pool_file_or_in_run_for_a_device(tmp_path: object, monkeypatch: object) -> None:
+    pool = os.path.join(str(tmp_path), "p.pool")
+    assert side_path(pool, ".x") == pool + ".x"                 # not there yet: still beside it
+    open(pool, "wb").close()
+    assert side_path(pool, ".sock") == pool + ".sock"
+    assert holders_path(pool) == pool + ".holders"
+    monkeypatch.chdir(str(tmp_path))                            # type: ignore[attr-defined]
+    assert side_path("p.pool", ".holders") == pool + ".holders"   # absolute
+    assert side_path("/dev/null", ".holders") == "/run/daxfs/null.holders"
+    assert holders_path("/dev/zero") == "/run/daxfs/zero.holders"
+
+
+# ---------------------------------------------------------------- liveness locks
+
+def test_a_slot_lock_covers_its_own_byte_only(table: HolderTable, other: int) -> None:
+    third = os.open(table.path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        assert take_slot_lock(other, 3) is True
+        assert take_slot_lock(other, 3) is True                # the same open holds it already
+        assert take_slot_lock(third, 3) is False               # another open cannot
+        assert take_slot_lock(third, 2) is True and take_slot_lock(third, 4) is True
+        assert [s for s in range(8) if table.alive(s)] == [2, 3, 4]
+        drop_slot_lock(third, 2)
+        assert [s for s in range(8) if table.alive(s)] == [3, 4]
+        drop_slot_lock(other, 3)
+        assert not table.alive(3)
+        assert take_slot_lock(third, 3) is True
+    finally:
+        os.close(third)
+    assert [s for s in range(8) if table.alive(s)] == []         # closing the open drops its locks
+
+
+def test_the_tables_own_lock_never_reads_as_alive(table: HolderTable) -> None:
+    assert take_slot_lock(table.fd, 5) is True
+    assert not table.alive(5)
+
+
+def test_a_lock_error_that_is_not_taken_is_raised(table: HolderTable) -> None:
+    fd = os.open(table.path, os.O_RDONLY | os.O_CLOEXEC)        # a write lock needs a writable open
+    try:
+        with pytest.raises(OSError) as info:
+            take_slot_lock(fd, 0)
+        assert info.value.errno == errno.EBADF
+    finally:
+        os.close(fd)
+    drop_slot_lock(fd, 0)                                         # a closed fd: nothing to drop, no error
+
+
+# ---------------------------------------------------------------- runs
+
+def test_touching_and_overlapping_runs_merge() -> None:
+    assert _pack_runs([]) == []
+    assert _pack_runs([(100, 10), (0, 10)]) == [(0, 10), (100, 10)]
+    assert _pack_runs([(10, 5), (0, 10)]) == [(0, 15)]                      # touching
+    assert _pack_runs([(0, 10), (5, 10)]) == [(0, 15)]                      # overlapping
+    assert _pack_runs([(0, 100), (10, 5)]) == [(0, 100)]                    # inside
+    assert _pack_runs([(105, 10), (100, 10)]) == [(100, 15)]                # away from 0
+    assert _pack_runs([(100, 50), (110, 5)]) == [(100, 50)]
+    assert _pack_runs([(0, 10), (11, 5)]) == [(0, 10), (11, 5)]             # one byte apart
+
+
+def test_runs_that_do_not_fit_close_the_smallest_gap_first() -> None:
+    # MAX_RUNS + 2 runs of lengths 1..13, gaps growing by one from 10, except a gap of 3
+    # after run 7 and one of 2 before the last run: those two are closed, nothing else.
+    lengths = [1 + i * 5 % 13 for i in range(MAX_RUNS + 2)]
+    gaps = [10 + i for i in range(MAX_RUNS + 1)]
+    gaps[7], gaps[-1] = 3, 2
+    runs, pos = [], 0
+    for n, g in zip(lengths, gaps + [0]):
+        runs.append((pos, n))
+        pos += n + g
+    packed = _pack_runs(list(reversed(runs)))
+    assert len(packed) == MAX_RUNS
+    want = (runs[:7] + [(runs[7][0], runs[8][0] + runs[8][1] - runs[7][0])] + runs[9:-2]
+            + [(runs[-2][0], runs[-1][0] + runs[-1][1] - runs[-2][0])])
+    assert packed == want
+    assert _pack_runs(runs[:MAX_RUNS]) == runs[:MAX_RUNS]                  # fits: unchanged
+
+
+# ---------------------------------------------------------------- the file
+
+def test_a_created_table_has_its_size_and_header_and_reopens(table: HolderTable) -> None:
+    assert os.fstat(table.fd).st_size == FIRST + SLOTS * SLOT_SIZE
+    assert os.stat(table.path).st_mode & 0o777 == 0o600
+    with open(table.path, "rb") as f:
+        assert struct.unpack("<4sIII", f.read(16)) == (b"DXHT", 1, SLOT_SIZE, SLOTS)
+    again = HolderTable(table.path)
+    assert again.read(0) is None and again.fd >= 0
+    again.close()
+    assert again.fd == -1
+    again.close()                                                 # twice: nothing
+
+
+def test_creating_over_a_bigger_file_keeps_its_size(tmp_path: object) -> None:
+    path = os.path.join(str(tmp_path), "big.holders")
+    size = FIRST + SLOTS * SLOT_SIZE + 12345
+    with open(path, "wb") as f:
+        f.truncate(size)
+    t = HolderTable(path, create=True)
+    assert os.fstat(t.fd).st_size == size
+    t.close()
+
+
+@pytest.mark.parametrize("field", range(4))
+def test_a_header_that_differs_in_any_field_is_einval(table: HolderTable, field: int) -> None:
+    header = [b"DXHT", 1, SLOT_SIZE, SLOTS]
+    header[field] = b"DXHX" if field == 0 else header[field] + 1   # type: ignore[operator]
+    os.pwrite(table.fd, struct.pack("<4sIII", *header), 0)
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(OSError) as info:
+        HolderTable(table.path)
+    assert info.value.errno == errno.EINVAL and info.value.filename == table.path
+    assert len(os.listdir("/proc/self/fd")) == before             # its fd was closed
+
+
+def test_opening_a_missing_table_without_create_fails(tmp_path: object) -> None:
+    with pytest.raises(FileNotFoundError):
+        HolderTable(os.path.join(str(tmp_path), "none.holders"))
+
+
+# ---------------------------------------------------------------- slots
+
+def test_write_and_read_a_slot(table: HolderTable) -> None:
+    runs = [(8192, 4096), (0, 4096), (4096, 100)]
+    table.write(2, 4242, 1001, 77, "loader", runs)
+    assert table.read(2) == (4242, 1001, "loader", [(0, 4196), (8192, 4096)])
+    assert table.read(1) is None and table.read(3) is None
+    raw = os.pread(table.fd, SLOT.size, FIRST + 2 * SLOT_SIZE)
+    assert SLOT.unpack(raw)[:5] == (b"DXSL", 4242, 1001, 77, 2)
+    assert table.used() == [2]
+    table.write(0, 1, 2, 3, "x" * 70, [])
+    assert table.read(0) == (1, 2, "x" * 64, [])                 # the name cut to 64 bytes
+    table.write(1, 1, 2, 3, "x" + "ä" * 40, [])
+    assert table.read(1) == (1, 2, "x" + "ä" * 31 + "\ufffd", [])  # ... even inside a character
+    table.write(1, 1, 2, 3, "BOX\udcff", [])                        # an undecodable name, from os.fsdecode
+    assert table.read(1) == (1, 2, "BOX?", [])
+    table.write(1, 1, 2, 3, "BOX", [])
+    assert table.read(1) == (1, 2, "BOX", [])                     # only NULs are padding
+    table.clear(1)
+    table.write(SLOTS - 1, 9, 9, 9, "dä", [(5, 6)])
+    assert table.read(SLOTS - 1) == (9, 9, "dä", [(5, 6)])
+    assert table.used() == [0, 2, SLOTS - 1]
+    table.clear(2)
+    assert table.read(2) is None and table.used() == [0, SLOTS - 1]
+    assert table.read(0) == (1, 2, "x" * 64, [])                 # its neighbours untouched
+
+
+def test_a_slot_with_exactly_max_runs_is_read_and_one_more_is_not(table: HolderTable) -> None:
+    runs = [(i * 10, 5) for i in range(MAX_RUNS)]
+    table.write(4, 1, 1, 1, "full", runs)
+    assert table.read(4) == (1, 1, "full", runs)
+    raw = bytearray(os.pread(table.fd, SLOT_SIZE, FIRST + 4 * SLOT_SIZE))
+    struct.pack_into("<I", raw, 16, MAX_RUNS + 1)                  # the run count
+    os.pwrite(table.fd, bytes(raw), FIRST + 4 * SLOT_SIZE)
+    assert table.read(4) is None and table.used() == []
+
+
+def test_a_slot_that_the_file_ends_in_reads_only_when_its_record_fits(table: HolderTable) -> None:
+    table.write(0, 7, 8, 9, "edge", [])
+    os.ftruncate(table.fd, FIRST + SLOT.size)                      # exactly the record, no runs
+    assert table.read(0) == (7, 8, "edge", [])
+    os.ftruncate(table.fd, FIRST + SLOT.size - 1)
+    assert table.read(0) is None
+    assert table.read(SLOTS) is None                               # past the file
+
+
+def test_a_slot_with_another_magic_is_empty(table: HolderTable) -> None:
+    table.write(6, 1, 1, 1, "m", [(0, 1)])
+    os.pwrite(table.fd, b"DXSM", FIRST + 6 * SLOT_SIZE)
+    assert table.read(6) is None
+
+
+def test_free_slot_is_the_first_neither_taken_nor_alive(table: HolderTable, other: int) -> None:
+    assert table.free_slot(set()) == 0
+    assert table.free_slot({0, 1}) == 2
+    assert take_slot_lock(other, 0) and take_slot_lock(other, 2)
+    table.write(3, 1, 1, 1, "dead", [(0, 4096)])                   # left by a dead process: reusable
+    assert table.free_slot({1}) == 3
+    with pytest.raises(OSError) as info:
+        table.free_slot(set(range(SLOTS)))
+    assert info.value.errno == errno.EUSERS and str(SLOTS) in str(info.value)
+
+
+def test_free_slot_is_eusers_when_every_slot_is_alive(table: HolderTable, other: int) -> None:
+    for slot in range(SLOTS):
+        assert take_slot_lock(other, slot)
+    with pytest.raises(OSError) as info:
+        table.free_slot(set())
+    assert info.value.errno == errno.EUSERS
+    drop_slot_lock(other, SLOTS - 1)
+    assert table.free_slot(set()) == SLOTS - 1
+
+
+def test_the_lock_struct_is_the_kernels(table: HolderTable, other: int) -> None:
+    # GETLK fills in the conflicting lock: its type, start and length are what the client took.
+    assert take_slot_lock(other, 9)
+    got = holders._lock(table.fd, holders._F_OFD_GETLK, holders.fcntl.F_WRLCK, 9)
+    kind, whence, start, length, pid = holders._FLOCK.unpack(got)
+    assert (kind, whence, start, length, pid) == (holders.fcntl.F_WRLCK, os.SEEK_SET, 9, 1, -1)
