@@ -12,6 +12,8 @@ passed.
   number it was given, a new name with a trailing slash is ENOENT, a caller's
   ``(uid, gid, umask)`` (the arbiter's clients') is what the node gets; the reservation
   counts the name and the target;
+- a directory never moves below itself however deep the target is (rename: EINVAL into
+  it, ENOTEMPTY over an ancestor of the source; exchange: EINVAL either way);
 - ``stat`` of a device node gives its device number (it gave 0: fixed in ``Journal.stat_of``);
 - ``readlink`` of ``link/`` follows the link (EINVAL: a directory is no link);
 - the umask is read afresh at each create (a change between two creates is seen) and
@@ -180,6 +182,24 @@ def test_exchange_reserves_room_for_the_three_names_it_writes() -> None:
     spare = len(".daxfs-exchange-") + len(str(make().stat("/first").st_ino))
     check_room(make, lambda v: v.namespace.exchange("/first", "/dir/second-name"),
                4 * (spare + len("first") + len("second-name")))
+
+
+def test_a_directory_never_moves_below_itself_however_deep(vol: Volume) -> None:
+    vol.mkdir("/a/b/c/d", parents=True)
+    write_file(vol, "/a/b/c/d/f", b"f")
+    before = tree(vol)
+    for call, code, named in ((lambda: vol.rename("/a", "/a/b/c/d/new"), errno.EINVAL, "/a"),
+                              (lambda: vol.rename("/a/b", "/a/b/c/new"), errno.EINVAL, "/a/b"),
+                              (lambda: vol.rename("/a/b/c/d/f", "/a", replace=True), errno.ENOTEMPTY, "/a"),
+                              (lambda: vol.rename("/a/b/c/d", "/a/b", replace=True), errno.ENOTEMPTY, "/a/b"),
+                              (lambda: vol.namespace.exchange("/a", "/a/b/c/d"), errno.EINVAL, "/a"),
+                              (lambda: vol.namespace.exchange("/a/b/c/d/f", "/a/b"), errno.EINVAL, "/a/b/c/d/f")):
+        exc = error_of(call)
+        assert (exc.errno, exc.filename) == (code, named), exc
+    assert tree(vol) == before
+    vol.rename("/a/b/c/d", "/d")                    # out from deep below: fine
+    vol.rename("/a/b", "/d/b")                      # and into a sibling's subtree
+    assert names(vol) == ["a", "d"] and names(vol, "/d") == ["b", "f"] and names(vol, "/d/b/c") == []
 
 
 # ---------------------------------------------------------------- symlinks and special files
