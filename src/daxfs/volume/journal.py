@@ -399,7 +399,7 @@ class Journal:
         mtime = self.deferred.get(node.ino)
         return Stat(node.mode, node.ino, self.st_dev, node.nlink, node.uid, node.gid, size,
                     node.atime_ns, node.mtime_ns if mtime is None else mtime,
-                    node.ctime_ns if mtime is None else max(mtime, node.ctime_ns), blocks, bs)
+                    node.ctime_ns if mtime is None else max(mtime, node.ctime_ns), blocks, bs, node.rdev)
 
     def node(self, ino: int) -> Inode:
         node = self.core.inodes.get(ino)
