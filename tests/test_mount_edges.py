@@ -10,6 +10,10 @@ passed.
   another pid namespace, dropped; each opener once; writers first, then by pid); where that
   list cannot be read the owner page names the writer (in a pool of exactly the header's
   size too), and nothing is named for a pool too short to hold one or with none written.
+- ``read_superblock``: a pool too small, or with no superblock at all, says so; one
+  damaged copy falls back to the other; with both damaged each one's fault is named (a
+  copy of another version first: that is the news); of two copies of the newest
+  generation the one that does not claim a clean close wins, whichever slot it is in.
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ import pytest
 import daxfs
 from daxfs.errors import BusyError, CorruptVolumeError
 from daxfs.format.layout import HEADER_SIZE, OWNER_OFFSET
-from daxfs.format.superblock import encode_owner
+from daxfs.format.layout import SUPERBLOCK_OFFSETS
+from daxfs.format.superblock import CLEAN, SUPERBLOCK_BYTES, Superblock, encode_owner
+from daxfs.media import MemoryPool
 from daxfs.volume import mount
-from daxfs.volume.mount import describe_openers, open_pool, openers
+from daxfs.volume.mount import describe_openers, format_pool, open_pool, openers, read_superblock
 
 ME = os.getpid()
 
@@ -99,3 +105,59 @@ def test_without_a_lock_list_the_owner_page_names_the_writer(shm_pool: str, tmp_
     path.write_bytes(bytes(raw[:-1]))
     assert openers(str(path)) == []
     assert openers(str(tmp_path / "missing")) == []
+
+
+# ---------------------------------------------------------------- read_superblock
+
+
+def _formatted(size: int = 4 << 20) -> MemoryPool:
+    pool = MemoryPool(size)
+    format_pool(pool)
+    return pool
+
+
+def test_read_superblock_of_a_pool_too_small_or_blank() -> None:
+    with pytest.raises(CorruptVolumeError) as info:
+        read_superblock(MemoryPool(HEADER_SIZE - 1))
+    assert info.value.what == f"not a daxfs volume: {HEADER_SIZE - 1} bytes is too small to hold one"
+    with pytest.raises(CorruptVolumeError) as info:
+        read_superblock(MemoryPool(HEADER_SIZE))
+    assert info.value.what == "not a daxfs volume (no superblock found)"
+
+
+@pytest.mark.parametrize("damaged", [0, 1])
+def test_one_damaged_superblock_copy_falls_back_to_the_other(damaged: int) -> None:
+    pool = _formatted()
+    sb = read_superblock(pool)
+    off = SUPERBLOCK_OFFSETS[damaged]
+    pool.write(off + 20, b"\xff")                       # (in the uuid: the crc no longer matches)
+    assert read_superblock(pool) == sb
+    pool.write(SUPERBLOCK_OFFSETS[1 - damaged], bytes(SUPERBLOCK_BYTES))   # and the other gone
+    with pytest.raises(CorruptVolumeError) as info:
+        read_superblock(pool)
+    assert info.value.what == "both superblocks are damaged: " + "; ".join(
+        ["superblock checksum mismatch", "not a daxfs superblock (bad magic)"][::1 if damaged == 0 else -1])
+
+
+def test_a_copy_of_another_version_is_named_over_a_damaged_one() -> None:
+    pool = _formatted()
+    sb = read_superblock(pool)
+    pool.write(SUPERBLOCK_OFFSETS[1], Superblock(sb.uuid, sb.layout, sb.generation, version=7).encode())
+    assert read_superblock(pool) == sb                  # the good copy still wins
+    pool.write(SUPERBLOCK_OFFSETS[0] + 20, b"\xff")
+    with pytest.raises(CorruptVolumeError) as info:
+        read_superblock(pool)
+    assert info.value.what == "unsupported volume version 7 (this daxfs reads 1)"
+    assert info.value.where == SUPERBLOCK_OFFSETS[1]
+
+
+@pytest.mark.parametrize("clean_at", [0, 1])
+def test_of_two_copies_as_new_the_one_not_claiming_a_clean_close_wins(clean_at: int) -> None:
+    pool = _formatted()
+    sb = read_superblock(pool)
+    newer = Superblock(sb.uuid, sb.layout, sb.generation + 1)
+    pool.write(SUPERBLOCK_OFFSETS[clean_at], newer.with_flags(CLEAN).encode())
+    pool.write(SUPERBLOCK_OFFSETS[1 - clean_at], newer.encode())
+    assert read_superblock(pool) == newer
+    pool.write(SUPERBLOCK_OFFSETS[1 - clean_at], sb.with_flags(0).encode())    # an older one: the newest wins
+    assert read_superblock(pool) == newer.with_flags(CLEAN)
