@@ -41,7 +41,7 @@ from daxfs.volume.changes import ChangeTable
 from daxfs.volume.exiting import ClosesOnExit
 from daxfs.volume.holders import HolderTable, drop_slot_lock, take_slot_lock
 from daxfs.volume.namespace import process_umask
-from daxfs.volume.pathnames import PathNames
+from daxfs.volume.pathnames import PathNames, names_like
 
 BUSY_S = 0.01       # a client that made a call this recently is busy: its callers read the socket
 
@@ -422,8 +422,8 @@ class Client(ClosesOnExit, PathNames):
             return False
         return True
 
-    def listdir(self, path: object = "/") -> list[str]:
-        return self.call("listdir", _path(path))
+    def listdir(self, path: object = "/") -> list[Any]:
+        return names_like(path, self.call("listdir", _path(path)))
 
     def _scan(self, path: object) -> list[tuple[str, Stat]]:
         return [(name, Stat.from_fields(fields)) for name, fields in self.call("scandir", _path(path))]

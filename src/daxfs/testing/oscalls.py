@@ -27,7 +27,7 @@ from daxfs._types import Extent, Stat, StatFS
 from daxfs.access import buffered
 from daxfs.access.filebase import FileBase
 from daxfs.volume import arguments
-from daxfs.volume.pathnames import PathNames
+from daxfs.volume.pathnames import PathNames, names_like
 
 FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE = 0x01, 0x02, 0x10
 RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
@@ -201,8 +201,8 @@ class OsVolume(PathNames):
     def exists(self, path: object) -> bool:
         return os.path.lexists(self.full(path)) and os.path.exists(self.full(path))
 
-    def listdir(self, path: object = "/") -> list[str]:
-        return os.listdir(self.full(path))
+    def listdir(self, path: object = "/") -> list[Any]:
+        return names_like(path, os.listdir(self.full(path)))
 
     def mkdir(self, path: object, mode: int = 0o755, *, parents: bool = False, exist_ok: bool = False) -> None:
         if parents:

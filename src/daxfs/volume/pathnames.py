@@ -96,8 +96,10 @@ class PathNames:
         ``path``, ``is_dir()``, ``is_file()``, ``is_symlink()``, ``stat()``, ``inode()``,
         all from one listing."""
         base = os.fspath(path) if not isinstance(path, str) else path
-        entries = [DirEntry(name, _join(base, name), st, self.stat) for name, st in self._scan(path)]
-        return ScandirIterator(entries)
+        scanned = self._scan(path)
+        names = names_like(base, [name for name, _ in scanned])
+        return ScandirIterator([DirEntry(name, _join(base, name), st, self.stat)
+                                for name, (_, st) in zip(names, scanned)])
 
     def walk(self, top: object = "/", topdown: bool = True, onerror: Callable[[OSError], Any] | None = None,
              followlinks: bool = False) -> Iterator[tuple[str, list[str], list[str]]]:
@@ -147,5 +149,14 @@ class PathNames:
             return False
 
 
-def _join(base: str, name: str) -> str:
-    return base + name if base.endswith("/") else base + "/" + name
+def names_like(path: object, names: list[str]) -> list[Any]:
+    """Names as ``os`` gives them for ``path``: bytes where the path was bytes (``os.listdir(b".")``
+    lists bytes), else as they are."""
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)
+    return [os.fsencode(name) for name in names] if isinstance(path, bytes) else names
+
+
+def _join(base: Any, name: Any) -> Any:
+    sep = b"/" if isinstance(base, bytes) else "/"
+    return base + name if base.endswith(sep) else base + sep + name

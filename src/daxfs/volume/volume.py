@@ -46,7 +46,7 @@ from daxfs.volume.journal import Journal
 from daxfs.volume.mount import format_pool, load
 from daxfs.volume.namespace import Namespace, OpenFile
 from daxfs.volume.exiting import ClosesOnExit
-from daxfs.volume.pathnames import PathNames
+from daxfs.volume.pathnames import PathNames, names_like
 from daxfs.volume.ranges import RangeOps
 from daxfs.volume.references import ReferenceTable, check_policy
 from daxfs.volume.sharing import Sharing
@@ -351,8 +351,8 @@ class Volume(ClosesOnExit, PathNames):
             return False
         return True
 
-    def listdir(self, path: object = "/") -> list[str]:
-        return self.namespace.listdir(path)
+    def listdir(self, path: object = "/") -> list[Any]:
+        return names_like(path, self.namespace.listdir(path))
 
     def _scan(self, path: object) -> list[tuple[str, Stat]]:
         return self.namespace.scan(path)

@@ -127,6 +127,32 @@ class PythonHabitTests(SuiteBase):
             assert [e.errno for e in errors] == [errno.ENOENT]
         assert read_file(volume, "x/y/2") == b""
 
+    def test_bytes_paths_list_bytes_as_os_does(self, volume: Any) -> None:
+        # os.listdir(b"d"), os.scandir(b"d") and os.walk(b"d") answer in bytes, names that
+        # are not ASCII included; a str path answers in str
+        with tempfile.TemporaryDirectory() as real:
+            for tree in (volume, None):
+                mkdir = volume.mkdir if tree else (lambda p: os.mkdir(os.path.join(real, p)))
+                mkdir("d")
+                mkdir("d/sub")
+                for name in ("d/\u00e9t\u00e9", "d/sub/f"):
+                    if tree:
+                        write_file(volume, name, b"")
+                    else:
+                        open(os.path.join(real, name), "wb").close()
+            rb = os.fsencode(real)
+            assert sorted(volume.listdir(b"d")) == sorted(os.listdir(os.path.join(rb, b"d")))
+            assert all(isinstance(n, str) for n in volume.listdir("d"))
+            ours = sorted((e.name, e.path, e.is_dir()) for e in volume.scandir(b"d"))
+            with os.scandir(os.path.join(rb, b"d")) as it:
+                theirs = sorted((e.name, b"d/" + e.name, e.is_dir()) for e in it)
+            assert ours == theirs
+            for topdown in (True, False):
+                ours_walk = sorted((d, sorted(ds), sorted(fs)) for d, ds, fs in volume.walk(b"d", topdown=topdown))
+                theirs_walk = sorted((os.path.relpath(d, rb), sorted(ds), sorted(fs))
+                                     for d, ds, fs in os.walk(os.path.join(rb, b"d"), topdown=topdown))
+                assert ours_walk == theirs_walk
+
 
 _OS = {
     "makedirs": os.makedirs, "isdir": os.path.isdir, "isfile": os.path.isfile, "getsize": os.path.getsize,
