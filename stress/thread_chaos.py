@@ -7,6 +7,7 @@ Usage::
     python stress/thread_chaos.py --trials 200 --threads 6 --seed 7
     python stress/thread_chaos.py --front client       # threads as clients of `daxfs serve`
     python stress/thread_chaos.py --front client --kill-clients 2   # and clients SIGKILLed
+    python stress/thread_chaos.py --front client --kill-server      # and the arbiter, half way
 
 Prints one line per failure (with the seed to replay it) and a summary; exits 1 on any.
 The memory failures it reports print their fences on stderr (``2>/dev/null`` hides them).
@@ -41,6 +42,9 @@ def main() -> int:
     ap.add_argument("--kill-clients", type=int, default=0,
                     help="(client front) that many client processes beside the threads, each killed "
                          "with SIGKILL after a random number of operations and replaced")
+    ap.add_argument("--kill-server", action="store_true",
+                    help="(client front) half way through, SIGKILL the arbiter under the threads, start "
+                         "another and churn with new clients while the old ones still hold their pins")
     ap.add_argument("--wait-s", type=float, default=0.01, help="timeout of the `wait` policy's calls")
     args = ap.parse_args()
     failures = 0
@@ -50,7 +54,7 @@ def main() -> int:
         try:
             counts = trial(seed, args.threads, args.ops, args.wait_s, front=args.front,
                            close_during=args.close_during, follower=args.follower,
-                           kill_clients=args.kill_clients)
+                           kill_clients=args.kill_clients, kill_server=args.kill_server)
         except Exception as exc:  # noqa: BLE001 — one line a failure, then go on
             failures += 1
             print(f"FAIL seed={seed} threads={args.threads} ops={args.ops}: {exc}", flush=True)

@@ -120,6 +120,8 @@ class Worker(threading.Thread):
         self.failures = failures
         self.halfway: threading.Barrier | None = None      # (a close during the run: see trial)
         self.closing: threading.Event | None = None
+        #: its arbiter was killed under it (see trial): it stopped, holding its references
+        self.lost = False
         self.handles: list[tuple[int, Any]] = []     # (family, File)
         self.refs: list[tuple[int, Any, bool]] = []  # (family, Mapping or Pin, writable)
         self.error: BaseException | None = None
@@ -160,6 +162,11 @@ class Worker(threading.Thread):
                     raise
                 except CorruptVolumeError:
                     raise
+                except ConnectionError:
+                    if self.closing is None or not self.closing.is_set():
+                        raise
+                    self.lost = True    # the arbiter was killed: stop, keeping every reference
+                    return
                 except ValueError as exc:
                     if self.closing is not None and self.closing.is_set() and "closed" in str(exc):
                         self.counts["closed"] = self.counts.get("closed", 0) + 1
@@ -183,7 +190,8 @@ class Worker(threading.Thread):
             self.error = exc
             self.traceback = traceback.format_exc()
         finally:
-            self.let_go()
+            if not self.lost:
+                self.let_go()
 
     def let_go(self) -> None:
         for _fam, ref, _w in self.refs:

@@ -272,9 +272,77 @@ def _serve(path: str, policy: str, mount: str | None = None) -> subprocess.Popen
     raise RuntimeError("daxfs serve did not answer")
 
 
+def _after_a_killed_arbiter(path: str, policy: str, old: list[Worker], rng: random.Random, ops: int,
+                            wait_s: float, serial: list[int], lock: threading.Lock,
+                            fence: SharedLock) -> tuple[subprocess.Popen, list[Any], dict[str, int]]:
+    """The arbiter was SIGKILLed under the ``old`` workers, which stopped holding their
+    references.  A new arbiter starts: it must keep busy every block their pins hold (their
+    slots in the holder table say which) while new clients churn, cutting the pinned files
+    and writing other families' words into fresh blocks, and the old workers read their pins
+    and store through the writable ones (a device still at work).  Then the old workers let
+    go, and the new arbiter must free it all.  Returns the new arbiter, its clients and counts."""
+    held = [(w, family, ref, write) for w in old for family, ref, write in w.refs]
+    for w, family, ref, _write in held:
+        w.touch(family, ref, False)
+    server = _serve(path, policy)
+    try:
+        clients, counts = _churn_and_let_go(path, old, held, rng, ops, wait_s, serial, lock, fence)
+    except BaseException:
+        server.kill()       # (the trial only knows of the arbiter it started itself)
+        server.wait()
+        raise
+    return server, clients, counts
+
+
+def _churn_and_let_go(path: str, old: list[Worker], held: list[tuple[Worker, int, Any, bool]], rng: random.Random,
+                      ops: int, wait_s: float, serial: list[int], lock: threading.Lock,
+                      fence: SharedLock) -> tuple[list[Any], dict[str, int]]:
+    """New clients churn while the ``old`` workers' references are read and stored through;
+    then those let go.  The new clients and the counts."""
+    clients = [daxfs.connect(path, name=f"after-{i}") for i in range(len(old))]
+    fresh = [Worker(c, random.Random(rng.random()), ops, serial, lock, wait_s, fence, False) for c in clients]
+    for w in fresh:
+        w.start()
+    cutter = clients[0]
+    cuts = 0
+    while any(w.is_alive() for w in fresh):
+        for w, family, ref, write in held:
+            w.touch(family, ref, write)
+            if not hasattr(ref, "release"):
+                continue        # a mapping, migrated to private memory: nothing of the pool to cut
+            other = (family + 1) % FAMILIES
+            try:
+                cutter.truncate(ref.path, 0)
+                with cutter.open(f"/f{other}/{rng.randrange(2)}", "wb", buffering=0) as f:
+                    f.write(tagged(other, w.next_serial(2 * BLOCK // 8), 2 * BLOCK // 8))
+                cuts += 1
+            except OSError as exc:
+                if exc.errno not in EXPECTED:
+                    raise
+        if not held:
+            time.sleep(0.01)
+    for w in fresh:
+        w.join()
+        if w.error is not None:
+            raise AssertionError(f"a thread after the arbiter's restart failed: {w.error!r}\n{w.traceback}")
+    for w, family, ref, _write in held:
+        w.touch(family, ref, False)
+    for w in old:
+        w.let_go()
+        try:
+            w.vol.close()
+        except OSError:
+            pass        # (a client that had not yet read the end of its connection)
+    counts = {"arbiter-killed-refs-held": len(held), "arbiter-killed-cuts": cuts}
+    for w in fresh:
+        for k, v in w.counts.items():
+            counts[f"after-restart {k}"] = counts.get(f"after-restart {k}", 0) + v
+    return clients, counts
+
+
 def trial(seed: int, threads: int, ops: int, wait_s: float, pool_dir: str = "/dev/shm",
           front: str = "embedded", close_during: bool = False, follower: bool = False,
-          kill_clients: int = 0) -> dict[str, int]:
+          kill_clients: int = 0, kill_server: bool = False) -> dict[str, int]:
     """One run; raises on any failure.  Returns the operation counts.
 
     ``front="client"``: the volume is served by ``daxfs serve`` in another process and each
@@ -289,7 +357,8 @@ def trial(seed: int, threads: int, ops: int, wait_s: float, pool_dir: str = "/de
     copy_file_range, unlink, rename), the others clients mapping and pinning the same files.
     ``kill_clients`` (client front): that many victim clients in processes of their own work
     beside the threads, each killed with SIGKILL after a random number of operations and
-    replaced.  On every front, once the threads are done (and the victims dead) no
+    replaced.  ``kill_server`` (client front): half way through, the arbiter is SIGKILLed
+    under the threads and another started (``_after_a_killed_arbiter``).  On every front, once the threads are done (and the victims dead) no
     reference may be left and no block busy."""
     path = os.path.join(pool_dir, f"chaos-{uuid.uuid4().hex}.pool")
     rng = random.Random(seed)
@@ -329,7 +398,7 @@ def trial(seed: int, threads: int, ops: int, wait_s: float, pool_dir: str = "/de
         if mount is not None:       # half the threads are tools on the mount
             workers[::2] = [MountWorker(mount, random.Random(rng.random()), ops, serial, lock, wait_s, fence, False)
                             for _ in workers[::2]]
-        if close_during:
+        if close_during or kill_server:
             halfway, closing = threading.Barrier(threads + 1), threading.Event()
             for w in workers:
                 w.halfway, w.closing = halfway, closing
@@ -347,6 +416,12 @@ def trial(seed: int, threads: int, ops: int, wait_s: float, pool_dir: str = "/de
                     vol.close(force=True, timeout=0.01)
                 except daxfs.BusyError:
                     pass
+        if kill_server and server is not None:
+            closing.set()       # (before the kill: a thread told ServerLost stops, holding on)
+            halfway.wait()
+            server.kill()
+            server.wait()
+            server = None
         for w in workers:
             w.join()
         for r in reapers:
@@ -356,6 +431,10 @@ def trial(seed: int, threads: int, ops: int, wait_s: float, pool_dir: str = "/de
         for w in workers:
             if w.error is not None:
                 raise AssertionError(f"thread failed: {w.error!r}\n{w.traceback}")
+        restarted: dict[str, int] = {}
+        if kill_server and front == "client":
+            server, clients, restarted = _after_a_killed_arbiter(path, policy, workers, rng, ops // 2, wait_s,
+                                                                 serial, lock, fence)
         for r in reapers:
             if r.error is not None:
                 raise AssertionError(f"a victim client failed: {r.error}")
@@ -390,6 +469,7 @@ def trial(seed: int, threads: int, ops: int, wait_s: float, pool_dir: str = "/de
         check_volume(vol, "after a remount")
         vol.close()
         counts: dict[str, int] = {"follower-reads": reads} if follower else {}
+        counts.update(restarted)
         if reapers:
             counts["victims-killed"] = sum(r.kills for r in reapers)
             counts["victims-dropped-first"] = sum(r.drops for r in reapers)
