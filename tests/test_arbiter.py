@@ -18,6 +18,7 @@ this process, client B (and C) in processes of their own.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -488,6 +489,73 @@ def test_arbiter_killed_clients_get_server_lost_and_a_new_one_never_reuses_pinne
     b.run("p.release(); m.close()")                                  # B lets go: the new arbiter frees them
     assert eventually(lambda: a.statfs().busy == 0)
     _clean(a)
+    a.close()
+
+
+class _GatedPool:
+    """The client's view of the pool, holding up the first store into it until ``go``."""
+
+    def __init__(self, pool: memoryview) -> None:
+        self.pool, self.entered, self.go = pool, threading.Event(), threading.Event()
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.pool[key]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if not self.entered.is_set():
+            self.entered.set()
+            assert self.go.wait(60)
+        self.pool[key] = value
+
+
+def test_a_write_copying_into_prepared_blocks_as_the_arbiter_dies_keeps_them_from_the_next_one(
+        pool: str, serve: Callable[..., ServerProcess]) -> None:
+    # A large write copies into blocks the arbiter prepared, then commits.  The arbiter is
+    # killed after it prepared them and the client learns of it while the copy is still
+    # under way: the next arbiter must not give those blocks to anything before the copy
+    # ends (the client would store into another file's data), and frees them after.
+    server = serve()
+    c = daxfs.connect(pool, name="copier")
+    f = c.open("/big", "wb", buffering=0)
+    gate = _GatedPool(c.pool)
+    c.pool = gate  # type: ignore[assignment]
+    outcome: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            f.write(b"W" * (64 * BS))
+        except BaseException as exc:  # noqa: BLE001 — what the writer got, asserted below
+            outcome.append(exc)
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert gate.entered.wait(60)
+    server.stop(signal.SIGKILL)
+    assert eventually(lambda: c.lost)
+    serve()
+    a = daxfs.connect(pool, name="filler")
+    assert a.statfs().busy == 64 * BS                                # kept for the copy still going
+    fills = []
+    for size in (64 * BS, BS):                                       # every free block given out
+        while True:
+            name = f"/fill{len(fills)}"
+            try:
+                with a.open(name, "wb", buffering=0) as g:
+                    g.write(b"F" * size)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+                a.unlink(name)
+                break
+            fills.append(name)
+    assert a.statfs().free < BS
+    gate.go.set()
+    writer.join(60)
+    assert len(outcome) == 1 and isinstance(outcome[0], ServerLost)
+    for name in fills:
+        with a.open(name, "rb", buffering=0) as g:
+            assert set(g.read()) == {ord("F")}, name                  # no byte of the lost write
+    c.close()
+    assert eventually(lambda: a.statfs().busy == 0)                  # the copy over, the blocks go
+    assert a.fsck() == []
     a.close()
 
 

@@ -156,6 +156,7 @@ class Client(ClosesOnExit, PathNames):
         self._events: queue.Queue[Any] = queue.Queue()
         self.refs: dict[int, ClientMapping | ClientPin] = {}
         self._exported = 0                      # closed references whose memory is still mapped
+        self._copying: dict[int, list[tuple[int, int]]] = {}   # prepared writes being copied: pool runs
         self.files: set[ClientFile] = set()
         self.lost = False
         self.closed = False
@@ -309,9 +310,11 @@ class Client(ClosesOnExit, PathNames):
         self._events.put(None)
 
     def _publish_pins(self) -> None:
-        """After the arbiter is lost: the slot lists what pins still hold, nothing else."""
+        """After the arbiter is lost: the slot lists what pins still hold and what a copy
+        still under way stores into, nothing else."""
         runs = [(p, n) for ref in self.refs.values() if isinstance(ref, ClientPin) and not ref.released
                 for _f, n, p in ref.pool_runs()]
+        runs += [run for copying in self._copying.values() for run in copying]
         if runs or self._exported:
             self._table.write(self._slot, os.getpid(), os.getuid(), os.getgid(), self.name, runs)
         else:
@@ -344,6 +347,21 @@ class Client(ClosesOnExit, PathNames):
             if self.lost:
                 self._publish_pins()
         self._close_if_idle()
+
+    def copying(self, token: int, runs: list[tuple[int, int]] | None) -> None:
+        """A prepared write's blocks (pool offset, length) this process stores into until
+        ``copying(token, None)``: the arbiter lists them in the slot, and if it is lost
+        before the copy ends, the slot must go on listing them, so that the next arbiter
+        gives them to no one while the stores may still land."""
+        with self.lock:
+            if runs is not None:
+                if self.lost:       # (lost since the blocks were prepared: the slot may not list them)
+                    raise ServerLost(errno.ECONNRESET, "the arbiter went away", self.socket_path)
+                self._copying[token] = runs
+                return
+            self._copying.pop(token, None)
+            if self.lost:
+                self._publish_pins()
 
     def export_pending(self, delta: int) -> None:
         with self.lock:

@@ -183,6 +183,7 @@ class ClientFile(FileBase):
         # Large: straight into blocks the arbiter prepared, persisted here, then one record.
         token, segments = client.call("prepare", self.h, offset, n)
         try:
+            client.copying(token, [(pool_offset, length) for _f, length, pool_offset in segments])
             pool = client.pool
             for file_offset, length, pool_offset in segments:
                 pool[pool_offset:pool_offset + length] = view[file_offset - offset:file_offset - offset + length]
@@ -193,6 +194,8 @@ class ClientFile(FileBase):
         except BaseException:
             client.send_only("abort", token)
             raise
+        finally:
+            client.copying(token, None)
         return client.call("commit", token)
 
     def _do_seek_data(self, offset: int, hole: bool) -> int:
