@@ -534,8 +534,59 @@ def test_a_write_copying_into_prepared_blocks_as_the_arbiter_dies_keeps_them_fro
     serve()
     a = daxfs.connect(pool, name="filler")
     assert a.statfs().busy == 64 * BS                                # kept for the copy still going
-    fills = []
-    for size in (64 * BS, BS):                                       # every free block given out
+    fills = _fill_every_free_block(a)                                # every free block given out
+    gate.go.set()
+    writer.join(60)
+    assert len(outcome) == 1 and isinstance(outcome[0], ServerLost)
+    for name in fills:
+        with a.open(name, "rb", buffering=0) as g:
+            assert set(g.read()) == {ord("F")}, name                  # no byte of the lost write
+    c.close()
+    assert eventually(lambda: a.statfs().busy == 0)                  # the copy over, the blocks go
+    assert a.fsck() == []
+    a.close()
+
+
+def test_closing_a_client_while_another_thread_copies_a_write_lets_no_one_else_have_its_blocks(
+        pool: str, serve: Callable[..., ServerProcess]) -> None:
+    # close() in one thread while another copies a large write into prepared blocks: the
+    # close waits for the copy before it says goodbye (after which the arbiter lets those
+    # blocks go), and the write then fails as a write on a closed volume does
+    serve()
+    c = daxfs.connect(pool, name="copier")
+    f = c.open("/big", "wb", buffering=0)
+    gate = _GatedPool(c.pool)
+    c.pool = gate  # type: ignore[assignment]
+    outcome: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            f.write(b"W" * (64 * BS))
+        except BaseException as exc:  # noqa: BLE001 — what the writer got, asserted below
+            outcome.append(exc)
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert gate.entered.wait(60)
+    closer = threading.Thread(target=c.close)
+    closer.start()
+    a = daxfs.connect(pool, name="filler")
+    fills = _fill_every_free_block(a)
+    gate.go.set()
+    writer.join(60)
+    closer.join(60)
+    assert c.closed and len(outcome) == 1 and isinstance(outcome[0], ValueError), outcome
+    for name in fills:
+        with a.open(name, "rb", buffering=0) as g:
+            assert set(g.read()) == {ord("F")}, name                  # no byte of the cut-off write
+    assert eventually(lambda: a.statfs().busy == 0)
+    assert a.fsck() == []
+    a.close()
+
+
+def _fill_every_free_block(a: Any) -> list[str]:
+    """Files of F bytes over every free block (64-block files, then single blocks)."""
+    fills: list[str] = []
+    for size in (64 * BS, BS):
         while True:
             name = f"/fill{len(fills)}"
             try:
@@ -547,16 +598,7 @@ def test_a_write_copying_into_prepared_blocks_as_the_arbiter_dies_keeps_them_fro
                 break
             fills.append(name)
     assert a.statfs().free < BS
-    gate.go.set()
-    writer.join(60)
-    assert len(outcome) == 1 and isinstance(outcome[0], ServerLost)
-    for name in fills:
-        with a.open(name, "rb", buffering=0) as g:
-            assert set(g.read()) == {ord("F")}, name                  # no byte of the lost write
-    c.close()
-    assert eventually(lambda: a.statfs().busy == 0)                  # the copy over, the blocks go
-    assert a.fsck() == []
-    a.close()
+    return fills
 
 
 def test_arbiter_killed_mid_workload_restarts_with_every_acknowledged_write(

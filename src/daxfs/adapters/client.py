@@ -157,6 +157,7 @@ class Client(ClosesOnExit, PathNames):
         self.refs: dict[int, ClientMapping | ClientPin] = {}
         self._exported = 0                      # closed references whose memory is still mapped
         self._copying: dict[int, list[tuple[int, int]]] = {}   # prepared writes being copied: pool runs
+        self._copies_done = threading.Condition(self.lock)
         self.files: set[ClientFile] = set()
         self.lost = False
         self.closed = False
@@ -196,6 +197,8 @@ class Client(ClosesOnExit, PathNames):
             return pending.body
         if pending.status == "lost":
             raise ServerLost(errno.ECONNRESET, "the arbiter went away", self.socket_path)
+        if not pending.is_set():    # another thread closed the client while this call waited
+            raise ValueError("I/O operation on closed volume")
         raise wire.decode_error(pending.body)
 
     def send_only(self, op: str, *args: Any) -> None:
@@ -355,11 +358,15 @@ class Client(ClosesOnExit, PathNames):
         gives them to no one while the stores may still land."""
         with self.lock:
             if runs is not None:
-                if self.lost:       # (lost since the blocks were prepared: the slot may not list them)
+                # (lost or closed since the blocks were prepared: no slot or session keeps them)
+                if self.lost:
                     raise ServerLost(errno.ECONNRESET, "the arbiter went away", self.socket_path)
+                if self.closed:
+                    raise ValueError("I/O operation on closed volume")
                 self._copying[token] = runs
                 return
             self._copying.pop(token, None)
+            self._copies_done.notify_all()
             if self.lost:
                 self._publish_pins()
 
@@ -395,7 +402,10 @@ class Client(ClosesOnExit, PathNames):
                 time.sleep(0.01)
         for f in list(self.files):
             f._detach()
-        with self.lock:
+        with self._copies_done:
+            # A write copying into prepared blocks in another thread ends first: "bye" (or,
+            # with the arbiter lost, clearing the slot) lets those blocks go to other files.
+            self._copies_done.wait_for(lambda: not self._copying)
             self.closed = True
             if not self.lost:
                 self.send_only("bye")
