@@ -492,6 +492,26 @@ def test_arbiter_killed_clients_get_server_lost_and_a_new_one_never_reuses_pinne
     a.close()
 
 
+def _write_held_up(pool: str) -> tuple[Any, "_GatedPool", threading.Thread, list[BaseException]]:
+    """A client whose large write (64 blocks to /big) is held up at its first store into the
+    blocks the arbiter prepared; what the write raised, once let through, lands in the list."""
+    c = daxfs.connect(pool, name="copier")
+    f = c.open("/big", "wb", buffering=0)
+    gate = _GatedPool(c.pool)
+    c.pool = gate
+    outcome: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            f.write(b"W" * (64 * BS))
+        except BaseException as exc:  # noqa: BLE001 — what the writer got, asserted by the test
+            outcome.append(exc)
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert gate.entered.wait(60)
+    return c, gate, writer, outcome
+
+
 class _GatedPool:
     """The client's view of the pool, holding up the first store into it until ``go``."""
 
@@ -515,20 +535,7 @@ def test_a_write_copying_into_prepared_blocks_as_the_arbiter_dies_keeps_them_fro
     # under way: the next arbiter must not give those blocks to anything before the copy
     # ends (the client would store into another file's data), and frees them after.
     server = serve()
-    c = daxfs.connect(pool, name="copier")
-    f = c.open("/big", "wb", buffering=0)
-    gate = _GatedPool(c.pool)
-    c.pool = gate  # type: ignore[assignment]
-    outcome: list[BaseException] = []
-
-    def write() -> None:
-        try:
-            f.write(b"W" * (64 * BS))
-        except BaseException as exc:  # noqa: BLE001 — what the writer got, asserted below
-            outcome.append(exc)
-    writer = threading.Thread(target=write)
-    writer.start()
-    assert gate.entered.wait(60)
+    c, gate, writer, outcome = _write_held_up(pool)
     server.stop(signal.SIGKILL)
     assert eventually(lambda: c.lost)
     serve()
@@ -553,20 +560,7 @@ def test_closing_a_client_while_another_thread_copies_a_write_lets_no_one_else_h
     # close waits for the copy before it says goodbye (after which the arbiter lets those
     # blocks go), and the write then fails as a write on a closed volume does
     serve()
-    c = daxfs.connect(pool, name="copier")
-    f = c.open("/big", "wb", buffering=0)
-    gate = _GatedPool(c.pool)
-    c.pool = gate  # type: ignore[assignment]
-    outcome: list[BaseException] = []
-
-    def write() -> None:
-        try:
-            f.write(b"W" * (64 * BS))
-        except BaseException as exc:  # noqa: BLE001 — what the writer got, asserted below
-            outcome.append(exc)
-    writer = threading.Thread(target=write)
-    writer.start()
-    assert gate.entered.wait(60)
+    c, gate, writer, outcome = _write_held_up(pool)
     closer = threading.Thread(target=c.close)
     closer.start()
     a = daxfs.connect(pool, name="filler")
