@@ -22,7 +22,8 @@ while every other memory-failure test still passed.
 - a failure (or a clearing) that is several records — new runs around old bad blocks, data
   and the unused tail — logs them all; each needs its checkpoint room (``GROW_RUN``); a
   cleared block's zeros are durable before the clearing is logged (a crash right after);
-  the rounding warnings point outside daxfs.
+  the rounding warnings point outside daxfs; an empty range or one not in the pool is
+  EINVAL naming the call and the range.
 - ``poisoned`` leaves out a bad block never written; ``badblock_report`` gives byte
   lengths; references next to a bad block are not told; ``regions`` of a pool of whole
   blocks end with the data, no empty gap.
@@ -262,6 +263,7 @@ def test_a_failure_over_both_checkpoint_slots_makes_the_volume_read_only() -> No
     assert b == a + lay.checkpoint_size                # (one range covers a page of each)
     vol.memory_failure(b - BS, 2 * BS)
     assert vol.readonly and "checkpoint slot A and B is bad memory" in (vol.damaged or "")
+    assert (vol.damaged or "").endswith("once the memory is repaired, `daxfs fsck --repair` makes it writable again")
     assert snapshot(vol) == state
     again = _mount_image(pool.image())
     assert again.readonly and snapshot(again) == state
@@ -309,6 +311,8 @@ def test_the_rounding_warning_points_outside_daxfs() -> None:
         vol.clear_badblocks(at + 1, 10)
     ours = os.path.dirname(daxfs.__file__) + os.sep
     assert [w.filename.startswith(ours) for w in list(failed) + list(cleared)] == [False, False]
+    assert [str(w.message) for w in cleared] == [f"clear_badblocks of pool bytes [{at + 1}, +10) rounded out to "
+                                                 f"whole blocks and pages"]
     vol.close()
 
 
@@ -552,4 +556,21 @@ def test_stopping_the_watcher_waits_for_a_look_in_progress(tmp_path: Path) -> No
     watcher.stop()
     assert not watcher.is_alive()                       # the look was over when stop returned
     assert vol.badblocks() == []                        # (stopped: the next mount acts on the list)
+    vol.close()
+
+
+def test_a_range_that_is_empty_or_not_in_the_pool_is_einval_naming_the_call_and_range() -> None:
+    vol = small_volume()
+    size = vol._layout.pool_size
+    for call in (vol.memory_failure, vol.clear_badblocks):
+        name = call.__name__
+        with pytest.raises(OSError) as info:
+            call(BS, 0)
+        assert info.value.errno == errno.EINVAL
+        assert info.value.strerror == f"{name}: the length must be positive, not 0"
+        with pytest.raises(OSError) as info:
+            call(size - BS, 2 * BS)
+        assert info.value.errno == errno.EINVAL
+        assert info.value.strerror == f"{name}: pool bytes [{size - BS}, +{2 * BS}) are not inside the pool ({size} bytes)"
+    assert vol.badblocks() == []
     vol.close()
