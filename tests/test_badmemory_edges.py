@@ -574,3 +574,22 @@ def test_a_range_that_is_empty_or_not_in_the_pool_is_einval_naming_the_call_and_
         assert info.value.strerror == f"{name}: pool bytes [{size - BS}, +{2 * BS}) are not inside the pool ({size} bytes)"
     assert vol.badblocks() == []
     vol.close()
+
+
+def test_poisoned_lists_only_the_written_blocks_of_a_run_that_mixes_in_unwritten_ones() -> None:
+    # one file, one run: block 0 written, block 1 fallocated and never written; both fail.
+    # Block 1 reads as zeros without EIO, so only block 0 is poisoned data
+    vol = small_volume()
+    with vol.open("/m", "wb", buffering=0) as f:
+        f.fallocate(0, 2 * BS)
+        f.pwrite(b"m" * BS, 0)
+        [first, second] = f.extents()
+        assert (first.length, second.length) == (BS, BS) and second.pool_offset == first.pool_offset + BS
+    vol.memory_failure(first.pool_offset, 2 * BS)
+    ino = vol.stat("/m").st_ino
+    assert vol.poisoned() == [daxfs.Owner(ino, "/m", 0, BS, first.pool_offset)]
+    with vol.open("/m", "rb", buffering=0) as f:
+        assert f.pread(BS, BS) == bytes(BS)
+        with pytest.raises(daxfs.PoisonError):
+            f.pread(BS, 0)
+    vol.close()

@@ -347,19 +347,22 @@ class BadMemory:
             return out  # type: ignore[return-value]
 
     def poisoned(self) -> list[Owner]:
-        """Every poisoned file range: written file data on bad memory (``daxfs fsck`` lists them)."""
+        """Every poisoned file range: written file data on bad memory (``daxfs fsck`` lists them).
+        A fallocated block never written reads as zeros, bad memory or not: it is not listed."""
         journal = self.journal
         with self.lock:
             journal.check_open()
             core = journal.core
+            bs = core.block_size
             out = []
             for s, n in core.bad.runs():
                 for owner in self._owners(s, n):
                     node = core.inodes.get(owner.ino)
-                    bs = core.block_size
-                    if node is not None and poison.poisoned_runs(core, node, owner.file_offset // bs,
-                                                                 owner.length // bs):
-                        out.append(owner)
+                    if node is None:
+                        continue
+                    for f, k, _p in poison.poisoned_runs(core, node, owner.file_offset // bs, owner.length // bs):
+                        out.append(owner._replace(file_offset=f * bs, length=k * bs,
+                                                  pool_offset=owner.pool_offset + f * bs - owner.file_offset))
             return out
 
     # ---------------------------------------------------------------- the badblock source
