@@ -4,15 +4,17 @@ records rarely land on a lap's end, still passed.
 
 - ``append``: a record that does not fit the rest of a lap goes to the next one, after a
   PAD when the rest holds a header (exactly a header's worth included: the PAD then takes a
-  sequence number of its own), with nothing written when it does not; every byte written
-  is persisted before ``append`` returns.
+  sequence number of its own), with nothing written when it does not; one that exactly
+  fills the rest stays in it (nothing written over the tail at the next lap's start);
+  every byte written is persisted before ``append`` returns.
 - ``cost`` / ``fits``: a record that exactly fills the lap costs its own length; one byte
   more costs the skipped rest too; ``fits`` is right at the byte where the tail is reached.
 - ``blocked`` / ``clear_position``: bad memory counts only where a write would land (the
   PAD's header and the record, half-open ranges), and the clear position is the first one
   past the furthest bad range in the way, at a lap's start when the rest is too short.
 - ``peek``, ``replay``, ``count_from``: each follows a PAD (and the short rest of a lap
-  with none) into the next lap; replay stops at ``stop_before_seq``, reports a valid
+  with none) into the next lap; replay of a ring exactly full ends where its last record
+  does (not past the short rest after it); replay stops at ``stop_before_seq``, reports a valid
   record past a torn one (naming where it is) only when asked, and turns a record that
   does not decode or apply into a BadRecordError naming its sequence, type and place.
 """
@@ -270,3 +272,34 @@ def test_a_record_that_does_not_decode_is_a_bad_record_naming_its_place() -> Non
     # counted all the same: its checksum is right
     assert LogRing.count_from(pool, OFFSET, SIZE, VID, start=SIZE + 40, first_seq=20) == 2
 
+
+
+def test_a_record_that_exactly_fills_the_rest_of_a_lap_stays_in_it() -> None:
+    pool = DurablePool(4096)
+    tail_record = encode_record(small(1), VID, 6)
+    pool.write(OFFSET, tail_record)     # the oldest record still needed, at this lap's start
+    r = ring(pool, head=SIZE + 216, tail=SIZE, next_seq=7)
+    assert r.cost(40) == 40 and r.fits(40)          # the ring then exactly full
+    append(r, small(2))
+    assert (r.head, r.next_seq) == (2 * SIZE, 8)
+    raw = ring_bytes(pool)
+    assert raw[216:] == encode_record(small(2), VID, 7)
+    assert raw[:40] == tail_record                   # no PAD, nothing written over the tail
+    assert bytes(pool.durable[OFFSET + 216:OFFSET + SIZE]) == raw[216:]
+    r.tail = SIZE + 40                               # (a checkpoint let go of the tail's record)
+    append(r, small(3))
+    assert (r.head, r.next_seq) == (2 * SIZE + 40, 9)
+    assert ring_bytes(pool)[:40] == encode_record(small(3), VID, 8)
+    assert replay(pool, start=SIZE + 216, first_seq=7) == ([small(2), small(3)], (2 * SIZE + 40, 9))
+
+
+def test_replay_of_a_ring_exactly_full_ends_where_its_last_record_does() -> None:
+    pool = MemoryPool(4096)
+    mid = SetAttr(1, 0o644, None, None, None, None, None)    # 48 bytes
+    records: list[Record] = [small(1), mid, big(2), small(3), mid]     # 40 + 48 + 72 + 40 + 48 = 248
+    r = ring(pool, head=248, tail=248, next_seq=30)          # 8 bytes left in the lap: skipped
+    for rec in records:
+        append(r, rec)
+    assert r.head == 248 + SIZE and not r.fits(1)
+    assert replay(pool, start=248, first_seq=30) == (records, (248 + SIZE, 35))
+    assert LogRing.count_from(pool, OFFSET, SIZE, VID, start=248, first_seq=30) == 5
