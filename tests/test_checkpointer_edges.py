@@ -185,24 +185,31 @@ def test_a_previous_index_without_the_inodes_changed_since_is_not_copied_from() 
 @pytest.mark.parametrize("copy", [False, True], ids=["packed", "copied"])
 def test_a_slice_packs_no_more_rows_than_its_units(units: int, copy: bool, small_slices: None) -> None:
     """``step(units)`` packs at most ``units`` rows, or copies at most ``units`` runs of
-    ``COPY_CHUNK`` unchanged rows: a commit's slice stays a slice however many rows are left."""
+    ``COPY_CHUNK`` unchanged rows, and a directory of more than ``SLICE_ENTRIES`` names is
+    packed a slice of names at a time: a commit's slice stays a slice however much is left."""
     pool, vol = _volume()
     j = vol._journal
     vol.checkpoint()
     if not copy:
         pool, vol = _remount(pool)
         j = vol._journal
-    vol.chmod("/f30", 0o600)
-    vol.open("/new", "wb").close()
+    for i in range(10, 30):             # a long stretch of changed rows, packed one by one
+        vol.chmod(f"/f{i}", 0o600)
+    for i in range(10):                 # inodes made since the previous snapshot
+        vol.open(f"/new{i}", "wb").close()
     with j.lock:
         expected = state_rows(j.core)
         writer = _writer(j, copy=copy)
         most = units * (checkpointer.COPY_CHUNK if copy else 1)
+        sliced = 0
         for steps in range(STEPS):
             at = writer.index + writer.tail
-            if writer.step(units):
-                break
+            complete = writer.step(units)
             assert writer.index + writer.tail - at <= most, (steps, at)
+            if complete:
+                break
+            sliced += writer.entries is not None
+        assert sliced >= (0 if copy else 2), "/big (10 names, unchanged) packed 3 names a step"
         assert steps >= len(expected[1]) // most          # type: ignore[arg-type]
         _check(j, writer, expected)
     vol.close()
@@ -375,7 +382,7 @@ def test_a_body_that_exactly_fills_the_slot_is_written_and_a_byte_more_is_enospc
         writer = _writer(j, slot_size=size - 1)
         with pytest.raises(OSError) as info:
             _run(writer, 1 << 62)
-        assert info.value.errno == errno.ENOSPC
+        assert info.value.errno == errno.ENOSPC and "checkpoint area" in str(info.value)
         assert writer.written == 0 and j.pool.read(slot, size) == bytes(size), "nothing written"
     vol.close()
 
