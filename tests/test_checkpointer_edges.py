@@ -4,7 +4,13 @@ each test pins down one thing a slip there would get wrong while every other tes
 - ``index_of``: what a complete checkpoint says of its rows (which inode each is, how long,
   where it starts in the body) is exactly where the body holds them, whatever the slices'
   sizes, whether rows were packed or copied from the checkpoint before, and with a bad-memory
-  field after the rows: the next checkpoint copies rows by it.
+  field after the rows (which outlives a checkpoint and a mount): the next checkpoint
+  copies rows by it, and counts as copied exactly the rows of inodes unchanged since.
+- rows are copied from the checkpoint before only by the set of inodes changed since its
+  snapshot: given its index without that set, every row is packed.
+- a slice stays a slice: ``step(units)`` packs at most ``units`` rows (a stretch of changed
+  rows or inodes made since the previous snapshot included), copies at most ``units`` runs,
+  and a large directory goes a slice of names at a time.
 - ``touch``: a row is kept as it was at the snapshot before a change reaches it when it
   will be packed from memory: always on the first checkpoint after mount (no checkpoint
   before it to copy from), and while the previous checkpoint's crc is still being checked
@@ -13,7 +19,7 @@ each test pins down one thing a slip there would get wrong while every other tes
   written: its magic, its generation, a body length that fits the slot (exactly fitting
   is fine).
 - ``_flush``: a body that exactly fills the slot is written; a byte more is ENOSPC before
-  anything is written past the slot.
+  anything is written past the slot, and the error says the checkpoint area is full.
 - the header goes last: until ``step`` returns True the slot's header is the older
   checkpoint's it held (a crash mounts the checkpoint before), and every body byte is
   written and persisted before the header is.
