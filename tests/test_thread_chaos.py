@@ -63,3 +63,12 @@ def test_an_arbiter_killed_under_the_threads_leaves_their_pins_to_the_next_one(s
     # go, and then be freed (the trial fails on a foreign word or anything left held)
     counts = trial(seed, threads=3, ops=200, wait_s=0.01, front="client", kill_server=True)
     assert counts["arbiter-killed-refs-held"] > 0 and counts.get("after-restart pwrite", 0) > 0, counts
+
+
+def test_client_processes_killed_across_an_arbiter_restart_leave_nothing_held() -> None:
+    # victim client processes beside the threads while the arbiter is killed and restarted:
+    # some are served by the old arbiter and live on watching their pins under the new one,
+    # some start while none listens, some only under the new one; all are SIGKILLed, and
+    # the new arbiter must end with nothing held and no file showing another's bytes
+    counts = trial(81, threads=3, ops=200, wait_s=0.01, front="client", kill_server=True, kill_clients=2)
+    assert counts["victims-killed"] > 0 and counts["arbiter-killed-refs-held"] > 0, counts

@@ -122,6 +122,8 @@ class Worker(threading.Thread):
         self.closing: threading.Event | None = None
         #: its arbiter was killed under it (see trial): it stopped, holding its references
         self.lost = False
+        #: a ServerLost stops it holding its references even without ``closing`` (a victim)
+        self.outlives_arbiter = False
         self.handles: list[tuple[int, Any]] = []     # (family, File)
         self.refs: list[tuple[int, Any, bool]] = []  # (family, Mapping or Pin, writable)
         self.error: BaseException | None = None
@@ -163,7 +165,7 @@ class Worker(threading.Thread):
                 except CorruptVolumeError:
                     raise
                 except ConnectionError:
-                    if self.closing is None or not self.closing.is_set():
+                    if not (self.outlives_arbiter or self.closing is not None and self.closing.is_set()):
                         raise
                     self.lost = True    # the arbiter was killed: stop, keeping every reference
                     return

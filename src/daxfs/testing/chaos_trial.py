@@ -135,10 +135,15 @@ def victim(path: str, seed: int, ops: int) -> int:
     ``ready`` once connected and a line after each operation answered, so that whoever
     kills it picks how many it got through.  On SIGUSR1 it drops its connection and lives
     on (``_drop_and_watch``).  1 (and a ``FAIL`` line) on a leak or a wrong answer."""
-    client = daxfs.connect(path, name=f"victim-{seed}")
+    try:
+        client = daxfs.connect(path, name=f"victim-{seed}")
+    except ConnectionError:
+        print("noserver", flush=True)       # (the arbiter is being restarted: see Reaper)
+        return 0
     # serials of its own: words stay unique across processes (only the family is checked)
     worker = Worker(client, random.Random(seed), ops, [(seed & 0xFFFF) << 24], threading.Lock(), 0.01,
                     SharedLock(), False)
+    worker.outlives_arbiter = True      # its arbiter killed (kill_server): it stops, holding on
     drop = threading.Event()
     signal.signal(signal.SIGUSR1, lambda *_: drop.set())
 
@@ -153,9 +158,26 @@ def victim(path: str, seed: int, ops: int) -> int:
     if worker.error is not None:
         print("FAIL " + repr(worker.error) + " | " + worker.traceback.replace("\n", " | "), flush=True)
         return 1
+    if worker.lost:
+        _watch(worker)
     client.close()
     print("done", flush=True)
     return 0
+
+
+def _watch(worker: Worker) -> None:
+    """Its arbiter was killed: read every pin and mapping until killed (a line each round, so
+    the reaper's count goes on); a word of another family is a Leak, as in ``victim``."""
+    print("lost", flush=True)
+    while True:
+        for family, ref, _writable in list(worker.refs):
+            try:
+                view = ref.buffer
+            except ValueError:
+                continue
+            check_words(view, family, f"a client of a killed arbiter: its {type(ref).__name__} of family {family}")
+        print("watch", flush=True)
+        time.sleep(0.005)
 
 
 def _drop_and_watch(path: str, client: Any, worker: Worker) -> None:
@@ -175,7 +197,10 @@ def _drop_and_watch(path: str, client: Any, worker: Worker) -> None:
         if client.lost:
             break
         time.sleep(0.001)
-    other = daxfs.connect(path, name=f"{client.name}-after")
+    try:
+        other: Any = daxfs.connect(path, name=f"{client.name}-after")
+    except ConnectionError:
+        other = None            # (the arbiter was killed meanwhile: it only reads its pins)
     print("dropped", flush=True)
     serial = worker.next_serial(0)
     while True:
@@ -185,13 +210,15 @@ def _drop_and_watch(path: str, client: Any, worker: Worker) -> None:
             except ValueError:
                 continue        # closed
             check_words(view, family, f"a dropped client's {type(ref).__name__} of family {family}")
-            if not hasattr(ref, "release"):
+            if not hasattr(ref, "release") or other is None:
                 continue        # (a mapping: migrated, nothing of the pool left to cut)
             other_family = (family + 1) % FAMILIES
             try:
                 other.truncate(ref.path, 0)
                 with other.open(f"/f{other_family}/{worker.rng.randrange(2)}", "wb", buffering=0) as f:
                     f.write(tagged(other_family, serial, 2 * BLOCK // 8))
+            except ConnectionError:
+                other = None    # (the arbiter was killed: from now on it only reads its pins)
             except OSError as exc:
                 if exc.errno not in EXPECTED:
                     raise
@@ -208,7 +235,7 @@ class Reaper(threading.Thread):
         super().__init__(daemon=True)
         self.path, self.rng, self.most = path, rng, most
         self.stop = threading.Event()
-        self.kills = self.drops = 0
+        self.kills = self.drops = self.outlived = 0
         self.error: str | None = None
 
     def run(self) -> None:
@@ -221,6 +248,10 @@ class Reaper(threading.Thread):
                                     env=env)
             try:
                 said = [proc.stdout.readline()]                          # type: ignore[union-attr]
+                if said[0].strip() == "noserver":                        # (an arbiter being restarted)
+                    proc.wait()
+                    time.sleep(0.01)
+                    continue
                 if said[0].strip() == "ready":
                     for _ in range(self.rng.randrange(self.most + 1)):
                         said.append(proc.stdout.readline())              # type: ignore[union-attr]
@@ -228,7 +259,9 @@ class Reaper(threading.Thread):
                             break
                     if dropping and said[-1] and not said[-1].startswith("FAIL"):
                         proc.send_signal(signal.SIGUSR1)
-                        while said[-1] and said[-1].strip() != "dropped" and not said[-1].startswith("FAIL"):
+                        # (a victim whose arbiter was killed only watches: it drops nothing)
+                        while said[-1] and said[-1].strip() not in ("dropped", "lost", "watch") \
+                                and not said[-1].startswith("FAIL"):
                             said.append(proc.stdout.readline())          # type: ignore[union-attr]
                         if said[-1].strip() == "dropped":
                             self.drops += 1
@@ -241,6 +274,14 @@ class Reaper(threading.Thread):
                 self.error = f"victim {seed}: {lines[0] if lines else said[0] + err[-2000:]}"
             else:
                 self.kills += 1
+                self.outlived += "lost\n" in said or "lost" in out.splitlines()
+
+
+def _stop(reapers: list[Reaper]) -> None:
+    for r in reapers:
+        r.stop.set()
+    for r in reapers:
+        r.join()
 
 
 def _released(client: Any, tries: int = 400) -> bool:
@@ -424,17 +465,19 @@ def trial(seed: int, threads: int, ops: int, wait_s: float, pool_dir: str = "/de
             server = None
         for w in workers:
             w.join()
-        for r in reapers:
-            r.stop.set()
-            r.join()
+        if not kill_server:
+            _stop(reapers)
         sys.setswitchinterval(switch)
         for w in workers:
             if w.error is not None:
                 raise AssertionError(f"thread failed: {w.error!r}\n{w.traceback}")
         restarted: dict[str, int] = {}
         if kill_server and front == "client":
+            # (the victims live on across the restart: those the old arbiter served stop and
+            # watch their pins, which the new one must keep until they are killed)
             server, clients, restarted = _after_a_killed_arbiter(path, policy, workers, rng, ops // 2, wait_s,
                                                                  serial, lock, fence)
+            _stop(reapers)
         for r in reapers:
             if r.error is not None:
                 raise AssertionError(f"a victim client failed: {r.error}")
@@ -473,6 +516,8 @@ def trial(seed: int, threads: int, ops: int, wait_s: float, pool_dir: str = "/de
         if reapers:
             counts["victims-killed"] = sum(r.kills for r in reapers)
             counts["victims-dropped-first"] = sum(r.drops for r in reapers)
+            if kill_server:
+                counts["victims-outlived-their-arbiter"] = sum(r.outlived for r in reapers)
         for w in workers:
             for k, v in w.counts.items():
                 counts[k] = counts.get(k, 0) + v
