@@ -80,6 +80,16 @@ def _remount(pool: MemoryPool) -> tuple[MemoryPool, Volume]:
     return copy, Volume.mount(copy)
 
 
+def _checkpointed(copy: bool) -> tuple[MemoryPool, Volume, Journal]:
+    """``_volume()`` after a checkpoint: its next checkpoint copies unchanged rows from that
+    one (``copy``), or, remounted afresh, has none to copy from and packs every row."""
+    pool, vol = _volume()
+    vol.checkpoint()
+    if not copy:
+        pool, vol = _remount(pool)
+    return pool, vol, vol._journal
+
+
 def _writer(j: Journal, *, previous: RowIndex | None = None, copy: bool = False,
             slot_size: int | None = None) -> CheckpointWriter:
     """A writer of the state now into the slot the journal writes next (no superblock names
@@ -193,12 +203,7 @@ def test_a_slice_packs_no_more_rows_than_its_units(units: int, copy: bool, small
     """``step(units)`` packs at most ``units`` rows, or copies at most ``units`` runs of
     ``COPY_CHUNK`` unchanged rows, and a directory of more than ``SLICE_ENTRIES`` names is
     packed a slice of names at a time: a commit's slice stays a slice however much is left."""
-    pool, vol = _volume()
-    j = vol._journal
-    vol.checkpoint()
-    if not copy:
-        pool, vol = _remount(pool)
-        j = vol._journal
+    pool, vol, j = _checkpointed(copy)
     for i in range(10, 30):             # a long stretch of changed rows, packed one by one
         vol.chmod(f"/f{i}", 0o600)
     for i in range(10):                 # inodes made since the previous snapshot
@@ -416,12 +421,7 @@ class _Recorder:
 
 @pytest.mark.parametrize("copy", [False, True], ids=["packed", "copied"])
 def test_every_body_byte_is_persisted_before_the_header_which_comes_last(copy: bool, small_slices: None) -> None:
-    pool, vol = _volume()
-    j = vol._journal
-    vol.checkpoint()
-    if not copy:
-        pool, vol = _remount(pool)
-        j = vol._journal
+    pool, vol, j = _checkpointed(copy)
     vol.chmod("/f4", 0o600)
     with j.lock:
         expected = state_rows(j.core)
