@@ -344,20 +344,25 @@ def test_checkpoints_of_the_wrong_generations_are_not_used_saying_so() -> None:
     v.superblock(2)
     with pytest.raises(CorruptVolumeError) as info:
         load(v.pool, check_damage=True)
-    assert info.value.what == "checkpoint slot holds generation 4, superblock wants 2"
-    assert info.value.where == v.layout.checkpoint_offsets[0]
+    first, second = v.layout.checkpoint_offsets[:2]
+    assert info.value.what == (f"checkpoint slot holds generation 4, superblock wants 2 at pool offset {first:#x} "
+                               f"(and the other checkpoint slot holds generation 7, neither 1 nor 3 at pool "
+                               f"offset {second:#x})")            # (each slot's fault, the newest's first)
+    assert info.value.where == first
     v.checkpoint(1)                         # the other slot holds the one before: used, saying why
     loaded = load(v.pool, check_damage=True)
     assert loaded.fallback == (f"corrupt volume: checkpoint slot holds generation 4, superblock wants 2 "
                                f"at pool offset {v.layout.checkpoint_offsets[0]:#x}")
     v.checkpoint(3)
-    _damage(v, 3)
+    other_says = _damage(v, 3)
     says = _damage(v, 2)
     v.checkpoint(2)
     _damage(v, 2)
     with pytest.raises(CorruptVolumeError) as info:     # both damaged: the newest's fault is named
         load(v.pool, check_damage=True)
-    assert (info.value.strerror, info.value.where) == (says, v.layout.checkpoint_offsets[0])
+    prefix = "corrupt volume: "
+    assert info.value.strerror == f"{says} (and {other_says[len(prefix):]})"
+    assert info.value.where == v.layout.checkpoint_offsets[0]
 
 
 def _torn_then_valid(v: Crafted) -> None:

@@ -119,6 +119,7 @@ def load(pool: Pool, *, check_damage: bool, stop_before_seq: int | None = None) 
     # either one.
     candidates = [(slots[want % 2], (want,)), (slots[(want + 1) % 2], (want - 1, want + 1))]
     first_error: CorruptVolumeError | None = None
+    errors: list[CorruptVolumeError] = []
     bad: tuple[BadRecordError, Checkpoint, int | None] | None = None   # the furthest a bad record let us get
     for index, (off, generations) in enumerate(candidates):
         try:
@@ -153,12 +154,12 @@ def load(pool: Pool, *, check_damage: bool, stop_before_seq: int | None = None) 
             if isinstance(exc, BadRecordError) and (bad is None or exc.seq > bad[0].seq):
                 bad = (exc, ckpt, older_pos)
             first_error = first_error or exc
+            errors.append(exc)
             continue
         fallback = None if index == 0 else first_error.strerror  # type: ignore[union-attr]
         return _loaded(pool, sb, core, ckpt, older_pos, head, next_seq, want, volume_id, fallback=fallback)
     if bad is None:
-        assert first_error is not None
-        raise first_error
+        raise _both_failed(errors)
     # Both ways stop at a bad record: the state before it, from the checkpoint that got
     # furthest.  apply may have half-changed the state it failed on, so build it again.
     error, ckpt, older_pos = bad
@@ -174,6 +175,20 @@ def load(pool: Pool, *, check_damage: bool, stop_before_seq: int | None = None) 
     fallback = None if ckpt.generation == want else first_error.strerror  # type: ignore[union-attr]
     return _loaded(pool, sb, core, ckpt, older_pos, head, next_seq, want, volume_id, bad_record=why,
                    bad_seq=error.seq, bad_reason=error.strerror, fallback=fallback)
+
+
+def _both_failed(errors: list[CorruptVolumeError]) -> CorruptVolumeError:
+    """Neither checkpoint slot loads: the newest's fault (its ``where``), the other's beside it."""
+    if len(errors) < 2:
+        return errors[0]
+    newest, other = errors[:2]
+    combined = CorruptVolumeError(f"{_placed(newest)} (and {_placed(other)})")
+    combined.where = newest.where
+    return combined
+
+
+def _placed(error: CorruptVolumeError) -> str:
+    return error.what + ("" if error.where is None else f" at pool offset {error.where:#x}")
 
 
 def _core_from(ckpt: Checkpoint, layout: Layout) -> Core:
