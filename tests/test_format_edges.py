@@ -40,7 +40,7 @@ from daxfs.format.log import (ALIGN, HEADER, BadRecordError, _frame, decode_reco
                               frame_at, highest_seq, later_record)
 from daxfs.format.superblock import (CLEAN, GENERATIONS, OWNER_MAGIC, SUPERBLOCK_BYTES, VERSION, _SB,
                                      Superblock, decode_owner, decode_superblock, encode_owner, has_magic)
-from tests._small_volume import pool_and_volume
+from _small_volume import pool_and_volume
 
 DATA = Path(__file__).parent / "data"
 VID = 0x0123_4567_89AB_CDEF
