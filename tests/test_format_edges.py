@@ -120,12 +120,14 @@ def test_a_header_alone_fills_a_slot_and_one_byte_less_is_truncated() -> None:
     assert len(header) == CKP_HEADER.size == 48
     assert peek_checkpoint(header) == (3, 4, 5)
     assert decode_checkpoint_streamed(header, 0).state.body == b""
-    with pytest.raises(CorruptVolumeError, match="does not decode"):    # an empty body is no state
-        decode_checkpoint(header, 0)
+    with pytest.raises(CorruptVolumeError, match="does not decode") as info:    # an empty body is no state
+        decode_checkpoint(header, 77)
+    assert info.value.where == 77
     assert peek_checkpoint(header[:-1]) is None
     for decode in (decode_checkpoint, decode_checkpoint_streamed):
-        with pytest.raises(CorruptVolumeError, match="truncated"):
-            decode(header[:-1], 0)
+        with pytest.raises(CorruptVolumeError, match="truncated") as info:
+            decode(header[:-1], 78)
+        assert info.value.where == 78
     assert peek_checkpoint(b"DAXFSCKX" + header[8:]) is None
 
 
@@ -436,3 +438,28 @@ def test_fits_refuses_each_overlap_and_each_bad_size() -> None:
                                pool_size=lay.data_offset + lay.data_blocks * 4096).fits()
     tight = Layout(1 << 20, 4096, 65536, 4096, (69632, 73728), 4096, 77824, 1)
     assert tight.fits()
+
+
+@pytest.mark.parametrize("has_bad", [False, True])
+@pytest.mark.parametrize("next_ino", [0, 127, 128, 65536, 1 << 40])
+def test_body_prefix_keeps_next_ino_of_any_width(next_ino: int, has_bad: bool) -> None:
+    rows = [[1, 2], [3, 4]]
+    packer = RowPacker()
+    tail = b"".join(packer.packed(row) for row in rows) + (packer.packed([[5, 6], []]) if has_bad else b"")
+    body = body_prefix(next_ino, len(rows), has_bad) + tail
+    assert msgpack.unpackb(body) == ([next_ino, rows, [[5, 6], []]] if has_bad else [next_ino, rows])
+    assert _parts(body) == (next_ino, rows, [[5, 6], []] if has_bad else None)
+
+
+def test_a_streamed_body_larger_than_msgpacks_default_buffer_decodes() -> None:
+    # (a checkpoint slot holds up to 512 MiB; msgpack's Unpacker refuses over 100 MiB unless told)
+    big = "x" * (101 << 20)
+    body = msgpack.packb([3, [[big]]])
+    next_ino, rows, rest = StreamedState(body).parts()
+    assert next_ino == 3 and next(rows) == [big] and rest(1) is None
+
+
+def test_a_bad_record_error_keeps_where_and_pos() -> None:
+    err = BadRecordError("log record 4 (SetAttr) is malformed", seq=4, kind="SetAttr", where=4096, pos=1 << 33)
+    assert (err.seq, err.kind, err.where, err.pos) == (4, "SetAttr", 4096, 1 << 33)
+    assert isinstance(err, CorruptVolumeError) and "malformed" in str(err)
