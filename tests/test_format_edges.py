@@ -317,8 +317,9 @@ def test_a_superblock_decodes_from_exactly_its_bytes_and_round_trips() -> None:
     assert len(enc) == SUPERBLOCK_BYTES == _SB.size + 4
     assert decode_superblock(enc, 0) == sb
     assert decode_superblock(enc + b"\xff" * 10, 0) == sb
-    with pytest.raises(CorruptVolumeError, match="truncated"):
-        decode_superblock(enc[:-1], 0)
+    with pytest.raises(CorruptVolumeError, match="truncated") as info:
+        decode_superblock(enc[:-1], 4096)
+    assert info.value.where == 4096
     assert sb.checkpoint_slot == 0 and _sb(5).checkpoint_slot == 1
     assert has_magic(enc) and not has_magic(b"DAXFS\x00SA" + enc[8:])
     assert struct.unpack_from("<I", enc, 36)[0] == 0           # the unused word after the block size
@@ -342,13 +343,15 @@ def test_a_sealed_superblock_with_another_version_or_a_bad_geometry_is_refused()
     body = bytearray(_sb().encode()[:_SB.size])
     for version in (0, VERSION + 1):
         struct.pack_into("<I", body, 8, version)
-        with pytest.raises(CorruptVolumeError, match=f"unsupported volume version {version}"):
-            decode_superblock(_resealed(bytes(body)), 0)
+        with pytest.raises(CorruptVolumeError, match=f"unsupported volume version {version}") as info:
+            decode_superblock(_resealed(bytes(body)), 4096)
+        assert info.value.where == 4096
     struct.pack_into("<I", body, 8, VERSION)
     assert decode_superblock(_resealed(bytes(body)), 0) == _sb()
     struct.pack_into("<Q", body, 40, (8 << 20) - 1)              # a pool one byte short
-    with pytest.raises(CorruptVolumeError, match="geometry"):
-        decode_superblock(_resealed(bytes(body)), 0)
+    with pytest.raises(CorruptVolumeError, match="geometry") as info:
+        decode_superblock(_resealed(bytes(body)), 4096)
+    assert info.value.where == 4096
 
 
 def test_generations_reads_each_copys_generation_field() -> None:
@@ -389,6 +392,8 @@ def test_layout_compute(pool_size: int, block_size: int, log_size: int, ckpt_siz
     assert lay == Layout(pool_size, block_size, 65536, log_size, (a, a + ckpt_size), ckpt_size,
                          data_offset, data_blocks)
     assert lay.fits()
+    assert all(type(v) is int for v in (*dataclasses.astuple(lay)[:4], *lay.checkpoint_offsets, *dataclasses.astuple(lay)[5:]))
+    assert decode_superblock(Superblock(uuid.UUID(int=1), lay, 1).encode(), 0).layout == lay
     assert lay.data_size == data_blocks * block_size
     assert lay.block_offset(0) == data_offset and lay.block_offset(3) == data_offset + 3 * block_size
     huge = data_offset % HUGE_PAGE == 0 and block_size < HUGE_PAGE
@@ -463,3 +468,28 @@ def test_a_bad_record_error_keeps_where_and_pos() -> None:
     err = BadRecordError("log record 4 (SetAttr) is malformed", seq=4, kind="SetAttr", where=4096, pos=1 << 33)
     assert (err.seq, err.kind, err.where, err.pos) == (4, "SetAttr", 4096, 1 << 33)
     assert isinstance(err, CorruptVolumeError) and "malformed" in str(err)
+
+
+@pytest.mark.parametrize("numpy_from", [0, 1 << 40])
+def test_a_header_cut_by_the_rings_end_is_not_a_record(numpy_from: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    from daxfs.format import log
+    monkeypatch.setattr(log, "SCAN_WITH_NUMPY", numpy_from)
+    for cut in (8, 16, 24):      # the first ``cut`` bytes of a later record's header, then the ring ends
+        ring = bytearray(_ring(1024, [(0, encode_pad(VID, 3))]))
+        ring[1024 - cut:] = encode_pad(VID, 9)[:cut]
+        assert highest_seq(bytes(ring), VID) == 3
+        assert later_record(bytes(ring), VID, 3) is None and later_record(bytes(ring), VID, 2) == 0
+
+
+def test_a_name_of_32_to_255_bytes_is_a_msgpack_str8_everywhere() -> None:
+    # (the bin-type msgpack spec: without it, such a str would be written as a raw16)
+    name = "n" * 40
+    str8 = b"\xd9\x28" + name.encode()
+    assert str8 in encode_record(Unlink(1, name, 7, False), VID, 1)
+    assert str8 in encode_checkpoint([2, [[1, 0o40755, 0, 0, 0, 1, 2, 3, None, [name, 2]]]], 1, -1, 0)
+    packer = RowPacker()
+    packer.row_head([1, 0o40755, 0, 0, 0, 1, 2, 3, None], 1)
+    packer.entry(name, 2)
+    assert str8 in packer.take()
+    packer.value(name)
+    assert packer.take() == str8 and packer.packed(name) == str8
