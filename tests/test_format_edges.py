@@ -442,8 +442,20 @@ def test_fits_refuses_each_overlap_and_each_bad_size() -> None:
     assert dataclasses.replace(lay, log_size=a - lay.log_offset).fits()
     assert dataclasses.replace(lay, data_blocks=(lay.pool_size - lay.data_offset) // 4096,
                                pool_size=lay.data_offset + lay.data_blocks * 4096).fits()
-    tight = Layout(1 << 20, 4096, 65536, 4096, (69632, 73728), 4096, 77824, 1)
+    least = 256 * 1024                  # (the least log and checkpoint slot mkfs makes)
+    tight = Layout(65536 + 3 * least + 4096, 4096, 65536, least, (65536 + least, 65536 + 2 * least), least,
+                   65536 + 3 * least, 1)
     assert tight.fits()
+    # what a superblock rewritten with a valid checksum could claim, and compute never makes:
+    # a data area off a block boundary (reads would come from the wrong bytes), regions
+    # too small to hold a record or a checkpoint, off a page, blocks past the largest size
+    assert dataclasses.replace(lay, data_offset=lay.data_offset + 8, data_blocks=lay.data_blocks - 1).fits() is False
+    assert dataclasses.replace(tight, log_size=least - 4096).fits() is False
+    assert dataclasses.replace(tight, checkpoint_size=least - 4096).fits() is False
+    assert dataclasses.replace(lay, log_size=lay.log_size - 8).fits() is False
+    assert dataclasses.replace(lay, checkpoint_offsets=(a + 8, b + 8), checkpoint_size=lay.checkpoint_size - 8).fits() is False
+    assert dataclasses.replace(lay, block_size=4 << 20, data_blocks=0).fits() is False
+    assert dataclasses.replace(tight, data_blocks=0).fits() is False
 
 
 @pytest.mark.parametrize("has_bad", [False, True])

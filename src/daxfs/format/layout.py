@@ -31,6 +31,8 @@ HUGE_PAGE = 2 * 1024 * 1024
 MIN_BLOCK_SIZE = 4096
 MAX_BLOCK_SIZE = HUGE_PAGE
 MIN_DATA_BLOCKS = 16
+_PAGE = 4096
+_LEAST_REGION = 256 * 1024      # the least log and checkpoint slot ``compute`` makes
 
 
 def _clamp(value: int, low: int, high: int) -> int:
@@ -90,10 +92,15 @@ class Layout:
         return self.data_offset + pblk * self.block_size
 
     def fits(self) -> bool:
-        """Whether the regions are in order and inside the pool (a sanity check on a decoded superblock)."""
+        """Whether the regions are in order and inside the pool, each as ``compute`` lays them
+        out (page-aligned, no smaller than its least size, data blocks on a block boundary): a
+        check on a decoded superblock, whose checksum only says it was written so."""
         a, b = self.checkpoint_offsets
-        return (HEADER_SIZE <= self.log_offset and self.log_offset + self.log_size <= a
+        bs = self.block_size
+        return (MIN_BLOCK_SIZE <= bs <= MAX_BLOCK_SIZE and bs & (bs - 1) == 0
+                and HEADER_SIZE <= self.log_offset and self.log_offset + self.log_size <= a
                 and a + self.checkpoint_size <= b and b + self.checkpoint_size <= self.data_offset
-                and self.data_offset + self.data_blocks * self.block_size <= self.pool_size
-                and self.block_size >= MIN_BLOCK_SIZE and self.block_size & (self.block_size - 1) == 0
-                and self.log_size > 0 and self.checkpoint_size > 0)
+                and self.data_offset + self.data_blocks * bs <= self.pool_size
+                and self.log_size >= _LEAST_REGION and self.checkpoint_size >= _LEAST_REGION
+                and all(x % _PAGE == 0 for x in (self.log_offset, self.log_size, a, b, self.checkpoint_size))
+                and self.data_offset % bs == 0 and self.data_blocks > 0)
