@@ -134,7 +134,9 @@ def victim(path: str, seed: int, ops: int) -> int:
     """A client in its own process working like a chaos thread until it is killed: it prints
     ``ready`` once connected and a line after each operation answered, so that whoever
     kills it picks how many it got through.  On SIGUSR1 it drops its connection and lives
-    on (``_drop_and_watch``).  1 (and a ``FAIL`` line) on a leak or a wrong answer."""
+    on (``_drop_and_watch``); when its arbiter is killed it stops, holding what it holds, and
+    watches (``_watch``); started while no arbiter listens, it says ``noserver`` and ends.
+    1 (and a ``FAIL`` line) on a leak or a wrong answer."""
     try:
         client = daxfs.connect(path, name=f"victim-{seed}")
     except ConnectionError:
