@@ -403,8 +403,9 @@ class Client(ClosesOnExit, PathNames):
         for f in list(self.files):
             f._detach()
         with self._copies_done:
-            # A write copying into prepared blocks in another thread ends first: "bye" (or,
-            # with the arbiter lost, clearing the slot) lets those blocks go to other files.
+            # A large write in another thread (stores into prepared blocks, then its commit)
+            # ends first: "bye" (or, with the arbiter lost, clearing the slot) lets those
+            # blocks go to other files.
             self._copies_done.wait_for(lambda: not self._copying)
             self.closed = True
             if not self.lost:

@@ -183,20 +183,23 @@ class ClientFile(FileBase):
         # Large: straight into blocks the arbiter prepared, persisted here, then one record.
         token, segments = client.call("prepare", self.h, offset, n)
         try:
-            client.copying(token, [(pool_offset, length) for _f, length, pool_offset in segments])
-            pool = client.pool
-            for file_offset, length, pool_offset in segments:
-                pool[pool_offset:pool_offset + length] = view[file_offset - offset:file_offset - offset + length]
-            if client.sync_mode != "memory":
-                for _f, length, pool_offset in segments:
-                    start = pool_offset - pool_offset % _PAGE
-                    client._pool_map.flush(start, pool_offset + length - start)
-        except BaseException:
-            client.send_only("abort", token)
-            raise
+            try:
+                client.copying(token, [(pool_offset, length) for _f, length, pool_offset in segments])
+                pool = client.pool
+                for file_offset, length, pool_offset in segments:
+                    pool[pool_offset:pool_offset + length] = view[file_offset - offset:file_offset - offset + length]
+                if client.sync_mode != "memory":
+                    for _f, length, pool_offset in segments:
+                        start = pool_offset - pool_offset % _PAGE
+                        client._pool_map.flush(start, pool_offset + length - start)
+            except BaseException:
+                client.send_only("abort", token)
+                raise
+            # Listed as copying until the commit is answered, so that close() in another
+            # thread waits for the whole write, not only for its stores.
+            return client.call("commit", token)
         finally:
             client.copying(token, None)
-        return client.call("commit", token)
 
     def _do_seek_data(self, offset: int, hole: bool) -> int:
         return self._client.call("seek_data", self.h, offset, hole)
