@@ -36,6 +36,7 @@ Usage::
     python bench/bench_scale.py               # full run, about five minutes on 2 cores
     python bench/bench_scale.py --quick       # smoke run, smaller files, fewer rounds
     python bench/bench_scale.py --markdown    # the table as Markdown
+    BENCH_ROWS=map_rows,cow_row python bench/bench_scale.py   # only those rows' functions
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ try:
 except ModuleNotFoundError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
     import daxfs
+from daxfs.media._view import PoolView  # the view f.map() builds: its two mmaps, timed alone
 
 BLOCK = 4 * KiB
 QUIET_S = 0.3                       # longer than the status page's publish interval (0.2 s)
@@ -234,6 +236,19 @@ def map_rows(config: BenchConfig, scratch: Path) -> RowResult:
                     mapped.close()
                 return total / config.quiet_maps
 
+            def view_map(round_index: int) -> float:
+                # what f.map() costs the kernel: its two mmaps (a reservation, then the pool
+                # range laid over it), here over the os file, after the same pause
+                total = 0
+                for _ in range(config.quiet_maps):
+                    time.sleep(QUIET_S)
+                    started_ns = time.perf_counter_ns()
+                    view = PoolView(fd, size, writable=False)
+                    view.map_pool(0, size, 0)
+                    total += time.perf_counter_ns() - started_ns
+                    view.release()
+                return total / config.quiet_maps
+
             def daxfs_warm(round_index: int) -> float:
                 started_ns = time.perf_counter_ns()
                 for _ in range(WARM_MAPS):
@@ -249,7 +264,7 @@ def map_rows(config: BenchConfig, scratch: Path) -> RowResult:
             daxfs_map(-1)       # the volume's first reference change (a flusher may start once)
             changes = 0
             with _ThreadStarts() as starts:
-                medians = samples(config, {"daxfs": daxfs_map, "os": os_map})
+                medians = samples(config, {"daxfs": daxfs_map, "os": os_map, "view": view_map})
             warm = samples(config, {"daxfs": daxfs_warm, "os": os_warm})
         finally:
             os.close(fd)
@@ -257,6 +272,8 @@ def map_rows(config: BenchConfig, scratch: Path) -> RowResult:
     rows = [
         _table.absolute_row(f"f.map() of a {size_text(size)} file after a quiet moment", "µs",
                             medians["daxfs"] / 1e3, medians["os"] / 1e3, Target.max_value(40.0)),
+        _table.absolute_row("  its two mmaps alone (reservation + MAP_FIXED), same pause", "µs",
+                            medians["view"] / 1e3, medians["os"] / 1e3, Target.none()),
         _table.absolute_row("  threads started per reference change (map, close)", "threads",
                             starts.count / changes, None, Target.max_value(0.0)),
         _table.absolute_row("  f.map() + close, back to back", "µs", warm["daxfs"] / 1e3,
@@ -269,7 +286,10 @@ def map_rows(config: BenchConfig, scratch: Path) -> RowResult:
             "during the measured rounds over map + close calls (each one a reference change), "
             f"after one untimed map + close. Back to back: {WARM_MAPS} × (map + close) a round with "
             "no pause, beside mmap.mmap + close (reported only: what the pause adds is the "
-            "machine's, e.g. caches and idle CPUs, and shows in the os column too).")
+            "machine's, e.g. caches and idle CPUs, and shows in the os column too). Its two "
+            "mmaps alone: the PoolView f.map() builds (an anonymous reservation, then the range "
+            "laid over it with MAP_FIXED) over the os file, after the same pause, no daxfs "
+            "bookkeeping: the floor under the first row.")
     return rows, [note]
 
 
@@ -464,7 +484,13 @@ class ScaleBench:
 
     def run(self) -> list[Row]:
         rows: list[Row] = []
+        only = [name for name in os.environ.get("BENCH_ROWS", "").split(",") if name]
+        unknown = set(only) - {row_function.__name__ for row_function in ROWS}
+        if unknown:
+            raise SystemExit(f"BENCH_ROWS: no such row function: {', '.join(sorted(unknown))}")
         for row_function in ROWS:
+            if only and row_function.__name__ not in only:
+                continue
             _table.log(f"{row_function.__name__} ...")
             made, notes = row_function(self.config, self.scratch_dir)
             rows += made
