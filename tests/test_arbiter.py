@@ -19,6 +19,7 @@ this process, client B (and C) in processes of their own.
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import signal
 import socket
@@ -576,6 +577,171 @@ def test_closing_a_client_while_another_thread_copies_a_write_lets_no_one_else_h
         with a.open(name, "rb", buffering=0) as g:
             assert set(g.read()) == {ord("F")}, name                  # no byte of the write astray
     assert eventually(lambda: a.statfs().busy == 0)
+    assert a.fsck() == []
+    a.close()
+
+
+def test_a_pin_asked_for_while_a_close_waits_for_a_write_is_refused(
+        pool: str, serve: Callable[..., ServerProcess]) -> None:
+    # close() waits for another thread's large write; a pin asked for meanwhile (by a third
+    # thread) must be refused: the close counted the references before, and its "bye"
+    # lets the arbiter give the pinned blocks to other files (the pin's stores landed in
+    # another file's data)
+    serve()
+    a = daxfs.connect(pool, name="other")
+    with a.open("/victim", "wb", buffering=0) as g:
+        g.write(b"v" * (8 * BS))
+    c, gate, writer, outcome = _write_held_up(pool)
+    closer = threading.Thread(target=c.close)
+    closer.start()
+    assert eventually(lambda: len(c._copies_done._waiters) == 1)      # close() waits for the write
+    victim = c.open("/victim", "r+b", buffering=0)                    # (after close() let files go)
+    with pytest.raises(ValueError, match="closed"):
+        victim.pin(0, 8 * BS, write=True)
+    with pytest.raises(ValueError, match="closed"):
+        victim.map(0, 8 * BS)
+    gate.go.set()
+    writer.join(60)
+    closer.join(60)
+    assert c.closed and outcome == [] and a.pins() == []
+    a.unlink("/victim")
+    assert eventually(lambda: a.statfs().busy == 0)                  # nothing kept it
+    assert a.fsck() == []
+    a.close()
+
+
+def test_two_closes_racing_a_write_close_once(pool: str, serve: Callable[..., ServerProcess]) -> None:
+    # Two threads close while a third copies a large write: the second waits for the
+    # first's outcome; the holder slot is cleared once (a second clear, after the first
+    # dropped the slot's lock, could wipe another client's slot)
+    serve()
+    c, gate, writer, outcome = _write_held_up(pool)
+    clears: list[int] = []
+    clear = c._table.clear
+    c._table.clear = lambda slot: (clears.append(slot), clear(slot))[1]
+    errors: list[BaseException] = []
+
+    def close() -> None:
+        try:
+            c.close()
+        except BaseException as exc:  # noqa: BLE001 — asserted below
+            errors.append(exc)
+    closers = [threading.Thread(target=close) for _ in range(2)]
+    closers[0].start()
+    assert eventually(lambda: len(c._copies_done._waiters) == 1)
+    closers[1].start()
+    assert eventually(lambda: len(c._copies_done._waiters) == 2)      # both inside close()
+    gate.go.set()
+    writer.join(60)
+    for t in closers:
+        t.join(60)
+    assert c.closed and errors == [] and outcome == [] and len(clears) == 1
+
+
+def test_a_file_closed_while_its_write_copies_lets_the_prepared_blocks_go(
+        pool: str, serve: Callable[..., ServerProcess]) -> None:
+    # Another thread closes the file while a large write into it copies: the commit fails
+    # as a write on a closed file does (EBADF), and the blocks prepared for it are freed
+    # (they stayed busy for good: the failed commit neither used nor freed them)
+    serve()
+    c, gate, writer, outcome = _write_held_up(pool)
+    c.files.copy().pop().close()
+    gate.go.set()
+    writer.join(60)
+    assert len(outcome) == 1 and isinstance(outcome[0], OSError) and outcome[0].errno == errno.EBADF
+    a = daxfs.connect(pool, name="checker")
+    assert eventually(lambda: a.statfs().busy == 0)
+    assert a.stat("/big").st_size == 0
+    c.close()
+    assert a.fsck() == []
+    a.close()
+
+
+def test_an_embedded_open_is_refused_while_a_lost_client_still_copies_into_the_pool(
+        pool: str, serve: Callable[..., ServerProcess]) -> None:
+    # The arbiter dies while a client copies a large write into prepared blocks; the pool
+    # opened embedded (not by a new arbiter, which keeps them) would give those blocks to
+    # other files while the stores still land: refused, naming the client, until it ends
+    server = serve()
+    c, gate, writer, outcome = _write_held_up(pool)
+    server.stop(signal.SIGKILL)
+    assert eventually(lambda: c.lost)
+    with pytest.raises(daxfs.BusyError, match="copier") as refused:
+        daxfs.open_volume(pool)
+    assert refused.value.holders == [os.getpid()]
+    daxfs.open_volume(pool, readonly=True).close()          # a follower allocates nothing
+    gate.go.set()
+    writer.join(60)
+    assert len(outcome) == 1 and isinstance(outcome[0], ServerLost)
+    vol = daxfs.open_volume(pool)                            # the copy over, the slot let go
+    assert vol.statfs().busy == 0 and vol.fsck() == []
+    vol.close()
+    c.close()
+
+
+@pytest.mark.parametrize("kind", ["pin", "mapping"])
+def test_memory_still_exported_after_its_reference_went_is_kept_by_the_next_arbiter(
+        pool: str, serve: Callable[..., ServerProcess], kind: str) -> None:
+    # A pin released (or a mapping closed) while an export of its buffer lives stays mapped
+    # until the export dies.  The arbiter is killed meanwhile: the lost client's slot must
+    # list that memory so the next arbiter gives it to no one (it listed unreleased pins
+    # only, and the stores through the export landed in another file)
+    server = serve()
+    c = daxfs.connect(pool, name="holder")
+    with c.open("/v", "wb", buffering=0) as g:
+        g.write(b"v" * (8 * BS))
+    f = c.open("/v", "r+b", buffering=0)
+    ref = f.pin(0, 8 * BS, write=True) if kind == "pin" else f.map(0, 8 * BS, write=True)
+    export = ref.buffer[:]
+    ref.release() if kind == "pin" else ref.close()
+    f.close()
+    server.stop(signal.SIGKILL)
+    assert eventually(lambda: c.lost)
+    serve()
+    a = daxfs.connect(pool, name="other")
+    a.unlink("/v")
+    assert a.statfs().busy == 8 * BS                                 # kept for the export
+    fills = _fill_every_free_block(a)
+    export[:] = b"X" * (8 * BS)
+    for name in fills:
+        with a.open(name, "rb", buffering=0) as g:
+            assert set(g.read()) == {ord("F")}, name
+    export.release()
+    del export
+    gc.collect()
+    assert eventually(lambda: a.statfs().busy == 0)                  # the export gone, the blocks go
+    c.close()
+    assert a.fsck() == []
+    a.close()
+
+
+@pytest.mark.parametrize("kind", ["pin", "mapping"])
+def test_memory_still_exported_after_its_client_closed_is_kept_until_the_export_dies(
+        pool: str, serve: Callable[..., ServerProcess], kind: str) -> None:
+    # The same with the arbiter alive and the client closed: the slot keeps the exported
+    # memory from other files, and lets it go (slot and all) when the export dies
+    serve()
+    c = daxfs.connect(pool, name="holder")
+    with c.open("/v", "wb", buffering=0) as g:
+        g.write(b"v" * (8 * BS))
+    f = c.open("/v", "r+b", buffering=0)
+    ref = f.pin(0, 8 * BS, write=True) if kind == "pin" else f.map(0, 8 * BS, write=True)
+    export = ref.buffer[:]
+    ref.release() if kind == "pin" else ref.close()
+    c.close()
+    a = daxfs.connect(pool, name="other")
+    a.unlink("/v")
+    assert a.statfs().busy == 8 * BS
+    fills = _fill_every_free_block(a)
+    export[:] = b"X" * (8 * BS)
+    for name in fills:
+        with a.open(name, "rb", buffering=0) as g:
+            assert set(g.read()) == {ord("F")}, name
+    export.release()
+    del export
+    gc.collect()
+    assert eventually(lambda: a.statfs().busy == 0)
+    assert not c._slot_held and c._table.read(c._slot) is None
     assert a.fsck() == []
     a.close()
 

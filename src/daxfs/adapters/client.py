@@ -139,6 +139,9 @@ class Client(ClosesOnExit, PathNames):
         self._table.path, self._table.fd = "", table_fd
         if not take_slot_lock(table_fd, self._slot):
             raise ServerLost(errno.EPROTO, "the holder slot the arbiter gave is taken", socket_path)
+        # Ours until its lock is dropped; after that another process may be given the slot,
+        # so nothing here may write or clear it again.
+        self._slot_held = True
         # Two locks, neither ever held across a call to the arbiter (a reply may need
         # another thread to read it): ``lock`` guards the tables of files and references,
         # ``view_lock`` the views and extents of each reference (fills are laid in by
@@ -161,6 +164,7 @@ class Client(ClosesOnExit, PathNames):
         self.files: set[ClientFile] = set()
         self.lost = False
         self.closed = False
+        self._closing = False           # a close() under way: no new reference or copy may start
         self._close_when_idle = False   # left by an exception while pinned: close at the last release
         self._reader = threading.Thread(target=self._read_loop, name="daxfs-client-in", daemon=True)
         self._reader.start()
@@ -195,7 +199,7 @@ class Client(ClosesOnExit, PathNames):
                 self._callers -= 1
         if pending.status == "ok":
             return pending.body
-        if pending.status == "lost":
+        if pending.status == "lost" or (not pending.is_set() and not self.closed):
             raise ServerLost(errno.ECONNRESET, "the arbiter went away", self.socket_path)
         if not pending.is_set():    # another thread closed the client while this call waited
             raise ValueError("I/O operation on closed volume")
@@ -260,9 +264,15 @@ class Client(ClosesOnExit, PathNames):
             ref._fill(fblk, nblk, pool_offset)
 
     def register(self, ref: ClientMapping | ClientPin) -> None:
-        """A new reference: from now on events reach it (fills that came first are laid in)."""
+        """A new reference: from now on events reach it (fills that came first are laid in).
+        ValueError, the reference let go at once, once a close has begun: the close has
+        counted the references it waits for, and its "bye" lets the arbiter free the rest."""
         with self.view_lock:
             with self.lock:
+                if self._closing or self.closed:
+                    ref._drop_unregistered()
+                    self.send_only("release", ref.r, True)
+                    raise ValueError("I/O operation on closed volume")
                 self.refs[ref.r] = ref
             for fill in self._early_fills.pop(ref.r, ()):
                 ref._fill(*fill)
@@ -313,16 +323,24 @@ class Client(ClosesOnExit, PathNames):
         self._events.put(None)
 
     def _publish_pins(self) -> None:
-        """After the arbiter is lost: the slot lists what pins still hold and what a copy
-        still under way stores into, nothing else."""
-        runs = [(p, n) for ref in self.refs.values() if isinstance(ref, ClientPin) and not ref.released
+        """After the arbiter is lost: the slot lists the pool memory this process may still
+        store into, nothing else — pins, released pins and closed mappings whose buffers
+        are still exported (each stays in ``refs`` until its view is unmapped), and
+        writes copying into prepared blocks.  (Live mappings were migrated.)"""
+        if not self._slot_held:
+            return
+        runs = [(p, n) for ref in self.refs.values() if isinstance(ref, ClientPin) or (ref.closed and not ref.revoked)
                 for _f, n, p in ref.pool_runs()]
         runs += [run for copying in self._copying.values() for run in copying]
         if runs or self._exported:
             self._table.write(self._slot, os.getpid(), os.getuid(), os.getgid(), self.name, runs)
         else:
-            self._table.clear(self._slot)
-            drop_slot_lock(self._table.fd, self._slot)
+            self._release_slot()
+
+    def _release_slot(self) -> None:
+        self._table.clear(self._slot)
+        drop_slot_lock(self._table.fd, self._slot)
+        self._slot_held = False
 
     def _event_loop(self) -> None:
         while True:
@@ -344,10 +362,11 @@ class Client(ClosesOnExit, PathNames):
                 pass
 
     def ref_done(self, ref: ClientMapping | ClientPin) -> None:
-        """A reference's memory is gone: forget it (and, with no arbiter, maybe the slot)."""
+        """A reference's memory is gone: forget it (and, with no arbiter or no connection to
+        it, the slot keeps only what is left, or goes)."""
         with self.lock:
             self.refs.pop(ref.r, None)
-            if self.lost:
+            if self.lost or self.closed:
                 self._publish_pins()
         self._close_if_idle()
 
@@ -361,7 +380,7 @@ class Client(ClosesOnExit, PathNames):
                 # (lost or closed since the blocks were prepared: no slot or session keeps them)
                 if self.lost:
                     raise ServerLost(errno.ECONNRESET, "the arbiter went away", self.socket_path)
-                if self.closed:
+                if self.closed or self._closing:
                     raise ValueError("I/O operation on closed volume")
                 self._copying[token] = runs
                 return
@@ -381,45 +400,66 @@ class Client(ClosesOnExit, PathNames):
 
     def close(self, *, force: bool = False, timeout: float | None = None) -> None:
         """Disconnect.  BusyError while mappings or pins live, unless ``force`` (mappings are
-        migrated to private memory; pins, never revoked, are waited for up to ``timeout``)."""
+        migrated to private memory; pins, never revoked, are waited for up to ``timeout``).
+        Large writes under way in other threads end first (their stores, then their commit);
+        once a close has begun, no new mapping, pin or large write may start, and a second
+        close waits for the first one's outcome."""
         timeout = arguments.timeout(timeout)
-        with self.lock:
+        with self._copies_done:
+            while self._closing:
+                self._copies_done.wait()
             if self.closed:
                 return
             live = [ref for ref in self.refs.values() if ref.live]
             if live and not force:
                 raise BusyError("volume has live references: " + ", ".join(repr(r) for r in live[:5]),
                                 holders=[self.name], filename=self.path)
-        if live:
-            for ref in live:
-                if isinstance(ref, ClientMapping):
-                    ref.revoke("migrate")
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while any(ref.live for ref in list(self.refs.values())):
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise BusyError("pins still held after the close timeout", holders=[self.name],
-                                    filename=self.path)
-                time.sleep(0.01)
-        for f in list(self.files):
-            f._detach()
-        with self._copies_done:
-            # A large write in another thread (stores into prepared blocks, then its commit)
-            # ends first: "bye" (or, with the arbiter lost, clearing the slot) lets those
-            # blocks go to other files.
-            self._copies_done.wait_for(lambda: not self._copying)
-            self.closed = True
-            if not self.lost:
-                self.send_only("bye")
-            try:
-                self._sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            self._sock.close()
-            self._events.put(None)
-            if not self._exported:
-                self._table.clear(self._slot)
-                drop_slot_lock(self._table.fd, self._slot)
-            self.changes.close()
+            self._closing = True
+        try:
+            if live:
+                for ref in live:
+                    if isinstance(ref, ClientMapping):
+                        ref.revoke("migrate")
+                deadline = None if timeout is None else time.monotonic() + timeout
+                while any(ref.live for ref in list(self.refs.values())):
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise BusyError("pins still held after the close timeout", holders=[self.name],
+                                        filename=self.path)
+                    time.sleep(0.01)
+            for f in list(self.files):
+                f._detach()
+            with self._copies_done:
+                # A large write in another thread (stores into prepared blocks, then its
+                # commit) ends first: "bye" (or, with the arbiter lost, clearing the slot)
+                # lets those blocks go to other files.
+                self._copies_done.wait_for(lambda: not self._copying)
+                self.closed = True
+                if not self.lost:
+                    self._say_bye()
+                try:
+                    self._sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                self._sock.close()
+                self._events.put(None)
+                if not self._exported and self._slot_held:
+                    self._release_slot()
+                self.changes.close()
+        finally:
+            with self._copies_done:
+                self._closing = False
+                self._copies_done.notify_all()
+
+    def _say_bye(self) -> None:
+        # Not send_only: on a broken socket it would treat the arbiter as lost, taking the
+        # view lock while ``lock`` is held, the reverse of register()'s order.  An arbiter
+        # gone meanwhile frees this connection's holds when it sees the socket close, or its
+        # successor reads them in the slot.
+        try:
+            with self._send_lock:
+                self._sock.sendall(wire.pack([0, "bye", []]))
+        except OSError:
+            pass
 
     def _defer_close(self) -> None:
         with self.lock:

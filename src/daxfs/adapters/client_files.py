@@ -401,6 +401,14 @@ class ClientMapping(_ClientRef):
     def live(self) -> bool:
         return not self.closed and not self.revoked
 
+    def _drop_unregistered(self) -> None:
+        """The client refused this mapping (it is closing): unmap it, tell no one."""
+        self.closed = True
+        self._buffer = None
+        view, self._view = self._view, None
+        if view is not None:
+            view.release()
+
     def __repr__(self) -> str:
         state = "revoked" if self.revoked else ("closed" if self.closed else "live")
         return f"<daxfs.ClientMapping {self.path!r} [{self.offset}, +{self.length}) {state}>"
@@ -498,6 +506,10 @@ class ClientPin(_ClientRef):
     @property
     def live(self) -> bool:
         return not self.released
+
+    def _drop_unregistered(self) -> None:
+        """The client refused this pin (it is closing): no view was made yet."""
+        self.released = True
 
     def __repr__(self) -> str:
         return f"<daxfs.ClientPin {self.path!r} [{self.offset}, +{self.length}) " \

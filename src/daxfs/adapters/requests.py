@@ -411,8 +411,9 @@ class Requests:
         if entry is None:
             raise ValueError("no such prepared write")
         h, off, n, pieces = entry
-        f = self._file(h)
         try:
+            # (the handle may have been closed by another thread meanwhile: the blocks go too)
+            f = self._file(h)
             return self.vol.data.commit_write(f.ino, off, n, pieces)
         except BaseException:
             self.vol.data.abort_write(pieces)

@@ -33,12 +33,12 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import Any, TextIO
 
-import daxfs
 from daxfs.adapters import wire
 from daxfs.adapters.session import Session
 from daxfs.errors import BusyError
 from daxfs.volume.changes import ChangeTable
 from daxfs.volume.holders import HolderTable, holders_path
+from daxfs.volume.opening import open_keeping_holders
 
 ZOMBIE_CHECK_S = 0.01
 SPIN_REQUEST_S = 100e-6 if wire.SPIN_REPLY_S else 0.0     # how long the loop looks for a client's next request
@@ -61,8 +61,8 @@ class Server:
         self._log_queued = self._log_written = self._log_dropped = 0
         # Online discard starts only after _inherit: blocks the mount frees (orphans) may be
         # pinned by a live client of an earlier arbiter until they are held again.
-        self.volume = daxfs.open_volume(self.pool_path, policy=policy, durability=durability,
-                                        lease_break_s=lease_break_s, discard=False)
+        self.volume = open_keeping_holders(self.pool_path, policy=policy, durability=durability,
+                                           lease_break_s=lease_break_s, discard=False)
         try:
             info = os.stat(self.pool_path)
             self.pool_mode, self.pool_uid, self.pool_gid = st.S_IMODE(info.st_mode), info.st_uid, info.st_gid

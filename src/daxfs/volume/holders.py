@@ -104,9 +104,9 @@ def _pack_runs(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
 class HolderTable:
     """The side file of one pool's holders (the arbiter's view, or a client's own slot)."""
 
-    def __init__(self, path: str, *, create: bool = False) -> None:
+    def __init__(self, path: str, *, create: bool = False, readonly: bool = False) -> None:
         self.path = path
-        flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+        flags = (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC | (os.O_CREAT if create else 0)
         self.fd = os.open(path, flags, 0o600)
         if create:
             size = _FIRST + SLOTS * SLOT_SIZE
@@ -114,7 +114,9 @@ class HolderTable:
                 os.ftruncate(self.fd, size)
             os.pwrite(self.fd, _HEADER.pack(MAGIC, VERSION, SLOT_SIZE, SLOTS), 0)
         else:
-            magic, version, slot_size, slots = _HEADER.unpack(os.pread(self.fd, _HEADER.size, 0))
+            header = os.pread(self.fd, _HEADER.size, 0)
+            magic, version, slot_size, slots = _HEADER.unpack(header) if len(header) == _HEADER.size \
+                else (b"", 0, 0, 0)
             if magic != MAGIC or version != VERSION or slot_size != SLOT_SIZE or slots != SLOTS:
                 os.close(self.fd)
                 raise OSError(errno.EINVAL, "not a daxfs holder table", path)
@@ -157,6 +159,14 @@ class HolderTable:
     def used(self) -> list[int]:
         """Slots that hold a record (live or left by a dead process)."""
         return [i for i in range(SLOTS) if self.read(i) is not None]
+
+    def live(self) -> list[tuple[int, int, str, list[tuple[int, int]]]]:
+        """``read``'s record of every slot whose process is alive (one lock query when none is)."""
+        probe = _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, 0, SLOTS, 0)
+        if _FLOCK.unpack(fcntl.fcntl(self.fd, _F_OFD_GETLK, probe))[0] == fcntl.F_UNLCK:
+            return []
+        records = (self.read(slot) for slot in range(SLOTS) if self.alive(slot))
+        return [record for record in records if record is not None]
 
     def free_slot(self, taken: set[int]) -> int:
         """A slot nobody uses: empty or left by a dead process, and not in ``taken``."""

@@ -12,10 +12,11 @@ import os
 import stat as st
 
 from daxfs.core.namespace import fspath
-from daxfs.errors import describe_bytes, fs_error
+from daxfs.errors import BusyError, describe_bytes, fs_error
 from daxfs.format.layout import Layout
 from daxfs.media import FilePool
 from daxfs.volume import arguments
+from daxfs.volume.holders import HolderTable, holders_path
 from daxfs.volume.mount import held_elsewhere, open_pool
 from daxfs.volume.references import POLICIES, check_policy
 from daxfs.volume.volume import DURABILITIES, Volume
@@ -30,8 +31,21 @@ def open_volume(path: object, *, readonly: bool = False, policy: str = "defer", 
     catches up with the records the writer has logged, so they see its changes
     as another process on the same mount would.  ``discard``: give freed blocks'
     memory back as they are freed (None: where the pool is memory — tmpfs,
-    hugetlbfs; False: only at ``trim``).
+    hugetlbfs; False: only at ``trim``).  A read-write open is refused (BusyError)
+    while clients of an arbiter that stopped still hold blocks of the pool.
     """
+    return _open(path, readonly, policy, durability, lease_break_s, discard, keeps_holders=False)
+
+
+def open_keeping_holders(path: object, *, policy: str = "defer", durability: str = "sync",
+                         lease_break_s: float = 45.0, discard: bool | None = None) -> Volume:
+    """``open_volume`` read-write for the arbiter, which reads the holder table itself and
+    keeps what its live slots hold (``Server._inherit``)."""
+    return _open(path, False, policy, durability, lease_break_s, discard, keeps_holders=True)
+
+
+def _open(path: object, readonly: bool, policy: str, durability: str, lease_break_s: float,
+          discard: bool | None, *, keeps_holders: bool) -> Volume:
     check_policy(policy)
     if policy is None:
         raise ValueError("policy must be one of " + ", ".join(POLICIES))
@@ -44,11 +58,35 @@ def open_volume(path: object, *, readonly: bool = False, policy: str = "defer", 
     p = fspath(path)
     pool = open_pool(p, readonly)
     try:
+        if not readonly and not keeps_holders:
+            refuse_live_holders(p)
         return Volume.mount(pool, readonly=readonly, policy=policy, durability=durability,
                             lease_break_s=float(lease_break_s), discard=discard)
     except BaseException:
         pool.close()
         raise
+
+
+def refuse_live_holders(path: str) -> None:
+    """BusyError when clients of an arbiter that stopped still hold blocks of the pool at
+    ``path`` (pins, mappings, a write copying into blocks): only an arbiter reads their
+    slots and keeps those blocks from other files until the clients let go or die."""
+    try:
+        table = HolderTable(holders_path(path), readonly=True)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.EINVAL):   # no arbiter ever served it, or not a table
+            return
+        raise
+    try:
+        holding = [(pid, name) for pid, _uid, name, runs in table.live() if runs]
+    finally:
+        table.close()
+    if holding:
+        who = ", ".join(f"process {pid} ({name!r})" for pid, name in holding[:5])
+        more = f" and {len(holding) - 5} more" if len(holding) > 5 else ""
+        raise BusyError(f"pool blocks are still held by clients of a stopped arbiter: {who}{more}; "
+                        "`daxfs serve` serves them again, or stop them",
+                        holders=[pid for pid, _name in holding], filename=path)
 
 
 def mkfs(path: object, size: int | None = None, *, block_size: int = 4096, force: bool = False,
