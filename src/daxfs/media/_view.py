@@ -21,6 +21,8 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
+import weakref
+from typing import Any
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _c_mmap = _libc.mmap
@@ -48,6 +50,13 @@ def _round_up(n: int, to: int) -> int:
     return -(-n // to) * to
 
 
+class _Reservation(mmap.mmap):
+    """The anonymous mmap behind a view; once its owner let go while buffers exported from
+    it live, it keeps the view (``lingers``) so a memory failure can still fence it."""
+
+    view: Any = None
+
+
 class PoolView:
     """A reserved virtual range into which pool ranges are mapped."""
 
@@ -57,8 +66,10 @@ class PoolView:
         self._fd = fd
         self._span = _round_up(max(length, 1), PAGE)
         align = HUGE if self._span >= HUGE else PAGE
-        self._mm = mmap.mmap(-1, self._span + align - PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
-                             prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        self._mm: _Reservation | None = _Reservation(
+            -1, self._span + align - PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
+            prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        self._lingering: weakref.ref[_Reservation] | None = None
         anchor = ctypes.c_char.from_buffer(self._mm)
         start = ctypes.addressof(anchor)
         del anchor      # an export would keep the mmap from ever closing
@@ -68,9 +79,17 @@ class PoolView:
         #: page-aligned ``(offset, length)`` ranges fenced off (inaccessible), in order
         self.fenced: list[tuple[int, int]] = []
 
+    def _mapped(self) -> mmap.mmap | None:
+        """The reservation while it is mapped (kept alive by the caller while it uses it)."""
+        mm = self._mm if self._mm is not None else self._lingering() if self._lingering is not None else None
+        return None if mm is None or mm.closed else mm
+
     def _fixed(self, offset: int, length: int, prot: int, flags: int, fd: int, pool_offset: int) -> None:
         if offset < 0 or offset % PAGE or offset + length > self._span:
             raise ValueError(f"view range {offset:#x}+{length:#x} is not page-aligned inside the view")
+        mm = self._mapped()
+        if mm is None:
+            return      # unmapped: those addresses may be someone else's now
         got = _c_mmap(self.address + offset, length, prot, flags | _MAP_FIXED, fd, pool_offset)
         if got == _MAP_FAILED or got is None:
             err = ctypes.get_errno()
@@ -88,7 +107,7 @@ class PoolView:
 
     def buffer(self, start: int, length: int) -> memoryview:
         """A memoryview of view bytes ``[start, start+length)``; read-only unless writable."""
-        view = memoryview(self._mm)[self._skew + start:self._skew + start + length]
+        view = memoryview(self.reservation)[self._skew + start:self._skew + start + length]
         return view if self.writable else view.toreadonly()
 
     def fence(self, offset: int, length: int) -> bool:
@@ -123,7 +142,10 @@ class PoolView:
     def migrate(self) -> None:
         """Replace the pool memory with private memory holding the same bytes, same addresses
         (fenced pages stay fenced: their bytes were never the file's)."""
-        whole = memoryview(self._mm)[self._skew:self._skew + self._span]
+        mm = self._mapped()
+        if mm is None:
+            return          # unmapped already: nothing shows the pool any more
+        whole = memoryview(mm)[self._skew:self._skew + self._span]
         try:
             parts = self._accessible()
             copies = [bytes(whole[s:s + n]) for s, n in parts]
@@ -148,17 +170,30 @@ class PoolView:
             raise OSError(err, f"msync failed: {os.strerror(err)}")
 
     def release(self) -> bool:
-        """Unmap now; False (nothing done) while buffers exported from the view still live."""
+        """Unmap now; False (nothing done) while buffers exported from the view still live:
+        then the view lingers — the reservation keeps it (for ``fence`` and ``migrate``)
+        until the last export goes, and it no longer keeps the reservation."""
+        mm = self._mapped()
+        if mm is None:
+            return True
         try:
-            self._mm.close()
+            mm.close()
         except BufferError:
+            mm.view = self
+            self._lingering = weakref.ref(mm)
+            self._mm = None
             return False
         return True
 
     @property
     def reservation(self) -> mmap.mmap:
         """The Python mmap behind the view: alive, and mapped, while any export of it lives."""
-        return self._mm
+        if self._mm is not None:
+            return self._mm
+        mm = self._lingering() if self._lingering is not None else None
+        if mm is None:
+            raise ValueError("the view is unmapped")
+        return mm
 
 
 __all__ = ["PoolView", "PAGE", "HUGE"]

@@ -432,6 +432,24 @@ class ReferenceTable:
         """References let go of whose blocks are still held (their memory is still mapped)."""
         return list(self._lingering)
 
+    def writers_over(self, ino: int, first: int, end: int) -> list[Reference]:
+        """Write references that can still store into file blocks ``[first, end)``: live ones,
+        and ones let go of while a buffer exported from them lives (it stores on)."""
+        return [r for r in self.covering(ino, first, end) if r.writable] + \
+            [r for r in self._lingering if r.ino == ino and r.writable and r.end_block > first and r.first_block < end]
+
+    def detach_lingering(self) -> None:
+        """At close: buffers still exported from references let go of in this process move
+        to private memory (same addresses, same bytes), and their blocks are let go, so no
+        array shows pool memory once the pool is closed and given to the next writer.
+        Memory another process shows (no view here) stays held as it is."""
+        for ref in list(self._lingering):
+            view = ref.lingering() if ref.lingering is not None else None
+            if view is not None:
+                view.migrate()
+                self._unhold(ref)
+        self._announce()
+
     def covering(self, ino: int, first: int, end: int | None) -> list[Reference]:
         """Live references to file blocks ``[first, end)`` (``end`` None: to the end)."""
         out = []
@@ -545,7 +563,7 @@ class ReferenceTable:
         'wait' wait for them to go (stores through them would land in every clone).  True
         when it waited: the lock was let go meanwhile (the caller looks at the files again)."""
         def writers() -> list[Reference]:
-            return [r for r in self.covering(ino, first, end) if r.writable]
+            return self.writers_over(ino, first, end)
         found = writers()
         if not found:
             return False

@@ -371,7 +371,7 @@ class Sharing:
         nblk = -(-length // bs)
         if snode is dnode and so // bs < do // bs + nblk and do // bs < so // bs + nblk:
             return False
-        return not [r for r in self.references.covering(snode.ino, so // bs, so // bs + nblk) if r.writable]
+        return not self.references.writers_over(snode.ino, so // bs, so // bs + nblk)
 
     def _copy_bytes(self, snode: Inode, so: int, dnode: Inode, do: int, n: int) -> None:
         pos = 0

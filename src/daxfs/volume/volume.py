@@ -182,6 +182,7 @@ class Volume(ClosesOnExit, PathNames):
                 table.force_out(None if timeout is None else time.monotonic() + timeout)
                 if journal.closed:
                     return      # another close ran while this one waited (the lock let go)
+            table.detach_lingering()
             self.namespace.detach_all()
             if not journal.readonly:
                 self.data.flush(None)
