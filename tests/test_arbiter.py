@@ -513,6 +513,15 @@ def _write_held_up(pool: str) -> tuple[Any, "_GatedPool", threading.Thread, list
     return c, gate, writer, outcome
 
 
+def _write_held_up_as_the_arbiter_dies(pool: str, server: ServerProcess
+                                       ) -> tuple[Any, "_GatedPool", threading.Thread, list[BaseException]]:
+    """``_write_held_up``, then the arbiter SIGKILLed and the client aware it is lost."""
+    held = _write_held_up(pool)
+    server.stop(signal.SIGKILL)
+    assert eventually(lambda: held[0].lost)
+    return held
+
+
 class _GatedPool:
     """The client's view of the pool, holding up the first store into it until ``go``."""
 
@@ -535,10 +544,7 @@ def test_a_write_copying_into_prepared_blocks_as_the_arbiter_dies_keeps_them_fro
     # killed after it prepared them and the client learns of it while the copy is still
     # under way: the next arbiter must not give those blocks to anything before the copy
     # ends (the client would store into another file's data), and frees them after.
-    server = serve()
-    c, gate, writer, outcome = _write_held_up(pool)
-    server.stop(signal.SIGKILL)
-    assert eventually(lambda: c.lost)
+    c, gate, writer, outcome = _write_held_up_as_the_arbiter_dies(pool, serve())
     serve()
     a = daxfs.connect(pool, name="filler")
     assert a.statfs().busy == 64 * BS                                # kept for the copy still going
@@ -662,10 +668,7 @@ def test_an_embedded_open_is_refused_while_a_lost_client_still_copies_into_the_p
     # The arbiter dies while a client copies a large write into prepared blocks; the pool
     # opened embedded (not by a new arbiter, which keeps them) would give those blocks to
     # other files while the stores still land: refused, naming the client, until it ends
-    server = serve()
-    c, gate, writer, outcome = _write_held_up(pool)
-    server.stop(signal.SIGKILL)
-    assert eventually(lambda: c.lost)
+    c, gate, writer, outcome = _write_held_up_as_the_arbiter_dies(pool, serve())
     with pytest.raises(daxfs.BusyError, match="copier") as refused:
         daxfs.open_volume(pool)
     assert refused.value.holders == [os.getpid()]
@@ -679,13 +682,16 @@ def test_an_embedded_open_is_refused_while_a_lost_client_still_copies_into_the_p
     c.close()
 
 
+@pytest.mark.parametrize("then", ["arbiter-killed", "client-closed"])
 @pytest.mark.parametrize("kind", ["pin", "mapping"])
-def test_memory_still_exported_after_its_reference_went_is_kept_by_the_next_arbiter(
-        pool: str, serve: Callable[..., ServerProcess], kind: str) -> None:
+def test_memory_still_exported_after_its_reference_went_goes_to_no_other_file(
+        pool: str, serve: Callable[..., ServerProcess], kind: str, then: str) -> None:
     # A pin released (or a mapping closed) while an export of its buffer lives stays mapped
-    # until the export dies.  The arbiter is killed meanwhile: the lost client's slot must
-    # list that memory so the next arbiter gives it to no one (it listed unreleased pins
-    # only, and the stores through the export landed in another file)
+    # until the export dies.  If the arbiter is killed meanwhile, the lost client's slot
+    # must list that memory so the next arbiter gives it to no one (it listed unreleased
+    # pins only, and the stores through the export landed in another file); if the client
+    # closes instead, the slot keeps it from other files the same way.  Either way the
+    # blocks (and the slot) go when the export dies.
     server = serve()
     c = daxfs.connect(pool, name="holder")
     with c.open("/v", "wb", buffering=0) as g:
@@ -695,9 +701,12 @@ def test_memory_still_exported_after_its_reference_went_is_kept_by_the_next_arbi
     export = ref.buffer[:]
     ref.release() if kind == "pin" else ref.close()
     f.close()
-    server.stop(signal.SIGKILL)
-    assert eventually(lambda: c.lost)
-    serve()
+    if then == "arbiter-killed":
+        server.stop(signal.SIGKILL)
+        assert eventually(lambda: c.lost)
+        serve()
+    else:
+        c.close()
     a = daxfs.connect(pool, name="other")
     a.unlink("/v")
     assert a.statfs().busy == 8 * BS                                 # kept for the export
@@ -711,36 +720,6 @@ def test_memory_still_exported_after_its_reference_went_is_kept_by_the_next_arbi
     gc.collect()
     assert eventually(lambda: a.statfs().busy == 0)                  # the export gone, the blocks go
     c.close()
-    assert a.fsck() == []
-    a.close()
-
-
-@pytest.mark.parametrize("kind", ["pin", "mapping"])
-def test_memory_still_exported_after_its_client_closed_is_kept_until_the_export_dies(
-        pool: str, serve: Callable[..., ServerProcess], kind: str) -> None:
-    # The same with the arbiter alive and the client closed: the slot keeps the exported
-    # memory from other files, and lets it go (slot and all) when the export dies
-    serve()
-    c = daxfs.connect(pool, name="holder")
-    with c.open("/v", "wb", buffering=0) as g:
-        g.write(b"v" * (8 * BS))
-    f = c.open("/v", "r+b", buffering=0)
-    ref = f.pin(0, 8 * BS, write=True) if kind == "pin" else f.map(0, 8 * BS, write=True)
-    export = ref.buffer[:]
-    ref.release() if kind == "pin" else ref.close()
-    c.close()
-    a = daxfs.connect(pool, name="other")
-    a.unlink("/v")
-    assert a.statfs().busy == 8 * BS
-    fills = _fill_every_free_block(a)
-    export[:] = b"X" * (8 * BS)
-    for name in fills:
-        with a.open(name, "rb", buffering=0) as g:
-            assert set(g.read()) == {ord("F")}, name
-    export.release()
-    del export
-    gc.collect()
-    assert eventually(lambda: a.statfs().busy == 0)
     assert not c._slot_held and c._table.read(c._slot) is None
     assert a.fsck() == []
     a.close()
