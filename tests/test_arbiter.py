@@ -725,6 +725,53 @@ def test_memory_still_exported_after_its_reference_went_goes_to_no_other_file(
     a.close()
 
 
+def test_a_forked_child_letting_go_of_its_copy_of_a_client_frees_nothing_of_the_parents(
+        pool: str, serve: Callable[..., ServerProcess]) -> None:
+    # A child forked from a client's process gets copies of its socket, holder slot lock
+    # and views.  Its finalizers (an export dying) and its close() spoke for the parent:
+    # release_blocks, "bye", a shutdown of the shared socket and an unlock of the slot,
+    # and the arbiter freed the parent's pin and lingering mapping under it
+    serve()
+    c = daxfs.connect(pool, name="parent")
+    with c.open("/v", "wb", buffering=0) as g:
+        g.write(b"v" * (8 * BS))
+    with c.open("/v", "r+b", buffering=0) as f:
+        pin = f.pin(0, 4 * BS, write=True)
+        mapping = f.map(4 * BS, 4 * BS, write=True)
+    exports = [pin.buffer[:], mapping.buffer[:]]
+    pin.release()
+    mapping.close()                             # both linger: their blocks held for the exports
+    pid = os.fork()
+    if pid == 0:
+        try:
+            for export in exports:
+                export.release()
+            del exports[:]
+            gc.collect()
+            c.close()
+        finally:
+            os._exit(0)
+    assert os.waitpid(pid, 0)[1] == 0
+    assert not c.lost and not c.closed
+    a = daxfs.connect(pool, name="other")
+    a.unlink("/v")
+    assert a.statfs().busy == 8 * BS                                 # kept for the exports
+    fills = _fill_every_free_block(a)
+    for export in exports:
+        export[:] = b"X" * (4 * BS)
+    for name in fills:
+        with a.open(name, "rb", buffering=0) as g:
+            assert set(g.read()) == {ord("F")}, name
+    for export in exports:
+        export.release()
+    del exports[:]
+    gc.collect()
+    c.close()
+    assert eventually(lambda: a.statfs().busy == 0)
+    assert a.fsck() == []
+    a.close()
+
+
 def _fill_every_free_block(a: Any) -> list[str]:
     """Files of F bytes over every free block (64-block files, then single blocks)."""
     fills: list[str] = []

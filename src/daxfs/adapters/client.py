@@ -27,6 +27,7 @@ import socket
 import stat as st
 import threading
 import time
+import weakref
 from typing import Any
 
 from daxfs._types import Owner, PinInfo, Stat, StatFS
@@ -46,6 +47,17 @@ from daxfs.volume.pathnames import PathNames, names_like
 BUSY_S = 0.01       # a client that made a call this recently is busy: its callers read the socket
 
 __all__ = ["Client", "connect", "ServerLost"]
+
+#: Clients connected in this process: a child forked from it gets copies it must never use.
+_CLIENTS: "weakref.WeakSet[Client]" = weakref.WeakSet()
+
+
+def _disown_after_fork() -> None:
+    for client in list(_CLIENTS):
+        client._disown()
+
+
+os.register_at_fork(after_in_child=_disown_after_fork)
 
 
 def connect(pool_or_socket: object, *, name: str | None = None) -> "Client":
@@ -166,6 +178,7 @@ class Client(ClosesOnExit, PathNames):
         self.closed = False
         self._closing = False           # a close() under way: no new reference or copy may start
         self._close_when_idle = False   # left by an exception while pinned: close at the last release
+        _CLIENTS.add(self)
         self._reader = threading.Thread(target=self._read_loop, name="daxfs-client-in", daemon=True)
         self._reader.start()
         self._event_thread = threading.Thread(target=self._event_loop, name="daxfs-client-events", daemon=True)
@@ -207,7 +220,7 @@ class Client(ClosesOnExit, PathNames):
 
     def send_only(self, op: str, *args: Any) -> None:
         """A request whose reply nobody waits for (from finalizers and the event thread)."""
-        if self.lost or self._sock.fileno() < 0:
+        if self.lost or self.closed or self._sock.fileno() < 0:
             return
         try:
             with self._send_lock:
@@ -460,6 +473,24 @@ class Client(ClosesOnExit, PathNames):
                 self._sock.sendall(wire.pack([0, "bye", []]))
         except OSError:
             pass
+
+    def _disown(self) -> None:
+        """In a child forked from this client's process: this copy shares the parent's
+        socket, holder slot lock and views.  It is closed without a word: nothing sent
+        (its finalizers' releases would free the parent's blocks), no shutdown of the
+        shared socket, no unlock or clear of the parent's slot.  Locks a parent thread
+        held at the fork are made again (that thread does not exist here)."""
+        self.lock = threading.RLock()
+        self.view_lock = threading.RLock()
+        self._copies_done = threading.Condition(self.lock)
+        self._send_lock = threading.Lock()
+        self._recv_lock = threading.Lock()
+        self._count_lock = threading.Lock()
+        self.closed = True
+        self._slot_held = False
+        self._copying.clear()
+        for f in list(self.files):
+            f._detach()
 
     def _defer_close(self) -> None:
         with self.lock:

@@ -28,6 +28,7 @@ import os
 import stat as st
 import time
 import warnings
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -53,6 +54,21 @@ from daxfs.volume.sharing import Sharing
 from daxfs.volume.status import StatusPage, read_status
 
 DURABILITIES = ("sync", "lazy")
+
+#: Volumes open in this process: a child forked from it gets copies it must never use.
+_OPEN_VOLUMES: "weakref.WeakSet[Volume]" = weakref.WeakSet()
+
+
+def _disown_after_fork() -> None:
+    """In a forked child: each volume copied from the parent is marked closed, so nothing
+    here writes its pool (a checkpoint of the parent's state, as of the fork, over the
+    parent's log) or drops the parent's lock on the pool file (the child shares its open
+    file description).  The child opens the pool again to use it."""
+    for vol in list(_OPEN_VOLUMES):
+        vol._journal.closed = True
+
+
+os.register_at_fork(after_in_child=_disown_after_fork)
 
 
 class Volume(ClosesOnExit, PathNames):
@@ -139,6 +155,7 @@ class Volume(ClosesOnExit, PathNames):
                     journal.commit(Reclaim(ino))
                 vol._status.publish()     # other processes see the writer (``daxfs pins``) from now on
             vol.badmemory.watch(pool.name)              # what the device lists as bad, now and later
+        _OPEN_VOLUMES.add(vol)
         return vol
 
     def close(self, *, force: bool = False, timeout: float | None = None) -> None:
@@ -154,6 +171,8 @@ class Volume(ClosesOnExit, PathNames):
         timeout = arguments.timeout(timeout)
         journal = self._journal
         table = self.references
+        if journal.closed:
+            return      # (without the lock: a forked child's copy may hold it for good)
         with journal.lock:
             if journal.closed:
                 return
