@@ -32,9 +32,11 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import daxfs.media._view as view_module
@@ -607,3 +609,35 @@ def test_zero_clears_exactly_the_range_and_refuses_outside_the_pool(mem_pool: Me
     with pytest.raises(PermissionError) as info:
         ro.zero(0, PAGE)
     assert (info.value.errno, info.value.filename) == (errno.EROFS, "<ro>")
+
+
+def test_a_reader_never_sees_a_migrating_view_between_pool_and_copy() -> None:
+    # migrate() swaps the copy in with one mremap: threads reading through the view (numpy
+    # lets the GIL go) see 7s throughout; the pages were zeros until the copy came back when
+    # the range was first replaced by fresh memory, then filled
+    size = 32 * 1024 * 1024
+    pool = MemoryPool(size)
+    pool.write(0, b"\x07" * size)
+    view = pool.map_view(size, writable=False)
+    view.map_pool(0, size, 0)
+    array = np.frombuffer(view.buffer(0, size), dtype=np.uint8)
+    started, done = threading.Event(), threading.Event()
+    seen: list[int] = []
+    reads = [0]
+
+    def read() -> None:
+        while not done.is_set():
+            seen.append(int(array.min()))
+            reads[0] += 1
+            started.set()
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    for t in readers:
+        t.start()
+    assert started.wait(60)
+    for _ in range(3):
+        view.migrate()
+    done.set()
+    for t in readers:
+        t.join(60)
+    assert reads[0] > 0 and set(seen) == {7}
+    assert int(array.min()) == 7 and pool.read(0, 1) == b"\x07"

@@ -31,6 +31,17 @@ _c_mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int
 _c_msync = _libc.msync
 _c_msync.restype = ctypes.c_int
 _c_msync.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_c_mprotect = _libc.mprotect
+_c_mprotect.restype = ctypes.c_int
+_c_mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_c_munmap = _libc.munmap
+_c_munmap.restype = ctypes.c_int
+_c_munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_c_mremap = _libc.mremap
+_c_mremap.restype = ctypes.c_void_p
+_c_mremap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int, ctypes.c_void_p]
+_MREMAP_MAYMOVE = 1
+_MREMAP_FIXED = 2
 
 _MAP_FAILED = ctypes.c_void_p(-1).value
 _MAP_SHARED = 0x01
@@ -141,21 +152,34 @@ class PoolView:
 
     def migrate(self) -> None:
         """Replace the pool memory with private memory holding the same bytes, same addresses
-        (fenced pages stay fenced: their bytes were never the file's)."""
+        (fenced pages stay fenced: their bytes were never the file's).
+
+        The copy is made in memory of its own, then moved over the whole view in one
+        ``mremap``: a thread reading through the view meanwhile sees the pool's bytes or
+        the copy, never a page in between (zeros).  A store made while the copy is taken
+        may miss it, as a store racing any revoke may."""
         mm = self._mapped()
         if mm is None:
             return          # unmapped already: nothing shows the pool any more
-        whole = memoryview(mm)[self._skew:self._skew + self._span]
+        span = self._span
+        fresh = _c_mmap(None, span, _PROT_READ | _PROT_WRITE, _MAP_PRIVATE | _MAP_ANONYMOUS, -1, 0)
+        if fresh == _MAP_FAILED or fresh is None:
+            err = ctypes.get_errno()
+            raise OSError(err, f"mmap for a migrated view failed: {os.strerror(err)}")
         try:
-            parts = self._accessible()
-            copies = [bytes(whole[s:s + n]) for s, n in parts]
-            self._fixed(0, self._span, _PROT_READ | _PROT_WRITE, _MAP_PRIVATE | _MAP_ANONYMOUS, -1, 0)
-            for (s, n), copy in zip(parts, copies):
-                whole[s:s + n] = copy
+            for s, n in self._accessible():
+                ctypes.memmove(fresh + s, self.address + s, n)
             for s, n in self.fenced:
-                self._fixed(s, n, _PROT_NONE, _MAP_PRIVATE | _MAP_ANONYMOUS, -1, 0)
-        finally:
-            whole.release()
+                if _c_mprotect(fresh + s, n, _PROT_NONE) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"mprotect of a migrated view's fence failed: {os.strerror(err)}")
+            got = _c_mremap(fresh, span, span, _MREMAP_MAYMOVE | _MREMAP_FIXED, self.address)
+            if got == _MAP_FAILED or got is None:
+                err = ctypes.get_errno()
+                raise OSError(err, f"mremap of a migrated view failed: {os.strerror(err)}")
+        except BaseException:
+            _c_munmap(fresh, span)
+            raise
 
     def invalidate(self) -> None:
         """Make the range inaccessible: a touch is a segmentation fault (documented)."""
