@@ -772,6 +772,19 @@ def test_a_forked_child_letting_go_of_its_copy_of_a_client_frees_nothing_of_the_
     a.close()
 
 
+def test_a_connection_whose_slot_cannot_be_locked_leaves_no_descriptor_open(
+        pool: str, serve: Callable[..., ServerProcess], monkeypatch: pytest.MonkeyPatch) -> None:
+    # (the socket and the three descriptors the arbiter passed stayed open)
+    import daxfs.adapters.client as client_module
+    serve()
+    daxfs.connect(pool).close()                       # whatever a first connection leaves
+    before = sorted(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(client_module, "take_slot_lock", lambda fd, slot: False)
+    with pytest.raises(ServerLost, match="slot"):
+        daxfs.connect(pool)
+    assert sorted(os.listdir("/proc/self/fd")) == before
+
+
 def _fill_every_free_block(a: Any) -> list[str]:
     """Files of F bytes over every free block (64-block files, then single blocks)."""
     fills: list[str] = []

@@ -150,6 +150,12 @@ class Client(ClosesOnExit, PathNames):
         self._table = HolderTable.__new__(HolderTable)
         self._table.path, self._table.fd = "", table_fd
         if not take_slot_lock(table_fd, self._slot):
+            self.pool.release()
+            self._pool_map.close()
+            self.changes.close()
+            for fd in (pool_fd, table_fd):
+                os.close(fd)
+            sock.close()
             raise ServerLost(errno.EPROTO, "the holder slot the arbiter gave is taken", socket_path)
         # Ours until its lock is dropped; after that another process may be given the slot,
         # so nothing here may write or clear it again.
