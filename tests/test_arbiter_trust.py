@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import os
 import random
+import signal
 import socket
 import struct
 import sys
@@ -262,3 +263,32 @@ def test_a_client_that_never_reads_its_replies_is_dropped(victim: Any, pool: str
     assert dropped or _dropped(sock)
     sock.close()
     assert vol.listdir("/d") == ["f"] and vol.stat("/d/f").st_size == 8000
+
+
+_OPEN_AS = """
+import os, sys, daxfs
+os.setgid(int(sys.argv[2])); os.setuid(int(sys.argv[2]))
+daxfs.open_volume(sys.argv[1]).close()
+print("opened")
+"""
+
+
+@root_only
+@pytest.mark.parametrize("table_mode", ["as the arbiter made it", "0600 (an older arbiter's)"])
+def test_another_user_may_open_a_pool_an_arbiter_served(table_mode: str, pool: str,
+                                                        serve: Callable[..., ServerProcess]) -> None:
+    """The holder table is read by every read-write open; one the opener may not read must not
+    lock them out of a pool they may open (it did: EACCES from a 0600 root-owned table)."""
+    import subprocess
+    os.chmod(pool, 0o666)
+    server = serve()
+    table = pool + ".holders"
+    assert os.stat(table).st_mode & 0o777 == 0o666              # as open as the pool, no more
+    server.stop(signal.SIGKILL)                                 # a clean stop removes the table
+    assert os.path.exists(table)
+    if table_mode.startswith("0600"):
+        os.chmod(table, 0o600)
+    done = subprocess.run([sys.executable, "-c", _OPEN_AS, pool, "1000"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "opened"

@@ -69,7 +69,7 @@ class Server:
             self.changes = ChangeTable()
             self.volume._journal.changes = self.changes
             os.makedirs(os.path.dirname(holders_path(self.pool_path)), exist_ok=True)
-            self.holders = HolderTable(holders_path(self.pool_path), create=True)
+            self.holders = HolderTable(holders_path(self.pool_path), create=True, like=info)
             self._lock = threading.Lock()
             self._sessions: dict[int, Session] = {}
             self._slots: set[int] = set()

@@ -101,13 +101,28 @@ def _pack_runs(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
+def _share_like(fd: int, pool: os.stat_result) -> None:
+    """Give the table the pool's read and write bits and, where allowed, its owner: whoever
+    may open the pool must be able to read the table, or an embedded ``open_volume`` by
+    another user could not tell whether clients of a stopped arbiter still hold blocks."""
+    try:
+        os.fchown(fd, pool.st_uid, pool.st_gid)
+    except OSError as exc:
+        if exc.errno != errno.EPERM:     # only root may give a file away; keep our own then
+            raise
+    os.fchmod(fd, stat.S_IMODE(pool.st_mode) & 0o666)
+
+
 class HolderTable:
     """The side file of one pool's holders (the arbiter's view, or a client's own slot)."""
 
-    def __init__(self, path: str, *, create: bool = False, readonly: bool = False) -> None:
+    def __init__(self, path: str, *, create: bool = False, readonly: bool = False,
+                 like: os.stat_result | None = None) -> None:
         self.path = path
         flags = (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC | (os.O_CREAT if create else 0)
         self.fd = os.open(path, flags, 0o600)
+        if create and like is not None:
+            _share_like(self.fd, like)
         if create:
             size = _FIRST + SLOTS * SLOT_SIZE
             if os.fstat(self.fd).st_size < size:

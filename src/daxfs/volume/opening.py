@@ -76,6 +76,10 @@ def refuse_live_holders(path: str) -> None:
     except OSError as exc:
         if exc.errno in (errno.ENOENT, errno.EINVAL):   # no arbiter ever served it, or not a table
             return
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            # A table another user's arbiter made before tables took the pool's mode: we cannot
+            # tell, and refusing would lock this user out of a pool they may open.
+            return
         raise
     try:
         holding = [(pid, name) for pid, _uid, name, runs in table.live() if runs]
