@@ -64,3 +64,67 @@ def test_a_forked_childs_copy_of_a_volume_is_closed_and_touches_nothing(pool: st
     vol.close()
     with daxfs.open_volume(pool) as again:
         assert sorted(again.listdir("/")) == ["a", "b"] and again.fsck() == []
+
+
+def _reap_within(pid: int, seconds: float) -> int | None:
+    """The child's exit status, or None (and the child killed) if it is still running then:
+    a hang guard, not a timing claim."""
+    import signal
+    import time
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return None
+
+
+def test_a_child_forked_while_another_thread_holds_the_volume_lock_can_let_go_of_its_copies(pool: str) -> None:
+    """A thread in the parent was inside the volume (holding its lock) at the fork; that
+    thread does not exist in the child, so its lock would be held there forever.  Letting go
+    of the copies of mappings and pins (close, or the collector) must not wait for it (it
+    hung: release took the lock)."""
+    import threading
+    vol = daxfs.open_volume(pool)
+    with vol.open("/a", "wb") as f:
+        f.write(b"a" * 65536)
+    f = vol.open("/a", "rb", buffering=0)
+    view = f.map()
+    pin = f.pin(0, 4096)
+    inside, leave = threading.Event(), threading.Event()
+
+    def busy() -> None:
+        with vol._journal.lock:                         # as any operation in progress does
+            inside.set()
+            leave.wait()
+
+    worker = threading.Thread(target=busy)
+    worker.start()
+    inside.wait()
+    try:
+        pid = os.fork()
+        if pid == 0:
+            code = 99
+            try:
+                view.close()
+                pin.release()
+                f.close()
+                vol.close()
+                code = 0
+            except BaseException as exc:
+                print("child:", repr(exc), flush=True)
+            finally:
+                os._exit(code)
+        status = _reap_within(pid, 30)
+    finally:
+        leave.set()
+        worker.join()
+    assert status == 0
+    assert bytes(view.buffer[:3]) == b"aaa"                  # the parent's own are untouched
+    view.close()
+    pin.release()
+    f.close()
+    vol.close()

@@ -349,6 +349,12 @@ class ReferenceTable:
             self._lingering.add(ref)
         self._announce()
 
+    def after_fork(self) -> None:
+        """In a forked child: the lock (shared with the journal) may have come over held by a
+        parent thread the child does not have; made free again, the child can let go of its
+        copies of references (close, or the collector) instead of waiting forever."""
+        self._changed._at_fork_reinit()      # type: ignore[attr-defined]  # the lock and its waiters
+
     def release_blocks(self, ref: Reference) -> None:
         """The reference's memory is unmapped at last: its data blocks are no longer held."""
         with self.lock:

@@ -66,6 +66,7 @@ def _disown_after_fork() -> None:
     file description).  The child opens the pool again to use it."""
     for vol in list(_OPEN_VOLUMES):
         vol._journal.closed = True
+        vol.references.after_fork()
 
 
 os.register_at_fork(after_in_child=_disown_after_fork)
