@@ -35,6 +35,7 @@ import pytest
 
 import daxfs
 from daxfs.adapters.wire import ServerLost
+from daxfs.volume import repair
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _puppet import Puppet, PuppetError  # noqa: E402
@@ -663,6 +664,12 @@ def test_a_file_closed_while_its_write_copies_lets_the_prepared_blocks_go(
     a.close()
 
 
+def _digest(path: str) -> str:
+    import hashlib
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def test_an_embedded_open_is_refused_while_a_lost_client_still_copies_into_the_pool(
         pool: str, serve: Callable[..., ServerProcess]) -> None:
     # The arbiter dies while a client copies a large write into prepared blocks; the pool
@@ -672,6 +679,12 @@ def test_an_embedded_open_is_refused_while_a_lost_client_still_copies_into_the_p
     with pytest.raises(daxfs.BusyError, match="copier") as refused:
         daxfs.open_volume(pool)
     assert refused.value.holders == [os.getpid()]
+    image = _digest(pool)
+    with pytest.raises(daxfs.BusyError, match="copier"):
+        daxfs.mkfs(pool, force=True)                         # would give every block away
+    with pytest.raises(daxfs.BusyError, match="copier"):
+        repair(pool)                                         # rewrites the allocation
+    assert _digest(pool) == image                            # and neither changed a byte
     daxfs.open_volume(pool, readonly=True).close()          # a follower allocates nothing
     gate.go.set()
     writer.join(60)

@@ -253,3 +253,42 @@ def test_the_lock_struct_is_the_kernels(table: HolderTable, other: int) -> None:
     got = holders._lock(table.fd, holders._F_OFD_GETLK, holders.fcntl.F_WRLCK, 9)
     kind, whence, start, length, pid = holders._FLOCK.unpack(got)
     assert (kind, whence, start, length, pid) == (holders.fcntl.F_WRLCK, os.SEEK_SET, 9, 1, -1)
+
+
+# ---------------------------------------------------------------- refusing an open while slots hold
+
+def test_refusal_names_holders_and_says_when_the_process_exited_but_a_child_it_forked_holds_on(
+        tmp_path: object) -> None:
+    """The slot's lock belongs to an open file description, which a forked child shares: it
+    outlives the process named in the slot.  The refusal still refuses (the child's copies
+    of the views show the blocks) and says so instead of naming only a dead pid."""
+    from daxfs.errors import BusyError
+    pool = os.path.join(str(tmp_path), "p.pool")
+    open(pool, "wb").close()
+    holders.refuse_live_holders(pool)                            # no table: nothing to refuse
+    table = HolderTable(holders_path(pool), create=True)
+    holders.refuse_live_holders(pool)                            # a table, nobody in it
+    fd = os.open(table.path, os.O_RDWR | os.O_CLOEXEC)
+    assert take_slot_lock(fd, 3)
+    table.write(3, os.getpid(), 0, 0, "me", [(1 << 20, 4096)])
+    with pytest.raises(BusyError, match=r"process \d+ \('me'\)") as exc:
+        holders.refuse_live_holders(pool)
+    assert exc.value.holders == [os.getpid()]
+    read, write = os.pipe()
+    middle = os.fork()
+    if middle == 0:                                              # exits; its child holds the lock
+        if os.fork() == 0:
+            os.close(write)
+            os.read(read, 1)
+            os._exit(0)
+        os._exit(0)
+    os.waitpid(middle, 0)
+    table.write(3, middle, 0, 0, "gone", [(1 << 20, 4096)])
+    os.close(fd)                                                 # only the grandchild holds it now
+    try:
+        with pytest.raises(BusyError, match=rf"process {middle} \('gone', exited; a child it forked holds its slot\)"):
+            holders.refuse_live_holders(pool)
+    finally:
+        os.close(write)                                          # the grandchild ends
+    os.close(read)
+    table.close()

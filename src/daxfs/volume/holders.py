@@ -27,6 +27,8 @@ import stat
 import struct
 from collections.abc import Iterable
 
+from daxfs.errors import BusyError
+
 MAGIC = b"DXHT"
 VERSION = 1
 SLOT_SIZE = 4096
@@ -189,3 +191,42 @@ class HolderTable:
             if i not in taken and not self.alive(i):
                 return i
         raise OSError(errno.EUSERS, f"all {SLOTS} holder slots are in use")
+
+
+def _describe(pid: int, name: str) -> str:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        # The slot's lock outlives its process in a child that process forked: the child's
+        # copies of its views still show the blocks, so they stay held (and the name says why).
+        return f"process {pid} ({name!r}, exited; a child it forked holds its slot)"
+    except PermissionError:
+        pass
+    return f"process {pid} ({name!r})"
+
+
+def refuse_live_holders(path: str) -> None:
+    """BusyError when clients of an arbiter that stopped still hold blocks of the pool at
+    ``path`` (pins, mappings, a write copying into blocks): only an arbiter reads their
+    slots and keeps those blocks from other files until the clients let go or die.  Every
+    read-write open but the arbiter's asks, and so do ``mkfs`` over a volume and ``repair``."""
+    try:
+        table = HolderTable(holders_path(path), readonly=True)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.EINVAL):   # no arbiter ever served it, or not a table
+            return
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            # A table another user's arbiter made before tables took the pool's mode: we cannot
+            # tell, and refusing would lock this user out of a pool they may open.
+            return
+        raise
+    try:
+        holding = [(pid, name) for pid, _uid, name, runs in table.live() if runs]
+    finally:
+        table.close()
+    if holding:
+        who = ", ".join(_describe(pid, name) for pid, name in holding[:5])
+        more = f" and {len(holding) - 5} more" if len(holding) > 5 else ""
+        raise BusyError(f"pool blocks are still held by clients of a stopped arbiter: {who}{more}; "
+                        "`daxfs serve` serves them again, or stop them",
+                        holders=[pid for pid, _name in holding], filename=path)

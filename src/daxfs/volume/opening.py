@@ -12,11 +12,11 @@ import os
 import stat as st
 
 from daxfs.core.namespace import fspath
-from daxfs.errors import BusyError, describe_bytes, fs_error
+from daxfs.errors import describe_bytes, fs_error
 from daxfs.format.layout import Layout
 from daxfs.media import FilePool
 from daxfs.volume import arguments
-from daxfs.volume.holders import HolderTable, holders_path
+from daxfs.volume.holders import refuse_live_holders
 from daxfs.volume.mount import held_elsewhere, open_pool
 from daxfs.volume.references import POLICIES, check_policy
 from daxfs.volume.volume import DURABILITIES, Volume
@@ -67,32 +67,6 @@ def _open(path: object, readonly: bool, policy: str, durability: str, lease_brea
         raise
 
 
-def refuse_live_holders(path: str) -> None:
-    """BusyError when clients of an arbiter that stopped still hold blocks of the pool at
-    ``path`` (pins, mappings, a write copying into blocks): only an arbiter reads their
-    slots and keeps those blocks from other files until the clients let go or die."""
-    try:
-        table = HolderTable(holders_path(path), readonly=True)
-    except OSError as exc:
-        if exc.errno in (errno.ENOENT, errno.EINVAL):   # no arbiter ever served it, or not a table
-            return
-        if exc.errno in (errno.EACCES, errno.EPERM):
-            # A table another user's arbiter made before tables took the pool's mode: we cannot
-            # tell, and refusing would lock this user out of a pool they may open.
-            return
-        raise
-    try:
-        holding = [(pid, name) for pid, _uid, name, runs in table.live() if runs]
-    finally:
-        table.close()
-    if holding:
-        who = ", ".join(f"process {pid} ({name!r})" for pid, name in holding[:5])
-        more = f" and {len(holding) - 5} more" if len(holding) > 5 else ""
-        raise BusyError(f"pool blocks are still held by clients of a stopped arbiter: {who}{more}; "
-                        "`daxfs serve` serves them again, or stop them",
-                        holders=[pid for pid, _name in holding], filename=path)
-
-
 def mkfs(path: object, size: int | None = None, *, block_size: int = 4096, force: bool = False,
          sparse: bool = False, discard: bool | None = None) -> Volume:
     """Format a pool and return it opened read-write.
@@ -130,6 +104,8 @@ def mkfs(path: object, size: int | None = None, *, block_size: int = 4096, force
         raise fs_error(errno.EINVAL, p, "a sparse pool must be a regular file (tmpfs, hugetlbfs, a file system)")
     if regular:
         layout = Layout.compute(target, block_size)      # EINVAL before anything is created
+    if existing is not None:
+        refuse_live_holders(p)       # force reformats a volume, never memory a process still shows
     try:
         # A new file is made with O_EXCL, so the cleanup below can never remove one that
         # appeared meanwhile; FilePool removes it itself if it fails to map it.

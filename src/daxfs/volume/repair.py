@@ -43,6 +43,7 @@ from daxfs.format.superblock import CLEAN, Superblock
 from daxfs.media import Pool
 from daxfs.media.badblocks import source_for
 from daxfs.volume.badmemory import readonly_reason
+from daxfs.volume.holders import refuse_live_holders
 from daxfs.volume.mount import load as _load, open_pool as _open_pool
 
 __all__ = ["repair", "repair_pool"]
@@ -120,6 +121,7 @@ def repair(path: object) -> list[str]:
     p = fspath(path)
     pool = _open_pool(p, readonly=False)
     try:
+        refuse_live_holders(p)       # repair rewrites the allocation: their blocks could go elsewhere
         return repair_pool(pool)
     except CorruptVolumeError as exc:
         raise CorruptVolumeError(f"{exc.what}; nothing to keep, the pool cannot be repaired",
