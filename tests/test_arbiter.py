@@ -38,6 +38,7 @@ from daxfs.adapters.wire import ServerLost
 from daxfs.volume import repair
 
 sys.path.insert(0, os.path.dirname(__file__))
+from _forked_child import child_reading_later, reap  # noqa: E402
 from _puppet import Puppet, PuppetError  # noqa: E402
 
 BS = 4096
@@ -948,3 +949,66 @@ def test_memory_failure_reaches_clients(client: Any, puppets: Callable[[str], Pu
     b.run("m.close(); p.release(); f.close()")
     assert a.badblocks() == [(bad, BS)]                   # the bad block stays quarantined
     _clean(a)
+
+
+@pytest.mark.parametrize("kind, let_go", [("mapping", "close"), ("mapping", "revoke"), ("mapping", "client-close"),
+                                          ("pin", "close")])     # (pins are never revoked, a close waits for them)
+def test_blocks_a_forked_child_of_a_client_shows_go_to_no_other_file_until_it_is_gone(
+        pool: str, serve: Callable[..., ServerProcess], kind: str, let_go: str) -> None:
+    # A child forked while a client's view is mapped shows its copy of it whatever the
+    # client then does (closes or revokes it, closes the connection); the arbiter keeps the
+    # blocks until the child is gone (they went to the next file at once: the child read
+    # another file's bytes through its arrays).
+    serve()
+    c = daxfs.connect(pool, name="parent")
+    with c.open("/a", "wb", buffering=0) as g:
+        g.write(b"A" * (16 * BS))
+    f = c.open("/a", "rb", buffering=0)
+    ref = f.map() if kind == "mapping" else f.pin(0, 16 * BS)
+    buffer = ref.buffer
+    pid, go = child_reading_later(buffer, ord("A"))
+    del buffer
+    if let_go == "revoke":
+        ref.revoke("migrate")
+    if let_go == "client-close":
+        c.close(force=True, timeout=0)
+        c = daxfs.connect(pool, name="checker")
+    else:
+        ref.close() if kind == "mapping" else ref.release()
+        f.close()
+    c.unlink("/a")
+    assert c.statfs().busy == 16 * BS
+    fills = _fill_every_free_block(c)
+    assert reap(pid, go) == 0
+    assert eventually(lambda: c.statfs().busy == 0)
+    for name in fills:
+        c.unlink(name)
+    assert c.fsck() == []
+    c.close()
+
+
+def test_a_lease_revoked_in_a_client_whose_forked_child_shows_it_keeps_its_blocks_until_the_child_is_gone(
+        client: Any, pool: str) -> None:
+    # The client migrates its own view when its lease runs out; the child's copy still
+    # shows the pool blocks, so the client tells the arbiter they may go only once the
+    # child has gone (it told it at once).
+    a = client
+    _file(a, "/f")
+    f = a.open("/f", "rb", buffering=0)
+    m = f.map(0, 8 * BS, lease=True)
+    buffer = m.buffer
+    pid, go = child_reading_later(buffer, ord("d"))
+    other = daxfs.connect(pool, name="truncator")
+    _change(other, "truncate", "break")                     # nobody lets go: revoked after 0.3 s
+    assert eventually(lambda: m.revoked)
+    assert other.statfs().busy == 7 * BS                    # the child shows them
+    fills = _fill_every_free_block(other)
+    assert reap(pid, go) == 0
+    assert eventually(lambda: other.statfs().busy == 0)
+    del buffer
+    m.close()
+    f.close()
+    for name in fills:
+        other.unlink(name)
+    assert other.fsck() == []
+    other.close()

@@ -18,6 +18,8 @@ import pytest
 
 import daxfs
 
+from _forked_child import child_reading_later, reap  # noqa: E402
+
 
 @pytest.fixture
 def pool() -> Iterator[str]:
@@ -127,4 +129,162 @@ def test_a_child_forked_while_another_thread_holds_the_volume_lock_can_let_go_of
     view.close()
     pin.release()
     f.close()
+    vol.close()
+
+
+# ---------------------------------------------------------------- views a forked child shows
+#
+# A child made by fork gets a copy of every mapping of its parent: a view of pool blocks
+# goes on showing them there whatever the parent does with its own.  Those blocks must go
+# to no other file until the child is gone (they did: the parent let go, unlinked, and
+# the next file's bytes showed through the child's arrays).
+
+def _fill(vol: object) -> list[str]:
+    names = []
+    try:
+        while True:
+            name = f"/fill{len(names)}"
+            with vol.open(name, "wb") as g:  # type: ignore[attr-defined]
+                g.write(b"F" * 65536)
+            names.append(name)
+    except OSError as exc:
+        assert exc.errno == 28
+    return names
+
+
+@pytest.mark.parametrize("kind", ["mapping", "pin"])
+def test_blocks_a_forked_child_still_shows_go_to_no_other_file_until_it_is_gone(pool: str, kind: str) -> None:
+    vol = daxfs.open_volume(pool)
+    with vol.open("/a", "wb") as f:
+        f.write(b"A" * 65536)
+    f = vol.open("/a", "rb", buffering=0)
+    ref = f.map() if kind == "mapping" else f.pin(0, 65536)
+    buffer = ref.buffer
+    pid, go = child_reading_later(buffer, ord("A"))
+    del buffer                                  # the parent's own arrays are gone
+    ref.close() if kind == "mapping" else ref.release()  # type: ignore[union-attr]
+    f.close()
+    vol.unlink("/a")
+    assert vol.statfs().busy == 65536           # the child shows them
+    names = _fill(vol)
+    assert reap(pid, go) == 0                  # and they are still /a's bytes there
+    vol.unlink(names[0])                        # (any change: the busy list is settled)
+    assert vol.statfs().busy == 0               # the child gone, so are they
+    assert vol.fsck() == []
+    vol.close()
+
+
+def test_a_volume_closed_while_a_forked_child_shows_a_view_stays_closed_to_other_writers(pool: str) -> None:
+    # The child shares the pool file's lock: left to it, no other writer can hand the
+    # blocks it shows to another file until it is gone.
+    vol = daxfs.open_volume(pool)
+    with vol.open("/a", "wb") as f:
+        f.write(b"A" * 65536)
+    f = vol.open("/a", "rb", buffering=0)
+    mapping = f.map()
+    pid, go = child_reading_later(mapping.buffer, ord("A"))
+    vol.close(force=True)                       # revokes the parent's mapping
+    with pytest.raises(daxfs.BusyError):
+        daxfs.open_volume(pool)
+    assert reap(pid, go) == 0
+    vol = daxfs.open_volume(pool)
+    assert vol.fsck() == []
+    vol.close()
+
+
+def test_a_child_forked_without_views_mapped_keeps_nothing(pool: str) -> None:
+    vol = daxfs.open_volume(pool)
+    with vol.open("/a", "wb") as f:
+        f.write(b"A" * 65536)
+    pid, go = child_reading_later(memoryview(b"A"), ord("A"))
+    try:
+        vol.close()
+        daxfs.open_volume(pool).close()         # the parent let go of the lock for both
+    finally:
+        assert reap(pid, go) == 0
+
+
+def _eventually(check: Callable[[], bool], tries: int = 2000) -> bool:
+    """Poll ``check`` a bounded number of times (the outcome is asserted, never a duration)."""
+    import time
+    for _ in range(tries):
+        if check():
+            return True
+        time.sleep(0.005)
+    return check()
+
+
+def test_a_process_with_descriptors_numbered_past_1024_lets_go_of_views_after_a_fork(pool: str) -> None:
+    # (select() cannot take such a descriptor: the close raised ValueError half done)
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.fail(f"the test needs 1,200 descriptors; the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    filler = [os.open("/dev/null", os.O_RDONLY) for _ in range(1100)]
+    try:
+        vol = daxfs.open_volume(pool)
+        with vol.open("/a", "wb") as f:
+            f.write(b"A" * 65536)
+        f = vol.open("/a", "rb", buffering=0)
+        mapping = f.map()
+        pid, go = child_reading_later(mapping.buffer, ord("A"))
+        mapping.close()
+        f.close()
+        vol.unlink("/a")
+        assert vol.statfs().busy == 65536
+        assert reap(pid, go) == 0
+        vol.mkdir("/settle")
+        assert vol.statfs().busy == 0
+        vol.close()
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_forks_from_several_threads_at_once_each_keep_what_their_child_shows(pool: str) -> None:
+    # The fork hooks are Python code: another thread may fork between one thread's hooks
+    # (one shared pipe lost forks and leaked descriptors)
+    import sys
+    import threading
+    from daxfs.media import _forks
+    vol = daxfs.open_volume(pool)
+    with vol.open("/a", "wb") as f:
+        f.write(b"A" * 65536)
+    f = vol.open("/a", "rb", buffering=0)
+    mapping = f.map()
+    before = len(os.listdir("/proc/self/fd"))
+    children: list[tuple[int, int]] = []
+    lock = threading.Lock()
+
+    def forker() -> None:
+        for _ in range(25):
+            child = child_reading_later(mapping.buffer, ord("A"))
+            with lock:
+                children.append(child)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=forker) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    view = mapping._ref.view
+    assert len([forked for forked in view.forks if not forked.done]) == 100   # one per child, all alive
+    mapping.close()
+    f.close()
+    vol.unlink("/a")
+    assert vol.statfs().busy == 65536
+    for pid, go in children:
+        assert reap(pid, go) == 0
+    vol.mkdir("/settle")
+    assert vol.statfs().busy == 0
+    assert not [forked for forked in _forks._pending if not forked.done]
+    # no pipe left over (each witness thread closes its end once it sees the EOF)
+    assert _eventually(lambda: len(os.listdir("/proc/self/fd")) <= before)
     vol.close()

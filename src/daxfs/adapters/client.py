@@ -344,11 +344,13 @@ class Client(ClosesOnExit, PathNames):
     def _publish_pins(self) -> None:
         """After the arbiter is lost: the slot lists the pool memory this process may still
         store into, nothing else — pins, released pins and closed mappings whose buffers
-        are still exported (each stays in ``refs`` until its view is unmapped), and
-        writes copying into prepared blocks.  (Live mappings were migrated.)"""
+        are still exported (each stays in ``refs`` until its view is unmapped), references
+        a child forked while they were mapped still shows, and writes copying into
+        prepared blocks.  (Live mappings were migrated.)"""
         if not self._slot_held:
             return
-        runs = [(p, n) for ref in self.refs.values() if isinstance(ref, ClientPin) or (ref.closed and not ref.revoked)
+        runs = [(p, n) for ref in self.refs.values()
+                if isinstance(ref, ClientPin) or (ref.closed and not ref.revoked) or ref.shown_in_children()
                 for _f, n, p in ref.pool_runs()]
         runs += [run for copying in self._copying.values() for run in copying]
         if runs or self._exported:
@@ -379,6 +381,12 @@ class Client(ClosesOnExit, PathNames):
                     ref._poison(event[2], event[3])
             except Exception:        # a holder's callback failing must not stop the events
                 pass
+
+    def republish(self) -> None:
+        """What the slot lists changed (a forked child that showed a reference is gone)."""
+        with self.lock:
+            if self.lost or self.closed:
+                self._publish_pins()
 
     def ref_done(self, ref: ClientMapping | ClientPin) -> None:
         """A reference's memory is gone: forget it (and, with no arbiter or no connection to
@@ -461,7 +469,10 @@ class Client(ClosesOnExit, PathNames):
                     pass
                 self._sock.close()
                 self._events.put(None)
-                if not self._exported and self._slot_held:
+                # (a child forked while views were mapped shares the slot's lock: unlocked,
+                # it would be unlocked for the child too; it goes with the last such child)
+                if not self._exported and self._slot_held and \
+                        not any(ref.shown_in_children() for ref in self.refs.values()):
                     self._release_slot()
                 self.changes.close()
         finally:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -25,7 +26,7 @@ from daxfs.access.mapping import array_on, persist_range
 from daxfs.adapters import wire
 from daxfs.core.extents import UNWRITTEN, ExtentMap
 from daxfs.errors import PoisonError, fs_error
-from daxfs.media import PoolView
+from daxfs.media import PoolView, shown_in_children, when_unshown
 from daxfs.volume import arguments
 from daxfs.volume.arguments import OpenFlags
 
@@ -277,6 +278,25 @@ class _ClientRef:
     """What mappings and pins share on the client side."""
 
     kind = "mapping"
+    #: forks made while its view was mapped (the view's list): their children show the
+    #: blocks, which the arbiter keeps until they are gone
+    _forks: Any = ()
+
+    def shown_in_children(self) -> bool:
+        return shown_in_children(self._forks)
+
+    def _held_for_children(self) -> bool:
+        """This process no longer shows the blocks (revoked): if a child forked while they
+        were mapped still does, the arbiter is told they may go only once no such child is
+        left, and until then they count as exported (the slot keeps them, even after a
+        close).  False when there is no such child: the caller lets them go now."""
+        if not self.shown_in_children():
+            return False
+        client = self._client
+        client.export_pending(1)
+        if not when_unshown(self._forks, lambda: _exports_gone(client, self.r, self)):
+            _exports_gone(client, self.r, self)
+        return True
 
     def __init__(self, client: "Client", path: str, reply: dict[str, Any], writable: bool, holder: object) -> None:
         self._client = client
@@ -344,9 +364,12 @@ class _ClientRef:
         return [(f * bs, k * bs, p) for f, k, p in self.pieces]
 
     def _let_go(self, view: PoolView | None) -> None:
-        """Unmap ``view`` now, or when its last export dies; the arbiter hears of either."""
+        """Unmap ``view`` now, or when its last export dies; the arbiter hears of either,
+        and of when no child forked while it was mapped is left."""
         client = self._client
-        if view is None or view.release():
+        unmapped = view is None or view.release()
+        children = self.shown_in_children()
+        if unmapped and not children:
             if not client.lost:
                 client.call("release", self.r, True)
             client.ref_done(self)  # type: ignore[arg-type]
@@ -354,7 +377,11 @@ class _ClientRef:
         if not client.lost:
             client.call("release", self.r, False)
         client.export_pending(1)
-        weakref.finalize(view.reservation, _exports_gone, client, self.r, self)
+        gone = _Countdown(int(not unmapped) + int(children), lambda: _exports_gone(client, self.r, self))
+        if not unmapped:
+            weakref.finalize(view.reservation, gone.one)  # type: ignore[union-attr]
+        if children and not when_unshown(self._forks, gone.one):
+            gone.one()
 
     def segments(self) -> list[tuple[int, int, int | None]]:
         bs = self._client.block_size
@@ -366,6 +393,22 @@ class _ClientRef:
             if lo < hi:
                 out.append((lo, hi - lo, None if pool_offset is None else pool_offset + lo - f * bs))
         return out
+
+
+class _Countdown:
+    """Runs ``then`` when ``one`` has been called ``n`` times (from any threads)."""
+
+    def __init__(self, n: int, then: Callable[[], Any]) -> None:
+        self._left = n
+        self._then = then
+        self._lock = threading.Lock()
+
+    def one(self) -> None:
+        with self._lock:
+            self._left -= 1
+            last = self._left == 0
+        if last:
+            self._then()
 
 
 def _exports_gone(client: "Client", r: int, ref: _ClientRef) -> None:
@@ -394,6 +437,7 @@ class ClientMapping(_ClientRef):
             view.release()
             raise
         self._view = view
+        self._forks = view.forks
         self._skip = self.offset - self.first_block * bs
         self._buffer: memoryview | None = view.buffer(self._skip, self.length)
 
@@ -437,7 +481,10 @@ class ClientMapping(_ClientRef):
             if self.revoked:
                 return
             self._detach(mode)
-        if not client.lost:
+        if self._held_for_children():
+            if not client.lost:
+                client.call("release", self.r, False)
+        elif not client.lost:
             client.call("release", self.r, True)
 
     def _detach(self, mode: str) -> None:
@@ -455,11 +502,14 @@ class ClientMapping(_ClientRef):
             if self.revoked or self.closed:
                 return
             self._detach(mode)
-        client.send_only("release_blocks", self.r)
+        if not self._held_for_children():
+            client.send_only("release_blocks", self.r)
 
     def _detach_lost(self) -> None:
         if not self.revoked and not self.closed:
             self._detach("migrate")
+            # its slot lists it while a child forked meanwhile shows it (_publish_pins)
+            when_unshown(self._forks, self._client.republish)
 
     def _notify_break(self) -> None:
         if self.on_break is not None:
@@ -480,7 +530,8 @@ class ClientMapping(_ClientRef):
         if revoked:
             if view is not None:
                 view.release()
-            client.ref_done(self)
+            if not when_unshown(self._forks, lambda: client.ref_done(self)):
+                client.ref_done(self)
             return
         self._let_go(view)
 
@@ -534,6 +585,7 @@ class ClientPin(_ClientRef):
                     view.release()
                     raise
                 self._view = view
+                self._forks = view.forks
                 self._buffer = view.buffer(self.offset - self.first_block * bs, self.length)
             return self._buffer
 

@@ -9,7 +9,9 @@ so tests can build the images a crash could leave.
 
 from daxfs.media._file import FilePool, flock_holders
 from daxfs.media._view import PoolView
+from daxfs.media._forks import children_may_show, shown as shown_in_children, when_unshown
 from daxfs.media._memory import MemoryPool, RecordingPool, CrashImage
 from daxfs.media.pool import Pool
 
-__all__ = ["Pool", "FilePool", "MemoryPool", "RecordingPool", "CrashImage", "PoolView", "flock_holders"]
+__all__ = ["Pool", "FilePool", "MemoryPool", "RecordingPool", "CrashImage", "PoolView", "flock_holders",
+           "children_may_show", "shown_in_children", "when_unshown"]

@@ -18,6 +18,7 @@ import os
 import stat
 
 from daxfs.media import _holes
+from daxfs.media._forks import children_may_show
 from daxfs.media._view import PoolView
 from daxfs.media.pool import Buffer, Pool
 
@@ -300,7 +301,9 @@ class FilePool(Pool):
         self._anchor = None
         self._view.release()
         self._mmap.close()
-        if self._locked:
+        if self._locked and not children_may_show():
+            # (a child forked while views were mapped shares this lock: left to it, the pool
+            # stays closed to other writers until the blocks it shows cannot be reused)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
         self._fd = -1

@@ -24,6 +24,9 @@ import os
 import weakref
 from typing import Any
 
+from daxfs.media import _forks
+from daxfs.media._forks import Forked
+
 _libc = ctypes.CDLL(None, use_errno=True)
 _c_mmap = _libc.mmap
 _c_mmap.restype = ctypes.c_void_p
@@ -89,6 +92,13 @@ class PoolView:
         self.address = start + self._skew
         #: page-aligned ``(offset, length)`` ranges fenced off (inaccessible), in order
         self.fenced: list[tuple[int, int]] = []
+        #: forks made while the view was mapped: their children show what it showed then
+        #: (the owner keeps this list to let the blocks go only once they are gone)
+        self.forks: list[Forked] = []
+        _forks.mapped.add(self)
+
+    def is_mapped(self) -> bool:
+        return self._mapped() is not None
 
     def _mapped(self) -> mmap.mmap | None:
         """The reservation while it is mapped (kept alive by the caller while it uses it)."""
@@ -207,6 +217,7 @@ class PoolView:
             self._lingering = weakref.ref(mm)
             self._mm = None
             return False
+        _forks.mapped.discard(self)
         return True
 
     @property

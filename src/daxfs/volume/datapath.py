@@ -504,6 +504,7 @@ class DataPath(PreparedWrites):
             self.populate(node, offset, offset + length)
         if make_view is not None:
             ref.view = make_view((f1 - f0) * self.bs)
+            ref.forks = getattr(ref.view, "forks", ())
         try:
             table.lay_out(ref, node.extents.pieces(f0, f1 - f0))  # type: ignore[union-attr]
             if poisoned:

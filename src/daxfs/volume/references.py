@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from daxfs._types import PinInfo
 from daxfs.core import UNWRITTEN
 from daxfs.errors import BusyError
+from daxfs.media import when_unshown
 from daxfs.volume.listing import PinListing
 from daxfs.volume.waits import wait_hook
 
@@ -96,6 +97,9 @@ class Reference:
     lingering: "weakref.ref[Any] | None" = None
     #: what ``vol.pins()`` last listed for it (remade when its path or holder changes)
     listed: PinInfo | None = None
+    #: forks made while its view was mapped (the view's list, kept after it is unmapped):
+    #: their children show the blocks, which are let go only once they are gone
+    forks: Sequence[Any] = ()
 
     def __init__(self, ino: int, path: str, offset: int, length: int, block_size: int,
                  writable: bool, lease: bool = False, holder: object = None, kind: str = "mapping") -> None:
@@ -290,6 +294,7 @@ class ReferenceTable:
         for lo, n in ref.poisoned if fence is not None else ():
             fence(lo - ref.first_block * bs, n)     # bad memory is never shown, in any view
         ref.view = view
+        ref.forks = getattr(view, "forks", ())
 
     def show_filled(self, ino: int, filled: list[tuple[int, int, int, int]]) -> None:
         """Blocks just written into holes or unwritten ranges: references that showed zeros
@@ -393,6 +398,11 @@ class ReferenceTable:
 
     def _unhold(self, ref: Reference) -> None:
         if ref.held is None:
+            return
+        if ref.forks and when_unshown(ref.forks, lambda: self.release_blocks(ref)):
+            # A child forked while the view was mapped still shows its copy, whatever this
+            # process did with its own: the blocks go when the last such child has.
+            self._lingering.add(ref)
             return
         journal = self._journal
         if journal.follow:
