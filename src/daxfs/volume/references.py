@@ -7,7 +7,7 @@ holds its data blocks (a block the file gives up meanwhile is parked on the
 busy list, never reused).  Open files hold their inode too.
 
 The table answers the volume's small questions — is this range sealed, settle
-this change under this policy, lay these newly written blocks into the views
+this change under this policy (``PolicyActions``, policies.py), lay these newly written blocks into the views
 that showed zeros — and never assumes the holder lives in this process: a
 holder is any object whose ``str()`` names it; a reference's memory is any
 ``View`` (a ``PoolView`` here, a proxy for another process later); breaking a
@@ -33,22 +33,10 @@ from daxfs.core import UNWRITTEN
 from daxfs.errors import BusyError
 from daxfs.media import when_unshown
 from daxfs.volume.listing import PinListing
-from daxfs.volume.waits import wait_hook
+from daxfs.volume.policies import POLICIES, POLICY_ACTION, PolicyActions, check_policy
 
 if TYPE_CHECKING:
     from daxfs.volume.journal import Journal
-
-POLICIES = ("defer", "wait", "break", "refuse")
-
-# What a pin policy does to each kind of reference over a changed range (h11-style:
-# the whole rule is this table; a missing entry is a bug, not a default).
-DEFER, WAIT, BREAK, REFUSE = "defer", "wait", "break", "refuse"
-POLICY_ACTION: dict[tuple[str, str], str] = {
-    ("defer", "pin"): DEFER, ("defer", "mapping"): DEFER, ("defer", "lease"): DEFER,
-    ("wait", "pin"): WAIT, ("wait", "mapping"): WAIT, ("wait", "lease"): WAIT,
-    ("break", "pin"): DEFER, ("break", "mapping"): DEFER, ("break", "lease"): BREAK,
-    ("refuse", "pin"): REFUSE, ("refuse", "mapping"): REFUSE, ("refuse", "lease"): REFUSE,
-}
 
 # A reference's life: live -> (breaking ->) revoked or released.  Released and revoked
 # references no longer seal anything; a revoked one still has to be closed by its holder.
@@ -59,11 +47,6 @@ TRANSITIONS: dict[str, dict[str, str]] = {
     REVOKED: {},
     RELEASED: {},
 }
-
-
-def check_policy(policy: str | None) -> None:
-    if policy is not None and policy not in POLICIES:
-        raise ValueError(f"unknown pin policy {policy!r}; expected one of {', '.join(POLICIES)}")
 
 
 class View(Protocol):
@@ -170,7 +153,7 @@ class _ProcessHolder:
         return f"pid {os.getpid()}"
 
 
-class ReferenceTable:
+class ReferenceTable(PolicyActions):
     """Live references of one volume, inode references, waiters, and the pin policies."""
 
     def __init__(self, journal: "Journal", *, policy: str, lease_break_s: float,
@@ -488,107 +471,6 @@ class ReferenceTable:
         """PinInfo for ``refs`` (default: every live reference), oldest first."""
         return self.listing.infos(self._seals, refs)
 
-    def busy_error(self, what: str, refs: list[Reference], *, filename: str | None = None) -> BusyError:
-        kinds = ", ".join(f"{r.listed_kind} on {r.path} [{r.offset}, +{r.length}) "
-                          f"by {self.holder_name(r.holder)}" for r in refs[:5])
-        more = f" and {len(refs) - 5} more" if len(refs) > 5 else ""
-        return BusyError(f"{what}: {kinds}{more}", holders=sorted({self.holder_name(r.holder) for r in refs}),
-                         filename=filename if filename is not None else self._journal.pool.name)
-
-    # ---------------------------------------------------------------- policies
-
-    def wait_until(self, done: Callable[[], bool], deadline: float | None) -> bool:
-        """Wait (the lock let go meanwhile) until ``done()``; False at the deadline."""
-        if done():
-            return True
-        hook = wait_hook()
-        if hook is not None:
-            hook()
-        while not done():
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return False
-            self._changed.wait(remaining)
-        return True
-
-    def break_leases(self, leases: list[Reference], deadline: float | None = None) -> None:
-        """Tell each lease to let go, give it ``lease_break_s``, then revoke (migrate) it."""
-        if not leases:
-            return
-        for lease in leases:
-            if self._move(lease, "break"):
-                try:
-                    lease.notify_break()
-                except Exception:   # a holder's callback failing must not stop the change
-                    pass
-        limit = time.monotonic() + self.lease_break_s
-        if deadline is not None:
-            limit = min(limit, deadline)
-        self.wait_until(lambda: all(lease.is_done() for lease in leases), limit)
-        for lease in leases:
-            if not lease.is_done():
-                self.revoke(lease, "migrate")
-
-    def settle(self, ino: int, first: int, end: int | None, policy: str | None, what: str,
-               timeout: float | None = None) -> bool:
-        """Apply the pin policy to a change of file blocks ``[first, end)``.
-
-        Returns True when it waited (the lock was let go meanwhile, so the caller
-        must look at the state again); raises BusyError for 'refuse' or a 'wait'
-        that timed out.  What 'defer' and 'break' leave behind goes ahead: blocks
-        still referenced are parked on the busy list.  A volume closed (or made
-        read-only) while it waited refuses the change, as it would have before.
-        """
-        refs = self.covering(ino, first, end)
-        if not refs:
-            return False
-        policy = policy or self.policy
-        actions = {POLICY_ACTION[(policy, ref.listed_kind)] for ref in refs}
-        if REFUSE in actions:
-            raise self.busy_error(f"{what} refused", refs)
-        if WAIT in actions:
-            self._wait_for(ino, first, end, what, timeout)
-            self._journal.check_writable()
-            return True
-        leases = [ref for ref in refs if POLICY_ACTION[(policy, ref.listed_kind)] == BREAK]
-        if not leases:
-            return False
-        while leases:
-            self.break_leases(leases)     # (the holders' callbacks ran, and the lock was let go)
-            self._journal.check_writable()
-            # a lease taken meanwhile is told too, before its range changes
-            leases = [ref for ref in self.covering(ino, first, end)
-                      if POLICY_ACTION[(policy, ref.listed_kind)] == BREAK]
-        return True
-
-    def _wait_for(self, ino: int, first: int, end: int | None, what: str, timeout: float | None) -> None:
-        token = (ino, first, -1 if end is None else end)
-        self._waiting.append(token)
-        journal = self._journal
-        try:
-            deadline = None if timeout is None else time.monotonic() + timeout
-            if not self.wait_until(lambda: journal.closed or not self.covering(ino, first, end), deadline):
-                raise self.busy_error(f"{what} still held after waiting {timeout} s",
-                                      self.covering(ino, first, end))
-        finally:
-            self._waiting.remove(token)
-            self._changed.notify_all()
-
-    def wait_for_writers(self, ino: int, first: int, end: int, what: str) -> bool:
-        """No live write reference may cover a range about to be shared: refuse, or under
-        'wait' wait for them to go (stores through them would land in every clone).  True
-        when it waited: the lock was let go meanwhile (the caller looks at the files again)."""
-        def writers() -> list[Reference]:
-            return self.writers_over(ino, first, end)
-        found = writers()
-        if not found:
-            return False
-        if self.policy == "wait":
-            self.wait_until(lambda: not writers(), None)
-            self._journal.check_writable()      # (a forced close revokes them, then closes)
-            return True
-        raise self.busy_error(what, found)
-
     def persist(self, ref: Reference, start: int, length: int) -> None:
         """Persist view bytes ``[start, start+length)`` of ``ref``: the pool ranges under them."""
         bs = ref.block_size
@@ -613,22 +495,5 @@ class ReferenceTable:
                 if lo < hi:
                     out.append((lo, hi - lo, None if pool_offset is None else pool_offset + lo - f * bs))
             return out
-
-    # ---------------------------------------------------------------- unmount
-
-    def force_out(self, deadline: float | None) -> None:
-        """A forced close: leases are broken, other mappings revoked (migrated), then pins —
-        never revoked — are waited for until ``deadline``; BusyError if any remain."""
-        self.closing = True        # no new references while the lock is let go below
-        try:
-            self.break_leases([r for r in self.live() if r.lease], deadline)
-            for ref in self.live():
-                if ref.kind != "pin":
-                    self.revoke(ref, "migrate")
-            if not self.wait_until(lambda: not self.live(), deadline):
-                raise self.busy_error("pins still held after the close timeout", self.live())
-        finally:
-            self.closing = False
-
 
 __all__ = ["ReferenceTable", "Reference", "View", "POLICIES", "POLICY_ACTION", "check_policy"]
