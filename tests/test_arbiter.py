@@ -1012,3 +1012,24 @@ def test_a_lease_revoked_in_a_client_whose_forked_child_shows_it_keeps_its_block
         other.unlink(name)
     assert other.fsck() == []
     other.close()
+
+
+def test_a_close_with_a_timeout_gives_up_on_another_threads_large_write_and_stays_open(
+        pool: str, serve: Callable[..., ServerProcess]) -> None:
+    # (it waited for the write with no bound, whatever the timeout)
+    serve()
+    c, gate, writer, outcome = _write_held_up(pool)
+    with pytest.raises(daxfs.BusyError, match="still copies"):
+        c.close(timeout=0.05)
+    assert not c.closed and c.stat("/").st_mode                     # still open, still serving
+    gate.go.set()
+    writer.join(60)
+    assert not writer.is_alive() and outcome == []                   # the write went through
+    c.close(timeout=0.05)
+    assert c.closed
+    a = daxfs.connect(pool, name="checker")
+    with a.open("/big", "rb", buffering=0) as g:
+        assert g.read() == b"W" * (64 * BS)
+    assert eventually(lambda: a.statfs().busy == 0)
+    assert a.fsck() == []
+    a.close()

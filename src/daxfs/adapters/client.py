@@ -427,7 +427,8 @@ class Client(VolumeCalls, ClosesOnExit, PathNames):
     def close(self, *, force: bool = False, timeout: float | None = None) -> None:
         """Disconnect.  BusyError while mappings or pins live, unless ``force`` (mappings are
         migrated to private memory; pins, never revoked, are waited for up to ``timeout``).
-        Large writes under way in other threads end first (their stores, then their commit);
+        Large writes under way in other threads end first (their stores, then their commit),
+        waited for up to ``timeout`` too (BusyError then, the client still open);
         once a close has begun, no new mapping, pin or large write may start, and a second
         close waits for the first one's outcome."""
         timeout = arguments.timeout(timeout)
@@ -442,16 +443,23 @@ class Client(VolumeCalls, ClosesOnExit, PathNames):
                                 holders=[self.name], filename=self.path)
             self._closing = True
         try:
+            deadline = None if timeout is None else time.monotonic() + timeout
             if live:
                 for ref in live:
                     if isinstance(ref, ClientMapping):
                         ref.revoke("migrate")
-                deadline = None if timeout is None else time.monotonic() + timeout
                 while any(ref.live for ref in list(self.refs.values())):
                     if deadline is not None and time.monotonic() >= deadline:
                         raise BusyError("pins still held after the close timeout", holders=[self.name],
                                         filename=self.path)
                     time.sleep(0.01)
+            if timeout is not None:
+                # (no large write starts once a close has begun: those under way end, or not)
+                with self._copies_done:
+                    left = timeout if deadline is None else max(0.0, deadline - time.monotonic())
+                    if not self._copies_done.wait_for(lambda: not self._copying, left):
+                        raise BusyError("a large write in another thread still copies into the pool "
+                                        "after the close timeout", holders=[self.name], filename=self.path)
             for f in list(self.files):
                 f._detach()
             with self._copies_done:
