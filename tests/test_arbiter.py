@@ -1019,9 +1019,15 @@ def test_a_close_with_a_timeout_gives_up_on_another_threads_large_write_and_stay
     # (it waited for the write with no bound, whatever the timeout)
     serve()
     c, gate, writer, outcome = _write_held_up(pool)
+    with c.open("/m", "wb", buffering=0) as g:
+        g.write(b"m" * BS)
+    m = c.open("/m", "r+b", buffering=0).map(write=True)
     with pytest.raises(daxfs.BusyError, match="still copies"):
-        c.close(timeout=0.05)
+        c.close(force=True, timeout=0.05)
     assert not c.closed and c.stat("/").st_mode                     # still open, still serving
+    assert not m.revoked                                             # and nothing was changed
+    m.buffer[:1] = b"M"
+    m.close()
     gate.go.set()
     writer.join(60)
     assert not writer.is_alive() and outcome == []                   # the write went through
@@ -1030,6 +1036,8 @@ def test_a_close_with_a_timeout_gives_up_on_another_threads_large_write_and_stay
     a = daxfs.connect(pool, name="checker")
     with a.open("/big", "rb", buffering=0) as g:
         assert g.read() == b"W" * (64 * BS)
+    with a.open("/m", "rb", buffering=0) as g:
+        assert g.read(2) == b"Mm"                                    # the store went to the file
     assert eventually(lambda: a.statfs().busy == 0)
     assert a.fsck() == []
     a.close()

@@ -292,3 +292,47 @@ def test_refusal_names_holders_and_says_when_the_process_exited_but_a_child_it_f
         os.close(write)                                          # the grandchild ends
     os.close(read)
     table.close()
+
+
+# ---------------------------------------------------------------- a table the arbiter may trust
+
+def test_a_planted_symlink_or_second_name_at_the_tables_place_is_refused_and_left_alone(tmp_path: object) -> None:
+    """The arbiter (often root) creates the table beside the pool, in a directory the pool's
+    owner may write: a symlink or a hard link planted there must not get the target
+    resized, overwritten or given away (it was, through O_CREAT without O_NOFOLLOW)."""
+    pool = os.path.join(str(tmp_path), "p.pool")
+    open(pool, "wb").close()
+    target = os.path.join(str(tmp_path), "precious")
+    with open(target, "wb") as f:
+        f.write(b"keep me")
+    os.chmod(target, 0o600)
+    like = os.stat(pool)
+    os.symlink(target, holders_path(pool))
+    with pytest.raises(OSError) as exc:
+        HolderTable(holders_path(pool), create=True, like=like)
+    assert exc.value.errno == errno.ELOOP
+    os.unlink(holders_path(pool))
+    os.link(target, holders_path(pool))
+    with pytest.raises(PermissionError):
+        HolderTable(holders_path(pool), create=True, like=like)
+    with open(target, "rb") as f:
+        assert f.read() == b"keep me"
+    assert os.stat(target).st_mode & 0o777 == 0o600
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_a_new_table_takes_the_pools_owner_group_and_mode_and_a_strangers_file_is_refused(
+        tmp_path: object) -> None:
+    pool = os.path.join(str(tmp_path), "p.pool")
+    open(pool, "wb").close()
+    os.chown(pool, 1000, 4321)
+    os.chmod(pool, 0o640)
+    table = HolderTable(holders_path(pool), create=True, like=os.stat(pool))
+    info = os.stat(table.path)
+    assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (1000, 4321, 0o640)
+    table.close()
+    again = HolderTable(holders_path(pool), create=True, like=os.stat(pool))   # the pool owner's: kept
+    again.close()
+    os.chown(holders_path(pool), 1001, 1001)                                     # someone else's
+    with pytest.raises(PermissionError):
+        HolderTable(holders_path(pool), create=True, like=os.stat(pool))

@@ -443,23 +443,24 @@ class Client(VolumeCalls, ClosesOnExit, PathNames):
                                 holders=[self.name], filename=self.path)
             self._closing = True
         try:
+            # What may make the close give up is waited for first, so that a close that gives
+            # up has changed nothing: pins (never revoked) and other threads' large writes (none
+            # starts once a close has begun), each up to the timeout.  Then mappings migrate.
             deadline = None if timeout is None else time.monotonic() + timeout
-            if live:
-                for ref in live:
-                    if isinstance(ref, ClientMapping):
-                        ref.revoke("migrate")
-                while any(ref.live for ref in list(self.refs.values())):
-                    if deadline is not None and time.monotonic() >= deadline:
-                        raise BusyError("pins still held after the close timeout", holders=[self.name],
-                                        filename=self.path)
-                    time.sleep(0.01)
-            if timeout is not None:
-                # (no large write starts once a close has begun: those under way end, or not)
+            while any(isinstance(ref, ClientPin) and ref.live for ref in list(self.refs.values())):
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise BusyError("pins still held after the close timeout", holders=[self.name],
+                                    filename=self.path)
+                time.sleep(0.01)
+            if deadline is not None:
                 with self._copies_done:
-                    left = timeout if deadline is None else max(0.0, deadline - time.monotonic())
-                    if not self._copies_done.wait_for(lambda: not self._copying, left):
+                    if not self._copies_done.wait_for(lambda: not self._copying,
+                                                      max(0.0, deadline - time.monotonic())):
                         raise BusyError("a large write in another thread still copies into the pool "
                                         "after the close timeout", holders=[self.name], filename=self.path)
+            for ref in live:
+                if isinstance(ref, ClientMapping):
+                    ref.revoke("migrate")
             for f in list(self.files):
                 f._detach()
             with self._copies_done:

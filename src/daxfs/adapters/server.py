@@ -194,12 +194,28 @@ class Server:
             sock.bind(path)
         finally:
             os.umask(old_umask)
-        # No more open than the pool: connecting needs write access to the socket file.
-        os.chmod(path, self.pool_mode & 0o666)
+        # No more open than the pool: connecting needs write access to the socket file.  The
+        # file is changed through a descriptor of what was checked to be a socket, never by
+        # path: whoever may write the directory could have put a link to another file there
+        # since the bind, to have it given away (the arbiter often runs as root).
         try:
-            os.chown(path, self.pool_uid, self.pool_gid)
-        except PermissionError:
-            pass
+            node = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            sock.close()
+            raise
+        try:
+            info = os.fstat(node)
+            if not st.S_ISSOCK(info.st_mode) or info.st_nlink != 1:
+                sock.close()
+                raise BusyError("the arbiter's socket was replaced while it was made", filename=path)
+            here = f"/proc/self/fd/{node}"
+            try:
+                os.chown(here, self.pool_uid, self.pool_gid)
+            except PermissionError:
+                pass
+            os.chmod(here, self.pool_mode & 0o666)
+        finally:
+            os.close(node)
         sock.listen(128)
         return sock
 

@@ -138,7 +138,7 @@ class Session:
         self.readonly = not access & permissions.W or self.vol.readonly
         self.slot = server.take_slot(self)
         pool_fd = os.open(server.pool_path, (os.O_RDONLY if self.readonly else os.O_RDWR) | os.O_CLOEXEC)
-        table_fd = os.open(server.holders.path, os.O_RDWR | os.O_CLOEXEC)  # its own open: its own lock
+        table_fd = server.holders.reopen()      # its own open: its own lock
         try:
             journal = self.vol._journal
             wire.send(self.sock, [message[0], "ok", {

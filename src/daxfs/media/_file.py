@@ -16,6 +16,7 @@ import fcntl
 import mmap
 import os
 import stat
+from collections.abc import Callable
 
 from daxfs.media import _holes
 from daxfs.media._forks import children_may_show
@@ -89,13 +90,15 @@ class FilePool(Pool):
     """A memory-mapped file or device (``/dev/shm/x``, ``/dev/dax0.0``, a plain file)."""
 
     def __init__(self, path: str, *, readonly: bool = False, create_size: int | None = None,
-                 exclusive_create: bool = False, lock: bool = False, preallocate: bool = True) -> None:
+                 exclusive_create: bool = False, lock: bool = False, preallocate: bool = True,
+                 locked_check: Callable[[], None] | None = None) -> None:
         """Open and map ``path``; ``create_size`` creates or resizes a regular file to it
         (``exclusive_create``: creates it, or FileExistsError; removed again if this fails).
 
         With ``lock`` the exclusive writer lock is taken first, before the file
         is resized, so a pool someone else holds is never changed under them;
-        BlockingIOError when it is held.  ``preallocate=False`` leaves a new
+        BlockingIOError when it is held; ``locked_check`` then runs, and what it
+        raises leaves the file as it was.  ``preallocate=False`` leaves a new
         size sparse (the volume reserves memory as it hands blocks out).
         """
         self._locked = False
@@ -109,6 +112,8 @@ class FilePool(Pool):
                 # open of the same pool in this very process conflicts too.
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 self._locked = True
+                if locked_check is not None:
+                    locked_check()
             if create_size is not None and stat.S_ISREG(os.fstat(fd).st_mode):
                 if not preallocate:
                     os.ftruncate(fd, 0)         # sparse: no page of an old file survives

@@ -104,15 +104,47 @@ def _pack_runs(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 def _share_like(fd: int, pool: os.stat_result) -> None:
-    """Give the table the pool's read and write bits and, where allowed, its owner: whoever
-    may open the pool must be able to read the table, or an embedded ``open_volume`` by
-    another user could not tell whether clients of a stopped arbiter still hold blocks."""
+    """Give a table this process just made the pool's read and write bits, and its owner and
+    group where allowed: whoever may open the pool must be able to read the table, or an
+    embedded ``open_volume`` by another user could not tell whether clients of a stopped
+    arbiter still hold blocks.  Group bits only with the pool's group (else they would let
+    the arbiter's own group in)."""
+    for uid, gid in ((pool.st_uid, pool.st_gid), (-1, pool.st_gid)):
+        try:
+            os.fchown(fd, uid, gid)
+            break
+        except OSError as exc:
+            if exc.errno != errno.EPERM:     # only root gives a file away; a member its group
+                raise
+    mode = stat.S_IMODE(pool.st_mode) & 0o666
+    if os.fstat(fd).st_gid != pool.st_gid:
+        mode &= 0o606
+    os.fchmod(fd, mode)
+
+
+def _open_table(path: str, flags: int, like: os.stat_result | None) -> int:
+    """The table's descriptor, never through a symlink, and with ``O_CREAT`` (the arbiter,
+    often root, in a directory the pool's owner may write) only a regular file with one name
+    that this process or the pool's owner owns: never a file planted there to be given away
+    or overwritten."""
+    flags |= os.O_CLOEXEC | os.O_NOFOLLOW
+    if not flags & os.O_CREAT:
+        return os.open(path, flags)
     try:
-        os.fchown(fd, pool.st_uid, pool.st_gid)
-    except OSError as exc:
-        if exc.errno != errno.EPERM:     # only root may give a file away; keep our own then
-            raise
-    os.fchmod(fd, stat.S_IMODE(pool.st_mode) & 0o666)
+        fd = os.open(path, flags | os.O_EXCL, 0o600)
+    except FileExistsError:
+        fd = os.open(path, flags & ~os.O_CREAT)
+    else:
+        if like is not None:
+            _share_like(fd, like)
+        return fd
+    info = os.fstat(fd)
+    owners = {os.geteuid()} | ({like.st_uid} if like is not None else set())
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_uid not in owners:
+        os.close(fd)
+        raise PermissionError(errno.EPERM, "not a holder table this arbiter may use (a regular file "
+                              "with one name, owned by the arbiter's user or the pool's owner)", path)
+    return fd
 
 
 class HolderTable:
@@ -121,10 +153,7 @@ class HolderTable:
     def __init__(self, path: str, *, create: bool = False, readonly: bool = False,
                  like: os.stat_result | None = None) -> None:
         self.path = path
-        flags = (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC | (os.O_CREAT if create else 0)
-        self.fd = os.open(path, flags, 0o600)
-        if create and like is not None:
-            _share_like(self.fd, like)
+        self.fd = _open_table(path, (os.O_RDONLY if readonly else os.O_RDWR) | (os.O_CREAT if create else 0), like)
         if create:
             size = _FIRST + SLOTS * SLOT_SIZE
             if os.fstat(self.fd).st_size < size:
@@ -137,6 +166,11 @@ class HolderTable:
             if magic != MAGIC or version != VERSION or slot_size != SLOT_SIZE or slots != SLOTS:
                 os.close(self.fd)
                 raise OSError(errno.EINVAL, "not a daxfs holder table", path)
+
+    def reopen(self) -> int:
+        """A new open file description of this very file (a client's, for its own slot lock):
+        through the descriptor, not the path, which someone may have replaced since."""
+        return os.open(f"/proc/self/fd/{self.fd}", os.O_RDWR | os.O_CLOEXEC)
 
     def close(self) -> None:
         if self.fd >= 0:

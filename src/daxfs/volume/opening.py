@@ -104,13 +104,14 @@ def mkfs(path: object, size: int | None = None, *, block_size: int = 4096, force
         raise fs_error(errno.EINVAL, p, "a sparse pool must be a regular file (tmpfs, hugetlbfs, a file system)")
     if regular:
         layout = Layout.compute(target, block_size)      # EINVAL before anything is created
-    if existing is not None:
-        refuse_live_holders(p)       # force reformats a volume, never memory a process still shows
     try:
         # A new file is made with O_EXCL, so the cleanup below can never remove one that
         # appeared meanwhile; FilePool removes it itself if it fails to map it.
+        # (force reformats a volume, never memory a process still shows: checked under the lock,
+        # so no arbiter can start and hand blocks out between the check and the format)
         pool = FilePool(p, create_size=target if regular else None, exclusive_create=existing is None,
-                        lock=True, preallocate=not sparse)
+                        lock=True, preallocate=not sparse,
+                        locked_check=None if existing is None else lambda: refuse_live_holders(p))
     except BlockingIOError:
         raise held_elsewhere(p) from None
     except OSError as error:
