@@ -292,3 +292,34 @@ def test_another_user_may_open_a_pool_an_arbiter_served(table_mode: str, pool: s
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "opened"
+
+
+@root_only
+def test_a_file_put_at_the_sockets_place_after_the_bind_is_not_given_away(
+        pool: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whoever may write the pool's directory could replace the arbiter's new socket with a
+    second name of another file between the bind and the chown/chmod, which went by path:
+    the arbiter (root) gave that file to the pool's owner.  Now it refuses, and the file
+    keeps its owner and mode."""
+    from daxfs.adapters.server import Server
+    victim = pool + ".victim"             # (a hard link: on the pool's file system)
+    with open(victim, "wb") as f:
+        f.write(b"root's")
+    os.chmod(victim, 0o600)
+    os.chmod(pool, 0o666)
+    os.chown(pool, 1000, 1000)
+    real_bind = socket.socket.bind
+
+    def bind_then_swap(self: socket.socket, address: Any) -> None:
+        real_bind(self, address)
+        if isinstance(address, str) and address.endswith(".sock"):
+            os.unlink(address)
+            os.link(victim, address)
+
+    monkeypatch.setattr(socket.socket, "bind", bind_then_swap)
+    with pytest.raises(daxfs.BusyError, match="replaced"):
+        Server(pool, log=None)
+    info = os.stat(victim)
+    assert (info.st_uid, info.st_mode & 0o777) == (0, 0o600)
+    os.unlink(pool + ".sock")
+    os.unlink(victim)
