@@ -6,6 +6,11 @@ scratch directory under /dev/shm; the client is this process unless a row says o
 * create + 4 KiB write + close (µs): ``c.open(p, "xb")``, ``write(4 KiB)``, ``close()`` vs
   ``os.open/os.write/os.close`` in a /dev/shm directory; both sides unlink their files after
   each round.  Two round trips (open, write); close is sent without waiting.  Target ≤ 8× os.
+* what that row is made of, in the same run: the same calls on an embedded volume beside
+  ``os`` (both unlink after each round), and a stat of ``/`` from the client beside a bare
+  round trip — this process and a forked echo process over a socketpair, with the client's
+  framing (msgpack) and polling, answering at once (the floor of any request).  The notes
+  give the create row's floor: two bare round trips plus the embedded calls.  Reported.
 * fstat and 4 KiB pread on an open handle (µs): answered in the client from its cache and
   straight from the pool, no round trip, vs ``os.fstat`` / ``os.pread`` of a same-sized
   /dev/shm file at the same random offsets.  Target ≤ 3× os.
@@ -60,6 +65,8 @@ try:
 except ModuleNotFoundError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
     import daxfs
+
+from daxfs.adapters import wire  # noqa: E402  (after daxfs: the checkout's, when not installed)
 
 SRC = str(Path(daxfs.__file__).resolve().parent.parent)
 
@@ -209,6 +216,19 @@ def _creator(pool: str, prefix: str, count: int, start: Any, done: Any) -> None:
     c.close()
 
 
+def _echo(sock: socket.socket) -> None:
+    """The other end of a bare round trip: each frame answered at once, as the arbiter's loop
+    reads and answers (polling for the next one as it does)."""
+    frames = wire.FrameReader(sock, wire.MAX_REPLY, 100e-6)
+    reply = wire.pack([0, "ok", {"st_mode": 0o40755}])
+    try:
+        while True:
+            frames.next()
+            sock.sendall(reply)
+    except (EOFError, OSError):
+        pass
+
+
 def _rss_client(pool: str, done: Any) -> None:
     c = daxfs.connect(pool, name="rss")
     for path in c.listdir("/")[:50]:
@@ -238,8 +258,8 @@ class ArbiterBench:
         self.os_dir.mkdir()
 
     def run(self) -> list[Row]:
-        rows = [self._create(), *self._handle_rows(), *self._path_rows(), self._map(), self._pin(), self._kill(),
-                self._trainer()]
+        rows = [self._create(), *self._floor_rows(), *self._handle_rows(), *self._path_rows(), self._map(),
+                self._pin(), self._kill(), self._trainer()]
         rows += self._scaling()
         rows.append(self._rss())
         return rows
@@ -281,6 +301,77 @@ class ArbiterBench:
         s = _table.interleaved_rounds(cfg.rounds, {"daxfs": daxfs_round, "os": os_round}, warmup_rounds=1)
         return _table.latency_row("create + 4 KiB write + close (2 round trips)", _table.median(s["daxfs"]),
                                   _table.median(s["os"]), Target.max_ratio(8))
+
+    def _floor_rows(self) -> list[Row]:
+        """What the create row is made of, measured beside it: the same calls on an embedded
+        volume against ``os``, and one request (a stat of ``/``) against a bare round trip
+        between two Python processes with the same framing and polling (the floor of any
+        request).  Two round trips plus the embedded work is the floor of the client's row."""
+        cfg = self.config
+        data = b"w" * 4096
+        vol = daxfs.mkfs(str(self.scratch / "floor.pool"), 64 * MiB)
+        self.cleanup.callback(lambda: _table.close_volume_quietly(vol, "floor volume"))
+
+        def embedded_round(r: int) -> float:
+            vol.mkdir(f"/c{r}")
+            t0 = time.perf_counter_ns()
+            for i in range(cfg.files):
+                f = vol.open(f"/c{r}/{i}", "xb")
+                f.write(data)
+                f.close()
+            took = time.perf_counter_ns() - t0
+            for i in range(cfg.files):
+                vol.unlink(f"/c{r}/{i}")
+            vol.rmdir(f"/c{r}")
+            return took / cfg.files
+
+        def os_round(r: int) -> float:
+            d = self.os_dir / f"floor{r}"
+            d.mkdir()
+            t0 = time.perf_counter_ns()
+            for i in range(cfg.files):
+                fd = os.open(d / str(i), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                os.write(fd, data)
+                os.close(fd)
+            took = time.perf_counter_ns() - t0
+            for i in range(cfg.files):
+                os.unlink(d / str(i))
+            d.rmdir()
+            return took / cfg.files
+
+        _table.log("floor: embedded create + write + close, bare round trip ...")
+        made = _table.interleaved_rounds(cfg.rounds, {"embedded": embedded_round, "os": os_round}, warmup_rounds=1)
+        a, b = socket.socketpair()
+        echo = mp.get_context("fork").Process(target=_echo, args=(b,), daemon=True)
+        echo.start()
+        b.close()
+        frames = wire.FrameReader(a, wire.MAX_REPLY, wire.SPIN_REPLY_S)
+        n = cfg.reads // 10
+        c = self.client
+
+        def bare(_r: int) -> float:
+            t0 = time.perf_counter_ns()
+            for i in range(n):
+                a.sendall(wire.pack([i + 1, "stat", ["/"]]))
+                frames.next()
+            return (time.perf_counter_ns() - t0) / n
+
+        def request(_r: int) -> float:
+            t0 = time.perf_counter_ns()
+            for _ in range(n):
+                c.stat("/")
+            return (time.perf_counter_ns() - t0) / n
+
+        trips = _table.interleaved_rounds(cfg.rounds, {"daxfs": request, "bare": bare}, warmup_rounds=1)
+        a.close()
+        echo.join(10)
+        floor = 2 * _table.median(trips["bare"]) + _table.median(made["embedded"])
+        self.notes.append(f"floor of the create row: 2 bare round trips + the embedded calls = {floor / 1e3:.1f} µs "
+                          f"(8× os would be {8 * _table.median(made['os']) / 1e3:.1f} µs)")
+        return [_table.latency_row("create + 4 KiB write + close, embedded (baseline: os)",
+                                   _table.median(made["embedded"]), _table.median(made["os"]), Target.none()),
+                _table.latency_row("stat of / from a client (baseline: a bare echo round trip)",
+                                   _table.median(trips["daxfs"]), _table.median(trips["bare"]), Target.none())]
 
     def _handle_rows(self) -> list[Row]:
         cfg, c = self.config, self.client
