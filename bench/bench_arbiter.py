@@ -216,6 +216,41 @@ def _creator(pool: str, prefix: str, count: int, start: Any, done: Any) -> None:
     c.close()
 
 
+_DATA = b"w" * 4096
+
+
+def _creates(vol: Any, files: int, r: int) -> float:
+    """ns per create + 4 KiB write + close of ``files`` new files in ``/c{r}`` (a client or a
+    volume; buffered, as open() makes them); the files and the directory go after the timing."""
+    vol.mkdir(f"/c{r}")
+    t0 = time.perf_counter_ns()
+    for i in range(files):
+        f = vol.open(f"/c{r}/{i}", "xb")
+        f.write(_DATA)
+        f.close()
+    took = time.perf_counter_ns() - t0
+    for i in range(files):
+        vol.unlink(f"/c{r}/{i}")
+    vol.rmdir(f"/c{r}")
+    return took / files
+
+
+def _os_creates(root: Path, files: int, r: int) -> float:
+    """``_creates`` with os calls in a /dev/shm directory."""
+    d = root / f"c{r}"
+    d.mkdir()
+    t0 = time.perf_counter_ns()
+    for i in range(files):
+        fd = os.open(d / str(i), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        os.write(fd, _DATA)
+        os.close(fd)
+    took = time.perf_counter_ns() - t0
+    for i in range(files):
+        os.unlink(d / str(i))
+    d.rmdir()
+    return took / files
+
+
 def _echo(sock: socket.socket) -> None:
     """The other end of a bare round trip: each frame answered at once, as the arbiter's loop
     reads and answers (polling for the next one as it does)."""
@@ -268,37 +303,10 @@ class ArbiterBench:
 
     def _create(self) -> Row:
         cfg, c = self.config, self.client
-        data = b"w" * 4096
-
-        def daxfs_round(r: int) -> float:
-            c.mkdir(f"/c{r}")
-            t0 = time.perf_counter_ns()
-            for i in range(cfg.files):
-                f = c.open(f"/c{r}/{i}", "xb")
-                f.write(data)
-                f.close()
-            took = time.perf_counter_ns() - t0
-            for i in range(cfg.files):
-                c.unlink(f"/c{r}/{i}")
-            c.rmdir(f"/c{r}")
-            return took / cfg.files
-
-        def os_round(r: int) -> float:
-            d = self.os_dir / f"c{r}"
-            d.mkdir()
-            t0 = time.perf_counter_ns()
-            for i in range(cfg.files):
-                fd = os.open(d / str(i), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-                os.write(fd, data)
-                os.close(fd)
-            took = time.perf_counter_ns() - t0
-            for i in range(cfg.files):
-                os.unlink(d / str(i))
-            d.rmdir()
-            return took / cfg.files
-
         _table.log("create + write + close ...")
-        s = _table.interleaved_rounds(cfg.rounds, {"daxfs": daxfs_round, "os": os_round}, warmup_rounds=1)
+        s = _table.interleaved_rounds(cfg.rounds, {"daxfs": lambda r: _creates(c, cfg.files, r),
+                                                   "os": lambda r: _os_creates(self.os_dir, cfg.files, r)},
+                                      warmup_rounds=1)
         return _table.latency_row("create + 4 KiB write + close (2 round trips)", _table.median(s["daxfs"]),
                                   _table.median(s["os"]), Target.max_ratio(8))
 
@@ -308,39 +316,12 @@ class ArbiterBench:
         between two Python processes with the same framing and polling (the floor of any
         request).  Two round trips plus the embedded work is the floor of the client's row."""
         cfg = self.config
-        data = b"w" * 4096
         vol = daxfs.mkfs(str(self.scratch / "floor.pool"), 64 * MiB)
         self.cleanup.callback(lambda: _table.close_volume_quietly(vol, "floor volume"))
-
-        def embedded_round(r: int) -> float:
-            vol.mkdir(f"/c{r}")
-            t0 = time.perf_counter_ns()
-            for i in range(cfg.files):
-                f = vol.open(f"/c{r}/{i}", "xb")
-                f.write(data)
-                f.close()
-            took = time.perf_counter_ns() - t0
-            for i in range(cfg.files):
-                vol.unlink(f"/c{r}/{i}")
-            vol.rmdir(f"/c{r}")
-            return took / cfg.files
-
-        def os_round(r: int) -> float:
-            d = self.os_dir / f"floor{r}"
-            d.mkdir()
-            t0 = time.perf_counter_ns()
-            for i in range(cfg.files):
-                fd = os.open(d / str(i), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-                os.write(fd, data)
-                os.close(fd)
-            took = time.perf_counter_ns() - t0
-            for i in range(cfg.files):
-                os.unlink(d / str(i))
-            d.rmdir()
-            return took / cfg.files
-
         _table.log("floor: embedded create + write + close, bare round trip ...")
-        made = _table.interleaved_rounds(cfg.rounds, {"embedded": embedded_round, "os": os_round}, warmup_rounds=1)
+        made = _table.interleaved_rounds(cfg.rounds, {"embedded": lambda r: _creates(vol, cfg.files, r),
+                                                      "os": lambda r: _os_creates(self.os_dir, cfg.files, r)},
+                                         warmup_rounds=1)
         a, b = socket.socketpair()
         echo = mp.get_context("fork").Process(target=_echo, args=(b,), daemon=True)
         echo.start()

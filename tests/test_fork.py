@@ -139,6 +139,14 @@ def test_a_child_forked_while_another_thread_holds_the_volume_lock_can_let_go_of
 # to no other file until the child is gone (they did: the parent let go, unlinked, and
 # the next file's bytes showed through the child's arrays).
 
+def _volume_with_a(pool: str) -> tuple["daxfs.Volume", object]:
+    """The pool opened, ``/a`` holding 64 KiB of ``A``, and ``/a`` open for reading."""
+    vol = daxfs.open_volume(pool)
+    with vol.open("/a", "wb") as f:
+        f.write(b"A" * 65536)
+    return vol, vol.open("/a", "rb", buffering=0)
+
+
 def _fill(vol: object) -> list[str]:
     names = []
     try:
@@ -164,10 +172,7 @@ def _eventually(check: Callable[[], bool], tries: int = 2000) -> bool:
 
 @pytest.mark.parametrize("kind", ["mapping", "pin"])
 def test_blocks_a_forked_child_still_shows_go_to_no_other_file_until_it_is_gone(pool: str, kind: str) -> None:
-    vol = daxfs.open_volume(pool)
-    with vol.open("/a", "wb") as f:
-        f.write(b"A" * 65536)
-    f = vol.open("/a", "rb", buffering=0)
+    vol, f = _volume_with_a(pool)
     ref = f.map() if kind == "mapping" else f.pin(0, 65536)
     buffer = ref.buffer
     pid, go = child_reading_later(buffer, ord("A"))
@@ -187,10 +192,7 @@ def test_blocks_a_forked_child_still_shows_go_to_no_other_file_until_it_is_gone(
 def test_a_volume_closed_while_a_forked_child_shows_a_view_stays_closed_to_other_writers(pool: str) -> None:
     # The child shares the pool file's lock: left to it, no other writer can hand the
     # blocks it shows to another file until it is gone.
-    vol = daxfs.open_volume(pool)
-    with vol.open("/a", "wb") as f:
-        f.write(b"A" * 65536)
-    f = vol.open("/a", "rb", buffering=0)
+    vol, f = _volume_with_a(pool)
     mapping = f.map()
     pid, go = child_reading_later(mapping.buffer, ord("A"))
     vol.close(force=True)                       # revokes the parent's mapping
@@ -223,10 +225,7 @@ def test_a_process_with_descriptors_numbered_past_1024_lets_go_of_views_after_a_
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
     filler = [os.open("/dev/null", os.O_RDONLY) for _ in range(1100)]
     try:
-        vol = daxfs.open_volume(pool)
-        with vol.open("/a", "wb") as f:
-            f.write(b"A" * 65536)
-        f = vol.open("/a", "rb", buffering=0)
+        vol, f = _volume_with_a(pool)
         mapping = f.map()
         pid, go = child_reading_later(mapping.buffer, ord("A"))
         mapping.close()
@@ -248,10 +247,7 @@ def test_forks_from_several_threads_at_once_each_keep_what_their_child_shows(poo
     import sys
     import threading
     from daxfs.media import _forks
-    vol = daxfs.open_volume(pool)
-    with vol.open("/a", "wb") as f:
-        f.write(b"A" * 65536)
-    f = vol.open("/a", "rb", buffering=0)
+    vol, f = _volume_with_a(pool)
     mapping = f.map()
     before = len(os.listdir("/proc/self/fd"))
     children: list[tuple[int, int]] = []
