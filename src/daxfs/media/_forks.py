@@ -32,13 +32,16 @@ _pending: set["Forked"] = set()         # forks of this process with a child tha
 class Forked:
     """The children of one fork (and whatever they forked): ``done`` once all are gone."""
 
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
+    def __init__(self, fd: int | None) -> None:
+        # fd None: a fork whose pipe could not be made (EMFILE).  Its children are never
+        # known to be gone, so what they may show is held until this process exits.
+        self._fd = -1 if fd is None else fd
         self.done = False
         self._callbacks: list[Callable[[], Any]] = []
         self._lock = threading.Lock()
         _pending.add(self)
-        threading.Thread(target=self._wait, name="daxfs-forked", daemon=True).start()
+        if fd is not None:
+            threading.Thread(target=self._wait, name="daxfs-forked", daemon=True).start()
 
     def _wait(self) -> None:
         try:
@@ -110,21 +113,6 @@ def children_may_show() -> bool:
     return shown(list(_pending))
 
 
-class _Untracked(Forked):
-    """A fork whose pipe could not be made (EMFILE): its children are never known to be
-    gone, so what they may show is held until this process exits."""
-
-    def __init__(self) -> None:      # (no pipe, no thread)
-        self._fd = -1
-        self.done = False
-        self._callbacks = []
-        self._lock = threading.Lock()
-        _pending.add(self)
-
-    def when_done(self, callback: Callable[[], Any] | None) -> bool:
-        return not self.done
-
-
 # Each forking thread's pipe, between its hooks: another thread may fork in between (the
 # hooks are Python code, and the interpreter may switch threads while they run).
 _pipes: dict[int, tuple[int, int] | None] = {}
@@ -147,7 +135,7 @@ def _after_fork_in_parent() -> None:
         if pipe:
             os.close(pipe[0])
         return
-    forked = Forked(pipe[0]) if pipe else _Untracked()
+    forked = Forked(pipe[0] if pipe else None)
     for view in views:
         view.forks[:] = [f for f in view.forks if not f.done] + [forked]
 
