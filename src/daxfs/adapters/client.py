@@ -34,7 +34,8 @@ from typing import Any
 
 from daxfs.adapters import wire
 from daxfs.adapters.client_calls import VolumeCalls
-from daxfs.adapters.client_files import ClientFile, ClientMapping, ClientPin
+from daxfs.adapters.client_files import ClientFile
+from daxfs.adapters.client_refs import ClientMapping, ClientPin
 from daxfs.adapters.wire import ServerLost
 from daxfs.errors import BusyError
 from daxfs.volume import arguments

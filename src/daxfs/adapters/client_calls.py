@@ -11,13 +11,13 @@ connection's lifetime stay in client.py and client_files.py.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from daxfs._types import Owner, PinInfo, Stat, StatFS
 from daxfs.access import buffered
 from daxfs.access.holder import Holder
 from daxfs.adapters.client_files import ClientFile
+from daxfs.core.namespace import fspath as _path
 from daxfs.volume import arguments
 from daxfs.volume.namespace import process_umask
 from daxfs.volume.pathnames import names_like
@@ -162,14 +162,6 @@ class VolumeCalls:
     def copy_file_range(self, src: object, src_offset: int, dst: object, dst_offset: int, length: int) -> int:
         return self.call("copy_file_range", _target(src), _off(src_offset), _target(dst), _off(dst_offset),
                          _off(length))
-
-
-def _path(path: object) -> str:
-    if isinstance(path, str):
-        return path
-    if isinstance(path, (bytes, os.PathLike)):
-        return os.fsdecode(path)  # type: ignore[arg-type]
-    raise TypeError(f"path must be str, bytes or os.PathLike, not {type(path).__name__}")
 
 
 def _off(value: object) -> int:
