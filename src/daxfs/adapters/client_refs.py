@@ -69,6 +69,20 @@ class _ClientRef:
         self.poisoned: list[tuple[int, int]] = [tuple(run) for run in reply.get("poisoned", ())]  # type: ignore[misc]
         self.on_poison: Callable[[Any, int, int], Any] | None = None
 
+    def _show(self) -> PoolView:
+        """A new view of the reference's blocks, laid out, kept as ``_view`` (and its forks)."""
+        client = self._client
+        view = PoolView(client.pool_fd, (self.end_block - self.first_block) * client.block_size,
+                        writable=self.writable)
+        try:
+            self._lay_out(view)
+        except BaseException:
+            view.release()
+            raise
+        self._view = view
+        self._forks = view.forks
+        return view
+
     def _lay_out(self, view: PoolView) -> None:
         bs = self._client.block_size
         base = self.first_block
@@ -183,16 +197,8 @@ class ClientMapping(_ClientRef):
         self.on_break = on_break
         self.closed = False
         self.revoked = False
-        bs = client.block_size
-        view = PoolView(client.pool_fd, (self.end_block - self.first_block) * bs, writable=writable)
-        try:
-            self._lay_out(view)
-        except BaseException:
-            view.release()
-            raise
-        self._view = view
-        self._forks = view.forks
-        self._skip = self.offset - self.first_block * bs
+        view = self._show()
+        self._skip = self.offset - self.first_block * client.block_size
         self._buffer: memoryview | None = view.buffer(self._skip, self.length)
 
     @property
@@ -331,16 +337,8 @@ class ClientPin(_ClientRef):
         with client.view_lock:
             self._check()
             if self._buffer is None:
-                bs = client.block_size
-                view = PoolView(client.pool_fd, (self.end_block - self.first_block) * bs, writable=self.writable)
-                try:
-                    self._lay_out(view)
-                except BaseException:
-                    view.release()
-                    raise
-                self._view = view
-                self._forks = view.forks
-                self._buffer = view.buffer(self.offset - self.first_block * bs, self.length)
+                view = self._show()
+                self._buffer = view.buffer(self.offset - self.first_block * client.block_size, self.length)
             return self._buffer
 
     @property
