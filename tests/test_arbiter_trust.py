@@ -266,8 +266,12 @@ def test_a_client_that_never_reads_its_replies_is_dropped(victim: Any, pool: str
 
 
 _OPEN_AS = """
-import os, sys, daxfs
-os.setgid(int(sys.argv[2])); os.setuid(int(sys.argv[2]))
+import importlib, os, pkgutil, sys, daxfs
+# Every daxfs module is loaded before the user changes: the interpreter's own directory (root's,
+# in CI) may not be readable by that user, and daxfs imports a few modules only when first used.
+for module in pkgutil.walk_packages(daxfs.__path__, "daxfs."):
+    importlib.import_module(module.name)
+os.setgroups([]); os.setgid(int(sys.argv[2])); os.setuid(int(sys.argv[2]))
 daxfs.open_volume(sys.argv[1]).close()
 print("opened")
 """
