@@ -72,3 +72,23 @@ def test_client_processes_killed_across_an_arbiter_restart_leave_nothing_held() 
     # the new arbiter must end with nothing held and no file showing another's bytes
     counts = trial(81, threads=3, ops=200, wait_s=0.01, front="client", kill_server=True, kill_clients=2)
     assert counts["victims-killed"] > 0 and counts["arbiter-killed-refs-held"] > 0, counts
+
+
+def test_a_thread_that_stops_before_half_way_still_arrives_so_the_trial_reports_it() -> None:
+    """The trial waits at a barrier half way for every thread; one that failed (or stopped
+    on a closed mapping) before it left the trial waiting forever (a CI run hung 300 s)."""
+    import random
+    import threading
+
+    from daxfs.testing.chaos import SharedLock, Worker
+
+    def fails(worker: Worker) -> None:
+        raise RuntimeError("an operation failed")
+
+    worker = Worker(None, random.Random(1), 10, [1], threading.Lock(), 0.01, SharedLock(), False)
+    worker.menu = lambda: [fails]                               # type: ignore[method-assign]
+    worker.halfway, worker.closing = threading.Barrier(2), threading.Event()
+    worker.start()
+    worker.halfway.wait(30)             # (BrokenBarrierError after 30 s if the thread never came)
+    worker.join(30)
+    assert not worker.is_alive() and isinstance(worker.error, RuntimeError)

@@ -152,6 +152,7 @@ class Worker(threading.Thread):
         return out
 
     def run(self) -> None:
+        i = -1
         try:
             for i in range(self.ops):
                 if i == self.ops // 2 and self.halfway is not None:
@@ -170,17 +171,16 @@ class Worker(threading.Thread):
                     self.lost = True    # the arbiter was killed: stop, keeping every reference
                     return
                 except ValueError as exc:
-                    if self.closing is not None and self.closing.is_set() and "closed" in str(exc):
-                        self.counts["closed"] = self.counts.get("closed", 0) + 1
-                        return      # the volume was closed under this thread: it stops
-
                     # a size another thread just cut (as mmap says it), or a mapping whose
                     # lease another thread broke, its on_break closing it
-                    if not any(s in str(exc) for s in ("past the end", "greater than file size",
-                                                         "mapping is closed")):
+                    if any(s in str(exc) for s in ("past the end", "greater than file size", "mapping is closed")):
+                        key = f"{op.__name__}:past-end"
+                        self.counts[key] = self.counts.get(key, 0) + 1
+                    elif self.closing is not None and self.closing.is_set() and "closed" in str(exc):
+                        self.counts["closed"] = self.counts.get("closed", 0) + 1
+                        return      # the volume was closed under this thread: it stops
+                    else:
                         raise
-                    key = f"{op.__name__}:past-end"
-                    self.counts[key] = self.counts.get(key, 0) + 1
                 except OSError as exc:
                     if exc.errno == errno.EROFS or exc.errno not in EXPECTED:
                         raise
@@ -192,6 +192,10 @@ class Worker(threading.Thread):
             self.error = exc
             self.traceback = traceback.format_exc()
         finally:
+            if self.halfway is not None and i < self.ops // 2:
+                # (a thread that stops early still arrives: the trial waits there for all)
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    self.halfway.wait(60)
             if not self.lost:
                 self.let_go()
 
