@@ -1041,3 +1041,42 @@ def test_a_close_with_a_timeout_gives_up_on_another_threads_large_write_and_stay
     assert eventually(lambda: a.statfs().busy == 0)
     assert a.fsck() == []
     a.close()
+
+
+def test_a_restarted_arbiter_keeps_every_block_while_a_live_clients_slot_cannot_be_read(
+        pool: str, serve: Callable[..., ServerProcess]) -> None:
+    """A live client's slot that stays unreadable (its CRC never matches) could name any
+    blocks: the restarted arbiter keeps them all from other files until the client's lock
+    goes, then gives them back."""
+    from daxfs.volume.holders import HolderTable, drop_slot_lock, holders_path, take_slot_lock
+    serve().stop(signal.SIGKILL)                            # (leaves the holder table)
+    table = HolderTable(holders_path(pool))
+    table.write(0, 999_999, 0, 0, "torn", [(0, BS)])
+    os.pwrite(table.fd, b"\xff" * 16, 2 * 4096 - 16)         # slot 0's last bytes: its CRC fails
+    lock = os.open(table.path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        assert take_slot_lock(lock, 0)                        # the client, alive
+        serve()
+        c = daxfs.connect(pool)
+        try:
+            with pytest.raises(OSError) as caught:
+                with c.open("/f", "wb") as f:
+                    f.write(b"x" * (1 << 20))
+            assert caught.value.errno == errno.ENOSPC
+            drop_slot_lock(lock, 0)                          # the client is gone: all given back
+
+            def writes() -> bool:
+                try:
+                    with c.open("/g", "wb") as f:
+                        f.write(b"y" * (1 << 20))
+                    return True
+                except OSError as exc:
+                    assert exc.errno == errno.ENOSPC
+                    return False
+            assert eventually(writes)
+            assert eventually(lambda: c.statfs().busy == 0)
+        finally:
+            c.close()
+    finally:
+        os.close(lock)
+        table.close()

@@ -15,8 +15,10 @@ would get wrong while the arbiter tests still passed.
   again without ``create``; a header that differs in any field is EINVAL.
 - slots: ``write`` / ``read`` round-trip pid, uid, name (cut to 64 bytes; a character cut
   in two reads as U+FFFD) and runs at slot ``i``'s place, gid stored too; a slot that is
-  empty, cleared, has more runs than fit or lies past the file's end reads as None (a
-  record that just fits is read); ``used`` lists the slots that hold records;
+  empty or cleared reads as None; one whose CRC does not match is read again (a read racing
+  the slot's write), and one that stays so, or names more runs than fit, holds the whole
+  pool; an older arbiter's slot (``DXSL``, no CRC) reads as it did (None past the file's
+  end or with too many runs); ``used`` lists the slots that hold records;
   ``free_slot`` is the first slot neither taken nor alive, EUSERS when there is none.
 """
 
@@ -25,12 +27,14 @@ from __future__ import annotations
 import errno
 import os
 import struct
+import zlib
 from collections.abc import Iterator
 
 import pytest
 
 from daxfs.volume import holders
-from daxfs.volume.holders import (MAX_RUNS, SLOT_SIZE, SLOTS, HolderTable, _pack_runs, drop_slot_lock,
+from daxfs.errors import BusyError
+from daxfs.volume.holders import (MAX_RUNS, SLOT_SIZE, SLOTS, WHOLE_POOL, HolderTable, _pack_runs, drop_slot_lock,
                                   holders_path, side_path, take_slot_lock)
 
 FIRST = SLOT_SIZE                      # slot 0 starts after the header block
@@ -181,8 +185,9 @@ def test_write_and_read_a_slot(table: HolderTable) -> None:
     table.write(2, 4242, 1001, 77, "loader", runs)
     assert table.read(2) == (4242, 1001, "loader", [(0, 4196), (8192, 4096)])
     assert table.read(1) is None and table.read(3) is None
-    raw = os.pread(table.fd, SLOT.size, FIRST + 2 * SLOT_SIZE)
-    assert SLOT.unpack(raw)[:5] == (b"DXSL", 4242, 1001, 77, 2)
+    raw = os.pread(table.fd, SLOT_SIZE, FIRST + 2 * SLOT_SIZE)
+    assert SLOT.unpack_from(raw)[:5] == (b"DXS2", 4242, 1001, 77, 2)
+    assert struct.unpack_from("<I", raw, SLOT_SIZE - 4)[0] == zlib.crc32(raw[:-4])   # the CRC ends it
     assert table.used() == [2]
     table.write(0, 1, 2, 3, "x" * 70, [])
     assert table.read(0) == (1, 2, "x" * 64, [])                 # the name cut to 64 bytes
@@ -201,23 +206,83 @@ def test_write_and_read_a_slot(table: HolderTable) -> None:
     assert table.read(0) == (1, 2, "x" * 64, [])                 # its neighbours untouched
 
 
-def test_a_slot_with_exactly_max_runs_is_read_and_one_more_is_not(table: HolderTable) -> None:
+def _old_slot(pid: int, uid: int, name: bytes, runs: list[tuple[int, int]], count: int | None = None) -> bytes:
+    """A slot as arbiters before the CRC wrote it (``DXSL``, no CRC)."""
+    body = bytearray(SLOT_SIZE)
+    SLOT.pack_into(body, 0, b"DXSL", pid, uid, 0, len(runs) if count is None else count, name)
+    for i, run in enumerate(runs):
+        struct.pack_into("<QQ", body, SLOT.size + 16 * i, *run)
+    return bytes(body)
+
+
+def test_a_slot_with_exactly_max_runs_is_read_and_one_more_holds_the_whole_pool(table: HolderTable) -> None:
     runs = [(i * 10, 5) for i in range(MAX_RUNS)]
     table.write(4, 1, 1, 1, "full", runs)
     assert table.read(4) == (1, 1, "full", runs)
     raw = bytearray(os.pread(table.fd, SLOT_SIZE, FIRST + 4 * SLOT_SIZE))
-    struct.pack_into("<I", raw, 16, MAX_RUNS + 1)                  # the run count
+    struct.pack_into("<I", raw, 16, MAX_RUNS + 1)                  # the run count (the CRC made to match)
+    struct.pack_into("<I", raw, SLOT_SIZE - 4, zlib.crc32(raw[:-4]))
     os.pwrite(table.fd, bytes(raw), FIRST + 4 * SLOT_SIZE)
+    assert table.read(4) == (1, 1, "full (its slot could not be read)", WHOLE_POOL)
+    # an older arbiter's slot (no CRC) is read as that arbiter read it
+    os.pwrite(table.fd, _old_slot(5, 6, b"old", [(0, 8), (64, 8)]), FIRST + 4 * SLOT_SIZE)
+    assert table.read(4) == (5, 6, "old", [(0, 8), (64, 8)])
+    os.pwrite(table.fd, _old_slot(5, 6, b"old", [], count=251), FIRST + 4 * SLOT_SIZE)
     assert table.read(4) is None and table.used() == []
 
 
-def test_a_slot_that_the_file_ends_in_reads_only_when_its_record_fits(table: HolderTable) -> None:
-    table.write(0, 7, 8, 9, "edge", [])
-    os.ftruncate(table.fd, FIRST + SLOT.size)                      # exactly the record, no runs
+def test_a_slot_that_the_file_ends_in(table: HolderTable) -> None:
+    os.pwrite(table.fd, _old_slot(7, 8, b"edge", []), FIRST)
+    os.ftruncate(table.fd, FIRST + SLOT.size)                      # exactly an old record, no runs
     assert table.read(0) == (7, 8, "edge", [])
     os.ftruncate(table.fd, FIRST + SLOT.size - 1)
     assert table.read(0) is None
     assert table.read(SLOTS) is None                               # past the file
+    table.write(1, 7, 8, 9, "cut", [(0, 1)])
+    os.ftruncate(table.fd, FIRST + 2 * SLOT_SIZE - 1)              # a new slot without its CRC
+    assert table.read(1) == (7, 8, "cut (its slot could not be read)", WHOLE_POOL)
+
+
+def test_a_slot_read_while_it_is_being_written_is_read_again(table: HolderTable,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client rewrites its own slot (its arbiter died) as a restarted arbiter reads the
+    table: a read can see the new run count over the old runs.  Without the CRC that was
+    taken for the record, and the runs the new one names were forgotten."""
+    table.write(3, 40, 0, 0, "client", [(0, 4096)])
+    before = os.pread(table.fd, SLOT_SIZE, FIRST + 3 * SLOT_SIZE)
+    table.write(3, 40, 0, 0, "client", [(0, 4096), (1 << 20, 8192)])
+    after = os.pread(table.fd, SLOT_SIZE, FIRST + 3 * SLOT_SIZE)
+    torn = after[:SLOT.size] + before[SLOT.size:]                   # the header written, the runs not yet
+    reads = []
+    real_pread = os.pread
+
+    def pread(fd: int, n: int, offset: int) -> bytes:
+        reads.append(offset)
+        return torn if len(reads) <= 2 else real_pread(fd, n, offset)
+
+    monkeypatch.setattr(holders.os, "pread", pread)
+    assert table.read(3) == (40, 0, "client", [(0, 4096), (1 << 20, 8192)])
+    assert len(reads) == 3
+
+
+def test_a_live_slot_that_stays_torn_holds_the_whole_pool(tmp_path: object) -> None:
+    pool = os.path.join(str(tmp_path), "p.pool")
+    open(pool, "wb").close()
+    table = HolderTable(holders_path(pool), create=True)
+    try:
+        table.write(0, os.getpid(), 0, 0, "client", [(0, 4096)])
+        os.pwrite(table.fd, b"\xff" * 16, FIRST + SLOT.size)        # the first run, garbled
+        assert table.read(0) == (os.getpid(), 0, "client (its slot could not be read)", WHOLE_POOL)
+        client = os.open(table.path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            assert take_slot_lock(client, 0)
+            assert table.live() == [(os.getpid(), 0, "client (its slot could not be read)", WHOLE_POOL)]
+            with pytest.raises(BusyError, match="its slot could not be read"):
+                holders.refuse_live_holders(pool)
+        finally:
+            os.close(client)
+    finally:
+        table.close()
 
 
 def test_a_slot_with_another_magic_is_empty(table: HolderTable) -> None:

@@ -12,10 +12,17 @@ still held and keeps those blocks busy until the lock goes or the slot
 forgets them (seed 002: the pool must not go away while a page reference is
 live).
 
+A slot ends in a CRC-32 of the rest (``DXS2`` slots; ``DXSL`` ones, from
+arbiters before it, have none and are read as they were).  One process writes
+a slot while another may read it (a client republishing its own after its
+arbiter died, as a restarted one reads the table), and a read racing a write
+can see half of each: such a slot is read again, and one that stays unreadable
+counts as holding the whole pool.
+
 Invariants: a slot's ranges are a superset of what its process may touch
-(over-approximating when they do not fit is safe, forgetting is not); the
-arbiter's own open file description never holds a slot lock, so a lock seen
-by ``alive`` is always a client's.
+(over-approximating when they do not fit, or when the slot cannot be read, is
+safe; forgetting is not); the arbiter's own open file description never holds
+a slot lock, so a lock seen by ``alive`` is always a client's.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ import fcntl
 import os
 import stat
 import struct
+import time
+import zlib
 from collections.abc import Iterable
 
 from daxfs.errors import BusyError
@@ -36,8 +45,13 @@ SLOTS = 1024
 _HEADER = struct.Struct("<4sIII")                 # magic, version, slot size, slots
 _SLOT = struct.Struct("<4sIIII64s")                # magic, pid, uid, gid, run count, name
 _RUN = struct.Struct("<QQ")                        # pool offset, length
-MAX_RUNS = (SLOT_SIZE - _SLOT.size) // _RUN.size
-SLOT_MAGIC = b"DXSL"
+_CRC = struct.Struct("<I")                         # at the slot's end: CRC-32 of the bytes before it
+MAX_RUNS = (SLOT_SIZE - _SLOT.size - _CRC.size) // _RUN.size
+SLOT_MAGIC = b"DXS2"                               # a slot with its CRC
+OLD_SLOT_MAGIC = b"DXSL"                           # one without (written by an older arbiter)
+#: what a live slot that cannot be read holds: every byte of the pool, as far as anyone can tell
+WHOLE_POOL = [(0, 1 << 62)]
+_READ_TRIES = 20                                   # (a write in progress ends within microseconds)
 _FIRST = SLOT_SIZE                                 # slot 0 starts after the header block
 
 # struct flock for the OFD lock commands (x86-64 and aarch64 layout)
@@ -185,23 +199,37 @@ class HolderTable:
         return _FLOCK.unpack(got)[0] != fcntl.F_UNLCK
 
     def read(self, slot: int) -> tuple[int, int, str, list[tuple[int, int]]] | None:
-        """``(pid, uid, name, runs)`` of a slot, or None when it is empty."""
-        raw = os.pread(self.fd, SLOT_SIZE, _FIRST + slot * SLOT_SIZE)
-        if len(raw) < _SLOT.size:
-            return None
-        magic, pid, uid, _gid, count, name = _SLOT.unpack_from(raw)
-        if magic != SLOT_MAGIC or count > MAX_RUNS:
-            return None
+        """``(pid, uid, name, runs)`` of a slot, or None when it is empty.  A slot whose CRC
+        does not match (being written as we read it) is read again; one that never matches,
+        or holds more runs than fit, reads as holding ``WHOLE_POOL``."""
+        where = _FIRST + slot * SLOT_SIZE
+        for tries in range(_READ_TRIES):
+            raw = os.pread(self.fd, SLOT_SIZE, where)
+            magic = raw[:4]
+            if magic == OLD_SLOT_MAGIC:
+                return _old_record(raw)
+            if magic != SLOT_MAGIC:
+                return None
+            if len(raw) == SLOT_SIZE and _CRC.unpack_from(raw, SLOT_SIZE - _CRC.size)[0] == \
+                    zlib.crc32(memoryview(raw)[:SLOT_SIZE - _CRC.size]):
+                break
+            time.sleep(0.0005 * tries)
+        else:
+            return _unreadable(raw)
+        _magic, pid, uid, _gid, count, name = _SLOT.unpack_from(raw)
+        if count > MAX_RUNS:
+            return _unreadable(raw)
         runs = [_RUN.unpack_from(raw, _SLOT.size + i * _RUN.size) for i in range(count)]
-        return pid, uid, name.rstrip(b"\0").decode("utf-8", "replace"), runs
+        return pid, uid, _name(name), runs
 
     def write(self, slot: int, pid: int, uid: int, gid: int, name: str, runs: Iterable[tuple[int, int]]) -> None:
-        """Record what slot ``slot``'s process holds (runs merged to fit)."""
+        """Record what slot ``slot``'s process holds (runs merged to fit), in one write."""
         packed = _pack_runs(list(runs))
         body = bytearray(SLOT_SIZE)
         _SLOT.pack_into(body, 0, SLOT_MAGIC, pid, uid, gid, len(packed), name.encode("utf-8", "replace")[:64])
         for i, (off, n) in enumerate(packed):
             _RUN.pack_into(body, _SLOT.size + i * _RUN.size, off, n)
+        _CRC.pack_into(body, SLOT_SIZE - _CRC.size, zlib.crc32(memoryview(body)[:SLOT_SIZE - _CRC.size]))
         os.pwrite(self.fd, body, _FIRST + slot * SLOT_SIZE)
 
     def clear(self, slot: int) -> None:
@@ -227,7 +255,31 @@ class HolderTable:
         raise OSError(errno.EUSERS, f"all {SLOTS} holder slots are in use")
 
 
+def _name(raw: bytes) -> str:
+    return raw.rstrip(b"\0").decode("utf-8", "replace")
+
+
+def _old_record(raw: bytes) -> tuple[int, int, str, list[tuple[int, int]]] | None:
+    """A ``DXSL`` slot (no CRC), read as arbiters before the CRC read it."""
+    if len(raw) < _SLOT.size:
+        return None
+    _magic, pid, uid, _gid, count, name = _SLOT.unpack_from(raw)
+    if count > (SLOT_SIZE - _SLOT.size) // _RUN.size:
+        return None
+    return pid, uid, _name(name), [_RUN.unpack_from(raw, _SLOT.size + i * _RUN.size) for i in range(count)]
+
+
+def _unreadable(raw: bytes) -> tuple[int, int, str, list[tuple[int, int]]]:
+    """A slot that cannot be read: it holds the whole pool (its pid and name as far as they go)."""
+    pid, uid, name = 0, 0, b"?"
+    if len(raw) >= _SLOT.size:
+        _magic, pid, uid, _gid, _count, name = _SLOT.unpack_from(raw)
+    return pid, uid, _name(name) + " (its slot could not be read)", list(WHOLE_POOL)
+
+
 def _describe(pid: int, name: str) -> str:
+    if pid <= 0:
+        return f"a process ({name!r})"
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
