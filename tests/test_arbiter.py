@@ -1080,3 +1080,63 @@ def test_a_restarted_arbiter_keeps_every_block_while_a_live_clients_slot_cannot_
     finally:
         os.close(lock)
         table.close()
+
+
+def test_a_restarted_arbiter_lets_go_of_what_a_living_client_no_longer_lists(
+        pool: str, serve: Callable[..., ServerProcess]) -> None:
+    """A client of an arbiter that died rewrites its slot as it lets go of pins; the next
+    arbiter let go of the blocks only when the client exited (space held for its whole
+    life).  Now what the slot no longer lists goes back at once, and the rest on exit."""
+    from daxfs.volume.holders import HolderTable, drop_slot_lock, holders_path, take_slot_lock
+    vol = daxfs.open_volume(pool)
+    base = vol._journal.layout.data_offset
+    vol.close()
+    serve().stop(signal.SIGKILL)                            # (leaves the holder table)
+    table = HolderTable(holders_path(pool))
+    first, second = (base + 16 * BS, 8 * BS), (base + 64 * BS, 4 * BS + 1)   # the second ends 1 byte into a block
+    table.write(0, os.getpid(), 0, 0, "lost client", [first, second])
+    lock = os.open(table.path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        assert take_slot_lock(lock, 0)
+        serve()
+        c = daxfs.connect(pool)
+        try:
+            assert c.statfs().busy == 8 * BS + 5 * BS
+            table.write(0, os.getpid(), 0, 0, "lost client", [first])      # it let go of a pin
+            assert eventually(lambda: c.statfs().busy == 8 * BS)
+            table.write(0, os.getpid(), 0, 0, "lost client", [(first[0] + 4 * BS, 1)])   # one byte of a block
+            assert eventually(lambda: c.statfs().busy == BS)
+            drop_slot_lock(lock, 0)                          # it exits
+            assert eventually(lambda: c.statfs().busy == 0)
+            assert c.fsck() == []
+        finally:
+            c.close()
+    finally:
+        os.close(lock)
+        table.close()
+
+
+def test_a_client_that_lost_its_arbiter_gets_each_pins_blocks_freed_as_it_releases_it(
+        pool: str, serve: Callable[..., ServerProcess], puppets: Callable[[str], Puppet]) -> None:
+    server = serve()
+    a = daxfs.connect(pool, name="A")
+    _file(a, "/f", 8, b"f")
+    _file(a, "/g", 8, b"g")
+    a.close()
+    b = puppets("B")
+    b.run("pf = c.open('/f', 'rb', buffering=0).pin(0, 8 * 4096); pg = c.open('/g', 'rb', buffering=0).pin(0, 8 * 4096)")
+    server.stop(signal.SIGKILL)
+    with pytest.raises(PuppetError):
+        b.run("c.stat('/f')")
+    serve()
+    a = daxfs.connect(pool, name="A2")
+    a.unlink("/f")
+    a.unlink("/g")
+    assert a.statfs().busy == 16 * BS                     # both pins' blocks, out of their files
+    b.run("pf.release()")
+    assert eventually(lambda: a.statfs().busy == 8 * BS)  # (was: only once B exited)
+    assert b.eval("bytes(pg.buffer[:4]).decode()") == "gggg"
+    b.run("pg.release()")
+    assert eventually(lambda: a.statfs().busy == 0)
+    _clean(a)
+    a.close()

@@ -35,6 +35,7 @@ from typing import Any, TextIO
 
 from daxfs.adapters import wire
 from daxfs.adapters.session import Session
+from daxfs.core.badblocks import BlockRuns
 from daxfs.errors import BusyError
 from daxfs.volume.changes import ChangeTable
 from daxfs.volume.holders import HolderTable, holders_path
@@ -382,6 +383,7 @@ class Server:
             for entry in zombies:
                 slot, held = entry
                 if self.holders.alive(slot):
+                    self._let_go(self._unlisted(slot, held))
                     continue
                 self._let_go(held)
                 with self._lock:
@@ -390,6 +392,37 @@ class Server:
                     self._slots.discard(slot)
                 self.log(f"holder in slot {slot} exited: {len(held)} held run(s) or reference(s) let go")
             time.sleep(ZOMBIE_CHECK_S)
+
+    def _unlisted(self, slot: int, held: list[Any]) -> list[Any]:
+        """What a living zombie's slot lists no more, taken out of ``held`` (to let go of now,
+        not when it exits).  A client that lost its arbiter rewrites its slot as it lets go
+        of pins and views, and a slot lists at least what its process may still touch; a
+        slot that cannot be read lists the whole pool."""
+        found = self.holders.read(slot)
+        layout = self.volume._journal.layout
+        bs, base = layout.block_size, layout.data_offset
+        listed = BlockRuns()                             # every data block a listed byte is in
+        for off, n in sorted(found[3]) if found is not None else ():
+            lo, hi = max(0, (off - base) // bs), min(layout.data_blocks, -(-(off + n - base) // bs))
+            if hi > lo:
+                listed.add(lo, hi - lo)
+        kept: list[Any] = []
+        gone: list[Any] = []
+        for thing in held:
+            if isinstance(thing, tuple):                 # inherited blocks (pblk, n): split, exactly
+                kept += listed.parts(*thing)
+                gone += listed.outside(*thing)
+                continue
+            if isinstance(thing, list):                  # a prepared write's pieces
+                runs = [(p, k) for _f, k, p, _fl in thing]
+            else:                                        # a reference
+                runs = list(thing.held or ())
+            touched = any(listed.overlaps(p, k) for p, k in runs)
+            (kept if touched else gone).append(thing)
+        if gone:
+            with self._lock:
+                held[:] = kept
+        return gone
 
     def _let_go(self, held: list[Any]) -> None:
         vol = self.volume
