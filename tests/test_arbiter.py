@@ -1140,3 +1140,29 @@ def test_a_client_that_lost_its_arbiter_gets_each_pins_blocks_freed_as_it_releas
     assert eventually(lambda: a.statfs().busy == 0)
     _clean(a)
     a.close()
+
+
+def test_a_client_whose_connection_ended_gets_each_pins_blocks_freed_as_it_releases_it(
+        pool: str, serve: Callable[..., ServerProcess], puppets: Callable[[str], Puppet]) -> None:
+    """The arbiter keeps what a living client held when its connection ended (the client may
+    still store through its pins) until the client's slot no longer lists it."""
+    serve()
+    a = daxfs.connect(pool, name="A")
+    _file(a, "/f", 8, b"f")
+    _file(a, "/g", 8, b"g")
+    b = puppets("B")
+    b.run("pf = c.open('/f', 'rb', buffering=0).pin(0, 8 * 4096); pg = c.open('/g', 'rb', buffering=0).pin(0, 8 * 4096)")
+    a.unlink("/f")
+    a.unlink("/g")
+    free = a.statfs().free                              # (the pinned files' blocks: none of it)
+    b.run("import socket; c._sock.shutdown(socket.SHUT_RDWR)")
+    with pytest.raises(PuppetError):
+        b.run("c.stat('/')")
+    assert a.statfs().free == free                      # B lives on, storing through its pins
+    b.run("pf.release()")
+    assert eventually(lambda: a.statfs().free == free + 8 * BS)   # (was: only once B exited)
+    assert b.eval("bytes(pg.buffer[:4]).decode()") == "gggg"
+    b.run("pg.release()")
+    assert eventually(lambda: a.statfs().free == free + 16 * BS)
+    assert a.statfs().busy == 0 and a.fsck() == []
+    a.close()
