@@ -285,9 +285,14 @@ class Client(VolumeCalls, ClosesOnExit, PathNames):
     def register(self, ref: ClientMapping | ClientPin) -> None:
         """A new reference: from now on events reach it (fills that came first are laid in).
         ValueError, the reference let go at once, once a close has begun: the close has
-        counted the references it waits for, and its "bye" lets the arbiter free the rest."""
+        counted the references it waits for, and its "bye" lets the arbiter free the rest.
+        ServerLost, likewise, once the arbiter is lost: the slot, which ``_lose`` rewrote,
+        does not list it, and the next arbiter frees what a slot does not list."""
         with self.view_lock:
             with self.lock:
+                if self.lost:
+                    ref._drop_unregistered()
+                    raise ServerLost(errno.ECONNRESET, "the arbiter went away", self.socket_path)
                 if self._closing or self.closed:
                     ref._drop_unregistered()
                     self.send_only("release", ref.r, True)
