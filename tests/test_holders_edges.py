@@ -223,10 +223,13 @@ def test_a_slot_with_exactly_max_runs_is_read_and_one_more_holds_the_whole_pool(
     struct.pack_into("<I", raw, 16, MAX_RUNS + 1)                  # the run count (the CRC made to match)
     struct.pack_into("<I", raw, SLOT_SIZE - 4, zlib.crc32(raw[:-4]))
     os.pwrite(table.fd, bytes(raw), FIRST + 4 * SLOT_SIZE)
-    assert table.read(4) == (1, 1, "full (its slot could not be read)", WHOLE_POOL)
-    # an older arbiter's slot (no CRC) is read as that arbiter read it
+    assert table.read(4) == (0, 0, "full (its slot could not be read)", WHOLE_POOL)
+    # an older arbiter's slot (no CRC) is read as that arbiter read it, but never trusted to
+    # list less than before (a read racing its rewrite could miss runs)
     os.pwrite(table.fd, _old_slot(5, 6, b"old", [(0, 8), (64, 8)]), FIRST + 4 * SLOT_SIZE)
     assert table.read(4) == (5, 6, "old", [(0, 8), (64, 8)])
+    assert table.read_checked(4) == ((5, 6, "old", [(0, 8), (64, 8)]), False)
+    assert table.read_checked(3) == (None, True) and table.read_checked(SLOTS - 2)[1]
     os.pwrite(table.fd, _old_slot(5, 6, b"old", [], count=251), FIRST + 4 * SLOT_SIZE)
     assert table.read(4) is None and table.used() == []
 
@@ -240,7 +243,7 @@ def test_a_slot_that_the_file_ends_in(table: HolderTable) -> None:
     assert table.read(SLOTS) is None                               # past the file
     table.write(1, 7, 8, 9, "cut", [(0, 1)])
     os.ftruncate(table.fd, FIRST + 2 * SLOT_SIZE - 1)              # a new slot without its CRC
-    assert table.read(1) == (7, 8, "cut (its slot could not be read)", WHOLE_POOL)
+    assert table.read(1) == (0, 0, "cut (its slot could not be read)", WHOLE_POOL)
 
 
 def test_a_slot_read_while_it_is_being_written_is_read_again(table: HolderTable,
@@ -270,14 +273,15 @@ def test_a_live_slot_that_stays_torn_holds_the_whole_pool(tmp_path: object) -> N
     open(pool, "wb").close()
     table = HolderTable(holders_path(pool), create=True)
     try:
-        table.write(0, os.getpid(), 0, 0, "client", [(0, 4096)])
+        table.write(0, 0xFFFF_FFFF, 0, 0, "client", [(0, 4096)])  # (a pid no process has)
         os.pwrite(table.fd, b"\xff" * 16, FIRST + SLOT.size)        # the first run, garbled
-        assert table.read(0) == (os.getpid(), 0, "client (its slot could not be read)", WHOLE_POOL)
+        assert table.read(0) == (0, 0, "client (its slot could not be read)", WHOLE_POOL)
+        assert table.read_checked(0)[1]                              # (it lists all: trusted)
         client = os.open(table.path, os.O_RDWR | os.O_CLOEXEC)
         try:
             assert take_slot_lock(client, 0)
-            assert table.live() == [(os.getpid(), 0, "client (its slot could not be read)", WHOLE_POOL)]
-            with pytest.raises(BusyError, match="its slot could not be read"):
+            assert table.live() == [(0, 0, "client (its slot could not be read)", WHOLE_POOL)]
+            with pytest.raises(BusyError, match="its slot could not be read"):    # (not OverflowError)
                 holders.refuse_live_holders(pool)
         finally:
             os.close(client)

@@ -398,7 +398,9 @@ class Server:
         not when it exits).  A client that lost its arbiter rewrites its slot as it lets go
         of pins and views, and a slot lists at least what its process may still touch; a
         slot that cannot be read lists the whole pool."""
-        found = self.holders.read(slot)
+        found, trusted = self.holders.read_checked(slot)
+        if not trusted:
+            return []       # (an older client's slot: kept whole until it exits, as before)
         layout = self.volume._journal.layout
         bs, base = layout.block_size, layout.data_offset
         listed = BlockRuns()                             # every data block a listed byte is in

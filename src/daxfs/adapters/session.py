@@ -257,8 +257,10 @@ class Session:
     # ---------------------------------------------------------------- the holder slot
 
     def publish_slot(self) -> None:
-        """Write what this client holds to its holder-table slot (before it may use it)."""
-        if self.slot >= 0:
+        """Write what this client holds to its holder-table slot (before it may use it).  Not
+        once the connection ended: the slot is then the living client's own to rewrite (it
+        lists less as it lets go), or the arbiter clears it when the client is gone."""
+        if self.slot >= 0 and not self.released:
             runs = [run for runs in self.held.values() for run in runs]
             self.server.holders.write(self.slot, self.pid, self.uid, self.gid, self.holder.name, runs)
 

@@ -202,25 +202,30 @@ class HolderTable:
         """``(pid, uid, name, runs)`` of a slot, or None when it is empty.  A slot whose CRC
         does not match (being written as we read it) is read again; one that never matches,
         or holds more runs than fit, reads as holding ``WHOLE_POOL``."""
+        return self.read_checked(slot)[0]
+
+    def read_checked(self, slot: int) -> tuple[tuple[int, int, str, list[tuple[int, int]]] | None, bool]:
+        """``read``'s record, and whether it can be trusted to list less than before: an
+        older arbiter's slot (no CRC) cannot, as a read racing its rewrite may miss runs."""
         where = _FIRST + slot * SLOT_SIZE
         for tries in range(_READ_TRIES):
             raw = os.pread(self.fd, SLOT_SIZE, where)
             magic = raw[:4]
             if magic == OLD_SLOT_MAGIC:
-                return _old_record(raw)
+                return _old_record(raw), False
             if magic != SLOT_MAGIC:
-                return None
+                return None, True
             if len(raw) == SLOT_SIZE and _CRC.unpack_from(raw, SLOT_SIZE - _CRC.size)[0] == \
                     zlib.crc32(memoryview(raw)[:SLOT_SIZE - _CRC.size]):
                 break
             time.sleep(0.0005 * tries)
         else:
-            return _unreadable(raw)
+            return _unreadable(raw), True
         _magic, pid, uid, _gid, count, name = _SLOT.unpack_from(raw)
         if count > MAX_RUNS:
-            return _unreadable(raw)
+            return _unreadable(raw), True
         runs = [_RUN.unpack_from(raw, _SLOT.size + i * _RUN.size) for i in range(count)]
-        return pid, uid, _name(name), runs
+        return (pid, uid, _name(name), runs), True
 
     def write(self, slot: int, pid: int, uid: int, gid: int, name: str, runs: Iterable[tuple[int, int]]) -> None:
         """Record what slot ``slot``'s process holds (runs merged to fit), in one write."""
@@ -270,11 +275,10 @@ def _old_record(raw: bytes) -> tuple[int, int, str, list[tuple[int, int]]] | Non
 
 
 def _unreadable(raw: bytes) -> tuple[int, int, str, list[tuple[int, int]]]:
-    """A slot that cannot be read: it holds the whole pool (its pid and name as far as they go)."""
-    pid, uid, name = 0, 0, b"?"
-    if len(raw) >= _SLOT.size:
-        _magic, pid, uid, _gid, _count, name = _SLOT.unpack_from(raw)
-    return pid, uid, _name(name) + " (its slot could not be read)", list(WHOLE_POOL)
+    """A slot that cannot be read: it holds the whole pool (its name as far as it goes; its
+    pid, which may be garbage, 0)."""
+    name = _SLOT.unpack_from(raw)[5] if len(raw) >= _SLOT.size else b"?"
+    return 0, 0, _name(name) + " (its slot could not be read)", list(WHOLE_POOL)
 
 
 def _describe(pid: int, name: str) -> str:
