@@ -1204,3 +1204,32 @@ def test_a_reference_whose_reply_came_as_the_connection_ended_is_refused_not_lef
     b.close()
     assert a.fsck() == []
     a.close()
+
+
+def test_a_fill_read_after_the_mapping_was_revoked_never_maps_the_pool_into_it(
+        pool: str, serve: Callable[..., ServerProcess]) -> None:
+    """A write fills a hole a client's mapping shows; the fill event is read only after the
+    user revoked the mapping (migrated to private memory, its blocks given back).  Laying the
+    fill in mapped those pool blocks into the private view again (found by review)."""
+    serve()
+    a = daxfs.connect(pool, name="A")
+    with a.open("/h", "wb", buffering=0) as h:
+        h.truncate(8 * BS)
+    b = daxfs.connect(pool, name="B")
+    m = b.open("/h", "rb", buffering=0).map(0, 8 * BS)
+    fill, late = b._fill, []
+    b._fill = late.append                                          # type: ignore[method-assign]
+    with a.open("/h", "r+b", buffering=0) as ha:
+        ha.pwrite(b"x" * BS, 0)
+    assert eventually(lambda: late)
+    m.revoke("migrate")
+    b._fill = fill                                                 # type: ignore[method-assign]
+    for event in late:
+        b._fill(event)                                             # the event, read late
+    assert bytes(m.buffer[:BS]) == bytes(BS)                       # what it showed at the revoke
+    a.unlink("/h")
+    _file(a, "/victim", 64, b"v")
+    assert bytes(m.buffer[:BS]) == bytes(BS)
+    m.close()
+    b.close()
+    a.close()

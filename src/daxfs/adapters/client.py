@@ -276,6 +276,8 @@ class Client(VolumeCalls, ClosesOnExit, PathNames):
         reference whose reply its caller has not yet turned into an object)."""
         _kind, r, fblk, nblk, pool_offset = event
         with self.view_lock:
+            if self.lost:
+                return      # (read just as the arbiter was lost: the slot, rewritten, lists none of it)
             ref = self.refs.get(r)
             if ref is None:
                 self._early_fills.setdefault(r, []).append((fblk, nblk, pool_offset))
@@ -292,9 +294,11 @@ class Client(VolumeCalls, ClosesOnExit, PathNames):
             with self.lock:
                 if self.lost:
                     ref._drop_unregistered()
+                    self._early_fills.pop(ref.r, None)
                     raise ServerLost(errno.ECONNRESET, "the arbiter went away", self.socket_path)
                 if self._closing or self.closed:
                     ref._drop_unregistered()
+                    self._early_fills.pop(ref.r, None)
                     self.send_only("release", ref.r, True)
                     raise ValueError("I/O operation on closed volume")
                 self.refs[ref.r] = ref

@@ -124,7 +124,8 @@ class _ClientRef:
                 if zf + zk > fblk + nblk:
                     still.append((fblk + nblk, zf + zk - fblk - nblk))
             self.zero_blocks = still
-            if self._view is not None:
+            # (a revoked view is private memory now, its blocks given back: never the pool again)
+            if self._view is not None and not self.revoked:
                 self._view.map_pool((fblk - self.first_block) * bs, nblk * bs, pool_offset, populate=self.writable)
 
     def pool_runs(self) -> list[tuple[int, int, int]]:
