@@ -1233,3 +1233,29 @@ def test_a_fill_read_after_the_mapping_was_revoked_never_maps_the_pool_into_it(
     m.close()
     b.close()
     a.close()
+
+
+def test_a_mapping_the_client_fails_to_make_is_given_back_at_once(
+        pool: str, serve: Callable[..., ServerProcess], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The arbiter granted a mapping, then the client could not map its view (no memory): the
+    arbiter kept the reference, and its blocks, until the client disconnected."""
+    from daxfs.adapters import client_refs
+    serve()
+    a = daxfs.connect(pool, name="A")
+    _file(a, "/f", 8, b"f")
+    b = daxfs.connect(pool, name="B")
+    f = b.open("/f", "rb", buffering=0)
+
+    def no_memory(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.ENOMEM, "Cannot allocate memory")
+    monkeypatch.setattr(client_refs, "PoolView", no_memory)
+    with pytest.raises(OSError) as caught:
+        f.map(0, 8 * BS)
+    assert caught.value.errno == errno.ENOMEM
+    monkeypatch.undo()
+    assert eventually(lambda: a.pins() == [])
+    with f.map(0, 8 * BS) as m:                                    # (what pins() lists: it does)
+        assert [p.holder for p in a.pins()] == ["B"] and bytes(m.buffer[:1]) == b"f"
+    f.close()
+    b.close()
+    a.close()

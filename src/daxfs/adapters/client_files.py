@@ -16,7 +16,7 @@ import errno
 import os
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from daxfs._types import Extent, Stat
 from daxfs.access.filebase import FileBase
@@ -222,7 +222,8 @@ class ClientFile(FileBase):
                 on_poison: Callable[["ClientMapping", int, int], Any] | None) -> "ClientMapping":
         client = self._client
         reply = client.call("map", self.h, offset, length, write, lease, self._holder_name)
-        mapping = ClientMapping(client, self._path, reply, write, lease, on_break, self._holder)
+        mapping = _made(client, reply, lambda: ClientMapping(client, self._path, reply, write, lease, on_break,
+                                                             self._holder))
         mapping.on_poison = on_poison
         client.register(mapping)
         owned = getattr(self._holder, "owned", None)
@@ -234,7 +235,7 @@ class ClientFile(FileBase):
                 on_poison: Callable[["ClientPin", int, int], Any] | None) -> "ClientPin":
         client = self._client
         reply = client.call("pin", self.h, offset, length, write, self._holder_name)
-        pin = ClientPin(client, self._path, reply, write, self._holder)
+        pin = _made(client, reply, lambda: ClientPin(client, self._path, reply, write, self._holder))
         pin.on_poison = on_poison
         client.register(pin)
         owned = getattr(self._holder, "owned", None)
@@ -268,4 +269,18 @@ class ClientFile(FileBase):
         super().close()
 
 
+_Ref = TypeVar("_Ref")
+
+
+def _made(client: Any, reply: dict[str, Any], make: Callable[[], _Ref]) -> _Ref:
+    """The reference the arbiter granted, made here; if making it fails (no memory for its
+    view), the arbiter is told at once, or it would keep the blocks until the connection ends."""
+    try:
+        return make()
+    except BaseException:
+        client.send_only("release", reply["r"], True)
+        raise
+
+
 __all__ = ["ClientFile"]
+
