@@ -494,7 +494,7 @@ class ScaleBench:
                 continue
             _table.log(f"{row_function.__name__} ...")
             # Each row in a fresh interpreter, as the issue measured them: what one row leaves
-            # behind (10,000 pins' objects, a 1 GiB clone's maps) must not slow the next.
+            # behind (such as 10,000 pins' objects for the collector to walk) must not slow the next.
             with multiprocessing.get_context("spawn").Pool(1) as fresh:
                 made, notes = fresh.apply(row_function, (self.config, self.scratch_dir))
             rows += made

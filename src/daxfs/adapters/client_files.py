@@ -283,4 +283,3 @@ def _made(client: Any, reply: dict[str, Any], make: Callable[[], _Ref]) -> _Ref:
 
 
 __all__ = ["ClientFile"]
-
