@@ -38,7 +38,7 @@ from daxfs.adapters.session import Session
 from daxfs.core.badblocks import BlockRuns
 from daxfs.errors import BusyError
 from daxfs.volume.changes import ChangeTable
-from daxfs.volume.holders import HolderTable, holders_path
+from daxfs.volume.holders import SLOTS, HolderTable, holders_path
 from daxfs.volume.opening import open_keeping_holders
 
 ZOMBIE_CHECK_S = 0.01
@@ -153,8 +153,8 @@ class Server:
         layout = journal.layout
         bs = layout.block_size
         with journal.lock:
-            for slot in self.holders.used():
-                found = self.holders.read(slot)
+            for slot in range(SLOTS):
+                found = self.holders.read(slot)     # (once: a read checks the slot's CRC)
                 if found is None:
                     continue
                 if not self.holders.alive(slot):
@@ -404,7 +404,7 @@ class Server:
         layout = self.volume._journal.layout
         bs, base = layout.block_size, layout.data_offset
         listed = BlockRuns()                             # every data block a listed byte is in
-        for off, n in sorted(found[3]) if found is not None else ():
+        for off, n in found[3] if found is not None else ():
             lo, hi = max(0, (off - base) // bs), min(layout.data_blocks, -(-(off + n - base) // bs))
             if hi > lo:
                 listed.add(lo, hi - lo)
