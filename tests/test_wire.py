@@ -234,3 +234,134 @@ def test_a_client_that_floods_requests_does_not_starve_the_others(served_pool: s
         flooder.join(300)
     assert flooder.exitcode == 0
     assert sent.value < batches * 100        # ours were answered before the flood ran out
+
+
+# ---------------------------------------------------------------- a close that rides on the last write
+
+
+def _error(sock: Any, reader: wire.FrameReader, rid: int, op: str, *args: Any) -> BaseException:
+    sock.sendall(wire.pack([rid, op, list(args)]))
+    reply = reader.next()
+    assert reply[0] == rid and reply[1] == "err", reply
+    return wire.decode_error(reply[2])
+
+
+def test_a_write_that_closes_replies_then_closes_the_file_failed_or_not(served_pool: str) -> None:
+    sock, reader = _raw_client(served_pool)
+    try:
+        h = _call(sock, reader, 2, "open", "/f", "wb", None, 0o022, True)["h"]
+        assert _call(sock, reader, 3, "pwrite", h, b"abc", 0, True) == 3
+        assert _error(sock, reader, 4, "pwrite", h, b"x", 0).errno == 9       # closed: EBADF
+        # a write that fails still closes its file (as close() does when its flush fails)
+        h = _call(sock, reader, 5, "open", "/g", "wb", None, 0o022, True)["h"]
+        assert isinstance(_error(sock, reader, 6, "pwrite", h, "not bytes", 0, True), TypeError)
+        assert _error(sock, reader, 7, "pwrite", h, b"x", 0).errno == 9
+        # a malformed flag is refused before anything happens: the file stays open
+        h = _call(sock, reader, 8, "open", "/h", "wb", None, 0o022, True)["h"]
+        assert isinstance(_error(sock, reader, 9, "pwrite", h, b"x", 0, 1), TypeError)
+        assert _call(sock, reader, 10, "pwrite", h, b"yz", 0) == 2
+        # the close frees an orphan's blocks, as a close sent alone does
+        with daxfs.connect(served_pool) as other:
+            free = other.statfs().f_bfree
+            h = _call(sock, reader, 11, "open", "/o", "wb", None, 0o022, True)["h"]
+            assert _call(sock, reader, 12, "pwrite", h, b"o" * 40960, 0) == 40960
+            other.unlink("/o")
+            assert other.statfs().f_bfree == free - 10          # an orphan, held by the handle
+            assert _call(sock, reader, 13, "pwrite", h, b"p", 0, True) == 1
+            assert other.statfs().f_bfree == free
+            assert other.open("/f", "rb").read() == b"abc" and other.open("/h", "rb").read() == b"yz"
+    finally:
+        sock.close()
+
+
+def test_open_for_writing_only_may_leave_the_layout_to_later(served_pool: str) -> None:
+    sock, reader = _raw_client(served_pool)
+    try:
+        opened = _call(sock, reader, 2, "open", "/f", "wb", None, 0o022, True, False)
+        assert opened["layout"] is None
+        assert _call(sock, reader, 3, "layout", opened["h"])["stat"]       # asked for, it comes
+        assert _call(sock, reader, 4, "open", "/f", "rb", None, 0o022, True)["layout"]["stat"]
+        assert isinstance(_error(sock, reader, 5, "open", "/f", "wb", None, 0o022, True, "no"), TypeError)
+    finally:
+        sock.close()
+
+
+class _Requests:
+    """Counts the writes and closes an in-process arbiter serves (patched into Requests)."""
+
+    def __init__(self, monkeypatch: Any, fail: bool = False) -> None:
+        from daxfs.adapters.requests import Requests
+
+        self.writes: list[bool] = []        # each write's ``close`` flag
+        self.closes = 0
+        pwrite, close = Requests.op_pwrite, Requests.op_close
+
+        def op_pwrite(this: Any, rid: int, h: object, data: object, offset: object, close: object = False) -> Any:
+            self.writes.append(close)  # type: ignore[arg-type]
+            if fail:
+                data = "not bytes"      # the write fails (TypeError), as ENOSPC would
+            return pwrite(this, rid, h, data, offset, close)
+
+        def op_close(this: Any, rid: int, h: object) -> Any:
+            self.closes += 1
+            return close(this, rid, h)
+
+        monkeypatch.setattr(Requests, "op_pwrite", op_pwrite)
+        monkeypatch.setattr(Requests, "op_close", op_close)
+
+
+def test_a_buffered_client_file_closes_with_its_last_write(shm_pool: str, monkeypatch: Any) -> None:
+    counted = _Requests(monkeypatch)
+    server = Server(shm_pool, log=None)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with daxfs.connect(shm_pool) as c:
+            with c.open("/a", "xb") as f:
+                f.write(b"hello")
+            assert counted.writes == [True] and counted.closes == 0
+            c.stat("/")         # the close follows the write's reply; whatever comes next sees it
+            assert not server.volume.namespace.open_files          # closed there, by the write
+            with c.open("/a", "rb") as f:
+                assert f.read() == b"hello"
+            # nothing to flush (or a file read): the close goes alone
+            c.open("/b", "wb").close()
+            c.stat("/")         # (a close sent alone is not waited for)
+            assert counted.writes == [True] and counted.closes == 2
+            # a write-only file's stat, size and end come from the layout it fetches when asked
+            f = c.open("/a", "ab")
+            f.write(b"!")
+            f.flush()
+            assert f.stat().st_size == 6 and f.seek(0, os.SEEK_END) == 6 and f.tell() == 6
+            f.close()
+            c.stat("/")
+            assert counted.writes == [True, False] and counted.closes == 3
+            # an older arbiter (protocol 1) is sent the close on its own
+            c.version = 1
+            with c.open("/c", "wb") as f:
+                f.write(b"old")
+            c.stat("/")
+            assert counted.writes == [True, False, False] and counted.closes == 4
+    finally:
+        server.stop()
+        thread.join(5)
+
+
+def test_a_close_whose_write_fails_raises_and_leaves_the_file_closed(shm_pool: str, monkeypatch: Any) -> None:
+    counted = _Requests(monkeypatch, fail=True)
+    server = Server(shm_pool, log=None)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with daxfs.connect(shm_pool) as c:
+            f = c.open("/a", "wb")
+            f.write(b"lost")
+            with pytest.raises(TypeError):
+                f.close()
+            assert f.closed and counted.writes == [True] and counted.closes == 0
+            c.stat("/")
+            assert not server.volume.namespace.open_files
+            assert c.stat("/a").st_size == 0
+    finally:
+        server.stop()
+        thread.join(5)

@@ -49,7 +49,11 @@ class _DaxfsMethods:
         return self.raw.ino
 
     def close(self) -> None:
-        owned = getattr(self.raw.holder, "owned", None)
+        raw = self.raw
+        owned = getattr(raw.holder, "owned", None)
+        closing = getattr(raw, "closing", None)
+        if closing is not None and not raw.closed:
+            closing()       # (a client's file closes with the flush's write: one request fewer)
         try:
             super().close()  # type: ignore[misc]
         finally:

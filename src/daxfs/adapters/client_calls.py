@@ -29,6 +29,7 @@ class VolumeCalls:
     closed: bool
     lost: bool
     path: str
+    version: int
 
     def call(self, op: str, *args: Any) -> Any:
         raise NotImplementedError
@@ -137,8 +138,13 @@ class VolumeCalls:
         flags, text, binary = arguments.parse_mode(mode)
         buffering = buffered.check_options(text, buffering, encoding, errors, newline)
         name = None if holder is None else str(holder)
-        reply = self.call("open", _path(path), binary, name, process_umask(), bool(follow_symlinks))
-        f = ClientFile(self, reply, _path(path), binary, flags, holder)
+        p = _path(path)
+        if self.version >= 2 and not flags.readable:
+            # written only: the layout (stat, extents) is fetched if a call needs it
+            reply = self.call("open", p, binary, name, process_umask(), bool(follow_symlinks), False)
+        else:
+            reply = self.call("open", p, binary, name, process_umask(), bool(follow_symlinks))
+        f = ClientFile(self, reply, p, binary, flags, holder)
         with self.lock:
             self.files.add(f)
         return buffered.wrap(f, flags, text, mode, buffering, encoding, errors, newline)

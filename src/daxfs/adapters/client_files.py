@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -95,7 +96,11 @@ class ClientFile(FileBase):
         self._pos = reply["start"]
         self._holder = holder
         self._holder_name = None if holder is None else str(holder)
-        self._layout: _Layout | None = _Layout(reply["layout"])
+        self._layout: _Layout | None = _Layout(reply["layout"]) if reply["layout"] is not None else None
+        #: the thread closing this file (see ``closing``), and whether the arbiter has
+        #: closed it with the last write
+        self._closing_in: int | None = None
+        self._closed_there = False
         owned = getattr(holder, "owned", None)
         if owned is not None:
             owned.add(self)
@@ -174,6 +179,12 @@ class ClientFile(FileBase):
             raise fs_error(errno.EFBIG, message="file too large")
         client = self._client
         if n <= wire.INLINE_WRITE:
+            if self._closing_in is not None and self._closing_in == threading.get_ident() \
+                    and client.version >= 2:
+                # The flush of close(): the arbiter closes the file after this write's
+                # reply, failed or not, so the close costs no request of its own.
+                self._closed_there = True
+                return client.call("pwrite", self.h, view.tobytes(), offset, True)
             return client.call("pwrite", self.h, view.tobytes(), offset)
         # Large: straight into blocks the arbiter prepared, persisted here, then one record.
         token, segments = client.call("prepare", self.h, offset, n)
@@ -245,6 +256,11 @@ class ClientFile(FileBase):
 
     # ---- lifetime
 
+    def closing(self) -> None:
+        """A buffered file over this one starts closing in this thread: the write its flush
+        makes, if any, closes the file too (see ``_do_pwrite``)."""
+        self._closing_in = threading.get_ident()
+
     def close(self) -> None:
         if self.handle.closed:
             return
@@ -258,7 +274,7 @@ class ClientFile(FileBase):
         try:
             # Nothing waits on the reply: requests of one connection run in order, so
             # whatever this client asks next sees the file closed.
-            if not client.lost and not client.closed:
+            if not client.lost and not client.closed and not self._closed_there:
                 client.send_only("close", self.h)
         finally:
             super().close()

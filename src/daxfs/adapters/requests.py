@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from daxfs._types import Stat
+from daxfs.adapters import wire
 from daxfs.access.file import File
 from daxfs.volume import arguments, permissions
 from daxfs.volume.poison import poisoned_runs
@@ -338,11 +339,16 @@ class Requests:
     # ---------------------------------------------------------------- files
 
     def op_open(self, rid: int, path: object, mode: object, holder: object, umask: object,
-                follow: object = True) -> Any:
+                follow: object = True, layout: object = True) -> Any:
+        """Open a file; the reply carries its layout unless ``layout`` is False (a client
+        opening for writing only asks for it when it first needs it: one stat fewer here,
+        one decode fewer there, on every create)."""
         p = _str(path, "path")
         flags = arguments.open_flags(mode)
         if type(follow) is not bool:
             raise TypeError("follow must be a bool")
+        if type(layout) is not bool:
+            raise TypeError("layout must be a bool")
         if flags.writable or flags.create:
             self._writable(p)
         vol = self.vol
@@ -355,7 +361,7 @@ class Requests:
             self._unless_gone(f.close)
             h = self.session.next_id()
             self.files[h] = f
-            return {"h": h, "ino": f.ino, "start": handle.start, "layout": self._layout(f)}
+            return {"h": h, "ino": f.ino, "start": handle.start, "layout": self._layout(f) if layout else None}
 
     def op_close(self, rid: int, h: object) -> Any:
         f = self._file(h)
@@ -370,10 +376,34 @@ class Requests:
     def op_pread(self, rid: int, h: object, n: object, offset: object) -> Any:
         return self._file(h).pread(n, offset)  # type: ignore[arg-type]
 
-    def op_pwrite(self, rid: int, h: object, data: object, offset: object) -> Any:
+    def op_pwrite(self, rid: int, h: object, data: object, offset: object, close: object = False) -> Any:
+        """A write; with ``close``, the last one of a file being closed: the file is closed
+        after the reply has gone, whether the write succeeded or not (as ``close()`` closes
+        the file when its flush fails), so the close is off the client's path."""
+        if type(close) is not bool:
+            raise TypeError("close must be a bool")
+        f = self._file(h)
+        if not close:
+            return self._pwrite(f, data, offset)
+        try:
+            result = self._pwrite(f, data, offset)
+        except Exception as exc:
+            if rid:
+                self.session.reply(rid, "err", wire.encode_error(exc))
+        else:
+            if rid:
+                self.session.reply(rid, "ok", result)
+        finally:
+            if self.files.pop(h, None) is f:  # type: ignore[call-overload]
+                try:
+                    f.close()
+                except Exception:   # as a close sent alone (nobody waits for its reply)
+                    pass
+        return _REPLIED
+
+    def _pwrite(self, f: File, data: object, offset: object) -> Any:
         if not isinstance(data, bytes):
             raise TypeError("data must be bytes")
-        f = self._file(h)
         if offset is None:
             if not f.handle.append:
                 raise TypeError("offset must be an int")

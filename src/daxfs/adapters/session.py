@@ -142,7 +142,7 @@ class Session:
         try:
             journal = self.vol._journal
             wire.send(self.sock, [message[0], "ok", {
-                "version": 1, "slot": self.slot, "readonly": self.readonly,
+                "version": 2, "slot": self.slot, "readonly": self.readonly,
                 "block_size": journal.block_size, "data_offset": journal.layout.data_offset,
                 "pool_size": journal.pool.size, "sync_mode": journal.pool.sync_mode,
                 "durability": self.vol.durability, "policy": self.vol.policy,
