@@ -5,7 +5,8 @@ scratch directory under /dev/shm; the client is this process unless a row says o
 
 * create + 4 KiB write + close (µs): ``c.open(p, "xb")``, ``write(4 KiB)``, ``close()`` vs
   ``os.open/os.write/os.close`` in a /dev/shm directory; both sides unlink their files after
-  each round.  Two round trips (open, write); close is sent without waiting.  Target ≤ 8× os.
+  each round.  Two round trips: the open, and the write that close() flushes, which closes
+  the file too (the arbiter closes it after the write's reply).  Target ≤ 8× os.
 * what that row is made of, in the same run: the same calls on an embedded volume beside
   ``os`` (both unlink after each round), and a stat of ``/`` from the client beside a bare
   round trip — this process and a forked echo process over a socketpair, with the client's
@@ -212,7 +213,7 @@ def _creator(pool: str, prefix: str, count: int, start: Any, done: Any) -> None:
         f.write(data)
         f.close()
     done.put(time.perf_counter() - t0)
-    c.stat("/")                      # the closes were sent without waiting: let them land
+    c.stat("/")                      # the last close came after its write's reply: let it land
     c.close()
 
 
