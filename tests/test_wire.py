@@ -6,6 +6,7 @@ import io
 import os
 import queue
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -136,6 +137,15 @@ def _raw_client(pool: str) -> tuple[Any, wire.FrameReader]:
         os.close(fd)
     assert hello[1] == "ok"
     return sock, reader
+
+
+def eventually(check: Any, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
 
 
 def _call(sock: Any, reader: wire.FrameReader, rid: int, op: str, *args: Any) -> Any:
@@ -363,5 +373,110 @@ def test_a_close_whose_write_fails_raises_and_leaves_the_file_closed(shm_pool: s
             assert not server.volume.namespace.open_files
             assert c.stat("/a").st_size == 0
     finally:
+        server.stop()
+        thread.join(5)
+
+
+def test_a_close_interrupted_before_its_flush_leaves_later_writes_plain(shm_pool: str, monkeypatch: Any) -> None:
+    """^C (or any error) between marking the file closing and the flush: the file stays
+    open, and a later ordinary flush must not close it on the arbiter."""
+    from daxfs.adapters.client_files import ClientFile
+
+    server = Server(shm_pool, log=None)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with daxfs.connect(shm_pool) as c:
+            f = c.open("/a", "wb")
+            f.write(b"x")
+            closing = ClientFile.closing
+
+            def interrupted(self: ClientFile, on: bool) -> None:
+                closing(self, on)
+                if on:
+                    raise KeyboardInterrupt
+            monkeypatch.setattr(ClientFile, "closing", interrupted)
+            with pytest.raises(KeyboardInterrupt):
+                f.close()
+            monkeypatch.setattr(ClientFile, "closing", closing)
+            assert not f.closed
+            f.write(b"y")
+            f.flush()                   # an ordinary flush: the file stays open
+            c.stat("/")
+            assert len(server.volume.namespace.open_files) == 1
+            f.write(b"z")
+            f.close()
+            assert c.open("/a", "rb").read() == b"xyz"
+    finally:
+        server.stop()
+        thread.join(5)
+
+
+def test_a_closing_write_interrupted_before_it_is_sent_still_closes_the_file(
+        shm_pool: str, monkeypatch: Any) -> None:
+    server = Server(shm_pool, log=None)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with daxfs.connect(shm_pool) as c:
+            f = c.open("/a", "wb")
+            f.write(b"x")
+            call = type(c).call
+
+            def interrupted(self: Any, op: str, *args: Any) -> Any:
+                if op == "pwrite" and args[-1] is True:
+                    raise KeyboardInterrupt     # before anything was sent
+                return call(self, op, *args)
+            monkeypatch.setattr(type(c), "call", interrupted)
+            with pytest.raises(KeyboardInterrupt):
+                f.close()
+            monkeypatch.setattr(type(c), "call", call)
+            assert f.closed
+            c.stat("/")
+            assert not server.volume.namespace.open_files     # the close went alone
+    finally:
+        server.stop()
+        thread.join(5)
+
+
+def test_the_request_after_a_closing_write_that_waited_sees_the_file_closed(
+        shm_pool: str, monkeypatch: Any) -> None:
+    """A closing write that waits (copy on write under the "wait" policy, the block pinned)
+    hands the loop to another thread, which serves the client's next request: by then the
+    file must be closed, however late the waiting thread runs."""
+    from daxfs.access import file as file_module
+
+    server = Server(shm_pool, log=None, policy="wait")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    sock = None
+    try:
+        with daxfs.connect(shm_pool) as c:
+            with c.open("/f", "wb", buffering=0) as f:
+                f.write(b"a" * 4096)
+            c.clone_file("/f", "/g")            # /f's block is shared: a write copies it
+            pinned = c.open("/f", "rb", buffering=0)
+            pin = pinned.pin(0, 4096)
+            pinned.close()
+            sock, reader = _raw_client(shm_pool)
+            h = _call(sock, reader, 2, "open", "/f", "r+b", None, 0o022, True)["h"]
+            close = file_module.File.close
+
+            def late_close(self: Any) -> None:  # the waiting thread, descheduled a while
+                time.sleep(0.3)
+                close(self)
+            monkeypatch.setattr(file_module.File, "close", late_close)
+            owner = server._loop_owner
+            sock.sendall(wire.pack([3, "pwrite", [h, b"z" * 10, 0, True]]))
+            assert eventually(lambda: server._loop_owner is not owner)      # it waits; the loop moved on
+            pin.release()
+            assert reader.next() == [3, "ok", 10]
+            sock.sendall(wire.pack([4, "stat", ["/"]]))
+            assert reader.next()[1] == "ok"
+            assert not server.volume.namespace.open_files     # closed before that was answered
+            monkeypatch.setattr(file_module.File, "close", close)
+    finally:
+        if sock is not None:
+            sock.close()
         server.stop()
         thread.join(5)

@@ -51,12 +51,14 @@ class _DaxfsMethods:
     def close(self) -> None:
         raw = self.raw
         owned = getattr(raw.holder, "owned", None)
-        closing = getattr(raw, "closing", None)
-        if closing is not None and not raw.closed:
-            closing()       # (a client's file closes with the flush's write: one request fewer)
+        closing = getattr(raw, "closing", None)     # (a client's file: the flush's write closes it)
         try:
+            if closing is not None and not raw.closed:
+                closing(True)
             super().close()  # type: ignore[misc]
         finally:
+            if closing is not None:
+                closing(False)      # a close that raised before its flush leaves no write closing
             if owned is not None:
                 owned.discard(self)
 

@@ -181,10 +181,17 @@ class ClientFile(FileBase):
         if n <= wire.INLINE_WRITE:
             if self._closing_in is not None and self._closing_in == threading.get_ident() \
                     and client.version >= 2:
-                # The flush of close(): the arbiter closes the file after this write's
-                # reply, failed or not, so the close costs no request of its own.
+                # The flush of close(): the arbiter closes the file with this write, failed
+                # or not, so the close costs no request of its own.  Counted as closed there
+                # once the arbiter answered or is gone; interrupted before that (^C), the
+                # close goes alone as well (a second close of a handle is answered by nobody).
+                try:
+                    n = client.call("pwrite", self.h, view.tobytes(), offset, True)
+                except Exception:
+                    self._closed_there = True
+                    raise
                 self._closed_there = True
-                return client.call("pwrite", self.h, view.tobytes(), offset, True)
+                return n  # type: ignore[no-any-return]
             return client.call("pwrite", self.h, view.tobytes(), offset)
         # Large: straight into blocks the arbiter prepared, persisted here, then one record.
         token, segments = client.call("prepare", self.h, offset, n)
@@ -256,10 +263,10 @@ class ClientFile(FileBase):
 
     # ---- lifetime
 
-    def closing(self) -> None:
-        """A buffered file over this one starts closing in this thread: the write its flush
-        makes, if any, closes the file too (see ``_do_pwrite``)."""
-        self._closing_in = threading.get_ident()
+    def closing(self, on: bool) -> None:
+        """A buffered file over this one starts (``on``) or ends closing in this thread:
+        meanwhile the write its flush makes, if any, closes the file too (``_do_pwrite``)."""
+        self._closing_in = threading.get_ident() if on else None
 
     def close(self) -> None:
         if self.handle.closed:

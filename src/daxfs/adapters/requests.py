@@ -9,6 +9,7 @@ goes out under the volume's lock, so no event about it can overtake it).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -388,18 +389,27 @@ class Requests:
         try:
             result = self._pwrite(f, data, offset)
         except Exception as exc:
-            if rid:
-                self.session.reply(rid, "err", wire.encode_error(exc))
+            status, body = "err", wire.encode_error(exc)
         else:
+            status, body = "ok", result
+        if self.session.server._loop_owner is not threading.current_thread():
+            # The write waited, and the loop went on in another thread: the client's next
+            # request may be running already, so the file is closed before it is answered.
+            self._close_after_write(h, f)
             if rid:
-                self.session.reply(rid, "ok", result)
-        finally:
-            if self.files.pop(h, None) is f:  # type: ignore[call-overload]
-                try:
-                    f.close()
-                except Exception:   # as a close sent alone (nobody waits for its reply)
-                    pass
+                self.session.reply(rid, status, body)
+            return _REPLIED
+        if rid:
+            self.session.reply(rid, status, body)
+        self._close_after_write(h, f)   # this thread serves the client's next request after it
         return _REPLIED
+
+    def _close_after_write(self, h: object, f: File) -> None:
+        if self.files.pop(h, None) is f:  # type: ignore[call-overload]
+            try:
+                f.close()
+            except Exception:   # as with a close sent alone: nobody waits for its reply
+                pass
 
     def _pwrite(self, f: File, data: object, offset: object) -> Any:
         if not isinstance(data, bytes):
