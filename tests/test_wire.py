@@ -7,6 +7,7 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -320,135 +321,131 @@ class _Requests:
         monkeypatch.setattr(Requests, "op_close", op_close)
 
 
-def test_a_buffered_client_file_closes_with_its_last_write(shm_pool: str, monkeypatch: Any) -> None:
+@pytest.fixture
+def arbiter(shm_pool: str) -> Iterator[Callable[..., Server]]:
+    """Starts an arbiter of ``shm_pool`` on a thread of this process (so its state can be
+    looked at), with the options given; stopped after the test."""
+    started: list[tuple[Server, threading.Thread]] = []
+
+    def start(**options: Any) -> Server:
+        server = Server(shm_pool, log=None, **options)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        started.append((server, thread))
+        return server
+
+    yield start
+    for server, thread in started:
+        server.stop()
+        thread.join(5)
+
+
+def test_a_buffered_client_file_closes_with_its_last_write(
+        shm_pool: str, arbiter: Callable[..., Server], monkeypatch: Any) -> None:
     counted = _Requests(monkeypatch)
-    server = Server(shm_pool, log=None)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        with daxfs.connect(shm_pool) as c:
-            with c.open("/a", "xb") as f:
-                f.write(b"hello")
-            assert counted.writes == [True] and counted.closes == 0
-            c.stat("/")         # the close follows the write's reply; whatever comes next sees it
-            assert not server.volume.namespace.open_files          # closed there, by the write
-            with c.open("/a", "rb") as f:
-                assert f.read() == b"hello"
-            # nothing to flush (or a file read): the close goes alone
-            c.open("/b", "wb").close()
-            c.stat("/")         # (a close sent alone is not waited for)
-            assert counted.writes == [True] and counted.closes == 2
-            # a write-only file's stat, size and end come from the layout it fetches when asked
-            f = c.open("/a", "ab")
-            f.write(b"!")
-            f.flush()
-            assert f.stat().st_size == 6 and f.seek(0, os.SEEK_END) == 6 and f.tell() == 6
-            f.close()
-            c.stat("/")
-            assert counted.writes == [True, False] and counted.closes == 3
-            # an older arbiter (protocol 1) is sent the close on its own
-            c.version = 1
-            with c.open("/c", "wb") as f:
-                f.write(b"old")
-            c.stat("/")
-            assert counted.writes == [True, False, False] and counted.closes == 4
-    finally:
-        server.stop()
-        thread.join(5)
+    server = arbiter()
+    with daxfs.connect(shm_pool) as c:
+        with c.open("/a", "xb") as f:
+            f.write(b"hello")
+        assert counted.writes == [True] and counted.closes == 0
+        c.stat("/")         # the close follows the write's reply; whatever comes next sees it
+        assert not server.volume.namespace.open_files          # closed there, by the write
+        with c.open("/a", "rb") as f:
+            assert f.read() == b"hello"
+        # nothing to flush (or a file read): the close goes alone
+        c.open("/b", "wb").close()
+        c.stat("/")         # (a close sent alone is not waited for)
+        assert counted.writes == [True] and counted.closes == 2
+        # a write-only file's stat, size and end come from the layout it fetches when asked
+        f = c.open("/a", "ab")
+        f.write(b"!")
+        f.flush()
+        assert f.stat().st_size == 6 and f.seek(0, os.SEEK_END) == 6 and f.tell() == 6
+        f.close()
+        c.stat("/")
+        assert counted.writes == [True, False] and counted.closes == 3
+        # an older arbiter (protocol 1) is sent the close on its own
+        c.version = 1
+        with c.open("/c", "wb") as f:
+            f.write(b"old")
+        c.stat("/")
+        assert counted.writes == [True, False, False] and counted.closes == 4
 
 
-def test_a_close_whose_write_fails_raises_and_leaves_the_file_closed(shm_pool: str, monkeypatch: Any) -> None:
+def test_a_close_whose_write_fails_raises_and_leaves_the_file_closed(
+        shm_pool: str, arbiter: Callable[..., Server], monkeypatch: Any) -> None:
     counted = _Requests(monkeypatch, fail=True)
-    server = Server(shm_pool, log=None)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        with daxfs.connect(shm_pool) as c:
-            f = c.open("/a", "wb")
-            f.write(b"lost")
-            with pytest.raises(TypeError):
-                f.close()
-            assert f.closed and counted.writes == [True] and counted.closes == 0
-            c.stat("/")
-            assert not server.volume.namespace.open_files
-            assert c.stat("/a").st_size == 0
-    finally:
-        server.stop()
-        thread.join(5)
+    server = arbiter()
+    with daxfs.connect(shm_pool) as c:
+        f = c.open("/a", "wb")
+        f.write(b"lost")
+        with pytest.raises(TypeError):
+            f.close()
+        assert f.closed and counted.writes == [True] and counted.closes == 0
+        c.stat("/")
+        assert not server.volume.namespace.open_files
+        assert c.stat("/a").st_size == 0
 
 
-def test_a_close_interrupted_before_its_flush_leaves_later_writes_plain(shm_pool: str, monkeypatch: Any) -> None:
+def test_a_close_interrupted_before_its_flush_leaves_later_writes_plain(
+        shm_pool: str, arbiter: Callable[..., Server], monkeypatch: Any) -> None:
     """^C (or any error) between marking the file closing and the flush: the file stays
     open, and a later ordinary flush must not close it on the arbiter."""
     from daxfs.adapters.client_files import ClientFile
 
-    server = Server(shm_pool, log=None)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        with daxfs.connect(shm_pool) as c:
-            f = c.open("/a", "wb")
-            f.write(b"x")
-            closing = ClientFile.closing
+    server = arbiter()
+    with daxfs.connect(shm_pool) as c:
+        f = c.open("/a", "wb")
+        f.write(b"x")
+        closing = ClientFile.closing
 
-            def interrupted(self: ClientFile, on: bool) -> None:
-                closing(self, on)
-                if on:
-                    raise KeyboardInterrupt
-            monkeypatch.setattr(ClientFile, "closing", interrupted)
-            with pytest.raises(KeyboardInterrupt):
-                f.close()
-            monkeypatch.setattr(ClientFile, "closing", closing)
-            assert not f.closed
-            f.write(b"y")
-            f.flush()                   # an ordinary flush: the file stays open
-            c.stat("/")
-            assert len(server.volume.namespace.open_files) == 1
-            f.write(b"z")
+        def interrupted(self: ClientFile, on: bool) -> None:
+            closing(self, on)
+            if on:
+                raise KeyboardInterrupt
+        monkeypatch.setattr(ClientFile, "closing", interrupted)
+        with pytest.raises(KeyboardInterrupt):
             f.close()
-            assert c.open("/a", "rb").read() == b"xyz"
-    finally:
-        server.stop()
-        thread.join(5)
+        monkeypatch.setattr(ClientFile, "closing", closing)
+        assert not f.closed
+        f.write(b"y")
+        f.flush()                   # an ordinary flush: the file stays open
+        c.stat("/")
+        assert len(server.volume.namespace.open_files) == 1
+        f.write(b"z")
+        f.close()
+        assert c.open("/a", "rb").read() == b"xyz"
 
 
 def test_a_closing_write_interrupted_before_it_is_sent_still_closes_the_file(
-        shm_pool: str, monkeypatch: Any) -> None:
-    server = Server(shm_pool, log=None)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        with daxfs.connect(shm_pool) as c:
-            f = c.open("/a", "wb")
-            f.write(b"x")
-            call = type(c).call
+        shm_pool: str, arbiter: Callable[..., Server], monkeypatch: Any) -> None:
+    server = arbiter()
+    with daxfs.connect(shm_pool) as c:
+        f = c.open("/a", "wb")
+        f.write(b"x")
+        call = type(c).call
 
-            def interrupted(self: Any, op: str, *args: Any) -> Any:
-                if op == "pwrite" and args[-1] is True:
-                    raise KeyboardInterrupt     # before anything was sent
-                return call(self, op, *args)
-            monkeypatch.setattr(type(c), "call", interrupted)
-            with pytest.raises(KeyboardInterrupt):
-                f.close()
-            monkeypatch.setattr(type(c), "call", call)
-            assert f.closed
-            c.stat("/")
-            assert not server.volume.namespace.open_files     # the close went alone
-    finally:
-        server.stop()
-        thread.join(5)
+        def interrupted(self: Any, op: str, *args: Any) -> Any:
+            if op == "pwrite" and args[-1] is True:
+                raise KeyboardInterrupt     # before anything was sent
+            return call(self, op, *args)
+        monkeypatch.setattr(type(c), "call", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            f.close()
+        monkeypatch.setattr(type(c), "call", call)
+        assert f.closed
+        c.stat("/")
+        assert not server.volume.namespace.open_files     # the close went alone
 
 
 def test_the_request_after_a_closing_write_that_waited_sees_the_file_closed(
-        shm_pool: str, monkeypatch: Any) -> None:
+        shm_pool: str, arbiter: Callable[..., Server], monkeypatch: Any) -> None:
     """A closing write that waits (copy on write under the "wait" policy, the block pinned)
     hands the loop to another thread, which serves the client's next request: by then the
     file must be closed, however late the waiting thread runs."""
     from daxfs.access import file as file_module
 
-    server = Server(shm_pool, log=None, policy="wait")
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server = arbiter(policy="wait")
     sock = None
     try:
         with daxfs.connect(shm_pool) as c:
@@ -478,5 +475,3 @@ def test_the_request_after_a_closing_write_that_waited_sees_the_file_closed(
     finally:
         if sock is not None:
             sock.close()
-        server.stop()
-        thread.join(5)
