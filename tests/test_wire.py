@@ -475,3 +475,44 @@ def test_the_request_after_a_closing_write_that_waited_sees_the_file_closed(
     finally:
         if sock is not None:
             sock.close()
+
+
+def test_the_loop_stops_looking_for_a_request_once_a_yield_gives_its_cpu_away(
+        shm_pool: str, arbiter: Callable[..., Server], monkeypatch: Any) -> None:
+    """Between requests the loop polls for the client's next one, yielding the CPU each turn;
+    a yield that comes back late means another task took the CPU (more runnable tasks than
+    CPUs): the loop then sleeps instead, rather than keep taking the CPU from it."""
+    import subprocess
+    import sys
+
+    import daxfs.adapters.server as server_module
+
+    yields: list[int] = []
+
+    class SlowYield:
+        """``os`` for the server module, whose sched_yield comes back after 30 µs (the CPU
+        given away a while; the loop looks for a request for 100 µs)."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(os, name)
+
+        @staticmethod
+        def sched_yield() -> None:
+            yields.append(1)
+            until = time.perf_counter() + 30e-6
+            while time.perf_counter() < until:
+                pass
+
+    monkeypatch.setattr(server_module, "os", SlowYield())
+    arbiter()
+    requests = 50
+    script = ("import daxfs, sys, time\n"
+              "c = daxfs.connect(sys.argv[1])\n"
+              f"for _ in range({requests}):\n"
+              "    c.stat('/')\n"
+              "    time.sleep(0.0002)\n"       # the next request comes after the loop's first yield
+              "c.close()\n")
+    done = subprocess.run([sys.executable, "-c", script, shm_pool], timeout=120, capture_output=True)
+    assert done.returncode == 0, done.stderr
+    # one yield a served request at most (before: a yield each turn for 100 µs, four)
+    assert 0 < len(yields) <= requests + 5

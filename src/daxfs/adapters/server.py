@@ -43,6 +43,9 @@ from daxfs.volume.opening import open_keeping_holders
 
 ZOMBIE_CHECK_S = 0.01
 SPIN_REQUEST_S = 100e-6 if wire.SPIN_REPLY_S else 0.0     # how long the loop looks for a client's next request
+# A sched_yield that came back this late gave the CPU to another task (more runnable tasks
+# than CPUs: clients, often): the loop stops looking and sleeps, leaving the CPU to them.
+YIELDED_S = 20e-6
 LOG_BACKLOG = 10_000             # log lines kept while stderr is not drained
 
 
@@ -261,9 +264,12 @@ class Server:
                     # A client just answered usually asks again within microseconds: look
                     # for it a while before sleeping (see wire.SPIN_REPLY_S), yielding the
                     # CPU to anything runnable (on a busy machine, the client itself).
-                    t0 = perf_counter()
-                    while not events and perf_counter() - t0 < SPIN_REQUEST_S:
+                    t0 = now = perf_counter()
+                    while not events and now - t0 < SPIN_REQUEST_S:
                         os.sched_yield()
+                        then, now = now, perf_counter()
+                        if now - then > YIELDED_S:
+                            break       # the yield gave the CPU away: it is wanted, sleep below
                         events = selector.select(0)
                 if not events:
                     events = selector.select(0.5)
