@@ -647,7 +647,8 @@ def _notes(config: Config, notes: Sequence[str], total_s: float) -> list[str]:
             "otherwise; os = the same calls on a /dev/shm directory (fresh files each round, both sides clean up)",
             f"latency rows: median of {config.rounds} rounds after 1 warm-up, daxfs and os interleaved",
             "transport: one arbiter thread serves every client; a client polls the socket for its reply up to "
-            "250 µs before sleeping, the arbiter up to 100 µs for a client's next request (DAXFS_SPIN_US=0: off)",
+            "250 µs before sleeping, the arbiter up to 100 µs for a client's next request, unless a yield gave "
+            "its CPU away (DAXFS_SPIN_US=0: off)",
             *notes]
 
 
