@@ -4,7 +4,8 @@ Every ``op_NAME(rid, *args)`` converts its arguments (wrong types are TypeError,
 back as the reply), checks the peer's credentials against the mode bits
 (``volume.permissions``) under the volume's lock, and calls the volume.  What a
 request returns is its reply; ``_REPLIED`` means it replied itself (a mapping's reply
-goes out under the volume's lock, so no event about it can overtake it).
+goes out under the volume's lock, so no event about it can overtake it; a closing write
+answers before it closes its file).
 """
 
 from __future__ import annotations
@@ -379,8 +380,8 @@ class Requests:
 
     def op_pwrite(self, rid: int, h: object, data: object, offset: object, close: object = False) -> Any:
         """A write; with ``close``, the last one of a file being closed: the file is closed
-        after the reply has gone, whether the write succeeded or not (as ``close()`` closes
-        the file when its flush fails), so the close is off the client's path."""
+        with it, whether the write succeeded or not (as ``close()`` closes the file when its
+        flush fails), after the reply where it can be, so the close is off the client's path."""
         if type(close) is not bool:
             raise TypeError("close must be a bool")
         f = self._file(h)
