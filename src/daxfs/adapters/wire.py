@@ -6,6 +6,11 @@ the server's own messages (a lease to break, blocks to show, a revocation)
 are ``[0, "event", body]``.  File descriptors (the pool, the change table,
 the holder table) travel once, with the server's first frame (SCM_RIGHTS).
 
+The hello's reply carries the protocol version: 2 adds a write that also closes its
+file (``pwrite``'s ``close``) and an open that leaves the layout to later; a client
+asks for neither of an arbiter that says 1, and an arbiter serves a client that never
+asks as before.
+
 Errors cross as their class name, errno, message and filenames, and come back
 as the same exception type with the same errno, so a client raises exactly
 what an embedded volume would.  Anything that does not decode is the
