@@ -51,14 +51,12 @@ class _DaxfsMethods:
     def close(self) -> None:
         raw = self.raw
         owned = getattr(raw.holder, "owned", None)
-        closing = getattr(raw, "closing", None)     # (a client's file: the flush's write closes it)
         try:
-            if closing is not None and not raw.closed:
-                closing(True)
+            if not raw.closed:
+                raw.closing(True)       # (a client's file: the flush's write closes it)
             super().close()  # type: ignore[misc]
         finally:
-            if closing is not None:
-                closing(False)      # a close that raised before its flush leaves no write closing
+            raw.closing(False)          # a close that raised before its flush leaves no write closing
             if owned is not None:
                 owned.discard(self)
 

@@ -81,6 +81,10 @@ class FileBase(io.RawIOBase):
         """Who owns this file (and what is mapped or pinned through it)."""
         raise NotImplementedError
 
+    def closing(self, on: bool) -> None:
+        """The buffered file over this one starts (``on``) or ends its close in this thread.
+        Nothing to do here; a client's file sends the flush's write with the close."""
+
     def __repr__(self) -> str:
         state = " closed" if self.closed else ""
         return f"<daxfs.{type(self).__name__} {self._path!r} mode={self._mode!r}{state}>"

@@ -264,8 +264,8 @@ class ClientFile(FileBase):
     # ---- lifetime
 
     def closing(self, on: bool) -> None:
-        """A buffered file over this one starts (``on``) or ends closing in this thread:
-        meanwhile the write its flush makes, if any, closes the file too (``_do_pwrite``)."""
+        """While the buffered file over this one closes in this thread, the write its flush
+        makes, if any, closes the file too (``_do_pwrite``)."""
         self._closing_in = threading.get_ident() if on else None
 
     def close(self) -> None:
