@@ -352,3 +352,84 @@ def test_direct_io_is_honoured_and_mmap_then_refused(pool_path: str, mount_dir: 
             assert mounted.client.stat(f"/f-{mappable}").st_size == 8192
         finally:
             mounted.stop()
+
+
+# ---------------------------------------------------------------- write-only opens
+
+def test_writes_through_a_write_only_descriptor_reach_other_opens_pages_and_mappings(mounted: Mounted) -> None:
+    """A write-only open bypasses the kernel's page cache where the kernel keeps that coherent:
+    what it writes shows at once to a reader's cached pages, to a shared read mapping, over a
+    page another open dirtied through its mapping (the later write wins, as on tmpfs), at the
+    end of the file for O_APPEND, and in the volume."""
+    import mmap
+
+    root = mounted.root
+    path = f"{root}/f"
+    with open(path, "wb") as fh:
+        fh.write(b"a" * 65536)
+    reader = os.open(path, os.O_RDONLY)
+    shared = mmap.mmap(reader, 65536, prot=mmap.PROT_READ)
+    both = os.open(path, os.O_RDWR)
+    dirty = mmap.mmap(both, 65536)
+    try:
+        assert os.pread(reader, 65536, 0) == b"a" * 65536 and shared[:4] == b"aaaa"     # cached now
+        dirty[16384:16388] = b"MMMM"            # a dirty page of the mapping, not yet written back
+        writer = os.open(path, os.O_WRONLY)
+        try:
+            assert os.pwrite(writer, b"BBBB", 0) == 4
+            assert os.pwrite(writer, b"CCCC", 8190) == 4          # across a page boundary
+            assert os.pwrite(writer, b"DDDD", 16384) == 4         # over the dirty page
+        finally:
+            os.close(writer)
+        assert os.pread(reader, 4, 0) == b"BBBB" and os.pread(reader, 6, 8189) == b"aCCCCa"
+        assert shared[:4] == b"BBBB" and shared[8190:8194] == b"CCCC"
+        assert dirty[16384:16388] == b"DDDD" and os.pread(reader, 4, 16384) == b"DDDD"
+        appender = os.open(path, os.O_WRONLY | os.O_APPEND)
+        try:
+            assert os.write(appender, b"tail") == 4
+        finally:
+            os.close(appender)
+        assert os.fstat(reader).st_size == 65540 and os.pread(reader, 8, 65532) == b"aaaatail"
+    finally:
+        dirty.close()
+        shared.close()
+        os.close(both)
+        os.close(reader)
+    with mounted.client.open("/f", "rb") as f:
+        data = f.read()
+    assert data[:4] == b"BBBB" and data[8190:8194] == b"CCCC" and data[16384:16388] == b"DDDD"
+    assert len(data) == 65540 and data[-4:] == b"tail"
+    assert mounted.client.fsck() == []
+
+
+def test_write_only_opens_are_served_direct_where_the_kernel_allows_it(tmp_path: Any, mount_dir: str) -> None:
+    """The mount's choice, seen in the serving process: a write-only open gets ``direct_io``
+    exactly when the kernel's FUSE protocol keeps direct writes coherent (7.39, Linux 6.6);
+    opens that can read (and so be mmap'd) never do."""
+    from daxfs.adapters.fuse_mount import FuseMount
+
+    vol = daxfs.mkfs(str(tmp_path / "p.pool"), 16 << 20)
+    mount = FuseMount(vol, mount_dir).start()
+    try:
+        handlers = mount.handlers
+        assert handlers is not None
+        release = tuple(int(part) for part in os.uname().release.split(".")[:2] if part.isdigit())
+        if release >= (6, 6):
+            assert handlers.direct_writes
+        path = f"{mount_dir}/f"
+        opened = []
+        for flags in (os.O_WRONLY | os.O_CREAT, os.O_RDWR, os.O_RDONLY, os.O_WRONLY | os.O_APPEND):
+            before = handlers.direct_opens
+            fd = os.open(path, flags, 0o644)        # plain syscalls: they leave the GIL to the daemon
+            try:
+                if flags & os.O_ACCMODE != os.O_RDONLY:
+                    os.write(fd, b"x" * 5000)
+            finally:
+                os.close(fd)
+            opened.append(handlers.direct_opens - before)
+        assert opened == ([1, 0, 0, 1] if handlers.direct_writes else [0, 0, 0, 0])
+    finally:
+        mount.stop()
+        vol.close()
+    with daxfs.open_volume(str(tmp_path / "p.pool")) as again:
+        assert again.stat("/f").st_size == 10000 and again.fsck() == []

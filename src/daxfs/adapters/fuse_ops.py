@@ -68,6 +68,11 @@ SEEK_DATA, SEEK_HOLE = 3, 4
 #: What libfuse names a hidden file: ``DIR/.fuse_hiddenXXXXXXXXXXXXXXXX``.
 HIDDEN = "/.fuse_hidden"
 FUSE_CAP_WRITEBACK_CACHE = 1 << 16
+#: The FUSE protocol (7.39, Linux 6.6) from which the kernel, before a write through a
+#: ``direct_io`` file, writes back and drops the pages other opens of the file cached of its
+#: range (mapped ones too), so their reads and mappings show the write; before it they
+#: could keep showing the old bytes.
+DIRECT_WRITES_COHERENT_FROM = 39
 #: Mount options libfuse 3 takes through its config that we honour (``-o direct_io``: every
 #: file bypasses the kernel's page cache, and so cannot be mmap'd; ``intr``, ``intr_signal``).
 #: ``use_ino``, ``readdir_ino`` and ``hard_remove`` stay as init sets them: the mount needs them.
@@ -146,6 +151,10 @@ class Handlers(mfusepy.FUSE):  # type: ignore[misc]
         #: invalidations are done first)
         self.settle: Callable[[int], None] = lambda ino: None
         self.max_write = 0
+        #: write-only opens bypass the kernel's page cache (set at init, by the kernel's protocol)
+        self.direct_writes = False
+        #: write-only opens given ``direct_io`` (the kernel's page cache bypassed)
+        self.direct_opens = 0
         self.counts: dict[str, int] = {}
         self._on_init = on_init
         self._on_destroy = on_destroy
@@ -240,6 +249,7 @@ class Handlers(mfusepy.FUSE):  # type: ignore[misc]
         # cached file over ours, so a file a Python client grows would not grow here.
         info.want &= ~FUSE_CAP_WRITEBACK_CACHE
         self.max_write = info.max_write
+        self.direct_writes = info.proto_minor >= DIRECT_WRITES_COHERENT_FROM
         self.fuse_ptr = _lib.fuse_get_context().contents.fuse
         self._on_init(self)
 
@@ -451,6 +461,12 @@ class Handlers(mfusepy.FUSE):  # type: ignore[misc]
         self.files[fh] = handle
         self.known[handle.ino] = p
         fi.fh = fh
+        if access == os.O_WRONLY and self.direct_writes:
+            # A write-only descriptor can never be mmap'd (mmap needs read access), so the
+            # page cache gains it nothing: its writes go to the daemon without the kernel's
+            # copy into the mount's pages first (dd, tar, a shell's ``>``; as O_DIRECT).
+            fi.direct_io = 1
+            self.direct_opens += 1
         self.settle(handle.ino)
         return 0
 
