@@ -402,10 +402,11 @@ def test_writes_through_a_write_only_descriptor_reach_other_opens_pages_and_mapp
     assert mounted.client.fsck() == []
 
 
-def test_write_only_opens_are_served_direct_where_the_kernel_allows_it(tmp_path: Any, mount_dir: str) -> None:
-    """The mount's choice, seen in the serving process: a write-only open gets ``direct_io``
+def test_write_only_opens_are_served_direct_and_no_close_asks_for_a_flush(tmp_path: Any, mount_dir: str) -> None:
+    """The mount's choices, seen in the serving process: a write-only open gets ``direct_io``
     exactly when the kernel's FUSE protocol keeps direct writes coherent (7.39, Linux 6.6);
-    opens that can read (and so be mmap'd) never do."""
+    opens that can read (and so be mmap'd) never do.  No close costs a FLUSH round trip
+    (the kernel honours FOPEN_NOFLUSH from Linux 5.13)."""
     from daxfs.adapters.fuse_mount import FuseMount
 
     vol = daxfs.mkfs(str(tmp_path / "p.pool"), 16 << 20)
@@ -428,6 +429,9 @@ def test_write_only_opens_are_served_direct_where_the_kernel_allows_it(tmp_path:
                 os.close(fd)
             opened.append(handlers.direct_opens - before)
         assert opened == ([1, 0, 0, 1] if handlers.direct_writes else [0, 0, 0, 0])
+        if release >= (5, 13):
+            _until(lambda: handlers.counts.get("release", 0) >= 4)     # (the kernel sends releases after the close)
+            assert handlers.counts.get("flush", 0) == 0
     finally:
         mount.stop()
         vol.close()

@@ -461,6 +461,10 @@ class Handlers(mfusepy.FUSE):  # type: ignore[misc]
         self.files[fh] = handle
         self.known[handle.ino] = p
         fi.fh = fh
+        # No FLUSH at each close: ours would do nothing (writes are write-through, so nothing
+        # waits in the kernel or here; POSIX locks are the kernel's own).  A close then costs
+        # no round trip; the release that closes our handle follows it, as it always did.
+        fi.noflush = 1
         if access == os.O_WRONLY and self.direct_writes:
             # A write-only descriptor can never be mmap'd (mmap needs read access), so the
             # page cache gains it nothing: its writes go to the daemon without the kernel's
