@@ -49,7 +49,9 @@ class MountWorker(Worker):
         family = self.rng.randrange(FAMILIES)
         off = self.rng.randrange(0, MAX_SIZE, 8)
         n = min(self.rng.choice([1, 16, 512, 1024]), (MAX_SIZE - off) // 8) or 1
-        fd = os.open(self.os_path(family), os.O_RDWR | os.O_CREAT, 0o644)
+        # (write-only half the time: the mount serves those without the kernel's page cache)
+        access = os.O_WRONLY if self.rng.random() < 0.5 else os.O_RDWR
+        fd = os.open(self.os_path(family), access | os.O_CREAT, 0o644)
         try:
             os.pwrite(fd, tagged(family, self.next_serial(n), n), off)
         finally:
