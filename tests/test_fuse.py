@@ -437,3 +437,36 @@ def test_write_only_opens_are_served_direct_and_no_close_asks_for_a_flush(tmp_pa
         vol.close()
     with daxfs.open_volume(str(tmp_path / "p.pool")) as again:
         assert again.stat("/f").st_size == 10000 and again.fsck() == []
+
+
+def test_a_write_by_another_user_clears_set_id_bits_as_on_tmpfs(mounted: Mounted) -> None:
+    """A write by a process without CAP_FSETID clears set-user-ID (and set-group-ID with group
+    execute), through a write-only descriptor (which bypasses the kernel's page cache, so the
+    mount does it) as through a read-write one; root's write keeps them.  tmpfs is the oracle.
+    Before, a write-only descriptor left a set-user-ID program another user rewrote set-ID."""
+    import shutil
+    import tempfile
+
+    tmpfs = tempfile.mkdtemp(dir="/dev/shm")
+    try:
+        os.chmod(tmpfs, 0o755)
+        seen = {}
+        for base in (tmpfs, mounted.root):
+            for name, access, mode, writer in (("u", os.O_WRONLY, 0o4777, 4321), ("g", os.O_WRONLY, 0o2775, 4321),
+                                               ("gx", os.O_WRONLY, 0o2767, 4321), ("rw", os.O_RDWR, 0o6777, 4321),
+                                               ("root", os.O_WRONLY, 0o6777, 0)):
+                path = f"{base}/{name}"
+                with open(path, "wb") as fh:
+                    fh.write(b"x" * 100)
+                os.chown(path, 1000, 4321)
+                os.chmod(path, mode)
+                code = (f"import os; os.setgid(4321); os.setuid({writer}); fd = os.open({path!r}, {access}); "
+                        f"os.pwrite(fd, b'y', 10); os.close(fd)")
+                subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+                seen[base, name] = st.S_IMODE(os.stat(path).st_mode)
+        expected = {"u": 0o777, "g": 0o775, "gx": 0o2767, "rw": 0o777, "root": 0o6777}
+        assert {name: seen[tmpfs, name] for name in expected} == expected        # the oracle agrees
+        assert {name: seen[mounted.root, name] for name in expected} == expected
+        assert st.S_IMODE(mounted.client.stat("/u").st_mode) == 0o777
+    finally:
+        shutil.rmtree(tmpfs, ignore_errors=True)
