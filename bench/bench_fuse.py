@@ -6,9 +6,8 @@ by this process on a sparse pool in a scratch directory under /dev/shm; the base
 directory on /dev/shm itself (tmpfs).  Every operation runs in a child Python process that
 makes plain ``os`` calls on one side and times itself, as any program on the mount would:
 
-* sequential write (GB/s): create a file (``O_WRONLY``: on Linux 6.6 and later the mount
-  serves a write-only open without the kernel's page cache) and ``os.write`` it in 1 MiB
-  requests, close; target at least 0.5× tmpfs;
+* sequential write (GB/s): create a file and ``os.write`` it in 1 MiB requests, close;
+  target at least 0.5× tmpfs;
 * sequential read (GB/s): open the file just written and ``os.readv`` it into a 1 MiB
   buffer to the end; target at least 0.5× tmpfs (each open drops the kernel's cached pages of
   a daxfs file, so the reads reach the volume);
@@ -220,18 +219,14 @@ class FuseBench:
         per_write = _table.median(seq["write"]["daxfs"]) / cfg.big_mib / 1e3
         daemon = spent / requests / 1e3
         tmpfs = _table.median(seq["write"]["tmpfs"]) / cfg.big_mib / 1e3
-        direct = self.mount.handlers is not None and self.mount.handlers.direct_writes
-        outside = ("libfuse's copy of the program's bytes and the request's round trip: the program's "
-                   "write-only open bypasses the mount's page cache" if direct else
-                   "the kernel copying the program's bytes into the mount's page cache, then the request's "
-                   "round trip and libfuse's copy of it")
         self.notes.append(
             f"sequential write, per 1 MiB write(): {per_write:.0f} µs on the mount, of which {daemon:.0f} µs in "
             f"the daemon's write handler (blocks, the one copy into the pool, the record; mean of {requests:,} "
-            f"requests over {runs} writes of the file), {per_write - daemon:.0f} µs outside it ({outside}); "
-            f"tmpfs: {tmpfs:.0f} µs for its one copy"
-            + ("" if direct else ". Writes are write-through (no writeback cache: it would hide a client's "
-                                 "size changes), so the kernel's copy and the daemon's run one after the other"))
+            f"requests over {runs} writes of the file), {per_write - daemon:.0f} µs outside it (the kernel "
+            f"copying the program's bytes into the mount's page cache, then the request's round trip and "
+            f"libfuse's copy of it); tmpfs: {tmpfs:.0f} µs for its one copy. Writes are write-through (no "
+            f"writeback cache: it would hide a client's size changes), so the kernel's copy and the "
+            f"daemon's run one after the other")
 
     def _requests_per_cp(self, big: int) -> list[Row]:
         """One more cp on the mount, counting what the kernel asked of the daemon."""

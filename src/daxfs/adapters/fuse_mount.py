@@ -17,9 +17,7 @@ or replaced answers for what the volume holds now; and the kernel's cached name 
 (``Handlers.forget_name``), or it would take a name a client removed for the old file until
 ``entry_timeout``: an ``open(O_CREAT)`` or ``mkdir`` of the free name would fail.
 Writeback caching stays off: with it the kernel keeps its own size and mtime of a file
-over the volume's.  A write-only open skips the page cache (``direct_io``: nothing can map
-it) where the kernel drops other opens' cached pages of a range before such a write
-(Linux 6.6 on).  Stores through a
+over the volume's.  Stores through a
 client's mapping reach no log: the mount sees them at the file's next open (close-to-open,
 as NFS), as every open drops the file's cached pages.
 """

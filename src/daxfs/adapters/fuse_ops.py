@@ -68,12 +68,6 @@ SEEK_DATA, SEEK_HOLE = 3, 4
 #: What libfuse names a hidden file: ``DIR/.fuse_hiddenXXXXXXXXXXXXXXXX``.
 HIDDEN = "/.fuse_hidden"
 FUSE_CAP_WRITEBACK_CACHE = 1 << 16
-#: The FUSE protocol (7.39, Linux 6.6) from which the kernel, before a write through a
-#: ``direct_io`` file, writes back and drops the pages other opens of the file cached of its
-#: range (mapped ones too), so their reads and mappings show the write; before it they
-#: could keep showing the old bytes.
-DIRECT_WRITES_COHERENT_FROM = 39
-CAP_FSETID = 4
 #: Mount options libfuse 3 takes through its config that we honour (``-o direct_io``: every
 #: file bypasses the kernel's page cache, and so cannot be mmap'd; ``intr``, ``intr_signal``).
 #: ``use_ino``, ``readdir_ino`` and ``hard_remove`` stay as init sets them: the mount needs them.
@@ -118,19 +112,6 @@ def _buffer(pointer: Any, size: int) -> memoryview:
     return memoryview((ctypes.c_char * size).from_address(address)).cast("B")  # type: ignore[arg-type]
 
 
-def _has_capability(tid: int, capability: int) -> bool:
-    """Whether thread ``tid`` (as the kernel names a request's caller) holds ``capability``
-    now; False when that cannot be read (a caller outside our pid namespace is 0)."""
-    try:
-        with open(f"/proc/{tid}/status", "rb") as fh:
-            for line in fh:
-                if line.startswith(b"CapEff:"):
-                    return bool(int(line.split()[1], 16) >> capability & 1)
-    except (OSError, ValueError, IndexError):
-        pass
-    return False
-
-
 def _text(path: bytes | None) -> str:
     if path is None:
         raise fs_error(errno.ENOENT, message="no path for a removed file")
@@ -165,12 +146,6 @@ class Handlers(mfusepy.FUSE):  # type: ignore[misc]
         #: invalidations are done first)
         self.settle: Callable[[int], None] = lambda ino: None
         self.max_write = 0
-        #: write-only opens bypass the kernel's page cache (set at init, by the kernel's protocol)
-        self.direct_writes = False
-        #: write-only opens given ``direct_io`` (the kernel's page cache bypassed)
-        self.direct_opens = 0
-        #: the handles (``fh``) of those still open
-        self.direct_files: set[int] = set()
         self.counts: dict[str, int] = {}
         self._on_init = on_init
         self._on_destroy = on_destroy
@@ -265,7 +240,6 @@ class Handlers(mfusepy.FUSE):  # type: ignore[misc]
         # cached file over ours, so a file a Python client grows would not grow here.
         info.want &= ~FUSE_CAP_WRITEBACK_CACHE
         self.max_write = info.max_write
-        self.direct_writes = info.proto_minor >= DIRECT_WRITES_COHERENT_FROM
         self.fuse_ptr = _lib.fuse_get_context().contents.fuse
         self._on_init(self)
 
@@ -275,7 +249,6 @@ class Handlers(mfusepy.FUSE):  # type: ignore[misc]
             for handle in list(self.files.values()):
                 self.namespace.close_file(handle)
             self.files.clear()
-            self.direct_files.clear()
 
     def invalidate(self, path: str) -> None:
         """Drop what the kernel caches of ``path`` (attributes and data); no-op if uncached."""
@@ -478,17 +451,13 @@ class Handlers(mfusepy.FUSE):  # type: ignore[misc]
         self.files[fh] = handle
         self.known[handle.ino] = p
         fi.fh = fh
-        # No FLUSH at each close: ours would do nothing (writes are write-through, so nothing
-        # waits in the kernel or here; POSIX locks are the kernel's own).  A close then costs
-        # no round trip; the release that closes our handle follows it, as it always did.
-        fi.noflush = 1
-        if access == os.O_WRONLY and self.direct_writes:
-            # A write-only descriptor can never be mmap'd (mmap needs read access), so the
-            # page cache gains it nothing: its writes go to the daemon without the kernel's
-            # copy into the mount's pages first (dd, tar, a shell's ``>``; as O_DIRECT).
-            fi.direct_io = 1
-            self.direct_opens += 1
-            self.direct_files.add(fh)
+        if access != os.O_RDWR:
+            # No FLUSH at this descriptor's close: ours does nothing (writes are write-through;
+            # POSIX locks are the kernel's own), so the close costs no round trip.  Not for a
+            # read-write descriptor: only it can map the file shared and writable, and the
+            # kernel writes such a mapping's stores back at a close that flushes, so a client
+            # reading the volume after the close sees them.
+            fi.noflush = 1
         self.settle(handle.ino)
         return 0
 
@@ -505,27 +474,10 @@ class Handlers(mfusepy.FUSE):  # type: ignore[misc]
 
     def write(self, path: bytes | None, buf: Any, size: int, offset: int, fip: Any) -> int:
         handle = self._handle(fip)
-        if fip.contents.fh in self.direct_files and self.journal.node(handle.ino).mode & (st.S_ISUID | st.S_ISGID):
-            self._drop_set_id(handle.ino)
         with _buffer(buf, size) as data:
             if handle.append:       # at the volume's EOF, whatever the kernel thinks it is
                 return self.data.append(handle.ino, data)[0]
             return self.data.pwrite(handle.ino, data, offset)
-
-    def _drop_set_id(self, ino: int) -> None:
-        """Before a write that bypasses the kernel's page cache, what the kernel does before one
-        through it (``file_remove_privs``; for a direct write it leaves that to us): a writer
-        without CAP_FSETID clears the set-user-ID bit, and set-group-ID where group execute is
-        set — or a program another user could write would keep running with its owner's ids."""
-        if _has_capability(mfusepy.fuse_get_context()[2], CAP_FSETID):
-            return
-        with self.vol.lock:
-            journal = self.journal
-            mode = journal.node(ino).mode
-            drop = mode & st.S_ISUID | (mode & st.S_ISGID if mode & st.S_IXGRP else 0)
-            if drop:
-                journal.check_writable()
-                journal.commit(SetAttr(ino, mode & 0o7777 & ~drop, None, None, None, None, time.time_ns()))
 
     def flush(self, path: bytes | None, fip: Any) -> int:
         return 0
@@ -536,7 +488,6 @@ class Handlers(mfusepy.FUSE):  # type: ignore[misc]
 
     def release(self, path: bytes | None, fip: Any) -> int:
         handle = self.files.pop(fip.contents.fh, None)
-        self.direct_files.discard(fip.contents.fh)
         if handle is not None:
             self.namespace.close_file(handle)
         return 0
