@@ -498,34 +498,55 @@ def test_a_write_only_write_beside_a_process_storing_through_a_mapping_is_never_
         assert fh.read()[100:108] == b"%08d" % 2999
 
 
-def test_a_write_by_another_user_clears_set_id_bits_as_on_tmpfs(mounted: Mounted) -> None:
+#: a process that gives up root for uid 4321, then makes a user namespace of its own (where it
+#: holds every capability, over nothing it did not map)
+_AS_USERNS_ROOT = ("import ctypes, os; os.setgid(4321); os.setuid(4321); "
+                   "assert ctypes.CDLL(None, use_errno=True).unshare(0x10000000) == 0; ")
+
+
+def _userns_writes() -> bool:
+    """Whether an unprivileged process can make a user namespace of its own here."""
+    probe = subprocess.run([sys.executable, "-c", _AS_USERNS_ROOT], capture_output=True, timeout=60)
+    return probe.returncode == 0
+
+
+@pytest.mark.parametrize("options", [(), ("-o", "direct_io")], ids=["cached", "direct_io"])
+def test_a_write_by_another_user_clears_set_id_bits_as_on_tmpfs(pool_path: str, mount_dir: str,
+                                                                 options: tuple[str, ...]) -> None:
     """A write by a process without CAP_FSETID clears set-user-ID (and set-group-ID with group
     execute), through a write-only descriptor as through a read-write one; root's write keeps
-    them.  tmpfs is the oracle.  (A version of the mount that bypassed the kernel's page cache
-    for write-only descriptors left them set: the kernel leaves that to the server there.)"""
+    them; so does not a root of a user namespace of its own.  tmpfs is the oracle.  Under
+    ``-o direct_io`` the kernel leaves this to the mount: before, it kept them all."""
     import shutil
     import tempfile
 
+    mounted = Mounted(pool_path, mount_dir, *options)
     tmpfs = tempfile.mkdtemp(dir="/dev/shm")
+    cases = [("u", os.O_WRONLY, 0o4777, "4321"), ("g", os.O_WRONLY, 0o2775, "4321"),
+             ("gx", os.O_WRONLY, 0o2767, "4321"), ("rw", os.O_RDWR, 0o6777, "4321"),
+             ("root", os.O_WRONLY, 0o6777, "0"), ("rootrw", os.O_RDWR, 0o6777, "0")]
+    if _userns_writes():
+        cases.append(("userns", os.O_RDWR, 0o4777, "userns"))
     try:
         os.chmod(tmpfs, 0o755)
         seen = {}
         for base in (tmpfs, mounted.root):
-            for name, access, mode, writer in (("u", os.O_WRONLY, 0o4777, 4321), ("g", os.O_WRONLY, 0o2775, 4321),
-                                               ("gx", os.O_WRONLY, 0o2767, 4321), ("rw", os.O_RDWR, 0o6777, 4321),
-                                               ("root", os.O_WRONLY, 0o6777, 0)):
+            for name, access, mode, writer in cases:
                 path = f"{base}/{name}"
                 with open(path, "wb") as fh:
                     fh.write(b"x" * 100)
                 os.chown(path, 1000, 4321)
                 os.chmod(path, mode)
-                code = (f"import os; os.setgid(4321); os.setuid({writer}); fd = os.open({path!r}, {access}); "
-                        f"os.pwrite(fd, b'y', 10); os.close(fd)")
-                subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+                code = f"import os; fd = os.open({path!r}, {access}); os.pwrite(fd, b'y', 10); os.close(fd)"
+                prefix = _AS_USERNS_ROOT if writer == "userns" else f"import os; os.setgid(4321); os.setuid({writer}); "
+                subprocess.run([sys.executable, "-c", prefix + code], check=True, timeout=60)
                 seen[base, name] = st.S_IMODE(os.stat(path).st_mode)
-        expected = {"u": 0o777, "g": 0o775, "gx": 0o2767, "rw": 0o777, "root": 0o6777}
-        assert {name: seen[tmpfs, name] for name in expected} == expected        # the oracle agrees
-        assert {name: seen[mounted.root, name] for name in expected} == expected
+        expected = {"u": 0o777, "g": 0o775, "gx": 0o2767, "rw": 0o777, "root": 0o6777, "rootrw": 0o6777,
+                    "userns": 0o777}
+        names = [case[0] for case in cases]
+        assert {name: seen[tmpfs, name] for name in names} == {name: expected[name] for name in names}   # the oracle
+        assert {name: seen[mounted.root, name] for name in names} == {name: expected[name] for name in names}
         assert st.S_IMODE(mounted.client.stat("/u").st_mode) == 0o777
     finally:
         shutil.rmtree(tmpfs, ignore_errors=True)
+        mounted.stop()

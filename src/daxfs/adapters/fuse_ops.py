@@ -112,6 +112,30 @@ def _buffer(pointer: Any, size: int) -> memoryview:
     return memoryview((ctypes.c_char * size).from_address(address)).cast("B")  # type: ignore[arg-type]
 
 
+CAP_FSETID = 4
+
+
+def _may_keep_set_id(tid: int) -> bool:
+    """Whether the writing thread ``tid`` (as the kernel names a request's caller) holds
+    CAP_FSETID in this process's own user namespace.  False whenever that is not certain: a
+    caller outside our pid namespace (0), a /proc of another pid namespace, a caller in
+    another user namespace (its capabilities there do not cover our files)."""
+    if tid <= 0:
+        return False
+    try:
+        if os.readlink("/proc/self") != str(os.getpid()):
+            return False
+        if os.stat(f"/proc/{tid}/ns/user").st_ino != os.stat("/proc/self/ns/user").st_ino:
+            return False
+        with open(f"/proc/{tid}/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"CapEff:"):
+                    return bool(int(line.split()[1], 16) >> CAP_FSETID & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
 def _text(path: bytes | None) -> str:
     if path is None:
         raise fs_error(errno.ENOENT, message="no path for a removed file")
@@ -146,6 +170,9 @@ class Handlers(mfusepy.FUSE):  # type: ignore[misc]
         #: invalidations are done first)
         self.settle: Callable[[int], None] = lambda ino: None
         self.max_write = 0
+        #: ``-o direct_io``: every write bypasses the kernel's page cache, which then leaves
+        #: clearing set-user-ID and set-group-ID bits to us
+        self.all_direct = False
         self.counts: dict[str, int] = {}
         self._on_init = on_init
         self._on_destroy = on_destroy
@@ -235,6 +262,7 @@ class Handlers(mfusepy.FUSE):  # type: ignore[misc]
         chosen = getattr(self, "_libfuse2_options_moved_into_libfuse3_config", {})
         for key in USER_CONFIG_OPTIONS & set(chosen):
             setattr(c, key, chosen[key])
+        self.all_direct = bool(chosen.get("direct_io"))
         info = conn.contents
         # Writeback caching stays off: with it the kernel trusts its own size and mtime of a
         # cached file over ours, so a file a Python client grows would not grow here.
@@ -474,10 +502,27 @@ class Handlers(mfusepy.FUSE):  # type: ignore[misc]
 
     def write(self, path: bytes | None, buf: Any, size: int, offset: int, fip: Any) -> int:
         handle = self._handle(fip)
+        if self.all_direct and self.journal.node(handle.ino).mode & (st.S_ISUID | st.S_ISGID):
+            self._drop_set_id(handle.ino)
         with _buffer(buf, size) as data:
             if handle.append:       # at the volume's EOF, whatever the kernel thinks it is
                 return self.data.append(handle.ino, data)[0]
             return self.data.pwrite(handle.ino, data, offset)
+
+    def _drop_set_id(self, ino: int) -> None:
+        """Before a write that bypasses the kernel's page cache, what the kernel's FUSE does
+        before one through it: unless the caller may keep them, clear set-user-ID, and
+        set-group-ID where group execute is set — or a program another user rewrote would
+        keep running with its owner's ids."""
+        if _may_keep_set_id(mfusepy.fuse_get_context()[2]):
+            return
+        with self.vol.lock:
+            journal = self.journal
+            mode = journal.node(ino).mode
+            drop = mode & st.S_ISUID | (mode & st.S_ISGID if mode & st.S_IXGRP else 0)
+            if drop:
+                journal.check_writable()
+                journal.commit(SetAttr(ino, mode & 0o7777 & ~drop, None, None, None, None, time.time_ns()))
 
     def flush(self, path: bytes | None, fip: Any) -> int:
         return 0
