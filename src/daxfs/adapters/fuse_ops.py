@@ -482,9 +482,10 @@ class Handlers(mfusepy.FUSE):  # type: ignore[misc]
         if access != os.O_RDWR:
             # No FLUSH at this descriptor's close: ours does nothing (writes are write-through;
             # POSIX locks are the kernel's own), so the close costs no round trip.  Not for a
-            # read-write descriptor: only it can map the file shared and writable, and the
-            # kernel writes such a mapping's stores back at a close that flushes, so a client
-            # reading the volume after the close sees them.
+            # read-write descriptor, the only kind a shared writable mapping is made from: a
+            # close that flushes first writes the file's dirty pages back, so a client reading
+            # the volume after the close of the descriptor a mapping was made from sees its
+            # stores (else they reach it at munmap, msync, fsync or the file's next open).
             fi.noflush = 1
         self.settle(handle.ino)
         return 0
