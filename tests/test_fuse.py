@@ -515,8 +515,9 @@ def test_a_write_by_another_user_clears_set_id_bits_as_on_tmpfs(pool_path: str, 
                                                                  options: tuple[str, ...]) -> None:
     """A write by a process without CAP_FSETID clears set-user-ID (and set-group-ID with group
     execute), through a write-only descriptor as through a read-write one; root's write keeps
-    them; so does not a root of a user namespace of its own.  tmpfs is the oracle.  Under
-    ``-o direct_io`` the kernel leaves this to the mount: before, it kept them all."""
+    them; so does not a root of a user namespace of its own.  An O_TRUNC open alone clears
+    them too.  tmpfs is the oracle.  Under ``-o direct_io`` the kernel leaves the write's
+    clearing to the mount, and the O_TRUNC open's always: before, the mount kept them."""
     import shutil
     import tempfile
 
@@ -524,7 +525,8 @@ def test_a_write_by_another_user_clears_set_id_bits_as_on_tmpfs(pool_path: str, 
     tmpfs = tempfile.mkdtemp(dir="/dev/shm")
     cases = [("u", os.O_WRONLY, 0o4777, "4321"), ("g", os.O_WRONLY, 0o2775, "4321"),
              ("gx", os.O_WRONLY, 0o2767, "4321"), ("rw", os.O_RDWR, 0o6777, "4321"),
-             ("root", os.O_WRONLY, 0o6777, "0"), ("rootrw", os.O_RDWR, 0o6777, "0")]
+             ("root", os.O_WRONLY, 0o6777, "0"), ("rootrw", os.O_RDWR, 0o6777, "0"),
+             ("trunc", os.O_WRONLY | os.O_TRUNC, 0o6777, "4321"), ("roottrunc", os.O_WRONLY | os.O_TRUNC, 0o6777, "0")]
     if _userns_writes():
         cases.append(("userns", os.O_RDWR, 0o4777, "userns"))
     try:
@@ -537,12 +539,13 @@ def test_a_write_by_another_user_clears_set_id_bits_as_on_tmpfs(pool_path: str, 
                     fh.write(b"x" * 100)
                 os.chown(path, 1000, 4321)
                 os.chmod(path, mode)
-                code = f"import os; fd = os.open({path!r}, {access}); os.pwrite(fd, b'y', 10); os.close(fd)"
+                write = "" if access & os.O_TRUNC else "os.pwrite(fd, b'y', 10); "    # (an O_TRUNC open alone)
+                code = f"import os; fd = os.open({path!r}, {access}); {write}os.close(fd)"
                 prefix = _AS_USERNS_ROOT if writer == "userns" else f"import os; os.setgid(4321); os.setuid({writer}); "
                 subprocess.run([sys.executable, "-c", prefix + code], check=True, timeout=60)
                 seen[base, name] = st.S_IMODE(os.stat(path).st_mode)
         expected = {"u": 0o777, "g": 0o775, "gx": 0o2767, "rw": 0o777, "root": 0o6777, "rootrw": 0o6777,
-                    "userns": 0o777}
+                    "trunc": 0o777, "roottrunc": 0o6777, "userns": 0o777}
         names = [case[0] for case in cases]
         assert {name: seen[tmpfs, name] for name in names} == {name: expected[name] for name in names}   # the oracle
         assert {name: seen[mounted.root, name] for name in names} == {name: expected[name] for name in names}

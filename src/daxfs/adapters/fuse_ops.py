@@ -479,6 +479,10 @@ class Handlers(mfusepy.FUSE):  # type: ignore[misc]
         self.files[fh] = handle
         self.known[handle.ino] = p
         fi.fh = fh
+        if want.truncate and self.journal.node(handle.ino).mode & (st.S_ISUID | st.S_ISGID):
+            # libfuse takes O_TRUNC into the open (atomic_o_trunc), and the kernel then leaves
+            # the truncate's clearing of set-ID bits to us, as for a direct write.
+            self._drop_set_id(handle.ino)
         if access != os.O_RDWR:
             # No FLUSH at this descriptor's close: ours does nothing (writes are write-through;
             # POSIX locks are the kernel's own), so the close costs no round trip.  Not for a
@@ -511,10 +515,10 @@ class Handlers(mfusepy.FUSE):  # type: ignore[misc]
             return self.data.pwrite(handle.ino, data, offset)
 
     def _drop_set_id(self, ino: int) -> None:
-        """Before a write that bypasses the kernel's page cache, what the kernel's FUSE does
-        before one through it: unless the caller may keep them, clear set-user-ID, and
-        set-group-ID where group execute is set — or a program another user rewrote would
-        keep running with its owner's ids."""
+        """Before a write that bypasses the kernel's page cache (and at an O_TRUNC open), what
+        the kernel's FUSE does before a write through it: unless the caller may keep them,
+        clear set-user-ID, and set-group-ID where group execute is set — or a program another
+        user rewrote would keep running with its owner's ids."""
         if _may_keep_set_id(mfusepy.fuse_get_context()[2]):
             return
         with self.vol.lock:
