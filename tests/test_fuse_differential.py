@@ -58,8 +58,9 @@ class Pair:
                 fh.write(source)
             self.srcs.append(os.open(f"{root}/source", os.O_RDONLY))
             self.fds.append(os.open(f"{root}/file", os.O_RDWR | os.O_CREAT, 0o644))
-            # a second, write-only descriptor of the same file: on the mount its writes bypass
-            # the kernel's page cache, which the other descriptor and the mappings use
+            # a second, write-only descriptor of the same file: its writes must show through the
+            # other descriptor and the mappings (a version of the mount that bypassed the kernel's
+            # page cache for write-only descriptors was checked this way)
             self.writers.append(os.open(f"{root}/file", os.O_WRONLY))
 
     def both(self, op: Callable[[int, int], Any]) -> None:

@@ -49,7 +49,7 @@ class MountWorker(Worker):
         family = self.rng.randrange(FAMILIES)
         off = self.rng.randrange(0, MAX_SIZE, 8)
         n = min(self.rng.choice([1, 16, 512, 1024]), (MAX_SIZE - off) // 8) or 1
-        # (write-only half the time: the mount serves those without the kernel's page cache)
+        # (write-only half the time: the mount serves those differently, no FLUSH at close)
         access = os.O_WRONLY if self.rng.random() < 0.5 else os.O_RDWR
         fd = os.open(self.os_path(family), access | os.O_CREAT, 0o644)
         try:
