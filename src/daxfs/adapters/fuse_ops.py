@@ -38,6 +38,7 @@ if "FUSE_LIBRARY_PATH" not in os.environ:
 
 import mfusepy  # noqa: E402
 
+from daxfs.adapters.fuse_setid import may_keep_set_id, set_id_to_drop  # noqa: E402
 from daxfs.core.namespace import whole  # noqa: E402
 from daxfs.core.records import SetAttr  # noqa: E402
 from daxfs.errors import fs_error  # noqa: E402
@@ -110,30 +111,6 @@ def _buffer(pointer: Any, size: int) -> memoryview:
     """libfuse's buffer as a writable byte memoryview (no copy)."""
     address = ctypes.cast(pointer, ctypes.c_void_p).value
     return memoryview((ctypes.c_char * size).from_address(address)).cast("B")  # type: ignore[arg-type]
-
-
-CAP_FSETID = 4
-
-
-def _may_keep_set_id(tid: int) -> bool:
-    """Whether the writing thread ``tid`` (as the kernel names a request's caller) holds
-    CAP_FSETID in this process's own user namespace.  False whenever that is not certain: a
-    caller outside our pid namespace (0), a /proc of another pid namespace, a caller in
-    another user namespace (its capabilities there do not cover our files)."""
-    if tid <= 0:
-        return False
-    try:
-        if os.readlink("/proc/self") != str(os.getpid()):
-            return False
-        if os.stat(f"/proc/{tid}/ns/user").st_ino != os.stat("/proc/self/ns/user").st_ino:
-            return False
-        with open(f"/proc/{tid}/status", "rb") as fh:
-            for line in fh:
-                if line.startswith(b"CapEff:"):
-                    return bool(int(line.split()[1], 16) >> CAP_FSETID & 1)
-    except (OSError, ValueError, IndexError):
-        pass
-    return False
 
 
 def _text(path: bytes | None) -> str:
@@ -516,15 +493,14 @@ class Handlers(mfusepy.FUSE):  # type: ignore[misc]
 
     def _drop_set_id(self, ino: int) -> None:
         """Before a write that bypasses the kernel's page cache (and at an O_TRUNC open), what
-        the kernel's FUSE does before a write through it: unless the caller may keep them,
-        clear set-user-ID, and set-group-ID where group execute is set — or a program another
-        user rewrote would keep running with its owner's ids."""
-        if _may_keep_set_id(mfusepy.fuse_get_context()[2]):
+        the kernel does before a write through it (``fuse_setid``) — or a program another user
+        rewrote would keep running with its owner's ids."""
+        if may_keep_set_id(mfusepy.fuse_get_context()[2]):
             return
         with self.vol.lock:
             journal = self.journal
             mode = journal.node(ino).mode
-            drop = mode & st.S_ISUID | (mode & st.S_ISGID if mode & st.S_IXGRP else 0)
+            drop = set_id_to_drop(mode)
             if drop:
                 journal.check_writable()
                 journal.commit(SetAttr(ino, mode & 0o7777 & ~drop, None, None, None, None, time.time_ns()))
