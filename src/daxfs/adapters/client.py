@@ -138,7 +138,8 @@ class Client(VolumeCalls, ClosesOnExit, PathNames):
         self.info_ = info
         # Version 2 closes a file with its last write (pwrite's ``close``) and opens for
         # writing without the layout; with an older arbiter neither is asked for.
-        self.version = info.get("version", 1) if type(info.get("version")) is int else 1
+        version = info.get("version")
+        self.version = version if type(version) is int else 1
         self.readonly = bool(info["readonly"])
         self.block_size = int(info["block_size"])
         self.data_offset = int(info["data_offset"])

@@ -393,16 +393,16 @@ class Requests:
             status, body = "err", wire.encode_error(exc)
         else:
             status, body = "ok", result
-        if self.session.server._loop_owner is not threading.current_thread():
-            # The write waited, and the loop went on in another thread: the client's next
-            # request may be running already, so the file is closed before it is answered.
+        # Answered first, unless the write waited and the loop went on in another thread: the
+        # client's next request may be running already, so the file is closed before the reply.
+        # Otherwise this thread serves the client's next request only after the close.
+        waited = self.session.server._loop_owner is not threading.current_thread()
+        if waited:
             self._close_after_write(h, f)
-            if rid:
-                self.session.reply(rid, status, body)
-            return _REPLIED
         if rid:
             self.session.reply(rid, status, body)
-        self._close_after_write(h, f)   # this thread serves the client's next request after it
+        if not waited:
+            self._close_after_write(h, f)
         return _REPLIED
 
     def _close_after_write(self, h: object, f: File) -> None:
